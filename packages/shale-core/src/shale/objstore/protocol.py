@@ -1,0 +1,158 @@
+"""What shale needs from object storage, and the errors a store may raise.
+
+The protocol mirrors SlateDB's needs: put, atomic create-if-absent (the manifest, the
+``.compactions`` file and WAL fencing rely on it), conditional overwrite by etag, get, ranged get,
+head, list by prefix and delete. Keys are ``/``-separated relative paths such as
+``db/manifest/00000000000000000001.manifest``; a store may keep them under its own root.
+
+Error kinds (every store maps its failures to exactly these):
+
+- :class:`ObjectNotFound` -- the key does not exist (a :class:`~shale.errors.DataError` when it
+  reaches a user: persisted state is missing);
+- :class:`ObjectAlreadyExists` -- a create-if-absent lost, or an etag condition failed;
+- :class:`TransientStoreError` -- may succeed if retried (an
+  :class:`~shale.errors.UnavailableError`);
+- :class:`PermanentStoreError` -- will not succeed if retried (access denied, bad bucket).
+
+Invariants every store keeps (checked by :mod:`shale.testing.objstore_contract`):
+
+- an object is never partially visible: readers see all of a put or none of it;
+- of several racing ``put_if_absent`` calls on one key, exactly one succeeds;
+- ``delete`` of a missing key succeeds (deletes are idempotent);
+- ``list`` yields keys in ascending byte order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from shale.errors import DataError, InvalidError, ShaleError, UnavailableError
+
+__all__ = [
+    "ObjectMeta",
+    "ObjectStore",
+    "ObjectStoreError",
+    "ObjectNotFound",
+    "ObjectAlreadyExists",
+    "TransientStoreError",
+    "PermanentStoreError",
+    "validate_key",
+]
+
+
+class ObjectStoreError(ShaleError):
+    """Base of every error an object store raises."""
+
+    kind = "unavailable"
+
+
+class ObjectNotFound(ObjectStoreError, DataError):
+    """The object does not exist."""
+
+    kind = "data"
+
+
+class ObjectAlreadyExists(ObjectStoreError):
+    """A create-if-absent found the key taken, or an etag precondition failed."""
+
+    kind = "conflict"
+
+
+class TransientStoreError(ObjectStoreError, UnavailableError):
+    """A failure that may go away if the call is retried."""
+
+    kind = "unavailable"
+
+
+class PermanentStoreError(ObjectStoreError, UnavailableError):
+    """A failure that retrying will not fix (permissions, missing bucket, bad request)."""
+
+    kind = "unavailable"
+
+
+@dataclass(frozen=True)
+class ObjectMeta:
+    """What ``head`` and ``list`` report about one object.
+
+    :ivar key: the object's key, relative to the store's root.
+    :ivar size: its length in bytes.
+    :ivar last_modified: when it was written, seconds since the Unix epoch.
+    :ivar etag: an opaque version tag for :meth:`ObjectStore.put_if_match`, or ``None``.
+    """
+
+    key: str
+    size: int
+    last_modified: float
+    etag: str | None = None
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """The object-store interface every backend implements."""
+
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        """Write ``data`` at ``key``, replacing any object there.
+
+        :param durable: when true the object survives a crash of this machine once the call
+            returns (the local store fsyncs); stores that are always durable ignore it.
+        """
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        """Create ``key`` atomically, only if it does not exist.
+
+        :raises ObjectAlreadyExists: the key exists (another writer won the race).
+        """
+        ...
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+        """Overwrite ``key`` only if its current etag is ``etag``.
+
+        :raises ObjectAlreadyExists: the object changed since ``etag`` was read, or is gone.
+        """
+        ...
+
+    def get(self, key: str) -> bytes:
+        """The whole object. :raises ObjectNotFound: the key does not exist."""
+        ...
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)`` of the object, clipped to its length.
+
+        :raises ObjectNotFound: the key does not exist.
+        """
+        ...
+
+    def head(self, key: str) -> ObjectMeta:
+        """Metadata of one object. :raises ObjectNotFound: the key does not exist."""
+        ...
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        """Every object whose key starts with ``prefix``, in ascending key order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``; succeeds when it is already gone."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files. Calls after close are undefined."""
+        ...
+
+
+def validate_key(key: str) -> str:
+    """Check that ``key`` is a relative ``/``-separated path confined to the store.
+
+    :raises InvalidError: empty keys, absolute paths, ``..`` or ``.`` segments, empty segments,
+        backslashes or NUL bytes.
+    """
+    if not isinstance(key, str):
+        raise InvalidError("object key must be a str", type=type(key).__name__)
+    if not key or key.startswith("/") or "\x00" in key or "\\" in key:
+        raise InvalidError("object key must be a non-empty relative path", key=key)
+    for part in key.split("/"):
+        if part in ("", ".", ".."):
+            raise InvalidError("object key has an empty, '.' or '..' segment", key=key)
+    return key

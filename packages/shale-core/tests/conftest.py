@@ -1,0 +1,66 @@
+"""Fixtures for shale-core's tests: both twins of every accelerated module.
+
+A fixture such as ``block_impl`` is parametrized over ``py`` and ``c``. The compiled twin must
+exist unless the pure twins were asked for (``--no-c-extensions`` or ``SHALE_NO_EXTENSIONS``):
+a missing build fails loudly instead of silently testing only one twin.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import pytest
+
+from shale import env
+
+
+def _pure_only(config: pytest.Config) -> bool:
+    return bool(config.getoption("--no-c-extensions")) or env.flag(env.NO_EXTENSIONS)
+
+
+def _twin(request: pytest.FixtureRequest, name: str) -> ModuleType:
+    kind = request.param
+    if kind == "c":
+        if _pure_only(request.config):
+            pytest.skip("compiled twins disabled")
+        try:
+            return importlib.import_module(f"shale._{name}_c")
+        except ImportError as exc:
+            pytest.fail(f"compiled twin shale._{name}_c is not built: {exc}")
+    return importlib.import_module(f"shale._{name}_py")
+
+
+@pytest.fixture(params=["py", "c"])
+def block_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._block_py`` or ``shale._block_c``."""
+    return _twin(request, "block")
+
+
+@pytest.fixture(params=["py", "c"])
+def bloom_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._bloom_py`` or ``shale._bloom_c``."""
+    return _twin(request, "bloom")
+
+
+@pytest.fixture(params=["py", "c"])
+def merge_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._merge_py`` or ``shale._merge_c``."""
+    return _twin(request, "merge")
+
+
+@pytest.fixture
+def both_twins(request: pytest.FixtureRequest) -> object:
+    """``both_twins("block")`` -> (py_module, c_module) for differential tests (skips if pure)."""
+
+    def get(name: str) -> tuple[ModuleType, ModuleType]:
+        if _pure_only(request.config):
+            pytest.skip("compiled twins disabled")
+        py = importlib.import_module(f"shale._{name}_py")
+        try:
+            c = importlib.import_module(f"shale._{name}_c")
+        except ImportError as exc:
+            pytest.fail(f"compiled twin shale._{name}_c is not built: {exc}")
+        return py, c
+
+    return get

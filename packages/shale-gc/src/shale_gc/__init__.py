@@ -1,0 +1,3 @@
+"""shale_gc: the garbage collector. Under construction: see issue 5."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,8 @@
+"""The pluggy plugin of shale_minio, registered through the ``shale`` entry-point group.
+
+Hook implementations go here, marked with ``@shale.hookimpl``.
+"""
+
+from __future__ import annotations
+
+import shale  # noqa: F401  (gives plugins the hookimpl marker: @shale.hookimpl)

@@ -1,0 +1,21 @@
+"""A template shale plugin: copy the ``plugins/_template`` folder to start your own.
+
+Rename the distribution in ``pyproject.toml`` and the package folder, keep the entry point in the
+``shale`` group, and implement any hook of :mod:`shale.hookspecs` with ``@shale.hookimpl``.
+This template implements one observer so you can see it run: it logs every database open.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import shale
+
+log = logging.getLogger(__name__)
+
+
+@shale.hookimpl
+def shale_db_opened(db: Any) -> None:
+    """Log each database that opens (replace with your plugin's behaviour)."""
+    log.info("shale-template saw a database open: %r", db)
