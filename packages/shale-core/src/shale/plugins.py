@@ -87,7 +87,7 @@ class PluginHost:
 
     def plugin_names(self) -> list[str]:
         """Names of every registered plugin, in registration order."""
-        return [n for n, _ in self.manager.list_name_plugin()]
+        return [n for n, p in self.manager.list_name_plugin() if p is not None]
 
     # -- typed hook calls -----------------------------------------------------------------
 

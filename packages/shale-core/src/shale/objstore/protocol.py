@@ -146,12 +146,18 @@ def validate_key(key: str) -> str:
     """Check that ``key`` is a relative ``/``-separated path confined to the store.
 
     :raises InvalidError: empty keys, absolute paths, ``..`` or ``.`` segments, empty segments,
-        backslashes or NUL bytes.
+        backslashes, NUL bytes, or text that is not valid UTF-8 (lone surrogates): object
+        stores name objects by their UTF-8 bytes.
     """
     if not isinstance(key, str):
         raise InvalidError("object key must be a str", type=type(key).__name__)
     if not key or key.startswith("/") or "\x00" in key or "\\" in key:
         raise InvalidError("object key must be a non-empty relative path", key=key)
+    if not key.isascii():
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidError("object key is not valid UTF-8 text", key=key) from None
     for part in key.split("/"):
         if part in ("", ".", ".."):
             raise InvalidError("object key has an empty, '.' or '..' segment", key=key)
