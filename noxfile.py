@@ -1,0 +1,58 @@
+"""Multi-step workflows: ``nox -s demo``, ``nox -s bench``, ``nox -s interop``, ``nox -s wheels``.
+
+The test matrix itself is in tox.ini; ``nox -s tests`` is the same as the README's test command.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+PY = "3.11"
+
+
+def _install_all(session: nox.Session) -> None:
+    session.install("-r", "requirements-dev.txt")
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The whole suite, both twins (the pure twin runs inside it as a sub-suite)."""
+    _install_all(session)
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=PY)
+def demo(session: nox.Session) -> None:
+    """Install everything and run ``shale demo`` in a temporary directory."""
+    _install_all(session)
+    session.run("shale", "demo", *session.posargs)
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Micro-benchmarks of both twins, and shale beside the official slatedb package."""
+    _install_all(session)
+    session.run("python", "tests/bench/run.py", *session.posargs)
+
+
+@nox.session(python=PY)
+def interop(session: nox.Session) -> None:
+    """Only the tests that run the official slatedb package as an oracle."""
+    _install_all(session)
+    session.run("python", "-m", "pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python=PY)
+def wheels(session: nox.Session) -> None:
+    """Build a wheel of every distribution into dist/."""
+    session.install("build")
+    for path in (
+        "packages/shale-core",
+        "packages/shale-compactor",
+        "packages/shale-gc",
+        "packages/shale-minio",
+        "plugins/_template",
+    ):
+        session.run("python", "-m", "build", "--wheel", "--outdir", "dist", path)

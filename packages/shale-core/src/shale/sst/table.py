@@ -1,0 +1,344 @@
+"""Reading SlateDB SST files (format versions 1 and 2).
+
+:class:`SsTable` reads the footer, the ``SsTableInfo``, the index and (lazily) the filter and
+stats of one SST, from bytes in memory or by ranged reads from an object store, and iterates its
+rows. Every structural check that can fail raises :class:`~shale.errors.DataError`: a corrupt
+SST never yields wrong rows, because every section's CRC is checked before it is decoded.
+
+Row iteration of compacted SSTs locates blocks through the index's separator keys. A separator is
+``<=`` its block's first key and ``>`` the previous block's last key, except when one key's
+versions span a block boundary, in which case it *equals* that key: so the search for a key
+starts at the last block whose separator is strictly below it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import struct
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from shale import block as _block
+from shale.errors import DataError, InvalidError, ShaleError
+from shale.fbs import sst_meta as M
+from shale.sst import compression as C
+
+_FOOTER = struct.Struct(">QH")
+_CRC = struct.Struct(">I")
+FOOTER_LEN = 10
+#: How much of an SST's tail :meth:`SsTable.open` fetches in its first ranged read.
+TAIL_READ = 64 * 1024
+
+ReadFn = Callable[[int, int], bytes]
+
+
+def _known_policies(policies: Sequence[Any] | None) -> dict[str, Any]:
+    if policies is None:
+        from shale.filters import BloomFilterPolicy, Mmh3BloomFilterPolicy
+
+        policies = [BloomFilterPolicy(10), Mmh3BloomFilterPolicy(10)]
+    return {p.name: p for p in policies}
+
+
+class SsTable:
+    """One SST: its metadata, and its rows on demand.
+
+    Build it with :meth:`from_bytes` or :meth:`open`. Blocks are read on demand through the
+    read function; an optional ``block_cache`` (any object with ``get(key)`` and
+    ``put(key, value)``) keeps decoded blocks keyed by ``(cache_id, block_index)``.
+    """
+
+    def __init__(
+        self,
+        read: ReadFn,
+        size: int,
+        *,
+        tail: bytes | None = None,
+        policies: Sequence[Any] | None = None,
+        transformer: C.BlockTransformer | None = None,
+        block_cache: Any = None,
+        cache_id: object = None,
+    ) -> None:
+        self._read = read
+        self.size = size
+        self.transformer = transformer
+        self._policies = _known_policies(policies)
+        self._cache = block_cache
+        self._cache_id = cache_id if cache_id is not None else id(self)
+        try:
+            self._load_meta(tail)
+        except ShaleError:
+            raise
+        except Exception as exc:  # any decoder slip on corrupt bytes is still a data error
+            raise DataError("malformed SST", error=f"{type(exc).__name__}: {exc}") from exc
+        self._filter: Any = None
+        self._filter_loaded = False
+        self._stats: M.SstStats | None = None
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_bytes(cls, data: bytes, **options: Any) -> SsTable:
+        """An SST held in memory. ``options`` as for the constructor."""
+        view = memoryview(data)
+
+        def read(start: int, end: int) -> bytes:
+            return bytes(view[start:end])
+
+        return cls(read, len(data), tail=bytes(data) if len(data) <= TAIL_READ else None, **options)
+
+    @classmethod
+    def open(cls, store: Any, key: str, *, size: int | None = None, **options: Any) -> SsTable:
+        """An SST in an object store, read with ranged gets.
+
+        :param size: the object's size if known (saves a ``head`` request).
+        :raises ObjectNotFound: the object does not exist.
+        """
+        if size is None:
+            size = store.head(key).size
+
+        def read(start: int, end: int) -> bytes:
+            data: bytes = store.get_range(key, start, end)
+            if len(data) != end - start:
+                raise DataError("SST object is shorter than its metadata says", key=key)
+            return data
+
+        options.setdefault("cache_id", key)
+        return cls(read, size, **options)
+
+    # -- metadata ---------------------------------------------------------------------------
+
+    def _load_meta(self, tail: bytes | None) -> None:
+        size = self.size
+        if size <= FOOTER_LEN:
+            raise DataError("SST is too short to hold a footer", size=size)
+        if tail is None:
+            tail_start = max(0, size - TAIL_READ)
+            tail = self._read(tail_start, size)
+        else:
+            tail_start = size - len(tail)
+        self._tail = tail
+        self._tail_start = tail_start
+
+        meta_offset, version = _FOOTER.unpack_from(tail, len(tail) - FOOTER_LEN)
+        if version not in (1, 2):
+            raise DataError("unsupported SST format version", version=version)
+        self.version = version
+        info_end = size - FOOTER_LEN
+        if meta_offset >= info_end or info_end - meta_offset <= 4:
+            raise DataError("SST metadata offset out of range", offset=meta_offset, size=size)
+        raw = self._range(meta_offset, info_end)
+        info_bytes = raw[:-4]
+        (want,) = _CRC.unpack_from(raw, len(raw) - 4)
+        if zlib.crc32(info_bytes) != want:
+            raise DataError("SST info checksum mismatch")
+        info = M.decode_sst_info(info_bytes)
+        self.info = info
+        self.is_wal = info.sst_type == M.SST_TYPE_WAL
+        self.compression = info.compression_format
+        if self.compression not in C.CODEC_NAMES:
+            raise DataError("unknown compression codec in SST", codec=self.compression)
+
+        def check(off: int, length: int, what: str) -> None:
+            if off < 0 or length < 0 or off + length > meta_offset:
+                raise DataError(f"SST {what} section out of range", offset=off, length=length)
+
+        check(info.index_offset, info.index_len, "index")
+        check(info.filter_offset, info.filter_len, "filter")
+        check(info.stats_offset, info.stats_len, "stats")
+        if info.filter_len > 0:
+            self.data_end = info.filter_offset
+        else:
+            self.data_end = info.index_offset
+        if self.data_end > info.index_offset:
+            raise DataError("SST data section overlaps the index")
+
+        index_payload = self._chunk(info.index_offset, info.index_len, "index")
+        metas = M.decode_index(index_payload)
+        if not metas:
+            raise DataError("SST index has no blocks")
+        offsets = [m.offset for m in metas]
+        if offsets[0] != 0:
+            raise DataError("first SST block does not start at offset 0", offset=offsets[0])
+        for a, b in zip(offsets, offsets[1:]):
+            if b <= a:
+                raise DataError("SST block offsets are not increasing")
+        if offsets[-1] >= self.data_end:
+            raise DataError("SST block offset beyond the data section")
+        self._offsets = offsets + [self.data_end]
+        self._index_keys = [m.first_key for m in metas]
+        self.meta_offset = meta_offset
+
+    def _range(self, start: int, end: int) -> bytes:
+        if start >= self._tail_start:
+            return self._tail[start - self._tail_start : end - self._tail_start]
+        return self._read(start, end)
+
+    def _chunk(self, offset: int, length: int, what: str) -> bytes:
+        return C.unframe_chunk(self._range(offset, offset + length), self.compression,
+                               self.transformer, what=what)
+
+    @property
+    def block_count(self) -> int:
+        return len(self._index_keys)
+
+    @property
+    def first_key(self) -> bytes | None:
+        """The first key (compacted SSTs; ``None`` for WAL SSTs)."""
+        return None if self.is_wal else self.info.first_entry
+
+    @property
+    def last_key(self) -> bytes | None:
+        """The last key (compacted SSTs; ``None`` for WAL SSTs)."""
+        return self.info.last_entry
+
+    @property
+    def stats(self) -> M.SstStats | None:
+        """The stats block of a compacted SST (``None`` when absent)."""
+        if self._stats is None and self.info.stats_len > 0:
+            self._stats = M.decode_stats(
+                self._chunk(self.info.stats_offset, self.info.stats_len, "stats"))
+        return self._stats
+
+    def _filters(self) -> dict[str, bytes]:
+        info = self.info
+        if info.filter_len == 0:
+            return {}
+        payload = self._chunk(info.filter_offset, info.filter_len, "filter")
+        if info.filter_format == M.FILTER_FORMAT_COMPOSITE:
+            from shale.filters import decode_composite
+
+            return dict(decode_composite(payload))
+        return {"_bf": payload}  # legacy: one raw SlateDB bloom
+
+    @property
+    def filter_names(self) -> list[str]:
+        """Names of the filters stored in this SST (known to shale or not)."""
+        return list(self._filters())
+
+    def _filter_reader(self) -> Any:
+        if not self._filter_loaded:
+            self._filter_loaded = True
+            for name, data in self._filters().items():
+                policy = self._policies.get(name)
+                if policy is not None:  # unknown filters are skipped
+                    self._filter = policy.reader(data)
+                    break
+        return self._filter
+
+    def may_contain(self, key: bytes) -> bool:
+        """False only when a filter proves ``key`` is absent."""
+        reader = self._filter_reader()
+        return True if reader is None else bool(reader.may_contain(key))
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def read_block(self, i: int) -> list[tuple]:  # type: ignore[type-arg]
+        """The decoded rows of block ``i``."""
+        cache = self._cache
+        if cache is not None:
+            rows: list[tuple] | None = cache.get((self._cache_id, i))  # type: ignore[type-arg]
+            if rows is not None:
+                return rows
+        start, end = self._offsets[i], self._offsets[i + 1]
+        payload = self._chunk(start, end - start, "data block")
+        try:
+            rows = _block.decode_block(payload, self.version)
+        except ShaleError:
+            raise
+        except Exception as exc:
+            raise DataError("malformed SST data block", block=i, error=str(exc)) from exc
+        if not rows:
+            raise DataError("empty SST data block", block=i)
+        if cache is not None:
+            cache.put((self._cache_id, i), rows)
+        return rows
+
+    def rows(self) -> list[tuple]:  # type: ignore[type-arg]
+        """Every row, in stored order."""
+        out: list[tuple] = []  # type: ignore[type-arg]
+        for i in range(self.block_count):
+            out.extend(self.read_block(i))
+        return out
+
+    def _start_block(self, key: bytes) -> int:
+        # last block whose separator is strictly below key (see the module docstring)
+        return max(0, bisect.bisect_left(self._index_keys, key) - 1)
+
+    def iter_rows(
+        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """Rows with ``start <= key < end`` (``None`` = unbounded).
+
+        Ascending: key ascending, seq descending. ``reverse=True``: key descending, and within
+        one key still seq descending (newest first), as the merge iterator expects.
+        WAL SSTs yield every row in commit order and take no bounds.
+        """
+        if self.is_wal:
+            if start is not None or end is not None or reverse:
+                raise InvalidError("WAL SSTs are read whole, in commit order")
+            for i in range(self.block_count):
+                yield from self.read_block(i)
+            return
+        if reverse:
+            yield from self._iter_reverse(start, end)
+            return
+        first = 0 if start is None else self._start_block(start)
+        for i in range(first, self.block_count):
+            rows = self.read_block(i)
+            lo = 0
+            if start is not None and rows[0][0] < start:
+                lo = bisect.bisect_left(rows, start, key=_key)
+            if end is not None and rows[-1][0] >= end:
+                hi = bisect.bisect_left(rows, end, lo, key=_key)
+                yield from rows[lo:hi]
+                return
+            yield from rows[lo:] if lo else rows
+
+    def _iter_reverse(self, start: bytes | None, end: bytes | None) -> Iterator[tuple]:  # type: ignore[type-arg]
+        last = self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
+        group: list[tuple] = []  # type: ignore[type-arg]
+        for i in range(last, -1, -1):
+            rows = self.read_block(i)
+            hi = len(rows)
+            if end is not None and rows[-1][0] >= end:
+                hi = bisect.bisect_left(rows, end, key=_key)
+            lo = 0
+            done = False
+            if start is not None and rows[0][0] < start:
+                lo = bisect.bisect_left(rows, start, key=_key)
+                done = True
+            for j in range(hi - 1, lo - 1, -1):
+                r = rows[j]
+                if group and group[0][0] != r[0]:
+                    yield from reversed(group)
+                    group = []
+                group.append(r)
+            if done:
+                break
+        if group:
+            yield from reversed(group)
+
+    def get_rows(self, key: bytes) -> list[tuple]:  # type: ignore[type-arg]
+        """Every version of ``key`` in this SST, newest first (``[]`` when absent)."""
+        if self.is_wal:
+            return sorted((r for r in self.rows() if r[0] == key), key=lambda r: -r[1])
+        info = self.info
+        if info.first_entry is not None and key < info.first_entry:
+            return []
+        if info.last_entry is not None and key > info.last_entry:
+            return []
+        if not self.may_contain(key):
+            return []
+        out = []
+        for r in self.iter_rows(key):
+            if r[0] != key:
+                break
+            out.append(r)
+        return out
+
+
+def _key(row: tuple) -> bytes:  # type: ignore[type-arg]
+    k: bytes = row[0]
+    return k
