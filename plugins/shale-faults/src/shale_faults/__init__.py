@@ -1,0 +1,28 @@
+"""shale_faults: a fault-injecting object-store wrapper for testing shale.
+
+- :class:`FaultyStore` wraps any object store and injects errors, latency and lost replies
+  ("succeeded but reported failure") per :class:`FaultRule`, deterministically for a seed.
+- :mod:`shale_faults.plugin` wraps stores opened through ``open_store`` when the option
+  ``faults=...`` or the environment variable ``SHALE_FAULTS`` gives a spec
+  (:mod:`shale_faults.spec`).
+"""
+
+from __future__ import annotations
+
+from shale_faults.plugin import FAULTS_ENV, FAULTS_OPTION
+from shale_faults.spec import FaultSpec, parse_spec
+from shale_faults.store import ERRORS, OPS, FaultRule, FaultyStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ERRORS",
+    "FAULTS_ENV",
+    "FAULTS_OPTION",
+    "OPS",
+    "FaultRule",
+    "FaultSpec",
+    "FaultyStore",
+    "parse_spec",
+    "__version__",
+]
