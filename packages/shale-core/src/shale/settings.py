@@ -1,0 +1,905 @@
+"""Settings: the plain-data configuration of a shale database (SlateDB 0.12.1's ``Settings``).
+
+:class:`Settings`, :class:`CompactorOptions`, :class:`GarbageCollectorOptions` and
+:class:`GcDirectoryOptions` are frozen dataclasses holding only plain data (numbers, strings,
+tuples, nested option groups). Components -- object stores, merge-operator objects, clocks,
+caches -- are never settings: they are passed to ``Db.open`` separately, as SlateDB passes them to
+its ``DbBuilder``. A merge operator or a filter policy appears here only by *name*, resolved later
+through the plugins.
+
+Invariants and why:
+
+* **Every instance is valid.** ``__post_init__`` checks every field (type and range) and raises
+  :class:`~shale.errors.InvalidError` whose detail names the field (``field='...'``; nested fields
+  are dotted, e.g. ``compactor_options.poll_interval``, when they come through a loader). So the
+  engine never re-checks a setting, and a bad value fails at load time, not in a background task.
+* **Python values are Python types.** In Python a duration is a ``float`` of seconds and a byte
+  size an ``int``; the constructor does not parse strings. Files, dicts and environment variables
+  go through the loaders (:meth:`Settings.from_dict`, :meth:`~Settings.from_file`,
+  :meth:`~Settings.from_env`, :meth:`~Settings.load`), which also accept SlateDB-style strings:
+  durations ``"100ms"``, ``"1s+100ms"``, ``"2m"``, ``"1h"`` (a bare number is seconds), sizes
+  ``"64MiB"``, ``"512KB"`` (``KB`` = 1000, ``KiB`` = 1024), and ``"none"``/``null`` for anything
+  optional.
+* **Durations are canonical to the nanosecond.** The constructor rounds every duration to a whole
+  number of nanoseconds, so ``from_dict(to_dict(s)) == s`` holds exactly: :func:`format_duration`
+  writes the nanoseconds out (``"1s+100ms"``, ``"050ms"``, as SlateDB's serializer does for
+  whole milliseconds), and :func:`parse_duration` reads them back to the same float.
+* **Unknown keys are errors** in every loader (SlateDB ignores them), with a "did you mean" hint,
+  because a misspelt setting silently running with its default is the worst outcome.
+* **Loaders merge layers.** Each layer (a dict, a file, the environment) overrides only the keys it
+  names; option groups merge key by key; a group set to ``None``/``"none"`` is disabled, and
+  naming a key inside a disabled group re-enables it from the defaults.
+
+Differences from SlateDB 0.12.1 worth knowing (see also ``docs/settings.md``):
+
+* ``hide_expired`` (default ``True``): shale's reads hide rows whose ``expire_ts <= now``;
+  SlateDB 0.12.1 returns expired rows until compaction drops them (FEATURES §0.2). Set it to
+  ``False`` for SlateDB's behaviour.
+* Files are ``shale.json``/``shale.toml`` (no YAML: the stdlib has no YAML parser), the
+  environment prefix is ``SHALE_`` with ``__`` between nested names, GC directories are called
+  ``manifest``/``wal``/``compacted``/``compactions`` (not ``*_options``), and the size-tiered
+  scheduler options are plain fields of :class:`CompactorOptions` (not a string map).
+* shale-only fields: ``max_wal_flushes_before_l0_flush`` (hard-coded 4096 in SlateDB),
+  ``block_size`` (``DbBuilder.with_sst_block_size``), ``wal_block_size``, ``filter_policies``,
+  ``merge_operator``, ``block_cache_bytes``, ``manifest_format_version``, ``hide_expired``,
+  ``seed`` (``DbBuilder.with_seed``) and ``CompactorOptions.checkpoint_lifetime`` (the 15-minute
+  safety checkpoint, hard-coded in SlateDB). ``object_store_cache_options`` is not supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import math
+import os
+import pathlib
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
+
+from shale import env
+from shale.errors import InvalidError
+
+__all__ = [
+    "CODECS",
+    "MAX_DURATION",
+    "SETTINGS_FILES",
+    "CompactorOptions",
+    "GarbageCollectorOptions",
+    "GcDirectoryOptions",
+    "Settings",
+    "format_duration",
+    "parse_duration",
+    "parse_size",
+]
+
+log = logging.getLogger(__name__)
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+GiB: Final = 1024 * MiB
+
+#: Compression codecs a ``compression_codec`` may name (``None`` = uncompressed).
+CODECS: Final[tuple[str, ...]] = ("snappy", "zlib", "lz4", "zstd")
+#: The longest duration any setting accepts: 100 years, in seconds.
+MAX_DURATION: Final = 100 * 365 * 86400.0
+#: Files :meth:`Settings.load` reads, in this order (later ones override earlier ones).
+SETTINGS_FILES: Final[tuple[str, ...]] = ("shale.json", "shale.toml")
+
+_NS_PER_S: Final = 1_000_000_000
+_U32_MAX: Final = 2**32 - 1
+_I64_MAX: Final = 2**63 - 1
+_U64_MAX: Final = 2**64 - 1
+_FLOAT_MAX: Final = sys.float_info.max
+_BLOCK_SIZES: Final = (1 * KiB, 2 * KiB, 4 * KiB, 8 * KiB, 16 * KiB, 32 * KiB, 64 * KiB)
+_NONE_WORDS: Final = frozenset({"none", "null"})
+_TRUE_WORDS: Final = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS: Final = frozenset({"false", "no", "off", "0"})
+
+# ---------------------------------------------------------------------------------------------
+# Errors.
+
+
+def _error(field_path: str, reason: str, **detail: object) -> InvalidError:
+    """An InvalidError naming ``field_path``; ``reason`` is kept for re-raising with a prefix."""
+    err = InvalidError(f"invalid setting: {reason}", field=field_path, **detail)
+    err.reason = reason  # type: ignore[attr-defined]
+    return err
+
+
+def _fail(field_path: str, reason: str, **detail: object) -> NoReturn:
+    raise _error(field_path, reason, **detail)
+
+
+def _rebuild(exc: InvalidError, prefix: str = "", **extra: object) -> InvalidError:
+    """The same setting error with ``prefix`` added to its field and ``extra`` detail."""
+    detail = dict(exc.detail)
+    name = f"{prefix}{detail.pop('field', '')}"
+    for key, value in extra.items():
+        detail.setdefault(key, value)
+    return _error(name, getattr(exc, "reason", exc.message), **detail)
+
+
+# ---------------------------------------------------------------------------------------------
+# Durations and sizes.
+
+_DURATION_UNITS_NS: Final[dict[str, int]] = {
+    "": _NS_PER_S,  # a bare number is seconds, as in SlateDB's duration-str
+    "ns": 1,
+    "nanosecond": 1,
+    "nanoseconds": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "μs": 1_000,
+    "microsecond": 1_000,
+    "microseconds": 1_000,
+    "ms": 1_000_000,
+    "msec": 1_000_000,
+    "millisecond": 1_000_000,
+    "milliseconds": 1_000_000,
+    "s": _NS_PER_S,
+    "sec": _NS_PER_S,
+    "second": _NS_PER_S,
+    "seconds": _NS_PER_S,
+    "m": 60 * _NS_PER_S,
+    "min": 60 * _NS_PER_S,
+    "minute": 60 * _NS_PER_S,
+    "minutes": 60 * _NS_PER_S,
+    "h": 3600 * _NS_PER_S,
+    "hr": 3600 * _NS_PER_S,
+    "hour": 3600 * _NS_PER_S,
+    "hours": 3600 * _NS_PER_S,
+    "d": 86400 * _NS_PER_S,
+    "day": 86400 * _NS_PER_S,
+    "days": 86400 * _NS_PER_S,
+    "w": 7 * 86400 * _NS_PER_S,
+    "week": 7 * 86400 * _NS_PER_S,
+    "weeks": 7 * 86400 * _NS_PER_S,
+}
+_DURATION_TERM = re.compile(r"\s*(\d+(?:\.\d+)?|\.\d+)\s*([^\W\d_]*)\s*(\+?)")
+_DURATION_HELP: Final = "a duration such as '100ms', '1s+100ms', '2m', '1h' or a number of seconds"
+
+_SIZE_UNITS: Final[dict[str, int]] = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": KiB,
+    "mib": MiB,
+    "gib": GiB,
+    "tib": 1024 * GiB,
+}
+_SIZE = re.compile(r"\s*(\d+(?:_\d+)*(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
+_SIZE_HELP: Final = "a byte size such as 4096, '64MiB', '1GiB' or '512KB' (KB = 1000, KiB = 1024)"
+
+
+def _parse_duration_ns(text: str) -> int:
+    """Nanoseconds in a SlateDB-style duration string; ValueError if it is not one."""
+    pos, total, expect_more = 0, Fraction(0), True
+    text = text.strip()
+    if not text:
+        raise ValueError("empty duration")
+    while pos < len(text):
+        m = _DURATION_TERM.match(text, pos)
+        if m is None or m.end() == pos:
+            raise ValueError(f"unexpected {text[pos:]!r}")
+        unit = m.group(2).lower()
+        if unit not in _DURATION_UNITS_NS:
+            raise ValueError(f"unknown unit {m.group(2)!r}")
+        total += Fraction(m.group(1)) * _DURATION_UNITS_NS[unit]
+        pos = m.end()
+        expect_more = bool(m.group(3))
+    if expect_more:
+        raise ValueError("dangling '+'")
+    return round(total)
+
+
+def parse_duration(text: str) -> float:
+    """Parse a SlateDB-style duration string into seconds.
+
+    Terms are a number and a unit (``ns``, ``us``/``µs``, ``ms``, ``s``, ``m``/``min``, ``h``,
+    ``d``, ``w``, or their long names, in any case), joined by ``+`` or blanks: ``"100ms"``,
+    ``"1s+100ms"``, ``"1m 30s"``, ``"1.5h"``. A bare number is seconds. The result is rounded
+    to the nanosecond.
+
+    :param text: the duration.
+    :return: the duration in seconds.
+    :raises InvalidError: if ``text`` is not a duration (``field='duration'``).
+    """
+    if not isinstance(text, str):
+        _fail("duration", f"must be {_DURATION_HELP}", value=text)
+    try:
+        return _ns_to_seconds(_parse_duration_ns(text))
+    except ValueError as exc:
+        raise _error("duration", f"must be {_DURATION_HELP} ({exc})", value=text) from None
+
+
+def _seconds_to_ns(seconds: float) -> int:
+    return round(Fraction(seconds) * _NS_PER_S)
+
+
+def _ns_to_seconds(ns: int) -> float:
+    return ns / _NS_PER_S  # int / int is correctly rounded
+
+
+def format_duration(seconds: float) -> str:
+    """Format a duration as SlateDB serializes one: ``"1s"``, ``"100ms"``, ``"1s+050ms"``.
+
+    Parts finer than a millisecond, which SlateDB drops, are kept as ``"+NNNus"``/``"+NNNns"``
+    so that :func:`parse_duration` gives back the same float.
+
+    :param seconds: a finite, non-negative number of seconds.
+    :return: the duration string.
+    :raises InvalidError: for a negative or non-finite duration.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        _fail("duration", "must be a number of seconds", value=seconds)
+    if seconds < 0 or seconds > _FLOAT_MAX or not math.isfinite(seconds):
+        _fail("duration", "must be finite and >= 0", value=seconds)
+    whole, rest = divmod(_seconds_to_ns(seconds), _NS_PER_S)
+    ms, rest = divmod(rest, 1_000_000)
+    us, ns = divmod(rest, 1_000)
+    parts = [f"{whole}s"] if whole else []
+    parts += [f"{v:03d}{u}" for v, u in ((ms, "ms"), (us, "us"), (ns, "ns")) if v]
+    return "+".join(parts) or "0s"
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte size: ``"4096"``, ``"64MiB"``, ``"1GiB"``, ``"512KB"``, ``"1.5 MiB"``.
+
+    Units are case-insensitive: ``B``, ``KB``/``MB``/``GB``/``TB`` (powers of 1000) and
+    ``KiB``/``MiB``/``GiB``/``TiB`` (powers of 1024). The result must be a whole number of bytes.
+
+    :param text: the size.
+    :return: the size in bytes.
+    :raises InvalidError: if ``text`` is not a size (``field='size'``).
+    """
+    if not isinstance(text, str):
+        _fail("size", f"must be {_SIZE_HELP}", value=text)
+    m = _SIZE.fullmatch(text)
+    unit = m.group(2).lower() if m else ""
+    if m is None or unit not in _SIZE_UNITS:
+        _fail("size", f"must be {_SIZE_HELP}", value=text)
+    value = Fraction(m.group(1).replace("_", "")) * _SIZE_UNITS[unit]
+    if value.denominator != 1:
+        _fail("size", "must be a whole number of bytes", value=text)
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Field specifications: one table per class drives validation, loading and to_dict().
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """How one field is checked (constructor), coerced (loaders) and written (``to_dict``)."""
+
+    kind: str  # duration, int, size, float, bool, codec, ttl, names, name, group
+    optional: bool = False
+    positive: bool = False  # durations: > 0 rather than >= 0
+    lo: int = 0  # ints and sizes: inclusive bounds; floats: exclusive lower bound
+    hi: int = _I64_MAX
+    choices: tuple[int, ...] = ()
+    group: type | None = None
+
+
+def _check(spec: _Spec, name: str, value: Any) -> Any:
+    """The canonical value of field ``name``, or InvalidError naming it."""
+    if value is None:
+        if spec.optional:
+            return None
+        _fail(name, "must not be None", value=value)
+    kind = spec.kind
+    if kind == "duration":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = " (parse strings with parse_duration or Settings.from_dict)"
+            _fail(
+                name,
+                "must be a number of seconds" + (hint if isinstance(value, str) else ""),
+                value=value,
+            )
+        if value < 0 or value > MAX_DURATION or not math.isfinite(value):  # big ints first
+            _fail(
+                name, f"must be a finite number of seconds in [0, {MAX_DURATION:.0f}]", value=value
+            )
+        seconds = _ns_to_seconds(_seconds_to_ns(value))
+        if spec.positive and seconds == 0:
+            _fail(name, "must be > 0 (at least 1ns)", value=value)
+        return seconds
+    if kind in ("int", "size", "ttl"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            what = "a number of bytes (int)" if kind == "size" else "an int"
+            hint = (
+                " (parse strings with parse_size or Settings.from_dict)"
+                if (kind == "size" and isinstance(value, str))
+                else ""
+            )
+            _fail(name, f"must be {what}{hint}", value=value)
+        if spec.choices and value not in spec.choices:
+            _fail(name, f"must be one of {', '.join(map(str, spec.choices))}", value=value)
+        if value < spec.lo:
+            _fail(name, f"must be >= {spec.lo}", value=value)
+        if value > spec.hi:
+            _fail(name, f"must be <= {spec.hi}", value=value)
+        return int(value)
+    if kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(name, "must be a number", value=value)
+        if value <= spec.lo or value > _FLOAT_MAX or not math.isfinite(value):
+            _fail(name, f"must be a finite number > {spec.lo}", value=value)
+        return float(value)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            _fail(name, "must be a bool", value=value)
+        return value
+    if kind == "codec":
+        if value not in CODECS:
+            _fail(name, f"must be None or one of {', '.join(CODECS)}", value=value)
+        return value
+    if kind == "name":
+        if not isinstance(value, str) or not value.strip():
+            _fail(name, "must be None or a non-empty str", value=value)
+        return value
+    if kind == "names":
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            _fail(name, "must be a tuple of names (str)", value=value)
+        names = tuple(value)
+        for item in names:
+            if not isinstance(item, str) or not item:
+                _fail(name, "names must be non-empty str", value=value)
+            if len(item.encode("utf-8", "surrogatepass")) > 0xFFFF:
+                _fail(name, "names must be at most 65535 UTF-8 bytes", value=value)
+        if len(set(names)) != len(names):
+            _fail(name, "names must be unique", value=value)
+        return names
+    if kind == "group":
+        assert spec.group is not None
+        if not isinstance(value, spec.group):
+            hint = " (use Settings.from_dict for dicts)" if isinstance(value, Mapping) else ""
+            _fail(name, f"must be a {spec.group.__name__} or None{hint}", value=value)
+        return value
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _is_none_word(raw: object) -> bool:
+    return isinstance(raw, str) and raw.strip().lower() in _NONE_WORDS
+
+
+def _coerce(spec: _Spec, name: str, raw: Any) -> Any:
+    """Turn a value read from a file, a dict or the environment into the field's Python type.
+
+    Values that cannot be coerced are returned unchanged for :func:`_check` to reject with the
+    field named; strings that look like the right kind but do not parse fail here.
+    """
+    if raw is None or (spec.optional and _is_none_word(raw)):
+        return None
+    kind = spec.kind
+    if isinstance(raw, str):
+        text = raw.strip()
+        if kind == "duration":
+            try:
+                return _ns_to_seconds(_parse_duration_ns(text))
+            except ValueError as exc:
+                raise _error(name, f"must be {_DURATION_HELP} ({exc})", value=raw) from None
+        if kind == "size":
+            try:
+                return parse_size(text)
+            except InvalidError:
+                raise _error(name, f"must be {_SIZE_HELP}", value=raw) from None
+        if kind == "int":
+            if re.fullmatch(r"[+-]?\d+(?:_\d+)*", text):
+                return int(text)
+            return raw
+        if kind == "ttl":  # milliseconds; a string with a unit is a duration
+            if re.fullmatch(r"\d+(?:_\d+)*", text):
+                return int(text)
+            try:
+                ns = _parse_duration_ns(text)
+            except ValueError as exc:
+                raise _error(
+                    name, f"must be milliseconds or {_DURATION_HELP} ({exc})", value=raw
+                ) from None
+            if ns % 1_000_000:
+                _fail(name, "must be a whole number of milliseconds", value=raw)
+            return ns // 1_000_000
+        if kind == "float":
+            try:
+                return float(text)
+            except ValueError:
+                return raw
+        if kind == "bool":
+            word = text.lower()
+            if word in _TRUE_WORDS:
+                return True
+            if word in _FALSE_WORDS:
+                return False
+            return raw
+        if kind == "codec":
+            return text.lower()
+        if kind == "names":
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        return raw
+    if kind == "bool" and not isinstance(raw, bool) and raw in (0, 1):
+        return bool(raw)
+    if kind == "names" and isinstance(raw, list):
+        return tuple(raw)
+    return raw
+
+
+def _to_plain(spec: _Spec, value: Any) -> Any:
+    """The JSON-safe form of a field value."""
+    if value is None:
+        return None
+    if spec.kind == "duration":
+        return format_duration(value)
+    if spec.kind == "names":
+        return list(value)
+    if spec.kind == "group":
+        return value.to_dict()
+    return value
+
+
+def _validate(obj: Any, specs: Mapping[str, _Spec]) -> None:
+    for name, spec in specs.items():
+        object.__setattr__(obj, name, _check(spec, name, getattr(obj, name)))
+
+
+def _unknown_key(path: str, key: object, known: Mapping[str, _Spec]) -> NoReturn:
+    name = f"{path}{key}"
+    if not isinstance(key, str):
+        _fail(name, "setting names must be str", value=key)
+    reason = "unknown setting"
+    renamed = _SLATEDB_NAMES.get(key)
+    if renamed is not None:
+        reason += f" ({renamed})"
+    else:
+        close = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.6)
+        if close:
+            reason += f" (did you mean {path + close[0]!r}?)"
+        else:
+            reason += f"; known: {', '.join(known)}"
+    _fail(name, reason)
+
+
+#: SlateDB spellings that shale names differently, for the unknown-key message.
+_SLATEDB_NAMES: Final[dict[str, str]] = {
+    "manifest_options": "shale calls it 'manifest'",
+    "wal_options": "shale calls it 'wal'",
+    "compacted_options": "shale calls it 'compacted'",
+    "compactions_options": "shale calls it 'compactions'",
+    "scheduler_options": "shale has min_compaction_sources, max_compaction_sources and "
+    "include_size_threshold as plain compactor_options fields",
+    "object_store_cache_options": "shale has no object-store cache settings",
+}
+
+_O = TypeVar("_O", bound="_Options")
+
+
+def _apply(base: _O, changes: Mapping[Any, Any], path: str = "") -> _O:
+    """``base`` with the keys of ``changes`` (file/env/dict values) coerced and applied."""
+    specs: Mapping[str, _Spec] = type(base)._SPECS
+    if not isinstance(changes, Mapping):
+        _fail(path.rstrip(".") or "settings", "must be a table/dict", value=changes)
+    updates: dict[str, Any] = {}
+    for key, raw in changes.items():
+        spec = specs.get(key) if isinstance(key, str) else None
+        if spec is None:
+            _unknown_key(path, key, specs)
+        name = f"{path}{key}"
+        if spec.kind != "group":
+            updates[key] = _coerce(spec, name, raw)
+        elif raw is None or _is_none_word(raw):
+            if not spec.optional:  # pragma: no cover - every group is optional today
+                _fail(name, "cannot be disabled", value=raw)
+            updates[key] = None
+        elif isinstance(raw, Mapping):
+            current = getattr(base, key)
+            assert spec.group is not None
+            updates[key] = _apply(spec.group() if current is None else current, raw, name + ".")
+        elif spec.group is not None and isinstance(raw, spec.group):
+            updates[key] = raw
+        else:
+            _fail(name, "must be a table/dict of options, or none to disable it", value=raw)
+    try:
+        return dataclasses.replace(cast(Any, base), **updates)  # type: ignore[no-any-return]
+    except InvalidError as exc:
+        if path and "field" in exc.detail:
+            raise _rebuild(exc, path) from None
+        raise
+
+
+class _Options:
+    """Shared behaviour of the option dataclasses: validation, ``replace``, ``to_dict``."""
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {}
+
+    def __post_init__(self) -> None:
+        _validate(self, self._SPECS)
+        self._check_fields()
+
+    def _check_fields(self) -> None:
+        """Cross-field checks (after every field is valid)."""
+
+    def replace(self: _O, **changes: Any) -> _O:
+        """A validated copy with ``changes`` (Python values, as for the constructor).
+
+        :raises InvalidError: on an unknown field name or a bad value.
+        """
+        for key in changes:
+            if key not in self._SPECS:
+                _unknown_key("", key, self._SPECS)
+        return dataclasses.replace(cast(Any, self), **changes)  # type: ignore[no-any-return]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field: durations as strings (``"100ms"``), sizes as ints,
+        tuples as lists, disabled groups as ``None``. ``from_dict`` reads it back unchanged."""
+        return {name: _to_plain(spec, getattr(self, name)) for name, spec in self._SPECS.items()}
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """:meth:`to_dict` as a JSON string (SlateDB's ``to_json_string``)."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+# ---------------------------------------------------------------------------------------------
+# Option groups.
+
+
+@dataclass(frozen=True)
+class CompactorOptions(_Options):
+    """Options of the compactor (SlateDB's ``CompactorOptions`` plus the size-tiered scheduler's
+    options, FEATURES §1.10). Durations are seconds."""
+
+    #: How often the compactor polls the manifest and schedules compactions.
+    poll_interval: float = 5.0
+    #: How long manifest updates are retried before giving up.
+    manifest_update_timeout: float = 300.0
+    #: Largest compacted SST; a sorted run's output is split at this size (bytes).
+    max_sst_size: int = 256 * MiB
+    #: Compactions running at once.
+    max_concurrent_compactions: int = 4
+    #: Concurrent block fetches per compaction.
+    max_fetch_tasks: int = 4
+    #: Size-tiered scheduler: fewest sources (L0 SSTs or sorted runs) worth a compaction (>= 2).
+    min_compaction_sources: int = 4
+    #: Size-tiered scheduler: most sources in one compaction (>= ``min_compaction_sources``).
+    max_compaction_sources: int = 8
+    #: Size-tiered scheduler: a run joins a group if its size <= this x the group's smallest.
+    include_size_threshold: float = 4.0
+    #: Lifetime of the safety checkpoint written before a manifest that drops SSTs (seconds;
+    #: SlateDB hard-codes 15 minutes).
+    checkpoint_lifetime: float = 900.0
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "poll_interval": _Spec("duration", positive=True),
+        "manifest_update_timeout": _Spec("duration", positive=True),
+        "max_sst_size": _Spec("size", lo=1),
+        "max_concurrent_compactions": _Spec("int", lo=1, hi=_U32_MAX),
+        "max_fetch_tasks": _Spec("int", lo=1, hi=_U32_MAX),
+        "min_compaction_sources": _Spec("int", lo=2, hi=_U32_MAX),
+        "max_compaction_sources": _Spec("int", lo=2, hi=_U32_MAX),
+        "include_size_threshold": _Spec("float", lo=0),
+        "checkpoint_lifetime": _Spec("duration", positive=True),
+    }
+
+    def _check_fields(self) -> None:
+        if self.max_compaction_sources < self.min_compaction_sources:
+            _fail(
+                "max_compaction_sources",
+                "must be >= min_compaction_sources",
+                value=self.max_compaction_sources,
+                min_compaction_sources=self.min_compaction_sources,
+            )
+
+
+@dataclass(frozen=True)
+class GcDirectoryOptions(_Options):
+    """Garbage collection of one directory (SlateDB's ``GarbageCollectorDirectoryOptions``)."""
+
+    #: Seconds between background GC runs; ``None`` turns the periodic run off (a one-off run
+    #: can still be started by hand).
+    interval: float | None = 60.0
+    #: Only files at least this old (seconds) are deleted.
+    min_age: float = 300.0
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "interval": _Spec("duration", optional=True, positive=True),
+        "min_age": _Spec("duration"),
+    }
+
+
+@dataclass(frozen=True)
+class GarbageCollectorOptions(_Options):
+    """Garbage collection per directory (SlateDB's ``GarbageCollectorOptions``); a directory set
+    to ``None`` is never collected. Defaults: all four, every 60 s, files older than 300 s."""
+
+    #: The ``manifest/`` directory.
+    manifest: GcDirectoryOptions | None = field(default_factory=GcDirectoryOptions)
+    #: The ``wal/`` directory.
+    wal: GcDirectoryOptions | None = field(default_factory=GcDirectoryOptions)
+    #: The ``compacted/`` directory (L0 and sorted-run SSTs).
+    compacted: GcDirectoryOptions | None = field(default_factory=GcDirectoryOptions)
+    #: The ``compactions/`` directory (``.compactions`` files).
+    compactions: GcDirectoryOptions | None = field(default_factory=GcDirectoryOptions)
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        name: _Spec("group", optional=True, group=GcDirectoryOptions)
+        for name in ("manifest", "wal", "compacted", "compactions")
+    }
+
+    @property
+    def is_empty(self) -> bool:
+        """True when no directory is collected (then no GC runs at all)."""
+        return all(getattr(self, name) is None for name in self._SPECS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings.
+
+
+@dataclass(frozen=True)
+class Settings(_Options):
+    """The configuration of a database: SlateDB 0.12.1's ``Settings`` plus shale's own fields.
+
+    Durations are seconds (``float``), sizes bytes (``int``). Construct it directly, or load it
+    with :meth:`from_dict`, :meth:`from_file`, :meth:`from_env` or :meth:`load`. Every field is
+    documented in ``docs/settings.md``.
+
+    :raises InvalidError: (from the constructor) on any bad value, naming the field.
+    """
+
+    #: How often the WAL is flushed to object storage (seconds); ``None``: only on ``flush()``
+    #: and close.
+    flush_interval: float | None = 0.1
+    #: ``False`` writes straight to the memtable, with no WAL.
+    wal_enabled: bool = True
+    #: How often the manifest is re-read (detects fencing and new compactions).
+    manifest_poll_interval: float = 1.0
+    #: How long manifest updates are retried before giving up (seconds).
+    manifest_update_timeout: float = 300.0
+    #: New SSTs with fewer rows than this get no filter.
+    min_filter_keys: int = 1000
+    #: Bloom filter bits per key (10 ≈ 0.82 % false positives).
+    filter_bits_per_key: int = 10
+    #: The memtable is frozen and flushed to L0 when its size reaches this (bytes).
+    l0_sst_size_bytes: int = 64 * MiB
+    #: L0 flushes stop while L0 holds this many SSTs (backpressure on the compactor).
+    l0_max_ssts: int = 8
+    #: Parallel uploads of immutable memtables to L0 (>= 1).
+    l0_flush_parallelism: int = 4
+    #: Writers block when unflushed WAL + immutable memtable bytes reach this.
+    max_unflushed_bytes: int = 1 * GiB
+    #: The embedded compactor's options; ``None`` runs no compactor in the ``Db``.
+    compactor_options: CompactorOptions | None = field(default_factory=CompactorOptions)
+    #: The embedded garbage collector's options; ``None`` runs no GC in the ``Db``.
+    garbage_collector_options: GarbageCollectorOptions | None = field(
+        default_factory=GarbageCollectorOptions
+    )
+    #: SST block compression: ``None``, ``"snappy"``, ``"zlib"``, ``"lz4"`` or ``"zstd"``.
+    compression_codec: str | None = None
+    #: TTL of writes that give none, in **milliseconds**; ``None``: no expiry.
+    default_ttl: int | None = None
+    #: The memtable is also frozen after this many WAL flushes (bounds WAL replay).
+    max_wal_flushes_before_l0_flush: int = 4096
+    #: Data-block size of compacted SSTs: 1, 2, 4, 8, 16, 32 or 64 KiB.
+    block_size: int = 4 * KiB
+    #: Fill limit of WAL SST blocks (64..65536; 65535 matches the 0.17 package's WAL files).
+    wal_block_size: int = 65535
+    #: Names of the filter policies written into new SSTs (resolved through the plugins).
+    filter_policies: tuple[str, ...] = ("_bf",)
+    #: Name of the merge operator (resolved through the plugins), e.g. ``"concat"``.
+    merge_operator: str | None = None
+    #: Bytes of the in-memory block cache; 0 disables it.
+    block_cache_bytes: int = 128 * MiB
+    #: Manifest format written: 2 (current) or 1 (older readers).
+    manifest_format_version: int = 2
+    #: Reads hide rows whose ``expire_ts <= now``. SlateDB 0.12.1 returns them (``False``).
+    hide_expired: bool = True
+    #: Seed making ids and random choices deterministic (an int in [0, 2**64)); ``None``: random.
+    seed: int | None = None
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "flush_interval": _Spec("duration", optional=True, positive=True),
+        "wal_enabled": _Spec("bool"),
+        "manifest_poll_interval": _Spec("duration", positive=True),
+        "manifest_update_timeout": _Spec("duration", positive=True),
+        "min_filter_keys": _Spec("int", hi=_U32_MAX),
+        "filter_bits_per_key": _Spec("int", lo=1, hi=_U32_MAX),
+        "l0_sst_size_bytes": _Spec("size", lo=1),
+        "l0_max_ssts": _Spec("int", lo=1, hi=_U32_MAX),
+        "l0_flush_parallelism": _Spec("int", lo=1, hi=_U32_MAX),
+        "max_unflushed_bytes": _Spec("size", lo=1),
+        "compactor_options": _Spec("group", optional=True, group=CompactorOptions),
+        "garbage_collector_options": _Spec("group", optional=True, group=GarbageCollectorOptions),
+        "compression_codec": _Spec("codec", optional=True),
+        "default_ttl": _Spec("ttl", optional=True, lo=1),
+        "max_wal_flushes_before_l0_flush": _Spec("int", lo=1, hi=_U32_MAX),
+        "block_size": _Spec("size", choices=_BLOCK_SIZES),
+        "wal_block_size": _Spec("size", lo=64, hi=64 * KiB),
+        "filter_policies": _Spec("names"),
+        "merge_operator": _Spec("name", optional=True),
+        "block_cache_bytes": _Spec("size"),
+        "manifest_format_version": _Spec("int", choices=(1, 2)),
+        "hide_expired": _Spec("bool"),
+        "seed": _Spec("int", optional=True, hi=_U64_MAX),
+    }
+
+    # -- loaders ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base: Settings | None = None) -> Settings:
+        """Settings from a (nested) dict, as read from JSON or TOML.
+
+        Keys are field names; option groups are nested dicts that override the base group key by
+        key, and ``None`` (or ``"none"``) disables a group or clears an optional field.
+        Durations may be numbers (seconds) or strings (``"100ms"``), sizes ints or strings
+        (``"64MiB"``), ``default_ttl`` milliseconds or a duration string, ``filter_policies`` a
+        list or a comma-separated string.
+
+        :param data: the settings to change.
+        :param base: the settings ``data`` overrides (default: ``Settings()``).
+        :return: validated settings.
+        :raises InvalidError: on an unknown key or a bad value, naming the (dotted) field.
+        """
+        return _apply(cls() if base is None else base, data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], base: Settings | None = None) -> Settings:
+        """Settings from a ``.json`` or ``.toml`` file (see :meth:`from_dict` for the values).
+
+        :param path: the file; its extension picks the format.
+        :param base: the settings the file overrides (default: ``Settings()``).
+        :raises InvalidError: for another extension, a file that cannot be read, a parse error
+            (with ``file``, ``line`` and ``column``), or a bad setting (with ``file``).
+        """
+        p = pathlib.Path(path)
+        suffix = p.suffix.lower()
+        if suffix not in (".json", ".toml"):
+            why = " (YAML is not supported)" if suffix in (".yaml", ".yml") else ""
+            raise InvalidError(
+                f"unknown settings file format{why}; use .json or .toml", file=str(p)
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidError("cannot read settings file", file=str(p), error=str(exc)) from exc
+        data: Any
+        if suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise InvalidError(
+                    "settings file is not valid JSON",
+                    file=str(p),
+                    line=exc.lineno,
+                    column=exc.colno,
+                    error=exc.msg,
+                ) from exc
+        else:
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                m = re.search(r"at line (\d+), column (\d+)", str(exc))
+                pos: dict[str, object] = (
+                    {"line": int(m.group(1)), "column": int(m.group(2))} if m else {}
+                )
+                raise InvalidError(
+                    "settings file is not valid TOML", file=str(p), **pos, error=str(exc)
+                ) from exc
+        if not isinstance(data, dict):
+            raise InvalidError("settings file must hold a table/object", file=str(p))
+        try:
+            settings = cls.from_dict(data, base)
+        except InvalidError as exc:
+            raise _rebuild(exc, file=str(p)) from None
+        log.debug("settings loaded from %s", p)
+        return settings
+
+    @classmethod
+    def from_env(
+        cls,
+        prefix: str = env.SETTINGS_PREFIX,
+        base: Settings | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Settings from environment variables named ``<prefix><FIELD>``.
+
+        ``SHALE_FLUSH_INTERVAL=50ms``; nested fields join names with ``__`` (or ``.``):
+        ``SHALE_COMPACTOR_OPTIONS__POLL_INTERVAL=2s``,
+        ``SHALE_GARBAGE_COLLECTOR_OPTIONS__WAL__MIN_AGE=1h``; ``SHALE_COMPACTOR_OPTIONS=none``
+        disables a group. Names are case-insensitive. A value is parsed as JSON when it is valid
+        JSON (``8``, ``true``, ``null``, ``{"poll_interval": "2s"}``, ``["_bf"]``), otherwise taken
+        as a string. Variables listed in :data:`shale.env.NOT_SETTINGS` are skipped; any other
+        variable with the prefix must be a setting.
+
+        :param prefix: the variable-name prefix (non-empty).
+        :param base: the settings the environment overrides (default: ``Settings()``).
+        :param environ: the environment to read (default: ``os.environ``).
+        :raises InvalidError: on an unknown or malformed name, conflicting variables, or a bad
+            value (with ``env`` naming the variable).
+        """
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidError("the environment prefix must be a non-empty str", prefix=prefix)
+        environ = os.environ if environ is None else environ
+        tree: dict[str, Any] = {}
+        origin: dict[str, str] = {}  # dotted field path -> variable name
+        skip = {name.upper() for name in env.NOT_SETTINGS}
+        for var in sorted(environ):
+            if not var.upper().startswith(prefix.upper()) or var.upper() in skip:
+                continue
+            parts = _NESTED.split(var[len(prefix) :].lower())
+            dotted = ".".join(parts)
+            if not all(parts):
+                _fail(dotted or var, "malformed setting variable name", env=var)
+            node = tree
+            for i, part in enumerate(parts[:-1]):
+                child = node.setdefault(part, {})
+                if not isinstance(child, dict):
+                    _fail(
+                        ".".join(parts[: i + 1]),
+                        "conflicting setting variables",
+                        env=var,
+                        conflicts_with=origin[".".join(parts[: i + 1])],
+                    )
+                node = child
+            value = _env_value(var, environ[var])
+            if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
+                node[parts[-1]] = {**node[parts[-1]], **value}
+            else:
+                node[parts[-1]] = value
+            origin[dotted] = var
+        try:
+            return cls.from_dict(tree, base)
+        except InvalidError as exc:
+            wanted = dotted = str(exc.detail.get("field", ""))
+            while dotted and dotted not in origin:  # the variable that set it or a parent
+                dotted = dotted.rpartition(".")[0]
+            below = [v for k, v in origin.items() if k.startswith(wanted + ".")]
+            var = origin.get(dotted) or (below[0] if below else prefix + "*")
+            raise _rebuild(exc, env=var) from None
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        prefix: str = env.SETTINGS_PREFIX,
+        environ: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Defaults ← ``shale.json`` ← ``shale.toml`` ← ``SHALE_*`` environment variables.
+
+        Missing files are skipped; each layer overrides only what it names.
+
+        :param directory: where to look for the files.
+        :param prefix: the environment prefix (see :meth:`from_env`).
+        :param environ: the environment to read (default: ``os.environ``).
+        :raises InvalidError: as :meth:`from_file` and :meth:`from_env` do.
+        """
+        settings = cls()
+        for name in SETTINGS_FILES:
+            path = pathlib.Path(directory) / name
+            if path.is_file():
+                settings = cls.from_file(path, settings)
+        return cls.from_env(prefix, settings, environ=environ)
+
+
+_NESTED: Final = re.compile(re.escape(env.SETTINGS_NESTED_SEPARATOR) + r"|\.")
+
+
+def _env_value(var: str, text: str) -> Any:
+    """An environment value: JSON when it parses as JSON, else the (stripped) string."""
+    stripped = text.strip()
+    if not stripped:
+        _fail(var, "empty value (unset the variable instead)", env=var)
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return stripped
