@@ -25,7 +25,47 @@ hookimpl = pluggy.HookimplMarker("shale")
 #: Marker for hook specifications (used by packages that add hooks).
 hookspec = pluggy.HookspecMarker("shale")
 
+_LAZY = {
+    "Db": "shale.db",
+    "DbIterator": "shale.db",
+    "DbSnapshot": "shale.db",
+    "KeyValue": "shale.db",
+    "WriteHandle": "shale.db",
+    "CheckpointInfo": "shale.db",
+    "WriteBatch": "shale.batch",
+    "Ttl": "shale.batch",
+    "Settings": "shale.settings",
+    "Row": "shale.row",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Import the heavier public classes on first use (keeps ``import shale`` light)."""
+    if name == "aio":  # the asyncio facade, a submodule: ``shale.aio.AsyncDb``
+        import importlib
+
+        return importlib.import_module("shale.aio")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shale' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "CheckpointInfo",
+    "Db",
+    "DbIterator",
+    "DbSnapshot",
+    "KeyValue",
+    "Row",
+    "Settings",
+    "Ttl",
+    "WriteBatch",
+    "WriteHandle",
     "ClosedError",
     "CloseReason",
     "DataError",

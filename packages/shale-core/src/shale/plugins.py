@@ -32,6 +32,7 @@ BUILTINS: dict[str, str] = {
     "shale.local": "shale.objstore.local",
     "shale.memory": "shale.objstore.memory",
     "shale.filters": "shale.filters",
+    "shale.merge_operators": "shale.merge_operators",
 }
 
 

@@ -252,7 +252,7 @@ class SsTable:
         if not rows:
             raise DataError("empty SST data block", block=i)
         if cache is not None:
-            cache.put((self._cache_id, i), rows)
+            cache.put((self._cache_id, i), rows, len(payload) + 64 * len(rows))
         return rows
 
     def rows(self) -> list[tuple]:  # type: ignore[type-arg]

@@ -1,0 +1,71 @@
+"""Clocks. Every timestamp in shale is milliseconds since the Unix epoch.
+
+The database reads time through a clock object with ``now_ms()`` so tests can inject one.
+:class:`MonotonicClock` wraps any clock and never goes backwards: a wall clock that steps back
+yields the last value again (SlateDB sleeps and re-reads; shale clamps and logs), and after a
+restart the clock resumes at least from the manifest's ``last_l0_clock_tick``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000
+
+
+class ManualClock:
+    """A clock that moves only when told (for tests and simulations)."""
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self._now = now_ms
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        return self._now
+
+    def set(self, now_ms: int) -> None:
+        with self._lock:
+            self._now = now_ms
+
+    def advance(self, ms: int) -> int:
+        with self._lock:
+            self._now += ms
+            return self._now
+
+
+class MonotonicClock:
+    """Wraps a clock so successive readings never decrease."""
+
+    def __init__(self, inner: Clock, floor_ms: int | None = None) -> None:
+        self.inner = inner
+        self._last = floor_ms if floor_ms is not None else -(2**63)
+        self._lock = threading.Lock()
+
+    def advance_to(self, ms: int) -> None:
+        with self._lock:
+            if ms > self._last:
+                self._last = ms
+
+    def now_ms(self) -> int:
+        now = self.inner.now_ms()
+        with self._lock:
+            if now < self._last:
+                if self._last - now > 10_000:
+                    log.warning("clock went backwards by %d ms; holding it", self._last - now)
+                return self._last
+            self._last = now
+            return now
