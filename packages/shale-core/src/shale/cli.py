@@ -1,13 +1,62 @@
-"""The ``shale`` command. Plugins add subcommands through the ``shale_cli`` hook."""
+"""The ``shale`` command. Plugins add subcommands through the ``shale_cli`` hook.
+
+Subcommands: ``info``, ``put``, ``get``, ``delete``, ``merge``, ``scan``, ``flush``,
+``manifest show``, ``checkpoint create|list|delete`` and ``demo`` (see ``docs/database.md``).
+
+Invariants and why:
+
+* **Errors are one line.** A :class:`~shale.errors.ShaleError` from any command (plugins'
+  included) prints ``error: <kind>: <message>`` on stderr and exits with 2; argparse usage errors
+  also exit with 2. ``get`` of an absent key exits with 1. A traceback means a bug.
+* **The CLI never starts background compaction or GC on its own.** Databases are opened with
+  ``compactor_options`` and ``garbage_collector_options`` set to ``None`` unless a settings file
+  (``--settings``) or a ``SHALE_*`` variable names them. Layers: those CLI defaults, then the
+  file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator``.
+* **Read-only commands never create a database.** ``get``, ``scan``, ``flush``, ``manifest`` and
+  ``checkpoint`` fail with a ``data`` error when no manifest exists; only ``put``, ``delete`` and
+  ``merge`` create one.
+* **Commands that open the database open it as the writer**, which fences any other writer of
+  the same database (SlateDB's rule: at most one writer). ``manifest show``, ``checkpoint
+  list``, ``checkpoint create`` (without ``--flush``) and ``checkpoint delete`` only read or
+  add manifest versions, like SlateDB's admin CLI, and fence nobody.
+* **Keys and values are UTF-8 text by default** (arguments undecodable in the locale round-trip
+  through ``surrogateescape``); ``--hex`` takes and prints hex. Printed text shows bytes that are
+  not UTF-8 as ``\\xNN``: use ``--hex`` when the exact bytes matter.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
+import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from shale import __version__, _accel
+from shale.errors import DataError, InvalidError, ShaleError
 from shale.plugins import get_host
+
+if TYPE_CHECKING:
+    from shale.db import Db
+    from shale.fbs.manifest import Manifest, SstView
+    from shale.objstore.protocol import ObjectStore
+    from shale.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Exit codes.
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+
+
+# -- info ---------------------------------------------------------------------------------------
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -26,27 +75,576 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"  {name}")
     for name, why in host.failed.items():
         print(f"  {name} (failed to load: {why})")
-    return 0
+    return EXIT_OK
+
+
+# -- shared helpers -----------------------------------------------------------------------------
+
+
+def cli_settings(settings_file: str | None = None, *, merge_operator: str | None = None,
+                 environ: dict[str, str] | None = None) -> Settings:
+    """The settings a CLI command opens a database with.
+
+    Layers: ``Settings(compactor_options=None, garbage_collector_options=None)``, then
+    ``settings_file`` (:meth:`Settings.from_file`), then the ``SHALE_*`` environment
+    (:meth:`Settings.from_env`), then ``merge_operator``.
+
+    :raises InvalidError: a bad file, variable or value.
+    """
+    from shale.settings import Settings
+
+    settings = Settings(compactor_options=None, garbage_collector_options=None)
+    if settings_file:
+        settings = Settings.from_file(settings_file, settings)
+    settings = Settings.from_env(base=settings, environ=environ)
+    if merge_operator:
+        settings = settings.replace(merge_operator=merge_operator)
+    return settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
+
+
+def _store_options(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.store_option or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidError("--store-option takes NAME=VALUE", option=item)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+def _to_bytes(text: str, args: argparse.Namespace, what: str) -> bytes:
+    """A command-line key or value as bytes: UTF-8 text, or hex with ``--hex``."""
+    if args.hex:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise InvalidError(f"{what} is not valid hex", value=text) from None
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _show(data: bytes | None, hex_out: bool) -> str | None:
+    """Bytes for printing: hex, or UTF-8 text with other bytes as ``\\xNN``."""
+    if data is None:
+        return None
+    return data.hex() if hex_out else data.decode("utf-8", "backslashreplace")
+
+
+def _open_store(args: argparse.Namespace) -> ObjectStore:
+    return get_host().open_object_store(args.url, _store_options(args))  # type: ignore[no-any-return]
+
+
+def _require_db(args: argparse.Namespace) -> None:
+    """Raise DataError when ``args.url`` holds no database (read-only commands)."""
+    from shale.manifest_store import ManifestStore
+
+    store = _open_store(args)
+    try:
+        if not ManifestStore(store, "").exists():
+            raise DataError("no database here (no manifest found)", url=args.url)
+    finally:
+        store.close()
+
+
+@contextlib.contextmanager
+def _open_db(args: argparse.Namespace, *, create: bool) -> Iterator[Db]:
+    """Open ``args.url`` as the writer (creating it only when ``create``), close on exit."""
+    from shale.db import Db
+
+    settings = _settings(args)
+    if not create:
+        _require_db(args)
+    db = Db.open(args.url, settings, store_options=_store_options(args))
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _ttl(value: str) -> int:
+    try:
+        ms = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds: {value!r}") from None
+    if ms <= 0:
+        raise argparse.ArgumentTypeError("the TTL must be > 0 milliseconds")
+    return ms
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return n
+
+
+def _when(seconds: int | None) -> str | None:
+    if seconds is None:
+        return None
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
+
+
+# -- key-value commands -------------------------------------------------------------------------
+
+
+def _cmd_put(args: argparse.Namespace) -> int:
+    key = _to_bytes(args.key, args, "key")
+    value = _to_bytes(args.value, args, "value")
+    with _open_db(args, create=True) as db:
+        handle = db.put(key, value, ttl=args.ttl)
+    print(f"seq={handle.seq}")
+    return EXIT_OK
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    key = _to_bytes(args.key, args, "key")
+    operand = _to_bytes(args.operand, args, "operand")
+    with _open_db(args, create=True) as db:
+        if db.merge_operator is None:
+            raise InvalidError("no merge operator: pass --merge-operator NAME or set "
+                               "merge_operator in the settings")
+        handle = db.merge(key, operand, ttl=args.ttl)
+    print(f"seq={handle.seq}")
+    return EXIT_OK
+
+
+def _cmd_delete(args: argparse.Namespace) -> int:
+    key = _to_bytes(args.key, args, "key")
+    with _open_db(args, create=True) as db:
+        handle = db.delete(key)
+    print(f"seq={handle.seq}")
+    return EXIT_OK
+
+
+def _cmd_get(args: argparse.Namespace) -> int:
+    key = _to_bytes(args.key, args, "key")
+    with _open_db(args, create=False) as db:
+        value = db.get(key, durability=args.durability, include_expired=args.include_expired)
+    if value is None:
+        print(f"not found: {args.key}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    print(_show(value, args.hex))
+    return EXIT_OK
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+def scan_bounds(start: bytes | None, end: bytes | None,
+                prefix: bytes | None) -> tuple[bytes | None, bytes | None] | None:
+    """The ``[start, end)`` range of a scan restricted to ``prefix``; ``None`` when empty."""
+    if prefix:
+        pend = _prefix_end(prefix)
+        start = prefix if start is None else max(start, prefix)
+        if pend is not None:
+            end = pend if end is None else min(end, pend)
+    if start is not None and end is not None and start >= end:
+        return None
+    return start, end
+
+
+def _cmd_scan(args: argparse.Namespace) -> int:
+    start = None if args.start is None else _to_bytes(args.start, args, "start key")
+    end = None if args.end is None else _to_bytes(args.end, args, "end key")
+    prefix = None if args.prefix is None else _to_bytes(args.prefix, args, "prefix")
+    if start is not None and end is not None and start > end:
+        raise InvalidError("scan range is inverted", start=start, end=end)
+    bounds = scan_bounds(start, end, prefix)
+    with _open_db(args, create=False) as db:
+        if bounds is None:
+            return EXIT_OK
+        it = db.scan(bounds[0], bounds[1], reverse=args.reverse, durability=args.durability,
+                     include_expired=args.include_expired)
+        for n, (key, value) in enumerate(it):
+            if args.limit is not None and n >= args.limit:
+                break
+            if args.keys_only:
+                print(_show(key, args.hex))
+            else:
+                print(f"{_show(key, args.hex)}\t{_show(value, args.hex)}")
+    return EXIT_OK
+
+
+def _cmd_flush(args: argparse.Namespace) -> int:
+    with _open_db(args, create=False) as db:
+        db.flush(memtable=args.memtable)
+        m = db.metrics()
+    what = "WAL and memtable (now in L0)" if args.memtable else "WAL"
+    print(f"flushed {what}: durable_seq={m['durable_seq']} manifest={m['manifest_id']} "
+          f"l0_ssts={m['l0_sst_count']} sorted_runs={m['sorted_run_count']}")
+    return EXIT_OK
+
+
+# -- manifest -----------------------------------------------------------------------------------
+
+
+def _sst_summary(view: SstView, hex_out: bool) -> dict[str, Any]:
+    info = view.sst.info
+    out: dict[str, Any] = {
+        "id": str(view.sst.id),
+        "first_key": _show(info.first_entry, hex_out),
+        "last_key": _show(info.last_entry, hex_out),
+    }
+    if view.id != view.sst.id:
+        out["view_id"] = str(view.id)
+    if view.visible_range is not None:
+        r = view.visible_range
+        out["visible_range"] = {
+            "start": None if r.start_bound.key is None else _show(r.start_bound.key, hex_out),
+            "start_inclusive": r.start_bound.kind != 3,
+            "end": None if r.end_bound.key is None else _show(r.end_bound.key, hex_out),
+            "end_inclusive": r.end_bound.kind == 2,
+        }
+    return out
+
+
+def manifest_summary(manifest_id: int, m: Manifest, *, hex_keys: bool = False) -> dict[str, Any]:
+    """A JSON-safe summary of manifest version ``manifest_id`` (what ``manifest show`` prints).
+
+    Keys: ``id``, ``writer_epoch``, ``compactor_epoch``, ``replay_after_wal_id``,
+    ``wal_id_last_seen``, ``last_l0_seq``, ``last_l0_clock_tick`` (``None`` before the first L0
+    flush), ``recent_snapshot_min_seq``, ``last_compacted_l0_view_id``, ``l0`` (newest first),
+    ``sorted_runs`` (``id`` and ``ssts`` with key ranges) and ``checkpoints``.
+    """
+    tick = m.last_l0_clock_tick
+    return {
+        "id": manifest_id,
+        "writer_epoch": m.writer_epoch,
+        "compactor_epoch": m.compactor_epoch,
+        "replay_after_wal_id": m.replay_after_wal_id,
+        "wal_id_last_seen": m.wal_id_last_seen,
+        "last_l0_seq": m.last_l0_seq,
+        "last_l0_clock_tick": None if tick == -(2**63) else tick,
+        "recent_snapshot_min_seq": m.recent_snapshot_min_seq,
+        "last_compacted_l0_view_id": (None if m.last_compacted_l0_view_id is None
+                                      else str(m.last_compacted_l0_view_id)),
+        "l0": [_sst_summary(v, hex_keys) for v in m.l0],
+        "sorted_runs": [{"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
+                        for run in m.compacted],
+        "checkpoints": [_checkpoint_summary(cp) for cp in m.checkpoints],
+    }
+
+
+def _checkpoint_summary(cp: Any) -> dict[str, Any]:
+    return {
+        "id": str(cp.id),
+        "manifest_id": cp.manifest_id,
+        "name": cp.name,
+        "create_time": _when(cp.create_time_s),
+        "expire_time": _when(cp.expire_time_s),
+    }
+
+
+def _manifest_store(args: argparse.Namespace, store: ObjectStore) -> Any:
+    from shale.manifest_store import ManifestStore
+
+    return ManifestStore(store, "", format_version=_settings(args).manifest_format_version)
+
+
+def _cmd_manifest_show(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        ms = _manifest_store(args, store)
+        if args.id is not None:
+            manifest_id, m = args.id, ms.read(args.id)
+        else:
+            latest = ms.read_latest()
+            if latest is None:
+                raise DataError("no database here (no manifest found)", url=args.url)
+            manifest_id, m = latest
+    finally:
+        store.close()
+    print(json.dumps(manifest_summary(manifest_id, m, hex_keys=args.hex), indent=2))
+    return EXIT_OK
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def _lifetime(args: argparse.Namespace) -> float | None:
+    from shale.settings import parse_duration
+
+    return None if args.lifetime is None else parse_duration(args.lifetime)
+
+
+def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
+    from shale.manifest_store import StoredManifest, add_checkpoint
+
+    lifetime = _lifetime(args)
+    if args.flush:
+        with _open_db(args, create=False) as db:
+            info = db.create_checkpoint(lifetime=lifetime, name=args.name)
+        print(f"{info.id} manifest={info.manifest_id}")
+        return EXIT_OK
+    store = _open_store(args)
+    try:
+        stored = StoredManifest.try_load(_manifest_store(args, store))
+        if stored is None:
+            raise DataError("no database here (no manifest found)", url=args.url)
+        made: list[Any] = []
+
+        def mutate(m: Manifest, next_id: int) -> Manifest:
+            m2, cp = add_checkpoint(m, manifest_id=next_id, now_s=int(time.time()),
+                                    lifetime_s=lifetime, name=args.name)
+            made[:] = [cp]
+            return m2
+
+        stored.update(mutate)
+    finally:
+        store.close()
+    print(f"{made[0].id} manifest={made[0].manifest_id}")
+    return EXIT_OK
+
+
+def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    try:
+        latest = _manifest_store(args, store).read_latest()
+    finally:
+        store.close()
+    if latest is None:
+        raise DataError("no database here (no manifest found)", url=args.url)
+    cps = [c for c in latest[1].checkpoints if args.name is None or (c.name or "") == args.name]
+    if args.json:
+        print(json.dumps([_checkpoint_summary(c) for c in cps], indent=2))
+        return EXIT_OK
+    for c in cps:
+        s = _checkpoint_summary(c)
+        print(f"{s['id']}  manifest={s['manifest_id']}  created={s['create_time']}  "
+              f"expires={s['expire_time'] or 'never'}  name={s['name'] or '-'}")
+    return EXIT_OK
+
+
+def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
+    from shale.manifest_store import StoredManifest, remove_checkpoint
+
+    try:
+        cid = uuid.UUID(args.id)
+    except ValueError:
+        raise InvalidError("not a checkpoint id (UUID)", id=args.id) from None
+    store = _open_store(args)
+    try:
+        stored = StoredManifest.try_load(_manifest_store(args, store))
+        if stored is None:
+            raise DataError("no database here (no manifest found)", url=args.url)
+        stored.update(lambda m, _next: remove_checkpoint(m, cid))
+    finally:
+        store.close()
+    print(f"deleted {cid}")
+    return EXIT_OK
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from shale.demo import run_demo
+
+    return run_demo(args.dir, keys=args.keys, keep=args.keep)
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def _db_options() -> argparse.ArgumentParser:
+    """Options shared by the commands that take a database URL."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("database options")
+    g.add_argument("--settings", metavar="FILE",
+                   help="a shale.json / shale.toml settings file (SHALE_* variables override it)")
+    g.add_argument("--store-option", action="append", metavar="NAME=VALUE",
+                   help="an object-store option (value parsed as JSON when it is JSON), "
+                        "e.g. fsync=false; repeatable")
+    g.add_argument("--hex", action="store_true",
+                   help="keys and values are given and printed as hex, not UTF-8 text")
+    return p
+
+
+def _read_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("read options")
+    g.add_argument("--durability", choices=("memory", "remote"), default="memory",
+                   help="'remote' sees only writes that are durable (default: memory)")
+    g.add_argument("--include-expired", action="store_true", default=None,
+                   help="also return rows past their TTL")
+    g.add_argument("--merge-operator", metavar="NAME",
+                   help="merge operator for keys with merge operands (e.g. concat, counter)")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shale", description=__doc__)
+    """The ``shale`` argument parser, with every plugin's subcommands added."""
+    parser = argparse.ArgumentParser(
+        prog="shale", description="Read, write and inspect shale databases. Plugins add "
+        "more subcommands; 'shale COMMAND --help' describes each.")
     parser.add_argument("--version", action="version", version=f"shale {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log progress to stderr (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info", help="show which accelerators are compiled and which plugins load")
+    info = sub.add_parser("info",
+                          help="show which accelerators are compiled and which plugins load")
     info.set_defaults(func=_cmd_info)
-    get_host().add_cli(sub)
+
+    dbo, rdo = _db_options(), _read_options()
+
+    p = sub.add_parser("put", parents=[dbo], help="set a key (durable when the command returns)")
+    p.add_argument("url", metavar="URL", help="database directory or URL (file://, memory://, s3://)")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE")
+    p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
+    p.set_defaults(func=_cmd_put)
+
+    p = sub.add_parser("get", parents=[dbo, rdo], help="print a key's value (exit 1 if absent)")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(func=_cmd_get)
+
+    p = sub.add_parser("delete", parents=[dbo], help="delete a key")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("key", metavar="KEY")
+    p.set_defaults(func=_cmd_delete)
+
+    p = sub.add_parser("merge", parents=[dbo], help="add a merge operand to a key")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("operand", metavar="OPERAND")
+    p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
+    p.add_argument("--merge-operator", metavar="NAME", help="e.g. concat or counter")
+    p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("scan", parents=[dbo, rdo],
+                       help="print KEY<TAB>VALUE lines of a key range, ascending")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--start", metavar="K", help="first key (inclusive)")
+    p.add_argument("--end", metavar="K", help="end key (exclusive)")
+    p.add_argument("--prefix", metavar="P", help="only keys starting with P")
+    p.add_argument("--reverse", action="store_true", help="keys descending")
+    p.add_argument("--limit", type=_count, metavar="N", help="print at most N rows")
+    p.add_argument("--keys-only", action="store_true", help="print keys only")
+    p.set_defaults(func=_cmd_scan)
+
+    p = sub.add_parser("flush", parents=[dbo], help="upload the WAL (and the memtable to L0)")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--memtable", action="store_true",
+                   help="also flush every memtable to an L0 SST in the manifest")
+    p.set_defaults(func=_cmd_flush)
+
+    man = sub.add_parser("manifest", help="inspect manifests")
+    man_sub = man.add_subparsers(dest="manifest_command", metavar="COMMAND", required=True)
+    p = man_sub.add_parser("show", parents=[dbo],
+                           help="print a JSON summary of the latest (or --id) manifest")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--id", type=_count, metavar="N", help="manifest version to show")
+    p.set_defaults(func=_cmd_manifest_show)
+
+    cp = sub.add_parser("checkpoint", help="create, list and delete checkpoints")
+    cp_sub = cp.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
+    p = cp_sub.add_parser("create", parents=[dbo],
+                          help="pin the current manifest so GC keeps its files")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--name", metavar="N", help="a name for the checkpoint")
+    p.add_argument("--lifetime", metavar="SECONDS",
+                   help="expire after this long: seconds or a duration such as 1h (default: never)")
+    p.add_argument("--flush", action="store_true",
+                   help="open the database as the writer (fencing any other) and flush the WAL "
+                        "and memtable into the checkpoint first")
+    p.set_defaults(func=_cmd_checkpoint_create)
+    p = cp_sub.add_parser("list", parents=[dbo], help="list the checkpoints")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("--name", metavar="N", help="only checkpoints with this name")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_checkpoint_list)
+    p = cp_sub.add_parser("delete", parents=[dbo], help="delete a checkpoint")
+    p.add_argument("url", metavar="URL")
+    p.add_argument("id", metavar="ID", help="the checkpoint's UUID")
+    p.set_defaults(func=_cmd_checkpoint_delete)
+
+    p = sub.add_parser("demo", help="walk through writes, reads, scans, flushes and recovery")
+    p.add_argument("--dir", metavar="DIR",
+                   help="an empty or new directory for the database (default: a temp directory, "
+                        "removed at the end unless --keep)")
+    p.add_argument("--keys", type=_count, default=3000, metavar="N",
+                   help="how many keys to write (default 3000)")
+    p.add_argument("--keep", action="store_true", help="keep the temp directory")
+    p.set_defaults(func=_cmd_demo)
+
+    try:
+        get_host().add_cli(sub)
+    except Exception as exc:  # a broken plugin must not take the whole command down
+        log.warning("a plugin failed to add its subcommands: %s", exc)
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _logging(verbosity: int) -> Iterator[None]:
+    """Log shale's records to stderr for the duration of a command when ``-v`` is given."""
+    if verbosity <= 0:
+        yield
+        return
+    logger = logging.getLogger("shale")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``shale`` command; return its exit code (0 ok, 1 not found, 2 error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
-        return 2
-    result: int = func(args)
+        return EXIT_ERROR
+    try:
+        with _logging(args.verbose):
+            result: int = func(args)
+    except ShaleError as exc:
+        print(f"error: {exc.kind}: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:  # `shale scan ... | head`: the reader left; not an error
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return result
 
 

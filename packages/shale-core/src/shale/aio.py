@@ -1,0 +1,487 @@
+"""The asyncio facade: :class:`AsyncDb`, awaitable wrappers over :class:`shale.Db`.
+
+The engine stays thread-based (ARCHITECTURE: no event loop inside the engine). Every engine call
+that may touch the object store or wait -- opening, writes (a durable write waits for its WAL
+upload), reads (SST blocks), flushes, checkpoints, closing -- runs on the facade's own
+:class:`~concurrent.futures.ThreadPoolExecutor`, so the event loop never blocks on I/O. Only
+calls that take a lock for a moment and do no I/O run inline: :meth:`AsyncDb.snapshot`,
+:meth:`AsyncDb.metrics`, :meth:`AsyncDb.manifest`.
+
+Invariants and why:
+
+* **One executor per database**, sized by ``max_workers`` (default
+  :data:`DEFAULT_MAX_WORKERS`): durable writers each hold a thread while they wait for the group
+  commit, so a small shared default executor would cap concurrent writes. It is shut down by
+  :meth:`AsyncDb.close` (unless you passed your own ``executor``).
+* **Cancelling an awaiting task does not cancel the engine call.** Every call submitted runs to
+  completion on its thread, started or not (the job is shielded): a cancelled
+  ``await db.put(...)`` is still committed, exactly as if the caller had stopped waiting for it.
+  Only its result (or error) is lost. Deterministic is better than "depends on scheduling".
+* **Scans fetch in batches** of ``batch_size`` rows per worker call. The rows of a batch are the
+  scan's rows in order, so :meth:`AsyncDbIterator.seek` to a key inside the fetched batch just
+  drops buffered rows; a seek beyond it seeks the engine iterator. ``seek`` keeps the sync rules:
+  the key must be inside the scan range and past the last key *returned to you*.
+* **Errors are the engine's**: :class:`~shale.errors.ShaleError` subclasses, raised from the
+  ``await``. After :meth:`AsyncDb.close` every call raises ``ClosedError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import functools
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shale.batch import WriteBatch, check_key
+from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
+from shale.errors import ClosedError, CloseReason, InvalidError
+
+if TYPE_CHECKING:
+    from shale.batch import Ttl
+    from shale.db import DbSnapshot
+    from shale.fbs.manifest import Manifest
+    from shale.settings import Settings
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_MAX_WORKERS",
+    "AsyncDb",
+    "AsyncDbIterator",
+    "AsyncDbSnapshot",
+    "AsyncWriteHandle",
+]
+
+#: Worker threads of an :class:`AsyncDb`'s own executor.
+DEFAULT_MAX_WORKERS = 32
+#: Rows a scan fetches per worker call.
+DEFAULT_BATCH_SIZE = 256
+
+_T = TypeVar("_T")
+
+
+class _Runner:
+    """Runs blocking callables on an executor and awaits them."""
+
+    def __init__(self, executor: concurrent.futures.Executor, owned: bool) -> None:
+        self.executor = executor
+        self.owned = owned
+        self.closed = False
+        self.db: Db | None = None
+
+    def check_open(self) -> None:
+        if self.closed:
+            reason = (self.db.close_reason if self.db is not None else None) or CloseReason.CLEAN
+            raise ClosedError("database is closed", reason=reason)
+
+    async def __call__(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        self.check_open()
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()  # as asyncio.to_thread does
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        try:
+            job = self.executor.submit(call)
+        except RuntimeError:  # the executor was shut down by a concurrent close()
+            self.check_open()
+            raise
+        # shield: cancelling the awaiting task must not cancel a job that has not started yet,
+        # or a cancelled write would be committed or not depending on thread scheduling
+        return await asyncio.shield(asyncio.wrap_future(job, loop=loop))
+
+    def shutdown(self) -> None:
+        self.closed = True
+        if self.owned:
+            self.executor.shutdown(wait=False)
+
+
+class AsyncWriteHandle:
+    """The result of an awaited write: ``seq``, ``create_ts``, and :meth:`wait_durable`."""
+
+    __slots__ = ("_handle", "_run")
+
+    def __init__(self, handle: WriteHandle, run: _Runner) -> None:
+        self._handle = handle
+        self._run = run
+
+    @property
+    def seq(self) -> int:
+        """The write's sequence number."""
+        return self._handle.seq
+
+    @property
+    def create_ts(self) -> int:
+        """The write's creation time (ms since the epoch)."""
+        return self._handle.create_ts
+
+    async def wait_durable(self, timeout: float | None = None) -> None:
+        """Wait until the write is durable (see :meth:`shale.WriteHandle.wait_durable`)."""
+        await self._run(self._handle.wait_durable, timeout)
+
+    def __repr__(self) -> str:
+        return f"AsyncWriteHandle(seq={self.seq}, create_ts={self.create_ts})"
+
+
+class AsyncDbIterator:
+    """An async iterator of ``(key, value)`` over a key range, with :meth:`seek`.
+
+    Made by :meth:`AsyncDb.scan`; the engine iterator is created on the first fetch.
+    """
+
+    def __init__(self, run: _Runner, make: Callable[[], DbIterator], start: bytes | None,
+                 end: bytes | None, reverse: bool, batch_size: int) -> None:
+        self._run = run
+        self._make = make
+        self._it: DbIterator | None = None
+        self._start = start
+        self._end = end
+        self._reverse = reverse
+        self._batch_size = batch_size
+        self._buf: collections.deque[tuple[bytes, bytes]] = collections.deque()
+        self._done = False
+        self._returned: bytes | None = None  # last key handed out
+        self._fetched: bytes | None = None  # last key taken from the engine iterator
+        self._lock = asyncio.Lock()  # one fetch or seek at a time
+
+    def _fetch(self) -> list[tuple[bytes, bytes]]:
+        if self._it is None:
+            self._it = self._make()
+        out = []
+        for row in self._it:
+            out.append(row)
+            if len(out) >= self._batch_size:
+                break
+        return out
+
+    def __aiter__(self) -> AsyncDbIterator:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, bytes]:
+        async with self._lock:
+            if not self._buf:
+                if self._done:
+                    raise StopAsyncIteration
+                rows = await self._run(self._fetch)
+                if len(rows) < self._batch_size:
+                    self._done = True
+                if not rows:
+                    raise StopAsyncIteration
+                self._fetched = rows[-1][0]
+                self._buf.extend(rows)
+            row = self._buf.popleft()
+            self._returned = row[0]
+            return row
+
+    def _before(self, a: bytes, b: bytes) -> bool:
+        """``a`` comes before ``b`` in this scan's order."""
+        return a > b if self._reverse else a < b
+
+    def _seek(self, key: bytes) -> None:
+        if self._it is None:
+            self._it = self._make()
+        self._it.seek(key)
+
+    async def seek(self, key: bytes) -> None:
+        """Continue from the first key ``>= key`` (``<= key`` in reverse).
+
+        :raises InvalidError: ``key`` is outside the scan range, or not past the last key
+            returned.
+        """
+        key = check_key(key)
+        if (self._start is not None and key < self._start) or (
+                self._end is not None and key >= self._end):
+            raise InvalidError("seek key outside the scan range", key=key)
+        async with self._lock:
+            if self._returned is not None and not self._before(self._returned, key):
+                raise InvalidError("seek key must be past the last key returned", key=key)
+            if self._fetched is not None and not self._before(self._fetched, key):
+                # the target lies inside the fetched rows: drop the ones before it
+                while self._buf and self._before(self._buf[0][0], key):
+                    self._buf.popleft()
+                return
+            self._buf.clear()
+            self._done = False
+            await self._run(self._seek, key)
+
+    async def to_list(self, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+        """The remaining rows (at most ``limit``) as a list."""
+        out: list[tuple[bytes, bytes]] = []
+        async for row in self:
+            out.append(row)
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
+
+def _scan_args(start: bytes | None, end: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """Check scan bounds at call time, as the sync scan does."""
+    if start is not None:
+        start = check_key(start)
+    if end is not None:
+        end = check_key(end)
+    if start is not None and end is not None and start > end:
+        raise InvalidError("scan range is inverted", start=start, end=end)
+    return start, end
+
+
+def _prefix_range(prefix: bytes) -> tuple[bytes | None, bytes | None]:
+    if not isinstance(prefix, (bytes, bytearray)):
+        raise InvalidError("prefix must be bytes", type=type(prefix).__name__)
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if p:
+        p[-1] += 1
+    return (bytes(prefix) or None), (bytes(p) if p else None)
+
+
+class AsyncDbSnapshot:
+    """A read-only view pinned at one seq. Release it with :meth:`close` or ``async with``."""
+
+    def __init__(self, snapshot: DbSnapshot, run: _Runner, batch_size: int) -> None:
+        self._snap = snapshot
+        self._run = run
+        self._batch_size = batch_size
+
+    @property
+    def seq(self) -> int:
+        """The seq this snapshot reads at."""
+        return self._snap.seq
+
+    async def get(self, key: bytes, *, include_expired: bool | None = None) -> bytes | None:
+        """The value of ``key`` at the snapshot, or ``None``."""
+        return await self._run(self._snap.get, key, include_expired=include_expired)
+
+    async def get_key_value(self, key: bytes, *,
+                            include_expired: bool | None = None) -> KeyValue | None:
+        """The value of ``key`` at the snapshot with its metadata, or ``None``."""
+        return await self._run(self._snap.get_key_value, key, include_expired=include_expired)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             reverse: bool = False, include_expired: bool | None = None,
+             batch_size: int | None = None) -> AsyncDbIterator:
+        """An async iterator over ``start <= key < end`` at the snapshot."""
+        start, end = _scan_args(start, end)
+        snap = self._snap
+        return AsyncDbIterator(
+            self._run,
+            lambda: snap.scan(start, end, reverse=reverse, include_expired=include_expired),
+            start, end, reverse, _batch(batch_size, self._batch_size))
+
+    def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
+        """Every key that starts with ``prefix``, at the snapshot."""
+        return self.scan(*_prefix_range(prefix), **options)
+
+    def close(self) -> None:
+        """Release the snapshot (instant; no I/O)."""
+        self._snap.close()
+
+    async def __aenter__(self) -> AsyncDbSnapshot:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    def __enter__(self) -> AsyncDbSnapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _batch(value: int | None, default: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidError("batch_size must be an int >= 1", batch_size=value)
+    return value
+
+
+class AsyncDb:
+    """An open database for asyncio code. Create it with ``await AsyncDb.open(...)``.
+
+    Use ``async with`` or ``await db.close()``. The synchronous :class:`shale.Db` is
+    :attr:`sync`; every awaitable method runs its engine call on the facade's executor.
+    """
+
+    def __init__(self, db: Db, run: _Runner, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self._db = db
+        self._run = run
+        run.db = db
+        self._batch_size = batch_size
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        settings: Settings | None = None,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        **components: Any,
+    ) -> AsyncDb:
+        """Open (creating if absent) the database at ``path`` without blocking the loop.
+
+        :param path: as for :meth:`shale.Db.open`.
+        :param settings: :class:`shale.Settings`.
+        :param executor: run engine calls here instead of an executor of our own (then
+            :meth:`close` leaves it running).
+        :param max_workers: threads of our own executor.
+        :param batch_size: rows a scan fetches per worker call.
+        :param components: passed to :meth:`shale.Db.open` (``object_store``,
+            ``merge_operator``, ``clock``, ``block_cache``, ``filter_policies``, ``transformer``,
+            ``store_options``).
+        :raises InvalidError: bad settings, arguments or components.
+        """
+        batch_size = _batch(batch_size, DEFAULT_BATCH_SIZE)
+        owned = executor is None
+        if executor is None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+                raise InvalidError("max_workers must be an int >= 1", max_workers=max_workers)
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max_workers, thread_name_prefix="shale-aio")
+        run = _Runner(executor, owned)
+        try:
+            db = await run(Db.open, path, settings, **components)
+        except BaseException:
+            run.shutdown()
+            raise
+        return cls(db, run, batch_size)
+
+    @property
+    def sync(self) -> Db:
+        """The underlying synchronous :class:`shale.Db` (its calls block)."""
+        return self._db
+
+    @property
+    def close_reason(self) -> str | None:
+        """``None`` while open, then ``"clean"``, ``"fenced"`` or ``"failed"``."""
+        return self._db.close_reason
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None,
+                  durable: bool = True) -> AsyncWriteHandle:
+        """Set ``key`` to ``value``; returns once durable unless ``durable=False``."""
+        h = await self._run(self._db.put, key, value, ttl=ttl, durable=durable)
+        return AsyncWriteHandle(h, self._run)
+
+    async def delete(self, key: bytes, *, durable: bool = True) -> AsyncWriteHandle:
+        """Delete ``key``."""
+        return AsyncWriteHandle(await self._run(self._db.delete, key, durable=durable), self._run)
+
+    async def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None,
+                    durable: bool = True) -> AsyncWriteHandle:
+        """Add a merge operand for ``key``."""
+        h = await self._run(self._db.merge, key, operand, ttl=ttl, durable=durable)
+        return AsyncWriteHandle(h, self._run)
+
+    async def write(self, batch: WriteBatch, *, durable: bool = True) -> AsyncWriteHandle:
+        """Apply ``batch`` atomically (one seq)."""
+        return AsyncWriteHandle(await self._run(self._db.write, batch, durable=durable), self._run)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, key: bytes, *, durability: str = DURABILITY_MEMORY, dirty: bool = False,
+                  include_expired: bool | None = None) -> bytes | None:
+        """The value of ``key``, or ``None`` (see :meth:`shale.Db.get`)."""
+        return await self._run(self._db.get, key, durability=durability, dirty=dirty,
+                               include_expired=include_expired)
+
+    async def get_key_value(self, key: bytes, *, durability: str = DURABILITY_MEMORY,
+                            dirty: bool = False,
+                            include_expired: bool | None = None) -> KeyValue | None:
+        """The value of ``key`` with its seq and timestamps, or ``None``."""
+        return await self._run(self._db.get_key_value, key, durability=durability, dirty=dirty,
+                               include_expired=include_expired)
+
+    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
+             reverse: bool = False, durability: str = DURABILITY_MEMORY, dirty: bool = False,
+             include_expired: bool | None = None,
+             batch_size: int | None = None) -> AsyncDbIterator:
+        """An async iterator of ``(key, value)`` over ``start <= key < end``.
+
+        Use ``async for key, value in db.scan(...)``. Bad bounds raise ``InvalidError`` here;
+        the read position is fixed when the first batch is fetched.
+        """
+        start, end = _scan_args(start, end)
+        if durability not in ("memory", "remote"):
+            raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
+        db = self._db
+        self._run.check_open()
+        return AsyncDbIterator(
+            self._run,
+            lambda: db.scan(start, end, reverse=reverse, durability=durability, dirty=dirty,
+                            include_expired=include_expired),
+            start, end, reverse, _batch(batch_size, self._batch_size))
+
+    def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
+        """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
+        return self.scan(*_prefix_range(prefix), **options)
+
+    def snapshot(self) -> AsyncDbSnapshot:
+        """A consistent read-only view at the current committed seq (no I/O, so not awaited).
+
+        Use ``async with db.snapshot() as snap:`` or call ``snap.close()``.
+        """
+        return AsyncDbSnapshot(self._db.snapshot(), self._run, self._batch_size)
+
+    # -- flush, checkpoints, status -----------------------------------------------------------
+
+    async def flush(self, *, memtable: bool = False) -> None:
+        """Make every write so far durable (see :meth:`shale.Db.flush`)."""
+        await self._run(self._db.flush, memtable=memtable)
+
+    async def create_checkpoint(self, *, lifetime: float | None = None, name: str | None = None,
+                                scope: str = "all") -> CheckpointInfo:
+        """Pin the current state in the manifest (see :meth:`shale.Db.create_checkpoint`)."""
+        return await self._run(self._db.create_checkpoint, lifetime=lifetime, name=name,
+                               scope=scope)
+
+    async def list_checkpoints(self, name: str | None = None) -> list[Any]:
+        """Checkpoints in the latest manifest."""
+        return await self._run(self._db.list_checkpoints, name)
+
+    async def refresh_checkpoint(self, checkpoint_id: uuid.UUID, *,
+                                 lifetime: float | None = None) -> None:
+        """Set a checkpoint's expiry to now + ``lifetime``."""
+        await self._run(self._db.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
+
+    async def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
+        """Remove a checkpoint from the manifest."""
+        await self._run(self._db.delete_checkpoint, checkpoint_id)
+
+    async def refresh_manifest(self) -> Manifest:
+        """Read the latest manifest now."""
+        return await self._run(self._db.refresh_manifest)
+
+    def manifest(self) -> Manifest:
+        """The manifest the database currently reads from (no I/O)."""
+        return self._db.manifest()
+
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges (no I/O; see :meth:`shale.Db.metrics`)."""
+        return self._db.metrics()
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Flush the WAL, stop background work and shut the executor down. Idempotent."""
+        if self._run.closed:
+            return
+        try:
+            await self._run(self._db.close)
+        finally:
+            self._run.shutdown()
+
+    async def __aenter__(self) -> AsyncDb:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<shale.aio.AsyncDb {self._db.url!r} {self.close_reason or 'open'}>"
