@@ -1,0 +1,638 @@
+"""The compaction executor: merges source SSTs into the SSTs of one destination sorted run.
+
+A :class:`CompactionJob` names its sources -- L0 SST views (newest first; each its own sorted
+source) and sorted runs (newest first; each run is its views concatenated in key order) -- and
+:meth:`CompactionExecutor.execute` streams them through::
+
+    MergeIterator (shale.merge, Cython)          every version of every key, newest first
+    -> merge operands / "operator missing"       shale_compactor.retention
+    -> retention (snapshots, expiry, tombstones)
+    -> resume skip (job.resume_outputs)
+    -> compaction filters                        shale_compactor.filters
+    -> SstBuilder, split at max_sst_size         uploaded to compacted/<ULID>.sst
+
+This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
+
+* **Resumable.** Each output is uploaded and reported through ``on_output`` before the next is
+  started, so the caller can record it (the ``.compactions`` file). A job restarted with those
+  outputs in ``resume_outputs`` reads the last row ``(key, seq)`` of the last one, starts every
+  source at ``key`` and skips that key's rows with seq ``>= seq`` *after* retention (which must
+  see all of a key's versions to decide the same way); the resumed outputs then continue
+  exactly where the interrupted run stopped, and ``resume_outputs + new outputs`` hold the
+  same rows as an uninterrupted run. Compaction filters run after the skip, so a resumed job's
+  filter sees only rows not yet written (SlateDB's documented contract; its code filters the
+  skipped rows of the resume key too, which only a stateful filter could notice).
+* **Same split points as SlateDB.** An output is closed right after the row whose block
+  closing pushed the finished-block bytes above ``max_sst_size`` (that row opens the SST's
+  last block), as SlateDB's writer does; an output is never empty.
+* **Visible ranges** of SST views are honoured (rows outside are not sources).
+* **Uncached reads with read-ahead.** Blocks are not put in any block cache (a compaction
+  would evict the readers' working set). Each SST is read sequentially in windows of
+  ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), with up to ``max_fetch_tasks``
+  windows fetched ahead on background threads, so object-store latency overlaps merging.
+* **Stoppable.** ``stop`` is checked before every block read and every 1024 written rows; a
+  stop raises :class:`CompactionStopped` and leaves the outputs reported so far valid for a
+  resume (an unreported, partially built output is simply never uploaded).
+* **Progress** is the number of source bytes consumed (plus, on resume, the size of the SSTs
+  wholly before the resume key), reported through ``on_progress`` at most once a second and
+  after each output.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from shale import ids
+from shale.errors import DataError, InvalidError, ShaleError
+from shale.fbs.manifest import (
+    BOUND_INCLUDED,
+    BytesRange,
+    CompactedSst,
+    SortedRun,
+    SstView,
+)
+from shale.fbs.sst_meta import SsTableInfo
+from shale.ids import Ulid
+from shale.merge import MergeIterator
+from shale.objstore.protocol import TransientStoreError
+from shale.sst import SsTable, SstBuilder
+from shale.sst.compression import codec_id
+
+from shale_compactor.filters import (
+    CompactionJobContext,
+    PluginFilterSupplier,
+    apply_filters,
+    create_filters,
+)
+from shale_compactor.retention import compaction_rows, skip_written
+
+__all__ = ["CompactionExecutor", "CompactionJob", "CompactionStopped", "last_written_key_and_seq"]
+
+log = logging.getLogger(__name__)
+
+#: SlateDB's ``blocks_to_fetch``: a read-ahead window is this many blocks.
+BLOCKS_PER_FETCH = 256
+#: Rows written between two checks of ``stop`` and of the progress clock.
+CHECK_EVERY_ROWS = 1024
+#: Seconds between two progress reports (SlateDB: 1 s).
+PROGRESS_INTERVAL_S = 1.0
+#: Upload attempts on transient store errors before giving up.
+UPLOAD_ATTEMPTS = 8
+
+
+class CompactionStopped(ShaleError):
+    """The executor was asked to stop (``stop`` was set) before the job finished.
+
+    Outputs already reported through ``on_output`` are complete and valid for a resume.
+    """
+
+    kind = "closed"
+
+
+@dataclass(frozen=True)
+class CompactionJob:
+    """One compaction job: sources, destination and the retention parameters.
+
+    :ivar id: the compaction id (a ULID), for logs.
+    :ivar l0: L0 source views, newest first.
+    :ivar runs: sorted-run sources, newest (highest id) first.
+    :ivar destination: the output sorted run's id.
+    :ivar is_dest_last_run: the destination is the oldest run after this compaction, so
+        tombstones can be dropped.
+    :ivar retention_min_seq: versions needed by snapshots at or above this seq are kept
+        (``manifest.recent_snapshot_min_seq``); ``None``: no snapshot protection (only the
+        newest version of each key survives).
+    :ivar compaction_clock_tick: expiry is judged against this time in ms
+        (``manifest.last_l0_clock_tick``).
+    :ivar resume_outputs: outputs already written by an interrupted run of this job, in order.
+    """
+
+    id: Ulid
+    l0: list[SstView]
+    runs: list[SortedRun]
+    destination: int
+    is_dest_last_run: bool
+    retention_min_seq: int | None
+    compaction_clock_tick: int
+    resume_outputs: list[CompactedSst] = field(default_factory=list)
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+class _Progress:
+    """Bytes of source SSTs consumed so far (updated on the executing thread only)."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self, start: int = 0) -> None:
+        self.bytes = start
+
+
+class _ReadAhead:
+    """An object-store facade for one SST object: sequential read-ahead, counting, stopping.
+
+    ``SsTable`` reads through ``head`` and ``get_range``. Reads that end at the object's end
+    (the footer/metadata tail) go straight to the store. Every other read is served from a
+    queue of consecutive windows starting where the sequential reading began; up to ``depth``
+    windows beyond the one being read are fetched on ``pool``'s threads. A read outside the
+    queue restarts it there.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        key: str,
+        size: int,
+        *,
+        pool: ThreadPoolExecutor | None,
+        window: int,
+        depth: int,
+        progress: _Progress,
+        stop: threading.Event | None,
+    ) -> None:
+        self._store = store
+        self._key = key
+        self._size = size
+        self._pool = pool
+        self._window = max(1, window)
+        self._depth = max(0, depth)
+        self._progress = progress
+        self._stop = stop
+        # (start, end, bytes | Future[bytes]) for consecutive windows
+        self._windows: deque[list[Any]] = deque()
+        # (start, end, bytes) of the last window read from, or an empty range
+        self._hit: tuple[int, int, bytes] = (0, 0, b"")
+
+    def head(self, key: str) -> Any:
+        return self._store.head(key)
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        data: bytes = self._store.get_range(self._key, start, end)
+        return data
+
+    def _schedule(self, start: int) -> None:
+        end = min(self._size, start + self._window)
+        if self._pool is None:
+            self._windows.append([start, end, None])  # fetched on first use
+        else:
+            self._windows.append([start, end, self._pool.submit(self._fetch, start, end)])
+
+    def _data(self, w: list[Any]) -> bytes:
+        data = w[2]
+        if data is None:
+            data = self._fetch(w[0], w[1])
+        elif isinstance(data, Future):
+            data = data.result()
+        w[2] = data
+        if len(data) != w[1] - w[0]:
+            raise DataError("SST object is shorter than its metadata says", key=self._key)
+        return data  # type: ignore[no-any-return]
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        stop = self._stop
+        if stop is not None and stop.is_set():
+            raise CompactionStopped("compaction stopped")
+        self._progress.bytes += end - start
+        hit = self._hit
+        if hit[0] <= start and end <= hit[1]:  # fast path: inside the window read last
+            base = hit[0]
+            return hit[2][start - base : end - base]
+        if end <= start:
+            return b""
+        if end >= self._size or end - start >= self._window:
+            return self._fetch(start, end)  # the metadata tail, or a huge read
+        windows = self._windows
+        while windows and windows[0][1] <= start:
+            w = windows.popleft()
+            if isinstance(w[2], Future):
+                w[2].cancel()
+        if not windows or start < windows[0][0]:
+            self.close()
+            self._schedule(start)
+        pieces: list[bytes] = []
+        pos = start
+        i = 0
+        while pos < end:
+            if i == len(windows):
+                self._schedule(windows[-1][1])
+            w = windows[i]
+            data = self._data(w)
+            lo = pos - w[0]
+            hi = min(end, w[1]) - w[0]
+            pieces.append(data[lo:hi] if (lo or hi != len(data)) else data)
+            pos = w[0] + hi
+            i += 1
+        self._hit = (w[0], w[1], data)
+        # keep `depth` windows in flight beyond the last one touched
+        while len(windows) < i + self._depth and windows[-1][1] < self._size:
+            self._schedule(windows[-1][1])
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def close(self) -> None:
+        """Drop every window, cancelling pending fetches."""
+        self._hit = (0, 0, b"")
+        while self._windows:
+            w = self._windows.popleft()
+            if isinstance(w[2], Future):
+                w[2].cancel()
+
+
+def _successor(key: bytes) -> bytes:
+    """The smallest key greater than ``key``."""
+    return key + b"\x00"
+
+
+def _view_bounds(view: SstView, resume_key: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """``[start, end)`` of the rows a source view contributes (``None``: unbounded)."""
+    start: bytes | None = None
+    end: bytes | None = None
+    rng: BytesRange | None = view.visible_range
+    if rng is not None:
+        kind, key = rng.start_bound
+        if key is not None:
+            start = key if kind == BOUND_INCLUDED else _successor(key)
+        kind, key = rng.end_bound
+        if key is not None:
+            end = _successor(key) if kind == BOUND_INCLUDED else key
+    if resume_key is not None and (start is None or resume_key > start):
+        start = resume_key
+    return start, end
+
+
+def _estimated_size(info: SsTableInfo) -> int:
+    """The size of an SST as far as its info tells (everything but the info and footer)."""
+    return max(
+        info.index_offset + info.index_len,
+        info.filter_offset + info.filter_len,
+        info.stats_offset + info.stats_len,
+    )
+
+
+def last_written_key_and_seq(
+    store: Any, root: str, sst: CompactedSst, *, transformer: Any = None
+) -> tuple[bytes, int] | None:
+    """The last row's ``(key, seq)`` of an output SST (SlateDB's ``last_written_key_and_seq``).
+
+    :raises DataError: the SST is missing or corrupt.
+    """
+    table = SsTable.open(store, ids.compacted_path(root, sst.id), policies=(),
+                         transformer=transformer)
+    if table.block_count == 0:
+        return None
+    rows = table.read_block(table.block_count - 1)
+    if not rows:
+        return None
+    last = rows[-1]
+    return (last[0], last[1])
+
+
+# -- the executor -----------------------------------------------------------------------------
+
+
+class CompactionExecutor:
+    """Runs compaction jobs against one database's object store.
+
+    :param store: the object store (:class:`shale.objstore.ObjectStore`).
+    :param root: the database's path inside the store.
+    :param settings: the database's :class:`shale.settings.Settings` (block size, compression,
+        ``min_filter_keys``, filter policy names, merge operator name, and
+        ``compactor_options.max_sst_size`` / ``max_fetch_tasks``).
+    :param merge_operator: the merge operator; ``None``: the one ``settings.merge_operator``
+        names, resolved through the plugins (none if unnamed).
+    :param filter_supplier: a :class:`shale_compactor.filters.CompactionFilterSupplier`;
+        ``None``: :class:`~shale_compactor.filters.PluginFilterSupplier` (every plugin's
+        ``shale_compaction_filter`` hook; plugins that are not configured return no filter).
+    :param filter_policies: filter policies for new SSTs; ``None``: those of
+        ``settings.filter_policies``, resolved through the plugins.
+    :param transformer: the block transformer; ``None``: the plugins' (usually none).
+    :param clock: an object with ``now_ms()`` (ULID timestamps); the system clock by default.
+    :param rand: a :class:`random.Random` for ULIDs; ``None``: OS randomness.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        root: str,
+        *,
+        settings: Any,
+        merge_operator: Any = None,
+        filter_supplier: Any = None,
+        filter_policies: Sequence[Any] | None = None,
+        transformer: Any = None,
+        clock: Any = None,
+        rand: random.Random | None = None,
+    ) -> None:
+        from shale.settings import CompactorOptions
+
+        self.store = store
+        self.root = root
+        self.settings = settings
+        self.options = getattr(settings, "compactor_options", None) or CompactorOptions()
+        host = None
+        if merge_operator is None and getattr(settings, "merge_operator", None):
+            host = self._host()
+            merge_operator = host.merge_operator(settings.merge_operator)
+            if merge_operator is None:
+                raise InvalidError("no plugin offers the configured merge operator",
+                                   merge_operator=settings.merge_operator)
+        self.merge_operator = merge_operator
+        self.filter_supplier = (
+            filter_supplier if filter_supplier is not None else PluginFilterSupplier()
+        )
+        if filter_policies is None:
+            host = host or self._host()
+            offered = {p.name: p for p in host.filter_policies(settings)}
+            missing = [n for n in settings.filter_policies if n not in offered]
+            if missing:
+                raise InvalidError("no plugin offers these filter policies", missing=missing)
+            filter_policies = [offered[n] for n in settings.filter_policies]
+        self.filter_policies = list(filter_policies)
+        if transformer is None:
+            transformer = (host or self._host()).block_transformer(settings)
+        self.transformer = transformer
+        if clock is None:
+            from shale.clock import SystemClock
+
+            clock = SystemClock()
+        self.clock = clock
+        self.rand = rand
+        self._codec = codec_id(settings.compression_codec)
+
+    @staticmethod
+    def _host() -> Any:
+        from shale.plugins import get_host
+
+        return get_host()
+
+    # -- public -------------------------------------------------------------------------------
+
+    def execute(
+        self,
+        job: CompactionJob,
+        *,
+        on_output: Callable[[CompactedSst], None],
+        on_progress: Callable[[int], None] | None = None,
+        stop: threading.Event | None = None,
+    ) -> list[CompactedSst]:
+        """Run ``job``: write the destination run's SSTs; return them in key order.
+
+        :param on_output: called with each new output right after its upload (record it for
+            a resume before returning).
+        :param on_progress: called with the source bytes processed so far, at most once a
+            second and after each output.
+        :param stop: when set, the job stops at the next block or 1024 rows.
+        :return: ``job.resume_outputs`` followed by the new outputs.
+        :raises CompactionStopped: ``stop`` was set.
+        :raises CompactionFilterError: a compaction filter failed (the job is aborted).
+        :raises InvalidError: merge operands without a merge operator, or a failing operator.
+        :raises DataError: a source or resume output is corrupt or missing.
+        """
+        started = time.monotonic()
+        log.debug("executing compaction %s -> SR %d (%d L0, %d runs, %d resume outputs)",
+                  job.id, job.destination, len(job.l0), len(job.runs), len(job.resume_outputs))
+        if stop is not None and stop.is_set():
+            raise CompactionStopped("compaction stopped", compaction=str(job.id))
+        resume, filters = self._prepare(job)
+        progress = _Progress()
+        pool = self._fetch_pool()
+        readers: list[_ReadAhead] = []
+        try:
+            rows = self._rows(job, resume, filters, progress, pool, stop, readers)
+            outputs = self._write(job, rows, progress, on_output, on_progress, stop)
+        finally:
+            for r in readers:
+                r.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+        elapsed = time.monotonic() - started
+        log.info("compaction %s -> SR %d wrote %d SSTs; %d source bytes in %.2fs (%.1f MB/s)",
+                 job.id, job.destination, len(outputs) - len(job.resume_outputs),
+                 progress.bytes, elapsed, progress.bytes / max(elapsed, 1e-9) / 1e6)
+        return list(job.resume_outputs) + outputs
+
+    def iter_rows(
+        self, job: CompactionJob, *, stop: threading.Event | None = None
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows :meth:`execute` would write for ``job``, without writing anything.
+
+        After retention, resume skipping (``job.resume_outputs``) and compaction filters (whose
+        ``on_compaction_end`` runs when the rows are exhausted). For inspection and tests; close
+        the generator when stopping early.
+        """
+        resume, filters = self._prepare(job)
+        pool = self._fetch_pool()
+        readers: list[_ReadAhead] = []
+        try:
+            yield from self._rows(job, resume, filters, _Progress(), pool, stop, readers)
+        finally:
+            for r in readers:
+                r.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _prepare(self, job: CompactionJob) -> tuple[tuple[bytes, int] | None, list[Any]]:
+        """The resume cursor (last written ``(key, seq)``) and the job's filters."""
+        resume = None
+        if job.resume_outputs:
+            resume = last_written_key_and_seq(self.store, self.root, job.resume_outputs[-1],
+                                              transformer=self.transformer)
+        context = CompactionJobContext(
+            destination=job.destination,
+            is_dest_last_run=job.is_dest_last_run,
+            compaction_clock_tick=job.compaction_clock_tick,
+            retention_min_seq=job.retention_min_seq,
+        )
+        return resume, create_filters(self.filter_supplier, context)
+
+    def _fetch_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=max(1, int(self.options.max_fetch_tasks)),
+                                  thread_name_prefix="shale-compaction-fetch")
+
+    # -- sources ------------------------------------------------------------------------------
+
+    def _open(
+        self,
+        view: SstView,
+        progress: _Progress,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event | None,
+        readers: list[_ReadAhead],
+    ) -> tuple[SsTable, _ReadAhead]:
+        key = ids.compacted_path(self.root, view.sst.id)
+        size = self.store.head(key).size
+        reader = _ReadAhead(
+            self.store, key, size, pool=pool,
+            window=BLOCKS_PER_FETCH * int(self.settings.block_size),
+            depth=max(1, int(self.options.max_fetch_tasks)),
+            progress=progress, stop=stop,
+        )
+        readers.append(reader)
+        table = SsTable.open(reader, key, size=size, policies=(), transformer=self.transformer)
+        return table, reader
+
+    def _view_rows(
+        self,
+        view: SstView,
+        resume_key: bytes | None,
+        progress: _Progress,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event | None,
+        readers: list[_ReadAhead],
+    ) -> Iterator[tuple[Any, ...]]:
+        """The rows of one view, from ``resume_key`` on, within its visible range."""
+        start, end = _view_bounds(view, resume_key)
+        info = view.sst.info
+        if start is not None and end is not None and start >= end:
+            return
+        if start is not None and info.last_entry is not None and info.last_entry < start:
+            if resume_key is not None:
+                progress.bytes += _estimated_size(info)  # wholly before the resume point
+            return
+        if end is not None and info.first_entry is not None and info.first_entry >= end:
+            return
+        table, reader = self._open(view, progress, pool, stop, readers)
+        if table.is_wal:
+            raise DataError("a WAL SST is listed as a compacted SST", sst=str(view.sst.id))
+        yield from table.iter_rows(start, end)
+        reader.close()  # free its read-ahead windows now, not at the end of the job
+        readers.remove(reader)
+
+    def _run_rows(
+        self,
+        run: SortedRun,
+        resume_key: bytes | None,
+        progress: _Progress,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event | None,
+        readers: list[_ReadAhead],
+    ) -> Iterator[tuple[Any, ...]]:
+        """A sorted run's rows: its views in key order, each opened when reached."""
+        for view in run.ssts:
+            yield from self._view_rows(view, resume_key, progress, pool, stop, readers)
+
+    def _rows(
+        self,
+        job: CompactionJob,
+        resume: tuple[bytes, int] | None,
+        filters: list[Any],
+        progress: _Progress,
+        pool: ThreadPoolExecutor,
+        stop: threading.Event | None,
+        readers: list[_ReadAhead],
+    ) -> Iterable[tuple[Any, ...]]:
+        resume_key = None if resume is None else resume[0]
+        sources: list[Iterable[tuple[Any, ...]]] = [
+            self._view_rows(v, resume_key, progress, pool, stop, readers) for v in job.l0
+        ]
+        sources += [
+            self._run_rows(r, resume_key, progress, pool, stop, readers) for r in job.runs
+        ]
+        rows: Iterable[tuple[Any, ...]] = compaction_rows(
+            MergeIterator(sources),
+            merge_operator=self.merge_operator,
+            retention_min_seq=job.retention_min_seq,
+            filter_tombstones=job.is_dest_last_run,
+            compaction_clock_tick=job.compaction_clock_tick,
+        )
+        if resume is not None:
+            rows = skip_written(rows, resume[0], resume[1])
+        if filters:
+            rows = apply_filters(rows, filters)
+        return rows
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def _builder(self) -> SstBuilder:
+        s = self.settings
+        return SstBuilder(block_size=s.block_size, compression=self._codec,
+                          filter_policies=self.filter_policies, min_filter_keys=s.min_filter_keys,
+                          transformer=self.transformer)
+
+    def _upload(self, builder: SstBuilder, stop: threading.Event | None) -> CompactedSst:
+        data = builder.finish()
+        sst_id = Ulid.new(self.clock.now_ms(), self.rand)
+        key = ids.compacted_path(self.root, sst_id)
+        delay = 0.1
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            try:
+                self.store.put(key, data)
+                break
+            except TransientStoreError as exc:
+                if attempt == UPLOAD_ATTEMPTS:
+                    raise
+                log.warning("upload of %s failed (attempt %d), retrying in %.1fs: %s",
+                            key, attempt, delay, exc)
+                if stop is not None and stop.wait(delay):
+                    raise CompactionStopped("compaction stopped") from exc
+                if stop is None:
+                    time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        return CompactedSst(sst_id, builder.info, 2)
+
+    def _write(
+        self,
+        job: CompactionJob,
+        rows: Iterable[tuple[Any, ...]],
+        progress: _Progress,
+        on_output: Callable[[CompactedSst], None],
+        on_progress: Callable[[int], None] | None,
+        stop: threading.Event | None,
+    ) -> list[CompactedSst]:
+        max_size = int(self.options.max_sst_size)
+        outputs: list[CompactedSst] = []
+        monotonic = time.monotonic
+        next_report = monotonic() + PROGRESS_INTERVAL_S
+
+        def finish(b: SstBuilder) -> None:
+            sst = self._upload(b, stop)
+            outputs.append(sst)
+            on_output(sst)
+            if on_progress is not None:
+                on_progress(progress.bytes)
+
+        builder = self._builder()
+        add = builder.add
+        finished = _finished_bytes(builder)
+        countdown = CHECK_EVERY_ROWS
+        for row in rows:
+            add(row)
+            if finished() > max_size:
+                finish(builder)
+                builder = self._builder()
+                add = builder.add
+                finished = _finished_bytes(builder)
+                next_report = monotonic() + PROGRESS_INTERVAL_S
+            countdown -= 1
+            if not countdown:
+                countdown = CHECK_EVERY_ROWS
+                if stop is not None and stop.is_set():
+                    raise CompactionStopped("compaction stopped", compaction=str(job.id))
+                if on_progress is not None and monotonic() >= next_report:
+                    on_progress(progress.bytes)
+                    next_report = monotonic() + PROGRESS_INTERVAL_S
+        if len(builder):
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped", compaction=str(job.id))
+            finish(builder)
+        return outputs
+
+
+def _finished_bytes(builder: SstBuilder) -> Callable[[], int]:
+    """A cheap callable returning the bytes of the builder's finished (closed) blocks.
+
+    SlateDB splits on the encoded size of finished blocks. ``SstBuilder`` keeps them in its
+    ``_out`` buffer (a ``bytearray`` whose identity does not change while building); if that
+    detail ever changes, fall back to ``estimated_size()`` (which also counts the open block,
+    so outputs would split up to one block earlier).
+    """
+    out = getattr(builder, "_out", None)
+    if isinstance(out, bytearray):
+        return out.__len__
+    return builder.estimated_size
