@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from shale import ids
-from shale.batch import Ttl, WriteBatch, check_key
+from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.errors import (
@@ -243,6 +243,7 @@ class Db:
 
         self._memtable = Memtable()
         self._imms: collections.deque[Memtable] = collections.deque()  # oldest first
+        self._imm_bytes = 0  # sum of the frozen memtables' sizes
         self._wal_buf: list[tuple] = []  # type: ignore[type-arg]
         self._wal_buf_bytes = 0
         self._wal_flushes_since_freeze = 0
@@ -341,10 +342,12 @@ class Db:
                     last_seq = row[1]
             if mt.size >= self.settings.l0_sst_size_bytes:
                 self._imms.append(mt.freeze(wal_id))
+                self._imm_bytes += mt.size
                 mt = self._memtable = Memtable()
         if not mt.is_empty():
             # replayed rows are durable already: queue them for L0 like any frozen memtable
             self._imms.append(mt.freeze(replay[-1] if replay else None))
+            self._imm_bytes += mt.size
             self._memtable = Memtable()
         self._last_seq = self._durable_seq = last_seq
         if replayed:
@@ -391,16 +394,18 @@ class Db:
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
         """
-        return self.write(WriteBatch().put(key, value, ttl=ttl), durable=durable)
+        item = (check_key(key), [(VALUE, check_value(value), None if ttl is None else to_ttl(ttl))])
+        return self._write_items([item], durable)
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
-        return self.write(WriteBatch().delete(key), durable=durable)
+        return self._write_items([(check_key(key), [(TOMBSTONE, b"", None)])], durable)
 
     def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None,
               durable: bool = True) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
-        return self.write(WriteBatch().merge(key, operand, ttl=ttl), durable=durable)
+        item = (check_key(key), [(MERGE, check_value(operand), None if ttl is None else to_ttl(ttl))])
+        return self._write_items([item], durable)
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
         """Apply ``batch`` atomically: one seq, one create_ts, all or nothing.
@@ -413,11 +418,17 @@ class Db:
             raise InvalidError("write() takes a shale.WriteBatch", type=type(batch).__name__)
         if batch.is_empty():
             raise InvalidError("empty write batch")
-        self._check_open()
-        self._backpressure()
-        items = batch.items()
+        return self._write_items(batch.items(), durable)
+
+    def _write_items(self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]],
+                     durable: bool) -> WriteHandle:
+        if self._closed:
+            self._check_open()
+        if self._wal_buf_bytes + self._imm_bytes > self.settings.max_unflushed_bytes:
+            self._backpressure()
         op = self.merge_operator
         default_ttl = self.settings.default_ttl
+        settings = self.settings
         with self._lock:
             self._check_open()
             seq = self._last_seq + 1
@@ -425,30 +436,32 @@ class Db:
             rows = []
             nbytes = 0
             for key, ops in items:
-                for kind, value, ttl in self._combine(key, ops, op):
+                if len(ops) > 1:
+                    ops = self._combine(key, ops, op)
+                for kind, value, ttl in ops:
                     if kind == TOMBSTONE:
                         expire = None
                     elif ttl is None:
                         expire = now + default_ttl if default_ttl else None
                     else:
                         expire = ttl.expire_ts(now)
-                    row = (key, seq, kind, value, expire, now)
-                    rows.append(row)
+                    rows.append((key, seq, kind, value, expire, now))
                     nbytes += len(key) + len(value) + 24
             mt = self._memtable
             for row in rows:
                 mt.put(row)
             self._last_seq = seq
-            if self.settings.wal_enabled:
+            if settings.wal_enabled:
                 self._wal_buf.extend(rows)
                 self._wal_buf_bytes += nbytes
-                if (self._wal_buf_bytes >= self.settings.l0_sst_size_bytes
-                        or mt.size >= self.settings.l0_sst_size_bytes):
+                if (self._wal_buf_bytes >= settings.l0_sst_size_bytes
+                        or mt.size >= settings.l0_sst_size_bytes):
                     self._wal_wakeup.set()
-            elif mt.size >= self.settings.l0_sst_size_bytes:
+            elif mt.size >= settings.l0_sst_size_bytes:
                 self._freeze_locked(None)
-        self.stats["write_batch_count"] += 1
-        self.stats["write_ops"] += len(rows)
+        stats = self.stats
+        stats["write_batch_count"] += 1
+        stats["write_ops"] += len(rows)
         handle = WriteHandle(self, seq, now)
         if durable:
             self._wait_durable(seq, None)
@@ -488,7 +501,7 @@ class Db:
                                 waited, limit)
 
     def _unflushed_bytes_locked(self) -> int:
-        return self._wal_buf_bytes + sum(m.size for m in self._imms)
+        return self._wal_buf_bytes + self._imm_bytes
 
     def _wait_durable(self, seq: int, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -546,6 +559,7 @@ class Db:
         if self._memtable.is_empty():
             return
         self._imms.append(self._memtable.freeze(wal_id))
+        self._imm_bytes += self._memtable.size
         self._memtable = Memtable()
         self._wal_flushes_since_freeze = 0
         self._l0_wakeup.set()
@@ -708,6 +722,7 @@ class Db:
         with self._lock:
             if self._imms and self._imms[0] is imm:
                 self._imms.popleft()
+                self._imm_bytes -= imm.size
             if not self.settings.wal_enabled and imm.max_seq > self._durable_seq:
                 self._durable_seq = imm.max_seq
             self._cond.notify_all()
@@ -925,12 +940,21 @@ class Db:
         return self._get(key, self._read_seq(durability, dirty), include_expired)
 
     def _get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
+        hide = self.settings.hide_expired if include_expired is None else not include_expired
+        # Fast path: the active memtable holds the newest data; if its newest version of the key
+        # is visible and a live plain value, nothing older matters.
+        lst = self._memtable._versions.get(key)
+        if lst:
+            r = lst[-1]
+            if r[1] <= max_seq and r[2] == VALUE and (
+                    r[4] is None or not hide or r[4] > self.clock.now_ms()):
+                self.stats["get_count"] += 1
+                return KeyValue(key, r[3], r[1], r[5], r[4])
         v = self._view(max_seq)
         versions = self._point_versions(v, key)
         self.stats["get_count"] += 1
         if not versions:
             return None
-        hide = self.settings.hide_expired if include_expired is None else not include_expired
         res = resolve_versions(versions, self.merge_operator, now_ms=self.clock.now_ms(),
                                hide_expired=hide)
         if res is None:
@@ -1104,8 +1128,12 @@ class DbIterator:
                 continue
             if start is not None and info.last_entry is not None and info.last_entry < start:
                 continue
+            rows = db._table(view).iter_rows(start, end, reverse=self._reverse)
+            if view.visible_range is None and max_seq >= self._view.manifest.last_l0_seq:
+                yield from rows  # every SST row is visible: no per-row filter
+                continue
             check = view.visible_range is not None
-            for r in db._table(view).iter_rows(start, end, reverse=self._reverse):
+            for r in rows:
                 if r[1] <= max_seq and (not check or view.visible_range.contains(r[0])):  # type: ignore[union-attr]
                     yield r
 

@@ -24,8 +24,12 @@ import heapq
 import threading
 from collections.abc import Iterator
 
-#: Bytes charged per row on top of key and value (seq, flags, timestamps, offsets).
+#: Bytes charged per row on top of key and value (seq, flags, timestamps, offsets): the
+#: encoded size SlateDB estimates, which decides when a memtable is frozen.
 ROW_OVERHEAD = 24
+#: Python memory per row beyond key and value (tuple, ints, bytes headers, dict and list slots),
+#: measured with tracemalloc; used for backpressure on memory.
+ROW_MEMORY_OVERHEAD = 260
 
 
 class Memtable:
@@ -35,9 +39,12 @@ class Memtable:
         self._versions: dict[bytes, list[tuple]] = {}  # type: ignore[type-arg]
         self._sorted: list[bytes] = []
         self._new: list[bytes] = []
+        self._recent: list[bytes] = []  # sorted copy of _new[:len(_recent)]
         self._klock = threading.Lock()
         #: estimated encoded size in bytes
         self.size = 0
+        #: estimated Python memory in bytes
+        self.mem_bytes = 0
         self.num_rows = 0
         self.min_seq: int | None = None
         self.max_seq = 0
@@ -62,7 +69,9 @@ class Memtable:
             self._new.append(key)
         else:
             lst.append(row)
-        self.size += len(key) + len(row[3]) + ROW_OVERHEAD
+        nbytes = len(key) + len(row[3])
+        self.size += nbytes + ROW_OVERHEAD
+        self.mem_bytes += nbytes + ROW_MEMORY_OVERHEAD
         self.num_rows += 1
         seq = row[1]
         if self.min_seq is None:
@@ -85,7 +94,12 @@ class Memtable:
         return rows
 
     def _keys_snapshot(self) -> tuple[list[bytes], list[bytes]]:
-        """(sorted keys, sorted recent keys), both immutable from the caller's point of view."""
+        """(sorted keys, sorted recent keys), both immutable from the caller's point of view.
+
+        The sorted form of ``_new`` is cached with the count it covers, so a read sorts only the
+        keys inserted since the last read and merges them in (Timsort merges two runs in linear
+        time). Once the recent keys are many, they are folded into ``_sorted``.
+        """
         with self._klock:
             n = len(self._new)
             if n > 4096 and n * 8 > len(self._sorted):
@@ -93,11 +107,16 @@ class Memtable:
                 merged.sort()
                 self._sorted = merged
                 del self._new[:n]
+                self._recent = []
                 return merged, []
-            base = self._sorted
-            recent = self._new[:n]
-        recent.sort()
-        return base, recent
+            recent = self._recent
+            if len(recent) < n:
+                extra = self._new[len(recent):n]
+                extra.sort()
+                recent = recent + extra
+                recent.sort()  # two sorted runs: a linear merge
+                self._recent = recent
+            return self._sorted, recent
 
     def sorted_keys(self) -> list[bytes]:
         """Every key, sorted (a fresh list)."""
@@ -151,4 +170,5 @@ class Memtable:
                 merged.sort()
                 self._sorted = merged
                 self._new = []
+                self._recent = []
         return self

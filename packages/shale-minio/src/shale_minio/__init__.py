@@ -8,9 +8,29 @@
 
 from __future__ import annotations
 
-from shale_minio.config import S3Config, parse_s3_url, resolve_config
-from shale_minio.store import PUT_ID_HEADER, S3Store
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Imported on first use: the plugin is loaded by every shale process, and the minio SDK is
+# slow to import, so only processes that open an s3:// URL pay for it.
+_LAZY = {
+    "S3Config": "shale_minio.config",
+    "parse_s3_url": "shale_minio.config",
+    "resolve_config": "shale_minio.config",
+    "PUT_ID_HEADER": "shale_minio.store",
+    "S3Store": "shale_minio.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shale_minio' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["PUT_ID_HEADER", "S3Config", "S3Store", "parse_s3_url", "resolve_config", "__version__"]

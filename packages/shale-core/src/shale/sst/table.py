@@ -14,6 +14,7 @@ starts at the last block whose separator is strictly below it.
 from __future__ import annotations
 
 import bisect
+import operator
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -289,9 +290,9 @@ class SsTable:
             rows = self.read_block(i)
             lo = 0
             if start is not None and rows[0][0] < start:
-                lo = bisect.bisect_left(rows, start, key=_key)
+                lo = bisect.bisect_left(rows, start, key=_first)
             if end is not None and rows[-1][0] >= end:
-                hi = bisect.bisect_left(rows, end, lo, key=_key)
+                hi = bisect.bisect_left(rows, end, lo, key=_first)
                 yield from rows[lo:hi]
                 return
             yield from rows[lo:] if lo else rows
@@ -303,11 +304,11 @@ class SsTable:
             rows = self.read_block(i)
             hi = len(rows)
             if end is not None and rows[-1][0] >= end:
-                hi = bisect.bisect_left(rows, end, key=_key)
+                hi = bisect.bisect_left(rows, end, key=_first)
             lo = 0
             done = False
             if start is not None and rows[0][0] < start:
-                lo = bisect.bisect_left(rows, start, key=_key)
+                lo = bisect.bisect_left(rows, start, key=_first)
                 done = True
             for j in range(hi - 1, lo - 1, -1):
                 r = rows[j]
@@ -331,14 +332,20 @@ class SsTable:
             return []
         if not self.may_contain(key):
             return []
-        out = []
-        for r in self.iter_rows(key):
-            if r[0] != key:
-                break
-            out.append(r)
+        out: list[tuple] = []  # type: ignore[type-arg]
+        i = self._start_block(key)
+        n = self.block_count
+        while i < n:
+            rows = self.read_block(i)
+            j = bisect.bisect_left(rows, key, key=_first)
+            m = len(rows)
+            while j < m and rows[j][0] == key:
+                out.append(rows[j])
+                j += 1
+            if j < m:
+                break  # a larger key: no more versions
+            i += 1  # the key's versions may continue in the next block
         return out
 
 
-def _key(row: tuple) -> bytes:  # type: ignore[type-arg]
-    k: bytes = row[0]
-    return k
+_first = operator.itemgetter(0)
