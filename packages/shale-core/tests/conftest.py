@@ -49,6 +49,12 @@ def merge_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _twin(request, "merge")
 
 
+@pytest.fixture(params=["py", "c"])
+def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._blockmeta_py`` or ``shale._blockmeta_c``."""
+    return _twin(request, "blockmeta")
+
+
 @pytest.fixture
 def both_twins(request: pytest.FixtureRequest) -> object:
     """``both_twins("block")`` -> (py_module, c_module) for differential tests (skips if pure)."""

@@ -13,7 +13,7 @@ from types import ModuleType
 from shale import env
 
 #: Names of the accelerated modules, for ``python -m shale info`` and the tests.
-ACCELERATED = ("block", "bloom", "merge")
+ACCELERATED = ("block", "bloom", "merge", "blockmeta")
 
 
 def load(name: str) -> ModuleType:

@@ -15,6 +15,13 @@ FORMAT.md sections 3.8, 3.10, 3.11 and 4. Encoders produce the bytes SlateDB 0.1
   the vector (omitted when empty), then the table (add order raw_val_size, raw_key_size,
   num_merges, num_deletes, num_puts, block_stats).
 
+``SsTableInfo`` is written with ``flatbuffers.Builder`` (one per SST; the manifest codecs embed
+it too). The index and stats codecs live in :mod:`shale.blockmeta` (an accelerated module with
+a pure-Python and a Cython twin) and are re-exported here: those buffers hold a table per data
+block -- a 64 MB SST has ~16k -- so they are written and read by hand, byte for byte what
+``flatbuffers.Builder`` writes. The per-block records :class:`BlockMeta` and
+:class:`BlockStats` are named tuples, which are cheap to create.
+
 Decoders accept any valid encoding and raise :class:`~shale.errors.DataError` on anything else,
 including enum values SlateDB does not define.
 """
@@ -22,16 +29,25 @@ including enum values SlateDB does not define.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import flatbuffers
 
+from shale.blockmeta import (
+    BlockMeta,
+    BlockStats,
+    IndexBuilder,
+    SstStats,
+    decode_index,
+    decode_stats,
+    encode_index,
+    encode_stats,
+)
 from shale.errors import InvalidError
 from shale.fbs._table import (
     Reader,
     Table,
     check_uint,
-    create_offset_vector,
     decode_guard,
     finish,
     new_builder,
@@ -102,35 +118,6 @@ class SsTableInfo:
     stats_offset: int = 0
     stats_len: int = 0
     filter_format: int = FILTER_FORMAT_COMPOSITE
-
-
-@dataclass(frozen=True, slots=True)
-class BlockMeta:
-    """One index entry: a data block's absolute offset and its partition first key."""
-
-    offset: int
-    first_key: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class BlockStats:
-    """Row counts of one data block (u16 each)."""
-
-    num_puts: int = 0
-    num_deletes: int = 0
-    num_merges: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SstStats:
-    """The stats block of a compacted SST."""
-
-    num_puts: int = 0
-    num_deletes: int = 0
-    num_merges: int = 0
-    raw_key_size: int = 0
-    raw_val_size: int = 0
-    block_stats: list[BlockStats] = field(default_factory=list)
 
 
 # -- SsTableInfo -------------------------------------------------------------------------------
@@ -209,123 +196,3 @@ def decode_sst_info(buf: bytes) -> SsTableInfo:
     """
     reader = Reader(buf, "SsTableInfo")
     return decode_guard("SsTableInfo", lambda: read_sst_info(reader.root()))
-
-
-# -- index ---------------------------------------------------------------------------------------
-
-
-class IndexBuilder:
-    """Builds an ``SsTableIndex`` incrementally, one :meth:`add_block` per data block.
-
-    Call :meth:`add_block` in file order; :meth:`finish` returns the FlatBuffer (the chunk
-    payload, before compression and CRC).
-    """
-
-    __slots__ = ("_builder", "_finished", "_metas")
-
-    def __init__(self) -> None:
-        self._builder = new_builder(1024)
-        self._metas: list[int] = []
-        self._finished = False
-
-    def __len__(self) -> int:
-        return len(self._metas)
-
-    def add_block(self, offset: int, first_key: bytes) -> None:
-        """Record a block: creates its ``first_key`` vector, then its ``BlockMeta`` table."""
-        if self._finished:
-            raise InvalidError("IndexBuilder already finished")
-        b = self._builder
-        key = b.CreateByteVector(bytes(first_key))
-        b.StartObject(2)
-        b.PrependUint64Slot(0, check_uint("block offset", offset, 64), 0)
-        b.PrependUOffsetTRelativeSlot(1, key, 0)
-        self._metas.append(b.EndObject())
-
-    def finish(self) -> bytes:
-        """The encoded index; the builder cannot be used afterwards."""
-        if self._finished:
-            raise InvalidError("IndexBuilder already finished")
-        self._finished = True
-        b = self._builder
-        vec = create_offset_vector(b, self._metas)
-        b.StartObject(1)
-        b.PrependUOffsetTRelativeSlot(0, vec, 0)
-        return finish(b, b.EndObject())
-
-
-def encode_index(metas: list[BlockMeta]) -> bytes:
-    """The ``SsTableIndex`` FlatBuffer for ``metas`` (in file order)."""
-    ib = IndexBuilder()
-    for m in metas:
-        ib.add_block(m.offset, m.first_key)
-    return ib.finish()
-
-
-def decode_index(buf: bytes) -> list[BlockMeta]:
-    """Decode an ``SsTableIndex`` (the chunk payload after CRC check and decompression).
-
-    :raises DataError: the buffer is not a valid index.
-    """
-    reader = Reader(buf, "SsTableIndex")
-
-    def run() -> list[BlockMeta]:
-        metas = reader.root().req_tables(0, "block_meta")
-        out = []
-        for t in metas:
-            key = t.byte_vector(1, "first_key", required=True)
-            assert key is not None
-            out.append(BlockMeta(t.u64(0), key))
-        return out
-
-    return decode_guard("SsTableIndex", run)
-
-
-# -- stats ---------------------------------------------------------------------------------------
-
-
-def encode_stats(stats: SstStats) -> bytes:
-    """The ``SstStats`` FlatBuffer (the stats chunk payload).
-
-    :raises InvalidError: a counter is out of range (block counters are u16).
-    """
-    b = new_builder(256 + 16 * len(stats.block_stats))
-    offs = []
-    for bs in stats.block_stats:
-        b.StartObject(3)
-        b.PrependUint16Slot(2, check_uint("block num_merges", bs.num_merges, 16), 0)
-        b.PrependUint16Slot(1, check_uint("block num_deletes", bs.num_deletes, 16), 0)
-        b.PrependUint16Slot(0, check_uint("block num_puts", bs.num_puts, 16), 0)
-        offs.append(b.EndObject())
-    vec = create_offset_vector(b, offs) if offs else None
-    b.StartObject(6)
-    b.PrependUint64Slot(4, check_uint("raw_val_size", stats.raw_val_size, 64), 0)
-    b.PrependUint64Slot(3, check_uint("raw_key_size", stats.raw_key_size, 64), 0)
-    b.PrependUint64Slot(2, check_uint("num_merges", stats.num_merges, 64), 0)
-    b.PrependUint64Slot(1, check_uint("num_deletes", stats.num_deletes, 64), 0)
-    b.PrependUint64Slot(0, check_uint("num_puts", stats.num_puts, 64), 0)
-    if vec is not None:
-        b.PrependUOffsetTRelativeSlot(5, vec, 0)
-    return finish(b, b.EndObject())
-
-
-def decode_stats(buf: bytes) -> SstStats:
-    """Decode an ``SstStats`` FlatBuffer.
-
-    :raises DataError: the buffer is not a valid stats table.
-    """
-    reader = Reader(buf, "SstStats")
-
-    def run() -> SstStats:
-        t = reader.root()
-        blocks = t.tables(5, "block_stats") or []
-        return SstStats(
-            num_puts=t.u64(0),
-            num_deletes=t.u64(1),
-            num_merges=t.u64(2),
-            raw_key_size=t.u64(3),
-            raw_val_size=t.u64(4),
-            block_stats=[BlockStats(bt.u16(0), bt.u16(1), bt.u16(2)) for bt in blocks],
-        )
-
-    return decode_guard("SstStats", run)

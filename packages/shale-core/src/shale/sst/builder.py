@@ -116,6 +116,14 @@ class SstBuilder:
         """Rows added so far."""
         return self._num_rows
 
+    @property
+    def finished_size(self) -> int:
+        """Bytes of the data blocks closed so far (framed: compressed, transformed, with CRC).
+
+        Excludes the open block, the filter, index, stats and footer; 0 after :meth:`finish`.
+        """
+        return len(self._out)
+
     def estimated_size(self) -> int:
         """Bytes written so far plus the open block (excluding filter, index and footer)."""
         return len(self._out) + self._block.estimated_size()
