@@ -69,7 +69,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
             state = "compiled (Cython)" if compiled else "pure Python"
         except ImportError as exc:  # module not importable at all
             state = f"missing ({exc})"
-        print(f"  {name:<8} {state}")
+        print(f"  {name:<10} {state}")
     print("plugins:")
     for name in host.plugin_names():
         print(f"  {name}")

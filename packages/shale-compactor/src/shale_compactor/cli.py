@@ -1,0 +1,287 @@
+"""``shale compactor run|submit|status``: the standalone compactor's command line.
+
+- ``run URL`` fences any other compactor of the database and compacts until Ctrl-C or SIGTERM
+  (then running jobs are interrupted; they resume on the next start). ``--once`` runs one
+  round and prints its reports as JSON lines.
+- ``submit URL --full | --spec JSON`` adds a Submitted compaction to the ``.compactions`` file
+  without fencing anyone; the running compactor starts it on its next poll. Prints its id.
+- ``status URL [--json]`` prints the compactions in the file with estimated progress.
+
+URLs are opened with :func:`shale.objstore.open_store`; the database is at the store's root
+(as ``shale.Db.open`` does with a path). Settings come from ``--settings`` and ``SHALE_*``
+variables like the other ``shale`` commands (:func:`shale.cli.cli_settings`); compactor options
+default to :class:`shale.settings.CompactorOptions` when the settings leave them unset.
+Errors are :class:`~shale.errors.ShaleError` s, printed by ``shale``'s main as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from shale.errors import DataError, InvalidError
+
+__all__ = ["add_commands", "format_status"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def _store_options(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.store_option or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidError("--store-option takes NAME=VALUE", option=item)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+@contextlib.contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Any]:
+    from shale.objstore import open_store
+
+    store = open_store(args.url, **_store_options(args))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from shale.cli import cli_settings
+    from shale.settings import CompactorOptions
+
+    settings = cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
+    options = settings.compactor_options or CompactorOptions()
+    if getattr(args, "poll_interval", None) is not None:
+        options = options.replace(poll_interval=args.poll_interval)
+    return settings.replace(compactor_options=options)
+
+
+def _require_db(store: Any) -> None:
+    from shale.manifest_store import ManifestStore
+
+    if not ManifestStore(store, "").exists():
+        raise DataError("no database here (no manifest found)")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
+# -- run --------------------------------------------------------------------------------------
+
+
+def _report_json(r: Any) -> dict[str, Any]:
+    return {
+        "id": str(r.id),
+        "status": r.status,
+        "l0": len(r.l0_view_ids),
+        "sorted_runs": list(r.sorted_runs),
+        "destination": r.destination,
+        "outputs": len(r.output_ssts),
+        "bytes_in": r.bytes_in,
+        "bytes_out": r.bytes_out,
+        "duration_s": round(r.duration_s, 3),
+        "error": r.error,
+    }
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Any) -> Iterator[None]:
+    """Call ``stop()`` on SIGINT/SIGTERM while inside (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum: int, _frame: Any) -> None:
+        print(f"stopping ({signal.Signals(signum).name})", file=sys.stderr, flush=True)
+        # not inline: the interrupted frame may hold a lock stop() needs (e.g. an Event's)
+        threading.Thread(target=stop, name="shale-compactor-stop", daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from shale_compactor.compactor import Compactor
+
+    settings = _settings(args)
+    with _store(args) as store:
+        _require_db(store)
+        compactor = Compactor(store, "", settings)
+        if args.once:
+            try:
+                reports = compactor.run_once()
+            finally:
+                compactor.stop()
+            for r in reports:
+                print(json.dumps(_report_json(r)))
+            return EXIT_OK
+        with _stop_on_signals(lambda: compactor.stop(timeout=0)):
+            print(f"compactor running on {args.url}; Ctrl-C to stop", file=sys.stderr, flush=True)
+            compactor.run()
+        compactor.stop()
+        if compactor.fenced:
+            print("error: closed: fenced by a newer compactor", file=sys.stderr)
+            return EXIT_ERROR
+        print("compactor stopped", file=sys.stderr)
+        return EXIT_OK
+
+
+# -- submit -----------------------------------------------------------------------------------
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from shale_compactor.compactor import submit_compaction
+    from shale_compactor.scheduler import FULL, parse_spec
+
+    spec = FULL if args.full else parse_spec(args.spec)
+    settings = _settings(args)
+    fmt = 1 if settings.manifest_format_version == 1 else 2
+    with _store(args) as store:
+        _require_db(store)
+        cid = submit_compaction(store, "", spec, format_version=fmt)
+    print(cid)
+    return EXIT_OK
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+def _bar(pct: float, width: int = 20) -> str:
+    filled = int(round(pct / 100 * width))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def format_status(view: Any, jobs: list[Any]) -> str:
+    """The text ``shale compactor status`` prints."""
+    m = view.manifest
+    epoch = "none" if view.compactions is None else view.compactions.compactor_epoch
+    runs = ",".join(str(r.id) for r in m.compacted) or "-"
+    lines = [
+        f"compactor epoch: {epoch} (manifest {view.manifest_id}, "
+        f"compactions file {view.compactions_id or '-'})",
+        f"L0 SSTs: {len(m.l0)}; sorted runs: {len(m.compacted)} (ids {runs})",
+    ]
+    if not jobs:
+        lines.append("no compactions")
+        return "\n".join(lines)
+    lines.append(f"{'ID':<26}  {'STATUS':<9}  {'SOURCES':<18}  {'DEST':>4}  {'OUT':>3}  PROGRESS")
+    for j in jobs:
+        parts = []
+        if j.l0:
+            parts.append(f"{j.l0} L0")
+        if j.sorted_runs:
+            parts.append("SR " + ",".join(str(r) for r in j.sorted_runs))
+        sources = " + ".join(parts) or "-"
+        if j.status in ("running", "submitted"):
+            progress = (f"{_bar(j.percentage)} {j.percentage:5.1f}% "
+                        f"({_human(j.bytes_processed)} / {_human(j.total_bytes)})")
+        else:
+            progress = ""
+        lines.append(f"{j.id!s:<26}  {j.status:<9}  {sources:<18}  {j.destination:>4}  "
+                     f"{j.outputs:>3}  {progress}".rstrip())
+    return "\n".join(lines)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from shale_compactor.compactor import read_status
+
+    with _store(args) as store:
+        _require_db(store)
+        view, jobs = read_status(store, "")
+    if args.json:
+        out = {
+            "compactor_epoch": None if view.compactions is None
+            else view.compactions.compactor_epoch,
+            "manifest_id": view.manifest_id,
+            "compactions_id": view.compactions_id,
+            "l0": len(view.manifest.l0),
+            "sorted_runs": [r.id for r in view.manifest.compacted],
+            "compactions": [j.to_json() for j in jobs],
+        }
+        print(json.dumps(out, indent=2))
+    else:
+        print(format_status(view, jobs))
+    return EXIT_OK
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("url", metavar="URL",
+                   help="database directory or URL (file://, memory://, s3://)")
+    g = p.add_argument_group("database options")
+    g.add_argument("--settings", metavar="FILE",
+                   help="a shale.json / shale.toml settings file (SHALE_* variables override it)")
+    g.add_argument("--store-option", action="append", metavar="NAME=VALUE",
+                   help="an object-store option (value parsed as JSON when it is JSON); repeatable")
+    return p
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``compactor run|submit|status`` to the ``shale`` sub-parsers."""
+    common = _common()
+    comp = subparsers.add_parser("compactor", help="run, feed and watch the compactor")
+    sub = comp.add_subparsers(dest="compactor_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", parents=[common],
+                       help="compact the database until Ctrl-C/SIGTERM (fences other compactors)")
+    p.add_argument("--merge-operator", metavar="NAME",
+                   help="the writer's merge operator (e.g. concat, counter)")
+    p.add_argument("--poll-interval", type=_positive_float, metavar="SECONDS",
+                   help="seconds between polls (default: the settings', 5)")
+    p.add_argument("--once", action="store_true",
+                   help="run one round, wait for its compactions, print JSON reports, exit")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("submit", parents=[common],
+                       help="submit a compaction for the running compactor (fences nobody)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--full", action="store_true",
+                   help="compact every L0 SST and every sorted run into one run")
+    g.add_argument("--spec", metavar="JSON",
+                   help='{"l0": [ULID...], "sorted_runs": [N...], "destination": N}, or '
+                        'SlateDB\'s {"sources": [{"SstView": ULID}, {"SortedRun": N}], '
+                        '"destination": N}')
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("status", parents=[common],
+                       help="show the compactions in the .compactions file and their progress")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_status)

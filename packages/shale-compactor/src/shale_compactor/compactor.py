@@ -1,0 +1,970 @@
+"""The compactor: schedules compactions, runs them on a thread pool, commits their results.
+
+A :class:`Compactor` owns one database's compactor role. Lifecycle and invariants:
+
+- **Fencing first.** :meth:`Compactor.start` (called by :meth:`run`, :meth:`run_once` and
+  :meth:`submit`) bumps ``compactor_epoch`` in the manifest and claims it in the
+  ``.compactions`` file (:class:`~shale_compactor.state.CompactorStateWriter`). A second
+  compactor of the same database fences this one: its next write raises
+  ``ClosedError(reason="fenced")``, it writes nothing more, stops its jobs and :meth:`run`
+  returns.
+- **One tick** (every ``poll_interval`` seconds, or sooner when a job finishes or a spec is
+  submitted): refresh compactions then manifest; add the scheduler's proposals as Submitted;
+  start Submitted compactions (oldest first) while fewer than ``max_concurrent_compactions``
+  run here -- a spec that no longer validates is marked Failed, one that conflicts with a
+  running compaction waits; persist the Running statuses *before* any job writes an output,
+  so the compaction's ULID (the GC low-watermark) protects its outputs.
+- **Execution** happens on a thread pool (``max_concurrent_compactions`` threads) through
+  :class:`~shale_compactor.executor.CompactionExecutor`. Each output SST is recorded in the
+  ``.compactions`` file as it appears (status Running), so a crash loses at most the SST being
+  built: on restart Running compactions return to Submitted and resume after the last
+  recorded output (``CompactionJob.resume_outputs``).
+- **Commit** (seed 000's write order): a checkpoint living ``checkpoint_lifetime`` seconds is
+  added first, pinning the manifest version that still lists the inputs; then the manifest
+  gets the new sorted run at the destination replacing its sources, loses the compacted L0
+  views and records ``last_compacted_l0_view_id`` (expired checkpoints are dropped in the same
+  update); then the ``.compactions`` file marks the job Completed and keeps only active jobs
+  plus the last finished one. A job whose commit reached the manifest but not the
+  ``.compactions`` file is recognised on restart (its outputs form the destination run and its
+  sources are gone) and marked Completed without redoing it.
+- **Threads.** State I/O is serialised by one lock; job execution runs outside it. The
+  executor's merging is GIL-bound Python/Cython, so more threads mostly overlap object-store
+  latency rather than CPU.
+
+The standalone helpers :func:`submit_compaction` and :func:`read_status` never fence: they are
+what ``shale compactor submit`` / ``status`` use against a database whose compactor runs
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from shale.clock import Clock, SystemClock
+from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError
+from shale.fbs.compactions import (
+    STATUS_COMPACTED,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    STATUS_SUBMITTED,
+    Compaction,
+    Compactions,
+)
+from shale.fbs.manifest import CompactedSst, Manifest
+from shale.ids import Ulid
+from shale.manifest_store import ManifestStore, remove_expired_checkpoints
+from shale.objstore import ObjectStore, TransientStoreError
+from shale.settings import CompactorOptions, Settings
+
+from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
+from shale_compactor.scheduler import (
+    FULL,
+    CompactionSpec,
+    SizeTieredScheduler,
+    check_conflicts,
+    generate_full,
+    spec_size,
+)
+from shale_compactor.state import (
+    STATUS_NAMES,
+    CompactorStateView,
+    CompactorStateWriter,
+    apply_compaction,
+    is_active,
+    is_dest_last_run,
+    read_view,
+    resolve_sources,
+)
+
+__all__ = [
+    "CompactionReport",
+    "Compactor",
+    "JobStatus",
+    "read_status",
+    "submit_compaction",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two progress log lines (SlateDB: 10 s).
+PROGRESS_LOG_INTERVAL_S = 10.0
+#: Attempts at committing a finished compaction when the object store fails transiently.
+COMMIT_ATTEMPTS = 6
+COMMIT_RETRY_MIN_S = 0.1
+COMMIT_RETRY_MAX_S = 2.0
+
+
+@dataclass(frozen=True)
+class CompactionReport:
+    """What ``shale_compaction_finished`` observers and :meth:`Compactor.run_once` get.
+
+    :ivar status: ``"completed"`` or ``"failed"``.
+    :ivar bytes_in: estimated source bytes; ``bytes_out``: bytes of the output SSTs (their
+        ``index_offset + index_len``).
+    :ivar error: the failure (``"kind: message"``), or ``None``.
+    """
+
+    id: Ulid
+    status: str
+    l0_view_ids: tuple[Ulid, ...]
+    sorted_runs: tuple[int, ...]
+    destination: int
+    output_ssts: tuple[CompactedSst, ...]
+    bytes_in: int
+    bytes_out: int
+    duration_s: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """Progress of one compaction (:meth:`Compactor.status`, :func:`read_status`).
+
+    ``bytes_processed`` is the source bytes read so far (live, in-process), or an estimate from
+    the recorded outputs (:func:`read_status`, another process); ``total_bytes`` the estimated
+    source size.
+    """
+
+    id: Ulid
+    status: str
+    l0: int
+    sorted_runs: tuple[int, ...]
+    destination: int
+    outputs: int
+    bytes_processed: int
+    total_bytes: int
+    elapsed_s: float | None = None
+
+    @property
+    def percentage(self) -> float:
+        """Progress in percent (0-100; 100 when there is nothing to read)."""
+        if self.total_bytes <= 0:
+            return 100.0
+        return min(100.0, 100.0 * self.bytes_processed / self.total_bytes)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "status": self.status,
+            "l0": self.l0,
+            "sorted_runs": list(self.sorted_runs),
+            "destination": self.destination,
+            "outputs": self.outputs,
+            "bytes_processed": self.bytes_processed,
+            "total_bytes": self.total_bytes,
+            "percentage": round(self.percentage, 1),
+            "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 3),
+        }
+
+
+def _output_bytes(outputs: Iterable[CompactedSst]) -> int:
+    return sum(int(s.info.index_offset + s.info.index_len) for s in outputs)
+
+
+def _is_fenced(exc: BaseException) -> bool:
+    return isinstance(exc, ClosedError) and exc.reason == CloseReason.FENCED
+
+
+class _Job:
+    """A compaction running in this process."""
+
+    def __init__(self, compaction: Compaction, total_bytes: int) -> None:
+        self.compaction = compaction
+        self.total_bytes = total_bytes
+        self.bytes_processed = 0
+        self.outputs = len(compaction.output_ssts)
+        self.started = time.monotonic()
+        self.future: Future[CompactionReport | None] | None = None
+
+
+class _CombinedSupplier:
+    """Chains the filters of several suppliers (user suppliers first, then plugins')."""
+
+    def __init__(self, suppliers: Sequence[Any]) -> None:
+        self.suppliers = list(suppliers)
+
+    def create_compaction_filter(self, context: Any) -> list[Any]:
+        from shale_compactor.filters import create_filters
+
+        out: list[Any] = []
+        for s in self.suppliers:
+            out.extend(create_filters(s, context))
+        return out
+
+
+class Compactor:
+    """The compactor of the database at ``root`` in ``store``.
+
+    :param store: the object store holding the database (its manifest must exist).
+    :param root: the database's path inside the store (``""`` for a database at the root).
+    :param settings: the database's :class:`shale.settings.Settings` (SST format, compression,
+        filter policies, merge operator name); default ``Settings()``.
+    :param merge_operator: the merge operator object; default: ``settings.merge_operator``
+        resolved through the plugins. It must be the writer's.
+    :param filter_suppliers: compaction filter suppliers, chained before the filters of the
+        ``shale_compaction_filter`` hook.
+    :param clock: ``now_ms()`` for compaction ULIDs and checkpoint times; the system clock.
+    :param options: :class:`shale.settings.CompactorOptions`; default
+        ``settings.compactor_options`` or the defaults.
+    :param scheduler: an object with ``propose(view)``/``validate(view, spec)``; default the
+        ``shale_compaction_scheduler`` hook's, else :class:`SizeTieredScheduler`.
+    :param filter_policies: filter policies for new SSTs (default: the settings', resolved
+        through the plugins); must match what readers understand.
+    :param transformer: the block transformer (must be the writer's); default the plugins'.
+    :param executor: an object with the
+        :meth:`~shale_compactor.executor.CompactionExecutor.execute` signature (tests inject
+        one); default a :class:`~shale_compactor.executor.CompactionExecutor`.
+    :param rand: a :class:`random.Random` for ids; ``None`` uses OS randomness.
+    :raises InvalidError: bad settings (e.g. an unknown merge operator name).
+    """
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        root: str = "",
+        settings: Settings | None = None,
+        *,
+        merge_operator: Any = None,
+        filter_suppliers: Sequence[Any] = (),
+        clock: Clock | None = None,
+        options: CompactorOptions | None = None,
+        scheduler: Any = None,
+        filter_policies: Sequence[Any] | None = None,
+        transformer: Any = None,
+        executor: Any = None,
+        rand: random.Random | None = None,
+    ) -> None:
+        settings = settings if settings is not None else Settings()
+        if not isinstance(settings, Settings):
+            raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
+        if options is None:
+            options = settings.compactor_options or CompactorOptions()
+        if not isinstance(options, CompactorOptions):
+            raise InvalidError("options must be a CompactorOptions", type=type(options).__name__)
+        self.store = store
+        self.root = root.strip("/")
+        self.options = options
+        # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
+        self.settings = settings.replace(compactor_options=options)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._rand = rand
+        self._host = self._plugin_host()
+        self.scheduler = scheduler if scheduler is not None else self._default_scheduler()
+        if executor is None:
+            from shale_compactor.executor import CompactionExecutor
+            from shale_compactor.filters import PluginFilterSupplier
+
+            supplier = _CombinedSupplier([*filter_suppliers, PluginFilterSupplier(self._host)])
+            executor = CompactionExecutor(
+                store,
+                self.root,
+                settings=self.settings,
+                merge_operator=merge_operator,
+                filter_supplier=supplier,
+                filter_policies=filter_policies,
+                transformer=transformer,
+                clock=self.clock,
+                rand=rand,
+            )
+        self.executor = executor
+        fmt = 1 if settings.manifest_format_version == 1 else 2
+        self.manifest_store = ManifestStore(
+            store, self.root, format_version=settings.manifest_format_version
+        )
+        self.compactions_store = CompactionsStore(store, self.root, format_version=fmt)
+
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._loop_thread: threading.Thread | None = None
+        self._writer: CompactorStateWriter | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._jobs: dict[Ulid, _Job] = {}
+        self._reports: list[CompactionReport] = []
+        self._collecting = 0  # run_once calls in progress (reports are kept only for them)
+        self._fenced = False
+        self._owned_store = False
+        self._last_progress_log = time.monotonic()
+
+    def __repr__(self) -> str:
+        epoch = None if self._writer is None else self._writer.epoch
+        return f"<Compactor root={self.root!r} epoch={epoch} running={len(self._jobs)}>"
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        settings: Settings | None = None,
+        *,
+        merge_operator: Any = None,
+        store_options: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Compactor:
+        """A compactor for the database at ``url`` (a directory, ``file://``, ``memory://name``
+        or any URL a plugin owns; the database is at the store's root, as with
+        :meth:`shale.Db.open`). :meth:`close` closes the store it opened."""
+        from shale.objstore import open_store
+
+        store = open_store(url, **(store_options or {}))
+        c = cls(store, "", settings, merge_operator=merge_operator, **kwargs)
+        c._owned_store = True
+        return c
+
+    # -- plugin hooks -------------------------------------------------------------------------
+
+    @staticmethod
+    def _plugin_host() -> Any:
+        from shale.plugins import get_host
+
+        from shale_compactor.plugin import ensure_hookspecs
+
+        host = get_host()
+        # when shale_compactor's plugin is blocked or autoload is off, declare our hooks anyway
+        ensure_hookspecs(host.manager)
+        return host
+
+    def _default_scheduler(self) -> Any:
+        hook = getattr(self._host.manager.hook, "shale_compaction_scheduler", None)
+        found = hook(options=self.options) if hook is not None else None
+        return found if found is not None else SizeTieredScheduler(self.options)
+
+    def _notify_finished(self, report: CompactionReport) -> None:
+        if getattr(self._host.manager.hook, "shale_compaction_finished", None) is None:
+            return
+        self._host.notify("shale_compaction_finished", report=report)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int | None:
+        """The compactor epoch claimed by :meth:`start`, or ``None`` before."""
+        return None if self._writer is None else self._writer.epoch
+
+    @property
+    def fenced(self) -> bool:
+        """Whether a newer compactor fenced this one."""
+        return self._fenced
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (or the compactor was fenced)."""
+        return self._stop.is_set()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Fence older compactors and load state (idempotent; called by run/run_once/submit).
+
+        :raises ClosedError: ``reason="fenced"`` (a newer compactor exists) or the compactor
+            was stopped.
+        :raises DataError: the database has no manifest.
+        """
+        with self._lock:
+            self._check_usable()
+            if self._writer is not None:
+                return
+            try:
+                self._writer = CompactorStateWriter.open(
+                    self.manifest_store,
+                    self.compactions_store,
+                    timeout=self.options.manifest_update_timeout,
+                    wall_clock=self.clock,
+                    rand=self._rand,
+                )
+            except ClosedError as exc:
+                if _is_fenced(exc):
+                    self._on_fenced()
+                raise
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.options.max_concurrent_compactions,
+                thread_name_prefix="shale-compaction",
+            )
+            logger.info(
+                "compactor started root=%r epoch=%d manifest=%d",
+                self.root,
+                self._writer.epoch,
+                self._writer.state.manifest_id,
+            )
+
+    def _check_usable(self) -> None:
+        if self._fenced:
+            raise ClosedError("compactor fenced by a newer compactor", reason=CloseReason.FENCED)
+        if self._stop.is_set():
+            raise ClosedError("compactor stopped", reason=CloseReason.CLEAN)
+
+    def _on_fenced(self) -> None:
+        if not self._fenced:
+            logger.warning("compactor fenced by a newer compactor; stopping root=%r", self.root)
+        self._fenced = True
+        self._stop.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        """Compact until :meth:`stop` is called or a newer compactor fences this one.
+
+        Errors of the object store are logged and retried on the next poll.
+
+        :raises DataError: the database has no manifest.
+        """
+        self._loop_done.clear()
+        self._loop_thread = threading.current_thread()
+        try:
+            try:
+                self.start()
+            except ClosedError:
+                return
+            while not self._stop.is_set():
+                try:
+                    self._tick()
+                except ClosedError:
+                    if self._fenced:
+                        break
+                    if self._stop.is_set():
+                        break
+                    raise
+                except ShaleError as exc:
+                    logger.warning("compactor poll failed; retrying: %s", exc)
+                self._log_progress()
+                self._wake.wait(self.options.poll_interval)
+                self._wake.clear()
+        finally:
+            self._shutdown_pool()
+            self._loop_done.set()
+            logger.info("compactor stopped root=%r fenced=%s", self.root, self._fenced)
+
+    def run_once(self, timeout: float | None = None) -> list[CompactionReport]:
+        """One tick, then wait for every compaction running here to finish.
+
+        :param timeout: seconds to wait for the jobs (``None``: no limit).
+        :returns: the reports of the compactions that finished meanwhile (completed or failed).
+        :raises ClosedError: ``reason="fenced"``: a newer compactor fenced this one.
+        :raises TimeoutError: the jobs did not finish in ``timeout``.
+        """
+        self.start()
+        with self._lock:
+            self._reports = []
+            self._collecting += 1
+        try:
+            self._tick()
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                with self._lock:
+                    futures = [j.future for j in self._jobs.values() if j.future is not None]
+                if not futures:
+                    break
+                for f in futures:
+                    remaining = (None if deadline is None
+                                 else max(0.0, deadline - time.monotonic()))
+                    f.result(timeout=remaining)
+        finally:
+            with self._lock:
+                self._collecting -= 1
+                reports, self._reports = self._reports, []
+        if self._fenced:
+            raise ClosedError("compactor fenced by a newer compactor", reason=CloseReason.FENCED)
+        return reports
+
+    def stop(self, timeout: float | None = 60.0) -> None:
+        """Stop scheduling, interrupt running jobs (they resume on the next start) and wait
+        for the loop and the job threads to end. Safe to call more than once, from any thread.
+        """
+        self._stop.set()
+        self._wake.set()
+        current = threading.current_thread()
+        if self._loop_thread is not None and self._loop_thread is not current:
+            self._loop_done.wait(timeout)
+        if self._loop_thread is None or self._loop_done.is_set():
+            pool_thread = current.name.startswith("shale-compaction")
+            if not pool_thread:
+                self._shutdown_pool()
+
+    def close(self) -> None:
+        """:meth:`stop`, then close the object store if :meth:`open` opened it."""
+        self.stop()
+        if self._owned_store:
+            self._owned_store = False
+            self.store.close()
+
+    def __enter__(self) -> Compactor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _shutdown_pool(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(self, spec: CompactionSpec | str) -> Ulid:
+        """Submit a compaction (a :class:`CompactionSpec`, or :data:`FULL`); it starts on the
+        next tick when its sources are free.
+
+        :returns: the compaction's id.
+        :raises InvalidError: the spec does not validate against the current manifest.
+        :raises ClosedError: the compactor is stopped or fenced.
+        """
+        self.start()
+        with self._lock:
+            writer = self._require_writer()
+            try:
+                writer.refresh()
+                view = writer.state.view()
+                spec = self._resolve(view, spec)
+                self.scheduler.validate(view, spec)
+                cid = self._new_id()
+                writer.state.add(spec.to_compaction(cid))
+                writer.write_compactions_safely()
+            except ClosedError as exc:
+                if _is_fenced(exc):
+                    self._on_fenced()
+                raise
+        logger.info("compaction submitted id=%s spec=%s", cid, spec.to_json())
+        self._wake.set()
+        return cid
+
+    def _resolve(self, view: CompactorStateView, spec: CompactionSpec | str) -> CompactionSpec:
+        if isinstance(spec, str):
+            if spec.lower() != FULL:
+                raise InvalidError("a compaction spec is a CompactionSpec or \"full\"", spec=spec)
+            gen = getattr(self.scheduler, "generate_full", None)
+            return gen(view) if callable(gen) else generate_full(view)
+        if not isinstance(spec, CompactionSpec):
+            raise InvalidError("a compaction spec is a CompactionSpec or \"full\"",
+                               type=type(spec).__name__)
+        return spec
+
+    def _new_id(self) -> Ulid:
+        return Ulid.new(self.clock.now_ms(), self._rand)
+
+    def _require_writer(self, *, finishing: bool = False) -> CompactorStateWriter:
+        """The state writer; raises once stopped, except that work already done may still be
+        recorded while stopping (``finishing``): only fencing forbids that."""
+        if finishing:
+            if self._fenced:
+                self._check_usable()
+        else:
+            self._check_usable()
+        if self._writer is None:
+            raise ClosedError("compactor not started", reason=CloseReason.CLEAN)
+        return self._writer
+
+    # -- status -------------------------------------------------------------------------------
+
+    def status(self) -> list[JobStatus]:
+        """The compactions running in this process, with live progress."""
+        now = time.monotonic()
+        with self._lock:
+            return [
+                JobStatus(
+                    id=j.compaction.id,
+                    status="running",
+                    l0=len(j.compaction.l0_view_ids),
+                    sorted_runs=tuple(j.compaction.sorted_runs),
+                    destination=j.compaction.destination,
+                    outputs=j.outputs,
+                    bytes_processed=j.bytes_processed,
+                    total_bytes=j.total_bytes,
+                    elapsed_s=now - j.started,
+                )
+                for j in self._jobs.values()
+            ]
+
+    def view(self) -> CompactorStateView:
+        """The compactor's current view of the state (after :meth:`start`)."""
+        with self._lock:
+            return self._require_writer().state.view()
+
+    def _log_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_progress_log < PROGRESS_LOG_INTERVAL_S:
+            return
+        self._last_progress_log = now
+        for s in self.status():
+            rate = s.bytes_processed / max(s.elapsed_s or 0.0, 1e-9) / 1e6
+            logger.info(
+                "compaction progress id=%s dest=%d %.1f%% (%d/%d bytes, %.1f MB/s)",
+                s.id, s.destination, s.percentage, s.bytes_processed, s.total_bytes, rate,
+            )
+
+    # -- the tick -----------------------------------------------------------------------------
+
+    def _tick(self) -> list[Ulid]:
+        """Refresh, add proposals, start what can start. Returns the ids started."""
+        started: list[tuple[_Job, Any]] = []
+        finished: list[CompactionReport] = []
+        with self._lock:
+            writer = self._require_writer()
+            try:
+                writer.refresh()
+                dirty = self._add_proposals(writer)
+                dirty |= self._start_submitted(writer, started, finished)
+                if dirty:
+                    writer.write_compactions_safely()
+            except BaseException as exc:
+                if _is_fenced(exc):
+                    self._on_fenced()
+                # not persisted as Running: start them again on the next tick
+                for job, _ in started:
+                    self._jobs.pop(job.compaction.id, None)
+                    if writer.state.get(job.compaction.id) is not None:
+                        writer.state.set_status(job.compaction.id, STATUS_SUBMITTED)
+                raise
+            pool = self._pool
+            if pool is None:  # stopped meanwhile
+                for job, _ in started:
+                    self._jobs.pop(job.compaction.id, None)
+                return []
+            for job, cjob in started:
+                job.future = pool.submit(self._execute, job, cjob)
+            if self._collecting:
+                self._reports.extend(finished)
+        for report in finished:
+            self._notify_finished(report)
+        return [job.compaction.id for job, _ in started]
+
+    def _add_proposals(self, writer: CompactorStateWriter) -> bool:
+        view = writer.state.view()
+        try:
+            proposals = self.scheduler.propose(view)
+        except Exception:
+            logger.exception("compaction scheduler failed to propose; skipping this poll")
+            return False
+        added = False
+        for spec in proposals:
+            try:
+                self.scheduler.validate(view, spec)
+            except InvalidError as exc:
+                logger.error("scheduler proposed an invalid compaction %s: %s", spec, exc)
+                continue
+            c = spec.to_compaction(self._new_id())
+            writer.state.add(c)
+            view = writer.state.view()
+            logger.info(
+                "compaction scheduled id=%s l0=%d runs=%s dest=%d",
+                c.id, len(c.l0_view_ids), c.sorted_runs, c.destination,
+            )
+            added = True
+        return added
+
+    def _start_submitted(
+        self,
+        writer: CompactorStateWriter,
+        started: list[tuple[_Job, Any]],
+        finished: list[CompactionReport],
+    ) -> bool:
+        state = writer.state
+        dirty = False
+        running = {c.id for c in state.active() if c.status == STATUS_RUNNING}
+        for c in state.active():
+            if c.status not in (STATUS_SUBMITTED, STATUS_COMPACTED) or c.id in self._jobs:
+                continue
+            if len(self._jobs) >= self.options.max_concurrent_compactions:
+                break
+            view = state.view()
+            m = view.manifest
+            if self._already_committed(m, c):
+                logger.info("compaction %s was committed before a restart; completing it", c.id)
+                state.finish(c.id, STATUS_COMPLETED)
+                finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
+                dirty = True
+                continue
+            spec = CompactionSpec.from_compaction(c)
+            try:
+                self.scheduler.validate(view, spec)
+                resolve_sources(m, c)
+            except InvalidError as exc:
+                logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
+                state.finish(c.id, STATUS_FAILED, [])
+                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+                dirty = True
+                continue
+            # wait while a running compaction uses a source or the destination
+            busy = CompactorStateView(
+                Compactions(0, [x for x in state.active() if x.id in running]), m
+            )
+            if not check_conflicts(busy, spec, ignore=c.id):
+                logger.debug("compaction %s waits for a conflicting one", c.id)
+                continue
+            c = state.set_status(c.id, STATUS_RUNNING)
+            running.add(c.id)
+            job = _Job(c, spec_size(m, c))
+            self._jobs[c.id] = job
+            started.append((job, self._make_job(m, c)))
+            dirty = True
+        return dirty
+
+    @staticmethod
+    def _already_committed(m: Manifest, c: Compaction) -> bool:
+        if not c.output_ssts:
+            return False
+        dest = next((r for r in m.compacted if r.id == c.destination), None)
+        if dest is None:
+            return False
+        live = {v.sst.id for v in dest.ssts}
+        if not {s.id for s in c.output_ssts} <= live:
+            return False
+        l0_left = {v.id for v in m.l0} & set(c.l0_view_ids)
+        runs_left = {r.id for r in m.compacted} & (set(c.sorted_runs) - {c.destination})
+        return not l0_left and not runs_left
+
+    def _make_job(self, m: Manifest, c: Compaction) -> Any:
+        from shale_compactor.executor import CompactionJob
+
+        views, runs = resolve_sources(m, c)
+        return CompactionJob(
+            id=c.id,
+            l0=views,
+            runs=runs,
+            destination=c.destination,
+            is_dest_last_run=is_dest_last_run(m, c),
+            retention_min_seq=m.recent_snapshot_min_seq,
+            compaction_clock_tick=m.last_l0_clock_tick,
+            resume_outputs=list(c.output_ssts),
+        )
+
+    # -- running a job (pool threads) ---------------------------------------------------------
+
+    def _execute(self, job: _Job, cjob: Any) -> CompactionReport | None:
+        c = job.compaction
+        started = time.monotonic()
+        try:
+            outputs = self.executor.execute(
+                cjob,
+                on_output=lambda sst: self._on_output(job, sst),
+                on_progress=lambda n: self._on_progress(job, n),
+                stop=self._stop,
+            )
+        except BaseException as exc:
+            return self._job_failed(job, exc, started)
+        try:
+            report = self._commit(job, list(outputs), time.monotonic() - started)
+        except BaseException as exc:
+            return self._job_failed(job, exc, started, committing=True)
+        self._notify_finished(report)
+        self._wake.set()
+        return report
+
+    def _on_output(self, job: _Job, sst: CompactedSst) -> None:
+        with self._lock:
+            writer = self._require_writer(finishing=True)
+            writer.state.record_output(job.compaction.id, sst)
+            job.outputs += 1
+            try:
+                writer.write_compactions_safely()
+            except ClosedError as exc:
+                if _is_fenced(exc):
+                    self._on_fenced()
+                raise
+            except TransientStoreError as exc:
+                # the output stays in the in-memory state and is persisted with the next write;
+                # a crash before that only costs redoing this SST
+                logger.warning("could not record output %s of compaction %s yet: %s",
+                               sst.id, job.compaction.id, exc)
+            logger.debug("compaction %s recorded output %s", job.compaction.id, sst.id)
+
+    def _on_progress(self, job: _Job, processed: int) -> None:
+        job.bytes_processed = int(processed)
+
+    def _commit(self, job: _Job, outputs: list[CompactedSst], duration: float) -> CompactionReport:
+        c = job.compaction
+        now_s = self.clock.now_ms() // 1000
+
+        def mutate(m: Manifest, _next_id: int) -> Manifest:
+            return apply_compaction(remove_expired_checkpoints(m, now_s), c, outputs)
+
+        before: Manifest | None = None
+        delay = COMMIT_RETRY_MIN_S
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._lock:
+                    writer = self._require_writer(finishing=True)
+                    if before is None:
+                        before = writer.state.manifest
+                        # manifest first (with its safety checkpoint), then compactions
+                        writer.write_manifest_safely(
+                            mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
+                        )
+                        writer.state.finish(c.id, STATUS_COMPLETED, outputs)
+                    writer.write_compactions_safely()
+                    self._jobs.pop(c.id, None)
+                    report = self._report(c, "completed", before, outputs, duration)
+                    if self._collecting:
+                        self._reports.append(report)
+                break
+            except TransientStoreError as exc:
+                if attempt >= COMMIT_ATTEMPTS:
+                    raise
+                logger.warning("commit of compaction %s failed, retrying in %.1fs: %s",
+                               c.id, delay, exc)
+                if self._stop.wait(delay):
+                    raise
+                delay = min(2 * delay, COMMIT_RETRY_MAX_S)
+        logger.info(
+            "compaction completed id=%s dest=%d outputs=%d bytes_in=%d bytes_out=%d in %.2fs",
+            c.id, c.destination, len(outputs), report.bytes_in, report.bytes_out, duration,
+        )
+        return report
+
+    def _job_failed(
+        self, job: _Job, exc: BaseException, started: float, committing: bool = False
+    ) -> CompactionReport | None:
+        c = job.compaction
+        if _is_fenced(exc) or self._fenced:
+            with self._lock:
+                self._jobs.pop(c.id, None)
+                self._on_fenced()
+            return None
+        if self._stop.is_set():
+            # interrupted: leave it Running in the file; the next start resumes it
+            with self._lock:
+                self._jobs.pop(c.id, None)
+            logger.info("compaction %s interrupted by stop; it resumes on the next start", c.id)
+            return None
+        if not isinstance(exc, Exception):
+            with self._lock:
+                self._jobs.pop(c.id, None)
+            raise exc
+        logger.error("compaction %s failed%s: %s", c.id,
+                     " while committing" if committing else "", exc, exc_info=exc)
+        report: CompactionReport | None = None
+        with self._lock:
+            self._jobs.pop(c.id, None)
+            writer = self._writer
+            if writer is not None and not self._fenced:
+                try:
+                    current = writer.state.get(c.id)
+                    if current is not None and is_active(current):
+                        writer.state.finish(c.id, STATUS_FAILED)
+                        writer.write_compactions_safely()
+                except ClosedError as exc2:
+                    if _is_fenced(exc2):
+                        self._on_fenced()
+                    return None
+                except ShaleError as exc2:
+                    logger.warning("could not record the failure of compaction %s: %s", c.id, exc2)
+            error = (f"{exc.kind}: {exc.message}" if isinstance(exc, ShaleError)
+                     else f"{type(exc).__name__}: {exc}")
+            m = writer.state.manifest if writer is not None else None
+            report = self._report(c, "failed", m, [], time.monotonic() - started, error=error)
+            if self._collecting:
+                self._reports.append(report)
+        self._notify_finished(report)
+        self._wake.set()
+        return report
+
+    @staticmethod
+    def _report(
+        c: Compaction,
+        status: str,
+        m: Manifest | None,
+        outputs: list[CompactedSst],
+        duration: float,
+        error: str | None = None,
+    ) -> CompactionReport:
+        return CompactionReport(
+            id=c.id,
+            status=status,
+            l0_view_ids=tuple(c.l0_view_ids),
+            sorted_runs=tuple(c.sorted_runs),
+            destination=c.destination,
+            output_ssts=tuple(outputs),
+            bytes_in=0 if m is None else spec_size(m, c),
+            bytes_out=_output_bytes(outputs),
+            duration_s=duration,
+            error=error,
+        )
+
+
+# -- standalone helpers (never fence) ------------------------------------------------------------
+
+
+def submit_compaction(
+    store: ObjectStore,
+    root: str = "",
+    spec: CompactionSpec | str = FULL,
+    *,
+    scheduler: Any = None,
+    clock: Clock | None = None,
+    rand: random.Random | None = None,
+    format_version: int = 2,
+) -> Ulid:
+    """Submit a compaction to the database's ``.compactions`` file without fencing the
+    running compactor (``shale compactor submit``); it picks the spec up on its next poll.
+
+    The spec (or :data:`FULL`, resolved against the latest manifest) is validated first. A
+    missing ``.compactions`` file is created (epoch 0); concurrent writers are merged through
+    the create-if-absent update loop.
+
+    :returns: the new compaction's id.
+    :raises InvalidError: the spec does not validate.
+    :raises DataError: there is no database (no manifest).
+    """
+    scheduler = scheduler if scheduler is not None else SizeTieredScheduler()
+    view = read_view(store, root)
+    if isinstance(spec, str):
+        if spec.lower() != FULL:
+            raise InvalidError("a compaction spec is a CompactionSpec or \"full\"", spec=spec)
+        spec = generate_full(view)
+    scheduler.validate(view, spec)
+    clock = clock if clock is not None else SystemClock()
+    cid = Ulid.new(clock.now_ms(), rand)
+    compaction = spec.to_compaction(cid)
+    cs = CompactionsStore(store, root, format_version=format_version)
+    stored = StoredCompactions.create_or_load(cs)
+
+    def add(c: Compactions) -> Compactions:
+        return dataclasses.replace(
+            c, recent_compactions=sorted([*c.recent_compactions, compaction], key=lambda x: x.id)
+        )
+
+    stored.update(add)
+    logger.info("compaction submitted id=%s spec=%s", cid, spec.to_json())
+    return cid
+
+
+def read_status(store: ObjectStore, root: str = "") -> tuple[CompactorStateView, list[JobStatus]]:
+    """The state view and every compaction in the ``.compactions`` file with estimated
+    progress (output bytes / source bytes, capped below 100 % until Completed): what
+    ``shale compactor status`` prints for a compactor running in another process.
+    """
+    view = read_view(store, root)
+    m = view.manifest
+    out = []
+    for c in view.recent_compactions():
+        total = spec_size(m, c)
+        done = _output_bytes(c.output_ssts)
+        if c.status == STATUS_COMPLETED:
+            done = total
+        elif total:
+            done = min(done, int(total * 0.99))
+        out.append(
+            JobStatus(
+                id=c.id,
+                status=STATUS_NAMES.get(c.status, str(c.status)),
+                l0=len(c.l0_view_ids),
+                sorted_runs=tuple(c.sorted_runs),
+                destination=c.destination,
+                outputs=len(c.output_ssts),
+                bytes_processed=done,
+                total_bytes=total,
+                elapsed_s=None,
+            )
+        )
+    return view, out

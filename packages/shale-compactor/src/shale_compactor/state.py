@@ -1,0 +1,622 @@
+"""Compactor state (manifest + ``.compactions``) and the protocol for reading and writing it.
+
+This is shale's twin of SlateDB's ``compactor_state.rs`` and ``compactor_state_protocols.rs``
+(seed 000). The ordering rules live here, in one place, so GC safety and fencing cannot regress
+elsewhere:
+
+- **Reads fetch the compactions file before the manifest** (:func:`read_view`,
+  :meth:`CompactorStateWriter.refresh`). A compaction's outputs are written to ``compacted/``
+  while it runs and recorded in ``.compactions``; when it finishes the manifest references them
+  and the compaction is trimmed from the file. Reading compactions first means an SST that is in
+  neither (because the manifest commit happened between two reads taken in the other order)
+  cannot be observed: GC sees every live output either in the manifest or in the compactions
+  file (or protected by the ``.compactions`` low watermark).
+- **Writes persist the manifest before the compactions file**
+  (:meth:`CompactorStateWriter.write_state_safely`): the new sorted run is visible before the
+  compaction that produced it is marked finished and trimmed.
+- **A checkpoint comes first** when a manifest update drops SSTs
+  (:meth:`CompactorStateWriter.write_manifest_safely`): a separate manifest version adds a
+  checkpoint (lifetime ``checkpoint_lifetime``, 15 minutes by default) pinning the version that
+  still lists the inputs, so GC keeps them while in-flight readers finish.
+- **Fencing.** :meth:`CompactorStateWriter.open` bumps ``compactor_epoch`` in the manifest, then
+  claims the same epoch in the compactions file (creating version 1 with epoch 0 if absent).
+  Every later write checks both epochs; a fenced compactor writes nothing more.
+- **Recovery.** On open, Running (and 0.17.0's Scheduled and Compacted) compactions go back to
+  Submitted *keeping their recorded output SSTs*, so they resume after the last written
+  (key, seq); only active compactions and the most recently finished one (largest ULID) are
+  kept (SlateDB #1044: GC needs the last finished one as its low-watermark). This recovery
+  state is persisted before any refresh could overwrite it.
+- **Conflicts.** Both files are updated with create-if-absent versions; a lost race reloads and
+  re-applies a *mutation*. The compactions file is written as "our compactions, plus any
+  compaction someone else submitted meanwhile" (:func:`merge_remote_compactions`), so a
+  ``shale compactor submit`` racing with the compactor is never lost.
+
+:class:`CompactorState` itself is plain data plus bookkeeping; it does no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from shale.clock import Clock, SystemClock
+from shale.errors import DataError, InternalError, InvalidError
+from shale.fbs.compactions import (
+    STATUS_COMPACTED,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    STATUS_SCHEDULED,
+    STATUS_SUBMITTED,
+    Compaction,
+    Compactions,
+)
+from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
+from shale.ids import Ulid
+from shale.manifest_store import (
+    FenceableManifest,
+    ManifestStore,
+    Mutation,
+    StoredManifest,
+    add_checkpoint,
+)
+from shale.objstore import ObjectStore
+
+from shale_compactor.compactions_store import (
+    DEFAULT_UPDATE_TIMEOUT_S,
+    CompactionsStore,
+    FenceableCompactions,
+    StoredCompactions,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
+    "STATUS_NAMES",
+    "CompactorState",
+    "CompactorStateReader",
+    "CompactorStateView",
+    "CompactorStateWriter",
+    "apply_compaction",
+    "is_active",
+    "is_dest_last_run",
+    "merge_remote_compactions",
+    "read_view",
+    "reset_running",
+    "resolve_sources",
+    "retain_active_and_last_finished",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Statuses of compactions that are not finished (their sources are in use).
+ACTIVE_STATUSES = frozenset({STATUS_SUBMITTED, STATUS_SCHEDULED, STATUS_RUNNING, STATUS_COMPACTED})
+#: Statuses of finished compactions.
+FINISHED_STATUSES = frozenset({STATUS_COMPLETED, STATUS_FAILED})
+#: Printable status names.
+STATUS_NAMES = {
+    STATUS_SUBMITTED: "submitted",
+    STATUS_RUNNING: "running",
+    STATUS_COMPLETED: "completed",
+    STATUS_FAILED: "failed",
+    STATUS_COMPACTED: "compacted",
+    STATUS_SCHEDULED: "scheduled",
+}
+
+
+# -- pure helpers on Compactions -------------------------------------------------------------------
+
+
+def is_active(c: Compaction) -> bool:
+    """Whether ``c`` is not finished yet (Submitted, Scheduled, Running or Compacted)."""
+    return c.status in ACTIVE_STATUSES
+
+
+def _sorted(compactions: Iterable[Compaction]) -> list[Compaction]:
+    return sorted(compactions, key=lambda c: c.id)
+
+
+def retain_active_and_last_finished(c: Compactions) -> Compactions:
+    """``c`` with only its active compactions and the finished one with the largest id."""
+    finished = [x for x in c.recent_compactions if not is_active(x)]
+    last = max(finished, key=lambda x: x.id) if finished else None
+    keep = [x for x in c.recent_compactions if is_active(x) or x is last]
+    if len(keep) == len(c.recent_compactions):
+        return c
+    return dataclasses.replace(c, recent_compactions=keep)
+
+
+def reset_running(c: Compactions) -> Compactions:
+    """``c`` with Running compactions set back to Submitted (outputs kept, worker cleared):
+    what a restarted compactor resumes. 0.17.0's Scheduled and Compacted (outputs written,
+    manifest not yet committed) are reset the same way."""
+    out = []
+    changed = False
+    for x in c.recent_compactions:
+        if x.status in (STATUS_RUNNING, STATUS_SCHEDULED, STATUS_COMPACTED):
+            x = dataclasses.replace(
+                x, status=STATUS_SUBMITTED, worker_id=None, last_heartbeat_ms=None
+            )
+            changed = True
+        out.append(x)
+    return dataclasses.replace(c, recent_compactions=out) if changed else c
+
+
+def merge_remote_compactions(local: Compactions, remote: Compactions) -> Compactions:
+    """The compactions to write over ``remote``: every local compaction, plus each remote one
+    the local state does not know that is still Submitted (submitted by someone else, e.g. the
+    CLI). The epoch is the remote one (fencing is checked separately)."""
+    known = {x.id for x in local.recent_compactions}
+    extra = [
+        x for x in remote.recent_compactions if x.id not in known and x.status == STATUS_SUBMITTED
+    ]
+    return Compactions(
+        compactor_epoch=remote.compactor_epoch,
+        recent_compactions=_sorted([*local.recent_compactions, *extra]),
+    )
+
+
+# -- pure helpers on the manifest ----------------------------------------------------------------
+
+
+def resolve_sources(m: Manifest, c: Compaction) -> tuple[list[SstView], list[SortedRun]]:
+    """The L0 views (newest first) and sorted runs (highest id first) ``c`` compacts, as
+    listed in ``m``.
+
+    :raises InvalidError: a source is not in ``m`` (already compacted, or never existed).
+    """
+    l0_ids = set(c.l0_view_ids)
+    run_ids = set(c.sorted_runs)
+    if len(l0_ids) != len(c.l0_view_ids) or len(run_ids) != len(c.sorted_runs):
+        raise InvalidError("a compaction names a source twice", id=str(c.id))
+    views = [v for v in m.l0 if v.id in l0_ids]
+    runs = [r for r in m.compacted if r.id in run_ids]
+    if len(views) != len(l0_ids) or len(runs) != len(run_ids):
+        missing = sorted(str(u) for u in l0_ids - {v.id for v in views})
+        missing_runs = sorted(run_ids - {r.id for r in runs})
+        raise InvalidError(
+            "compaction sources are not in the manifest",
+            id=str(c.id),
+            l0=missing,
+            sorted_runs=missing_runs,
+        )
+    return views, runs
+
+
+def is_dest_last_run(m: Manifest, c: Compaction) -> bool:
+    """Whether the output of ``c`` will be the oldest data of the tree (tombstones may go).
+
+    Sources form a window of the logical order ``[L0 newest..oldest, runs highest..lowest]``;
+    the destination is the last run exactly when that window reaches the end: it contains the
+    lowest sorted run, or, with no sorted runs at all, the oldest L0. (SlateDB only checks
+    "no sorted runs, or the destination is the lowest run", which would drop tombstones of a
+    hand-submitted L0 window that leaves older L0s out.)
+    """
+    if m.compacted:
+        return m.compacted[-1].id in c.sorted_runs
+    return bool(m.l0) and m.l0[-1].id in c.l0_view_ids
+
+
+def apply_compaction(m: Manifest, c: Compaction, outputs: list[CompactedSst]) -> Manifest:
+    """``m`` with compaction ``c`` committed (FORMAT.md 10.4): its L0 views removed, its source
+    runs replaced by run ``c.destination`` holding ``outputs`` (no run when there are none),
+    and ``last_compacted_l0_view_id`` set to its newest L0 view. A pure function for a manifest
+    mutation; everything else in ``m`` (the writer's newer L0s, checkpoints) is kept.
+
+    :raises InternalError: a source vanished or the destination is taken by another run (the
+        compactor owns sorted runs, so either means a second compactor or a bug).
+    """
+    try:
+        resolve_sources(m, c)
+    except InvalidError as exc:
+        raise InternalError("compaction sources vanished before commit", id=str(c.id)) from exc
+    run_ids = set(c.sorted_runs)
+    if any(r.id == c.destination and r.id not in run_ids for r in m.compacted):
+        raise InternalError(
+            "compaction destination is an existing run that is not a source",
+            id=str(c.id),
+            destination=c.destination,
+        )
+    l0_ids = set(c.l0_view_ids)
+    runs = [r for r in m.compacted if r.id not in run_ids]
+    if outputs:
+        runs.append(SortedRun(c.destination, [SstView(s.id, s, None) for s in outputs]))
+    runs.sort(key=lambda r: r.id, reverse=True)
+    last = m.last_compacted_l0_view_id
+    if c.l0_view_ids:
+        newest = next(v.id for v in m.l0 if v.id in l0_ids)
+        last = newest
+    return dataclasses.replace(
+        m,
+        l0=[v for v in m.l0 if v.id not in l0_ids],
+        compacted=runs,
+        last_compacted_l0_view_id=last,
+    )
+
+
+# -- the read-only view ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompactorStateView:
+    """A read-only snapshot of compactor state, for schedulers and GC.
+
+    ``compactions`` is ``None`` when the database has no ``.compactions`` file yet (reads never
+    create one). Unpacks as ``compactions, manifest = view``.
+    """
+
+    compactions: Compactions | None
+    manifest: Manifest
+    compactions_id: int | None = None
+    manifest_id: int = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.compactions, self.manifest))
+
+    def recent_compactions(self) -> list[Compaction]:
+        """Every compaction in the file (active and the last finished)."""
+        return [] if self.compactions is None else list(self.compactions.recent_compactions)
+
+    def active_compactions(self) -> list[Compaction]:
+        """The compactions whose sources are in use."""
+        return [c for c in self.recent_compactions() if is_active(c)]
+
+    def get(self, compaction_id: Ulid) -> Compaction | None:
+        """The compaction with ``compaction_id``, or ``None``."""
+        for c in self.recent_compactions():
+            if c.id == compaction_id:
+                return c
+        return None
+
+    def low_watermark(self) -> Ulid | None:
+        """The smallest compaction id in the file: a running compaction's outputs are newer
+        (GC must not delete unreferenced SSTs at or above it); ``None`` without compactions."""
+        ids = [c.id for c in self.recent_compactions()]
+        return min(ids) if ids else None
+
+
+# -- the mutable state ---------------------------------------------------------------------------
+
+
+class CompactorState:
+    """The compactor's in-memory state: the latest manifest it knows and its compactions.
+
+    The compactions held here are authoritative for this compactor (it is their only writer
+    apart from submitters, whose new Submitted entries are merged in by
+    :meth:`merge_remote_compactions`). No I/O happens here.
+    """
+
+    def __init__(
+        self,
+        manifest_id: int,
+        manifest: Manifest,
+        compactions_id: int,
+        compactions: Compactions,
+    ) -> None:
+        self.manifest_id = manifest_id
+        self.manifest = manifest
+        self.compactions_id = compactions_id
+        self.compactions = compactions
+
+    def __repr__(self) -> str:
+        return (
+            f"CompactorState(manifest_id={self.manifest_id}, compactions_id="
+            f"{self.compactions_id}, compactions={len(self.compactions.recent_compactions)})"
+        )
+
+    def view(self) -> CompactorStateView:
+        """A read-only snapshot (SlateDB's ``CompactorStateView::from(&state)``)."""
+        return CompactorStateView(
+            self.compactions, self.manifest, self.compactions_id, self.manifest_id
+        )
+
+    # -- queries --
+
+    def get(self, compaction_id: Ulid) -> Compaction | None:
+        """The compaction with ``compaction_id``, or ``None``."""
+        for c in self.compactions.recent_compactions:
+            if c.id == compaction_id:
+                return c
+        return None
+
+    def active(self) -> list[Compaction]:
+        """The active compactions, by id."""
+        return [c for c in self.compactions.recent_compactions if is_active(c)]
+
+    def with_status(self, status: int) -> list[Compaction]:
+        """The compactions with ``status``, by id (oldest submission first)."""
+        return [c for c in self.compactions.recent_compactions if c.status == status]
+
+    # -- changes --
+
+    def set_manifest(self, manifest_id: int, manifest: Manifest) -> None:
+        """Adopt a newer manifest (read or written)."""
+        self.manifest_id, self.manifest = manifest_id, manifest
+
+    def set_compactions(self, compactions_id: int, compactions: Compactions) -> None:
+        """Adopt the compactions just written (they are ours)."""
+        self.compactions_id, self.compactions = compactions_id, compactions
+
+    def merge_remote_compactions(self, compactions_id: int, remote: Compactions) -> None:
+        """Take in compactions submitted by others (see :func:`merge_remote_compactions`)."""
+        self.compactions_id = compactions_id
+        self.compactions = merge_remote_compactions(self.compactions, remote)
+
+    def add(self, compaction: Compaction) -> None:
+        """Add a new compaction (SlateDB's ``add_compaction``/``submit``).
+
+        :raises InvalidError: its id is already known, or it is not active.
+        """
+        if self.get(compaction.id) is not None:
+            raise InvalidError("compaction id already exists", id=str(compaction.id))
+        if not is_active(compaction):
+            raise InvalidError("a new compaction must be active", id=str(compaction.id))
+        self.compactions = dataclasses.replace(
+            self.compactions,
+            recent_compactions=_sorted([*self.compactions.recent_compactions, compaction]),
+        )
+
+    def replace(self, compaction: Compaction) -> None:
+        """Replace the known compaction with the same id.
+
+        :raises InternalError: unknown id.
+        """
+        found = False
+        out = []
+        for c in self.compactions.recent_compactions:
+            if c.id == compaction.id:
+                c = compaction
+                found = True
+            out.append(c)
+        if not found:
+            raise InternalError("unknown compaction", id=str(compaction.id))
+        self.compactions = dataclasses.replace(self.compactions, recent_compactions=out)
+
+    def _require(self, compaction_id: Ulid) -> Compaction:
+        c = self.get(compaction_id)
+        if c is None:
+            raise InternalError("unknown compaction", id=str(compaction_id))
+        return c
+
+    def set_status(self, compaction_id: Ulid, status: int) -> Compaction:
+        """Set a compaction's status; returns the updated compaction."""
+        c = dataclasses.replace(self._require(compaction_id), status=status)
+        self.replace(c)
+        return c
+
+    def record_output(self, compaction_id: Ulid, sst: CompactedSst) -> Compaction:
+        """Append one output SST (progress that survives a crash)."""
+        c = self._require(compaction_id)
+        c = dataclasses.replace(c, output_ssts=[*c.output_ssts, sst])
+        self.replace(c)
+        return c
+
+    def finish(
+        self, compaction_id: Ulid, status: int, outputs: list[CompactedSst] | None = None
+    ) -> Compaction:
+        """Mark a compaction Completed or Failed (with its final outputs), then keep only the
+        active compactions and the last finished one.
+
+        :raises InvalidError: ``status`` is not a finished status.
+        """
+        if status not in FINISHED_STATUSES:
+            raise InvalidError("finish needs Completed or Failed", status=status)
+        c = self._require(compaction_id)
+        c = dataclasses.replace(
+            c, status=status, output_ssts=list(c.output_ssts if outputs is None else outputs)
+        )
+        self.replace(c)
+        self.retain_active_and_last_finished()
+        return c
+
+    def retain_active_and_last_finished(self) -> None:
+        """Drop finished compactions except the most recent one."""
+        self.compactions = retain_active_and_last_finished(self.compactions)
+
+
+# -- protocols -----------------------------------------------------------------------------------
+
+
+class CompactorStateReader:
+    """Reads views with the compactions-before-manifest ordering."""
+
+    def __init__(self, manifest_store: ManifestStore, compactions_store: CompactionsStore) -> None:
+        self.manifest_store = manifest_store
+        self.compactions_store = compactions_store
+
+    def read_view(self) -> CompactorStateView:
+        """The latest compactions (if any), then the latest manifest.
+
+        :raises DataError: no manifest exists (there is no database).
+        """
+        latest_c = self.compactions_store.read_latest()
+        latest_m = self.manifest_store.read_latest()
+        if latest_m is None:
+            raise DataError("no manifest found", root=self.manifest_store.root)
+        return CompactorStateView(
+            compactions=None if latest_c is None else latest_c[1],
+            manifest=latest_m[1],
+            compactions_id=None if latest_c is None else latest_c[0],
+            manifest_id=latest_m[0],
+        )
+
+
+def read_view(
+    store: ObjectStore,
+    root: str = "",
+    *,
+    manifest_store: ManifestStore | None = None,
+    compactions_store: CompactionsStore | None = None,
+) -> CompactorStateView:
+    """A consistent read-only view for GC and tools: ``compactions, manifest = read_view(...)``.
+
+    Reads the latest ``.compactions`` file *before* the latest manifest and never creates
+    either.
+
+    :raises DataError: no manifest exists.
+    """
+    ms = manifest_store if manifest_store is not None else ManifestStore(store, root)
+    cs = compactions_store if compactions_store is not None else CompactionsStore(store, root)
+    return CompactorStateReader(ms, cs).read_view()
+
+
+class CompactorStateWriter:
+    """The fenced writer of compactor state: manifest first, then compactions.
+
+    Make one with :meth:`open`. :attr:`state` is the in-memory state; :attr:`manifest` and
+    :attr:`compactions` are the fenceable handles (their ``refresh`` raises
+    ``ClosedError(reason="fenced")`` once a newer compactor exists).
+    """
+
+    def __init__(
+        self,
+        state: CompactorState,
+        manifest: FenceableManifest,
+        compactions: FenceableCompactions,
+        *,
+        timeout: float = DEFAULT_UPDATE_TIMEOUT_S,
+        wall_clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rand: Any = None,
+    ) -> None:
+        self.state = state
+        self.manifest = manifest
+        self.compactions = compactions
+        self.timeout = timeout
+        self.wall_clock = wall_clock if wall_clock is not None else SystemClock()
+        self.monotonic = monotonic
+        self.rand = rand
+
+    def __repr__(self) -> str:
+        return f"CompactorStateWriter(epoch={self.epoch}, state={self.state!r})"
+
+    @property
+    def epoch(self) -> int:
+        """The compactor epoch this writer claimed."""
+        return self.manifest.epoch
+
+    @property
+    def fenced(self) -> bool:
+        """Whether a newer compactor has been detected."""
+        return self.manifest.fenced or self.compactions.fenced
+
+    @classmethod
+    def open(
+        cls,
+        manifest_store: ManifestStore,
+        compactions_store: CompactionsStore,
+        *,
+        timeout: float = DEFAULT_UPDATE_TIMEOUT_S,
+        wall_clock: Clock | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rand: Any = None,
+    ) -> CompactorStateWriter:
+        """Fence (manifest, then compactions), reset Running to Submitted, trim, persist.
+
+        :raises DataError: the database has no manifest (a compactor never creates one).
+        :raises ClosedError: ``reason="fenced"``: a newer compactor won the race.
+        """
+        stored_m = StoredManifest.load(manifest_store)
+        fm = FenceableManifest.init_compactor(stored_m, timeout=timeout, clock=monotonic)
+        stored_c = StoredCompactions.try_load(compactions_store)
+        if stored_c is None:
+            logger.info("creating new compactions file compactor_epoch=0")
+            stored_c = StoredCompactions.create_or_load(compactions_store)
+        fc = FenceableCompactions.init_with_epoch(
+            stored_c, fm.epoch, timeout=timeout, clock=monotonic
+        )
+
+        def recover(c: Compactions) -> Compactions:
+            return retain_active_and_last_finished(reset_running(c))
+
+        # Persist recovery state before any refresh() can overwrite it.
+        written = fc.update(recover, timeout=timeout, clock=monotonic)
+        state = CompactorState(fm.id, fm.manifest, fc.id, written)
+        return cls(
+            state, fm, fc, timeout=timeout, wall_clock=wall_clock, monotonic=monotonic, rand=rand
+        )
+
+    # -- reads --
+
+    def load_manifest(self) -> Manifest:
+        """Refresh the manifest (checking the epoch) into :attr:`state`."""
+        m = self.manifest.refresh()
+        self.state.set_manifest(self.manifest.id, m)
+        return m
+
+    def load_compactions(self) -> Compactions:
+        """Refresh the compactions file (checking the epoch) and merge in compactions that
+        others submitted."""
+        remote = self.compactions.refresh()
+        self.state.merge_remote_compactions(self.compactions.id, remote)
+        return self.state.compactions
+
+    def refresh(self) -> None:
+        """Compactions first, then the manifest (the read ordering rule)."""
+        self.load_compactions()
+        self.load_manifest()
+
+    # -- writes --
+
+    def write_checkpoint(self, lifetime_s: float | None) -> uuid.UUID:
+        """Add a checkpoint pinning the version written now (as its own manifest version).
+
+        :returns: the checkpoint id.
+        """
+        now_s = self.wall_clock.now_ms() // 1000
+        cid = uuid.UUID(int=self.rand.getrandbits(128), version=4) if self.rand else uuid.uuid4()
+
+        def mutate(m: Manifest, next_id: int) -> Manifest:
+            return add_checkpoint(
+                m, manifest_id=next_id, now_s=now_s, lifetime_s=lifetime_s, checkpoint_id=cid
+            )[0]
+
+        m = self.manifest.update(mutate, timeout=self.timeout, clock=self.monotonic)
+        self.state.set_manifest(self.manifest.id, m)
+        return cid
+
+    def write_manifest_safely(
+        self, mutate: Mutation, *, checkpoint_lifetime: float | None = 900.0
+    ) -> Manifest:
+        """Refresh, write a checkpoint living ``checkpoint_lifetime`` seconds, then apply
+        ``mutate``, retrying conflicts by reloading and re-applying it.
+
+        ``checkpoint_lifetime=None`` writes no checkpoint: only for updates that drop no SST.
+
+        :raises ClosedError: ``reason="fenced"``.
+        """
+        self.load_manifest()
+        if checkpoint_lifetime is not None:
+            self.write_checkpoint(checkpoint_lifetime)
+        m = self.manifest.update(mutate, timeout=self.timeout, clock=self.monotonic)
+        self.state.set_manifest(self.manifest.id, m)
+        return m
+
+    def write_compactions_safely(self) -> Compactions:
+        """Persist :attr:`state`'s compactions (trimmed to active + last finished) as a new
+        version, merged over the latest one so others' submissions survive; retried on
+        conflicts (a refresh on conflict surfaces fencing).
+
+        :raises ClosedError: ``reason="fenced"``.
+        """
+        self.state.retain_active_and_last_finished()
+        local = self.state.compactions
+
+        def mutate(remote: Compactions) -> Compactions:
+            return merge_remote_compactions(local, remote)
+
+        written = self.compactions.update(mutate, timeout=self.timeout, clock=self.monotonic)
+        self.state.set_compactions(self.compactions.id, written)
+        return written
+
+    def write_state_safely(
+        self, mutate: Mutation, *, checkpoint_lifetime: float | None = 900.0
+    ) -> None:
+        """Manifest first (with its checkpoint), then compactions."""
+        self.write_manifest_safely(mutate, checkpoint_lifetime=checkpoint_lifetime)
+        self.write_compactions_safely()
