@@ -1,7 +1,14 @@
 """``nox -s bench``: every benchmark of the project, printed as tables of ratios.
 
-Run directly with ``python tests/bench/run.py``. The files here are not collected by pytest
-(no ``test_`` prefix): benchmarks never assert on timings.
+Run directly with ``python tests/bench/run.py``. The benchmark modules here are not collected by
+pytest (no ``test_`` prefix) and never assert on timings; ``test_bench_smoke.py`` only checks
+that the engine benchmark runs.
+
+1. :mod:`micro` -- the accelerated modules, pure-Python twin vs Cython twin.
+2. :mod:`engine` -- shale's ``Db`` beside the official slatedb package (about 4 minutes).
+
+Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
+``--no-micro`` and ``--no-engine`` skip one part.
 """
 
 from __future__ import annotations
@@ -11,12 +18,22 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+import engine  # noqa: E402
 import micro  # noqa: E402
 
 
-def main() -> int:
-    micro.main()
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    skip_micro = "--no-micro" in args
+    skip_engine = "--no-engine" in args
+    args = [a for a in args if a not in ("--no-micro", "--no-engine")]
+    rc = 0
+    if not skip_micro:
+        micro.main()
+        print(flush=True)
+    if not skip_engine:
+        rc = engine.main(args)
+    return rc
 
 
 if __name__ == "__main__":
