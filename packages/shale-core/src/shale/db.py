@@ -847,6 +847,8 @@ class Db:
         if first:
             from shale.plugins import get_host
 
+            log.info("closed shale database url=%s reason=%s metrics=%s", self.url,
+                     self._close_reason, self.metrics())
             get_host().notify("shale_db_closed", db=self, reason=self._close_reason or "clean")
 
     def __enter__(self) -> Db:

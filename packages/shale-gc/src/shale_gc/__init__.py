@@ -1,3 +1,45 @@
-"""shale_gc: the garbage collector. Under construction: see issue 5."""
+"""shale_gc: the garbage collector of shale databases -- it never deletes what can still be read.
+
+It deletes WAL SSTs, compacted SSTs, manifests and ``.compactions`` files that no manifest,
+live checkpoint or active compaction can reach any more, with SlateDB 0.12.1's rules
+(:mod:`shale_gc.rules`). Run it
+
+- in-process: install this package and open a :class:`shale.Db` whose
+  ``settings.garbage_collector_options`` is set (the default); the plugin starts a GC thread;
+- standalone: ``shale gc run URL`` (``--once``, ``--dry-run``, ``--min-age``), or
+  :class:`GarbageCollector` from Python.
+
+Plugins can veto deletions (``shale_gc_filter``) and observe rounds (``shale_gc_finished``),
+see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
+"""
+
+from shale_gc.collector import GarbageCollector, ProgressCallback
+from shale_gc.report import (
+    KIND_COMPACTED,
+    KIND_COMPACTIONS,
+    KIND_MANIFEST,
+    KIND_WAL,
+    KINDS,
+    GcObject,
+    GcReport,
+    KindReport,
+)
+from shale_gc.rules import GcStateView, Selection
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "KIND_COMPACTED",
+    "KIND_COMPACTIONS",
+    "KIND_MANIFEST",
+    "KIND_WAL",
+    "KINDS",
+    "GarbageCollector",
+    "GcObject",
+    "GcReport",
+    "GcStateView",
+    "KindReport",
+    "ProgressCallback",
+    "Selection",
+    "__version__",
+]

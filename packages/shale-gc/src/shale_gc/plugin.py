@@ -1,8 +1,111 @@
 """The pluggy plugin of shale_gc, registered through the ``shale`` entry-point group.
 
-Hook implementations go here, marked with ``@shale.hookimpl``.
+- ``shale_addhooks`` adds :mod:`shale_gc.hookspecs` (``shale_gc_filter``,
+  ``shale_gc_finished``).
+- ``shale_db_opened`` starts an in-process garbage collector on a daemon thread when the
+  database's ``settings.garbage_collector_options`` is set and collects at least one
+  directory (SlateDB runs its GC inside the ``Db`` by default too); its first round comes one
+  interval after opening. ``shale_db_closed`` stops it and waits for the thread. The
+  collector uses the database's store, root, clock and manifest format version.
+- ``shale_cli`` adds ``shale gc run`` (:mod:`shale_gc.cli`).
 """
 
 from __future__ import annotations
 
-import shale  # noqa: F401  (gives plugins the hookimpl marker: @shale.hookimpl)
+import logging
+import threading
+from typing import Any
+
+import pluggy
+import shale
+
+from shale_gc import hookspecs
+from shale_gc.collector import GarbageCollector
+
+__all__ = [
+    "STOP_TIMEOUT_S",
+    "attached_gc",
+    "shale_addhooks",
+    "shale_cli",
+    "shale_db_closed",
+    "shale_db_opened",
+]
+
+logger = logging.getLogger(__name__)
+
+#: How long ``shale_db_closed`` waits for a GC round in progress to notice the stop.
+STOP_TIMEOUT_S = 60.0
+
+_lock = threading.Lock()
+# id(db) -> (db, collector, stop event, thread); the db is held so its id cannot be reused.
+_attached: dict[int, tuple[Any, GarbageCollector, threading.Event, threading.Thread]] = {}
+
+
+@shale.hookimpl
+def shale_addhooks(pluginmanager: pluggy.PluginManager) -> None:
+    """Register ``shale_gc_filter`` and ``shale_gc_finished``."""
+    names = ("shale_gc_filter", "shale_gc_finished")
+    callers = [getattr(pluginmanager.hook, n, None) for n in names]
+    if not all(hc is not None and hc.has_spec() for hc in callers):
+        pluginmanager.add_hookspecs(hookspecs)
+
+
+def attached_gc(db: Any) -> GarbageCollector | None:
+    """The in-process collector running for ``db``, if any."""
+    with _lock:
+        entry = _attached.get(id(db))
+    return None if entry is None else entry[1]
+
+
+@shale.hookimpl
+def shale_db_opened(db: Any) -> None:
+    """Start the in-process garbage collector of ``db`` if its settings ask for one."""
+    options = db.settings.garbage_collector_options
+    if options is None or options.is_empty:
+        return
+    gc = GarbageCollector(
+        db.store,
+        db.root,
+        options,
+        clock=db.clock,
+        manifest_format_version=db.settings.manifest_format_version,
+        manifest_update_timeout=db.settings.manifest_update_timeout,
+    )
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=gc.run,
+        args=(stop,),
+        kwargs={"start_immediately": False},
+        name="shale-gc",
+        daemon=True,
+    )
+    with _lock:
+        if id(db) in _attached:
+            return
+        _attached[id(db)] = (db, gc, stop, thread)
+    thread.start()
+    logger.info("started in-process garbage collector url=%s", getattr(db, "url", db.root))
+
+
+@shale.hookimpl
+def shale_db_closed(db: Any, reason: str) -> None:
+    """Stop ``db``'s in-process garbage collector and wait for its thread."""
+    with _lock:
+        entry = _attached.pop(id(db), None)
+    if entry is None:
+        return
+    _, _, stop, thread = entry
+    stop.set()
+    if thread is not threading.current_thread():
+        thread.join(STOP_TIMEOUT_S)
+        if thread.is_alive():
+            logger.warning("the garbage collector thread did not stop within %.0fs", STOP_TIMEOUT_S)
+    logger.info("stopped in-process garbage collector reason=%s", reason)
+
+
+@shale.hookimpl
+def shale_cli(subparsers: Any) -> None:
+    """Add ``shale gc run``."""
+    from shale_gc.cli import add_commands
+
+    add_commands(subparsers)

@@ -1,0 +1,175 @@
+"""``shale gc run URL``: the standalone garbage collector (added through ``shale_cli``).
+
+``shale gc run URL --once`` collects once and prints the report: per directory, what was
+deleted, bytes freed, what was kept and why. Without ``--once`` it keeps collecting on each
+directory's interval until interrupted (Ctrl-C), printing a report for every round that
+deleted something or hit an error. ``--dry-run`` deletes and writes nothing and reports what a
+real run would delete. Progress of large listings and deletions goes to stderr.
+
+Options come from ``garbage_collector_options`` of a ``--settings`` file or ``SHALE_*``
+variables when they name it, else the defaults (every directory, 60 s interval, 300 s
+``min_age``); ``--min-age`` and ``--interval`` then override every directory. Exit status: 0
+when the (last) round had no error, 2 on errors (a round error, a collector error, a failed
+delete) or when ``URL`` holds no database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from typing import Any
+
+from shale.errors import DataError, InvalidError
+from shale.settings import GarbageCollectorOptions, parse_duration
+
+from shale_gc.collector import GarbageCollector
+from shale_gc.report import GcReport
+
+__all__ = ["add_commands", "gc_options"]
+
+EXIT_OK = 0
+EXIT_ERROR = 2
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except InvalidError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def gc_options(
+    base: GarbageCollectorOptions | None,
+    *,
+    min_age: float | None = None,
+    interval: float | None = None,
+) -> GarbageCollectorOptions:
+    """``base`` (default: ``GarbageCollectorOptions()``) with ``min_age`` and ``interval``
+    applied to every collected directory."""
+    opts = base if base is not None else GarbageCollectorOptions()
+    changes: dict[str, Any] = {}
+    for name in ("manifest", "wal", "compacted", "compactions"):
+        d = getattr(opts, name)
+        if d is None:
+            continue
+        if min_age is not None:
+            d = d.replace(min_age=min_age)
+        if interval is not None:
+            d = d.replace(interval=interval)
+        changes[name] = d
+    return opts.replace(**changes)
+
+
+def _store_options(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or ():
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise InvalidError("--store-option takes NAME=VALUE", option=item)
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
+def _print_report(report: GcReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.summary(), flush=True)
+
+
+def _cmd_gc_run(args: argparse.Namespace) -> int:
+    from shale.cli import cli_settings
+    from shale.manifest_store import ManifestStore
+    from shale.plugins import get_host
+
+    settings = cli_settings(args.settings)
+    options = gc_options(
+        settings.garbage_collector_options, min_age=args.min_age, interval=args.interval
+    )
+
+    def progress(kind: str, phase: str, count: int) -> None:
+        if not args.quiet and count:
+            print(f"gc {kind}: {phase} {count} object(s)", file=sys.stderr, flush=True)
+
+    store = get_host().open_object_store(args.url, _store_options(args.store_option))
+    try:
+        if not ManifestStore(store, "").exists():
+            raise DataError("no database here (no manifest found)", url=args.url)
+        gc = GarbageCollector(
+            store,
+            "",
+            options,
+            dry_run=args.dry_run,
+            manifest_format_version=settings.manifest_format_version,
+            progress=progress,
+        )
+        if args.once:
+            report = gc.run_once()
+            _print_report(report, args.json)
+            return EXIT_OK if report.ok else EXIT_ERROR
+        last: list[GcReport] = []
+
+        def on_report(report: GcReport) -> None:
+            last[:] = [report]
+            if report.deleted or not report.ok or report.expired_checkpoints:
+                _print_report(report, args.json)
+
+        stop = threading.Event()
+        try:
+            gc.run(stop, on_report=on_report)
+        except KeyboardInterrupt:
+            stop.set()
+            print("stopped", file=sys.stderr)
+        return EXIT_OK if not last or last[0].ok else EXIT_ERROR
+    finally:
+        store.close()
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add ``gc run`` to the ``shale`` command's sub-parsers."""
+    gc = subparsers.add_parser("gc", help="garbage-collect unreachable files of a database")
+    gc_sub = gc.add_subparsers(dest="gc_command", metavar="COMMAND", required=True)
+    p = gc_sub.add_parser(
+        "run",
+        help="delete WAL SSTs, compacted SSTs, manifests and .compactions files nothing can "
+        "reach any more (once, or on an interval until interrupted)",
+    )
+    p.add_argument("url", metavar="URL", help="database directory or URL (file://, memory://, s3://)")
+    p.add_argument("--once", action="store_true", help="collect once, print the report, exit")
+    p.add_argument(
+        "--dry-run", action="store_true", help="delete nothing; report what would be deleted"
+    )
+    p.add_argument(
+        "--min-age",
+        type=_duration,
+        metavar="SECONDS",
+        help="only delete files older than this (seconds or a duration such as 10m; "
+        "default 300 s, or the settings file's)",
+    )
+    p.add_argument(
+        "--interval",
+        type=_duration,
+        metavar="SECONDS",
+        help="time between rounds without --once (default 60 s, or the settings file's)",
+    )
+    p.add_argument("--json", action="store_true", help="print reports as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a shale.json / shale.toml settings file (garbage_collector_options, "
+        "manifest_format_version)",
+    )
+    p.add_argument(
+        "--store-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an object-store option (value parsed as JSON when it is JSON); repeatable",
+    )
+    p.set_defaults(func=_cmd_gc_run)
