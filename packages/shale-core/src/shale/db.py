@@ -71,6 +71,8 @@ BACKPRESSURE_RECHECK_S = 30.0
 #: Retry back-off for transient object-store errors in background uploads (SlateDB: 100 ms-1 s).
 RETRY_MIN_S = 0.1
 RETRY_MAX_S = 1.0
+#: Upload attempts a closing database makes before it gives up on the object store.
+CLOSE_RETRIES = 3
 
 
 class KeyValue(NamedTuple):
@@ -238,6 +240,7 @@ class Db:
         self._threads: list[threading.Thread] = []
 
         self._closed = False
+        self._closing = False
         self._close_reason: str | None = None
         self._failure: BaseException | None = None
 
@@ -247,8 +250,9 @@ class Db:
         self._wal_buf: list[tuple] = []  # type: ignore[type-arg]
         self._wal_buf_bytes = 0
         self._wal_flushes_since_freeze = 0
-        self._wal_error: BaseException | None = None
+        self._wal_error: BaseException | None = None  # set while WAL uploads are failing
         self._wal_error_seq = 0
+        self._wal_failures = 0  # failed WAL upload attempts, ever
         self._last_seq = 0
         self._durable_seq = 0
         self._next_wal_id = 1
@@ -494,6 +498,10 @@ class Db:
                     self.stats["backpressure_count"] += 1
                     self._wal_wakeup.set()
                     self._l0_wakeup.set()
+                if self._wal_error is not None:
+                    raise UnavailableError("writes are blocked: unflushed data is over "
+                                           "max_unflushed_bytes and the object store is failing",
+                                           error=str(self._wal_error))
                 self._cond.wait(1.0)
                 waited += 1.0
                 if waited % BACKPRESSURE_RECHECK_S == 0:
@@ -516,11 +524,12 @@ class Db:
                     self._freeze_locked(None)
             self._l0_wakeup.set()
         with self._lock:
+            failures_at_start = self._wal_failures
             while self._durable_seq < seq:
                 if self._closed and self._close_reason != CloseReason.CLEAN:
                     raise ClosedError("database closed before the write was durable",
                                       reason=self._close_reason or CloseReason.FAILED)
-                if self._wal_error is not None and self._wal_error_seq >= seq:
+                if self._wal_failures > failures_at_start:  # an upload failed while we waited
                     raise UnavailableError(
                         "the object store failed the WAL upload; the write is queued and will "
                         "be retried, but it is not durable yet", seq=seq,
@@ -564,71 +573,114 @@ class Db:
         self._wal_flushes_since_freeze = 0
         self._l0_wakeup.set()
 
-    def _flush_wal(self, *, freeze: bool = False) -> None:
-        """Upload the WAL buffer as the next WAL SST (one flush at a time, in id order)."""
-        with self._wal_mutex:
-            with self._lock:
-                if self._closed and self._close_reason != CloseReason.CLEAN:
-                    return
-                rows = self._wal_buf
-                if rows:
-                    self._wal_buf = []
-                    self._wal_buf_bytes = 0
-                    wal_id = self._next_wal_id
-                    self._next_wal_id += 1
-                    self._wal_flushes_since_freeze += 1
-                else:
-                    wal_id = self._next_wal_id - 1
-                if freeze or self._should_freeze_locked():
-                    self._freeze_locked(wal_id)
-            if not rows:
-                return
-            data = SstBuilder(wal=True, block_size=self.settings.wal_block_size,
-                              compression=self._codec, transformer=self.transformer)
-            data.add_rows(rows)
-            payload = data.finish()
-            self._upload_wal(wal_id, payload, rows[-1][1])
-            with self._lock:
-                if rows[-1][1] > self._durable_seq:
-                    self._durable_seq = rows[-1][1]
-                self._wal_error = None
-                self._cond.notify_all()
-            self.stats["wal_buffer_flushes"] += 1
-            self.stats["wal_bytes"] += len(payload)
+    def _acquire_wal_mutex(self) -> None:
+        """Take the WAL mutex, but fail instead of waiting out an object-store outage."""
+        failures_at_start = self._wal_failures
+        while not self._wal_mutex.acquire(timeout=0.1):
+            if self._wal_failures > failures_at_start:  # an upload failed while we waited
+                raise UnavailableError("the object store is failing WAL uploads",
+                                       error=str(self._wal_error))
+            if self._closed and self._close_reason != CloseReason.CLEAN:
+                raise ClosedError("database closed", reason=self._close_reason or "failed")
 
-    def _upload_wal(self, wal_id: int, payload: bytes, max_seq: int) -> None:
+    def _flush_wal(self, *, freeze: bool = False, wait: bool = True) -> None:
+        """Upload the WAL buffer as the next WAL SST (one flush at a time, in id order).
+
+        :param wait: block on a flush already under way (the flusher thread); callers that
+            must not hang during an outage pass ``False`` and get ``UnavailableError``.
+        """
+        if wait:
+            self._wal_mutex.acquire()
+        else:
+            self._acquire_wal_mutex()
+        try:
+            self._flush_wal_locked(freeze)
+        finally:
+            self._wal_mutex.release()
+
+    def _flush_wal_locked(self, freeze: bool) -> None:
+        with self._lock:
+            if self._closed and self._close_reason != CloseReason.CLEAN:
+                return
+            rows = self._wal_buf
+            if rows:
+                self._wal_buf = []
+                self._wal_buf_bytes = 0
+                wal_id = self._next_wal_id
+                self._next_wal_id += 1
+                self._wal_flushes_since_freeze += 1
+            else:
+                wal_id = self._next_wal_id - 1
+            if freeze or self._should_freeze_locked():
+                self._freeze_locked(wal_id)
+        if not rows:
+            return
+        data = SstBuilder(wal=True, block_size=self.settings.wal_block_size,
+                          compression=self._codec, transformer=self.transformer)
+        data.add_rows(rows)
+        payload = data.finish()
+        if not self._upload_wal(wal_id, payload, rows[-1][1]):
+            log.error("gave up uploading WAL %d while closing: %d rows were not made durable",
+                      wal_id, len(rows))
+            return
+        with self._lock:
+            if rows[-1][1] > self._durable_seq:
+                self._durable_seq = rows[-1][1]
+            self._wal_error = None
+            self._cond.notify_all()
+        self.stats["wal_buffer_flushes"] += 1
+        self.stats["wal_bytes"] += len(payload)
+
+    def _upload_wal(self, wal_id: int, payload: bytes, max_seq: int) -> bool:
+        """Store one WAL SST with create-if-absent, retrying transient failures.
+
+        Returns False only when it gave up because the database is closing or failed: the
+        caller must then not count those rows as durable.
+
+        :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
+        """
         key = ids.wal_path(self.root, wal_id)
         delay = RETRY_MIN_S
-        attempted = False
+        attempts = 0
         while True:
+            attempts += 1
             try:
                 self.store.put_if_absent(key, payload)
-                return
+                return True
             except ObjectAlreadyExists:
                 # After a failed attempt the object may be our own upload that landed anyway:
-                # WAL contents are unique (seqs, timestamps) and a fence object is empty.
-                if attempted and self._stored_equals(key, payload):
-                    return
-                raise ClosedError("a newer writer took the next WAL id: this writer is fenced",
-                                  reason=CloseReason.FENCED, wal_id=wal_id) from None
+                # WAL contents are unique (seqs, timestamps) and a fence object is empty, so
+                # equal bytes prove it is ours. Only bytes read and found different fence us.
+                if attempts == 1:
+                    raise ClosedError("a newer writer took the next WAL id: this writer is fenced",
+                                      reason=CloseReason.FENCED, wal_id=wal_id) from None
+                try:
+                    stored = self.store.get(key)
+                except (TransientStoreError, UnavailableError) as exc:
+                    if isinstance(exc, ClosedError):
+                        raise
+                    error: BaseException = exc
+                else:
+                    if stored == payload:
+                        return True
+                    raise ClosedError("a newer writer took the next WAL id: this writer is fenced",
+                                      reason=CloseReason.FENCED, wal_id=wal_id) from None
             except (TransientStoreError, UnavailableError) as exc:
                 if isinstance(exc, ClosedError):
                     raise
-                attempted = True
-                with self._lock:
-                    self._wal_error = exc
-                    self._wal_error_seq = max(self._wal_error_seq, max_seq)
-                    self._cond.notify_all()
-                log.warning("WAL upload of %s failed, retrying in %.1fs: %s", key, delay, exc)
-                if self._stop.wait(delay) and self._close_reason != CloseReason.CLEAN:
-                    return
-                delay = min(delay * 2, RETRY_MAX_S)
-
-    def _stored_equals(self, key: str, payload: bytes) -> bool:
-        try:
-            return self.store.get(key) == payload
-        except ShaleError:
-            return False
+                error = exc
+            with self._lock:
+                self._wal_error = error
+                self._wal_error_seq = max(self._wal_error_seq, max_seq)
+                self._wal_failures += 1
+                self._cond.notify_all()
+            log.warning("WAL upload of %s failed, retrying in %.1fs: %s", key, delay, error)
+            if self._closing and attempts >= CLOSE_RETRIES:
+                return False
+            if self._stop.wait(delay) and (self._close_reason != CloseReason.CLEAN or self._closing):
+                if attempts >= CLOSE_RETRIES or self._close_reason != CloseReason.CLEAN:
+                    return False
+            delay = min(delay * 2, RETRY_MAX_S)
 
     # -- L0 flushing -------------------------------------------------------------------------
 
@@ -703,7 +755,9 @@ class Db:
             self.stats["l0_flush_bytes"] += len(data)
         from shale.seq_tracker import SequenceTracker
 
-        def mutate(m: Manifest, next_id: int) -> Manifest:
+        def mutate(m: Manifest, next_id: int) -> Manifest | None:
+            if imm.max_seq and m.last_l0_seq >= imm.max_seq:
+                return None  # already published (a retry after a lost reply)
             tracker = SequenceTracker.decode(m.sequence_tracker)
             if imm.last_tick is not None:
                 tracker.insert(imm.max_seq, imm.last_tick // 1000)
@@ -718,7 +772,20 @@ class Db:
                 sequence_tracker=tracker.encode(),
             )
 
-        self._update_manifest(mutate)
+        delay = RETRY_MIN_S
+        while True:
+            try:
+                self._update_manifest(mutate)
+                break
+            except (TransientStoreError, UnavailableError) as exc:
+                if isinstance(exc, ClosedError):
+                    raise
+                log.warning("manifest update for an L0 flush failed, retrying in %.1fs: %s",
+                            delay, exc)
+                if self._stop.wait(delay) and (self._closing or
+                                               self._close_reason != CloseReason.CLEAN):
+                    return  # the rows stay in the WAL (or, WAL off, were never acknowledged)
+                delay = min(delay * 2, RETRY_MAX_S)
         with self._lock:
             if self._imms and self._imms[0] is imm:
                 self._imms.popleft()
@@ -790,7 +857,7 @@ class Db:
         """
         self._check_open()
         if self.settings.wal_enabled:
-            self._flush_wal(freeze=memtable)
+            self._flush_wal(freeze=memtable, wait=False)
             self._raise_wal_error()
         if memtable or not self.settings.wal_enabled:
             with self._lock:
@@ -826,10 +893,11 @@ class Db:
             self._closed = True
             if self._close_reason is None:
                 self._close_reason = CloseReason.CLEAN
+        self._closing = True
         if first and not failed:
             try:
                 if self.settings.wal_enabled:
-                    self._flush_wal()
+                    self._flush_wal(wait=False)
                 else:
                     with self._lock:
                         self._freeze_locked(None)
