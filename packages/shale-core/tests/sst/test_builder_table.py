@@ -230,3 +230,36 @@ def test_truncation_raises_data_error(good: bytes, data) -> None:  # type: ignor
 def test_garbage_raises_data_error(junk: bytes) -> None:
     with pytest.raises(DataError):
         _read_all(junk)
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts ranged reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.range_reads = 0
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        self.range_reads += 1
+        return super().get_range(key, start, end)
+
+
+def test_scans_of_stored_ssts_read_ahead() -> None:
+    store = CountingStore()
+    rows = make_rows(6000, value_size=200)
+    store.put("t.sst", build_sst(rows))
+    t = SsTable.open(store, "t.sst")
+    before = store.range_reads
+    assert list(t.iter_rows()) == rows
+    forward_reads = store.range_reads - before
+    assert t.block_count > 100 and forward_reads < t.block_count // 10
+    t2 = SsTable.open(store, "t.sst")
+    before = store.range_reads
+    assert list(t2.iter_rows(reverse=True)) == [r for k in sorted({r[0] for r in rows}, reverse=True)
+                                                 for r in rows if r[0] == k]
+    assert store.range_reads - before < t2.block_count // 10
+    # point lookups still read one block
+    t3 = SsTable.open(store, "t.sst")
+    before = store.range_reads
+    assert t3.get_rows(rows[3000][0]) == [rows[3000]]
+    assert store.range_reads - before == 1

@@ -30,6 +30,8 @@ _CRC = struct.Struct(">I")
 FOOTER_LEN = 10
 #: How much of an SST's tail :meth:`SsTable.open` fetches in its first ranged read.
 TAIL_READ = 64 * 1024
+#: How many bytes of neighbouring blocks a scan of a stored SST fetches per ranged read.
+READ_AHEAD = 256 * 1024
 
 ReadFn = Callable[[int, int], bytes]
 
@@ -60,6 +62,7 @@ class SsTable:
         transformer: C.BlockTransformer | None = None,
         block_cache: Any = None,
         cache_id: object = None,
+        remote: bool = False,
     ) -> None:
         self._read = read
         self.size = size
@@ -67,6 +70,8 @@ class SsTable:
         self._policies = _known_policies(policies)
         self._cache = block_cache
         self._cache_id = cache_id if cache_id is not None else id(self)
+        self._remote = remote
+        self._window: tuple[int, bytes] | None = None
         try:
             self._load_meta(tail)
         except ShaleError:
@@ -106,6 +111,7 @@ class SsTable:
             return data
 
         options.setdefault("cache_id", key)
+        options.setdefault("remote", True)
         return cls(read, size, **options)
 
     # -- metadata ---------------------------------------------------------------------------
@@ -174,7 +180,30 @@ class SsTable:
     def _range(self, start: int, end: int) -> bytes:
         if start >= self._tail_start:
             return self._tail[start - self._tail_start : end - self._tail_start]
+        window = self._window
+        if window is not None and window[0] <= start and end <= window[0] + len(window[1]):
+            return window[1][start - window[0] : end - window[0]]
         return self._read(start, end)
+
+    def _in_window(self, start: int, end: int) -> bool:
+        window = self._window
+        return window is not None and window[0] <= start and end <= window[0] + len(window[1])
+
+    def _prefetch(self, i: int, direction: int) -> None:
+        """Read blocks next to ``i`` (in the scan's direction) with one ranged read."""
+        offs = self._offsets
+        n = len(offs) - 1
+        if direction > 0:
+            j = i + 1
+            while j < n and offs[j + 1] - offs[i] <= READ_AHEAD:
+                j += 1
+            lo, hi = offs[i], offs[j]
+        else:
+            j = i
+            while j > 0 and offs[i + 1] - offs[j - 1] <= READ_AHEAD:
+                j -= 1
+            lo, hi = offs[j], offs[i + 1]
+        self._window = (lo, self._read(lo, hi))  # replaced whole: safe for concurrent readers
 
     def _chunk(self, offset: int, length: int, what: str) -> bytes:
         return C.unframe_chunk(self._range(offset, offset + length), self.compression,
@@ -235,14 +264,21 @@ class SsTable:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def read_block(self, i: int) -> list[tuple]:  # type: ignore[type-arg]
-        """The decoded rows of block ``i``."""
+    def read_block(self, i: int, direction: int = 0) -> list[tuple]:  # type: ignore[type-arg]
+        """The decoded rows of block ``i``.
+
+        :param direction: ``1`` or ``-1`` when a scan will go on to the next or the previous
+            blocks: on a miss, an SST in an object store then fetches a window of up to
+            :data:`READ_AHEAD` bytes of neighbouring blocks in one ranged read.
+        """
         cache = self._cache
         if cache is not None:
             rows: list[tuple] | None = cache.get((self._cache_id, i))  # type: ignore[type-arg]
             if rows is not None:
                 return rows
         start, end = self._offsets[i], self._offsets[i + 1]
+        if direction and self._remote and not self._in_window(start, end):
+            self._prefetch(i, direction)
         payload = self._chunk(start, end - start, "data block")
         try:
             rows = _block.decode_block(payload, self.version)
@@ -280,14 +316,14 @@ class SsTable:
             if start is not None or end is not None or reverse:
                 raise InvalidError("WAL SSTs are read whole, in commit order")
             for i in range(self.block_count):
-                yield from self.read_block(i)
+                yield from self.read_block(i, 1)
             return
         if reverse:
             yield from self._iter_reverse(start, end)
             return
         first = 0 if start is None else self._start_block(start)
         for i in range(first, self.block_count):
-            rows = self.read_block(i)
+            rows = self.read_block(i, 1)
             lo = 0
             if start is not None and rows[0][0] < start:
                 lo = bisect.bisect_left(rows, start, key=_first)
@@ -301,7 +337,7 @@ class SsTable:
         last = self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
         group: list[tuple] = []  # type: ignore[type-arg]
         for i in range(last, -1, -1):
-            rows = self.read_block(i)
+            rows = self.read_block(i, -1)
             hi = len(rows)
             if end is not None and rows[-1][0] >= end:
                 hi = bisect.bisect_left(rows, end, key=_first)
