@@ -474,7 +474,9 @@ class CompactionExecutor:
             progress=progress, stop=stop,
         )
         readers.append(reader)
-        table = SsTable.open(reader, key, size=size, policies=(), transformer=self.transformer)
+        # the executor reads ahead itself (_ReadAhead): no second prefetch in the table
+        table = SsTable.open(reader, key, size=size, policies=(), transformer=self.transformer,
+                             remote=False)
         return table, reader
 
     def _view_rows(
