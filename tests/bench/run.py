@@ -6,9 +6,12 @@ that the engine benchmark runs.
 
 1. :mod:`micro` -- the accelerated modules, pure-Python twin vs Cython twin.
 2. :mod:`engine` -- shale's ``Db`` beside the official slatedb package (about 4 minutes).
+3. :mod:`compaction` -- shale's compactor beside the official one: merge throughput, and put
+   throughput during an in-process compaction.
 
 Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
-``--no-micro`` and ``--no-engine`` skip one part.
+the compaction benchmark gets only ``--quick``. ``--no-micro``, ``--no-engine`` and
+``--no-compaction`` skip one part.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+import compaction  # noqa: E402
 import engine  # noqa: E402
 import micro  # noqa: E402
 
@@ -26,13 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     skip_micro = "--no-micro" in args
     skip_engine = "--no-engine" in args
-    args = [a for a in args if a not in ("--no-micro", "--no-engine")]
+    skip_compaction = "--no-compaction" in args
+    args = [a for a in args if a not in ("--no-micro", "--no-engine", "--no-compaction")]
     rc = 0
     if not skip_micro:
         micro.main()
         print(flush=True)
     if not skip_engine:
         rc = engine.main(args)
+        print(flush=True)
+    if not skip_compaction:
+        rc = compaction.main(["--quick"] if "--quick" in args else []) or rc
     return rc
 
 

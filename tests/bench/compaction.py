@@ -1,0 +1,516 @@
+"""Compaction benchmark: shale's compactor beside the official ``slatedb`` 0.17.0 package.
+
+Two measurements, each engine in its own child processes (this file doubles as the worker
+script, see ``--worker``), on a local-directory object store in a fresh temporary directory:
+
+1. **Merge throughput.** A database of ``mb`` MB of ``value_size``-byte values (unique keys,
+   ``l0_count`` L0 SSTs, each spanning the whole key range, so every output row is a real
+   ``l0_count``-way merge; no compression) is written by the engine itself with its compactor
+   off and closed. Then one full compaction of it into a single sorted run is timed:
+
+   * shale: a standalone :class:`shale_compactor.Compactor` (``Compactor.open`` +
+     ``submit(FULL)`` + ``run_once``), default :class:`~shale.settings.CompactorOptions`
+     (256 MiB output SSTs, 4 fetch tasks). The clock runs from just before ``Compactor.open``
+     (which fences and loads the state) to ``run_once`` returning (the run is committed).
+   * official: the embedded compactor of an official ``Db`` opened on the same kind of database
+     with ``compactor_options.poll_interval = 50ms`` (other compactor options default; it may
+     split the job into parallel subcompactions, which the official package does by default).
+     The clock runs from just before ``DbBuilder.build()`` (the L0 SSTs exist) to the first
+     manifest, polled through ``Admin.read_manifest`` every 20 ms, that lists a sorted run and
+     no L0 SST. So it includes opening the writer, up to one 50 ms compactor poll and up to
+     20 ms of polling granularity; both sides therefore time "closed L0s to committed run".
+
+   MB/s is the summed size of the source L0 SST files divided by that time; each compaction
+   runs in a fresh process, whose peak RSS is reported.
+
+2. **Writer throughput during a compaction.** On a fresh copy of the same database, one thread
+   does non-durable puts (``value_size_put``-byte values, fresh pseudo-random keys) while the
+   database's *in-process* compactor (``Settings.compactor_options`` on; official: its embedded
+   compactor) compacts the ``l0_count`` L0s -- the window runs from the moment the job is seen
+   running to its commit (or ``put_cap`` seconds). Then, on another copy with the compactor
+   off, the same loop runs for the same duration. The table shows both rates and their ratio
+   (target: shale keeps >= 70 %). shale's compaction thread shares the writer's GIL; the
+   official compactor runs on native threads.
+
+Run ``python tests/bench/compaction.py`` (200 MB, a few minutes on 2 cores), ``--quick``
+(10 MB), ``--mb N``, ``--engines shale``, ``--json out.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import engine  # noqa: E402  (shared helpers: keys, value pool, RSS, table formatting)
+
+ENGINES = ("shale", "official")
+RESULT_PREFIX = "BENCH-RESULT "
+#: Both engines: L0 backpressure off (the default, 8, is exactly the prepared L0 count, so a
+#: writer without a compactor would stall its memtable flushes and its close).
+L0_MAX_SSTS = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    """Sizes of the benchmark."""
+
+    mb: float = 200.0
+    value_size: int = 1000
+    l0_count: int = 8
+    value_size_put: int = 100
+    #: longest put window (seconds) when the compaction takes longer
+    put_cap: float = 20.0
+
+    @property
+    def rows(self) -> int:
+        return int(self.mb * 1e6 / self.value_size)
+
+
+FULL = Params()
+QUICK = dataclasses.replace(FULL, mb=10.0)
+
+
+def _l0_bytes(db_dir: str) -> tuple[int, int]:
+    """(number, summed size) of the SSTs under ``db_dir/compacted``."""
+    sizes = [p.stat().st_size for p in Path(db_dir, "compacted").glob("*.sst")]
+    return len(sizes), sum(sizes)
+
+
+def _round_rows(p: Params, r: int) -> range:
+    """Row indexes of L0 number ``r``: every ``l0_count``-th key, so each L0 spans all keys."""
+    return range(r, p.rows, p.l0_count)
+
+
+def _put_key(i: int) -> bytes:
+    """Fresh keys for the put loops, scattered over the key space (not in insertion order)."""
+    return b"put%010d" % ((i * 2654435761) % 4294967311)
+
+
+# ---------------------------------------------------------------------------------------------
+# shale workers
+# ---------------------------------------------------------------------------------------------
+
+
+def _shale_settings(compactor: bool) -> Any:
+    from shale.settings import CompactorOptions, Settings
+
+    return Settings(
+        compactor_options=CompactorOptions(poll_interval=0.05) if compactor else None,
+        garbage_collector_options=None,
+        l0_max_ssts=L0_MAX_SSTS,
+    )
+
+
+def shale_prepare(p: Params, db_dir: str) -> dict[str, float]:
+    """``l0_count`` L0 SSTs of ``mb / l0_count`` MB each, compactor off."""
+    from shale.batch import WriteBatch
+    from shale.db import Db
+
+    pool = engine._ValuePool(p.value_size)
+    with Db.open(db_dir, _shale_settings(False), store_options={"fsync": False}) as db:
+        for r in range(p.l0_count):
+            wb = WriteBatch()
+            rows = _round_rows(p, r)
+            for n, i in enumerate(rows, 1):
+                wb.put(engine._key(i), pool.get(i))
+                if n % 1000 == 0 or n == len(rows):
+                    db.write(wb, durable=False)
+                    wb = WriteBatch()
+            db.flush(memtable=True)
+        assert len(db.manifest().l0) == p.l0_count
+    count, size = _l0_bytes(db_dir)
+    return {"l0_ssts": count, "l0_bytes": size}
+
+
+def shale_compact(p: Params, db_dir: str) -> dict[str, float]:
+    """One full compaction by a standalone compactor, timed open-to-commit."""
+    from shale_compactor import FULL, Compactor
+
+    _, size = _l0_bytes(db_dir)
+    settings = _shale_settings(False)
+    t0 = time.perf_counter()
+    with Compactor.open(db_dir, settings) as compactor:
+        compactor.submit(FULL)
+        (report,) = compactor.run_once()
+    dt = time.perf_counter() - t0
+    assert report.status == "completed", report
+    return {
+        "compact_mbps": size / 1e6 / dt,
+        "compact_s": dt,
+        "compact_rss": engine._peak_rss_mib(),
+        "compact_outputs": len(report.output_ssts),
+        "compact_job_s": report.duration_s,
+    }
+
+
+def _shale_put_loop(db: Any, p: Params, until: Callable[[], bool], cap: float) -> tuple[int, float]:
+    """Non-durable puts until ``until()`` (checked every 256 puts) or ``cap`` seconds."""
+    pool = engine._ValuePool(p.value_size_put)
+    put = db.put
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + cap
+    while True:
+        for i in range(n, n + 256):
+            put(_put_key(i), pool.get(i), durable=False)
+        n += 256
+        now = time.perf_counter()
+        if now >= deadline or until():
+            return n, now - t0
+
+
+def shale_put_during(p: Params, db_dir: str) -> dict[str, float]:
+    """Puts while the embedded compactor compacts the L0s; the window is the job's life."""
+    import shale
+    import shale.plugins
+    from shale.db import Db
+    from shale_compactor.plugin import embedded_compactor
+
+    done = threading.Event()
+
+    class OnCompaction:
+        @shale.hookimpl
+        def shale_compaction_finished(self, report: Any) -> None:
+            done.set()
+
+    host = shale.plugins.get_host()
+    host.register(OnCompaction(), name="bench-on-compaction")
+    try:
+        with Db.open(db_dir, _shale_settings(True)) as db:
+            compactor = embedded_compactor(db)
+            assert compactor is not None
+            deadline = time.monotonic() + 30
+            while not compactor.status() and not done.is_set():
+                assert time.monotonic() < deadline, "the embedded compactor never started"
+                time.sleep(0.002)
+            n, window = _shale_put_loop(db, p, done.is_set, p.put_cap)
+            finished_in_window = done.is_set()
+            assert done.wait(600), "the compaction did not finish"
+            m = db.refresh_manifest()
+    finally:
+        host.unregister(name="bench-on-compaction")
+    assert m.compacted, "no sorted run after the compaction"
+    return {"put_during": n / window, "put_window_s": window,
+            "put_window_complete": float(finished_in_window)}
+
+
+def shale_put_alone(p: Params, db_dir: str) -> dict[str, float]:
+    """The same put loop for ``p.put_cap`` seconds (the other step's window), compactor off."""
+    from shale.db import Db
+
+    with Db.open(db_dir, _shale_settings(False)) as db:
+        n, window = _shale_put_loop(db, p, lambda: False, p.put_cap)
+    return {"put_alone": n / window}
+
+
+# ---------------------------------------------------------------------------------------------
+# official workers
+# ---------------------------------------------------------------------------------------------
+
+
+async def _official_open(db_dir: str, compactor: bool) -> tuple[Any, Any]:
+    """An official writer on ``db_dir`` (and its object store), compactor on or off."""
+    s = engine._slatedb()
+    store = s.ObjectStore.resolve("file:///")
+    settings = s.Settings.default()
+    settings.set("garbage_collector_options", "null")
+    settings.set("l0_max_ssts", str(L0_MAX_SSTS))
+    settings.set("l0_max_ssts_per_key", str(L0_MAX_SSTS))  # 0.17: every L0 spans every key
+    if compactor:
+        # every polling interval of the 0.17 compactor (coordinator and worker) at 50 ms
+        for key in ("poll_interval", "commit_compacted_interval",
+                    "worker.compactions_poll_interval"):
+            settings.set(f"compactor_options.{key}", '"50ms"')
+    else:
+        settings.set("compactor_options", "null")
+    builder = s.DbBuilder(os.path.abspath(db_dir).lstrip("/"), store)
+    builder.with_settings(settings)
+    return await builder.build(), store
+
+
+def _official_admin(db_dir: str, store: Any) -> Any:
+    s = engine._slatedb()
+    return s.AdminBuilder(os.path.abspath(db_dir).lstrip("/"), store).build()
+
+
+async def official_prepare(p: Params, db_dir: str) -> dict[str, float]:
+    s = engine._slatedb()
+    db, _ = await _official_open(db_dir, compactor=False)
+    try:
+        pool = engine._ValuePool(p.value_size)
+        for r in range(p.l0_count):
+            wb = s.WriteBatch()
+            rows = _round_rows(p, r)
+            for n, i in enumerate(rows, 1):
+                wb.put(engine._key(i), pool.get(i))
+                if n % 1000 == 0 or n == len(rows):
+                    await db.write(wb)
+                    wb = s.WriteBatch()
+            await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.MEM_TABLE))
+    finally:
+        await engine._official_close(db)
+    count, size = _l0_bytes(db_dir)
+    return {"l0_ssts": count, "l0_bytes": size}
+
+
+async def _wait_for_run(admin: Any, timeout: float) -> Any:
+    deadline = time.perf_counter() + timeout
+    while True:
+        m = await admin.read_manifest(None)
+        if m is not None and m.compacted and not m.l0:
+            return m
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the official compactor committed no run")
+        await asyncio.sleep(0.02)
+
+
+async def official_compact(p: Params, db_dir: str) -> dict[str, float]:
+    engine._slatedb()  # load the native library before the clock starts
+    _, size = _l0_bytes(db_dir)
+    t0 = time.perf_counter()
+    db, store = await _official_open(db_dir, compactor=True)
+    try:
+        m = await _wait_for_run(_official_admin(db_dir, store), 600)
+        dt = time.perf_counter() - t0
+    finally:
+        await engine._official_close(db)
+    return {
+        "compact_mbps": size / 1e6 / dt,
+        "compact_s": dt,
+        "compact_rss": engine._peak_rss_mib(),
+        "compact_outputs": sum(len(r.sst_views) for r in m.compacted),
+        "compact_runs": len(m.compacted),
+    }
+
+
+async def _official_put_loop(db: Any, p: Params, until: Callable[[], bool],
+                             cap: float) -> tuple[int, float]:
+    pool = engine._ValuePool(p.value_size_put)
+    put = db.put
+    n = 0
+    t0 = time.perf_counter()
+    deadline = t0 + cap
+    while True:
+        for i in range(n, n + 256):
+            await put(_put_key(i), pool.get(i))
+        n += 256
+        now = time.perf_counter()
+        if now >= deadline or until():
+            return n, now - t0
+
+
+async def official_put_during(p: Params, db_dir: str) -> dict[str, float]:
+    db, store = await _official_open(db_dir, compactor=True)
+    admin = _official_admin(db_dir, store)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # wait until a compaction is running
+            c = await admin.read_compactions(None)
+            if c is not None and any(x.active for x in c.recent_compactions):
+                break
+            assert time.monotonic() < deadline, "the official compactor never started"
+            await asyncio.sleep(0.005)
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            await _wait_for_run(admin, 600)
+            done.set()
+
+        watcher = asyncio.ensure_future(watch())
+        n, window = await _official_put_loop(db, p, done.is_set, p.put_cap)
+        finished_in_window = done.is_set()
+        await watcher
+    finally:
+        await engine._official_close(db)
+    return {"put_during": n / window, "put_window_s": window,
+            "put_window_complete": float(finished_in_window)}
+
+
+async def official_put_alone(p: Params, db_dir: str) -> dict[str, float]:
+    db, _ = await _official_open(db_dir, compactor=False)
+    try:
+        n, window = await _official_put_loop(db, p, lambda: False, p.put_cap)
+    finally:
+        await engine._official_close(db)
+    return {"put_alone": n / window}
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+# ---------------------------------------------------------------------------------------------
+
+
+def _rows(p: Params) -> list[engine.Row]:
+    Row = engine.Row
+    return [
+        Row("compact_mbps", f"full compaction, {p.mb:g} MB, {p.l0_count} L0s, "
+            f"{p.value_size} B values", "MB/s"),
+        Row("compact_s", "full compaction wall time (open to commit)", "s",
+            higher_better=False),
+        Row("compact_rss", "full compaction peak RSS", "MiB", higher_better=False),
+        Row("put_alone", "put, not waiting (compactor off)", "ops/s"),
+        Row("put_during", "put, not waiting, during the compaction", "ops/s"),
+        Row("put_kept_pct", "put throughput kept during compaction", "%", target=70),
+    ]
+
+
+def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
+    """The table: engine.py's layout, plus the put-kept percentage."""
+    for res in results.values():
+        if "put_during" in res and res.get("put_alone"):
+            res["put_kept_pct"] = 100.0 * res["put_during"] / res["put_alone"]
+    lines = []
+    head = (f"{'workload':<52}{'unit':>6}{'shale':>13}{'official':>13}{'shale/off':>11}"
+            f"{'target':>12}{'met':>5}")
+    lines.append(head)
+    lines.append("-" * len(head))
+    shale, official = results.get("shale", {}), results.get("official", {})
+    for row in _rows(p):
+        s = shale.get(row.metric)
+        o = official.get(row.metric)
+        if s is None and o is None:
+            continue
+        ratio = f"{s / o:.2f}x" if s is not None and o else "-"
+        unit = "MB/s" if row.unit == "%" else row.unit  # engine._fmt: one decimal
+        lines.append(f"{row.label:<52}{row.unit:>6}{engine._fmt(s, unit):>13}"
+                     f"{engine._fmt(o, unit):>13}{ratio:>11}{engine._target_text(row):>12}"
+                     f"{engine._met(row, s, o):>5}")
+    for name, res in results.items():
+        if "compact_s" in res:
+            extra = f", {res['compact_runs']:.0f} run(s)" if "compact_runs" in res else ""
+            lines.append(f"{name}: compaction wrote {res['compact_outputs']:.0f} SST(s){extra} "
+                         f"from {res['l0_ssts']:.0f} L0 SSTs of {res['l0_bytes'] / 1e6:.1f} MB; "
+                         f"put window {res.get('put_window_s', 0):.2f}s"
+                         f"{'' if res.get('put_window_complete', 1) else ' (capped)'}")
+    lines.append("Ratios are shale/official: above 1 is better for shale on MB/s and ops/s, "
+                 "below 1 on s and MiB.")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Orchestration
+# ---------------------------------------------------------------------------------------------
+
+
+def _worker_main(engine_name: str, step: str, params_json: str, db_dir: str) -> int:
+    p = Params(**json.loads(params_json))
+    fn = globals()[f"{engine_name}_{step}"]
+    try:
+        value = asyncio.run(fn(p, db_dir)) if engine_name == "official" else fn(p, db_dir)
+        result = {"ok": True, "value": value}
+    except BaseException:  # report everything; the parent prints it and carries on
+        result = {"ok": False, "error": traceback.format_exc()}
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _run_step(engine_name: str, step: str, p: Params, db_dir: str,
+              timeout: float) -> dict[str, Any]:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine_name, step,
+           json.dumps(dataclasses.asdict(p)), db_dir]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"{step} timed out after {timeout:.0f}s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+            return result
+    return {"ok": False, "error": f"{step}: worker died rc={proc.returncode}\n"
+                                  f"{proc.stderr[-3000:]}"}
+
+
+def run_engine(engine_name: str, p: Params, timeout: float,
+               log: Callable[[str], None]) -> tuple[dict[str, float], list[str]]:
+    """prepare once; then compact, put_during and put_alone, each on a fresh copy."""
+    out: dict[str, float] = {}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"bench-compaction-{engine_name}-") as root:
+        base = os.path.join(root, "base")
+
+        def step(name: str, db_dir: str, params: Params = p) -> bool:
+            t0 = time.perf_counter()
+            res = _run_step(engine_name, name, params, db_dir, timeout)
+            log(f"  {name:<12} {engine_name:<9} {time.perf_counter() - t0:6.1f}s"
+                f"{'' if res['ok'] else '  FAILED'}")
+            if not res["ok"]:
+                errors.append(f"{name}/{engine_name}: {res['error'].strip()}")
+                return False
+            out.update(res["value"])
+            return True
+
+        if not step("prepare", base):
+            return out, errors
+        for name in ("compact", "put_during"):
+            copy = os.path.join(root, name)
+            shutil.copytree(base, copy)
+            step(name, copy)
+            shutil.rmtree(copy)
+        window = out.get("put_window_s")
+        if window is not None:
+            step("put_alone", base, dataclasses.replace(p, put_cap=window))
+    return out, errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the compaction benchmark and print its table; 0 on success, 1 if a step failed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--worker"]:
+        return _worker_main(*argv[1:5])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=f"{QUICK.mb:g} MB instead of {FULL.mb:g}")
+    ap.add_argument("--mb", type=float, default=None, help="database size in MB")
+    ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines")
+    ap.add_argument("--json", default="", help="also write the raw results to this file")
+    args = ap.parse_args(argv)
+    p = QUICK if args.quick else FULL
+    if args.mb is not None:
+        p = dataclasses.replace(p, mb=args.mb)
+    engines = [e for e in args.engines.split(",") if e]
+    if "official" in engines and importlib.util.find_spec("slatedb") is None:
+        print("the official slatedb package is not installed: shale only", file=sys.stderr)
+        engines.remove("official")
+    t0 = time.perf_counter()
+    print(f"Compaction benchmark, shale vs official slatedb ({p.mb:g} MB, {os.cpu_count()} CPUs, "
+          f"Python {sys.version.split()[0]})", flush=True)
+    print(engine._versions(), flush=True)
+    print(f"load average at start: {engine._loadavg()}", flush=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    results: dict[str, dict[str, float]] = {}
+    errors: list[str] = []
+    for name in engines:
+        results[name], errs = run_engine(name, p, timeout=1800.0, log=log)
+        errors += errs
+    print(format_table(results, p))
+    print(f"total {time.perf_counter() - t0:.0f}s, load average at end: {engine._loadavg()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"params": dataclasses.asdict(p), "results": results, "errors": errors},
+                      f, indent=1)
+    for err in errors:
+        print(f"\nFAILED {err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
