@@ -288,3 +288,23 @@ def test_settings_type_checked(tmp_path: pathlib.Path) -> None:
 def test_public_names() -> None:
     for name in ("Db", "WriteBatch", "Settings", "Ttl", "KeyValue"):
         assert hasattr(shale, name)
+
+
+def test_open_sst_metadata_is_byte_bounded(tmp_path: pathlib.Path) -> None:
+    s = Settings(flush_interval=0.01, compactor_options=None, garbage_collector_options=None,
+                 meta_cache_bytes=1)  # too small to keep any table open: reopened on demand
+    with open_db(tmp_path / "db", s) as db:
+        for r in range(3):
+            for i in range(50):
+                db.put(b"k%03d" % i, b"v%d" % r, durable=False)
+            db.flush(memtable=True)
+        for _ in range(2):
+            assert db.get(b"k007") == b"v2"
+            assert dict(db.scan())[b"k049"] == b"v2"
+        m = db.metrics()
+        assert m["meta_cache_bytes"] == 0 and m["meta_cache_misses"] >= 2
+    with open_db(tmp_path / "db") as db:  # default budget: tables stay open
+        db.get(b"k001")
+        db.get(b"k002")
+        m = db.metrics()
+        assert m["meta_cache_hits"] >= 1 and m["meta_cache_bytes"] > 0

@@ -121,6 +121,11 @@ class BlockCache:
             if old is not None:
                 self._size -= old[1]
 
+    def keys(self) -> list[Hashable]:
+        """The cached keys, least recently used first (a snapshot)."""
+        with self._lock:
+            return list(self._entries)
+
     def clear(self) -> None:
         """Drop every entry. The hit, miss, insert and eviction counters are kept."""
         with self._lock:

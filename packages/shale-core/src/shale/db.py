@@ -258,7 +258,7 @@ class Db:
         self._next_wal_id = 1
         self._snapshots: dict[int, int] = {}
         self._snapshot_ids = itertools.count(1)
-        self._tables: dict[int, SsTable] = {}
+        self._tables = BlockCache(settings.meta_cache_bytes)  # open SSTs by id
         self.stats: dict[str, int] = collections.Counter()
 
     def _start(self) -> None:
@@ -944,21 +944,22 @@ class Db:
             return _View(mts, self._manifest, max_seq)
 
     def _table(self, view: SstView) -> SsTable:
+        """The open SST of a view, from the byte-bounded metadata cache (index and filter)."""
         sid = view.sst.id.value
-        t = self._tables.get(sid)
+        t: SsTable | None = self._tables.get(sid)
         if t is None:
             t = SsTable.open(self.store, ids.compacted_path(self.root, view.sst.id),
                              policies=self.filter_policies or None, transformer=self.transformer,
                              block_cache=self.block_cache)
-            self._tables[sid] = t
+            self._tables.put(sid, t, t.meta_bytes())
         return t
 
     def _forget_tables(self, m: Manifest) -> None:
         live = {v.sst.id.value for v in m.l0}
         for run in m.compacted:
             live.update(v.sst.id.value for v in run.ssts)
-        for sid in [s for s in list(self._tables) if s not in live]:
-            self._tables.pop(sid, None)
+        for sid in [s for s in self._tables.keys() if s not in live]:
+            self._tables.remove(sid)
 
     def _point_versions(self, v: _View, key: bytes) -> list[tuple]:  # type: ignore[type-arg]
         max_seq = v.max_seq
@@ -1139,6 +1140,10 @@ class Db:
         cache = self.block_cache.stats()
         out["cache_hits"] = cache.get("hits", 0)
         out["cache_misses"] = cache.get("misses", 0)
+        meta = self._tables.stats()
+        out["meta_cache_hits"] = meta.get("hits", 0)
+        out["meta_cache_misses"] = meta.get("misses", 0)
+        out["meta_cache_bytes"] = meta.get("size_bytes", 0)
         return out
 
 

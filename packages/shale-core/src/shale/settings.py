@@ -698,6 +698,9 @@ class Settings(_Options):
     merge_operator: str | None = None
     #: Bytes of the in-memory block cache; 0 disables it.
     block_cache_bytes: int = 128 * MiB
+    #: Bytes of open-SST metadata (index, filter) kept in memory; least recently used SSTs are
+    #: closed beyond it and reopened on demand.
+    meta_cache_bytes: int = 128 * MiB
     #: Manifest format written: 2 (current) or 1 (older readers).
     manifest_format_version: int = 2
     #: Reads hide rows whose ``expire_ts <= now``. SlateDB 0.12.1 returns them (``False``).
@@ -726,6 +729,7 @@ class Settings(_Options):
         "filter_policies": _Spec("names"),
         "merge_operator": _Spec("name", optional=True),
         "block_cache_bytes": _Spec("size"),
+        "meta_cache_bytes": _Spec("size"),
         "manifest_format_version": _Spec("int", choices=(1, 2)),
         "hide_expired": _Spec("bool"),
         "seed": _Spec("int", optional=True, hi=_U64_MAX),

@@ -209,6 +209,11 @@ class SsTable:
         return C.unframe_chunk(self._range(offset, offset + length), self.compression,
                                self.transformer, what=what)
 
+    def meta_bytes(self) -> int:
+        """Estimated memory held by this open SST: the tail read, the index, the filter."""
+        keys = sum(len(k) for k in self._index_keys)
+        return len(self._tail) + keys + 80 * len(self._index_keys) + self.info.filter_len + 512
+
     @property
     def block_count(self) -> int:
         return len(self._index_keys)
