@@ -56,3 +56,17 @@ def wheels(session: nox.Session) -> None:
         "plugins/_template",
     ):
         session.run("python", "-m", "build", "--wheel", "--outdir", "dist", path)
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict over the source packages."""
+    session.install("ruff", "mypy", "-r", "requirements-dev.txt")
+    session.run("ruff", "check", "packages", "plugins")
+    session.run("ruff", "format", "--check", "packages", "plugins", "tests")
+    session.run(
+        "mypy", "--strict",
+        "packages/shale-core/src/shale", "packages/shale-compactor/src/shale_compactor",
+        "packages/shale-gc/src/shale_gc", "packages/shale-minio/src/shale_minio",
+        "plugins/shale-faults/src/shale_faults",
+    )

@@ -118,8 +118,14 @@ def _writer_main(argv: list[str]) -> int:
                 try:
                     db.put(key, b"value-%d" % n)
                 except ClosedError as exc:
-                    _emit({"event": "fenced", "reason": exc.reason, "acked": n,
-                           "close_reason": db.close_reason})
+                    _emit(
+                        {
+                            "event": "fenced",
+                            "reason": exc.reason,
+                            "acked": n,
+                            "close_reason": db.close_reason,
+                        }
+                    )
                     break
                 n += 1
                 if n == 20:
@@ -162,13 +168,18 @@ class _WriterA:
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), str(db_dir), mode],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
         )
         self._events: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self.stderr = b""
-        self._threads = [threading.Thread(target=self._read_out, daemon=True),
-                         threading.Thread(target=self._read_err, daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._read_out, daemon=True),
+            threading.Thread(target=self._read_err, daemon=True),
+        ]
         for t in self._threads:
             t.start()
 
@@ -196,8 +207,10 @@ class _WriterA:
                         return e
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no {event!r} from writer A: {self._events} "
-                                         f"rc={self.proc.poll()} {self.stderr[-3000:]!r}")
+                    raise AssertionError(
+                        f"no {event!r} from writer A: {self._events} "
+                        f"rc={self.proc.poll()} {self.stderr[-3000:]!r}"
+                    )
                 self._cond.wait(left)
 
     def send(self, cmd: str) -> None:
@@ -228,7 +241,11 @@ def _bucket(db_dir: Path) -> dict[str, tuple[int, int, int, str]]:
         if p.is_file():
             st = p.stat()
             out[str(p.relative_to(db_dir))] = (
-                st.st_size, st.st_ino, st.st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+                st.st_size,
+                st.st_ino,
+                st.st_mtime_ns,
+                hashlib.sha256(p.read_bytes()).hexdigest(),
+            )
     return out
 
 

@@ -20,7 +20,9 @@ def _blocks() -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("name,code", _blocks(), ids=[n for n, _ in _blocks()])
-def test_doc_example_runs(name: str, code: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_doc_example_runs(
+    name: str, code: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     if "class Test" in code:  # a test module example: only check that it compiles
         compile(code, name, "exec")

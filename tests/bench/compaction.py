@@ -57,7 +57,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import engine  # noqa: E402  (shared helpers: keys, value pool, RSS, table formatting)
+import engine
 
 ENGINES = ("shale", "official")
 RESULT_PREFIX = "BENCH-RESULT "
@@ -206,8 +206,11 @@ def shale_put_during(p: Params, db_dir: str) -> dict[str, float]:
     finally:
         host.unregister(name="bench-on-compaction")
     assert m.compacted, "no sorted run after the compaction"
-    return {"put_during": n / window, "put_window_s": window,
-            "put_window_complete": float(finished_in_window)}
+    return {
+        "put_during": n / window,
+        "put_window_s": window,
+        "put_window_complete": float(finished_in_window),
+    }
 
 
 def shale_put_alone(p: Params, db_dir: str) -> dict[str, float]:
@@ -234,8 +237,11 @@ async def _official_open(db_dir: str, compactor: bool) -> tuple[Any, Any]:
     settings.set("l0_max_ssts_per_key", str(L0_MAX_SSTS))  # 0.17: every L0 spans every key
     if compactor:
         # every polling interval of the 0.17 compactor (coordinator and worker) at 50 ms
-        for key in ("poll_interval", "commit_compacted_interval",
-                    "worker.compactions_poll_interval"):
+        for key in (
+            "poll_interval",
+            "commit_compacted_interval",
+            "worker.compactions_poll_interval",
+        ):
             settings.set(f"compactor_options.{key}", '"50ms"')
     else:
         settings.set("compactor_options", "null")
@@ -299,8 +305,9 @@ async def official_compact(p: Params, db_dir: str) -> dict[str, float]:
     }
 
 
-async def _official_put_loop(db: Any, p: Params, until: Callable[[], bool],
-                             cap: float) -> tuple[int, float]:
+async def _official_put_loop(
+    db: Any, p: Params, until: Callable[[], bool], cap: float
+) -> tuple[int, float]:
     pool = engine._ValuePool(p.value_size_put)
     put = db.put
     n = 0
@@ -338,8 +345,11 @@ async def official_put_during(p: Params, db_dir: str) -> dict[str, float]:
         await watcher
     finally:
         await engine._official_close(db)
-    return {"put_during": n / window, "put_window_s": window,
-            "put_window_complete": float(finished_in_window)}
+    return {
+        "put_during": n / window,
+        "put_window_s": window,
+        "put_window_complete": float(finished_in_window),
+    }
 
 
 async def official_put_alone(p: Params, db_dir: str) -> dict[str, float]:
@@ -359,10 +369,12 @@ async def official_put_alone(p: Params, db_dir: str) -> dict[str, float]:
 def _rows(p: Params) -> list[engine.Row]:
     Row = engine.Row
     return [
-        Row("compact_mbps", f"full compaction, {p.mb:g} MB, {p.l0_count} L0s, "
-            f"{p.value_size} B values", "MB/s"),
-        Row("compact_s", "full compaction wall time (open to commit)", "s",
-            higher_better=False),
+        Row(
+            "compact_mbps",
+            f"full compaction, {p.mb:g} MB, {p.l0_count} L0s, {p.value_size} B values",
+            "MB/s",
+        ),
+        Row("compact_s", "full compaction wall time (open to commit)", "s", higher_better=False),
         Row("compact_rss", "full compaction peak RSS", "MiB", higher_better=False),
         Row("put_alone", "put, not waiting (compactor off)", "ops/s"),
         Row("put_during", "put, not waiting, during the compaction", "ops/s"),
@@ -376,8 +388,10 @@ def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
         if "put_during" in res and res.get("put_alone"):
             res["put_kept_pct"] = 100.0 * res["put_during"] / res["put_alone"]
     lines = []
-    head = (f"{'workload':<52}{'unit':>6}{'shale':>13}{'official':>13}{'shale/off':>11}"
-            f"{'target':>12}{'met':>5}")
+    head = (
+        f"{'workload':<52}{'unit':>6}{'shale':>13}{'official':>13}{'shale/off':>11}"
+        f"{'target':>12}{'met':>5}"
+    )
     lines.append(head)
     lines.append("-" * len(head))
     shale, official = results.get("shale", {}), results.get("official", {})
@@ -388,18 +402,24 @@ def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
             continue
         ratio = f"{s / o:.2f}x" if s is not None and o else "-"
         unit = "MB/s" if row.unit == "%" else row.unit  # engine._fmt: one decimal
-        lines.append(f"{row.label:<52}{row.unit:>6}{engine._fmt(s, unit):>13}"
-                     f"{engine._fmt(o, unit):>13}{ratio:>11}{engine._target_text(row):>12}"
-                     f"{engine._met(row, s, o):>5}")
+        lines.append(
+            f"{row.label:<52}{row.unit:>6}{engine._fmt(s, unit):>13}"
+            f"{engine._fmt(o, unit):>13}{ratio:>11}{engine._target_text(row):>12}"
+            f"{engine._met(row, s, o):>5}"
+        )
     for name, res in results.items():
         if "compact_s" in res:
             extra = f", {res['compact_runs']:.0f} run(s)" if "compact_runs" in res else ""
-            lines.append(f"{name}: compaction wrote {res['compact_outputs']:.0f} SST(s){extra} "
-                         f"from {res['l0_ssts']:.0f} L0 SSTs of {res['l0_bytes'] / 1e6:.1f} MB; "
-                         f"put window {res.get('put_window_s', 0):.2f}s"
-                         f"{'' if res.get('put_window_complete', 1) else ' (capped)'}")
-    lines.append("Ratios are shale/official: above 1 is better for shale on MB/s and ops/s, "
-                 "below 1 on s and MiB.")
+            lines.append(
+                f"{name}: compaction wrote {res['compact_outputs']:.0f} SST(s){extra} "
+                f"from {res['l0_ssts']:.0f} L0 SSTs of {res['l0_bytes'] / 1e6:.1f} MB; "
+                f"put window {res.get('put_window_s', 0):.2f}s"
+                f"{'' if res.get('put_window_complete', 1) else ' (capped)'}"
+            )
+    lines.append(
+        "Ratios are shale/official: above 1 is better for shale on MB/s and ops/s, "
+        "below 1 on s and MiB."
+    )
     return "\n".join(lines)
 
 
@@ -421,24 +441,35 @@ def _worker_main(engine_name: str, step: str, params_json: str, db_dir: str) -> 
     return 0
 
 
-def _run_step(engine_name: str, step: str, p: Params, db_dir: str,
-              timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine_name, step,
-           json.dumps(dataclasses.asdict(p)), db_dir]
+def _run_step(
+    engine_name: str, step: str, p: Params, db_dir: str, timeout: float
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        engine_name,
+        step,
+        json.dumps(dataclasses.asdict(p)),
+        db_dir,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"{step} timed out after {timeout:.0f}s"}
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX):])
+            result: dict[str, Any] = json.loads(line[len(RESULT_PREFIX) :])
             return result
-    return {"ok": False, "error": f"{step}: worker died rc={proc.returncode}\n"
-                                  f"{proc.stderr[-3000:]}"}
+    return {
+        "ok": False,
+        "error": f"{step}: worker died rc={proc.returncode}\n{proc.stderr[-3000:]}",
+    }
 
 
-def run_engine(engine_name: str, p: Params, timeout: float,
-               log: Callable[[str], None]) -> tuple[dict[str, float], list[str]]:
+def run_engine(
+    engine_name: str, p: Params, timeout: float, log: Callable[[str], None]
+) -> tuple[dict[str, float], list[str]]:
     """prepare once; then compact, put_during and put_alone, each on a fresh copy."""
     out: dict[str, float] = {}
     errors: list[str] = []
@@ -448,8 +479,10 @@ def run_engine(engine_name: str, p: Params, timeout: float,
         def step(name: str, db_dir: str, params: Params = p) -> bool:
             t0 = time.perf_counter()
             res = _run_step(engine_name, name, params, db_dir, timeout)
-            log(f"  {name:<12} {engine_name:<9} {time.perf_counter() - t0:6.1f}s"
-                f"{'' if res['ok'] else '  FAILED'}")
+            log(
+                f"  {name:<12} {engine_name:<9} {time.perf_counter() - t0:6.1f}s"
+                f"{'' if res['ok'] else '  FAILED'}"
+            )
             if not res["ok"]:
                 errors.append(f"{name}/{engine_name}: {res['error'].strip()}")
                 return False
@@ -488,8 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the official slatedb package is not installed: shale only", file=sys.stderr)
         engines.remove("official")
     t0 = time.perf_counter()
-    print(f"Compaction benchmark, shale vs official slatedb ({p.mb:g} MB, {os.cpu_count()} CPUs, "
-          f"Python {sys.version.split()[0]})", flush=True)
+    print(
+        f"Compaction benchmark, shale vs official slatedb ({p.mb:g} MB, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]})",
+        flush=True,
+    )
     print(engine._versions(), flush=True)
     print(f"load average at start: {engine._loadavg()}", flush=True)
 
@@ -505,8 +541,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"total {time.perf_counter() - t0:.0f}s, load average at end: {engine._loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"params": dataclasses.asdict(p), "results": results, "errors": errors},
-                      f, indent=1)
+            json.dump(
+                {"params": dataclasses.asdict(p), "results": results, "errors": errors}, f, indent=1
+            )
     for err in errors:
         print(f"\nFAILED {err}", file=sys.stderr)
     return 1 if errors else 0

@@ -101,21 +101,37 @@ class Params:
 
         return dataclasses.replace(
             self,
-            put_count=n(self.put_count, 500), put_cap=t(self.put_cap),
+            put_count=n(self.put_count, 500),
+            put_cap=t(self.put_cap),
             durable_cap=t(self.durable_cap),
-            batch_rows=n(self.batch_rows, 10 * self.batch_size), batch_cap=t(self.batch_cap),
+            batch_rows=n(self.batch_rows, 10 * self.batch_size),
+            batch_cap=t(self.batch_cap),
             read_keys=n(self.read_keys, 2 * self.scan_len + 100),
-            get_count=n(self.get_count, 500), get_cap=t(self.get_cap),
-            scan_count=n(self.scan_count, 50), scan_cap=t(self.scan_cap),
-            bulk_rows=n(self.bulk_rows, 500), reopen_rows=n(self.reopen_rows, 500),
+            get_count=n(self.get_count, 500),
+            get_cap=t(self.get_cap),
+            scan_count=n(self.scan_count, 50),
+            scan_cap=t(self.scan_cap),
+            bulk_rows=n(self.bulk_rows, 500),
+            reopen_rows=n(self.reopen_rows, 500),
         )
 
 
 FULL = Params()
 QUICK = dataclasses.replace(
-    FULL, put_count=50_000, put_cap=1.0, durable_cap=0.5, batch_rows=50_000, batch_cap=1.0,
-    read_keys=20_000, get_count=20_000, get_cap=1.0, scan_count=500, scan_cap=1.0,
-    bulk_rows=20_000, reopen_rows=20_000, repeats=1,
+    FULL,
+    put_count=50_000,
+    put_cap=1.0,
+    durable_cap=0.5,
+    batch_rows=50_000,
+    batch_cap=1.0,
+    read_keys=20_000,
+    get_count=20_000,
+    get_cap=1.0,
+    scan_count=500,
+    scan_cap=1.0,
+    bulk_rows=20_000,
+    reopen_rows=20_000,
+    repeats=1,
 )
 
 
@@ -222,8 +238,9 @@ def _latencies_us(op: Callable[[int], Any], starts: Sequence[int], cap: float) -
     return statistics.median(lat) * 1e6
 
 
-async def _alatencies_us(op: Callable[[int], Awaitable[Any]], starts: Sequence[int],
-                         cap: float) -> float:
+async def _alatencies_us(
+    op: Callable[[int], Awaitable[Any]], starts: Sequence[int], cap: float
+) -> float:
     lat = []
     deadline = time.perf_counter() + cap
     for s in starts:
@@ -339,6 +356,7 @@ def shale_batch(p: Params, root: str) -> dict[str, float]:
     for r in range(p.repeats):
         db = _shale_open(os.path.join(root, f"db{r}"))
         try:
+
             def one(group: list[bytes]) -> None:
                 wb = WriteBatch()
                 for j, k in enumerate(group):
@@ -434,7 +452,7 @@ def shale_reopen_open(p: Params, root: str) -> dict[str, float]:
 
     Imports and plugin discovery happen before the clock starts (a once-per-process cost).
     """
-    import shale.db  # noqa: F401
+    import shale.db
     import shale.settings  # noqa: F401
     from shale.plugins import get_host
 
@@ -481,7 +499,8 @@ async def _official_close(db: Any, wal_only: bool = False) -> None:
     s = _slatedb()
     if wal_only:
         await asyncio.wait_for(
-            db.shutdown_with_options(s.CloseOptions(flush_type=s.FlushType.WAL)), 120)
+            db.shutdown_with_options(s.CloseOptions(flush_type=s.FlushType.WAL)), 120
+        )
     else:
         await asyncio.wait_for(db.shutdown(), 120)
 
@@ -512,6 +531,7 @@ async def official_put(p: Params, root: str) -> dict[str, float]:
     groups = [items[lo : lo + 64] for lo in range(0, len(items), 64)]
     db = await _official_open(os.path.join(root, "gather"))
     try:
+
         async def group(g: list[tuple[bytes, bytes]]) -> None:
             await asyncio.gather(*(put(k, v) for k, v in g))
 
@@ -564,6 +584,7 @@ async def official_batch(p: Params, root: str) -> dict[str, float]:
     for r in range(p.repeats):
         db = await _official_open(os.path.join(root, f"db{r}"))
         try:
+
             async def one(group: list[bytes]) -> None:
                 wb = s.WriteBatch()
                 for j, k in enumerate(group):
@@ -590,15 +611,22 @@ async def official_reads(p: Params, root: str) -> dict[str, float]:
         get = db.get
 
         async def scan100(st: int) -> None:
-            it = await db.scan(s.KeyRange(start=_key(st), start_inclusive=True,
-                                          end=_key(st + p.scan_len), end_inclusive=False))
+            it = await db.scan(
+                s.KeyRange(
+                    start=_key(st),
+                    start_inclusive=True,
+                    end=_key(st + p.scan_len),
+                    end_inclusive=False,
+                )
+            )
             rows = await it.next_batch(p.scan_len + 1)
             assert len(rows) == p.scan_len
 
         async def full_scan() -> float:
             t0 = time.perf_counter()
-            it = await db.scan(s.KeyRange(start=None, start_inclusive=True, end=None,
-                                          end_inclusive=False))
+            it = await db.scan(
+                s.KeyRange(start=None, start_inclusive=True, end=None, end_inclusive=False)
+            )
             c = 0
             while True:
                 batch = await it.next_batch(1024)
@@ -719,14 +747,26 @@ def _rows(p: Params) -> list[Row]:
     full_bulk = p.bulk_rows * p.bulk_value_size >= 200_000_000
     return [
         Row("put_nowait", "put, not waiting for durability", "ops/s", target=500_000),
-        Row("put_nowait_gather", "put, not waiting (official: 64 in flight)", "ops/s",
-            shale_metric="put_nowait"),
+        Row(
+            "put_nowait_gather",
+            "put, not waiting (official: 64 in flight)",
+            "ops/s",
+            shale_metric="put_nowait",
+        ),
         Row("durable_1", "durable put, 1 writer", "ops/s"),
         Row("durable_n", f"durable put, {p.writers} writers", "ops/s", target_official=True),
-        Row("durable_1_nofsync", "durable put, 1 writer (shale fsync off)", "ops/s",
-            official_metric="durable_1"),
-        Row("durable_n_nofsync", f"durable put, {p.writers} writers (shale fsync off)", "ops/s",
-            official_metric="durable_n"),
+        Row(
+            "durable_1_nofsync",
+            "durable put, 1 writer (shale fsync off)",
+            "ops/s",
+            official_metric="durable_1",
+        ),
+        Row(
+            "durable_n_nofsync",
+            f"durable put, {p.writers} writers (shale fsync off)",
+            "ops/s",
+            official_metric="durable_n",
+        ),
         Row("batch", f"write batch of {p.batch_size} puts", "rows/s"),
         Row("get_mem", "get, memtable", "ops/s", target=500_000),
         Row("get_sst", "get, L0 SST warm", "ops/s", target=200_000),
@@ -734,14 +774,27 @@ def _rows(p: Params) -> list[Row]:
         Row("scan_full_mem", "full scan, memtable", "rows/s"),
         Row("scan_full_sst", "full scan, L0 SST", "rows/s", target=2_000_000),
         Row("scan100_mem_us", f"{p.scan_len}-row scan p50, memtable", "us", higher_better=False),
-        Row("scan100_sst_us", f"{p.scan_len}-row scan p50, L0 SST", "us", higher_better=False,
-            target=100),
-        Row("bulk_mbps", f"bulk load {bulk_mb:.0f} MB ({p.bulk_value_size} B values)", "MB/s",
-            target=100),
-        Row("bulk_rss", "bulk load peak RSS", "MiB", higher_better=False,
-            target=400 if full_bulk else None),
-        Row("reopen_s", f"reopen, WAL replay of {p.reopen_rows:,} rows", "s",
-            higher_better=False),
+        Row(
+            "scan100_sst_us",
+            f"{p.scan_len}-row scan p50, L0 SST",
+            "us",
+            higher_better=False,
+            target=100,
+        ),
+        Row(
+            "bulk_mbps",
+            f"bulk load {bulk_mb:.0f} MB ({p.bulk_value_size} B values)",
+            "MB/s",
+            target=100,
+        ),
+        Row(
+            "bulk_rss",
+            "bulk load peak RSS",
+            "MiB",
+            higher_better=False,
+            target=400 if full_bulk else None,
+        ),
+        Row("reopen_s", f"reopen, WAL replay of {p.reopen_rows:,} rows", "s", higher_better=False),
     ]
 
 
@@ -778,8 +831,10 @@ def _met(row: Row, shale: float | None, official: float | None) -> str:
 def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
     """The ratio table, one line per metric present in ``results``."""
     lines = []
-    head = (f"{'workload':<44}{'unit':>6}{'shale':>13}{'official':>13}{'shale/off':>11}"
-            f"{'target':>14}{'met':>5}")
+    head = (
+        f"{'workload':<44}{'unit':>6}{'shale':>13}{'official':>13}{'shale/off':>11}"
+        f"{'target':>14}{'met':>5}"
+    )
     lines.append(head)
     lines.append("-" * len(head))
     shale, official = results.get("shale", {}), results.get("official", {})
@@ -789,10 +844,14 @@ def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
         if s is None and o is None:
             continue
         ratio = f"{s / o:.2f}x" if s is not None and o else "-"
-        lines.append(f"{row.label:<44}{row.unit:>6}{_fmt(s, row.unit):>13}{_fmt(o, row.unit):>13}"
-                     f"{ratio:>11}{_target_text(row):>14}{_met(row, s, o):>5}")
-    lines.append("Ratios are shale/official as measured: above 1 is better for shale on ops/s, "
-                 "rows/s and MB/s, below 1 is better on us, s and MiB.")
+        lines.append(
+            f"{row.label:<44}{row.unit:>6}{_fmt(s, row.unit):>13}{_fmt(o, row.unit):>13}"
+            f"{ratio:>11}{_target_text(row):>14}{_met(row, s, o):>5}"
+        )
+    lines.append(
+        "Ratios are shale/official as measured: above 1 is better for shale on ops/s, "
+        "rows/s and MB/s, below 1 is better on us, s and MiB."
+    )
     return "\n".join(lines)
 
 
@@ -816,8 +875,15 @@ def _worker_main(engine: str, step: str, params_json: str, root: str) -> int:
 
 
 def _run_step(engine: str, step: str, p: Params, root: str, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", engine, step,
-           json.dumps(dataclasses.asdict(p)), root]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--worker",
+        engine,
+        step,
+        json.dumps(dataclasses.asdict(p)),
+        root,
+    ]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -843,9 +909,14 @@ def _run_workload(name: str, engine: str, p: Params, timeout: float) -> dict[str
         return {"ok": True, "value": value, "peak_rss_mib": rss}
 
 
-def run(p: Params, *, only: Sequence[str] | None = None, engines: Sequence[str] = ENGINES,
-        timeout: float = 900.0, log: Callable[[str], None] | None = None
-        ) -> tuple[dict[str, dict[str, float]], list[str]]:
+def run(
+    p: Params,
+    *,
+    only: Sequence[str] | None = None,
+    engines: Sequence[str] = ENGINES,
+    timeout: float = 900.0,
+    log: Callable[[str], None] | None = None,
+) -> tuple[dict[str, dict[str, float]], list[str]]:
     """Run the workloads; return ``({engine: {metric: value}}, [error messages])``."""
     results: dict[str, dict[str, float]] = {e: {} for e in engines}
     errors: list[str] = []
@@ -858,8 +929,10 @@ def run(p: Params, *, only: Sequence[str] | None = None, engines: Sequence[str] 
             t0 = time.perf_counter()
             res = _run_workload(name, engine, p, timeout)
             if log:
-                log(f"  {name:<18} {engine:<9} {time.perf_counter() - t0:6.1f}s"
-                    f"{'' if res['ok'] else '  FAILED'}")
+                log(
+                    f"  {name:<18} {engine:<9} {time.perf_counter() - t0:6.1f}s"
+                    f"{'' if res['ok'] else '  FAILED'}"
+                )
             if res["ok"]:
                 results[engine].update(res["value"])
                 results[engine][f"peak_rss_mib:{name}"] = res["peak_rss_mib"]
@@ -894,8 +967,9 @@ def _versions() -> str:
         mod = importlib.import_module(f"shale.{name}").IMPLEMENTATION
         return "cython" if mod.__name__.endswith("_c") else "pure"
 
-    out.append("accelerators in use: " + ", ".join(
-        f"{m}={impl(m)}" for m in ("block", "bloom", "merge")))
+    out.append(
+        "accelerators in use: " + ", ".join(f"{m}={impl(m)}" for m in ("block", "bloom", "merge"))
+    )
     return "; ".join(out)
 
 
@@ -924,8 +998,9 @@ def profile(p: Params, top: int = 14) -> str:
                 stats = pstats.Stats(prof, stream=out)
                 stats.sort_stats("tottime").print_stats(top)
 
-            section(f"put durable=False x{n}",
-                    lambda: [db.put(k, value, durable=False) for k in keys])
+            section(
+                f"put durable=False x{n}", lambda: [db.put(k, value, durable=False) for k in keys]
+            )
             section(f"get memtable x{n}", lambda: [db.get(k) for k in keys])
             db.flush(memtable=True)
             for k in keys:
@@ -933,8 +1008,10 @@ def profile(p: Params, top: int = 14) -> str:
             section(f"get L0 SST warm x{n}", lambda: [db.get(k) for k in keys])
             section(f"get missing x{n}", lambda: [db.get(k) for k in miss])
             section("full scan L0 SST x3", lambda: [sum(1 for _ in db.scan()) for _ in range(3)])
-            section(f"{p.scan_len}-row scan x{len(starts)}",
-                    lambda: [list(db.scan(_key(s), _key(s + p.scan_len))) for s in starts])
+            section(
+                f"{p.scan_len}-row scan x{len(starts)}",
+                lambda: [list(db.scan(_key(s), _key(s + p.scan_len))) for s in starts],
+            )
         finally:
             db.close()
     return out.getvalue()
@@ -956,8 +1033,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--only", default="", help="comma-separated workloads: " + ",".join(WORKLOADS))
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines")
     ap.add_argument("--json", default="", help="also write the raw results to this file")
-    ap.add_argument("--profile", action="store_true",
-                    help="print a cProfile of shale's put/get/scan paths instead")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="print a cProfile of shale's put/get/scan paths instead",
+    )
     args = ap.parse_args(argv)
     p = (QUICK if args.quick else FULL).scaled(args.scale)
     if args.profile:
@@ -972,26 +1052,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("the official slatedb package is not installed: shale only", file=sys.stderr)
         engines.remove("official")
     t0 = time.perf_counter()
-    print(f"Engine benchmark, shale vs official slatedb ({'quick' if args.quick else 'full'}, "
-          f"scale {args.scale:g}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]})",
-          flush=True)
+    print(
+        f"Engine benchmark, shale vs official slatedb ({'quick' if args.quick else 'full'}, "
+        f"scale {args.scale:g}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]})",
+        flush=True,
+    )
     print(_versions(), flush=True)
-    print(f"load average at start: {_loadavg()} (the benchmark itself keeps about one core busy)",
-          flush=True)
+    print(
+        f"load average at start: {_loadavg()} (the benchmark itself keeps about one core busy)",
+        flush=True,
+    )
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results, errors = run(p, only=only or None, engines=engines,
-                          timeout=900.0 if not args.quick else 300.0, log=log)
+    results, errors = run(
+        p, only=only or None, engines=engines, timeout=900.0 if not args.quick else 300.0, log=log
+    )
     print(format_table(results, p))
     if args.quick or args.scale != 1.0:
         print("(reduced sizes: targets are for the full run)")
     print(f"total {time.perf_counter() - t0:.0f}s, load average at end: {_loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"params": dataclasses.asdict(p), "results": results, "errors": errors},
-                      f, indent=1)
+            json.dump(
+                {"params": dataclasses.asdict(p), "results": results, "errors": errors}, f, indent=1
+            )
     for err in errors:
         print(f"\nFAILED {err}", file=sys.stderr)
     return 1 if errors else 0

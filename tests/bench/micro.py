@@ -29,8 +29,10 @@ def _median_seconds(fn: Callable[[], object], repeats: int = REPEATS) -> float:
 
 def _rows(n: int, value_size: int = 100) -> list[tuple]:
     rnd = random.Random(7)
-    return [(b"user:%010d" % i, 1000 + i, 0, rnd.randbytes(value_size), None, 1_700_000_000_000)
-            for i in range(n)]
+    return [
+        (b"user:%010d" % i, 1000 + i, 0, rnd.randbytes(value_size), None, 1_700_000_000_000)
+        for i in range(n)
+    ]
 
 
 def bench_block(impl: ModuleType) -> dict[str, float]:
@@ -56,8 +58,11 @@ def bench_block(impl: ModuleType) -> dict[str, float]:
             impl.decode_block(blk, 2)
 
     dec = _median_seconds(decode)
-    return {"block encode MB/s": raw / enc / 1e6, "block decode MB/s": raw / dec / 1e6,
-            "block decode rows/s": len(rows) / dec}
+    return {
+        "block encode MB/s": raw / enc / 1e6,
+        "block decode MB/s": raw / dec / 1e6,
+        "block decode rows/s": len(rows) / dec,
+    }
 
 
 def bench_bloom(impl: ModuleType) -> dict[str, float]:
@@ -79,8 +84,11 @@ def bench_bloom(impl: ModuleType) -> dict[str, float]:
 
     p = _median_seconds(probe)
     t_hash = _median_seconds(lambda: impl.hash_keys(keys))
-    return {"bloom build keys/s": len(keys) / b, "bloom probe ops/s": len(hashes) / p,
-            "siphash keys/s": len(keys) / t_hash}
+    return {
+        "bloom build keys/s": len(keys) / b,
+        "bloom probe ops/s": len(hashes) / p,
+        "siphash keys/s": len(keys) / t_hash,
+    }
 
 
 def bench_merge(impl: ModuleType) -> dict[str, float]:

@@ -21,9 +21,9 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-import compaction  # noqa: E402
-import engine  # noqa: E402
-import micro  # noqa: E402
+import compaction
+import engine
+import micro
 
 
 def main(argv: list[str] | None = None) -> int:

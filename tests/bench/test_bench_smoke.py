@@ -24,14 +24,22 @@ def test_engine_benchmark_quick_runs_and_prints_a_table() -> None:
         pytest.skip("the official slatedb package is not installed")
     proc = subprocess.run(
         [sys.executable, str(ENGINE), "--quick", "--scale", "0.05"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "shale/off" in out and "official" in out
-    for label in ("put, not waiting for durability", "durable put, 64 writers",
-                  "get, L0 SST warm", "full scan, L0 SST", "bulk load peak RSS",
-                  "reopen, WAL replay"):
+    for label in (
+        "put, not waiting for durability",
+        "durable put, 64 writers",
+        "get, L0 SST warm",
+        "full scan, L0 SST",
+        "bulk load peak RSS",
+        "reopen, WAL replay",
+    ):
         line = next((ln for ln in out.splitlines() if ln.startswith(label)), None)
         assert line is not None, f"no row {label!r} in:\n{out}"
         assert " - " not in line.replace("shale/off", ""), f"a value is missing: {line}"

@@ -136,7 +136,8 @@ class _Run:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(db_dir), str(MAX_SST_SIZE)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.lines: list[list[str]] = []
         self.ready_at: float | None = None
@@ -245,8 +246,9 @@ def _official_scan(store_dir: Path, db_path: str) -> list[tuple[bytes, bytes]] |
         oracle = importlib.util.module_from_spec(spec)
         sys.modules[name] = oracle
         spec.loader.exec_module(oracle)
-    read = oracle.OfficialReader().read(store_dir, [], db_path=db_path,
-                                        merge_operator="concat", timeout=120.0)
+    read = oracle.OfficialReader().read(
+        store_dir, [], db_path=db_path, merge_operator="concat", timeout=120.0
+    )
     scan: list[tuple[bytes, bytes]] = read.scan
     return scan
 
@@ -256,8 +258,12 @@ def _official_scan(store_dir: Path, db_path: str) -> list[tuple[bytes, bytes]] |
 
 def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
     from shale.db import Db
-    from shale.fbs.compactions import STATUS_COMPLETED, STATUS_FAILED, STATUS_RUNNING, \
-        STATUS_SUBMITTED
+    from shale.fbs.compactions import (
+        STATUS_COMPLETED,
+        STATUS_FAILED,
+        STATUS_RUNNING,
+        STATUS_SUBMITTED,
+    )
 
     seed = int(os.environ.get("SHALE_CRASH_SEED", str(random.randrange(2**32))))
     rng = random.Random(seed)
@@ -278,8 +284,14 @@ def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
     calib_outputs = int(report[3])
     assert calib_outputs >= 5, f"max_sst_size should split the output: {report}"
     shutil.rmtree(calib)
-    log.info("built %d rows in %.1fs; uninterrupted run %.2fs (job %ss, %d outputs)",
-             len(expected), build_s, full_run_s, report[4], calib_outputs)
+    log.info(
+        "built %d rows in %.1fs; uninterrupted run %.2fs (job %ss, %d outputs)",
+        len(expected),
+        build_s,
+        full_run_s,
+        report[4],
+        calib_outputs,
+    )
 
     jobs: dict[str, _Job] = {}
     started = time.monotonic()
@@ -295,8 +307,9 @@ def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
             assert run.proc.returncode == -signal.SIGKILL
             kills += 1
         else:
-            assert run.proc.returncode == 0, \
+            assert run.proc.returncode == 0, (
                 f"{ctx}: worker rc={run.proc.returncode}: {run.stderr.decode()[-3000:]}"
+            )
             completions += 1
         assert b"ERROR" not in run.stderr, f"{ctx}: {run.stderr.decode()[-3000:]}"
         snap = _snapshot(db_dir)
@@ -333,9 +346,14 @@ def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
             if jid in jobs and jobs[jid].final_outputs is None:
                 jobs[jid].final_outputs = outputs
                 assert snap.runs == [(0, outputs)], f"{ctx}: the run is not {jid}'s outputs"
-        log.info("%s delay=%.2fs killed=%s active=%s runs=%s", ctx, delay, killed,
-                 {j: len(o) for j, (_, o) in snap.active.items()},
-                 [(r, len(s)) for r, s in snap.runs])
+        log.info(
+            "%s delay=%.2fs killed=%s active=%s runs=%s",
+            ctx,
+            delay,
+            killed,
+            {j: len(o) for j, (_, o) in snap.active.items()},
+            [(r, len(s)) for r, s in snap.runs],
+        )
         prev = snap
         cycle += 1
     assert kills >= MIN_KILLS, f"seed={seed}: only {kills} kills in {cycle} cycles"
@@ -356,9 +374,12 @@ def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
     assert len(referenced) == len(set(referenced)), "an SST is referenced twice"
 
     # resumed, not restarted: a job killed with outputs recorded committed them
-    resumed = [j for j in jobs.values()
-               if j.final_outputs is not None
-               and any(o and j.final_outputs[: len(o)] == o for o in j.outputs_at_kills)]
+    resumed = [
+        j
+        for j in jobs.values()
+        if j.final_outputs is not None
+        and any(o and j.final_outputs[: len(o)] == o for o in j.outputs_at_kills)
+    ]
     assert resumed, f"seed={seed}: no job was resumed with recorded outputs: {jobs}"
     assert any(n > 0 for j in resumed for n in j.resumed_with), f"seed={seed}: {jobs}"
 
@@ -370,11 +391,18 @@ def test_sigkilled_compactor_resumes_and_loses_nothing(tmp_path: Path) -> None:
         rows = dict(db.scan())
         sample = rng.sample(sorted(expected), 500)
         assert all(db.get(k) == expected[k] for k in sample)
-    assert rows == expected, f"seed={seed}: shale reads {len(rows)} rows, expected " \
-                             f"{len(expected)}"
+    assert rows == expected, f"seed={seed}: shale reads {len(rows)} rows, expected {len(expected)}"
     orphans = {p.stem for p in (db_dir / "compacted").glob("*.sst")} - set(referenced)
-    log.info("compactor crash test: seed=%d cycles=%d kills=%d completions=%d jobs=%d "
-             "resumed=%d max_outputs_carried=%d orphan_ssts=%d seconds=%.1f", seed, cycle,
-             kills, completions, len(jobs), len(resumed),
-             max((max(j.resumed_with, default=0) for j in jobs.values()), default=0),
-             len(orphans), time.monotonic() - started)
+    log.info(
+        "compactor crash test: seed=%d cycles=%d kills=%d completions=%d jobs=%d "
+        "resumed=%d max_outputs_carried=%d orphan_ssts=%d seconds=%.1f",
+        seed,
+        cycle,
+        kills,
+        completions,
+        len(jobs),
+        len(resumed),
+        max((max(j.resumed_with, default=0) for j in jobs.values()), default=0),
+        len(orphans),
+        time.monotonic() - started,
+    )

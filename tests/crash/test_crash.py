@@ -30,6 +30,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from shale.db import Db
 from shale.settings import Settings
 
@@ -57,7 +58,8 @@ class _Run:
     def __init__(self, db_dir: Path, cycle: int, seed: int) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(WORKER), str(db_dir), str(cycle), str(seed)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         self.ready = threading.Event()
         self.puts: list[bytes] = []
@@ -96,8 +98,14 @@ class _Run:
         return rc
 
 
-def _check(db_dir: Path, worker: ModuleType, acked: dict[bytes, bytes],
-           batches: list[list[bytes]], rng: random.Random, ctx: str) -> tuple[int, set[str]]:
+def _check(
+    db_dir: Path,
+    worker: ModuleType,
+    acked: dict[bytes, bytes],
+    batches: list[list[bytes]],
+    rng: random.Random,
+    ctx: str,
+) -> tuple[int, set[str]]:
     """Reopen the database and check it; returns the number of keys present and the L0 files."""
     value_for = worker.value_for
     db = Db.open(str(db_dir), Settings(**worker.SETTINGS))
@@ -138,8 +146,7 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
             if early:
                 time.sleep(rng.uniform(0.05, 0.6))
             else:
-                assert run.ready.wait(READY_TIMEOUT_S), \
-                    f"{ctx}: worker never opened"
+                assert run.ready.wait(READY_TIMEOUT_S), f"{ctx}: worker never opened"
                 time.sleep(rng.uniform(0.2, 1.5))
         finally:
             rc = run.kill()
@@ -163,7 +170,16 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     # evidence that kills landed mid-flush: SSTs uploaded but never published, temp files
     orphans = {p.name for p in (db_dir / "compacted").glob("*.sst")} - l0_files
     temps = list(db_dir.rglob(".tmp-*"))
-    log.info("crash test: seed=%d cycles=%d early_kills=%d acknowledged=%d present=%d "
-             "l0_ssts=%d orphan_ssts=%d temp_files=%d seconds=%.1f", seed, cycles, early_kills,
-             len(acked), present, len(l0_files), len(orphans), len(temps),
-             time.monotonic() - started)
+    log.info(
+        "crash test: seed=%d cycles=%d early_kills=%d acknowledged=%d present=%d "
+        "l0_ssts=%d orphan_ssts=%d temp_files=%d seconds=%.1f",
+        seed,
+        cycles,
+        early_kills,
+        len(acked),
+        present,
+        len(l0_files),
+        len(orphans),
+        len(temps),
+        time.monotonic() - started,
+    )

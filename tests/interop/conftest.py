@@ -194,9 +194,7 @@ def _run_worker(request: dict[str, Any], timeout: float) -> Any:
         env.setdefault("RUST_BACKTRACE", "1")
         cmd = [sys.executable, str(Path(__file__).resolve()), str(req_path), str(res_path)]
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, timeout=timeout, env=env, check=False
-            )
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired as exc:  # subprocess.run kills the child
             raise OracleError(
                 f"official slatedb worker timed out after {timeout}s: op={request['op']}\n"
@@ -366,7 +364,7 @@ async def _dispatch(request: dict[str, Any]) -> Any:
 
 
 def _slatedb() -> Any:
-    import slatedb.uniffi as s  # noqa: PLC0415 -- only the worker needs the native library
+    import slatedb.uniffi as s
 
     return s
 
@@ -716,7 +714,13 @@ async def _shape_mixed(w: _Writer, *, big: bool) -> None:
     await w.put(b"m:expired-base", b"old", expired)
     await w.merge(b"m:expired-base", b"new")
     binary_keys = (
-        b"\x00", b"\x00\x00\x01", b"\xff", b"\xff\xff\xfe", b"a\x00b", b"a\xffb", b"\x00\xff"
+        b"\x00",
+        b"\x00\x00\x01",
+        b"\xff",
+        b"\xff\xff\xfe",
+        b"a\x00b",
+        b"a\xffb",
+        b"\x00\xff",
     )
     for key in binary_keys:
         await w.put(key, b"bin:" + key)
@@ -758,8 +762,7 @@ async def _shape_mixed(w: _Writer, *, big: bool) -> None:
     await w.merge(b"m:wal-only", b"w2")
     tail.extend([b"m:base", b"m:wal-only"])
     await w.batch(
-        [("put", b"wal:batch-%d" % i, b"b%d" % i) for i in range(20)]
-        + [("delete", b"k00004", b"")]
+        [("put", b"wal:batch-%d" % i, b"b%d" % i) for i in range(20)] + [("delete", b"k00004", b"")]
     )
     tail.extend([b"wal:batch-%d" % i for i in range(20)] + [b"k00004"])
     await tail_put(b"\x00wal", b"")
@@ -804,9 +807,7 @@ async def _shape_compacted(w: _Writer, store: Any) -> None:
 async def _shape_block1k(w: _Writer) -> None:
     """1 KiB blocks: one L0 with > 1000 rows and mixed value sizes, one small L0."""
     for start in range(0, 1100, 100):
-        await w.batch(
-            [("put", b"b%05d" % i, b"v" * (i % 300)) for i in range(start, start + 100)]
-        )
+        await w.batch([("put", b"b%05d" % i, b"v" * (i % 300)) for i in range(start, start + 100)])
     await w.put(b"b-big", b"B" * 3000)  # larger than a block
     await w.merge(b"b-merge", b"x")
     await w.flush_memtable()

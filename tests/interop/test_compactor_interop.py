@@ -99,8 +99,9 @@ def _compact_with_shale(
         block_size=block_size,
     )
     options = CompactorOptions(poll_interval=0.05, max_sst_size=MAX_SST_SIZE)
-    with Compactor.open(str(db_dir), settings, store_options={"fsync": False},
-                        options=options) as compactor:
+    with Compactor.open(
+        str(db_dir), settings, store_options={"fsync": False}, options=options
+    ) as compactor:
         cid = compactor.submit(FULL)
         reports = compactor.run_once(timeout=120)
     mine = [r for r in reports if r.id == cid]
@@ -143,7 +144,8 @@ class _Model:
                         self.wal_rows.setdefault(r[0], []).append(r)
         #: keys with a row that the compaction rewrites (expired at the compaction's clock)
         self.affected = {
-            k for k, rows in self.sst_rows.items()
+            k
+            for k, rows in self.sst_rows.items()
             if any(r[4] is not None and r[4] <= self.tick for r in rows)
         }
 
@@ -177,11 +179,17 @@ def _assert_same_after_compaction(
     """``after`` (an official read of the compacted database) against the read before."""
     unaffected = [k for k in before_values if k not in model.affected]
     assert len(unaffected) > 0.9 * len(before_values)
-    diff = {k: (before_values[k], after.values[k]) for k in unaffected
-            if before_values[k] != after.values[k]}
+    diff = {
+        k: (before_values[k], after.values[k])
+        for k in unaffected
+        if before_values[k] != after.values[k]
+    }
     assert not diff, f"{len(diff)} keys changed by the compaction, e.g. {list(diff.items())[:5]}"
-    diff_kv = {k: (before_kv.get(k), after.key_values.get(k)) for k in unaffected
-               if before_kv.get(k) != after.key_values.get(k)}
+    diff_kv = {
+        k: (before_kv.get(k), after.key_values.get(k))
+        for k in unaffected
+        if before_kv.get(k) != after.key_values.get(k)
+    }
     assert not diff_kv, f"seq/create_ts/expire_ts changed: {list(diff_kv.items())[:5]}"
     expected = {k: v for k, v in before_scan if k not in model.affected}
     for k in model.affected:
@@ -231,16 +239,17 @@ def test_shale_compacts_official_db(
     else:
         assert not model.affected
 
-    report = _compact_with_shale(root, merge_operator=src.merge_operator, codec=src.codec,
-                                 block_size=src.block_size)
+    report = _compact_with_shale(
+        root, merge_operator=src.merge_operator, codec=src.codec, block_size=src.block_size
+    )
     assert set(report.l0_view_ids) and len(report.l0_view_ids) == len(src.manifest.l0)
     assert report.destination == min([r for r, _ in src.manifest.compacted], default=0)
     _check_official_manifest_and_compactions(store_dir, report)
 
-    after = official_reader.read(store_dir, list(src.expected),
-                                 merge_operator=src.merge_operator)
-    _assert_same_after_compaction(src.expected, src.key_values, src.scan, after, model,
-                                  src.merge_operator)
+    after = official_reader.read(store_dir, list(src.expected), merge_operator=src.merge_operator)
+    _assert_same_after_compaction(
+        src.expected, src.key_values, src.scan, after, model, src.merge_operator
+    )
 
 
 def _write_shale_db(db_dir: Path) -> set[bytes]:
@@ -249,8 +258,12 @@ def _write_shale_db(db_dir: Path) -> set[bytes]:
     from shale.db import Db
     from shale.settings import Settings
 
-    settings = Settings(flush_interval=0.01, compactor_options=None,
-                        garbage_collector_options=None, merge_operator="concat")
+    settings = Settings(
+        flush_interval=0.01,
+        compactor_options=None,
+        garbage_collector_options=None,
+        merge_operator="concat",
+    )
     keys: set[bytes] = set()
     with Db.open(str(db_dir), settings, store_options={"fsync": False}) as db:
         for r in range(5):
@@ -266,8 +279,9 @@ def _write_shale_db(db_dir: Path) -> set[bytes]:
             db.merge(b"m:per-round-%d" % (r % 2), b"<%d>" % r)
             db.put(b"ttl:live-%d" % r, b"live", ttl=Ttl.after(LONG_TTL_MS))
             db.put(b"ttl:dead-%d" % r, b"dead", ttl=Ttl.at(EXPIRED_AT_MS))
-            keys.update({b"m:counter", b"m:per-round-%d" % (r % 2), b"ttl:live-%d" % r,
-                         b"ttl:dead-%d" % r})
+            keys.update(
+                {b"m:counter", b"m:per-round-%d" % (r % 2), b"ttl:live-%d" % r, b"ttl:dead-%d" % r}
+            )
             if r == 2:
                 db.put(b"m:reset", b"base")
                 db.merge(b"m:reset", b"+a")
@@ -293,8 +307,9 @@ def _write_shale_db(db_dir: Path) -> set[bytes]:
 
 def _shale_read(
     db_dir: Path, keys: list[bytes], merge_operator: str | None
-) -> tuple[dict[bytes, bytes | None], dict[bytes, tuple[int, int, int | None]],
-           list[tuple[bytes, bytes]]]:
+) -> tuple[
+    dict[bytes, bytes | None], dict[bytes, tuple[int, int, int | None]], list[tuple[bytes, bytes]]
+]:
     """shale's reads (``include_expired=True``) of a *copy* (opening a writer fences):
     values, ``key -> (seq, create_ts, expire_ts)`` of present keys, and the full scan."""
     from shale.db import Db
@@ -303,8 +318,9 @@ def _shale_read(
     copy = Path(tempfile.mkdtemp(prefix="shale-read-", dir=db_dir.parent))
     try:
         shutil.copytree(db_dir, copy / "db")
-        settings = Settings(compactor_options=None, garbage_collector_options=None,
-                            merge_operator=merge_operator)
+        settings = Settings(
+            compactor_options=None, garbage_collector_options=None, merge_operator=merge_operator
+        )
         with Db.open(str(copy / "db"), settings, store_options={"fsync": False}) as db:
             values: dict[bytes, bytes | None] = {}
             meta: dict[bytes, tuple[int, int, int | None]] = {}
@@ -342,8 +358,9 @@ def test_shale_compacts_shale_db(official_reader: Any, tmp_path: Path) -> None:
     _check_official_manifest_and_compactions(store_dir, report)
 
     after = official_reader.read(store_dir, keys, merge_operator="concat")
-    _assert_same_after_compaction(before.values, before.key_values, before.scan, after, model,
-                                  "concat")
+    _assert_same_after_compaction(
+        before.values, before.key_values, before.scan, after, model, "concat"
+    )
     # the expired values became tombstones
     for r in range(5):
         assert after.values[b"ttl:dead-%d" % r] is None
@@ -355,13 +372,12 @@ def _continuation_rounds(keys: list[bytes]) -> list[list[tuple[str, bytes, bytes
     """Five rounds of writes for the official writer: overwrites and deletes of existing keys,
     new keys, merges on an existing merge key."""
     existing = [k for k in keys if not k.startswith((b"ttl:", b"m:"))]
-    merge_key = next((k for k in keys if k.startswith(b"m:") and k != b"m:deleted"),
-                     b"m:new")
+    merge_key = next((k for k in keys if k.startswith(b"m:") and k != b"m:deleted"), b"m:new")
     rounds = []
     for r in range(5):
         ops: list[tuple[str, bytes, bytes]] = []
         ops += [("put", k, b"official-%d" % r) for k in existing[r::7]]
-        ops += [("delete", k, b"") for k in existing[r + 3::29]]
+        ops += [("delete", k, b"") for k in existing[r + 3 :: 29]]
         ops += [("put", b"o%06d" % i, b"o%d-%d" % (r, i)) for i in range(r * 200, r * 200 + 600)]
         ops += [("delete", b"o%06d" % (r * 200 + 5), b"")]
         ops += [("merge", merge_key, b"+o%d" % r), ("merge", b"m:official", b"<%d>" % r)]
@@ -387,26 +403,31 @@ def test_official_compactor_continues_after_shale(
     store_dir = tmp_path / shape
     shutil.copytree(src.store_dir, store_dir)
     root = store_dir / src.db_path
-    report = _compact_with_shale(root, merge_operator=src.merge_operator, codec=src.codec,
-                                 block_size=src.block_size)
+    report = _compact_with_shale(
+        root, merge_operator=src.merge_operator, codec=src.codec, block_size=src.block_size
+    )
     base = official_reader.read(store_dir, list(src.expected), merge_operator=src.merge_operator)
     shale_m = _check_official_manifest_and_compactions(store_dir, report)
     # WAL rows already expired: the official writer's open rewrites them (its replayed memtable
     # is flushed to L0), so the model leaves those keys to the cross-engine comparison
     now_ms = int(time.time() * 1000)
-    wal_expired = {r[0] for rows in src.wal_rows.values() for r in rows
-                   if r[4] is not None and r[4] <= now_ms}
+    wal_expired = {
+        r[0] for rows in src.wal_rows.values() for r in rows if r[4] is not None and r[4] <= now_ms
+    }
 
     rounds = _continuation_rounds(list(src.expected))
-    result = _run_official({
-        "op": "continue",
-        "store_dir": str(store_dir),
-        "merge_operator": src.merge_operator,
-        "codec": src.codec,
-        "rounds": rounds,
-        "tail": [("put", b"o-wal-tail", b"t")],
-        "shale_runs": shale_m["compacted"],
-    }, timeout=OFFICIAL_WRITER_TIMEOUT_S)
+    result = _run_official(
+        {
+            "op": "continue",
+            "store_dir": str(store_dir),
+            "merge_operator": src.merge_operator,
+            "codec": src.codec,
+            "rounds": rounds,
+            "tail": [("put", b"o-wal-tail", b"t")],
+            "shale_runs": shale_m["compacted"],
+        },
+        timeout=OFFICIAL_WRITER_TIMEOUT_S,
+    )
     logger.info("official continuation: %s", result)
     # the official compactor ran and committed: a run shale did not write
     assert result["runs_after"] != shale_m["compacted"], result
@@ -423,16 +444,25 @@ def test_official_compactor_continues_after_shale(
     _apply(expected, [("put", b"o-wal-tail", b"t")])
     keys = sorted(expected)
     official = official_reader.read(store_dir, keys, merge_operator=src.merge_operator)
-    wrong = {k: (official.values[k], v) for k, v in expected.items()
-             if k not in wal_expired and official.values[k] != v}
+    wrong = {
+        k: (official.values[k], v)
+        for k, v in expected.items()
+        if k not in wal_expired and official.values[k] != v
+    }
     assert not wrong, f"{len(wrong)} keys differ from the model, e.g. {list(wrong.items())[:5]}"
     # both engines read identical data
     shale_values, shale_meta, shale_scan = _shale_read(root, keys, src.merge_operator)
-    diff = {k: (official.values[k], shale_values[k]) for k in keys
-            if official.values[k] != shale_values[k]}
+    diff = {
+        k: (official.values[k], shale_values[k])
+        for k in keys
+        if official.values[k] != shale_values[k]
+    }
     assert not diff, f"official vs shale: {list(diff.items())[:5]}"
-    diff_meta = {k: (official.key_values.get(k), shale_meta.get(k)) for k in keys
-                 if official.key_values.get(k) != shale_meta.get(k)}
+    diff_meta = {
+        k: (official.key_values.get(k), shale_meta.get(k))
+        for k in keys
+        if official.key_values.get(k) != shale_meta.get(k)
+    }
     assert not diff_meta, f"official vs shale metadata: {list(diff_meta.items())[:5]}"
     assert official.scan == shale_scan
 
@@ -446,8 +476,9 @@ class _StopAfterOutputs:
         self.inner = inner
         self.n = n
 
-    def execute(self, job: Any, *, on_output: Any, on_progress: Any = None,
-                stop: Any = None) -> Any:
+    def execute(
+        self, job: Any, *, on_output: Any, on_progress: Any = None, stop: Any = None
+    ) -> Any:
         count = 0
 
         def output(sst: Any) -> None:
@@ -474,8 +505,9 @@ def test_official_compactor_takes_over_interrupted_shale_job(
 
     store_dir = tmp_path / "store"
     root = store_dir / DB_PATH
-    settings = Settings(compactor_options=None, garbage_collector_options=None,
-                        merge_operator="concat")
+    settings = Settings(
+        compactor_options=None, garbage_collector_options=None, merge_operator="concat"
+    )
     with Db.open(str(root), settings, store_options={"fsync": False}) as db:
         for r in range(4):
             wb = WriteBatch()
@@ -490,8 +522,9 @@ def test_official_compactor_takes_over_interrupted_shale_job(
     before = official_reader.read(store_dir, keys, merge_operator="concat")
 
     options = CompactorOptions(poll_interval=0.05, max_sst_size=MAX_SST_SIZE)
-    with Compactor.open(str(root), settings, store_options={"fsync": False},
-                        options=options) as compactor:
+    with Compactor.open(
+        str(root), settings, store_options={"fsync": False}, options=options
+    ) as compactor:
         compactor.executor = _StopAfterOutputs(compactor.executor, 3)
         cid = compactor.submit(FULL)
         assert compactor.run_once(timeout=60) == []  # interrupted: no report
@@ -504,15 +537,18 @@ def test_official_compactor_takes_over_interrupted_shale_job(
     assert state["compacted"] == [] and len(state["l0"]) == 4
 
     rounds = _continuation_rounds(keys)
-    result = _run_official({
-        "op": "continue",
-        "store_dir": str(store_dir),
-        "merge_operator": "concat",
-        "codec": None,
-        "rounds": rounds,
-        "tail": [],
-        "shale_runs": [],
-    }, timeout=OFFICIAL_WRITER_TIMEOUT_S)
+    result = _run_official(
+        {
+            "op": "continue",
+            "store_dir": str(store_dir),
+            "merge_operator": "concat",
+            "codec": None,
+            "rounds": rounds,
+            "tail": [],
+            "shale_runs": [],
+        },
+        timeout=OFFICIAL_WRITER_TIMEOUT_S,
+    )
     logger.info("official takeover: %s", result)
     # the official compactor took the database over: shale's job is no longer active, and its
     # recorded outputs were not adopted (0.17 ignores the outputs of a Running job)
@@ -553,14 +589,17 @@ def _run_official(request: dict[str, Any], timeout: float = 60.0) -> Any:
         env.setdefault("RUST_BACKTRACE", "1")
         cmd = [sys.executable, str(Path(__file__).resolve()), str(req_path), str(res_path)]
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env,
-                                  check=False)
+            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"official worker timed out after {timeout}s: op={request['op']}\n"
-                        f"stderr tail: {(exc.stderr or b'')[-4000:]!r}")
+            pytest.fail(
+                f"official worker timed out after {timeout}s: op={request['op']}\n"
+                f"stderr tail: {(exc.stderr or b'')[-4000:]!r}"
+            )
         if not res_path.exists():
-            pytest.fail(f"official worker died: op={request['op']} rc={proc.returncode}\n"
-                        f"{proc.stderr[-4000:].decode(errors='replace')}")
+            pytest.fail(
+                f"official worker died: op={request['op']} rc={proc.returncode}\n"
+                f"{proc.stderr[-4000:].decode(errors='replace')}"
+            )
         result = pickle.loads(res_path.read_bytes())
     if not result["ok"]:
         pytest.fail(f"official worker failed: op={request['op']}\n{result['error']}")
@@ -611,7 +650,9 @@ async def _admin_state(s: Any, store: Any) -> dict[str, Any]:
         "l0": [v.sst.id.value for v in m.l0],
         "compacted": [(int(r.id), [v.sst.id.value for v in r.sst_views]) for r in m.compacted],
         "last_compacted_l0_sst_view_id": m.last_compacted_l0_sst_view_id,
-        "compactions": None if c is None else {
+        "compactions": None
+        if c is None
+        else {
             "id": int(c.id),
             "compactor_epoch": int(c.compactor_epoch),
             "recent": [(x.id, x.status.name, len(x.output_ssts)) for x in c.recent_compactions],
@@ -669,10 +710,15 @@ async def _continue_with_official(request: dict[str, Any]) -> dict[str, Any]:
         await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.WAL))
     finally:
         await asyncio.wait_for(
-            db.shutdown_with_options(s.CloseOptions(flush_type=s.FlushType.WAL)), 30.0)
+            db.shutdown_with_options(s.CloseOptions(flush_type=s.FlushType.WAL)), 30.0
+        )
     final = await _admin_state(s, store)
-    return {"runs_after": final["compacted"], "l0_after": final["l0"],
-            "compactions": final["compactions"], "manifest_id": final["id"]}
+    return {
+        "runs_after": final["compacted"],
+        "l0_after": final["l0"],
+        "compactions": final["compactions"],
+        "manifest_id": final["id"],
+    }
 
 
 async def _dispatch(request: dict[str, Any]) -> Any:

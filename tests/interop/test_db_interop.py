@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shale.batch import Ttl, WriteBatch
 from shale.db import Db
 from shale.settings import Settings
@@ -115,9 +116,11 @@ class Model:
         return {k: v for k, v in self.values.items() if k not in self.ttl_keys}
 
 
-def _shale_reads(db: Db, keys: list[bytes]) -> tuple[dict[bytes, bytes | None],
-                                                     dict[bytes, tuple[int, int, int | None]],
-                                                     list[tuple[bytes, bytes]]]:
+def _shale_reads(
+    db: Db, keys: list[bytes]
+) -> tuple[
+    dict[bytes, bytes | None], dict[bytes, tuple[int, int, int | None]], list[tuple[bytes, bytes]]
+]:
     """Every key's value and metadata plus a full scan, all with SlateDB's TTL semantics."""
     values: dict[bytes, bytes | None] = {}
     meta: dict[bytes, tuple[int, int, int | None]] = {}
@@ -130,9 +133,12 @@ def _shale_reads(db: Db, keys: list[bytes]) -> tuple[dict[bytes, bytes | None],
     return values, meta, list(db.scan(include_expired=True))
 
 
-def _check_hidden_reads(db: Db, values: dict[bytes, bytes | None],
-                        meta: dict[bytes, tuple[int, int, int | None]],
-                        scan: list[tuple[bytes, bytes]]) -> None:
+def _check_hidden_reads(
+    db: Db,
+    values: dict[bytes, bytes | None],
+    meta: dict[bytes, tuple[int, int, int | None]],
+    scan: list[tuple[bytes, bytes]],
+) -> None:
     """shale's default reads hide exactly the rows whose expire_ts has passed.
 
     A key whose resolved ``expire_ts`` (the minimum over its versions) is past reads as absent,
@@ -154,8 +160,9 @@ def _check_hidden_reads(db: Db, values: dict[bytes, bytes | None],
     assert list(db.scan()) == [(k, hidden[k]) for k, _ in scan if hidden.get(k) is not None]
 
 
-def _assert_same_modulo_expired(got: tuple[Any, Any, Any],
-                                want: tuple[Any, Any, Any]) -> set[bytes]:
+def _assert_same_modulo_expired(
+    got: tuple[Any, Any, Any], want: tuple[Any, Any, Any]
+) -> set[bytes]:
     """``got`` (values, metadata, scan) equals ``want`` except on keys already expired in ``want``.
 
     Why the exception: opening a database replays its WAL into a memtable that the L0 flusher
@@ -177,7 +184,8 @@ def _assert_same_modulo_expired(got: tuple[Any, Any, Any],
             assert g_values[k] == v, k
             assert g_meta.get(k) == w_meta.get(k), k
     assert [kv for kv in g_scan if kv[0] not in expired] == [
-        kv for kv in w_scan if kv[0] not in expired]
+        kv for kv in w_scan if kv[0] not in expired
+    ]
     # (the scan ran a little later than the gets: the flush may have happened in between)
     for k, v in g_scan:
         if k in expired:
@@ -203,8 +211,13 @@ def _shale_workload(db: Db, m: Model) -> dict[str, Any]:
 
     # L0 #1: plain puts in batches, merges on a base and without one, TTL rows
     for start in range(0, n, 100):
-        m.write(db, [("put", b"k%05d" % i, b"v%d-" % i + b"x" * (i % 37))
-                     for i in range(start, start + 100)])
+        m.write(
+            db,
+            [
+                ("put", b"k%05d" % i, b"v%d-" % i + b"x" * (i % 37))
+                for i in range(start, start + 100)
+            ],
+        )
     m.put(db, b"m:base", b"base")
     m.merge(db, b"m:base", b"+1")
     m.merge(db, b"m:nobase", b"a")
@@ -235,9 +248,16 @@ def _shale_workload(db: Db, m: Model) -> dict[str, Any]:
     db.flush(memtable=True)
 
     # L0 #3: history on the same keys, a batch mixing every kind
-    m.write(db, [("put", b"batch:a", b"A"), ("merge", b"m:base", b"+3"),
-                 ("delete", b"k00001", b""), ("merge", b"m:batch-only", b"x"),
-                 ("merge", b"m:batch-only", b"y")])
+    m.write(
+        db,
+        [
+            ("put", b"batch:a", b"A"),
+            ("merge", b"m:base", b"+3"),
+            ("delete", b"k00001", b""),
+            ("merge", b"m:batch-only", b"x"),
+            ("merge", b"m:batch-only", b"y"),
+        ],
+    )
     m.put(db, b"ttl:live-l0", b"lives-again", live)
     for i in range(1, n, 13):
         m.put(db, b"k%05d" % i, b"third-%d" % i)
@@ -246,9 +266,18 @@ def _shale_workload(db: Db, m: Model) -> dict[str, Any]:
     l0_keys = set(m.values)
 
     # WAL tail: durable writes after the last memtable flush
-    tail = [b"wal:1", b"k00000", b"k00002", b"m:base", b"m:wal-only", b"ttl:live-wal",
-            b"ttl:dead-wal", b"big:1", b"wal:empty", b"wal:huge"] + [
-                b"wal:batch-%d" % i for i in range(20)]
+    tail = [
+        b"wal:1",
+        b"k00000",
+        b"k00002",
+        b"m:base",
+        b"m:wal-only",
+        b"ttl:live-wal",
+        b"ttl:dead-wal",
+        b"big:1",
+        b"wal:empty",
+        b"wal:huge",
+    ] + [b"wal:batch-%d" % i for i in range(20)]
     m.put(db, b"wal:1", b"only-in-wal")
     m.put(db, b"k00000", b"wal-overwrite")
     m.delete(db, b"k00002")
@@ -261,8 +290,11 @@ def _shale_workload(db: Db, m: Model) -> dict[str, Any]:
     m.write(db, [("put", b"wal:batch-%d" % i, b"b%d" % i) for i in range(20)])
     m.put(db, b"wal:empty", b"")
     # one WAL SST over several 64 KiB WAL blocks: a 70 KB row inside a 2000-row batch
-    m.write(db, [("put", b"wal:many-%04d" % i, b"m%d" % i * 20) for i in range(2000)]
-            + [("put", b"wal:huge", b"H" * 70_000)])
+    m.write(
+        db,
+        [("put", b"wal:many-%04d" % i, b"m%d" % i * 20) for i in range(2000)]
+        + [("put", b"wal:huge", b"H" * 70_000)],
+    )
     return {"l0_keys": l0_keys, "tail": tail}
 
 
@@ -313,8 +345,12 @@ def test_official_reads_shale_db(tmp_path: Path, official_reader: Any, variant: 
         assert len(summary.l0) == 3
         assert summary.compacted == []
         wal_rows = official_reader.wal_rows(store_dir)
-        tail_wal_keys = {r[0] for wid, rows in wal_rows.items()
-                         if wid > summary.replay_after_wal_id for r in rows}
+        tail_wal_keys = {
+            r[0]
+            for wid, rows in wal_rows.items()
+            if wid > summary.replay_after_wal_id
+            for r in rows
+        }
         assert set(phases["tail"]) <= tail_wal_keys
         assert b"k00500" not in tail_wal_keys
 
@@ -341,8 +377,16 @@ def test_official_reads_shale_db(tmp_path: Path, official_reader: Any, variant: 
 # 1b: the official package writes, shale reads and writes on top, the official package reads
 # --------------------------------------------------------------------------------------------
 
-OFFICIAL_SHAPES = ("mixed", "codec_snappy", "codec_zlib", "codec_lz4", "codec_zstd",
-                   "compacted", "block1k", "walbig")
+OFFICIAL_SHAPES = (
+    "mixed",
+    "codec_snappy",
+    "codec_zlib",
+    "codec_lz4",
+    "codec_zstd",
+    "compacted",
+    "block1k",
+    "walbig",
+)
 
 
 def _official_settings(d: Any) -> Settings:
@@ -360,8 +404,9 @@ def _copy_official(d: Any, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("shape", OFFICIAL_SHAPES)
-def test_shale_reads_and_extends_official_db(tmp_path: Path, official_dbs: Any,
-                                             official_reader: Any, shape: str) -> None:
+def test_shale_reads_and_extends_official_db(
+    tmp_path: Path, official_dbs: Any, official_reader: Any, shape: str
+) -> None:
     d = official_dbs[shape]
     store_dir = _copy_official(d, tmp_path / "store")
     keys = sorted(d.expected)
@@ -376,7 +421,7 @@ def test_shale_reads_and_extends_official_db(tmp_path: Path, official_dbs: Any,
         m = Model(d.expected)
         with_ttl = {k for k, (_, _, exp) in d.key_values.items() if exp is not None}
         existing = [k for k in keys if d.expected[k] is not None and k not in with_ttl]
-        for i, k in enumerate(existing[: 40]):
+        for i, k in enumerate(existing[:40]):
             if i % 2:
                 m.delete(db, k)
             else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shale.clock import ManualClock
 from shale.db import Db
 from shale.objstore.local import LocalStore
@@ -72,8 +73,9 @@ def test_official_reads_identical_data_after_shale_gc(
     assert read.key_values == src.key_values
     assert read.scan == src.scan
 
-    settings = Settings(compactor_options=None, garbage_collector_options=None,
-                        merge_operator=src.merge_operator)
+    settings = Settings(
+        compactor_options=None, garbage_collector_options=None, merge_operator=src.merge_operator
+    )
     shutil.copytree(store_dir, tmp_path / "shale-copy")  # opening a writer fences: use a copy
     with Db.open(src.db_path, settings, object_store=LocalStore(tmp_path / "shale-copy")) as db:
         for key, value in src.expected.items():

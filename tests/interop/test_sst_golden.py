@@ -89,9 +89,7 @@ def decoded(official_dbs) -> dict[str, list[Sst]]:
     then compacted files (ULID order)."""
     out: dict[str, list[Sst]] = {}
     for name, db in official_dbs.items():
-        ssts = [
-            _decode(p, int(p.stem)) for p in db.wal_files() if p.stat().st_size > 0
-        ]
+        ssts = [_decode(p, int(p.stem)) for p in db.wal_files() if p.stat().st_size > 0]
         ssts += [_decode(p, None) for p in db.compacted_files()]
         out[name] = ssts
     return out
@@ -305,9 +303,7 @@ def test_range_and_reverse_iteration(name, decoded):
         assert [tuple(r) for r in t.iter_rows(reverse=True)] == _reverse_by_key(full)
         for start, end in _bounds(keys, rng):
             want = [
-                r
-                for r in full
-                if (start is None or r[0] >= start) and (end is None or r[0] < end)
+                r for r in full if (start is None or r[0] >= start) and (end is None or r[0] < end)
             ]
             got = [tuple(r) for r in t.iter_rows(start, end)]
             assert got == want, (s.path.name, start, end)

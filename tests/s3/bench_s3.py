@@ -145,14 +145,23 @@ def _table(results: list[dict[str, Any]]) -> str:
         ("durable put, 1 writer: puts/s", "put1_ops_s", "{:,.0f}"),
         ("durable put, 1 writer: p50 / p99 ms", ("put1_p50_ms", "put1_p99_ms"), "{:.2f} / {:.2f}"),
         ("durable put, 64 writers: puts/s", "put64_ops_s", "{:,.0f}"),
-        ("durable put, 64 writers: p50 / p99 ms", ("put64_p50_ms", "put64_p99_ms"),
-         "{:.2f} / {:.2f}"),
+        (
+            "durable put, 64 writers: p50 / p99 ms",
+            ("put64_p50_ms", "put64_p99_ms"),
+            "{:.2f} / {:.2f}",
+        ),
         ("get from SST, cold cache: gets/s", "get_cold_ops_s", "{:,.0f}"),
-        ("get from SST, cold cache: p50 / p99 ms", ("get_cold_p50_ms", "get_cold_p99_ms"),
-         "{:.3f} / {:.3f}"),
+        (
+            "get from SST, cold cache: p50 / p99 ms",
+            ("get_cold_p50_ms", "get_cold_p99_ms"),
+            "{:.3f} / {:.3f}",
+        ),
         ("get from SST, warm cache: gets/s", "get_warm_ops_s", "{:,.0f}"),
-        ("get from SST, warm cache: p50 / p99 ms", ("get_warm_p50_ms", "get_warm_p99_ms"),
-         "{:.3f} / {:.3f}"),
+        (
+            "get from SST, warm cache: p50 / p99 ms",
+            ("get_warm_p50_ms", "get_warm_p99_ms"),
+            "{:.3f} / {:.3f}",
+        ),
         ("full scan, cold cache: rows/s", "scan_cold_rows_s", "{:,.0f}"),
         ("full scan, warm cache: rows/s", "scan_warm_rows_s", "{:,.0f}"),
     ]
@@ -172,8 +181,9 @@ def _table(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--puts", type=int, default=300, help="durable puts of the 1-writer run")
-    parser.add_argument("--writers-puts", type=int, default=30,
-                        help="durable puts per writer of the 64-writer run")
+    parser.add_argument(
+        "--writers-puts", type=int, default=30, help="durable puts per writer of the 64-writer run"
+    )
     parser.add_argument("--rows", type=int, default=20_000, help="rows of the SST read runs")
     parser.add_argument("--gets", type=int, default=2_000, help="random point gets")
     args = parser.parse_args(argv)
@@ -184,17 +194,21 @@ def main(argv: list[str]) -> int:
     settings = Settings(**SETTINGS)
     results = []
     with tempfile.TemporaryDirectory(prefix="shale-bench-local-") as tmp:
-        results.append(_bench(
-            "local directory", lambda name: lambda: Db.open(f"{tmp}/{name}", settings), args))
+        results.append(
+            _bench("local directory", lambda name: lambda: Db.open(f"{tmp}/{name}", settings), args)
+        )
     with start_seaweed() as server:
         bucket = server.make_bucket()
         options = server.options()
-        results.append(_bench(
-            "s3:// (SeaweedFS, loopback)",
-            lambda name: lambda: Db.open(f"s3://{bucket}/{name}", settings,
-                                         store_options=options),
-            args,
-        ))
+        results.append(
+            _bench(
+                "s3:// (SeaweedFS, loopback)",
+                lambda name: (
+                    lambda: Db.open(f"s3://{bucket}/{name}", settings, store_options=options)
+                ),
+                args,
+            )
+        )
     sys.stdout.write(_table(results) + "\n")
     return 0
 

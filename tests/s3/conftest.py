@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+
 from shale.db import Db
 from shale.settings import Settings
 from shale_minio import S3Store

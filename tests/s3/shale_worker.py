@@ -45,7 +45,10 @@ def main(argv: list[str]) -> int:
         finally:
             db.close()
         out: dict[str, Any] = {
-            "ok": True, "values": values, "replayed": replayed, "writer_epoch": epoch,
+            "ok": True,
+            "values": values,
+            "replayed": replayed,
+            "writer_epoch": epoch,
         }
         code = 0
     except BaseException:

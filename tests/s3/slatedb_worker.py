@@ -83,9 +83,7 @@ async def _write(s: Any, request: dict[str, Any]) -> dict[str, Any]:
                         wb.put(bytes.fromhex(hexkey), bytes.fromhex(hexvalue))
                 await db.write(wb)
             elif name == "flush_memtable":
-                await db.flush_with_options(
-                    s.FlushOptions(flush_type=s.FlushType.MEM_TABLE)
-                )
+                await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.MEM_TABLE))
             elif name == "flush_wal":
                 await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.WAL))
             else:

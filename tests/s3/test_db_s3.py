@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shale.batch import WriteBatch
 from shale.db import Db
 from shale.errors import ClosedError
@@ -192,18 +193,24 @@ def test_compaction_gc_and_checkpoints_over_s3(s3db: Any) -> None:
     assert manifest_path("", cp.manifest_id) in s3db.listing()
 
     # a full compaction by a standalone compactor on the same URL
-    compactor = s3db.track(Compactor.open(
-        s3db.url, config, store_options=s3db.options(),
-        options=CompactorOptions(poll_interval=0.05),
-    ))
+    compactor = s3db.track(
+        Compactor.open(
+            s3db.url,
+            config,
+            store_options=s3db.options(),
+            options=CompactorOptions(poll_interval=0.05),
+        )
+    )
     compactor.submit(FULL)
     reports = compactor.run_once(timeout=60)
     assert [r.status for r in reports] == ["completed"], reports
     assert reports[0].output_ssts and reports[0].bytes_out > 0
     compactor.close()
 
-    s3db.wait_until(lambda: not db.manifest().l0 and db.manifest().compacted,
-                    what="the writer seeing the sorted run")
+    s3db.wait_until(
+        lambda: not db.manifest().l0 and db.manifest().compacted,
+        what="the writer seeing the sorted run",
+    )
     m = db.manifest()
     run_ssts = _referenced(m)
     assert run_ssts and run_ssts.isdisjoint(_referenced(pinned))
@@ -236,7 +243,7 @@ def test_compaction_gc_and_checkpoints_over_s3(s3db: Any) -> None:
     must_exist = _referenced(current) | _referenced(pinned) | {manifest_path("", cp.manifest_id)}
     missing = must_exist - set(listing)
     assert not missing, (missing, deleted)
-    wal_ids = {int(k[len("wal/"):-len(".sst")]) for k in listing if k.startswith("wal/")}
+    wal_ids = {int(k[len("wal/") : -len(".sst")]) for k in listing if k.startswith("wal/")}
     to_replay = set(range(current.replay_after_wal_id + 1, max(wal_ids) + 1))
     assert to_replay <= wal_ids, sorted(to_replay - wal_ids)
     assert all(o.id <= pinned.replay_after_wal_id for o in report.kinds["wal"].deleted)
@@ -265,7 +272,10 @@ def _run_worker(s3db: Any, request: dict[str, Any]) -> dict[str, Any]:
     env = {**os.environ, **s3db.env()}
     proc = subprocess.run(
         [sys.executable, str(WORKER), json.dumps(request)],
-        capture_output=True, env=env, timeout=WORKER_TIMEOUT_S, check=False,
+        capture_output=True,
+        env=env,
+        timeout=WORKER_TIMEOUT_S,
+        check=False,
     )
     lines = proc.stdout.decode().strip().splitlines()
     assert lines, f"worker printed nothing rc={proc.returncode}: {proc.stderr[-3000:]!r}"
@@ -304,12 +314,15 @@ def test_writer_in_another_process_fences_this_one(s3db: Any) -> None:
         assert "unexpected" not in outcome and "error" not in outcome, outcome
         seen_before_b = dict(acked)
         b_writes = {b"b-%03d" % i: _value("b", i) for i in range(20)}
-        out = _run_worker(s3db, {
-            "url": s3db.url,  # no options: endpoint and keys from AWS_* only
-            "settings": WORKER_SETTINGS,
-            "read": [k.hex() for k in seen_before_b],
-            "write": [[k.hex(), v.hex()] for k, v in b_writes.items()],
-        })
+        out = _run_worker(
+            s3db,
+            {
+                "url": s3db.url,  # no options: endpoint and keys from AWS_* only
+                "settings": WORKER_SETTINGS,
+                "read": [k.hex() for k in seen_before_b],
+                "write": [[k.hex(), v.hex()] for k, v in b_writes.items()],
+            },
+        )
         # B saw every write A had acknowledged before B started
         for key, value in seen_before_b.items():
             assert out["values"][key.hex()] == value.hex(), key

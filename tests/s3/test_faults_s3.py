@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from shale.db import Db
 from shale.errors import ClosedError, UnavailableError
 from shale.settings import Settings

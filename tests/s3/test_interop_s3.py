@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shale.batch import WriteBatch
 
 pytestmark = pytest.mark.interop
@@ -54,7 +55,10 @@ def _official(s3db: Any, request: dict[str, Any]) -> Any:
         req.write_text(json.dumps(request))
         proc = subprocess.run(
             [sys.executable, str(WORKER), str(req), str(res)],
-            capture_output=True, env=env, timeout=WORKER_TIMEOUT_S, check=False,
+            capture_output=True,
+            env=env,
+            timeout=WORKER_TIMEOUT_S,
+            check=False,
         )
         assert res.exists(), (
             f"official worker died: op={request['op']} rc={proc.returncode} "

@@ -42,7 +42,8 @@ class Run:
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
     for name in list(os.environ):
         if name.upper().startswith("SHALE_") and name.upper() not in {
-                n.upper() for n in shale.env.NOT_SETTINGS}:
+            n.upper() for n in shale.env.NOT_SETTINGS
+        }:
             monkeypatch.delenv(name)
     return Run(capsys)
 
@@ -108,7 +109,8 @@ def test_submit_status_run_once(run: Run, tmp_path: pathlib.Path) -> None:
     assert status["l0"] == 0 and status["sorted_runs"] == [0]
     assert status["compactor_epoch"] == 1
     assert [(c["id"], c["status"], c["percentage"]) for c in status["compactions"]] == [
-        (cid, "completed", 100.0)]
+        (cid, "completed", 100.0)
+    ]
     assert read_all(path) == expected
 
     # a manual spec in SlateDB's shape: rewrite sorted run 0 alone
@@ -129,8 +131,14 @@ def test_errors_are_one_line(run: Run, tmp_path: pathlib.Path) -> None:
     make_db(path, 1)
     code, _, err = run("compactor", "submit", str(path), "--spec", "{bad", *NOFSYNC)
     assert code == 2 and err.startswith("error: invalid:")
-    code, _, err = run("compactor", "submit", str(path), "--spec",
-                       '{"sorted_runs": [4], "destination": 4}', *NOFSYNC)
+    code, _, err = run(
+        "compactor",
+        "submit",
+        str(path),
+        "--spec",
+        '{"sorted_runs": [4], "destination": 4}',
+        *NOFSYNC,
+    )
     assert code == 2 and "consecutive" in err
     with pytest.raises(SystemExit):
         run("compactor", "submit", str(path))  # --full or --spec is required
@@ -140,9 +148,20 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "db"
     expected = make_db(path, 4)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shale", "compactor", "run", str(path), "--poll-interval", "0.05",
-         *NOFSYNC],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "shale",
+            "compactor",
+            "run",
+            str(path),
+            "--poll-interval",
+            "0.05",
+            *NOFSYNC,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         store = store_of(path)

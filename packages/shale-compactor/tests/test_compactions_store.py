@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from shale.errors import ClosedError
 from shale.objstore.memory import MemoryStore
 from shale_compactor.compactions_store import (

@@ -44,14 +44,23 @@ from shale_compactor.plugin import embedded_compactor
 from shale_compactor.state import CompactorStateWriter, read_view
 
 ROOT = "db"
-FAST = Settings(flush_interval=0.01, manifest_poll_interval=0.05, compactor_options=None,
-                garbage_collector_options=None)
+FAST = Settings(
+    flush_interval=0.01,
+    manifest_poll_interval=0.05,
+    compactor_options=None,
+    garbage_collector_options=None,
+)
 OPTS = CompactorOptions(poll_interval=0.05)
 WAIT_S = 30.0
 
 
-def fill(db: Db, rounds: int = 4, keys: int = 300, flush: bool = True,
-         expected: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
+def fill(
+    db: Db,
+    rounds: int = 4,
+    keys: int = 300,
+    flush: bool = True,
+    expected: dict[bytes, bytes] | None = None,
+) -> dict[bytes, bytes]:
     """``rounds`` batches over the same keys (overwrites, some deletes), one L0 each; updates
     and returns the ``expected`` model."""
     expected = {} if expected is None else expected
@@ -279,7 +288,8 @@ def test_stale_submission_fails(store: MemoryStore, db: Db, reports: Reports) ->
     writer = CompactorStateWriter.open(c.manifest_store, CompactionsStore(store, ROOT))
     writer.write_manifest_safely(
         lambda m, _n: dataclasses.replace(m, compacted=[dataclasses.replace(m.compacted[0], id=5)]),
-        checkpoint_lifetime=None)
+        checkpoint_lifetime=None,
+    )
     c2 = Compactor(store, ROOT, FAST, options=OPTS)
     (failed,) = c2.run_once()
     c2.stop()
@@ -297,8 +307,14 @@ class StopAfterOutputs:
     def __init__(self, inner: Any, n: int) -> None:
         self.inner, self.n, self.seen = inner, n, 0
 
-    def execute(self, job: Any, *, on_output: Any, on_progress: Any = None,
-                stop: threading.Event | None = None) -> list[CompactedSst]:
+    def execute(
+        self,
+        job: Any,
+        *,
+        on_output: Any,
+        on_progress: Any = None,
+        stop: threading.Event | None = None,
+    ) -> list[CompactedSst]:
         assert stop is not None
 
         def out(sst: CompactedSst) -> None:
@@ -309,7 +325,8 @@ class StopAfterOutputs:
                 raise CompactionStopped("simulated crash")
 
         outputs: list[CompactedSst] = self.inner.execute(
-            job, on_output=out, on_progress=on_progress, stop=stop)
+            job, on_output=out, on_progress=on_progress, stop=stop
+        )
         return outputs
 
 
@@ -446,8 +463,14 @@ class Gate:
         self.release = threading.Event()
         self.fail = fail
 
-    def execute(self, job: Any, *, on_output: Any, on_progress: Any = None,
-                stop: threading.Event | None = None) -> list[CompactedSst]:
+    def execute(
+        self,
+        job: Any,
+        *,
+        on_output: Any,
+        on_progress: Any = None,
+        stop: threading.Event | None = None,
+    ) -> list[CompactedSst]:
         on_progress(1000)
         self.started.set()
         assert self.release.wait(WAIT_S)
@@ -638,6 +661,7 @@ def test_embedded_compactor_end_to_end(store: MemoryStore, reports: Reports) -> 
         assert compactor is not None
         expected = fill(db, rounds=5)
         reports.wait(lambda rs: any(r.status == "completed" for r in rs))
+
         # the database sees the sorted run once it polls the manifest
         def compacted() -> bool:
             m = db.refresh_manifest()

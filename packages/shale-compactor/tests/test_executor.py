@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from shale.errors import InvalidError
 from shale.fbs.manifest import (
     BOUND_EXCLUDED,
@@ -61,8 +62,9 @@ ROOT = "testdb"
 _rand = random.Random(1234)
 
 
-def V(key: bytes, value: bytes, seq: int, *, expire: int | None = None,
-      create: int | None = None) -> Row:
+def V(
+    key: bytes, value: bytes, seq: int, *, expire: int | None = None, create: int | None = None
+) -> Row:
     return Row(key, seq, VALUE, value, expire, create)
 
 
@@ -74,10 +76,13 @@ def M(key: bytes, value: bytes, seq: int) -> Row:
     return Row(key, seq, MERGE, value, None, None)
 
 
-def make_settings(*, block_size: int = 4096, max_sst_size: int = 256 * 1024 * 1024,
-                  min_filter_keys: int = 1000) -> Settings:
-    s = Settings(compactor_options=CompactorOptions(max_sst_size=max_sst_size),
-                 min_filter_keys=min_filter_keys)
+def make_settings(
+    *, block_size: int = 4096, max_sst_size: int = 256 * 1024 * 1024, min_filter_keys: int = 1000
+) -> Settings:
+    s = Settings(
+        compactor_options=CompactorOptions(max_sst_size=max_sst_size),
+        min_filter_keys=min_filter_keys,
+    )
     # SlateDB's tests use blocks below the 1 KiB Settings accept; the format allows >= 64 bytes
     object.__setattr__(s, "block_size", block_size)
     return s
@@ -88,14 +93,23 @@ class NoFilters:
         return None
 
 
-def make_executor(store: MemoryStore, *, block_size: int = 4096,
-                  max_sst_size: int = 256 * 1024 * 1024, merge_operator: Any = None,
-                  filter_supplier: Any = None, **kw: Any) -> CompactionExecutor:
+def make_executor(
+    store: MemoryStore,
+    *,
+    block_size: int = 4096,
+    max_sst_size: int = 256 * 1024 * 1024,
+    merge_operator: Any = None,
+    filter_supplier: Any = None,
+    **kw: Any,
+) -> CompactionExecutor:
     return CompactionExecutor(
-        store, ROOT, settings=make_settings(block_size=block_size, max_sst_size=max_sst_size),
+        store,
+        ROOT,
+        settings=make_settings(block_size=block_size, max_sst_size=max_sst_size),
         merge_operator=merge_operator,
         filter_supplier=filter_supplier if filter_supplier is not None else NoFilters(),
-        rand=random.Random(100), **kw,
+        rand=random.Random(100),
+        **kw,
     )
 
 
@@ -106,8 +120,9 @@ def upload(store: MemoryStore, builder: SstBuilder) -> CompactedSst:
     return CompactedSst(sid, builder.info, 2)
 
 
-def write_ssts(store: MemoryStore, rows: list[Row], max_sst_size: float,
-               block_size: int = 4096) -> list[CompactedSst]:
+def write_ssts(
+    store: MemoryStore, rows: list[Row], max_sst_size: float, block_size: int = 4096
+) -> list[CompactedSst]:
     """SlateDB's test ``write_ssts``: split where the compactor's writer would."""
     if not rows:
         return []
@@ -140,12 +155,26 @@ def ordered(rows: list[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (r[0], -r[1]))
 
 
-def job(l0: list[SstView], runs: list[SortedRun], *, resume: list[CompactedSst] | None = None,
-        last_run: bool = False, min_seq: int | None = 0, tick: int = 0,
-        destination: int = 0) -> CompactionJob:
-    return CompactionJob(id=Ulid.new(0, _rand), l0=l0, runs=runs, destination=destination,
-                         is_dest_last_run=last_run, retention_min_seq=min_seq,
-                         compaction_clock_tick=tick, resume_outputs=list(resume or []))
+def job(
+    l0: list[SstView],
+    runs: list[SortedRun],
+    *,
+    resume: list[CompactedSst] | None = None,
+    last_run: bool = False,
+    min_seq: int | None = 0,
+    tick: int = 0,
+    destination: int = 0,
+) -> CompactionJob:
+    return CompactionJob(
+        id=Ulid.new(0, _rand),
+        l0=l0,
+        runs=runs,
+        destination=destination,
+        is_dest_last_run=last_run,
+        retention_min_seq=min_seq,
+        compaction_clock_tick=tick,
+        resume_outputs=list(resume or []),
+    )
 
 
 def run(ex: CompactionExecutor, j: CompactionJob, **kw: Any) -> list[CompactedSst]:
@@ -159,118 +188,348 @@ def run(ex: CompactionExecutor, j: CompactionJob, **kw: Any) -> list[CompactedSs
 
 RESUME_CASES = [
     pytest.param(
-        [[V(b"k00", b"k00-100", 100), V(b"k01", b"k01-101", 101), V(b"k02", b"k02-102", 102),
-          V(b"k03", b"k03-30", 30), V(b"k03", b"k03-20", 20), V(b"k04", b"k04-104", 104)],
-         [V(b"k05", b"k05-105", 105), V(b"k06", b"k06-106", 106), V(b"k07", b"k07-107", 107),
-          V(b"k08", b"k08-108", 108), V(b"k09", b"k09-109", 109), V(b"k10", b"k10-110", 110)]],
-        [], 4096, 67_108_864, 3, None,
-        [V(b"k03", b"k03-20", 20), V(b"k04", b"k04-104", 104), V(b"k05", b"k05-105", 105),
-         V(b"k06", b"k06-106", 106), V(b"k07", b"k07-107", 107), V(b"k08", b"k08-108", 108),
-         V(b"k09", b"k09-109", 109), V(b"k10", b"k10-110", 110)],
-        id="l0_only"),
+        [
+            [
+                V(b"k00", b"k00-100", 100),
+                V(b"k01", b"k01-101", 101),
+                V(b"k02", b"k02-102", 102),
+                V(b"k03", b"k03-30", 30),
+                V(b"k03", b"k03-20", 20),
+                V(b"k04", b"k04-104", 104),
+            ],
+            [
+                V(b"k05", b"k05-105", 105),
+                V(b"k06", b"k06-106", 106),
+                V(b"k07", b"k07-107", 107),
+                V(b"k08", b"k08-108", 108),
+                V(b"k09", b"k09-109", 109),
+                V(b"k10", b"k10-110", 110),
+            ],
+        ],
+        [],
+        4096,
+        67_108_864,
+        3,
+        None,
+        [
+            V(b"k03", b"k03-20", 20),
+            V(b"k04", b"k04-104", 104),
+            V(b"k05", b"k05-105", 105),
+            V(b"k06", b"k06-106", 106),
+            V(b"k07", b"k07-107", 107),
+            V(b"k08", b"k08-108", 108),
+            V(b"k09", b"k09-109", 109),
+            V(b"k10", b"k10-110", 110),
+        ],
+        id="l0_only",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-100", 100), V(b"k01", b"k01-101", 101), V(b"k02", b"k02-102", 102),
-          V(b"k03", b"k03-103", 103), V(b"k04", b"k04-104", 104), V(b"k05", b"k05-105", 105),
-          V(b"k06", b"k06-106", 106), V(b"k07", b"k07-107", 107), V(b"k08", b"k08-80", 80),
-          V(b"k08", b"k08-70", 70), V(b"k09", b"k09-109", 109), V(b"k10", b"k10-110", 110),
-          V(b"k11", b"k11-111", 111), V(b"k12", b"k12-112", 112)]],
-        [], 128, 1, 9, None,
-        [V(b"k09", b"k09-109", 109), V(b"k10", b"k10-110", 110), V(b"k11", b"k11-111", 111),
-         V(b"k12", b"k12-112", 112)],
-        id="l0_only_multi_block"),
+        [
+            [
+                V(b"k00", b"k00-100", 100),
+                V(b"k01", b"k01-101", 101),
+                V(b"k02", b"k02-102", 102),
+                V(b"k03", b"k03-103", 103),
+                V(b"k04", b"k04-104", 104),
+                V(b"k05", b"k05-105", 105),
+                V(b"k06", b"k06-106", 106),
+                V(b"k07", b"k07-107", 107),
+                V(b"k08", b"k08-80", 80),
+                V(b"k08", b"k08-70", 70),
+                V(b"k09", b"k09-109", 109),
+                V(b"k10", b"k10-110", 110),
+                V(b"k11", b"k11-111", 111),
+                V(b"k12", b"k12-112", 112),
+            ]
+        ],
+        [],
+        128,
+        1,
+        9,
+        None,
+        [
+            V(b"k09", b"k09-109", 109),
+            V(b"k10", b"k10-110", 110),
+            V(b"k11", b"k11-111", 111),
+            V(b"k12", b"k12-112", 112),
+        ],
+        id="l0_only_multi_block",
+    ),
     pytest.param(
         [],
-        [[[V(b"k00", b"k00-300", 300), V(b"k01", b"k01-301", 301), V(b"k02", b"k02-302", 302),
-           V(b"k03", b"k03-303", 303), V(b"k03", b"k03-33", 33), V(b"k04", b"k04-304", 304),
-           V(b"k05", b"k05-305", 305)]],
-         [[V(b"k06", b"k06-406", 406), V(b"k07", b"k07-407", 407), V(b"k08", b"k08-408", 408),
-           V(b"k09", b"k09-409", 409), V(b"k10", b"k10-410", 410), V(b"k11", b"k11-411", 411)]]],
-        4096, 67_108_864, 4, None,
-        [V(b"k04", b"k04-304", 304), V(b"k05", b"k05-305", 305), V(b"k06", b"k06-406", 406),
-         V(b"k07", b"k07-407", 407), V(b"k08", b"k08-408", 408), V(b"k09", b"k09-409", 409),
-         V(b"k10", b"k10-410", 410), V(b"k11", b"k11-411", 411)],
-        id="sr_only"),
+        [
+            [
+                [
+                    V(b"k00", b"k00-300", 300),
+                    V(b"k01", b"k01-301", 301),
+                    V(b"k02", b"k02-302", 302),
+                    V(b"k03", b"k03-303", 303),
+                    V(b"k03", b"k03-33", 33),
+                    V(b"k04", b"k04-304", 304),
+                    V(b"k05", b"k05-305", 305),
+                ]
+            ],
+            [
+                [
+                    V(b"k06", b"k06-406", 406),
+                    V(b"k07", b"k07-407", 407),
+                    V(b"k08", b"k08-408", 408),
+                    V(b"k09", b"k09-409", 409),
+                    V(b"k10", b"k10-410", 410),
+                    V(b"k11", b"k11-411", 411),
+                ]
+            ],
+        ],
+        4096,
+        67_108_864,
+        4,
+        None,
+        [
+            V(b"k04", b"k04-304", 304),
+            V(b"k05", b"k05-305", 305),
+            V(b"k06", b"k06-406", 406),
+            V(b"k07", b"k07-407", 407),
+            V(b"k08", b"k08-408", 408),
+            V(b"k09", b"k09-409", 409),
+            V(b"k10", b"k10-410", 410),
+            V(b"k11", b"k11-411", 411),
+        ],
+        id="sr_only",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-500", 500), V(b"k01", b"k01-501", 501), V(b"k02", b"k02-502", 502),
-          V(b"k03", b"k03-503", 503), V(b"k04", b"k04-504", 504), V(b"k05", b"k05-90", 90),
-          V(b"k05", b"k05-80", 80)],
-         [V(b"k06", b"k06-606", 606), V(b"k07", b"k07-607", 607), V(b"k08", b"k08-608", 608),
-          V(b"k09", b"k09-609", 609), V(b"k10", b"k10-610", 610), V(b"k11", b"k11-611", 611)]],
-        [[[V(b"k12", b"k12-720", 720), V(b"k13", b"k13-721", 721), V(b"k14", b"k14-722", 722),
-           V(b"k15", b"k15-120", 120), V(b"k15", b"k15-110", 110), V(b"k16", b"k16-726", 726),
-           V(b"k17", b"k17-727", 727)]],
-         [[V(b"k18", b"k18-830", 830), V(b"k19", b"k19-831", 831), V(b"k20", b"k20-832", 832),
-           V(b"k21", b"k21-833", 833), V(b"k22", b"k22-834", 834), V(b"k23", b"k23-835", 835)]]],
-        4096, 67_108_864, 5, None,
-        [V(b"k05", b"k05-80", 80), V(b"k06", b"k06-606", 606), V(b"k07", b"k07-607", 607),
-         V(b"k08", b"k08-608", 608), V(b"k09", b"k09-609", 609), V(b"k10", b"k10-610", 610),
-         V(b"k11", b"k11-611", 611), V(b"k12", b"k12-720", 720), V(b"k13", b"k13-721", 721),
-         V(b"k14", b"k14-722", 722), V(b"k15", b"k15-120", 120), V(b"k15", b"k15-110", 110),
-         V(b"k16", b"k16-726", 726), V(b"k17", b"k17-727", 727), V(b"k18", b"k18-830", 830),
-         V(b"k19", b"k19-831", 831), V(b"k20", b"k20-832", 832), V(b"k21", b"k21-833", 833),
-         V(b"k22", b"k22-834", 834), V(b"k23", b"k23-835", 835)],
-        id="l0_and_sr"),
+        [
+            [
+                V(b"k00", b"k00-500", 500),
+                V(b"k01", b"k01-501", 501),
+                V(b"k02", b"k02-502", 502),
+                V(b"k03", b"k03-503", 503),
+                V(b"k04", b"k04-504", 504),
+                V(b"k05", b"k05-90", 90),
+                V(b"k05", b"k05-80", 80),
+            ],
+            [
+                V(b"k06", b"k06-606", 606),
+                V(b"k07", b"k07-607", 607),
+                V(b"k08", b"k08-608", 608),
+                V(b"k09", b"k09-609", 609),
+                V(b"k10", b"k10-610", 610),
+                V(b"k11", b"k11-611", 611),
+            ],
+        ],
+        [
+            [
+                [
+                    V(b"k12", b"k12-720", 720),
+                    V(b"k13", b"k13-721", 721),
+                    V(b"k14", b"k14-722", 722),
+                    V(b"k15", b"k15-120", 120),
+                    V(b"k15", b"k15-110", 110),
+                    V(b"k16", b"k16-726", 726),
+                    V(b"k17", b"k17-727", 727),
+                ]
+            ],
+            [
+                [
+                    V(b"k18", b"k18-830", 830),
+                    V(b"k19", b"k19-831", 831),
+                    V(b"k20", b"k20-832", 832),
+                    V(b"k21", b"k21-833", 833),
+                    V(b"k22", b"k22-834", 834),
+                    V(b"k23", b"k23-835", 835),
+                ]
+            ],
+        ],
+        4096,
+        67_108_864,
+        5,
+        None,
+        [
+            V(b"k05", b"k05-80", 80),
+            V(b"k06", b"k06-606", 606),
+            V(b"k07", b"k07-607", 607),
+            V(b"k08", b"k08-608", 608),
+            V(b"k09", b"k09-609", 609),
+            V(b"k10", b"k10-610", 610),
+            V(b"k11", b"k11-611", 611),
+            V(b"k12", b"k12-720", 720),
+            V(b"k13", b"k13-721", 721),
+            V(b"k14", b"k14-722", 722),
+            V(b"k15", b"k15-120", 120),
+            V(b"k15", b"k15-110", 110),
+            V(b"k16", b"k16-726", 726),
+            V(b"k17", b"k17-727", 727),
+            V(b"k18", b"k18-830", 830),
+            V(b"k19", b"k19-831", 831),
+            V(b"k20", b"k20-832", 832),
+            V(b"k21", b"k21-833", 833),
+            V(b"k22", b"k22-834", 834),
+            V(b"k23", b"k23-835", 835),
+        ],
+        id="l0_and_sr",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-900", 900), V(b"k01", b"k01-901", 901), V(b"k02", b"k02-902", 902),
-          V(b"k03", b"k03-903", 903), V(b"k04", b"k04-904", 904), V(b"k05", b"k05-905", 905)],
-         [V(b"k02", b"k02-920", 920), V(b"k03", b"k03-921", 921), V(b"k04", b"k04-922", 922),
-          V(b"k06", b"k06-923", 923), V(b"k07", b"k07-924", 924)]],
-        [[[V(b"k01", b"k01-800", 800), V(b"k03", b"k03-801", 801), V(b"k05", b"k05-802", 802),
-           V(b"k08", b"k08-803", 803), V(b"k09", b"k09-804", 804)]],
-         [[V(b"k02", b"k02-850", 850), V(b"k04", b"k04-851", 851), V(b"k05", b"k05-852", 852),
-           V(b"k07", b"k07-853", 853), V(b"k10", b"k10-854", 854)]]],
-        4096, 67_108_864, 7, None,
-        [V(b"k03", b"k03-801", 801), V(b"k04", b"k04-922", 922), V(b"k04", b"k04-904", 904),
-         V(b"k04", b"k04-851", 851), V(b"k05", b"k05-905", 905), V(b"k05", b"k05-852", 852),
-         V(b"k05", b"k05-802", 802), V(b"k06", b"k06-923", 923), V(b"k07", b"k07-924", 924),
-         V(b"k07", b"k07-853", 853), V(b"k08", b"k08-803", 803), V(b"k09", b"k09-804", 804),
-         V(b"k10", b"k10-854", 854)],
-        id="l0_and_sr_overlap"),
+        [
+            [
+                V(b"k00", b"k00-900", 900),
+                V(b"k01", b"k01-901", 901),
+                V(b"k02", b"k02-902", 902),
+                V(b"k03", b"k03-903", 903),
+                V(b"k04", b"k04-904", 904),
+                V(b"k05", b"k05-905", 905),
+            ],
+            [
+                V(b"k02", b"k02-920", 920),
+                V(b"k03", b"k03-921", 921),
+                V(b"k04", b"k04-922", 922),
+                V(b"k06", b"k06-923", 923),
+                V(b"k07", b"k07-924", 924),
+            ],
+        ],
+        [
+            [
+                [
+                    V(b"k01", b"k01-800", 800),
+                    V(b"k03", b"k03-801", 801),
+                    V(b"k05", b"k05-802", 802),
+                    V(b"k08", b"k08-803", 803),
+                    V(b"k09", b"k09-804", 804),
+                ]
+            ],
+            [
+                [
+                    V(b"k02", b"k02-850", 850),
+                    V(b"k04", b"k04-851", 851),
+                    V(b"k05", b"k05-852", 852),
+                    V(b"k07", b"k07-853", 853),
+                    V(b"k10", b"k10-854", 854),
+                ]
+            ],
+        ],
+        4096,
+        67_108_864,
+        7,
+        None,
+        [
+            V(b"k03", b"k03-801", 801),
+            V(b"k04", b"k04-922", 922),
+            V(b"k04", b"k04-904", 904),
+            V(b"k04", b"k04-851", 851),
+            V(b"k05", b"k05-905", 905),
+            V(b"k05", b"k05-852", 852),
+            V(b"k05", b"k05-802", 802),
+            V(b"k06", b"k06-923", 923),
+            V(b"k07", b"k07-924", 924),
+            V(b"k07", b"k07-853", 853),
+            V(b"k08", b"k08-803", 803),
+            V(b"k09", b"k09-804", 804),
+            V(b"k10", b"k10-854", 854),
+        ],
+        id="l0_and_sr_overlap",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-100", 100), V(b"k01", b"k01-101", 101), T(b"k02", 105),
-          V(b"k02", b"k02-103", 103), V(b"k03", b"k03-106", 106)]],
+        [
+            [
+                V(b"k00", b"k00-100", 100),
+                V(b"k01", b"k01-101", 101),
+                T(b"k02", 105),
+                V(b"k02", b"k02-103", 103),
+                V(b"k03", b"k03-106", 106),
+            ]
+        ],
         [[[V(b"k01", b"k01-90", 90), V(b"k02", b"k02-95", 95), V(b"k04", b"k04-107", 107)]]],
-        4096, 67_108_864, 3, None,
-        [V(b"k02", b"k02-103", 103), V(b"k02", b"k02-95", 95), V(b"k03", b"k03-106", 106),
-         V(b"k04", b"k04-107", 107)],
-        id="tombstones_resume"),
+        4096,
+        67_108_864,
+        3,
+        None,
+        [
+            V(b"k02", b"k02-103", 103),
+            V(b"k02", b"k02-95", 95),
+            V(b"k03", b"k03-106", 106),
+            V(b"k04", b"k04-107", 107),
+        ],
+        id="tombstones_resume",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-10", 10), V(b"k02", b"k02-25", 25), V(b"k02", b"k02-20", 20)],
-         [V(b"k01", b"k01-30", 30), V(b"k03", b"k03-40", 40)]],
+        [
+            [V(b"k00", b"k00-10", 10), V(b"k02", b"k02-25", 25), V(b"k02", b"k02-20", 20)],
+            [V(b"k01", b"k01-30", 30), V(b"k03", b"k03-40", 40)],
+        ],
         [[[V(b"k01", b"k01-15", 15), V(b"k02", b"k02-22", 22), V(b"k04", b"k04-50", 50)]]],
-        4096, 67_108_864, None, None,
-        [V(b"k00", b"k00-10", 10), V(b"k01", b"k01-30", 30), V(b"k01", b"k01-15", 15),
-         V(b"k02", b"k02-25", 25), V(b"k02", b"k02-22", 22), V(b"k02", b"k02-20", 20),
-         V(b"k03", b"k03-40", 40), V(b"k04", b"k04-50", 50)],
-        id="no_output_ssts"),
+        4096,
+        67_108_864,
+        None,
+        None,
+        [
+            V(b"k00", b"k00-10", 10),
+            V(b"k01", b"k01-30", 30),
+            V(b"k01", b"k01-15", 15),
+            V(b"k02", b"k02-25", 25),
+            V(b"k02", b"k02-22", 22),
+            V(b"k02", b"k02-20", 20),
+            V(b"k03", b"k03-40", 40),
+            V(b"k04", b"k04-50", 50),
+        ],
+        id="no_output_ssts",
+    ),
     pytest.param(
         [[V(b"k00", b"k00-10", 10), V(b"k01", b"k01-11", 11)]],
-        [], 4096, 67_108_864, 1, None, [],
-        id="resume_at_end"),
+        [],
+        4096,
+        67_108_864,
+        1,
+        None,
+        [],
+        id="resume_at_end",
+    ),
     pytest.param(
-        [[V(b"k00", b"k00-100", 100), M(b"k01", b"b", 5), M(b"k02", b"y", 6),
-          V(b"k03", b"k03-103", 103)]],
-        [[[M(b"k01", b"a", 4), V(b"k01", b"base", 3), M(b"k02", b"x", 4),
-           V(b"k02", b"base2", 2)]]],
-        4096, 67_108_864, 0, ConcatMergeOperator(),
+        [
+            [
+                V(b"k00", b"k00-100", 100),
+                M(b"k01", b"b", 5),
+                M(b"k02", b"y", 6),
+                V(b"k03", b"k03-103", 103),
+            ]
+        ],
+        [[[M(b"k01", b"a", 4), V(b"k01", b"base", 3), M(b"k02", b"x", 4), V(b"k02", b"base2", 2)]]],
+        4096,
+        67_108_864,
+        0,
+        ConcatMergeOperator(),
         [V(b"k01", b"baseab", 5), V(b"k02", b"base2xy", 6), V(b"k03", b"k03-103", 103)],
-        id="merge_operator_resume"),
+        id="merge_operator_resume",
+    ),
     pytest.param(
         [[M(b"k00", b"10", 10), M(b"k00", b"4", 4), M(b"k00", b"1", 1), V(b"k01", b"k01-5", 5)]],
-        [], 4096, 67_108_864, 0, ConcatMergeOperator(),
+        [],
+        4096,
+        67_108_864,
+        0,
+        ConcatMergeOperator(),
         [V(b"k01", b"k01-5", 5)],
-        id="merge_operator_resume_skip_merged_operands"),
+        id="merge_operator_resume_skip_merged_operands",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
-    ("l0_sets", "sr_sets", "block_size", "output_max_sst_size", "resume_index",
-     "merge_operator", "expected"),
+    (
+        "l0_sets",
+        "sr_sets",
+        "block_size",
+        "output_max_sst_size",
+        "resume_index",
+        "merge_operator",
+        "expected",
+    ),
     RESUME_CASES,
 )
 def test_load_iterators_resume(
-    l0_sets: list[list[Row]], sr_sets: list[list[list[Row]]], block_size: int,
-    output_max_sst_size: int, resume_index: int | None, merge_operator: Any,
+    l0_sets: list[list[Row]],
+    sr_sets: list[list[list[Row]]],
+    block_size: int,
+    output_max_sst_size: int,
+    resume_index: int | None,
+    merge_operator: Any,
     expected: list[Row],
 ) -> None:
     store = MemoryStore()
@@ -290,8 +549,7 @@ def test_load_iterators_resume(
     resume: list[CompactedSst] = []
     if resume_index is not None:
         assert resume_index < len(sorted_rows)
-        resume = write_ssts(store, sorted_rows[: resume_index + 1], output_max_sst_size,
-                            block_size)
+        resume = write_ssts(store, sorted_rows[: resume_index + 1], output_max_sst_size, block_size)
     min_seq = None if merge_operator is not None else 0
     j = job(l0, runs, resume=resume, min_seq=min_seq)
     ex = make_executor(store, block_size=block_size, merge_operator=merge_operator)
@@ -299,7 +557,7 @@ def test_load_iterators_resume(
     # and execute writes exactly those rows after the resumed outputs
     outs = run(ex, j)
     assert outs[: len(resume)] == resume
-    assert read_rows(store, outs[len(resume):]) == expected
+    assert read_rows(store, outs[len(resume) :]) == expected
 
 
 # -- test_execute_compaction_job_resume_matches_full ----------------------------------------
@@ -317,9 +575,11 @@ value_strategy = st.one_of(
     st.just((TOMBSTONE, b"")),
 )
 entry_set_strategy = st.lists(
-    st.tuples(st.binary(min_size=1, max_size=KEY_SIZE), st.integers(0, MAX_SEQ - 1),
-              value_strategy),
-    min_size=1, max_size=MAX_ENTRY_SET_LEN,
+    st.tuples(
+        st.binary(min_size=1, max_size=KEY_SIZE), st.integers(0, MAX_SEQ - 1), value_strategy
+    ),
+    min_size=1,
+    max_size=MAX_ENTRY_SET_LEN,
 )
 
 
@@ -346,12 +606,16 @@ def test_execute_compaction_job_resume_matches_full(
     has_merge = any(r.kind == MERGE for rows in l0_sets + sr_sets for r in rows)
     merge_operator = ConcatMergeOperator() if has_merge else None
     min_seq = None if has_merge else 0
-    ex = make_executor(store, block_size=BLOCK_SIZE, max_sst_size=MAX_SST_SIZE,
-                       merge_operator=merge_operator)
-    l0 = [identity(s) for rows in l0_sets
-          for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)]
-    runs = [SortedRun(i, [identity(s) for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)])
-            for i, rows in enumerate(sr_sets)]
+    ex = make_executor(
+        store, block_size=BLOCK_SIZE, max_sst_size=MAX_SST_SIZE, merge_operator=merge_operator
+    )
+    l0 = [
+        identity(s) for rows in l0_sets for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)
+    ]
+    runs = [
+        SortedRun(i, [identity(s) for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)])
+        for i, rows in enumerate(sr_sets)
+    ]
     full = run(ex, job(l0, runs, min_seq=min_seq))
     expected = read_rows(store, full)
     assert expected
@@ -371,22 +635,33 @@ def test_execute_compaction_job_resume_matches_full(
     data=st.data(),
 )
 def test_resume_matches_full_with_any_retention(
-    sets: list[Any], expiries: list[int | None], last_run: bool, min_seq: int | None,
-    tick: int, data: st.DataObject,
+    sets: list[Any],
+    expiries: list[int | None],
+    last_run: bool,
+    min_seq: int | None,
+    tick: int,
+    data: st.DataObject,
 ) -> None:
     """The resume property also holds with snapshots, expiry and tombstone dropping."""
     store = MemoryStore()
     row_sets = []
     for specs in sets:
         rows = build_row_entries(specs)
-        row_sets.append([
-            r if r.kind == TOMBSTONE else r._replace(expire_ts=expiries[i % len(expiries)])
-            for i, r in enumerate(rows)
-        ])
-    ex = make_executor(store, block_size=BLOCK_SIZE, max_sst_size=MAX_SST_SIZE,
-                       merge_operator=ConcatMergeOperator())
-    views = [identity(s) for rows in row_sets
-             for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)]
+        row_sets.append(
+            [
+                r if r.kind == TOMBSTONE else r._replace(expire_ts=expiries[i % len(expiries)])
+                for i, r in enumerate(rows)
+            ]
+        )
+    ex = make_executor(
+        store,
+        block_size=BLOCK_SIZE,
+        max_sst_size=MAX_SST_SIZE,
+        merge_operator=ConcatMergeOperator(),
+    )
+    views = [
+        identity(s) for rows in row_sets for s in write_ssts(store, rows, float("inf"), BLOCK_SIZE)
+    ]
     split = data.draw(st.integers(0, len(views)))
     l0, runs = views[:split], [SortedRun(i, [v]) for i, v in enumerate(views[split:])]
     full = run(ex, job(l0, runs, min_seq=min_seq, tick=tick, last_run=last_run))
@@ -395,8 +670,7 @@ def test_resume_matches_full_with_any_retention(
         return
     i = data.draw(st.integers(0, len(expected) - 1))
     prefix = write_ssts(store, expected[: i + 1], MAX_SST_SIZE, BLOCK_SIZE)
-    resumed = run(ex, job(l0, runs, resume=prefix, min_seq=min_seq, tick=tick,
-                          last_run=last_run))
+    resumed = run(ex, job(l0, runs, resume=prefix, min_seq=min_seq, tick=tick, last_run=last_run))
     assert read_rows(store, resumed) == expected
 
 
@@ -405,8 +679,11 @@ def test_resume_matches_full_with_any_retention(
 
 def test_compaction_job_should_retain_merges_newer_than_retention_min_seq_num() -> None:
     store = MemoryStore()
-    [sst] = write_ssts(store, [M(b"foo", b"3", 4), M(b"foo", b"2", 3), M(b"foo", b"1", 2),
-                               M(b"foo", b"0", 1)], float("inf"))
+    [sst] = write_ssts(
+        store,
+        [M(b"foo", b"3", 4), M(b"foo", b"2", 3), M(b"foo", b"1", 2), M(b"foo", b"0", 1)],
+        float("inf"),
+    )
     retention_min_seq = 2
     ex = make_executor(store, merge_operator=ConcatMergeOperator())
     outs = run(ex, job([identity(sst)], [], min_seq=retention_min_seq))
@@ -458,19 +735,28 @@ class Supplier:
 
 def test_compaction_job_with_filter_success() -> None:
     store = MemoryStore()
-    rows = [V(b"drop:key1", b"value1", 1), V(b"drop:key2", b"value2", 2),
-            V(b"keep:key3", b"value3", 3), V(b"keep:key4", b"value4", 4),
-            V(b"modify:key5", b"value5", 5), V(b"modify:key6", b"value6", 6),
-            V(b"tombstone:key7", b"value7", 7), V(b"tombstone:key8", b"value8", 8)]
+    rows = [
+        V(b"drop:key1", b"value1", 1),
+        V(b"drop:key2", b"value2", 2),
+        V(b"keep:key3", b"value3", 3),
+        V(b"keep:key4", b"value4", 4),
+        V(b"modify:key5", b"value5", 5),
+        V(b"modify:key6", b"value6", 6),
+        V(b"tombstone:key7", b"value7", 7),
+        V(b"tombstone:key8", b"value8", 8),
+    ]
     [sst] = write_ssts(store, rows, float("inf"))
     supplier = Supplier(TestFilter)
     ex = make_executor(store, filter_supplier=supplier)
     outs = run(ex, job([identity(sst)], [], last_run=True, min_seq=None, destination=7, tick=42))
     assert len(outs) == 1
     assert read_rows(store, outs) == [
-        V(b"keep:key3", b"value3", 3), V(b"keep:key4", b"value4", 4),
-        V(b"modify:key5", b"value5_modified", 5), V(b"modify:key6", b"value6_modified", 6),
-        T(b"tombstone:key7", 7), T(b"tombstone:key8", 8),
+        V(b"keep:key3", b"value3", 3),
+        V(b"keep:key4", b"value4", 4),
+        V(b"modify:key5", b"value5_modified", 5),
+        V(b"modify:key6", b"value6_modified", 6),
+        T(b"tombstone:key7", 7),
+        T(b"tombstone:key8", 8),
     ]
     assert supplier.contexts == [CompactionJobContext(7, True, 42, None)]
     assert supplier.made[0].ended == 1
@@ -489,8 +775,7 @@ def test_compaction_job_aborts_on_filter_creation_error() -> None:
     before = set(store._objects)
     reported: list[CompactedSst] = []
     with pytest.raises(CompactionFilterError) as info:
-        ex.execute(job([identity(sst)], [], last_run=True, min_seq=None),
-                   on_output=reported.append)
+        ex.execute(job([identity(sst)], [], last_run=True, min_seq=None), on_output=reported.append)
     assert info.value.stage == "create"
     assert reported == [] and set(store._objects) == before
 
@@ -509,8 +794,7 @@ def test_compaction_job_aborts_on_compaction_end_error() -> None:
     ex = make_executor(store, filter_supplier=Supplier(FailOnEndFilter))
     reported: list[CompactedSst] = []
     with pytest.raises(CompactionFilterError) as info:
-        ex.execute(job([identity(sst)], [], last_run=True, min_seq=None),
-                   on_output=reported.append)
+        ex.execute(job([identity(sst)], [], last_run=True, min_seq=None), on_output=reported.append)
     assert info.value.stage == "end"
     assert reported == []  # the last output is not uploaded
 
@@ -600,11 +884,14 @@ def test_sorted_run_of_many_ssts_and_l0_precedence() -> None:
     newer = [V(b"k%03d" % i, b"new", 20) for i in range(0, 300, 7)]
     [l0] = write_ssts(store, newer, float("inf"))
     ex = make_executor(store)
-    outs = run(ex, job([identity(l0)], [SortedRun(1, [identity(s) for s in run_ssts])],
-                       min_seq=None))
+    outs = run(
+        ex, job([identity(l0)], [SortedRun(1, [identity(s) for s in run_ssts])], min_seq=None)
+    )
     got = read_rows(store, outs)
-    assert got == [V(b"k%03d" % i, b"new" if i % 7 == 0 else b"old", 20 if i % 7 == 0 else 10)
-                   for i in range(300)]
+    assert got == [
+        V(b"k%03d" % i, b"new" if i % 7 == 0 else b"old", 20 if i % 7 == 0 else 10)
+        for i in range(300)
+    ]
     # older runs lose ties on (key, seq) only after newer ones: L0 first, then runs in order
     assert len(got) == 300
 
@@ -627,8 +914,11 @@ def test_visible_ranges_are_honoured() -> None:
         assert got == expected, rng
     # views of one SST split across a sorted run
     left = identity(sst, BytesRange(Bound(BOUND_UNBOUNDED, None), Bound(BOUND_EXCLUDED, b"k4")))
-    right = SstView(Ulid.new(1, _rand), sst, BytesRange(Bound(BOUND_INCLUDED, b"k4"),
-                                                        Bound(BOUND_UNBOUNDED, None)))
+    right = SstView(
+        Ulid.new(1, _rand),
+        sst,
+        BytesRange(Bound(BOUND_INCLUDED, b"k4"), Bound(BOUND_UNBOUNDED, None)),
+    )
     assert list(ex.iter_rows(job([], [SortedRun(0, [left, right])]))) == rows
 
 
@@ -669,21 +959,27 @@ def test_merge_operator_from_settings() -> None:
 
 def test_expiry_and_tombstones() -> None:
     store = MemoryStore()
-    rows = [V(b"a", b"x", 3, expire=100, create=1), V(b"b", b"y", 4, expire=101), T(b"c", 5),
-            V(b"c", b"old", 1)]
+    rows = [
+        V(b"a", b"x", 3, expire=100, create=1),
+        V(b"b", b"y", 4, expire=101),
+        T(b"c", 5),
+        V(b"c", b"old", 1),
+    ]
     [sst] = write_ssts(store, rows, float("inf"))
     ex = make_executor(store)
     outs = run(ex, job([identity(sst)], [], min_seq=None, tick=100))
-    assert read_rows(store, outs) == [Row(b"a", 3, TOMBSTONE, b"", None, 1),
-                                      V(b"b", b"y", 4, expire=101), T(b"c", 5)]
+    assert read_rows(store, outs) == [
+        Row(b"a", 3, TOMBSTONE, b"", None, 1),
+        V(b"b", b"y", 4, expire=101),
+        T(b"c", 5),
+    ]
     outs = run(ex, job([identity(sst)], [], min_seq=None, tick=100, last_run=True))
     assert read_rows(store, outs) == [V(b"b", b"y", 4, expire=101)]
 
 
 def test_last_written_key_and_seq() -> None:
     store = MemoryStore()
-    [sst] = write_ssts(store, [V(b"a", b"1", 5), V(b"b", b"2", 4), V(b"b", b"3", 2)],
-                       float("inf"))
+    [sst] = write_ssts(store, [V(b"a", b"1", 5), V(b"b", b"2", 4), V(b"b", b"3", 2)], float("inf"))
     assert last_written_key_and_seq(store, ROOT, sst) == (b"b", 2)
 
 
@@ -722,8 +1018,9 @@ def test_progress_reports_bytes() -> None:
     total = sum(store.head(compacted_path(ROOT, s.id)).size for s in ssts)
     ex = make_executor(store, block_size=1024, max_sst_size=100_000)
     progress: list[int] = []
-    outs = run(ex, job([], [SortedRun(0, [identity(s) for s in ssts])]),
-               on_progress=progress.append)
+    outs = run(
+        ex, job([], [SortedRun(0, [identity(s) for s in ssts])]), on_progress=progress.append
+    )
     assert len(progress) >= len(outs)
     assert progress == sorted(progress)
     assert 0.9 * total <= progress[-1] <= 1.5 * total

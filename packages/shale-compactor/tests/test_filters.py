@@ -10,6 +10,7 @@ from typing import Any
 
 import pluggy
 import pytest
+
 from shale.errors import InternalError
 from shale.row import MERGE, TOMBSTONE, VALUE, Row
 from shale_compactor.filters import (
@@ -29,8 +30,9 @@ from shale_compactor.filters import (
     modify_value,
 )
 
-CONTEXT = CompactionJobContext(destination=3, is_dest_last_run=False, compaction_clock_tick=0,
-                               retention_min_seq=None)
+CONTEXT = CompactionJobContext(
+    destination=3, is_dest_last_run=False, compaction_clock_tick=0, retention_min_seq=None
+)
 
 
 def entry(key: bytes, value: bytes, seq: int, expire: int | None = None) -> Row:
@@ -95,14 +97,21 @@ def filtered(rows: list[Row], filters: list[Any]) -> list[Row]:
 
 
 def test_keep_all_filter() -> None:
-    entries = [entry(b"key1", b"value1", 1), entry(b"key2", b"value2", 2),
-               entry(b"key3", b"value3", 3)]
+    entries = [
+        entry(b"key1", b"value1", 1),
+        entry(b"key2", b"value2", 2),
+        entry(b"key3", b"value3", 3),
+    ]
     assert list(apply_filters(entries, [KeepAllFilter()])) == entries
 
 
 def test_drop_prefix_filter() -> None:
-    entries = [entry(b"drop:key1", b"value1", 1), entry(b"keep:key2", b"value2", 2),
-               entry(b"drop:key3", b"value3", 3), entry(b"keep:key4", b"value4", 4)]
+    entries = [
+        entry(b"drop:key1", b"value1", 1),
+        entry(b"keep:key2", b"value2", 2),
+        entry(b"drop:key3", b"value3", 3),
+        entry(b"keep:key4", b"value4", 4),
+    ]
     out = filtered(entries, [DropPrefixFilter(b"drop:")])
     assert out == [entries[1], entries[3]]
 
@@ -117,8 +126,11 @@ def test_modify_value_filter() -> None:
 
 
 def test_tombstone_decision() -> None:
-    entries = [entry(b"delete:key1", b"value1", 1), entry(b"keep:key2", b"value2", 2),
-               entry(b"delete:key3", b"value3", 3)]
+    entries = [
+        entry(b"delete:key1", b"value1", 1),
+        entry(b"keep:key2", b"value2", 2),
+        entry(b"delete:key3", b"value3", 3),
+    ]
     out = filtered(entries, [TombstoneFilter(b"delete:")])
     assert out[0] == tombstone(b"delete:key1", 1)
     assert out[1] == entries[1]
@@ -127,8 +139,11 @@ def test_tombstone_decision() -> None:
 
 
 def test_tombstone_on_merge_operand_converts_to_tombstone() -> None:
-    entries = [entry(b"delete:key1", b"value1", 1), merge(b"delete:key2", b"merge2", 2),
-               entry(b"keep:key3", b"value3", 3)]
+    entries = [
+        entry(b"delete:key1", b"value1", 1),
+        merge(b"delete:key2", b"merge2", 2),
+        entry(b"keep:key3", b"value3", 3),
+    ]
     out = filtered(entries, [TombstoneFilter(b"delete:")])
     assert [r.kind for r in out] == [TOMBSTONE, TOMBSTONE, VALUE]
     assert [r.key for r in out] == [b"delete:key1", b"delete:key2", b"keep:key3"]
@@ -165,8 +180,10 @@ def test_on_compaction_end_not_called_when_abandoned() -> None:
 
 
 def test_tombstone_clears_expire_ts() -> None:
-    entries = [entry(b"delete:key1", b"value1", 1, expire=12345),
-               entry(b"keep:key2", b"value2", 2, expire=67890)]
+    entries = [
+        entry(b"delete:key1", b"value1", 1, expire=12345),
+        entry(b"keep:key2", b"value2", 2, expire=67890),
+    ]
     out = filtered(entries, [TombstoneFilter(b"delete:")])
     assert out[0].kind == TOMBSTONE and out[0].expire_ts is None
     assert out[1].kind == VALUE and out[1].expire_ts == 67890
@@ -186,7 +203,8 @@ def test_modify_keeps_create_ts_and_seq() -> None:
 
     assert list(apply_filters([row], [ToMerge()])) == [Row(b"k", 9, MERGE, b"op", 100, 50)]
     assert list(apply_filters([row], [TombstoneFilter(b"k")])) == [
-        Row(b"k", 9, TOMBSTONE, b"", None, 50)]
+        Row(b"k", 9, TOMBSTONE, b"", None, 50)
+    ]
 
 
 def test_filter_error_aborts_iteration() -> None:
@@ -196,8 +214,11 @@ def test_filter_error_aborts_iteration() -> None:
                 raise RuntimeError("intentional failure")
             return KEEP
 
-    entries = [entry(b"keep:key1", b"value1", 1), entry(b"fail:key2", b"value2", 2),
-               entry(b"keep:key3", b"value3", 3)]
+    entries = [
+        entry(b"keep:key1", b"value1", 1),
+        entry(b"fail:key2", b"value2", 2),
+        entry(b"keep:key3", b"value3", 3),
+    ]
     it = apply_filters(entries, [FailingFilter()])
     assert next(it) == entries[0]
     with pytest.raises(CompactionFilterError) as info:

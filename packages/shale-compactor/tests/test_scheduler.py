@@ -37,8 +37,9 @@ DEFAULT = SchedulerOptions()
 
 def sst(size: int) -> SstView:
     u = Ulid.from_parts(next(_ids), 0)
-    info = SsTableInfo(first_entry=b"a", index_offset=size, index_len=0, filter_offset=size,
-                       filter_len=0)
+    info = SsTableInfo(
+        first_entry=b"a", index_offset=size, index_len=0, filter_offset=size, filter_len=0
+    )
     return SstView(u, CompactedSst(u, info))
 
 
@@ -46,11 +47,14 @@ def sr(run_id: int, size: int, n: int = 2) -> SortedRun:
     return SortedRun(run_id, [sst(size // n) for _ in range(n)])
 
 
-def view(l0: list[SstView], runs: list[SortedRun], active: list[CompactionSpec] = ()
-         ) -> CompactorStateView:  # type: ignore[assignment]
+def view(
+    l0: list[SstView], runs: list[SortedRun], active: list[CompactionSpec] = ()
+) -> CompactorStateView:  # type: ignore[assignment]
     m = dataclasses.replace(Manifest.initial(), l0=list(l0), compacted=list(runs))
-    comps = [s.to_compaction(Ulid.from_parts(10_000 + i, 0), STATUS_RUNNING)
-             for i, s in enumerate(active)]
+    comps = [
+        s.to_compaction(Ulid.from_parts(10_000 + i, 0), STATUS_RUNNING)
+        for i, s in enumerate(active)
+    ]
     return CompactorStateView(Compactions(1, comps), m)
 
 
@@ -130,16 +134,35 @@ def test_should_apply_backpressure_for_l0s() -> None:
 
 def test_should_return_multiple_compactions() -> None:
     l0 = [sst(1) for _ in range(4)]
-    runs = [sr(10, 2), sr(9, 2), sr(8, 2), sr(7, 2), sr(3, 16, 4), sr(2, 16, 4), sr(1, 16, 4),
-            sr(0, 16, 4)]
+    runs = [
+        sr(10, 2),
+        sr(9, 2),
+        sr(8, 2),
+        sr(7, 2),
+        sr(3, 16, 4),
+        sr(2, 16, 4),
+        sr(1, 16, 4),
+        sr(0, 16, 4),
+    ]
     assert propose(view(l0, runs), DEFAULT) == [
-        l0_spec(l0, 11), sr_spec([10, 9, 8, 7]), sr_spec([3, 2, 1, 0])]
+        l0_spec(l0, 11),
+        sr_spec([10, 9, 8, 7]),
+        sr_spec([3, 2, 1, 0]),
+    ]
 
 
 def test_should_respect_max_concurrent_compactions() -> None:
     l0 = [sst(1) for _ in range(4)]
-    runs = [sr(10, 2), sr(9, 2), sr(8, 2), sr(7, 2), sr(3, 16, 4), sr(2, 16, 4), sr(1, 16, 4),
-            sr(0, 16, 4)]
+    runs = [
+        sr(10, 2),
+        sr(9, 2),
+        sr(8, 2),
+        sr(7, 2),
+        sr(3, 16, 4),
+        sr(2, 16, 4),
+        sr(1, 16, 4),
+        sr(0, 16, 4),
+    ]
     two = dataclasses.replace(DEFAULT, max_concurrent_compactions=2)
     assert len(propose(view(l0, runs), two)) == 2
     busy = view(l0, runs, [CompactionSpec((), (), 99)])
@@ -191,8 +214,9 @@ def test_valid_specs() -> None:
     validate(v, sr_spec([4]))  # rewriting one run (drops tombstones/expired rows) is allowed
 
 
-@pytest.mark.parametrize("case", ["empty", "newer_l0_only", "l0_low_dest", "l0_dest_taken",
-                                  "dup", "wrong_dest"])
+@pytest.mark.parametrize(
+    "case", ["empty", "newer_l0_only", "l0_low_dest", "l0_dest_taken", "dup", "wrong_dest"]
+)
 def test_invalid_specs(case: str) -> None:
     l0 = [sst(1) for _ in range(3)]
     runs = [sr(4, 2), sr(2, 2)]
@@ -248,18 +272,34 @@ def test_spec_round_trips() -> None:
     assert parse_spec(json.dumps(spec.to_json())) == spec
     assert CompactionSpec.from_compaction(spec.to_compaction(Ulid.from_parts(1, 0))) == spec
     assert spec.to_compaction(Ulid.from_parts(1, 0)).status == STATUS_SUBMITTED
-    slate = {"Spec": {"sources": [{"SstView": str(Ulid.from_parts(7, 1))}, {"SortedRun": 3},
-                                  {"SortedRun": 2}], "destination": 2}}
+    slate = {
+        "Spec": {
+            "sources": [
+                {"SstView": str(Ulid.from_parts(7, 1))},
+                {"SortedRun": 3},
+                {"SortedRun": 2},
+            ],
+            "destination": 2,
+        }
+    }
     assert parse_spec(json.dumps(slate)) == spec
     assert parse_spec('"Full"') is FULL and parse_spec("full") is FULL
 
 
-@pytest.mark.parametrize("text", ["not json", "[1]", '{"l0": [], "sorted_runs": [1]}',
-                                  '{"l0": ["nope"], "destination": 0}',
-                                  '{"sorted_runs": [-1], "destination": 0}',
-                                  '{"sorted_runs": [1], "destination": true}',
-                                  '{"sources": [{"Blob": 1}], "destination": 0}',
-                                  '{"bogus": 1, "destination": 0}', '{"Spec": 3}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1]",
+        '{"l0": [], "sorted_runs": [1]}',
+        '{"l0": ["nope"], "destination": 0}',
+        '{"sorted_runs": [-1], "destination": 0}',
+        '{"sorted_runs": [1], "destination": true}',
+        '{"sources": [{"Blob": 1}], "destination": 0}',
+        '{"bogus": 1, "destination": 0}',
+        '{"Spec": 3}',
+    ],
+)
 def test_malformed_specs(text: str) -> None:
     with pytest.raises(InvalidError):
         parse_spec(text)
@@ -330,11 +370,10 @@ def test_proposals_are_valid_disjoint_and_bounded(
             l0_jobs += 1
             assert not spec.sorted_runs
             assert spec.destination == top + 1
-            assert list(spec.l0) == [x.id for x in m.l0[-len(spec.l0):]]  # the oldest
+            assert list(spec.l0) == [x.id for x in m.l0[-len(spec.l0) :]]  # the oldest
         else:
             assert spec.destination == min(spec.sorted_runs)
-            sizes = [next(run_size(r) for r in m.compacted if r.id == i)
-                     for i in spec.sorted_runs]
+            sizes = [next(run_size(r) for r in m.compacted if r.id == i) for i in spec.sorted_runs]
             for k in range(1, len(sizes)):
                 assert sizes[k] <= int(min(sizes[:k]) * o.include_size_threshold)
     assert l0_jobs <= 1
@@ -376,8 +415,9 @@ def test_l0_proposed_iff_enough_and_free(
 
 def test_view_helpers() -> None:
     v = view([], [sr(0, 2)], [sr_spec([0])])
-    done = dataclasses.replace(v.active_compactions()[0], id=Ulid.from_parts(1, 0),
-                               status=STATUS_COMPLETED)
+    done = dataclasses.replace(
+        v.active_compactions()[0], id=Ulid.from_parts(1, 0), status=STATUS_COMPLETED
+    )
     v2 = CompactorStateView(Compactions(1, [*v.recent_compactions(), done]), v.manifest)
     assert v2.low_watermark() == Ulid.from_parts(1, 0)
     assert len(v2.active_compactions()) == 1

@@ -98,8 +98,9 @@ def _c(n: int, status: int = STATUS_SUBMITTED, **kw: Any) -> Compaction:
 
 
 def _sst(n: int, first: bytes = b"a", size: int = 100) -> CompactedSst:
-    info = SsTableInfo(first_entry=first, index_offset=size, index_len=0, filter_offset=size,
-                       filter_len=0)
+    info = SsTableInfo(
+        first_entry=first, index_offset=size, index_len=0, filter_offset=size, filter_len=0
+    )
     return CompactedSst(Ulid.from_parts(n, 0), info)
 
 
@@ -110,8 +111,9 @@ def _view(n: int, size: int = 100) -> SstView:
 
 def _add(cs: CompactionsStore, *compactions: Compaction) -> None:
     stored = StoredCompactions.load(cs)
-    stored.update(lambda c: dataclasses.replace(
-        c, recent_compactions=[*c.recent_compactions, *compactions]))
+    stored.update(
+        lambda c: dataclasses.replace(c, recent_compactions=[*c.recent_compactions, *compactions])
+    )
 
 
 # -- seed 000 ------------------------------------------------------------------------------------
@@ -168,9 +170,12 @@ def test_new_resets_running_to_submitted_and_preserves_submitted(
     ms: ManifestStore, cs: CompactionsStore
 ) -> None:
     StoredCompactions.create(cs, 0)
-    submitted, failed_old, completed_old, running = (_c(1), _c(2, STATUS_FAILED),
-                                                      _c(3, STATUS_COMPLETED),
-                                                      _c(4, STATUS_RUNNING))
+    submitted, failed_old, completed_old, running = (
+        _c(1),
+        _c(2, STATUS_FAILED),
+        _c(3, STATUS_COMPLETED),
+        _c(4, STATUS_RUNNING),
+    )
     _add(cs, submitted, failed_old, completed_old, running)
 
     writer = _writer(ms, cs)
@@ -183,7 +188,10 @@ def test_new_resets_running_to_submitted_and_preserves_submitted(
     # and the recovery state was persisted
     _, on_disk = cs.read_latest()  # type: ignore[misc]
     assert [c.status for c in on_disk.recent_compactions] == [
-        STATUS_SUBMITTED, STATUS_COMPLETED, STATUS_SUBMITTED]
+        STATUS_SUBMITTED,
+        STATUS_COMPLETED,
+        STATUS_SUBMITTED,
+    ]
 
 
 def test_new_resets_running_to_submitted_and_preserves_output_ssts(
@@ -296,8 +304,9 @@ def test_write_state_writes_checkpoint_then_manifest_then_compactions(
     l0 = [_view(3), _view(2)]
     StoredManifest.load(ms).update(lambda m, _n: dataclasses.replace(m, l0=l0))
     writer = _writer(ms, cs)
-    c = Compaction(Ulid.from_parts(9, 0), STATUS_RUNNING, l0_view_ids=[v.id for v in l0],
-                   destination=0)
+    c = Compaction(
+        Ulid.from_parts(9, 0), STATUS_RUNNING, l0_view_ids=[v.id for v in l0], destination=0
+    )
     writer.state.add(dataclasses.replace(c, status=STATUS_SUBMITTED))
     writer.write_compactions_safely()
     before_id = writer.state.manifest_id
@@ -345,9 +354,7 @@ def test_submission_racing_with_compactor_write_survives(
     assert [c.id.high for c in on_disk.recent_compactions] == [5, 6]
 
 
-def test_write_keeps_only_active_and_last_finished(
-    ms: ManifestStore, cs: CompactionsStore
-) -> None:
+def test_write_keeps_only_active_and_last_finished(ms: ManifestStore, cs: CompactionsStore) -> None:
     writer = _writer(ms, cs)
     for n in (1, 2, 3):
         writer.state.add(_c(n))
@@ -356,7 +363,9 @@ def test_write_keeps_only_active_and_last_finished(
     writer.write_compactions_safely()
     _, on_disk = cs.read_latest()  # type: ignore[misc]
     assert [(c.id.high, c.status) for c in on_disk.recent_compactions] == [
-        (2, STATUS_FAILED), (3, STATUS_SUBMITTED)]
+        (2, STATUS_FAILED),
+        (3, STATUS_SUBMITTED),
+    ]
 
 
 def test_open_without_manifest_is_a_data_error() -> None:
@@ -385,8 +394,9 @@ def test_compactions_store_writes_v2_reads_v1_and_v2(store: MemoryStore) -> None
     cs2 = CompactionsStore(store, ROOT)
     StoredCompactions.create(cs2, 1)
     assert store.get(cs2.path(1))[:2] == b"\x00\x02"
-    c = Compactions(1, [Compaction(Ulid.from_parts(1, 0), STATUS_SUBMITTED, sorted_runs=[3, 2],
-                                   destination=2)])
+    c = Compactions(
+        1, [Compaction(Ulid.from_parts(1, 0), STATUS_SUBMITTED, sorted_runs=[3, 2], destination=2)]
+    )
     store.put(cs2.path(2), encode_compactions(c, version=1))
     assert cs2.read_latest() == (2, c)
     cs1 = CompactionsStore(store, ROOT, format_version=1)
@@ -440,8 +450,16 @@ def test_fenceable_compactions_refuses_lower_epochs(cs: CompactionsStore) -> Non
 
 
 def test_retain_active_and_last_finished() -> None:
-    c = Compactions(0, [_c(1, STATUS_COMPLETED), _c(2), _c(3, STATUS_FAILED),
-                        _c(4, STATUS_RUNNING), _c(5, STATUS_COMPACTED)])
+    c = Compactions(
+        0,
+        [
+            _c(1, STATUS_COMPLETED),
+            _c(2),
+            _c(3, STATUS_FAILED),
+            _c(4, STATUS_RUNNING),
+            _c(5, STATUS_COMPACTED),
+        ],
+    )
     kept = retain_active_and_last_finished(c)
     assert [x.id.high for x in kept.recent_compactions] == [2, 3, 4, 5]
     assert retain_active_and_last_finished(kept) is kept
@@ -449,8 +467,9 @@ def test_retain_active_and_last_finished() -> None:
 
 def test_reset_running_keeps_outputs_and_clears_worker() -> None:
     run = _c(1, STATUS_RUNNING, output_ssts=[_sst(7)], worker_id="w", last_heartbeat_ms=5)
-    out = reset_running(Compactions(0, [run, _c(2, STATUS_COMPLETED),
-                                        _c(3, STATUS_COMPACTED)])).recent_compactions
+    out = reset_running(
+        Compactions(0, [run, _c(2, STATUS_COMPLETED), _c(3, STATUS_COMPACTED)])
+    ).recent_compactions
     assert out[0].status == STATUS_SUBMITTED and out[0].output_ssts == [_sst(7)]
     assert out[0].worker_id is None and out[1].status == STATUS_COMPLETED
     assert out[2].status == STATUS_SUBMITTED
@@ -463,7 +482,9 @@ def test_merge_remote_takes_only_unknown_submitted() -> None:
     remote = Compactions(1, [_c(1, STATUS_SUBMITTED), _c(2), _c(3, STATUS_COMPLETED)])
     merged = merge_remote_compactions(local, remote)
     assert [(x.id.high, x.status) for x in merged.recent_compactions] == [
-        (1, STATUS_RUNNING), (2, STATUS_SUBMITTED)]
+        (1, STATUS_RUNNING),
+        (2, STATUS_SUBMITTED),
+    ]
 
 
 def test_state_bookkeeping_errors() -> None:
@@ -490,8 +511,9 @@ def test_apply_compaction_keeps_newer_l0_and_other_runs() -> None:
     l0 = [_view(5), _view(4), _view(3)]
     runs = [SortedRun(2, [_view(20)]), SortedRun(1, [_view(10)]), SortedRun(0, [_view(1)])]
     m = _manifest(l0, runs)
-    c = Compaction(Ulid.from_parts(99, 0), STATUS_RUNNING, l0_view_ids=[l0[1].id, l0[2].id],
-                   destination=3)
+    c = Compaction(
+        Ulid.from_parts(99, 0), STATUS_RUNNING, l0_view_ids=[l0[1].id, l0[2].id], destination=3
+    )
     out = [_sst(30), _sst(31)]
     new = apply_compaction(m, c, out)
     assert new.l0 == [l0[0]]
@@ -508,8 +530,7 @@ def test_apply_compaction_keeps_newer_l0_and_other_runs() -> None:
     # a vanished source or a taken destination is a bug, not data
     with pytest.raises(InternalError):
         apply_compaction(new2, c2, [_sst(41)])
-    bad = Compaction(Ulid.from_parts(97, 0), STATUS_RUNNING, l0_view_ids=[l0[0].id],
-                     destination=0)
+    bad = Compaction(Ulid.from_parts(97, 0), STATUS_RUNNING, l0_view_ids=[l0[0].id], destination=0)
     with pytest.raises(InternalError):
         apply_compaction(new, bad, [_sst(42)])
 

@@ -18,12 +18,21 @@ from shale.aio import AsyncDb, AsyncDbIterator, AsyncDbSnapshot, AsyncWriteHandl
 from shale.objstore.memory import MemoryStore
 from shale.settings import Settings
 
-FAST = Settings(flush_interval=0.01, manifest_poll_interval=0.05, compactor_options=None,
-                garbage_collector_options=None, merge_operator="concat")
+FAST = Settings(
+    flush_interval=0.01,
+    manifest_poll_interval=0.05,
+    compactor_options=None,
+    garbage_collector_options=None,
+    merge_operator="concat",
+)
 
 
-def arun(fn: Callable[[AsyncDb], Awaitable[Any]], path: str | pathlib.Path,
-         settings: Settings = FAST, **kw: Any) -> Any:
+def arun(
+    fn: Callable[[AsyncDb], Awaitable[Any]],
+    path: str | pathlib.Path,
+    settings: Settings = FAST,
+    **kw: Any,
+) -> Any:
     """Open ``path``, run ``fn(db)`` in a fresh event loop, close."""
 
     async def main() -> Any:

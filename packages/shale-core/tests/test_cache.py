@@ -88,8 +88,15 @@ def test_capacity_zero_disables() -> None:
     c.put("b", 1, 5)
     assert c.get("a") is None and c.get("b") is None
     assert len(c) == 0
-    assert c.stats() == {"hits": 0, "misses": 2, "inserts": 0, "evictions": 0,
-                         "size_bytes": 0, "entries": 0, "capacity_bytes": 0}
+    assert c.stats() == {
+        "hits": 0,
+        "misses": 2,
+        "inserts": 0,
+        "evictions": 0,
+        "size_bytes": 0,
+        "entries": 0,
+        "capacity_bytes": 0,
+    }
 
 
 def test_remove_and_clear() -> None:
@@ -115,8 +122,15 @@ def test_stats_counters() -> None:
     c.put("c", 3, 10)  # evicts a
     c.get("a")  # miss
     c.put("huge", 0, 21)  # not cached: no insert
-    assert c.stats() == {"hits": 2, "misses": 2, "inserts": 3, "evictions": 1,
-                         "size_bytes": 20, "entries": 2, "capacity_bytes": 20}
+    assert c.stats() == {
+        "hits": 2,
+        "misses": 2,
+        "inserts": 3,
+        "evictions": 1,
+        "size_bytes": 20,
+        "entries": 2,
+        "capacity_bytes": 20,
+    }
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "10", None, True])
@@ -140,8 +154,9 @@ def test_none_value_is_rejected() -> None:
 @given(
     capacity=st.integers(0, 200),
     ops=st.lists(
-        st.tuples(st.sampled_from(["get", "put", "remove"]), st.integers(0, 12),
-                  st.integers(0, 120)),
+        st.tuples(
+            st.sampled_from(["get", "put", "remove"]), st.integers(0, 12), st.integers(0, 120)
+        ),
         max_size=80,
     ),
 )
@@ -179,9 +194,15 @@ def test_matches_a_reference_model(capacity: int, ops: list[tuple[str, int, int]
             if found:
                 model.remove(found[0])
         size = sum(e[2] for e in model)
-        assert c.stats() == {"hits": hits, "misses": misses, "inserts": inserts,
-                             "evictions": evictions, "size_bytes": size,
-                             "entries": len(model), "capacity_bytes": capacity}
+        assert c.stats() == {
+            "hits": hits,
+            "misses": misses,
+            "inserts": inserts,
+            "evictions": evictions,
+            "size_bytes": size,
+            "entries": len(model),
+            "capacity_bytes": capacity,
+        }
         assert size <= capacity
 
 

@@ -41,7 +41,8 @@ class Run:
 def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Run:
     for name in list(__import__("os").environ):
         if name.upper().startswith("SHALE_") and name.upper() not in {
-                n.upper() for n in shale.env.NOT_SETTINGS}:
+            n.upper() for n in shale.env.NOT_SETTINGS
+        }:
             monkeypatch.delenv(name)
     return Run(capsys)
 
@@ -217,15 +218,18 @@ def test_scan_helpers() -> None:
 # -- read-only commands on a missing database ---------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["get", "{url}", "k"],
-    ["scan", "{url}"],
-    ["flush", "{url}"],
-    ["manifest", "show", "{url}"],
-    ["checkpoint", "list", "{url}"],
-    ["checkpoint", "create", "{url}"],
-    ["checkpoint", "delete", "{url}", str(uuid.UUID(int=1))],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "{url}", "k"],
+        ["scan", "{url}"],
+        ["flush", "{url}"],
+        ["manifest", "show", "{url}"],
+        ["checkpoint", "list", "{url}"],
+        ["checkpoint", "create", "{url}"],
+        ["checkpoint", "delete", "{url}", str(uuid.UUID(int=1))],
+    ],
+)
 def test_read_commands_need_a_database(run: Run, url: str, argv: list[str]) -> None:
     code, out, err = run(*[a.format(url=url) for a in argv])
     assert code == 2 and out == ""
@@ -247,8 +251,17 @@ def test_flush_and_manifest_show(run: Run, url: str) -> None:
     code, out, _ = run("manifest", "show", url)
     summary = json.loads(out)
     assert f"l0_ssts={len(summary['l0'])}" in run("flush", url, *NOFSYNC)[1]
-    assert set(summary) >= {"id", "writer_epoch", "compactor_epoch", "replay_after_wal_id",
-                            "wal_id_last_seen", "last_l0_seq", "l0", "sorted_runs", "checkpoints"}
+    assert set(summary) >= {
+        "id",
+        "writer_epoch",
+        "compactor_epoch",
+        "replay_after_wal_id",
+        "wal_id_last_seen",
+        "last_l0_seq",
+        "l0",
+        "sorted_runs",
+        "checkpoints",
+    }
     assert summary["last_l0_seq"] == 2 and summary["replay_after_wal_id"] >= 1
     l0 = summary["l0"]  # the replay on each open may have flushed "b" alone already
     assert min(s["first_key"] for s in l0) == "a" and max(s["last_key"] for s in l0) == "b"
@@ -300,8 +313,9 @@ def test_checkpoints(run: Run, url: str) -> None:
 
 
 def test_detached_checkpoint_does_not_fence_the_writer(run: Run, url: str) -> None:
-    settings = Settings(compactor_options=None, garbage_collector_options=None,
-                        manifest_poll_interval=0.05)
+    settings = Settings(
+        compactor_options=None, garbage_collector_options=None, manifest_poll_interval=0.05
+    )
     with Db.open(url, settings, store_options={"fsync": False}) as db:
         db.put(b"a", b"1")
         code, _, _ = run("checkpoint", "create", url, "--name", "side")
@@ -319,17 +333,18 @@ def test_cli_settings_layers(tmp_path: pathlib.Path) -> None:
     s = cli.cli_settings(environ={})
     assert s.compactor_options is None and s.garbage_collector_options is None
     f = tmp_path / "shale.json"
-    f.write_text(json.dumps({"compactor_options": {"poll_interval": "2s"},
-                             "flush_interval": "50ms"}))
-    s = cli.cli_settings(str(f), environ={"SHALE_FLUSH_INTERVAL": "20ms"},
-                         merge_operator="counter")
+    f.write_text(
+        json.dumps({"compactor_options": {"poll_interval": "2s"}, "flush_interval": "50ms"})
+    )
+    s = cli.cli_settings(str(f), environ={"SHALE_FLUSH_INTERVAL": "20ms"}, merge_operator="counter")
     assert s.compactor_options is not None and s.compactor_options.poll_interval == 2.0
     assert s.garbage_collector_options is None
     assert s.flush_interval == 0.02 and s.merge_operator == "counter"
 
 
-def test_bad_settings_are_one_line_errors(run: Run, url: str, tmp_path: pathlib.Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_settings_are_one_line_errors(
+    run: Run, url: str, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("flush_interval = 'soon'\n")
     code, _, err = run("put", url, "k", "v", "--settings", str(bad))
@@ -411,7 +426,8 @@ def test_demo_refuses_a_non_empty_directory(run: Run, tmp_path: pathlib.Path) ->
 
 
 def test_demo_compacts_and_collects_or_says_it_skipped(
-        tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = io.StringIO()
     run_demo(str(tmp_path / "a"), keys=50, out=out)
     text = out.getvalue()
@@ -432,14 +448,35 @@ def test_demo_compacts_and_collects_or_says_it_skipped(
 
 def test_demo_subprocess(tmp_path: pathlib.Path) -> None:
     target = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "shale", "demo", "--dir", str(target)],
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "shale", "demo", "--dir", str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "verified" in proc.stdout and "Traceback" not in proc.stderr
     assert (target / "wal").is_dir() and any((target / "compacted").iterdir())
-    proc = subprocess.run([sys.executable, "-m", "shale", "scan", str(target), "--prefix",
-                           "log:", "--limit", "2", "--merge-operator", "concat"],
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shale",
+            "scan",
+            str(target),
+            "--prefix",
+            "log:",
+            "--limit",
+            "2",
+            "--merge-operator",
+            "concat",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     ops = "".join(f"e{r};" for r in range(10))
     assert proc.stdout.splitlines() == [f"log:00\t{ops}", f"log:01\t{ops}"]
@@ -449,8 +486,9 @@ def test_demo_subprocess(tmp_path: pathlib.Path) -> None:
 
 
 def test_delete_then_merge_in_one_batch(tmp_path: pathlib.Path) -> None:
-    settings = Settings(compactor_options=None, garbage_collector_options=None,
-                        merge_operator="concat")
+    settings = Settings(
+        compactor_options=None, garbage_collector_options=None, merge_operator="concat"
+    )
     with Db.open(str(tmp_path / "db"), settings, store_options={"fsync": False}) as db:
         db.put(b"k", b"old")
         db.write(WriteBatch().delete(b"k").merge(b"k", b"x"))

@@ -15,8 +15,12 @@ from shale.db import Db
 from shale.objstore.memory import MemoryStore
 from shale.settings import Settings
 
-FAST = Settings(flush_interval=0.01, manifest_poll_interval=0.05, compactor_options=None,
-                garbage_collector_options=None)
+FAST = Settings(
+    flush_interval=0.01,
+    manifest_poll_interval=0.05,
+    compactor_options=None,
+    garbage_collector_options=None,
+)
 
 
 def open_db(path: str | pathlib.Path, settings: Settings = FAST, **kw: object) -> Db:
@@ -74,8 +78,20 @@ def test_scan_ranges_reverse_seek_prefix(db: Db) -> None:
     db.delete(b"k010", durable=False)
     keys = [k for k, _ in db.scan()]
     assert keys == [b"k%03d" % i for i in range(50) if i != 10]
-    assert [k for k, _ in db.scan(b"k005", b"k012")] == [b"k005", b"k006", b"k007", b"k008", b"k009", b"k011"]
-    assert [k for k, _ in db.scan(b"k005", b"k009", reverse=True)] == [b"k008", b"k007", b"k006", b"k005"]
+    assert [k for k, _ in db.scan(b"k005", b"k012")] == [
+        b"k005",
+        b"k006",
+        b"k007",
+        b"k008",
+        b"k009",
+        b"k011",
+    ]
+    assert [k for k, _ in db.scan(b"k005", b"k009", reverse=True)] == [
+        b"k008",
+        b"k007",
+        b"k006",
+        b"k005",
+    ]
     it = db.scan()
     assert next(it)[0] == b"k000"
     it.seek(b"k040")
@@ -144,8 +160,12 @@ def test_fencing(tmp_path: pathlib.Path) -> None:
 
 
 def test_merge_operator(tmp_path: pathlib.Path) -> None:
-    s = Settings(flush_interval=0.01, compactor_options=None, garbage_collector_options=None,
-                 merge_operator="concat")
+    s = Settings(
+        flush_interval=0.01,
+        compactor_options=None,
+        garbage_collector_options=None,
+        merge_operator="concat",
+    )
     with open_db(tmp_path / "db", s) as db:
         db.merge(b"m", b"a")
         db.merge(b"m", b"b")
@@ -231,8 +251,12 @@ def test_use_after_close(tmp_path: pathlib.Path) -> None:
 
 
 def test_wal_disabled(tmp_path: pathlib.Path) -> None:
-    s = Settings(wal_enabled=False, manifest_poll_interval=0.05, compactor_options=None,
-                 garbage_collector_options=None)
+    s = Settings(
+        wal_enabled=False,
+        manifest_poll_interval=0.05,
+        compactor_options=None,
+        garbage_collector_options=None,
+    )
     with open_db(tmp_path / "db", s) as db:
         db.put(b"k", b"v")  # durable = flushed to L0
         assert db.metrics()["l0_sst_count"] >= 1
@@ -291,8 +315,12 @@ def test_public_names() -> None:
 
 
 def test_open_sst_metadata_is_byte_bounded(tmp_path: pathlib.Path) -> None:
-    s = Settings(flush_interval=0.01, compactor_options=None, garbage_collector_options=None,
-                 meta_cache_bytes=1)  # too small to keep any table open: reopened on demand
+    s = Settings(
+        flush_interval=0.01,
+        compactor_options=None,
+        garbage_collector_options=None,
+        meta_cache_bytes=1,
+    )  # too small to keep any table open: reopened on demand
     with open_db(tmp_path / "db", s) as db:
         for r in range(3):
             for i in range(50):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from shale.errors import ClosedError, DataError, InternalError, InvalidError, UnavailableError
 from shale.fbs.manifest import Manifest, decode_manifest
 from shale.manifest_store import (

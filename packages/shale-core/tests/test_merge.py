@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shale import merge
 from shale.errors import InvalidError
 from shale.row import TOMBSTONE, VALUE, Row

@@ -56,6 +56,7 @@ def _fresh_host() -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 # resolve_versions: table-driven, FORMAT.md §11.3.
 
+
 def V(seq: int, value: bytes, *, exp: int | None = None, ct: int | None = None) -> Row:
     return Row(K, seq, VALUE, value, exp, ct)
 
@@ -75,40 +76,72 @@ RESOLVE_CASES: list[tuple[str, list[Row], dict[str, object], object]] = [
     ("value only", [V(5, b"a", ct=10, exp=2000)], {}, (b"a", 5, 10, 2000)),
     ("newest value wins", [V(6, b"new", ct=20), V(5, b"old", ct=10)], {}, (b"new", 6, 20, None)),
     ("tombstone", [T(7, ct=30), V(5, b"a", ct=10)], {}, None),
-    ("operands over value",
-     [M(8, b"3", ct=40), M(7, b"2", ct=30), V(5, b"1", ct=10, exp=5000), V(2, b"older")],
-     {}, (b"123", 8, 40, 5000)),
-    ("operands over tombstone",
-     [M(8, b"3", ct=40), M(7, b"2", ct=30), T(6, ct=35), V(5, b"hidden", ct=10)],
-     {}, (b"23", 8, 40, None)),
+    (
+        "operands over value",
+        [M(8, b"3", ct=40), M(7, b"2", ct=30), V(5, b"1", ct=10, exp=5000), V(2, b"older")],
+        {},
+        (b"123", 8, 40, 5000),
+    ),
+    (
+        "operands over tombstone",
+        [M(8, b"3", ct=40), M(7, b"2", ct=30), T(6, ct=35), V(5, b"hidden", ct=10)],
+        {},
+        (b"23", 8, 40, None),
+    ),
     ("operands with no base", [M(8, b"b", ct=4), M(3, b"a", ct=9)], {}, (b"ab", 8, 9, None)),
-    ("create_ts max, expire_ts min over merged rows",
-     [M(9, b"c", ct=5, exp=9000), M(8, b"b", exp=3000), V(7, b"a", ct=7, exp=4000)],
-     {}, (b"abc", 9, 7, 3000)),
-    ("rows below the base are ignored",
-     [M(9, b"x", ct=1), V(8, b"v", ct=2), M(7, b"y", ct=99, exp=1)], {}, (b"vx", 9, 2, None)),
+    (
+        "create_ts max, expire_ts min over merged rows",
+        [M(9, b"c", ct=5, exp=9000), M(8, b"b", exp=3000), V(7, b"a", ct=7, exp=4000)],
+        {},
+        (b"abc", 9, 7, 3000),
+    ),
+    (
+        "rows below the base are ignored",
+        [M(9, b"x", ct=1), V(8, b"v", ct=2), M(7, b"y", ct=99, exp=1)],
+        {},
+        (b"vx", 9, 2, None),
+    ),
     ("expired base value acts as tombstone", [V(5, b"a", exp=NOW)], {"now_ms": NOW}, None),
     ("unexpired base value", [V(5, b"a", exp=NOW + 1)], {"now_ms": NOW}, (b"a", 5, None, NOW + 1)),
-    ("expired base under operands: merged over None, its expire_ts dropped",
-     [M(8, b"m", ct=50), V(5, b"a", ct=60, exp=NOW - 1)], {"now_ms": NOW}, (b"m", 8, 60, None)),
-    ("expired operand skipped",
-     [M(9, b"gone", ct=99, exp=NOW), M(8, b"b", ct=20, exp=NOW + 5), V(5, b"a", ct=10)],
-     {"now_ms": NOW}, (b"ab", 8, 20, NOW + 5)),
+    (
+        "expired base under operands: merged over None, its expire_ts dropped",
+        [M(8, b"m", ct=50), V(5, b"a", ct=60, exp=NOW - 1)],
+        {"now_ms": NOW},
+        (b"m", 8, 60, None),
+    ),
+    (
+        "expired operand skipped",
+        [M(9, b"gone", ct=99, exp=NOW), M(8, b"b", ct=20, exp=NOW + 5), V(5, b"a", ct=10)],
+        {"now_ms": NOW},
+        (b"ab", 8, 20, NOW + 5),
+    ),
     ("only expired operands", [M(9, b"x", exp=1), M(8, b"y", exp=2)], {"now_ms": NOW}, None),
-    ("only expired operands over a value",
-     [M(9, b"x", exp=1), V(8, b"v", ct=3)], {"now_ms": NOW}, (b"v", 8, 3, None)),
+    (
+        "only expired operands over a value",
+        [M(9, b"x", exp=1), V(8, b"v", ct=3)],
+        {"now_ms": NOW},
+        (b"v", 8, 3, None),
+    ),
     ("expired tombstone is still a tombstone", [T(5, exp=1)], {"now_ms": NOW}, None),
-    ("hide_expired=False keeps an expired value",
-     [V(5, b"a", exp=1)], {"now_ms": NOW, "hide_expired": False}, (b"a", 5, None, 1)),
-    ("hide_expired=False keeps expired operands",
-     [M(9, b"x", exp=1), M(8, b"y", exp=2), V(5, b"v", exp=3)],
-     {"now_ms": NOW, "hide_expired": False}, (b"vyx", 9, None, 1)),
+    (
+        "hide_expired=False keeps an expired value",
+        [V(5, b"a", exp=1)],
+        {"now_ms": NOW, "hide_expired": False},
+        (b"a", 5, None, 1),
+    ),
+    (
+        "hide_expired=False keeps expired operands",
+        [M(9, b"x", exp=1), M(8, b"y", exp=2), V(5, b"v", exp=3)],
+        {"now_ms": NOW, "hide_expired": False},
+        (b"vyx", 9, None, 1),
+    ),
     ("no now_ms: no expiry", [M(9, b"x", exp=1), V(5, b"v", exp=3)], {}, (b"vx", 9, None, 1)),
 ]
 
 
-@pytest.mark.parametrize("rows,kwargs,expected",
-                         [c[1:] for c in RESOLVE_CASES], ids=[c[0] for c in RESOLVE_CASES])
+@pytest.mark.parametrize(
+    "rows,kwargs,expected", [c[1:] for c in RESOLVE_CASES], ids=[c[0] for c in RESOLVE_CASES]
+)
 def test_resolve_versions(rows: list[Row], kwargs: dict[str, object], expected: object) -> None:
     assert resolve_versions(rows, CONCAT, **kwargs) == expected  # type: ignore[arg-type]
     # plain tuples work the same as Row
@@ -122,7 +155,11 @@ def test_resolve_missing_operator() -> None:
     assert resolve_versions([V(2, b"v"), M(1, b"x")], None) == (b"v", 2, None, None)
     assert resolve_versions([T(2), M(1, b"x")], None) is None
     assert resolve_versions([M(2, b"x", exp=1), V(1, b"v")], None, now_ms=NOW) == (
-        b"v", 1, None, None)
+        b"v",
+        1,
+        None,
+        None,
+    )
 
 
 def test_resolve_counter() -> None:
@@ -237,8 +274,16 @@ def test_operator_without_name_uses_its_type() -> None:
     assert info.value.detail["name"] == "Nameless"
 
 
-@pytest.mark.parametrize("result,ok", [(bytearray(b"ab"), True), (memoryview(b"ab"), True),
-                                       ("ab", False), (None, False), (12, False)])
+@pytest.mark.parametrize(
+    "result,ok",
+    [
+        (bytearray(b"ab"), True),
+        (memoryview(b"ab"), True),
+        ("ab", False),
+        (None, False),
+        (12, False),
+    ],
+)
 def test_result_must_be_bytes(result: object, ok: bool) -> None:
     class Returns:
         name = "returns"
@@ -282,8 +327,10 @@ def test_counter() -> None:
     assert isinstance(COUNTER, BatchMergeOperator)
 
 
-@pytest.mark.parametrize("existing,operand", [(None, b""), (None, b"1234567"), (None, b"123456789"),
-                                              (b"1234", enc(1)), (b"", enc(1))])
+@pytest.mark.parametrize(
+    "existing,operand",
+    [(None, b""), (None, b"1234567"), (None, b"123456789"), (b"1234", enc(1)), (b"", enc(1))],
+)
 def test_counter_wrong_length(existing: bytes | None, operand: bytes) -> None:
     with pytest.raises(InvalidError, match="8 bytes"):
         COUNTER.merge(K, existing, operand)
@@ -317,18 +364,21 @@ def _outcome(op: object, existing: bytes | None, operands: list[bytes]) -> objec
 
 
 @settings(max_examples=150, deadline=None)
-@given(existing=st.none() | st.binary(max_size=8),
-       operands=st.lists(st.binary(max_size=8), min_size=1, max_size=12),
-       split=st.integers(0, 12))
+@given(
+    existing=st.none() | st.binary(max_size=8),
+    operands=st.lists(st.binary(max_size=8), min_size=1, max_size=12),
+    split=st.integers(0, 12),
+)
 def test_concat_batch_equals_pairwise_and_is_associative(
-        existing: bytes | None, operands: list[bytes], split: int) -> None:
+    existing: bytes | None, operands: list[bytes], split: int
+) -> None:
     whole = merge_all(CONCAT, K, existing, operands)
     assert merge_all(PairwiseOnly(CONCAT), K, existing, operands) == whole
     assert whole == (existing or b"") + b"".join(operands)
     # pre-merging a run of operands (as flush/compaction do) changes nothing
     split = min(split, len(operands) - 1)
     head = merge_all(CONCAT, K, existing, operands[: split + 1])
-    rest = operands[split + 1:]
+    rest = operands[split + 1 :]
     assert (merge_all(CONCAT, K, head, rest) if rest else head) == whole
     if rest:
         tail = merge_all(CONCAT, K, None, rest)
@@ -336,9 +386,14 @@ def test_concat_batch_equals_pairwise_and_is_associative(
 
 
 @settings(max_examples=150, deadline=None)
-@given(existing=st.none() | _i64.map(enc),
-       operands=st.lists(st.one_of(_i64, st.integers(-5, 5), st.sampled_from([I64_MAX, I64_MIN]))
-                         .map(enc), min_size=1, max_size=10))
+@given(
+    existing=st.none() | _i64.map(enc),
+    operands=st.lists(
+        st.one_of(_i64, st.integers(-5, 5), st.sampled_from([I64_MAX, I64_MIN])).map(enc),
+        min_size=1,
+        max_size=10,
+    ),
+)
 def test_counter_batch_equals_pairwise(existing: bytes | None, operands: list[bytes]) -> None:
     batch = _outcome(COUNTER, existing, operands)
     assert _outcome(PairwiseOnly(COUNTER), existing, operands) == batch
@@ -349,11 +404,14 @@ def test_counter_batch_equals_pairwise(existing: bytes | None, operands: list[by
 
 
 @settings(max_examples=100, deadline=None)
-@given(existing=st.none() | st.integers(-1000, 1000).map(enc),
-       operands=st.lists(st.integers(-1000, 1000).map(enc), min_size=2, max_size=10),
-       split=st.integers(1, 9))
-def test_counter_associative_in_range(existing: bytes | None, operands: list[bytes],
-                                      split: int) -> None:
+@given(
+    existing=st.none() | st.integers(-1000, 1000).map(enc),
+    operands=st.lists(st.integers(-1000, 1000).map(enc), min_size=2, max_size=10),
+    split=st.integers(1, 9),
+)
+def test_counter_associative_in_range(
+    existing: bytes | None, operands: list[bytes], split: int
+) -> None:
     split = min(split, len(operands) - 1)
     whole = merge_all(COUNTER, K, existing, operands)
     tail = merge_all(COUNTER, K, None, operands[split:])

@@ -25,8 +25,19 @@ def test_core_suite_with_pure_twins() -> None:
         pytest.skip("already running with the pure twins")
     child_env = dict(os.environ, **{env.NO_EXTENSIONS: "1"})
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", str(HERE), "-q", "-x", "-p", "no:cacheprovider",
-         "--no-c-extensions", "-m", "not interop"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(HERE),
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "--no-c-extensions",
+            "-m",
+            "not interop",
+        ],
         env=child_env,
         capture_output=True,
         text=True,

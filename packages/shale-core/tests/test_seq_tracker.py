@@ -7,6 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from shale.errors import DataError, InvalidError
 from shale.seq_tracker import EMPTY_ENCODED, SequenceTracker, _rust_binary_search
 

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import pytest
+
 from shale.errors import ClosedError, DataError, InternalError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.manifest_store import FenceableManifest, ManifestStore, StoredManifest

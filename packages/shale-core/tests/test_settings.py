@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
 from shale import env
 from shale.errors import InvalidError
 from shale.settings import (

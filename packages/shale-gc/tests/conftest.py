@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from shale.clock import ManualClock
 from shale.fbs.compactions import Compaction, Compactions, encode_compactions
 from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView

@@ -9,13 +9,18 @@ import time
 from typing import Any
 
 import pytest
+
 from shale.cli import main
 from shale.db import Db
 from shale.settings import Settings
 from shale_gc import GarbageCollector
 
-SETTINGS = Settings(flush_interval=0.01, manifest_poll_interval=0.05, compactor_options=None,
-                    garbage_collector_options=None)
+SETTINGS = Settings(
+    flush_interval=0.01,
+    manifest_poll_interval=0.05,
+    compactor_options=None,
+    garbage_collector_options=None,
+)
 
 
 def make_db(path: pathlib.Path) -> None:
@@ -31,8 +36,11 @@ def make_db(path: pathlib.Path) -> None:
 
 
 def files(path: pathlib.Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()
-                  and not p.name.startswith("."))
+    return sorted(
+        str(p.relative_to(path))
+        for p in path.rglob("*")
+        if p.is_file() and not p.name.startswith(".")
+    )
 
 
 def age(path: pathlib.Path, seconds: float) -> None:
@@ -95,22 +103,26 @@ def test_bad_min_age_is_a_usage_error(tmp_path: pathlib.Path) -> None:
     assert exc.value.code == 2
 
 
-def test_settings_file_and_interval(tmp_path: pathlib.Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_settings_file_and_interval(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "db"
     make_db(db)
     age(db, 3600)
     cfg = tmp_path / "shale.json"
-    cfg.write_text(json.dumps({"garbage_collector_options": {"wal": None, "compacted": None,
-                                                             "compactions": None}}))
-    assert main(["gc", "run", str(db), "--once", "--json", "--quiet", "--settings",
-                 str(cfg)]) == 0
+    cfg.write_text(
+        json.dumps(
+            {"garbage_collector_options": {"wal": None, "compacted": None, "compactions": None}}
+        )
+    )
+    assert main(["gc", "run", str(db), "--once", "--json", "--quiet", "--settings", str(cfg)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert list(report["kinds"]) == ["manifest"] and report["deleted"] > 0
 
 
-def test_loop_mode_prints_rounds(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str],
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loop_mode_prints_rounds(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = tmp_path / "db"
     make_db(db)
     age(db, 3600)

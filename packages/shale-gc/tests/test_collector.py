@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 import shale
 from shale.clock import ManualClock
 from shale.fbs.compactions import STATUS_COMPLETED, STATUS_RUNNING, Compaction
@@ -99,8 +100,11 @@ def test_wal_gc_skipped_with_a_separate_wal_store(clock: ManualClock) -> None:
     store = MemoryStore(clock=lambda: clock.now_ms() / 1000)
     ms = ManifestStore(store, ROOT, format_version=1)
     stored = StoredManifest.create_or_load(ms)
-    stored.update(lambda m, _n: dataclasses.replace(
-        m, replay_after_wal_id=5, wal_object_store_uri="s3://elsewhere/wal"))
+    stored.update(
+        lambda m, _n: dataclasses.replace(
+            m, replay_after_wal_id=5, wal_object_store_uri="s3://elsewhere/wal"
+        )
+    )
     store.put(wal_path(ROOT, 1), b"")
     clock.advance(10**6)
     gc = GarbageCollector(store, ROOT, options(0), clock=clock, manifest_format_version=1)
@@ -177,8 +181,12 @@ def test_compacted_gc_keeps_checkpointed_and_active_compaction_ssts(built: Any) 
     uncommitted = built.sst(ts_ms=t0 + 500)  # an output older than everything (clock skew)
     built.compactions(
         Compaction(built.compaction_id(t0 + 4_000), STATUS_COMPLETED),
-        Compaction(built.compaction_id(t0 + 6_000), STATUS_RUNNING, sorted_runs=[0],
-                   output_ssts=[uncommitted]),
+        Compaction(
+            built.compaction_id(t0 + 6_000),
+            STATUS_RUNNING,
+            sorted_runs=[0],
+            output_ssts=[uncommitted],
+        ),
     )
     built.add_l0(built.sst(ts_ms=t0 + 7_000))
     built.clock.set(t0 + 60_000)
@@ -543,8 +551,10 @@ def test_run_loop_uses_per_directory_intervals_and_stops(built: Any) -> None:
     built.update(replay_after_wal_id=1)
     d_fast = GcDirectoryOptions(interval=0.01, min_age=0)
     opts = GarbageCollectorOptions(
-        manifest=d_fast, wal=GcDirectoryOptions(interval=3600, min_age=0),
-        compacted=GcDirectoryOptions(interval=None, min_age=0), compactions=None,
+        manifest=d_fast,
+        wal=GcDirectoryOptions(interval=3600, min_age=0),
+        compacted=GcDirectoryOptions(interval=None, min_age=0),
+        compactions=None,
     )
     gc = GarbageCollector(built.store, ROOT, opts, clock=built.clock)
     reports: list[GcReport] = []

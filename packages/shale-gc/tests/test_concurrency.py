@@ -42,9 +42,14 @@ def _settings() -> Settings:
         manifest_poll_interval=0.02,
         compactor_options=(
             # a 1 s safety checkpoint: retired SSTs become garbage while the test runs
-            CompactorOptions(poll_interval=0.05, min_compaction_sources=2,
-                             max_compaction_sources=4, checkpoint_lifetime=1.0)
-            if compacting else None
+            CompactorOptions(
+                poll_interval=0.05,
+                min_compaction_sources=2,
+                max_compaction_sources=4,
+                checkpoint_lifetime=1.0,
+            )
+            if compacting
+            else None
         ),
         garbage_collector_options=None,
         block_cache_bytes=0,
@@ -57,8 +62,9 @@ def test_gc_loop_never_breaks_reads_of_a_writing_db(tmp_path: pathlib.Path) -> N
     store = LocalStore(tmp_path / "store", fsync=False)
     db = Db.open("db", _settings(), object_store=store)
     d = GcDirectoryOptions(interval=0.005, min_age=0)
-    gc = GarbageCollector(store, "db", GarbageCollectorOptions(manifest=d, wal=d, compacted=d,
-                                                              compactions=d))
+    gc = GarbageCollector(
+        store, "db", GarbageCollectorOptions(manifest=d, wal=d, compacted=d, compactions=d)
+    )
     reports: list[GcReport] = []
     stop = threading.Event()
     gc_thread = threading.Thread(target=gc.run, args=(stop,), kwargs={"on_report": reports.append})
@@ -129,7 +135,8 @@ def test_gc_loop_never_breaks_reads_of_a_writing_db(tmp_path: pathlib.Path) -> N
     assert not failures, failures[:5]
     assert reads[0] > 100
     assert len(reports) > 10 and all(r.ok for r in reports), [
-        r.summary() for r in reports if not r.ok][:2]
+        r.summary() for r in reports if not r.ok
+    ][:2]
     counts = {k: deleted(k) for k in ("manifest", "wal", "compacted", "compactions")}
     assert counts["manifest"] > 0 and counts["wal"] > 10, counts
     if compacting:

@@ -34,6 +34,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+
 from shale.clock import ManualClock
 from shale.db import Db
 from shale.errors import InvalidError
@@ -167,8 +168,9 @@ class GcMachine(RuleBasedStateMachine):
     def flush_memtable(self) -> None:
         self.db.flush(memtable=True)
 
-    @rule(lifetime=st.sampled_from([None, 10, 100, 1000]),
-          scope=st.sampled_from(["all", "durable"]))
+    @rule(
+        lifetime=st.sampled_from([None, 10, 100, 1000]), scope=st.sampled_from(["all", "durable"])
+    )
     def create_checkpoint(self, lifetime: int | None, scope: str) -> None:
         self.db.create_checkpoint(lifetime=lifetime, scope=scope)
 
@@ -193,9 +195,7 @@ class GcMachine(RuleBasedStateMachine):
 
     @rule(outputs=st.integers(1, 2))
     def start_compaction(self, outputs: int) -> None:
-        job = Compaction(
-            Ulid.new(self.clock.now_ms(), self.rand), STATUS_RUNNING, sorted_runs=[0]
-        )
+        job = Compaction(Ulid.new(self.clock.now_ms(), self.rand), STATUS_RUNNING, sorted_runs=[0])
         self.jobs.append(job)
         self._write_jobs()
         self.clock.advance(1)

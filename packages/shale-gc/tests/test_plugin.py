@@ -43,8 +43,9 @@ def test_db_runs_and_stops_an_in_process_gc() -> None:
                 db.put(b"k%d-%d" % (round_, i), b"v")
             db.flush(memtable=True)
         replay_after = db.manifest().replay_after_wal_id
-        wait_for(lambda: all(
-            not list(store.list(wal_path("db", i))) for i in range(1, replay_after)))
+        wait_for(
+            lambda: all(not list(store.list(wal_path("db", i))) for i in range(1, replay_after))
+        )
         wait_for(lambda: len(list(store.list("db/manifest/"))) == 1)
         for round_ in range(3):
             for i in range(20):
@@ -53,16 +54,16 @@ def test_db_runs_and_stops_an_in_process_gc() -> None:
         db.close()
     assert attached_gc(db) is None
     assert not [t for t in threading.enumerate() if t.name == "shale-gc" and t.is_alive()]
-    with Db.open("db", Settings(**FAST, garbage_collector_options=None),
-                 object_store=store) as db2:
+    with Db.open("db", Settings(**FAST, garbage_collector_options=None), object_store=store) as db2:
         assert db2.get(b"k2-19") == b"v"
 
 
 def test_no_gc_when_disabled() -> None:
     empty = GarbageCollectorOptions(manifest=None, wal=None, compacted=None, compactions=None)
     for opts in (None, empty):
-        with Db.open("db", Settings(**FAST, garbage_collector_options=opts),
-                     object_store=MemoryStore()) as db:
+        with Db.open(
+            "db", Settings(**FAST, garbage_collector_options=opts), object_store=MemoryStore()
+        ) as db:
             assert attached_gc(db) is None
 
 

@@ -7,6 +7,7 @@ import uuid
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from shale.fbs.compactions import (
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -108,8 +109,9 @@ def test_compacted_references_come_first() -> None:
     latest = manifest(l0=[view(a)], compacted=[SortedRun(1, [view(b)])])
     pinned = manifest(compacted=[SortedRun(0, [view(c)])])
     v = GcStateView(5, dataclasses.replace(latest, checkpoints=[checkpoint(2)]), {2: pinned})
-    sel = select_compacted([obj("compacted", s.id, 1e6) for s in (a, b, c, d)], v,
-                           now_s=NOW_S, min_age_s=0)
+    sel = select_compacted(
+        [obj("compacted", s.id, 1e6) for s in (a, b, c, d)], v, now_s=NOW_S, min_age_s=0
+    )
     r = reasons(sel)
     assert r[a.id] == r[b.id] == KEEP_REFERENCED
     assert r[c.id] == KEEP_CHECKPOINT_REFERENCE
@@ -134,11 +136,17 @@ def test_compacted_bounds() -> None:
     assert reasons(sel)[young.id] == KEEP_TOO_YOUNG
     sel = run(9_000)  # watermark above mid: now mid is below every bound
     assert deleted_ids(sel) == [old.id, mid.id]
-    sel = select_compacted(objs, GcStateView(3, dataclasses.replace(m, l0=[view(sst(3_000))]),
-                                             compactions_id=1,
-                                             compactions=Compactions(1, [Compaction(
-                                                 ulid(9_000), STATUS_COMPLETED)])),
-                           now_s=NOW_S, min_age_s=600)
+    sel = select_compacted(
+        objs,
+        GcStateView(
+            3,
+            dataclasses.replace(m, l0=[view(sst(3_000))]),
+            compactions_id=1,
+            compactions=Compactions(1, [Compaction(ulid(9_000), STATUS_COMPLETED)]),
+        ),
+        now_s=NOW_S,
+        min_age_s=600,
+    )
     assert deleted_ids(sel) == [old.id] and reasons(sel)[mid.id] == KEEP_NEWEST_L0
 
 
@@ -153,8 +161,9 @@ def test_newest_l0_bound_and_fallbacks() -> None:
     orphan = sst(8_000)
     comps = Compactions(1, [Compaction(ulid(50_000), STATUS_COMPLETED)])
     v = GcStateView(2, manifest(l0=[view(b)]), compactions_id=1, compactions=comps)
-    sel = select_compacted([obj("compacted", orphan.id, 0), obj("compacted", a.id, 0)], v,
-                           now_s=NOW_S, min_age_s=0)
+    sel = select_compacted(
+        [obj("compacted", orphan.id, 0), obj("compacted", a.id, 0)], v, now_s=NOW_S, min_age_s=0
+    )
     assert reasons(sel)[orphan.id] == KEEP_NEWEST_L0
     assert deleted_ids(sel) == [a.id]
 
@@ -169,16 +178,26 @@ def test_low_watermark() -> None:
 def test_active_compaction_outputs_and_sources_are_kept() -> None:
     src_l0, src_run, out1, out2, failed_out, garbage = (sst(100, i) for i in range(6))
     latest = manifest(l0=[view(src_l0)], compacted=[SortedRun(3, [view(src_run)])])
-    comps = Compactions(1, [
-        Compaction(ulid(50), STATUS_RUNNING, l0_view_ids=[src_l0.id], sorted_runs=[3],
-                   destination=3, output_ssts=[out1]),
-        Compaction(ulid(60), STATUS_SUBMITTED, output_ssts=[out2]),
-        Compaction(ulid(40), STATUS_FAILED, output_ssts=[failed_out]),
-    ])
+    comps = Compactions(
+        1,
+        [
+            Compaction(
+                ulid(50),
+                STATUS_RUNNING,
+                l0_view_ids=[src_l0.id],
+                sorted_runs=[3],
+                destination=3,
+                output_ssts=[out1],
+            ),
+            Compaction(ulid(60), STATUS_SUBMITTED, output_ssts=[out2]),
+            Compaction(ulid(40), STATUS_FAILED, output_ssts=[failed_out]),
+        ],
+    )
     # the L0 source is gone from the manifest read after the compactions file: the job still
     # protects it through the view id it recorded
-    moved = manifest(l0=[], compacted=[SortedRun(3, [view(src_run)])],
-                     last_compacted_l0_view_id=ulid(10_000))
+    moved = manifest(
+        l0=[], compacted=[SortedRun(3, [view(src_run)])], last_compacted_l0_view_id=ulid(10_000)
+    )
     v = GcStateView(4, moved, compactions_id=2, compactions=comps)
     objs = [obj("compacted", s.id, 0) for s in (src_l0, src_run, out1, out2, failed_out, garbage)]
     sel = select_compacted(objs, v, now_s=NOW_S, min_age_s=0)
@@ -204,8 +223,9 @@ def test_manifest_versions() -> None:
     assert deleted_ids(sel) == [1, 3, 4]
     r = reasons(sel)
     assert r[2] == KEEP_PINNED and r[5] == KEEP_LATEST and r[6] == KEEP_LATEST
-    sel = select_manifests([obj("manifest", 1, 100), obj("manifest", 5, 1000)], v,
-                           now_s=NOW_S, min_age_s=300)
+    sel = select_manifests(
+        [obj("manifest", 1, 100), obj("manifest", 5, 1000)], v, now_s=NOW_S, min_age_s=300
+    )
     assert reasons(sel)[1] == KEEP_TOO_YOUNG and sel.delete == []
 
 
@@ -233,8 +253,7 @@ def test_wal_selection_is_a_safe_partition(
     replay: int, cp_floors: list[int], ages: list[float], min_age: float
 ) -> None:
     cps = {i + 100: manifest(replay_after_wal_id=f) for i, f in enumerate(cp_floors)}
-    latest = manifest(replay_after_wal_id=replay,
-                      checkpoints=[checkpoint(i) for i in cps])
+    latest = manifest(replay_after_wal_id=replay, checkpoints=[checkpoint(i) for i in cps])
     objs = [obj("wal", i + 1, a) for i, a in enumerate(ages)]
     sel = select_wal(objs, GcStateView(200, latest, cps), now_s=NOW_S, min_age_s=min_age)
     assert {o.key for o in sel.delete}.isdisjoint(o.key for o, _ in sel.keep)
@@ -261,10 +280,17 @@ def test_compacted_selection_never_deletes_reachable(
     comps = None
     if watermark is not None:
         comps = Compactions(1, [Compaction(ulid(watermark), STATUS_RUNNING, output_ssts=outputs)])
-    latest = manifest(l0=[view(s) for s in sorted(in_l0, key=lambda s: s.id, reverse=True)],
-                      checkpoints=[checkpoint(1)])
-    v = GcStateView(2, latest, {1: manifest(l0=[view(s) for s in in_cp])},
-                    compactions_id=None if comps is None else 1, compactions=comps)
+    latest = manifest(
+        l0=[view(s) for s in sorted(in_l0, key=lambda s: s.id, reverse=True)],
+        checkpoints=[checkpoint(1)],
+    )
+    v = GcStateView(
+        2,
+        latest,
+        {1: manifest(l0=[view(s) for s in in_cp])},
+        compactions_id=None if comps is None else 1,
+        compactions=comps,
+    )
     objs = [obj("compacted", s.id, 0) for s in ssts]
     sel = select_compacted(objs, v, now_s=NOW_S, min_age_s=0)
     reachable = {s.id for s in in_l0} | {s.id for s in in_cp}

@@ -6,6 +6,7 @@ import logging
 import traceback
 
 import pytest
+
 from shale.errors import InvalidError
 from shale.objstore.protocol import TransientStoreError
 from shale_minio import S3Store, parse_s3_url, resolve_config

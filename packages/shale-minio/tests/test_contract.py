@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from shale.objstore.protocol import ObjectAlreadyExists
 from shale.testing.objstore_contract import ObjectStoreContract
 from shale_minio import S3Store

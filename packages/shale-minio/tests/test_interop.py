@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from shale.objstore.protocol import ObjectAlreadyExists
 from shale_minio import S3Store
 from shale_minio.testing import SeaweedServer

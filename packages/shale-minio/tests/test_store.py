@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import urllib3
+
 from shale.objstore.protocol import (
     ObjectAlreadyExists,
     ObjectNotFound,

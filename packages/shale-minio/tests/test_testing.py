@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from shale_minio import testing
 from shale_minio.testing import SeaweedServer, WeedNotFound
 

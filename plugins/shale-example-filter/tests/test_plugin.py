@@ -7,6 +7,7 @@ import random
 from importlib.metadata import entry_points
 
 import pytest
+
 from shale.fbs.manifest import CompactedSst, SstView
 from shale.ids import Ulid, compacted_path
 from shale.objstore.memory import MemoryStore
@@ -28,8 +29,9 @@ from shale_example_filter import plugin as example_plugin
 
 
 def context(last_run: bool = False) -> CompactionJobContext:
-    return CompactionJobContext(destination=1, is_dest_last_run=last_run,
-                                compaction_clock_tick=0, retention_min_seq=None)
+    return CompactionJobContext(
+        destination=1, is_dest_last_run=last_run, compaction_clock_tick=0, retention_min_seq=None
+    )
 
 
 @pytest.fixture
@@ -104,23 +106,36 @@ def test_compaction_removes_prefixed_keys(
 ) -> None:
     monkeypatch.setenv(PREFIXES_ENV, "tmp:,cache:")
     store = MemoryStore()
-    rows = [Row(b"cache:x", 5, VALUE, b"c", 1000, None), Row(b"tmp:1", 4, VALUE, b"t", None, None),
-            Row(b"user:1", 3, VALUE, b"u", None, None)]
+    rows = [
+        Row(b"cache:x", 5, VALUE, b"c", 1000, None),
+        Row(b"tmp:1", 4, VALUE, b"t", None, None),
+        Row(b"user:1", 3, VALUE, b"u", None, None),
+    ]
     builder = SstBuilder()
     builder.add_rows(rows)
     data = builder.finish()
     sid = Ulid.new(1, random.Random(1))
     store.put(compacted_path("db", sid), data)
     view = SstView(sid, CompactedSst(sid, builder.info, 2))
-    ex = CompactionExecutor(store, "db", settings=Settings(),
-                            filter_supplier=PluginFilterSupplier(host))
-    job = CompactionJob(Ulid.new(2, random.Random(2)), [view], [], destination=1,
-                        is_dest_last_run=last_run, retention_min_seq=None,
-                        compaction_clock_tick=0)
+    ex = CompactionExecutor(
+        store, "db", settings=Settings(), filter_supplier=PluginFilterSupplier(host)
+    )
+    job = CompactionJob(
+        Ulid.new(2, random.Random(2)),
+        [view],
+        [],
+        destination=1,
+        is_dest_last_run=last_run,
+        retention_min_seq=None,
+        compaction_clock_tick=0,
+    )
     outs = ex.execute(job, on_output=lambda s: None)
     got = [r for o in outs for r in SsTable.open(store, compacted_path("db", o.id)).rows()]
     if last_run:
         assert got == [rows[2]]
     else:
-        assert got == [(b"cache:x", 5, TOMBSTONE, b"", None, None),
-                       (b"tmp:1", 4, TOMBSTONE, b"", None, None), rows[2]]
+        assert got == [
+            (b"cache:x", 5, TOMBSTONE, b"", None, None),
+            (b"tmp:1", 4, TOMBSTONE, b"", None, None),
+            rows[2],
+        ]

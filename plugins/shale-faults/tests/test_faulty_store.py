@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from shale.errors import InvalidError
 from shale.objstore.memory import MemoryStore
 from shale.objstore.protocol import (

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from shale.errors import InvalidError
 from shale.objstore.memory import MemoryStore
 from shale.objstore.protocol import TransientStoreError

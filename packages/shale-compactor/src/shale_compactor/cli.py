@@ -182,7 +182,7 @@ def _human(n: int) -> str:
 
 
 def _bar(pct: float, width: int = 20) -> str:
-    filled = int(round(pct / 100 * width))
+    filled = round(pct / 100 * width)
     return "[" + "#" * filled + "." * (width - filled) + "]"
 
 
@@ -208,12 +208,16 @@ def format_status(view: Any, jobs: list[Any]) -> str:
             parts.append("SR " + ",".join(str(r) for r in j.sorted_runs))
         sources = " + ".join(parts) or "-"
         if j.status in ("running", "submitted"):
-            progress = (f"{_bar(j.percentage)} {j.percentage:5.1f}% "
-                        f"({_human(j.bytes_processed)} / {_human(j.total_bytes)})")
+            progress = (
+                f"{_bar(j.percentage)} {j.percentage:5.1f}% "
+                f"({_human(j.bytes_processed)} / {_human(j.total_bytes)})"
+            )
         else:
             progress = ""
-        lines.append(f"{j.id!s:<26}  {j.status:<9}  {sources:<18}  {j.destination:>4}  "
-                     f"{j.outputs:>3}  {progress}".rstrip())
+        lines.append(
+            f"{j.id!s:<26}  {j.status:<9}  {sources:<18}  {j.destination:>4}  "
+            f"{j.outputs:>3}  {progress}".rstrip()
+        )
     return "\n".join(lines)
 
 
@@ -225,7 +229,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         view, jobs = read_status(store, "")
     if args.json:
         out = {
-            "compactor_epoch": None if view.compactions is None
+            "compactor_epoch": None
+            if view.compactions is None
             else view.compactions.compactor_epoch,
             "manifest_id": view.manifest_id,
             "compactions_id": view.compactions_id,
@@ -244,13 +249,21 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("url", metavar="URL",
-                   help="database directory or URL (file://, memory://, s3://)")
+    p.add_argument(
+        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
+    )
     g = p.add_argument_group("database options")
-    g.add_argument("--settings", metavar="FILE",
-                   help="a shale.json / shale.toml settings file (SHALE_* variables override it)")
-    g.add_argument("--store-option", action="append", metavar="NAME=VALUE",
-                   help="an object-store option (value parsed as JSON when it is JSON); repeatable")
+    g.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a shale.json / shale.toml settings file (SHALE_* variables override it)",
+    )
+    g.add_argument(
+        "--store-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an object-store option (value parsed as JSON when it is JSON); repeatable",
+    )
     return p
 
 
@@ -260,28 +273,51 @@ def add_commands(subparsers: Any) -> None:
     comp = subparsers.add_parser("compactor", help="run, feed and watch the compactor")
     sub = comp.add_subparsers(dest="compactor_command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("run", parents=[common],
-                       help="compact the database until Ctrl-C/SIGTERM (fences other compactors)")
-    p.add_argument("--merge-operator", metavar="NAME",
-                   help="the writer's merge operator (e.g. concat, counter)")
-    p.add_argument("--poll-interval", type=_positive_float, metavar="SECONDS",
-                   help="seconds between polls (default: the settings', 5)")
-    p.add_argument("--once", action="store_true",
-                   help="run one round, wait for its compactions, print JSON reports, exit")
+    p = sub.add_parser(
+        "run",
+        parents=[common],
+        help="compact the database until Ctrl-C/SIGTERM (fences other compactors)",
+    )
+    p.add_argument(
+        "--merge-operator",
+        metavar="NAME",
+        help="the writer's merge operator (e.g. concat, counter)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds between polls (default: the settings', 5)",
+    )
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="run one round, wait for its compactions, print JSON reports, exit",
+    )
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("submit", parents=[common],
-                       help="submit a compaction for the running compactor (fences nobody)")
+    p = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="submit a compaction for the running compactor (fences nobody)",
+    )
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--full", action="store_true",
-                   help="compact every L0 SST and every sorted run into one run")
-    g.add_argument("--spec", metavar="JSON",
-                   help='{"l0": [ULID...], "sorted_runs": [N...], "destination": N}, or '
-                        'SlateDB\'s {"sources": [{"SstView": ULID}, {"SortedRun": N}], '
-                        '"destination": N}')
+    g.add_argument(
+        "--full", action="store_true", help="compact every L0 SST and every sorted run into one run"
+    )
+    g.add_argument(
+        "--spec",
+        metavar="JSON",
+        help='{"l0": [ULID...], "sorted_runs": [N...], "destination": N}, or '
+        'SlateDB\'s {"sources": [{"SstView": ULID}, {"SortedRun": N}], '
+        '"destination": N}',
+    )
     p.set_defaults(func=_cmd_submit)
 
-    p = sub.add_parser("status", parents=[common],
-                       help="show the compactions in the .compactions file and their progress")
+    p = sub.add_parser(
+        "status",
+        parents=[common],
+        help="show the compactions in the .compactions file and their progress",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_status)

@@ -64,7 +64,6 @@ from shale.ids import Ulid
 from shale.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, TransientStoreError
 from shale.settings import CompactorOptions, Settings
-
 from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
     FULL,
@@ -326,7 +325,6 @@ class Compactor:
     @staticmethod
     def _plugin_host() -> Any:
         from shale.plugins import get_host
-
         from shale_compactor.plugin import ensure_hookspecs
 
         host = get_host()
@@ -464,8 +462,7 @@ class Compactor:
                 if not futures:
                     break
                 for f in futures:
-                    remaining = (None if deadline is None
-                                 else max(0.0, deadline - time.monotonic()))
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                     f.result(timeout=remaining)
         finally:
             with self._lock:
@@ -540,12 +537,13 @@ class Compactor:
     def _resolve(self, view: CompactorStateView, spec: CompactionSpec | str) -> CompactionSpec:
         if isinstance(spec, str):
             if spec.lower() != FULL:
-                raise InvalidError("a compaction spec is a CompactionSpec or \"full\"", spec=spec)
+                raise InvalidError('a compaction spec is a CompactionSpec or "full"', spec=spec)
             gen = getattr(self.scheduler, "generate_full", None)
             return gen(view) if callable(gen) else generate_full(view)
         if not isinstance(spec, CompactionSpec):
-            raise InvalidError("a compaction spec is a CompactionSpec or \"full\"",
-                               type=type(spec).__name__)
+            raise InvalidError(
+                'a compaction spec is a CompactionSpec or "full"', type=type(spec).__name__
+            )
         return spec
 
     def _new_id(self) -> Ulid:
@@ -598,7 +596,12 @@ class Compactor:
             rate = s.bytes_processed / max(s.elapsed_s or 0.0, 1e-9) / 1e6
             logger.info(
                 "compaction progress id=%s dest=%d %.1f%% (%d/%d bytes, %.1f MB/s)",
-                s.id, s.destination, s.percentage, s.bytes_processed, s.total_bytes, rate,
+                s.id,
+                s.destination,
+                s.percentage,
+                s.bytes_processed,
+                s.total_bytes,
+                rate,
             )
 
     # -- the tick -----------------------------------------------------------------------------
@@ -656,7 +659,10 @@ class Compactor:
             view = writer.state.view()
             logger.info(
                 "compaction scheduled id=%s l0=%d runs=%s dest=%d",
-                c.id, len(c.l0_view_ids), c.sorted_runs, c.destination,
+                c.id,
+                len(c.l0_view_ids),
+                c.sorted_runs,
+                c.destination,
             )
             added = True
         return added
@@ -740,7 +746,6 @@ class Compactor:
     # -- running a job (pool threads) ---------------------------------------------------------
 
     def _execute(self, job: _Job, cjob: Any) -> CompactionReport | None:
-        c = job.compaction
         started = time.monotonic()
         try:
             outputs = self.executor.execute(
@@ -773,8 +778,12 @@ class Compactor:
             except TransientStoreError as exc:
                 # the output stays in the in-memory state and is persisted with the next write;
                 # a crash before that only costs redoing this SST
-                logger.warning("could not record output %s of compaction %s yet: %s",
-                               sst.id, job.compaction.id, exc)
+                logger.warning(
+                    "could not record output %s of compaction %s yet: %s",
+                    sst.id,
+                    job.compaction.id,
+                    exc,
+                )
             logger.debug("compaction %s recorded output %s", job.compaction.id, sst.id)
 
     def _on_progress(self, job: _Job, processed: int) -> None:
@@ -811,14 +820,20 @@ class Compactor:
             except TransientStoreError as exc:
                 if attempt >= COMMIT_ATTEMPTS:
                     raise
-                logger.warning("commit of compaction %s failed, retrying in %.1fs: %s",
-                               c.id, delay, exc)
+                logger.warning(
+                    "commit of compaction %s failed, retrying in %.1fs: %s", c.id, delay, exc
+                )
                 if self._stop.wait(delay):
                     raise
                 delay = min(2 * delay, COMMIT_RETRY_MAX_S)
         logger.info(
             "compaction completed id=%s dest=%d outputs=%d bytes_in=%d bytes_out=%d in %.2fs",
-            c.id, c.destination, len(outputs), report.bytes_in, report.bytes_out, duration,
+            c.id,
+            c.destination,
+            len(outputs),
+            report.bytes_in,
+            report.bytes_out,
+            duration,
         )
         return report
 
@@ -841,8 +856,13 @@ class Compactor:
             with self._lock:
                 self._jobs.pop(c.id, None)
             raise exc
-        logger.error("compaction %s failed%s: %s", c.id,
-                     " while committing" if committing else "", exc, exc_info=exc)
+        logger.error(
+            "compaction %s failed%s: %s",
+            c.id,
+            " while committing" if committing else "",
+            exc,
+            exc_info=exc,
+        )
         report: CompactionReport | None = None
         with self._lock:
             self._jobs.pop(c.id, None)
@@ -859,8 +879,11 @@ class Compactor:
                     return None
                 except ShaleError as exc2:
                     logger.warning("could not record the failure of compaction %s: %s", c.id, exc2)
-            error = (f"{exc.kind}: {exc.message}" if isinstance(exc, ShaleError)
-                     else f"{type(exc).__name__}: {exc}")
+            error = (
+                f"{exc.kind}: {exc.message}"
+                if isinstance(exc, ShaleError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             m = writer.state.manifest if writer is not None else None
             report = self._report(c, "failed", m, [], time.monotonic() - started, error=error)
             if self._collecting:
@@ -920,7 +943,7 @@ def submit_compaction(
     view = read_view(store, root)
     if isinstance(spec, str):
         if spec.lower() != FULL:
-            raise InvalidError("a compaction spec is a CompactionSpec or \"full\"", spec=spec)
+            raise InvalidError('a compaction spec is a CompactionSpec or "full"', spec=spec)
         spec = generate_full(view)
     scheduler.validate(view, spec)
     clock = clock if clock is not None else SystemClock()

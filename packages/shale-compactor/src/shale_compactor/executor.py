@@ -65,7 +65,6 @@ from shale.merge import MergeIterator
 from shale.objstore.protocol import TransientStoreError
 from shale.sst import SsTable, SstBuilder
 from shale.sst.compression import codec_id
-
 from shale_compactor.filters import (
     CompactionJobContext,
     PluginFilterSupplier,
@@ -284,8 +283,9 @@ def last_written_key_and_seq(
 
     :raises DataError: the SST is missing or corrupt.
     """
-    table = SsTable.open(store, ids.compacted_path(root, sst.id), policies=(),
-                         transformer=transformer)
+    table = SsTable.open(
+        store, ids.compacted_path(root, sst.id), policies=(), transformer=transformer
+    )
     if table.block_count == 0:
         return None
     rows = table.read_block(table.block_count - 1)
@@ -342,8 +342,10 @@ class CompactionExecutor:
             host = self._host()
             merge_operator = host.merge_operator(settings.merge_operator)
             if merge_operator is None:
-                raise InvalidError("no plugin offers the configured merge operator",
-                                   merge_operator=settings.merge_operator)
+                raise InvalidError(
+                    "no plugin offers the configured merge operator",
+                    merge_operator=settings.merge_operator,
+                )
         self.merge_operator = merge_operator
         self.filter_supplier = (
             filter_supplier if filter_supplier is not None else PluginFilterSupplier()
@@ -397,8 +399,14 @@ class CompactionExecutor:
         :raises DataError: a source or resume output is corrupt or missing.
         """
         started = time.monotonic()
-        log.debug("executing compaction %s -> SR %d (%d L0, %d runs, %d resume outputs)",
-                  job.id, job.destination, len(job.l0), len(job.runs), len(job.resume_outputs))
+        log.debug(
+            "executing compaction %s -> SR %d (%d L0, %d runs, %d resume outputs)",
+            job.id,
+            job.destination,
+            len(job.l0),
+            len(job.runs),
+            len(job.resume_outputs),
+        )
         if stop is not None and stop.is_set():
             raise CompactionStopped("compaction stopped", compaction=str(job.id))
         resume, filters = self._prepare(job)
@@ -413,9 +421,15 @@ class CompactionExecutor:
                 r.close()
             pool.shutdown(wait=False, cancel_futures=True)
         elapsed = time.monotonic() - started
-        log.info("compaction %s -> SR %d wrote %d SSTs; %d source bytes in %.2fs (%.1f MB/s)",
-                 job.id, job.destination, len(outputs) - len(job.resume_outputs),
-                 progress.bytes, elapsed, progress.bytes / max(elapsed, 1e-9) / 1e6)
+        log.info(
+            "compaction %s -> SR %d wrote %d SSTs; %d source bytes in %.2fs (%.1f MB/s)",
+            job.id,
+            job.destination,
+            len(outputs) - len(job.resume_outputs),
+            progress.bytes,
+            elapsed,
+            progress.bytes / max(elapsed, 1e-9) / 1e6,
+        )
         return list(job.resume_outputs) + outputs
 
     def iter_rows(
@@ -441,8 +455,9 @@ class CompactionExecutor:
         """The resume cursor (last written ``(key, seq)``) and the job's filters."""
         resume = None
         if job.resume_outputs:
-            resume = last_written_key_and_seq(self.store, self.root, job.resume_outputs[-1],
-                                              transformer=self.transformer)
+            resume = last_written_key_and_seq(
+                self.store, self.root, job.resume_outputs[-1], transformer=self.transformer
+            )
         context = CompactionJobContext(
             destination=job.destination,
             is_dest_last_run=job.is_dest_last_run,
@@ -452,8 +467,10 @@ class CompactionExecutor:
         return resume, create_filters(self.filter_supplier, context)
 
     def _fetch_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=max(1, int(self.options.max_fetch_tasks)),
-                                  thread_name_prefix="shale-compaction-fetch")
+        return ThreadPoolExecutor(
+            max_workers=max(1, int(self.options.max_fetch_tasks)),
+            thread_name_prefix="shale-compaction-fetch",
+        )
 
     # -- sources ------------------------------------------------------------------------------
 
@@ -468,15 +485,20 @@ class CompactionExecutor:
         key = ids.compacted_path(self.root, view.sst.id)
         size = self.store.head(key).size
         reader = _ReadAhead(
-            self.store, key, size, pool=pool,
+            self.store,
+            key,
+            size,
+            pool=pool,
             window=BLOCKS_PER_FETCH * int(self.settings.block_size),
             depth=max(1, int(self.options.max_fetch_tasks)),
-            progress=progress, stop=stop,
+            progress=progress,
+            stop=stop,
         )
         readers.append(reader)
         # the executor reads ahead itself (_ReadAhead): no second prefetch in the table
-        table = SsTable.open(reader, key, size=size, policies=(), transformer=self.transformer,
-                             remote=False)
+        table = SsTable.open(
+            reader, key, size=size, policies=(), transformer=self.transformer, remote=False
+        )
         return table, reader
 
     def _view_rows(
@@ -533,9 +555,7 @@ class CompactionExecutor:
         sources: list[Iterable[tuple[Any, ...]]] = [
             self._view_rows(v, resume_key, progress, pool, stop, readers) for v in job.l0
         ]
-        sources += [
-            self._run_rows(r, resume_key, progress, pool, stop, readers) for r in job.runs
-        ]
+        sources += [self._run_rows(r, resume_key, progress, pool, stop, readers) for r in job.runs]
         rows: Iterable[tuple[Any, ...]] = compaction_rows(
             MergeIterator(sources),
             merge_operator=self.merge_operator,
@@ -553,9 +573,13 @@ class CompactionExecutor:
 
     def _builder(self) -> SstBuilder:
         s = self.settings
-        return SstBuilder(block_size=s.block_size, compression=self._codec,
-                          filter_policies=self.filter_policies, min_filter_keys=s.min_filter_keys,
-                          transformer=self.transformer)
+        return SstBuilder(
+            block_size=s.block_size,
+            compression=self._codec,
+            filter_policies=self.filter_policies,
+            min_filter_keys=s.min_filter_keys,
+            transformer=self.transformer,
+        )
 
     def _upload(self, builder: SstBuilder, stop: threading.Event | None) -> CompactedSst:
         data = builder.finish()
@@ -569,8 +593,13 @@ class CompactionExecutor:
             except TransientStoreError as exc:
                 if attempt == UPLOAD_ATTEMPTS:
                     raise
-                log.warning("upload of %s failed (attempt %d), retrying in %.1fs: %s",
-                            key, attempt, delay, exc)
+                log.warning(
+                    "upload of %s failed (attempt %d), retrying in %.1fs: %s",
+                    key,
+                    attempt,
+                    delay,
+                    exc,
+                )
                 if stop is not None and stop.wait(delay):
                     raise CompactionStopped("compaction stopped") from exc
                 if stop is None:

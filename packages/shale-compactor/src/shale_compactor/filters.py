@@ -241,7 +241,8 @@ def create_filters(supplier: Any, context: CompactionJobContext) -> list[Compact
         raise  # already classified (a supplier combining others)
     except Exception as exc:
         raise CompactionFilterError(
-            "compaction filter creation failed", "create",
+            "compaction filter creation failed",
+            "create",
             error=f"{type(exc).__name__}: {exc}",
         ) from exc
     if made is None:
@@ -254,7 +255,8 @@ def create_filters(supplier: Any, context: CompactionJobContext) -> list[Compact
         ):
             raise CompactionFilterError(
                 "compaction filter supplier returned an object that is not a CompactionFilter",
-                "create", type=type(f).__name__,
+                "create",
+                type=type(f).__name__,
             )
     return filters
 
@@ -270,8 +272,10 @@ def _apply_decision(row: tuple[Any, ...], decision: object, flt: object) -> tupl
             return Row(row[0], row[1], TOMBSTONE, b"", None, row[5])
         return Row(row[0], row[1], kind, decision.value, row[4], row[5])
     raise CompactionFilterError(
-        "compaction filter returned an invalid decision", "filter",
-        filter=type(flt).__name__, decision=repr(decision)[:80],
+        "compaction filter returned an invalid decision",
+        "filter",
+        filter=type(flt).__name__,
+        decision=repr(decision)[:80],
     )
 
 
@@ -299,8 +303,12 @@ def apply_filters(
                 decision = flt.filter(row)  # type: ignore[arg-type]
             except Exception as exc:
                 raise CompactionFilterError(
-                    "compaction filter failed", "filter", filter=type(flt).__name__,
-                    key=row[0][:64], seq=row[1], error=f"{type(exc).__name__}: {exc}",  # type: ignore[index]
+                    "compaction filter failed",
+                    "filter",
+                    filter=type(flt).__name__,
+                    key=row[0][:64],  # type: ignore[index]
+                    seq=row[1],  # type: ignore[index]
+                    error=f"{type(exc).__name__}: {exc}",
                 ) from exc
             row = _apply_decision(row, decision, flt)  # type: ignore[arg-type]
             if row is None:
@@ -312,12 +320,15 @@ def apply_filters(
         try:
             flt.on_compaction_end()
         except Exception as exc:
-            log.warning("compaction filter %s failed in on_compaction_end: %s",
-                        type(flt).__name__, exc)
+            log.warning(
+                "compaction filter %s failed in on_compaction_end: %s", type(flt).__name__, exc
+            )
             if first is None:
                 first = CompactionFilterError(
-                    "compaction filter on_compaction_end failed", "end",
-                    filter=type(flt).__name__, error=f"{type(exc).__name__}: {exc}",
+                    "compaction filter on_compaction_end failed",
+                    "end",
+                    filter=type(flt).__name__,
+                    error=f"{type(exc).__name__}: {exc}",
                 )
                 first.__cause__ = exc
     if first is not None:

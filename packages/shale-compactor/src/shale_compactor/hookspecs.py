@@ -22,7 +22,6 @@ import pluggy
 
 if TYPE_CHECKING:
     from shale.settings import CompactorOptions
-
     from shale_compactor.compactor import CompactionReport
 
 hookspec = pluggy.HookspecMarker("shale")

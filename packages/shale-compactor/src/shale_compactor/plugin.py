@@ -80,9 +80,7 @@ def shale_db_opened(db: Any) -> None:
         transformer=db.transformer,
         clock=db.clock,
     )
-    thread = threading.Thread(
-        target=_run, args=(compactor,), name="shale-compactor", daemon=True
-    )
+    thread = threading.Thread(target=_run, args=(compactor,), name="shale-compactor", daemon=True)
     with _lock:
         _embedded[id(db)] = (db, compactor, thread)
     thread.start()

@@ -78,9 +78,7 @@ def _missing_operator(row: Row) -> InvalidError:
     return InvalidError("merge operator missing", key=_key_detail(row[0]), seq=row[1])
 
 
-def _retained_by_time(
-    seq: int, retention_timeout_ms: int, now_ms: int, seq_tracker: Any
-) -> bool:
+def _retained_by_time(seq: int, retention_timeout_ms: int, now_ms: int, seq_tracker: Any) -> bool:
     """SlateDB's time window: the seq's creation time (rounded up) + timeout is after now."""
     ts_s = seq_tracker.find_ts(seq, True) if seq_tracker is not None else None
     created_ms = now_ms if ts_s is None else ts_s * 1000
@@ -249,8 +247,12 @@ class _Tracker:
         self.create_ts = _opt_max(self.create_ts, row[5])
         self.expire_ts = _opt_min(self.expire_ts, row[4])
         if self.seq < row[1]:
-            raise DataError("rows out of sequence order while merging operands",
-                            key=_key_detail(row[0]), current_seq=self.seq, next_seq=row[1])
+            raise DataError(
+                "rows out of sequence order while merging operands",
+                key=_key_detail(row[0]),
+                current_seq=self.seq,
+                next_seq=row[1],
+            )
 
 
 def _fold_batch(op: MergeOperator, key: bytes, batch: list[Row], tracker: _Tracker) -> bytes:

@@ -142,19 +142,20 @@ def parse_spec(data: str | dict[str, Any]) -> CompactionSpec | str:
     if isinstance(data, str) and data.lower() == FULL:
         return FULL
     if not isinstance(data, dict):
-        raise InvalidError("a compaction spec is a JSON object or \"Full\"", spec=data)
+        raise InvalidError('a compaction spec is a JSON object or "Full"', spec=data)
     if set(data) == {"Spec"}:
         data = data["Spec"]
         if not isinstance(data, dict):
-            raise InvalidError("\"Spec\" must hold an object", spec=data)
+            raise InvalidError('"Spec" must hold an object', spec=data)
     try:
         if "sources" in data:
             l0: list[Ulid] = []
             runs: list[int] = []
             for src in data["sources"]:
                 if not isinstance(src, dict) or len(src) != 1:
-                    raise InvalidError("a source is {\"SstView\": ULID} or {\"SortedRun\": N}",
-                                       source=src)
+                    raise InvalidError(
+                        'a source is {"SstView": ULID} or {"SortedRun": N}', source=src
+                    )
                 ((kind, value),) = src.items()
                 if kind in ("SstView", "Sst", "l0"):
                     l0.append(Ulid.parse(str(value)))
@@ -191,14 +192,18 @@ class SchedulerOptions:
 
     def __post_init__(self) -> None:
         if self.min_compaction_sources < 2:  # one source would be compacted forever
-            raise InvalidError("min_compaction_sources must be >= 2",
-                               value=self.min_compaction_sources)
+            raise InvalidError(
+                "min_compaction_sources must be >= 2", value=self.min_compaction_sources
+            )
         if self.max_compaction_sources < self.min_compaction_sources:
-            raise InvalidError("max_compaction_sources must be >= min_compaction_sources",
-                               value=self.max_compaction_sources)
+            raise InvalidError(
+                "max_compaction_sources must be >= min_compaction_sources",
+                value=self.max_compaction_sources,
+            )
         if self.max_concurrent_compactions < 1:
-            raise InvalidError("max_concurrent_compactions must be >= 1",
-                               value=self.max_concurrent_compactions)
+            raise InvalidError(
+                "max_concurrent_compactions must be >= 1", value=self.max_concurrent_compactions
+            )
 
     @classmethod
     def from_compactor_options(cls, o: CompactorOptions) -> SchedulerOptions:
@@ -263,8 +268,7 @@ class _Backpressure:
         self.threshold = threshold
         self.max_sources = max_sources
         self.longest = {
-            s.key: len(_compactable_run(threshold, runs, i, None, None))
-            for i, s in enumerate(runs)
+            s.key: len(_compactable_run(threshold, runs, i, None, None)) for i, s in enumerate(runs)
         }
 
     def ok(self, sources: Sequence[_Source], next_run: _Source | None) -> bool:
@@ -336,11 +340,11 @@ def propose(view: CompactorStateView, options: SchedulerOptions) -> list[Compact
     )
     out: list[CompactionSpec] = []
     while len(active) + len(out) < options.max_concurrent_compactions:
-        spec = _pick(l0, runs, options, conflicts, backpressure)
-        if spec is None:
+        picked = _pick(l0, runs, options, conflicts, backpressure)
+        if picked is None:
             break
-        conflicts.add(spec)
-        out.append(spec)
+        conflicts.add(picked)
+        out.append(picked)
     return out
 
 
@@ -363,9 +367,9 @@ def _pick(
         if len(group) < o.min_compaction_sources:
             continue
         group = group[-o.max_compaction_sources :]
-        dst = group[-1].key[1]
-        assert isinstance(dst, int)
-        return _spec(group, dst)
+        run_dst = group[-1].key[1]
+        assert isinstance(run_dst, int)
+        return _spec(group, run_dst)
     return None
 
 
@@ -410,8 +414,9 @@ def validate(view: CompactorStateView, spec: CompactionSpec) -> None:
         )
 
 
-def check_conflicts(view: CompactorStateView, spec: CompactionSpec,
-                    ignore: Ulid | None = None) -> bool:
+def check_conflicts(
+    view: CompactorStateView, spec: CompactionSpec, ignore: Ulid | None = None
+) -> bool:
     """Whether ``spec`` can start now: none of its sources nor its destination is used by an
     active compaction (other than ``ignore``, the compaction being started itself)."""
     conflicts = _Conflicts()

@@ -66,7 +66,6 @@ from shale.manifest_store import (
     add_checkpoint,
 )
 from shale.objstore import ObjectStore
-
 from shale_compactor.compactions_store import (
     DEFAULT_UPDATE_TIMEOUT_S,
     CompactionsStore,

@@ -39,5 +39,5 @@ def twins(name: str) -> dict[str, ModuleType]:
 def is_compiled(name: str) -> bool:
     """Whether the facade ``shale.<name>`` is using the compiled twin."""
     mod = importlib.import_module(f"shale.{name}")
-    impl: ModuleType = getattr(mod, "IMPLEMENTATION")
+    impl: ModuleType = mod.IMPLEMENTATION
     return impl.__name__.endswith("_c")

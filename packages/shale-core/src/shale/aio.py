@@ -130,8 +130,15 @@ class AsyncDbIterator:
     Made by :meth:`AsyncDb.scan`; the engine iterator is created on the first fetch.
     """
 
-    def __init__(self, run: _Runner, make: Callable[[], DbIterator], start: bytes | None,
-                 end: bytes | None, reverse: bool, batch_size: int) -> None:
+    def __init__(
+        self,
+        run: _Runner,
+        make: Callable[[], DbIterator],
+        start: bytes | None,
+        end: bytes | None,
+        reverse: bool,
+        batch_size: int,
+    ) -> None:
         self._run = run
         self._make = make
         self._it: DbIterator | None = None
@@ -191,7 +198,8 @@ class AsyncDbIterator:
         """
         key = check_key(key)
         if (self._start is not None and key < self._start) or (
-                self._end is not None and key >= self._end):
+            self._end is not None and key >= self._end
+        ):
             raise InvalidError("seek key outside the scan range", key=key)
         async with self._lock:
             if self._returned is not None and not self._before(self._returned, key):
@@ -254,21 +262,32 @@ class AsyncDbSnapshot:
         """The value of ``key`` at the snapshot, or ``None``."""
         return await self._run(self._snap.get, key, include_expired=include_expired)
 
-    async def get_key_value(self, key: bytes, *,
-                            include_expired: bool | None = None) -> KeyValue | None:
+    async def get_key_value(
+        self, key: bytes, *, include_expired: bool | None = None
+    ) -> KeyValue | None:
         """The value of ``key`` at the snapshot with its metadata, or ``None``."""
         return await self._run(self._snap.get_key_value, key, include_expired=include_expired)
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             reverse: bool = False, include_expired: bool | None = None,
-             batch_size: int | None = None) -> AsyncDbIterator:
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        include_expired: bool | None = None,
+        batch_size: int | None = None,
+    ) -> AsyncDbIterator:
         """An async iterator over ``start <= key < end`` at the snapshot."""
         start, end = _scan_args(start, end)
         snap = self._snap
         return AsyncDbIterator(
             self._run,
             lambda: snap.scan(start, end, reverse=reverse, include_expired=include_expired),
-            start, end, reverse, _batch(batch_size, self._batch_size))
+            start,
+            end,
+            reverse,
+            _batch(batch_size, self._batch_size),
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
         """Every key that starts with ``prefix``, at the snapshot."""
@@ -342,7 +361,8 @@ class AsyncDb:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
                 raise InvalidError("max_workers must be an int >= 1", max_workers=max_workers)
             executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max_workers, thread_name_prefix="shale-aio")
+                max_workers=max_workers, thread_name_prefix="shale-aio"
+            )
         run = _Runner(executor, owned)
         try:
             db = await run(Db.open, path, settings, **components)
@@ -363,8 +383,9 @@ class AsyncDb:
 
     # -- writes ----------------------------------------------------------------------------
 
-    async def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None,
-                  durable: bool = True) -> AsyncWriteHandle:
+    async def put(
+        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> AsyncWriteHandle:
         """Set ``key`` to ``value``; returns once durable unless ``durable=False``."""
         h = await self._run(self._db.put, key, value, ttl=ttl, durable=durable)
         return AsyncWriteHandle(h, self._run)
@@ -373,8 +394,9 @@ class AsyncDb:
         """Delete ``key``."""
         return AsyncWriteHandle(await self._run(self._db.delete, key, durable=durable), self._run)
 
-    async def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None,
-                    durable: bool = True) -> AsyncWriteHandle:
+    async def merge(
+        self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> AsyncWriteHandle:
         """Add a merge operand for ``key``."""
         h = await self._run(self._db.merge, key, operand, ttl=ttl, durable=durable)
         return AsyncWriteHandle(h, self._run)
@@ -385,23 +407,47 @@ class AsyncDb:
 
     # -- reads -----------------------------------------------------------------------------
 
-    async def get(self, key: bytes, *, durability: str = DURABILITY_MEMORY, dirty: bool = False,
-                  include_expired: bool | None = None) -> bytes | None:
+    async def get(
+        self,
+        key: bytes,
+        *,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+    ) -> bytes | None:
         """The value of ``key``, or ``None`` (see :meth:`shale.Db.get`)."""
-        return await self._run(self._db.get, key, durability=durability, dirty=dirty,
-                               include_expired=include_expired)
+        return await self._run(
+            self._db.get, key, durability=durability, dirty=dirty, include_expired=include_expired
+        )
 
-    async def get_key_value(self, key: bytes, *, durability: str = DURABILITY_MEMORY,
-                            dirty: bool = False,
-                            include_expired: bool | None = None) -> KeyValue | None:
+    async def get_key_value(
+        self,
+        key: bytes,
+        *,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+    ) -> KeyValue | None:
         """The value of ``key`` with its seq and timestamps, or ``None``."""
-        return await self._run(self._db.get_key_value, key, durability=durability, dirty=dirty,
-                               include_expired=include_expired)
+        return await self._run(
+            self._db.get_key_value,
+            key,
+            durability=durability,
+            dirty=dirty,
+            include_expired=include_expired,
+        )
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *,
-             reverse: bool = False, durability: str = DURABILITY_MEMORY, dirty: bool = False,
-             include_expired: bool | None = None,
-             batch_size: int | None = None) -> AsyncDbIterator:
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+        batch_size: int | None = None,
+    ) -> AsyncDbIterator:
         """An async iterator of ``(key, value)`` over ``start <= key < end``.
 
         Use ``async for key, value in db.scan(...)``. Bad bounds raise ``InvalidError`` here;
@@ -414,9 +460,19 @@ class AsyncDb:
         self._run.check_open()
         return AsyncDbIterator(
             self._run,
-            lambda: db.scan(start, end, reverse=reverse, durability=durability, dirty=dirty,
-                            include_expired=include_expired),
-            start, end, reverse, _batch(batch_size, self._batch_size))
+            lambda: db.scan(
+                start,
+                end,
+                reverse=reverse,
+                durability=durability,
+                dirty=dirty,
+                include_expired=include_expired,
+            ),
+            start,
+            end,
+            reverse,
+            _batch(batch_size, self._batch_size),
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -435,18 +491,21 @@ class AsyncDb:
         """Make every write so far durable (see :meth:`shale.Db.flush`)."""
         await self._run(self._db.flush, memtable=memtable)
 
-    async def create_checkpoint(self, *, lifetime: float | None = None, name: str | None = None,
-                                scope: str = "all") -> CheckpointInfo:
+    async def create_checkpoint(
+        self, *, lifetime: float | None = None, name: str | None = None, scope: str = "all"
+    ) -> CheckpointInfo:
         """Pin the current state in the manifest (see :meth:`shale.Db.create_checkpoint`)."""
-        return await self._run(self._db.create_checkpoint, lifetime=lifetime, name=name,
-                               scope=scope)
+        return await self._run(
+            self._db.create_checkpoint, lifetime=lifetime, name=name, scope=scope
+        )
 
     async def list_checkpoints(self, name: str | None = None) -> list[Any]:
         """Checkpoints in the latest manifest."""
         return await self._run(self._db.list_checkpoints, name)
 
-    async def refresh_checkpoint(self, checkpoint_id: uuid.UUID, *,
-                                 lifetime: float | None = None) -> None:
+    async def refresh_checkpoint(
+        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+    ) -> None:
         """Set a checkpoint's expiry to now + ``lifetime``."""
         await self._run(self._db.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
 

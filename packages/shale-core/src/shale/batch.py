@@ -31,7 +31,9 @@ class Ttl:
     @classmethod
     def at(cls, epoch_ms: int) -> Ttl:
         if not isinstance(epoch_ms, int) or isinstance(epoch_ms, bool) or epoch_ms < 0:
-            raise InvalidError("expire time must be a non-negative int of epoch milliseconds", ttl=epoch_ms)
+            raise InvalidError(
+                "expire time must be a non-negative int of epoch milliseconds", ttl=epoch_ms
+            )
         return cls("at", epoch_ms)
 
     @classmethod

@@ -157,5 +157,7 @@ class BlockCache:
 
     def __repr__(self) -> str:
         s = self.stats()
-        return (f"BlockCache(capacity_bytes={s['capacity_bytes']}, size_bytes={s['size_bytes']}, "
-                f"entries={s['entries']})")
+        return (
+            f"BlockCache(capacity_bytes={s['capacity_bytes']}, size_bytes={s['size_bytes']}, "
+            f"entries={s['entries']})"
+        )

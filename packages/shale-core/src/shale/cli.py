@@ -81,8 +81,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # -- shared helpers -----------------------------------------------------------------------------
 
 
-def cli_settings(settings_file: str | None = None, *, merge_operator: str | None = None,
-                 environ: dict[str, str] | None = None) -> Settings:
+def cli_settings(
+    settings_file: str | None = None,
+    *,
+    merge_operator: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
     """The settings a CLI command opens a database with.
 
     Layers: ``Settings(compactor_options=None, garbage_collector_options=None)``, then
@@ -211,8 +215,10 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     operand = _to_bytes(args.operand, args, "operand")
     with _open_db(args, create=True) as db:
         if db.merge_operator is None:
-            raise InvalidError("no merge operator: pass --merge-operator NAME or set "
-                               "merge_operator in the settings")
+            raise InvalidError(
+                "no merge operator: pass --merge-operator NAME or set "
+                "merge_operator in the settings"
+            )
         handle = db.merge(key, operand, ttl=args.ttl)
     print(f"seq={handle.seq}")
     return EXIT_OK
@@ -247,8 +253,9 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return bytes(p)
 
 
-def scan_bounds(start: bytes | None, end: bytes | None,
-                prefix: bytes | None) -> tuple[bytes | None, bytes | None] | None:
+def scan_bounds(
+    start: bytes | None, end: bytes | None, prefix: bytes | None
+) -> tuple[bytes | None, bytes | None] | None:
     """The ``[start, end)`` range of a scan restricted to ``prefix``; ``None`` when empty."""
     if prefix:
         pend = _prefix_end(prefix)
@@ -270,8 +277,13 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     with _open_db(args, create=False) as db:
         if bounds is None:
             return EXIT_OK
-        it = db.scan(bounds[0], bounds[1], reverse=args.reverse, durability=args.durability,
-                     include_expired=args.include_expired)
+        it = db.scan(
+            bounds[0],
+            bounds[1],
+            reverse=args.reverse,
+            durability=args.durability,
+            include_expired=args.include_expired,
+        )
         for n, (key, value) in enumerate(it):
             if args.limit is not None and n >= args.limit:
                 break
@@ -287,8 +299,10 @@ def _cmd_flush(args: argparse.Namespace) -> int:
         db.flush(memtable=args.memtable)
         m = db.metrics()
     what = "WAL and memtable (now in L0)" if args.memtable else "WAL"
-    print(f"flushed {what}: durable_seq={m['durable_seq']} manifest={m['manifest_id']} "
-          f"l0_ssts={m['l0_sst_count']} sorted_runs={m['sorted_run_count']}")
+    print(
+        f"flushed {what}: durable_seq={m['durable_seq']} manifest={m['manifest_id']} "
+        f"l0_ssts={m['l0_sst_count']} sorted_runs={m['sorted_run_count']}"
+    )
     return EXIT_OK
 
 
@@ -333,11 +347,14 @@ def manifest_summary(manifest_id: int, m: Manifest, *, hex_keys: bool = False) -
         "last_l0_seq": m.last_l0_seq,
         "last_l0_clock_tick": None if tick == -(2**63) else tick,
         "recent_snapshot_min_seq": m.recent_snapshot_min_seq,
-        "last_compacted_l0_view_id": (None if m.last_compacted_l0_view_id is None
-                                      else str(m.last_compacted_l0_view_id)),
+        "last_compacted_l0_view_id": (
+            None if m.last_compacted_l0_view_id is None else str(m.last_compacted_l0_view_id)
+        ),
         "l0": [_sst_summary(v, hex_keys) for v in m.l0],
-        "sorted_runs": [{"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
-                        for run in m.compacted],
+        "sorted_runs": [
+            {"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
+            for run in m.compacted
+        ],
         "checkpoints": [_checkpoint_summary(cp) for cp in m.checkpoints],
     }
 
@@ -401,8 +418,9 @@ def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
         made: list[Any] = []
 
         def mutate(m: Manifest, next_id: int) -> Manifest:
-            m2, cp = add_checkpoint(m, manifest_id=next_id, now_s=int(time.time()),
-                                    lifetime_s=lifetime, name=args.name)
+            m2, cp = add_checkpoint(
+                m, manifest_id=next_id, now_s=int(time.time()), lifetime_s=lifetime, name=args.name
+            )
             made[:] = [cp]
             return m2
 
@@ -427,8 +445,10 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
         return EXIT_OK
     for c in cps:
         s = _checkpoint_summary(c)
-        print(f"{s['id']}  manifest={s['manifest_id']}  created={s['create_time']}  "
-              f"expires={s['expire_time'] or 'never'}  name={s['name'] or '-'}")
+        print(
+            f"{s['id']}  manifest={s['manifest_id']}  created={s['create_time']}  "
+            f"expires={s['expire_time'] or 'never'}  name={s['name'] or '-'}"
+        )
     return EXIT_OK
 
 
@@ -467,45 +487,72 @@ def _db_options() -> argparse.ArgumentParser:
     """Options shared by the commands that take a database URL."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("database options")
-    g.add_argument("--settings", metavar="FILE",
-                   help="a shale.json / shale.toml settings file (SHALE_* variables override it)")
-    g.add_argument("--store-option", action="append", metavar="NAME=VALUE",
-                   help="an object-store option (value parsed as JSON when it is JSON), "
-                        "e.g. fsync=false; repeatable")
-    g.add_argument("--hex", action="store_true",
-                   help="keys and values are given and printed as hex, not UTF-8 text")
+    g.add_argument(
+        "--settings",
+        metavar="FILE",
+        help="a shale.json / shale.toml settings file (SHALE_* variables override it)",
+    )
+    g.add_argument(
+        "--store-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an object-store option (value parsed as JSON when it is JSON), "
+        "e.g. fsync=false; repeatable",
+    )
+    g.add_argument(
+        "--hex",
+        action="store_true",
+        help="keys and values are given and printed as hex, not UTF-8 text",
+    )
     return p
 
 
 def _read_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("read options")
-    g.add_argument("--durability", choices=("memory", "remote"), default="memory",
-                   help="'remote' sees only writes that are durable (default: memory)")
-    g.add_argument("--include-expired", action="store_true", default=None,
-                   help="also return rows past their TTL")
-    g.add_argument("--merge-operator", metavar="NAME",
-                   help="merge operator for keys with merge operands (e.g. concat, counter)")
+    g.add_argument(
+        "--durability",
+        choices=("memory", "remote"),
+        default="memory",
+        help="'remote' sees only writes that are durable (default: memory)",
+    )
+    g.add_argument(
+        "--include-expired",
+        action="store_true",
+        default=None,
+        help="also return rows past their TTL",
+    )
+    g.add_argument(
+        "--merge-operator",
+        metavar="NAME",
+        help="merge operator for keys with merge operands (e.g. concat, counter)",
+    )
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``shale`` argument parser, with every plugin's subcommands added."""
     parser = argparse.ArgumentParser(
-        prog="shale", description="Read, write and inspect shale databases. Plugins add "
-        "more subcommands; 'shale COMMAND --help' describes each.")
+        prog="shale",
+        description="Read, write and inspect shale databases. Plugins add "
+        "more subcommands; 'shale COMMAND --help' describes each.",
+    )
     parser.add_argument("--version", action="version", version=f"shale {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="log progress to stderr (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv for debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    info = sub.add_parser("info",
-                          help="show which accelerators are compiled and which plugins load")
+    info = sub.add_parser(
+        "info", help="show which accelerators are compiled and which plugins load"
+    )
     info.set_defaults(func=_cmd_info)
 
     dbo, rdo = _db_options(), _read_options()
 
     p = sub.add_parser("put", parents=[dbo], help="set a key (durable when the command returns)")
-    p.add_argument("url", metavar="URL", help="database directory or URL (file://, memory://, s3://)")
+    p.add_argument(
+        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
+    )
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
@@ -529,8 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--merge-operator", metavar="NAME", help="e.g. concat or counter")
     p.set_defaults(func=_cmd_merge)
 
-    p = sub.add_parser("scan", parents=[dbo, rdo],
-                       help="print KEY<TAB>VALUE lines of a key range, ascending")
+    p = sub.add_parser(
+        "scan", parents=[dbo, rdo], help="print KEY<TAB>VALUE lines of a key range, ascending"
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("--start", metavar="K", help="first key (inclusive)")
     p.add_argument("--end", metavar="K", help="end key (exclusive)")
@@ -542,29 +590,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("flush", parents=[dbo], help="upload the WAL (and the memtable to L0)")
     p.add_argument("url", metavar="URL")
-    p.add_argument("--memtable", action="store_true",
-                   help="also flush every memtable to an L0 SST in the manifest")
+    p.add_argument(
+        "--memtable",
+        action="store_true",
+        help="also flush every memtable to an L0 SST in the manifest",
+    )
     p.set_defaults(func=_cmd_flush)
 
     man = sub.add_parser("manifest", help="inspect manifests")
     man_sub = man.add_subparsers(dest="manifest_command", metavar="COMMAND", required=True)
-    p = man_sub.add_parser("show", parents=[dbo],
-                           help="print a JSON summary of the latest (or --id) manifest")
+    p = man_sub.add_parser(
+        "show", parents=[dbo], help="print a JSON summary of the latest (or --id) manifest"
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("--id", type=_count, metavar="N", help="manifest version to show")
     p.set_defaults(func=_cmd_manifest_show)
 
     cp = sub.add_parser("checkpoint", help="create, list and delete checkpoints")
     cp_sub = cp.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
-    p = cp_sub.add_parser("create", parents=[dbo],
-                          help="pin the current manifest so GC keeps its files")
+    p = cp_sub.add_parser(
+        "create", parents=[dbo], help="pin the current manifest so GC keeps its files"
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("--name", metavar="N", help="a name for the checkpoint")
-    p.add_argument("--lifetime", metavar="SECONDS",
-                   help="expire after this long: seconds or a duration such as 1h (default: never)")
-    p.add_argument("--flush", action="store_true",
-                   help="open the database as the writer (fencing any other) and flush the WAL "
-                        "and memtable into the checkpoint first")
+    p.add_argument(
+        "--lifetime",
+        metavar="SECONDS",
+        help="expire after this long: seconds or a duration such as 1h (default: never)",
+    )
+    p.add_argument(
+        "--flush",
+        action="store_true",
+        help="open the database as the writer (fencing any other) and flush the WAL "
+        "and memtable into the checkpoint first",
+    )
     p.set_defaults(func=_cmd_checkpoint_create)
     p = cp_sub.add_parser("list", parents=[dbo], help="list the checkpoints")
     p.add_argument("url", metavar="URL")
@@ -577,11 +636,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_checkpoint_delete)
 
     p = sub.add_parser("demo", help="walk through writes, reads, scans, flushes and recovery")
-    p.add_argument("--dir", metavar="DIR",
-                   help="an empty or new directory for the database (default: a temp directory, "
-                        "removed at the end unless --keep)")
-    p.add_argument("--keys", type=_count, default=3000, metavar="N",
-                   help="how many keys to write (default 3000)")
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="an empty or new directory for the database (default: a temp directory, "
+        "removed at the end unless --keep)",
+    )
+    p.add_argument(
+        "--keys",
+        type=_count,
+        default=3000,
+        metavar="N",
+        help="how many keys to write (default 3000)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temp directory")
     p.set_defaults(func=_cmd_demo)
 

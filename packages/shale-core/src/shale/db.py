@@ -45,8 +45,6 @@ from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.errors import (
     ClosedError,
     CloseReason,
-    DataError,
-    InternalError,
     InvalidError,
     ShaleError,
     UnavailableError,
@@ -55,7 +53,7 @@ from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions
-from shale.objstore import ObjectAlreadyExists, ObjectNotFound, ObjectStore
+from shale.objstore import ObjectAlreadyExists, ObjectStore
 from shale.objstore.protocol import TransientStoreError
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Settings
@@ -185,8 +183,9 @@ class Db:
         if merge_operator is None and settings.merge_operator:
             merge_operator = host.merge_operator(settings.merge_operator)
             if merge_operator is None:
-                raise InvalidError("no plugin provides that merge operator",
-                                   merge_operator=settings.merge_operator)
+                raise InvalidError(
+                    "no plugin provides that merge operator", merge_operator=settings.merge_operator
+                )
         if filter_policies is None:
             offered = {p.name: p for p in host.filter_policies(settings)}
             missing = [n for n in settings.filter_policies if n not in offered]
@@ -196,10 +195,17 @@ class Db:
         if transformer is None:
             transformer = host.block_transformer(settings)
         db = cls(
-            object_store, root, settings,
-            merge_operator=merge_operator, clock=clock or SystemClock(),
-            block_cache=block_cache if block_cache is not None else BlockCache(settings.block_cache_bytes),
-            filter_policies=list(filter_policies), transformer=transformer, url=path,
+            object_store,
+            root,
+            settings,
+            merge_operator=merge_operator,
+            clock=clock or SystemClock(),
+            block_cache=block_cache
+            if block_cache is not None
+            else BlockCache(settings.block_cache_bytes),
+            filter_policies=list(filter_policies),
+            transformer=transformer,
+            url=path,
         )
         db._start()
         host.notify("shale_db_opened", db=db)
@@ -283,8 +289,14 @@ class Db:
         self._spawn("shale-wal-flusher", self._wal_loop)
         self._spawn("shale-l0-flusher", self._l0_loop)
         self._spawn("shale-manifest-poller", self._poll_loop)
-        log.info("opened shale database url=%s manifest=%d writer_epoch=%d next_wal=%d last_seq=%d",
-                 self.url, self._manifest_id, self._fm.epoch, self._next_wal_id, self._last_seq)
+        log.info(
+            "opened shale database url=%s manifest=%d writer_epoch=%d next_wal=%d last_seq=%d",
+            self.url,
+            self._manifest_id,
+            self._fm.epoch,
+            self._next_wal_id,
+            self._last_seq,
+        )
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         t = threading.Thread(target=self._guard(target), name=name, daemon=True)
@@ -391,8 +403,9 @@ class Db:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None,
-            durable: bool = True) -> WriteHandle:
+    def put(
+        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> WriteHandle:
         """Set ``key`` to ``value``. Returns once durable unless ``durable=False``.
 
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
@@ -405,10 +418,14 @@ class Db:
         """Delete ``key`` (writes a tombstone)."""
         return self._write_items([(check_key(key), [(TOMBSTONE, b"", None)])], durable)
 
-    def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None,
-              durable: bool = True) -> WriteHandle:
+    def merge(
+        self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
-        item = (check_key(key), [(MERGE, check_value(operand), None if ttl is None else to_ttl(ttl))])
+        item = (
+            check_key(key),
+            [(MERGE, check_value(operand), None if ttl is None else to_ttl(ttl))],
+        )
         return self._write_items([item], durable)
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
@@ -424,8 +441,9 @@ class Db:
             raise InvalidError("empty write batch")
         return self._write_items(batch.items(), durable)
 
-    def _write_items(self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]],
-                     durable: bool) -> WriteHandle:
+    def _write_items(
+        self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]], durable: bool
+    ) -> WriteHandle:
         if self._closed:
             self._check_open()
         if self._wal_buf_bytes + self._imm_bytes > self.settings.max_unflushed_bytes:
@@ -458,8 +476,10 @@ class Db:
             if settings.wal_enabled:
                 self._wal_buf.extend(rows)
                 self._wal_buf_bytes += nbytes
-                if (self._wal_buf_bytes >= settings.l0_sst_size_bytes
-                        or mt.size >= settings.l0_sst_size_bytes):
+                if (
+                    self._wal_buf_bytes >= settings.l0_sst_size_bytes
+                    or mt.size >= settings.l0_sst_size_bytes
+                ):
                     self._wal_wakeup.set()
             elif mt.size >= settings.l0_sst_size_bytes:
                 self._freeze_locked(None)
@@ -472,8 +492,9 @@ class Db:
         return handle
 
     @staticmethod
-    def _combine(key: bytes, ops: list[tuple[int, bytes, Ttl | None]], op: Any
-                 ) -> list[tuple[int, bytes, Ttl | None]]:
+    def _combine(
+        key: bytes, ops: list[tuple[int, bytes, Ttl | None]], op: Any
+    ) -> list[tuple[int, bytes, Ttl | None]]:
         """Pre-combine one key's ops in a batch (merges on top of a put become a value)."""
         if len(ops) == 1 or op is None:
             return ops
@@ -499,14 +520,19 @@ class Db:
                     self._wal_wakeup.set()
                     self._l0_wakeup.set()
                 if self._wal_error is not None:
-                    raise UnavailableError("writes are blocked: unflushed data is over "
-                                           "max_unflushed_bytes and the object store is failing",
-                                           error=str(self._wal_error))
+                    raise UnavailableError(
+                        "writes are blocked: unflushed data is over "
+                        "max_unflushed_bytes and the object store is failing",
+                        error=str(self._wal_error),
+                    )
                 self._cond.wait(1.0)
                 waited += 1.0
                 if waited % BACKPRESSURE_RECHECK_S == 0:
-                    log.warning("writes blocked %.0f s by backpressure (unflushed bytes over %d)",
-                                waited, limit)
+                    log.warning(
+                        "writes blocked %.0f s by backpressure (unflushed bytes over %d)",
+                        waited,
+                        limit,
+                    )
 
     def _unflushed_bytes_locked(self) -> int:
         return self._wal_buf_bytes + self._imm_bytes
@@ -527,16 +553,21 @@ class Db:
             failures_at_start = self._wal_failures
             while self._durable_seq < seq:
                 if self._closed and self._close_reason != CloseReason.CLEAN:
-                    raise ClosedError("database closed before the write was durable",
-                                      reason=self._close_reason or CloseReason.FAILED)
+                    raise ClosedError(
+                        "database closed before the write was durable",
+                        reason=self._close_reason or CloseReason.FAILED,
+                    )
                 if self._wal_failures > failures_at_start:  # an upload failed while we waited
                     raise UnavailableError(
                         "the object store failed the WAL upload; the write is queued and will "
-                        "be retried, but it is not durable yet", seq=seq,
-                        error=str(self._wal_error))
+                        "be retried, but it is not durable yet",
+                        seq=seq,
+                        error=str(self._wal_error),
+                    )
                 if self._closed and not self._threads_alive():
-                    raise ClosedError("database closed before the write was durable",
-                                      reason=CloseReason.CLEAN)
+                    raise ClosedError(
+                        "database closed before the write was durable", reason=CloseReason.CLEAN
+                    )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise UnavailableError("timed out waiting for durability", seq=seq)
@@ -561,8 +592,10 @@ class Db:
         mt = self._memtable
         if mt.is_empty():
             return False
-        return (mt.size >= self.settings.l0_sst_size_bytes
-                or self._wal_flushes_since_freeze >= self.settings.max_wal_flushes_before_l0_flush)
+        return (
+            mt.size >= self.settings.l0_sst_size_bytes
+            or self._wal_flushes_since_freeze >= self.settings.max_wal_flushes_before_l0_flush
+        )
 
     def _freeze_locked(self, wal_id: int | None) -> None:
         if self._memtable.is_empty():
@@ -578,8 +611,9 @@ class Db:
         failures_at_start = self._wal_failures
         while not self._wal_mutex.acquire(timeout=0.1):
             if self._wal_failures > failures_at_start:  # an upload failed while we waited
-                raise UnavailableError("the object store is failing WAL uploads",
-                                       error=str(self._wal_error))
+                raise UnavailableError(
+                    "the object store is failing WAL uploads", error=str(self._wal_error)
+                )
             if self._closed and self._close_reason != CloseReason.CLEAN:
                 raise ClosedError("database closed", reason=self._close_reason or "failed")
 
@@ -615,13 +649,20 @@ class Db:
                 self._freeze_locked(wal_id)
         if not rows:
             return
-        data = SstBuilder(wal=True, block_size=self.settings.wal_block_size,
-                          compression=self._codec, transformer=self.transformer)
+        data = SstBuilder(
+            wal=True,
+            block_size=self.settings.wal_block_size,
+            compression=self._codec,
+            transformer=self.transformer,
+        )
         data.add_rows(rows)
         payload = data.finish()
         if not self._upload_wal(wal_id, payload, rows[-1][1]):
-            log.error("gave up uploading WAL %d while closing: %d rows were not made durable",
-                      wal_id, len(rows))
+            log.error(
+                "gave up uploading WAL %d while closing: %d rows were not made durable",
+                wal_id,
+                len(rows),
+            )
             return
         with self._lock:
             if rows[-1][1] > self._durable_seq:
@@ -652,8 +693,11 @@ class Db:
                 # WAL contents are unique (seqs, timestamps) and a fence object is empty, so
                 # equal bytes prove it is ours. Only bytes read and found different fence us.
                 if attempts == 1:
-                    raise ClosedError("a newer writer took the next WAL id: this writer is fenced",
-                                      reason=CloseReason.FENCED, wal_id=wal_id) from None
+                    raise ClosedError(
+                        "a newer writer took the next WAL id: this writer is fenced",
+                        reason=CloseReason.FENCED,
+                        wal_id=wal_id,
+                    ) from None
                 try:
                     stored = self.store.get(key)
                 except (TransientStoreError, UnavailableError) as exc:
@@ -663,8 +707,11 @@ class Db:
                 else:
                     if stored == payload:
                         return True
-                    raise ClosedError("a newer writer took the next WAL id: this writer is fenced",
-                                      reason=CloseReason.FENCED, wal_id=wal_id) from None
+                    raise ClosedError(
+                        "a newer writer took the next WAL id: this writer is fenced",
+                        reason=CloseReason.FENCED,
+                        wal_id=wal_id,
+                    ) from None
             except (TransientStoreError, UnavailableError) as exc:
                 if isinstance(exc, ClosedError):
                     raise
@@ -677,7 +724,9 @@ class Db:
             log.warning("WAL upload of %s failed, retrying in %.1fs: %s", key, delay, error)
             if self._closing and attempts >= CLOSE_RETRIES:
                 return False
-            if self._stop.wait(delay) and (self._close_reason != CloseReason.CLEAN or self._closing):
+            if self._stop.wait(delay) and (
+                self._close_reason != CloseReason.CLEAN or self._closing
+            ):
                 if attempts >= CLOSE_RETRIES or self._close_reason != CloseReason.CLEAN:
                     return False
             delay = min(delay * 2, RETRY_MAX_S)
@@ -688,8 +737,9 @@ class Db:
         while True:
             with self._lock:
                 imm = self._imms[0] if self._imms else None
-            if self._stop.is_set() and (imm is None or self.settings.wal_enabled
-                                        or not self._l0_flush_on_close):
+            if self._stop.is_set() and (
+                imm is None or self.settings.wal_enabled or not self._l0_flush_on_close
+            ):
                 return  # with the WAL on, frozen memtables are durable in the WAL already
             if imm is None:
                 self._l0_wakeup.wait(self.settings.manifest_poll_interval)
@@ -723,7 +773,7 @@ class Db:
         prev_key = None
         below_done = False
         for row in imm.iter_rows():
-            key, seq, kind, value, expire, create = row
+            key, seq, kind, _value, expire, create = row
             if key != prev_key:
                 prev_key = key
                 below_done = False
@@ -742,9 +792,13 @@ class Db:
     def _flush_imm(self, imm: Memtable) -> None:
         s = self.settings
         boundary = self._retention_boundary(imm)
-        builder = SstBuilder(block_size=s.block_size, compression=self._codec,
-                             filter_policies=self.filter_policies, min_filter_keys=s.min_filter_keys,
-                             transformer=self.transformer)
+        builder = SstBuilder(
+            block_size=s.block_size,
+            compression=self._codec,
+            filter_policies=self.filter_policies,
+            min_filter_keys=s.min_filter_keys,
+            transformer=self.transformer,
+        )
         builder.add_rows(self._l0_rows(imm, boundary))
         sst_id = ids.Ulid.new(self.clock.now_ms(), self._rand)
         view = None
@@ -780,10 +834,12 @@ class Db:
             except (TransientStoreError, UnavailableError) as exc:
                 if isinstance(exc, ClosedError):
                     raise
-                log.warning("manifest update for an L0 flush failed, retrying in %.1fs: %s",
-                            delay, exc)
-                if self._stop.wait(delay) and (self._closing or
-                                               self._close_reason != CloseReason.CLEAN):
+                log.warning(
+                    "manifest update for an L0 flush failed, retrying in %.1fs: %s", delay, exc
+                )
+                if self._stop.wait(delay) and (
+                    self._closing or self._close_reason != CloseReason.CLEAN
+                ):
                     return  # the rows stay in the WAL (or, WAL off, were never acknowledged)
                 delay = min(delay * 2, RETRY_MAX_S)
         with self._lock:
@@ -865,8 +921,11 @@ class Db:
                     self._freeze_locked(None)
                 target = self._last_seq
                 self._l0_wakeup.set()
-                while self._imms and self._imms[0].min_seq is not None and \
-                        self._imms[0].min_seq <= target:
+                while (
+                    self._imms
+                    and self._imms[0].min_seq is not None
+                    and self._imms[0].min_seq <= target
+                ):
                     self._check_open()
                     self._l0_wakeup.set()
                     self._cond.wait(0.1)
@@ -875,7 +934,9 @@ class Db:
     def _raise_wal_error(self) -> None:
         with self._lock:
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise ClosedError("database closed", reason=self._close_reason or CloseReason.FAILED)
+                raise ClosedError(
+                    "database closed", reason=self._close_reason or CloseReason.FAILED
+                )
             if self._wal_error is not None:
                 raise UnavailableError("WAL upload failed", error=str(self._wal_error))
 
@@ -915,8 +976,12 @@ class Db:
         if first:
             from shale.plugins import get_host
 
-            log.info("closed shale database url=%s reason=%s metrics=%s", self.url,
-                     self._close_reason, self.metrics())
+            log.info(
+                "closed shale database url=%s reason=%s metrics=%s",
+                self.url,
+                self._close_reason,
+                self.metrics(),
+            )
             get_host().notify("shale_db_closed", db=self, reason=self._close_reason or "clean")
 
     def __enter__(self) -> Db:
@@ -946,11 +1011,16 @@ class Db:
     def _table(self, view: SstView) -> SsTable:
         """The open SST of a view, from the byte-bounded metadata cache (index and filter)."""
         sid = view.sst.id.value
-        t: SsTable | None = self._tables.get(sid)
+        t = self._tables.get(sid)
+        assert t is None or isinstance(t, SsTable)
         if t is None:
-            t = SsTable.open(self.store, ids.compacted_path(self.root, view.sst.id),
-                             policies=self.filter_policies or None, transformer=self.transformer,
-                             block_cache=self.block_cache)
+            t = SsTable.open(
+                self.store,
+                ids.compacted_path(self.root, view.sst.id),
+                policies=self.filter_policies or None,
+                transformer=self.transformer,
+                block_cache=self.block_cache,
+            )
             self._tables.put(sid, t, t.meta_bytes())
         return t
 
@@ -973,7 +1043,8 @@ class Db:
         for view in v.manifest.l0:
             info = view.sst.info
             if (info.first_entry is not None and key < info.first_entry) or (
-                    info.last_entry is not None and key > info.last_entry):
+                info.last_entry is not None and key > info.last_entry
+            ):
                 continue
             if not _in_range(view, key):
                 continue
@@ -1003,8 +1074,14 @@ class Db:
                 i += 1
         return out
 
-    def get_key_value(self, key: bytes, *, durability: str = DURABILITY_MEMORY,
-                      dirty: bool = False, include_expired: bool | None = None) -> KeyValue | None:
+    def get_key_value(
+        self,
+        key: bytes,
+        *,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+    ) -> KeyValue | None:
         """The value of ``key`` with its seq and timestamps, or ``None`` when absent."""
         key = check_key(key)
         self._check_open()
@@ -1017,8 +1094,11 @@ class Db:
         lst = self._memtable._versions.get(key)
         if lst:
             r = lst[-1]
-            if r[1] <= max_seq and r[2] == VALUE and (
-                    r[4] is None or not hide or r[4] > self.clock.now_ms()):
+            if (
+                r[1] <= max_seq
+                and r[2] == VALUE
+                and (r[4] is None or not hide or r[4] > self.clock.now_ms())
+            ):
                 self.stats["get_count"] += 1
                 return KeyValue(key, r[3], r[1], r[5], r[4])
         v = self._view(max_seq)
@@ -1026,15 +1106,22 @@ class Db:
         self.stats["get_count"] += 1
         if not versions:
             return None
-        res = resolve_versions(versions, self.merge_operator, now_ms=self.clock.now_ms(),
-                               hide_expired=hide)
+        res = resolve_versions(
+            versions, self.merge_operator, now_ms=self.clock.now_ms(), hide_expired=hide
+        )
         if res is None:
             return None
         value, seq, create_ts, expire_ts = res
         return KeyValue(key, value, seq, create_ts, expire_ts)
 
-    def get(self, key: bytes, *, durability: str = DURABILITY_MEMORY, dirty: bool = False,
-            include_expired: bool | None = None) -> bytes | None:
+    def get(
+        self,
+        key: bytes,
+        *,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+    ) -> bytes | None:
         """The value of ``key``, or ``None`` when it is absent, deleted or expired.
 
         :param durability: ``"memory"`` sees every committed write; ``"remote"`` only durable
@@ -1042,13 +1129,21 @@ class Db:
         :param include_expired: return rows past their TTL too (SlateDB's behaviour); by default
             ``not settings.hide_expired``.
         """
-        kv = self.get_key_value(key, durability=durability, dirty=dirty,
-                                include_expired=include_expired)
+        kv = self.get_key_value(
+            key, durability=durability, dirty=dirty, include_expired=include_expired
+        )
         return None if kv is None else kv.value
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False,
-             durability: str = DURABILITY_MEMORY, dirty: bool = False,
-             include_expired: bool | None = None) -> DbIterator:
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        durability: str = DURABILITY_MEMORY,
+        dirty: bool = False,
+        include_expired: bool | None = None,
+    ) -> DbIterator:
         """Iterate ``(key, value)`` over ``start <= key < end`` (``None`` = unbounded).
 
         :param reverse: keys descending (correct across the SSTs of a sorted run, unlike
@@ -1056,8 +1151,9 @@ class Db:
         :raises InvalidError: ``start > end``.
         """
         self._check_open()
-        return DbIterator(self, start, end, reverse, self._read_seq(durability, dirty),
-                          include_expired)
+        return DbIterator(
+            self, start, end, reverse, self._read_seq(durability, dirty), include_expired
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -1076,8 +1172,9 @@ class Db:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def create_checkpoint(self, *, lifetime: float | None = None, name: str | None = None,
-                          scope: str = "all") -> CheckpointInfo:
+    def create_checkpoint(
+        self, *, lifetime: float | None = None, name: str | None = None, scope: str = "all"
+    ) -> CheckpointInfo:
         """Pin the current state in the manifest so GC keeps it.
 
         :param lifetime: seconds until the checkpoint expires (``None``: never).
@@ -1094,8 +1191,13 @@ class Db:
         result: list[Any] = []
 
         def mutate(m: Manifest, next_id: int) -> Manifest:
-            m2, cp = add_checkpoint(m, manifest_id=next_id, now_s=self.clock.now_ms() // 1000,
-                                    lifetime_s=lifetime, name=name)
+            m2, cp = add_checkpoint(
+                m,
+                manifest_id=next_id,
+                now_s=self.clock.now_ms() // 1000,
+                lifetime_s=lifetime,
+                name=name,
+            )
             result[:] = [cp]
             return m2
 
@@ -1108,13 +1210,18 @@ class Db:
         m = self.refresh_manifest()
         return [c for c in m.checkpoints if name is None or (c.name or "") == name]
 
-    def refresh_checkpoint(self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None) -> None:
+    def refresh_checkpoint(
+        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+    ) -> None:
         """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires)."""
         from shale.manifest_store import refresh_checkpoint
 
         self._check_open()
-        self._update_manifest(lambda m, _n: refresh_checkpoint(
-            m, checkpoint_id, now_s=self.clock.now_ms() // 1000, lifetime_s=lifetime))
+        self._update_manifest(
+            lambda m, _n: refresh_checkpoint(
+                m, checkpoint_id, now_s=self.clock.now_ms() // 1000, lifetime_s=lifetime
+            )
+        )
 
     def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
         """Remove a checkpoint from the manifest."""
@@ -1161,8 +1268,15 @@ def _prefix_end(prefix: bytes) -> bytes | None:
 class DbIterator:
     """An iterator of ``(key, value)`` over a key range, with :meth:`seek`."""
 
-    def __init__(self, db: Db, start: bytes | None, end: bytes | None, reverse: bool,
-                 max_seq: int, include_expired: bool | None) -> None:
+    def __init__(
+        self,
+        db: Db,
+        start: bytes | None,
+        end: bytes | None,
+        reverse: bool,
+        max_seq: int,
+        include_expired: bool | None,
+    ) -> None:
         if start is not None:
             start = check_key(start)
         if end is not None:
@@ -1184,16 +1298,18 @@ class DbIterator:
     def _sources(self, start: bytes | None, end: bytes | None) -> list[Any]:
         v = self._view
         rev = self._reverse
-        srcs: list[Any] = [mt.iter_rows(start, end, max_seq=v.max_seq, reverse=rev)
-                           for mt in v.memtables]
+        srcs: list[Any] = [
+            mt.iter_rows(start, end, max_seq=v.max_seq, reverse=rev) for mt in v.memtables
+        ]
         for view in v.manifest.l0:
             srcs.append(self._sst_rows([view], start, end))
         for run in v.manifest.compacted:
             srcs.append(self._sst_rows(run.ssts, start, end))
         return srcs
 
-    def _sst_rows(self, views: Sequence[SstView], start: bytes | None,
-                  end: bytes | None) -> Iterator[tuple]:  # type: ignore[type-arg]
+    def _sst_rows(
+        self, views: Sequence[SstView], start: bytes | None, end: bytes | None
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
         db = self._db
         max_seq = self._max_seq
         order = reversed(views) if self._reverse else views
@@ -1246,9 +1362,12 @@ class DbIterator:
         """
         key = check_key(key)
         if (self._start is not None and key < self._start) or (
-                self._end is not None and key >= self._end):
+            self._end is not None and key >= self._end
+        ):
             raise InvalidError("seek key outside the scan range", key=key)
-        if self._last is not None and (key <= self._last if not self._reverse else key >= self._last):
+        if self._last is not None and (
+            key <= self._last if not self._reverse else key >= self._last
+        ):
             raise InvalidError("seek key must be past the last key returned", key=key)
         if self._reverse:
             self._merge = self._build(self._start, key + b"\x00")
@@ -1272,8 +1391,14 @@ class DbSnapshot:
         self._db._check_open()
         return self._db._get(check_key(key), self.seq, include_expired)
 
-    def scan(self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False,
-             include_expired: bool | None = None) -> DbIterator:
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        include_expired: bool | None = None,
+    ) -> DbIterator:
         self._db._check_open()
         return DbIterator(self._db, start, end, reverse, self.seq, include_expired)
 

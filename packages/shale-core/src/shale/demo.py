@@ -78,8 +78,9 @@ class _Demo:
         self.out = out
         self.model: dict[bytes, bytes] = {}
         self.step_no = 0
-        self.settings = Settings(merge_operator="concat", compactor_options=None,
-                                 garbage_collector_options=None)
+        self.settings = Settings(
+            merge_operator="concat", compactor_options=None, garbage_collector_options=None
+        )
 
     # -- printing ---------------------------------------------------------------------------
 
@@ -108,8 +109,10 @@ class _Demo:
         self.check(f"reverse scan {where}", back, sorted(self.model, reverse=True))
         for key in (_user(0), _user(7), _user(10), b"log:03", b"late:00001", b"missing"):
             self.check(f"get {key!r} {where}", db.get(key), self.model.get(key))
-        self.show(f"verified {len(rows):,} live keys {where}: full scan, reverse scan and "
-                  "point reads match the model")
+        self.show(
+            f"verified {len(rows):,} live keys {where}: full scan, reverse scan and "
+            "point reads match the model"
+        )
 
     # -- the tour ---------------------------------------------------------------------------
 
@@ -120,17 +123,23 @@ class _Demo:
         self.say(f"shale demo: a database in {self.url}")
         self.say("settings: merge_operator='concat'; the Db runs no compactor or GC itself")
 
-        self.step("Open (creates the database: manifest/, and an empty WAL object that fences "
-                  "older writers)")
+        self.step(
+            "Open (creates the database: manifest/, and an empty WAL object that fences "
+            "older writers)"
+        )
         db = Db.open(self.url, self.settings)
         m = db.manifest()
-        self.show(f"manifest {db.metrics()['manifest_id']}, writer_epoch={m.writer_epoch}, "
-                  f"last_seq={db.metrics()['last_seq']}")
+        self.show(
+            f"manifest {db.metrics()['manifest_id']}, writer_epoch={m.writer_epoch}, "
+            f"last_seq={db.metrics()['last_seq']}"
+        )
         self.show(f"files: {_files_line(db.store)}")
 
         n = self.keys
-        self.step(f"Write {n:,} keys user:00000..user:{max(n - 1, 0):05d} in batches of {BATCH} "
-                  "(durable: each write returns once its WAL SST is stored)")
+        self.step(
+            f"Write {n:,} keys user:00000..user:{max(n - 1, 0):05d} in batches of {BATCH} "
+            "(durable: each write returns once its WAL SST is stored)"
+        )
         t0 = time.perf_counter()
         first_seq = last_seq = 0
         for lo in range(0, n, BATCH):
@@ -142,8 +151,10 @@ class _Demo:
             first_seq = first_seq or h.seq
             last_seq = h.seq
         dt = time.perf_counter() - t0
-        self.show(f"{n:,} rows in seqs {first_seq}..{last_seq} (one seq per batch), "
-                  f"{dt:.2f} s, {n / max(dt, 1e-9):,.0f} rows/s")
+        self.show(
+            f"{n:,} rows in seqs {first_seq}..{last_seq} (one seq per batch), "
+            f"{dt:.2f} s, {n / max(dt, 1e-9):,.0f} rows/s"
+        )
 
         self.step("Overwrite every 10th key and delete every 7th (one batch each)")
         over, dels = WriteBatch(), WriteBatch()
@@ -155,26 +166,34 @@ class _Demo:
             self.model.pop(_user(i), None)
         h1 = db.write(over) if len(over) else None
         h2 = db.write(dels) if len(dels) else None
-        self.show(f"{len(over)} overwrites (seq {h1.seq if h1 else '-'}), {len(dels)} deletes "
-                  f"(seq {h2.seq if h2 else '-'}): a delete writes a tombstone")
+        self.show(
+            f"{len(over)} overwrites (seq {h1.seq if h1 else '-'}), {len(dels)} deletes "
+            f"(seq {h2.seq if h2 else '-'}): a delete writes a tombstone"
+        )
 
-        self.step(f"Merge: {MERGE_ROUNDS} 'concat' operands on each of {MERGE_KEYS} keys "
-                  "log:00..log:19 (not durable one by one, then one flush)")
+        self.step(
+            f"Merge: {MERGE_ROUNDS} 'concat' operands on each of {MERGE_KEYS} keys "
+            "log:00..log:19 (not durable one by one, then one flush)"
+        )
         for r in range(MERGE_ROUNDS):
             for k in range(MERGE_KEYS):
                 key = b"log:%02d" % k
                 db.merge(key, b"e%d;" % r, durable=False)
                 self.model[key] = self.model.get(key, b"") + b"e%d;" % r
         db.flush()
-        self.show(f"{MERGE_ROUNDS * MERGE_KEYS} operands; reads fold them: "
-                  f"get(log:03) = {db.get(b'log:03')!r}")
+        self.show(
+            f"{MERGE_ROUNDS * MERGE_KEYS} operands; reads fold them: "
+            f"get(log:03) = {db.get(b'log:03')!r}"
+        )
 
         self.step("TTL: put session:temp with ttl=200 ms")
         db.put(b"session:temp", b"expires soon", ttl=200)
         self.show(f"now:        get = {db.get(b'session:temp')!r}")
         time.sleep(0.25)
-        self.show(f"after 250ms: get = {db.get(b'session:temp')!r}, with include_expired=True "
-                  f"= {db.get(b'session:temp', include_expired=True)!r}")
+        self.show(
+            f"after 250ms: get = {db.get(b'session:temp')!r}, with include_expired=True "
+            f"= {db.get(b'session:temp', include_expired=True)!r}"
+        )
 
         self.step("Read back")
         for key in (_user(1), _user(10), _user(14), _user(70), b"log:03"):
@@ -183,13 +202,17 @@ class _Demo:
             self.show(f"get {key.decode():<12} -> {value!r}")
         kv = db.get_key_value(_user(1))
         assert kv is not None
-        self.show(f"get_key_value(user:00001): seq={kv.seq} create_ts={kv.create_ts} "
-                  f"expire_ts={kv.expire_ts}")
+        self.show(
+            f"get_key_value(user:00001): seq={kv.seq} create_ts={kv.create_ts} "
+            f"expire_ts={kv.expire_ts}"
+        )
 
         self.step("Scan")
         rows = list(db.scan(_user(100), _user(120)))
-        self.show(f"scan [user:00100, user:00120): {len(rows)} rows, first "
-                  f"{', '.join(k.decode() for k, _ in rows[:4])}, ...")
+        self.show(
+            f"scan [user:00100, user:00120): {len(rows)} rows, first "
+            f"{', '.join(k.decode() for k, _ in rows[:4])}, ..."
+        )
         top = [k.decode() for k, _ in _take(db.scan(b"user:", b"user;", reverse=True), 3)]
         self.show(f"reverse scan of user:*, first 3: {', '.join(top)}")
         self.show(f"scan_prefix(b'log:'): {sum(1 for _ in db.scan_prefix(b'log:'))} keys")
@@ -211,8 +234,10 @@ class _Demo:
         self.step("Flush the memtable to L0 (flush(memtable=True))")
         db.flush(memtable=True)
         met = db.metrics()
-        self.show(f"L0 SSTs: {met['l0_sst_count']}, manifest {met['manifest_id']}, "
-                  f"replay_after_wal_id={db.manifest().replay_after_wal_id}")
+        self.show(
+            f"L0 SSTs: {met['l0_sst_count']}, manifest {met['manifest_id']}, "
+            f"replay_after_wal_id={db.manifest().replay_after_wal_id}"
+        )
         self.show(f"files: {_files_line(db.store)}")
 
         self.step("Checkpoint: pin this state so GC keeps its files")
@@ -227,10 +252,25 @@ class _Demo:
         db.write(batch)
         met = db.metrics()
         self.show(f"last_seq={met['last_seq']} durable_seq={met['durable_seq']}")
-        self.show("metrics: " + ", ".join(f"{k}={met[k]}" for k in (
-            "write_batch_count", "write_ops", "wal_buffer_flushes", "wal_bytes",
-            "immutable_memtable_flushes", "l0_flush_bytes", "get_count", "scan_count",
-            "cache_hits", "cache_misses") if k in met))
+        self.show(
+            "metrics: "
+            + ", ".join(
+                f"{k}={met[k]}"
+                for k in (
+                    "write_batch_count",
+                    "write_ops",
+                    "wal_buffer_flushes",
+                    "wal_bytes",
+                    "immutable_memtable_flushes",
+                    "l0_flush_bytes",
+                    "get_count",
+                    "scan_count",
+                    "cache_hits",
+                    "cache_misses",
+                )
+                if k in met
+            )
+        )
         self.verify(db, "before closing")
 
         self.step("Close and reopen (the reopen replays the WAL written after the L0 flush)")
@@ -239,9 +279,11 @@ class _Demo:
         db = Db.open(self.url, self.settings)
         try:
             met = db.metrics()
-            self.show(f"reopened: manifest {met['manifest_id']}, writer_epoch="
-                      f"{db.manifest().writer_epoch}, replayed {met.get('wal_replayed_rows', 0)} "
-                      f"WAL rows, L0 SSTs: {met['l0_sst_count']}, last_seq={met['last_seq']}")
+            self.show(
+                f"reopened: manifest {met['manifest_id']}, writer_epoch="
+                f"{db.manifest().writer_epoch}, replayed {met.get('wal_replayed_rows', 0)} "
+                f"WAL rows, L0 SSTs: {met['l0_sst_count']}, last_seq={met['last_seq']}"
+            )
             self.verify(db, "after reopening")
 
             self.step("Compaction")
@@ -266,24 +308,29 @@ class _Demo:
 
         db.flush(memtable=True)  # the rows replayed from the WAL become an L0 SST too
         before = db.metrics()
-        self.show(f"before: L0 SSTs {before['l0_sst_count']}, sorted runs "
-                  f"{before['sorted_run_count']}")
+        self.show(
+            f"before: L0 SSTs {before['l0_sst_count']}, sorted runs {before['sorted_run_count']}"
+        )
         settings = self.settings.replace(compactor_options=_default("CompactorOptions"))
         with cls.open(self.url, settings, merge_operator=db.merge_operator) as compactor:
             cid = compactor.submit(FULL)
             reports = compactor.run_once(timeout=120)
         for r in reports:
-            self.show(f"compaction {r.id}: {r.status}, {len(r.l0_view_ids)} L0 SSTs + "
-                      f"{len(r.sorted_runs)} sorted runs -> run {r.destination} "
-                      f"({len(r.output_ssts)} SSTs, {r.bytes_in:,} -> {r.bytes_out:,} B, "
-                      f"{r.duration_s:.2f} s)" + (f", error {r.error}" if r.error else ""))
+            self.show(
+                f"compaction {r.id}: {r.status}, {len(r.l0_view_ids)} L0 SSTs + "
+                f"{len(r.sorted_runs)} sorted runs -> run {r.destination} "
+                f"({len(r.output_ssts)} SSTs, {r.bytes_in:,} -> {r.bytes_out:,} B, "
+                f"{r.duration_s:.2f} s)" + (f", error {r.error}" if r.error else "")
+            )
         if not any(r.id == cid and r.status == "completed" for r in reports):
             raise InternalError("the demo's full compaction did not complete", id=str(cid))
         db.refresh_manifest()
         met = db.metrics()
-        self.show(f"after: L0 SSTs {met['l0_sst_count']}, sorted runs "
-                  f"{met['sorted_run_count']}, manifest {met['manifest_id']} (the compactor "
-                  "also wrote a safety checkpoint before dropping SSTs from the manifest)")
+        self.show(
+            f"after: L0 SSTs {met['l0_sst_count']}, sorted runs "
+            f"{met['sorted_run_count']}, manifest {met['manifest_id']} (the compactor "
+            "also wrote a safety checkpoint before dropping SSTs from the manifest)"
+        )
         return True
 
     def collect(self, db: Any) -> bool:
@@ -297,8 +344,9 @@ class _Demo:
         now = GcDirectoryOptions(interval=None, min_age=0.0)
         options = GarbageCollectorOptions(manifest=now, wal=now, compacted=now, compactions=now)
         before = _files_line(db.store)
-        gc = cls(db.store, "", options,
-                 manifest_format_version=self.settings.manifest_format_version)
+        gc = cls(
+            db.store, "", options, manifest_format_version=self.settings.manifest_format_version
+        )
         report = gc.run_once()
         for kind, kr in report.kinds.items():
             self.show(f"{kind:<11} deleted {len(kr.deleted)} ({kr.bytes_freed:,} B)")
@@ -306,8 +354,10 @@ class _Demo:
             self.show(f"error: {err}")
         self.show(f"files before: {before}")
         self.show(f"files after:  {_files_line(db.store)}")
-        self.show("kept: the latest manifest, checkpointed versions and their files, "
-                  "WAL SSTs not yet in L0")
+        self.show(
+            "kept: the latest manifest, checkpointed versions and their files, "
+            "WAL SSTs not yet in L0"
+        )
         return True
 
 
@@ -326,8 +376,9 @@ def _take(it: Any, n: int) -> list[Any]:
     return out
 
 
-def run_demo(directory: str | None = None, *, keys: int = 3000, keep: bool = False,
-             out: TextIO | None = None) -> int:
+def run_demo(
+    directory: str | None = None, *, keys: int = 3000, keep: bool = False, out: TextIO | None = None
+) -> int:
     """Run the tour; return 0. Prints to ``out`` (default ``sys.stdout``).
 
     :param directory: an empty or new directory for the database; ``None`` makes a temp
@@ -357,6 +408,9 @@ def run_demo(directory: str | None = None, *, keys: int = 3000, keep: bool = Fal
             cleanup()
             print(f"removed {root} (pass --keep or --dir to keep the database)", file=out)
     if not temp or keep:
-        print(f"the database stays in {root}; try: shale scan {root} --prefix log: "
-              "--merge-operator concat", file=out)
+        print(
+            f"the database stays in {root}; try: shale scan {root} --prefix log: "
+            "--merge-operator concat",
+            file=out,
+        )
     return 0

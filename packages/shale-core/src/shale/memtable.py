@@ -111,7 +111,7 @@ class Memtable:
                 return merged, []
             recent = self._recent
             if len(recent) < n:
-                extra = self._new[len(recent):n]
+                extra = self._new[len(recent) : n]
                 extra.sort()
                 recent = recent + extra
                 recent.sort()  # two sorted runs: a linear merge

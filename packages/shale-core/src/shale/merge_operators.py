@@ -320,8 +320,9 @@ class CounterMergeOperator:
         :raises InvalidError: ``data`` is not 8 bytes long.
         """
         if len(data) != 8:
-            raise InvalidError("counter values must be 8 bytes (signed 64-bit little-endian)",
-                               length=len(data))
+            raise InvalidError(
+                "counter values must be 8 bytes (signed 64-bit little-endian)", length=len(data)
+            )
         n: int = _I64.unpack(data)[0]
         return n
 

@@ -9,6 +9,7 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shale.errors import DataError, InvalidError
 from shale.fbs._table import Reader
 from shale.fbs.compactions import (

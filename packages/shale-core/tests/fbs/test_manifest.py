@@ -10,6 +10,7 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shale.errors import DataError, InvalidError
 from shale.fbs._table import (
     Reader,

@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from shale.errors import DataError, InvalidError
 from shale.fbs import sst_meta
 from shale.fbs.sst_meta import (

@@ -17,6 +17,7 @@ import flatbuffers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from shale import _accel, blockmeta
 from shale._blockmeta_py import BlockMeta, BlockStats, SstStats
 from shale.errors import DataError, InvalidError

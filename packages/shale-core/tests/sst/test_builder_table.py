@@ -28,12 +28,24 @@ def make_rows(n: int, *, seed: int = 1, versions: int = 1, value_size: int = 40)
             kind = rnd.choice([VALUE, VALUE, VALUE, TOMBSTONE, MERGE])
             value = b"" if kind == TOMBSTONE else rnd.randbytes(rnd.randrange(value_size))
             expire = rnd.choice([None, 1_800_000_000_000])
-            rows.append((key, seq, kind, value, expire if kind != TOMBSTONE else None, 1_700_000_000_000 + i))
+            rows.append(
+                (
+                    key,
+                    seq,
+                    kind,
+                    value,
+                    expire if kind != TOMBSTONE else None,
+                    1_700_000_000_000 + i,
+                )
+            )
     return rows
 
 
 def wal_rows(n: int) -> list[tuple]:
-    return [(b"w%05d" % (n - i), i // 3 + 1, VALUE, b"v" * (i % 50), None, 1_700_000_000_000) for i in range(n)]
+    return [
+        (b"w%05d" % (n - i), i // 3 + 1, VALUE, b"v" * (i % 50), None, 1_700_000_000_000)
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("codec", CODECS)
@@ -113,11 +125,20 @@ keys_st = st.lists(st.binary(min_size=1, max_size=12), min_size=1, max_size=300,
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(keys=keys_st, versions=st.integers(1, 3), block_size=st.sampled_from([64, 128, 1024]),
-       bounds=st.tuples(st.binary(max_size=4), st.binary(max_size=4)), use_start=st.booleans(),
-       use_end=st.booleans())
+@given(
+    keys=keys_st,
+    versions=st.integers(1, 3),
+    block_size=st.sampled_from([64, 128, 1024]),
+    bounds=st.tuples(st.binary(max_size=4), st.binary(max_size=4)),
+    use_start=st.booleans(),
+    use_end=st.booleans(),
+)
 def test_iteration_matches_slicing(keys, versions, block_size, bounds, use_start, use_end) -> None:  # type: ignore[no-untyped-def]
-    rows = [(k, 100 - v, VALUE, b"x" * (len(k) % 7), None, 5) for k in sorted(keys) for v in range(versions)]
+    rows = [
+        (k, 100 - v, VALUE, b"x" * (len(k) % 7), None, 5)
+        for k in sorted(keys)
+        for v in range(versions)
+    ]
     t = SsTable.from_bytes(build_sst(rows, block_size=block_size, min_filter_keys=10))
     start = bounds[0] if use_start else None
     end = bounds[1] if use_end else None
@@ -181,7 +202,9 @@ def test_version1_sst_round_trip() -> None:
     rows = make_rows(300)
     t = SsTable.from_bytes(build_sst(rows, version=1, min_filter_keys=10))
     assert t.version == 1
-    assert t.rows() == [(r[0], r[1], r[2], r[3], None if r[2] == TOMBSTONE else r[4], r[5]) for r in rows]
+    assert t.rows() == [
+        (r[0], r[1], r[2], r[3], None if r[2] == TOMBSTONE else r[4], r[5]) for r in rows
+    ]
 
 
 # -- corruption: a data error, never a crash, a hang or wrong rows ----------------------------
@@ -255,8 +278,9 @@ def test_scans_of_stored_ssts_read_ahead() -> None:
     assert t.block_count > 100 and forward_reads < t.block_count // 10
     t2 = SsTable.open(store, "t.sst")
     before = store.range_reads
-    assert list(t2.iter_rows(reverse=True)) == [r for k in sorted({r[0] for r in rows}, reverse=True)
-                                                 for r in rows if r[0] == k]
+    assert list(t2.iter_rows(reverse=True)) == [
+        r for k in sorted({r[0] for r in rows}, reverse=True) for r in rows if r[0] == k
+    ]
     assert store.range_reads - before < t2.block_count // 10
     # point lookups still read one block
     t3 = SsTable.open(store, "t.sst")

@@ -23,7 +23,6 @@ from typing import Any
 
 from shale.errors import DataError, InvalidError
 from shale.settings import GarbageCollectorOptions, parse_duration
-
 from shale_gc.collector import GarbageCollector
 from shale_gc.report import GcReport
 
@@ -140,7 +139,9 @@ def add_commands(subparsers: Any) -> None:
         help="delete WAL SSTs, compacted SSTs, manifests and .compactions files nothing can "
         "reach any more (once, or on an interval until interrupted)",
     )
-    p.add_argument("url", metavar="URL", help="database directory or URL (file://, memory://, s3://)")
+    p.add_argument(
+        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
+    )
     p.add_argument("--once", action="store_true", help="collect once, print the report, exit")
     p.add_argument(
         "--dry-run", action="store_true", help="delete nothing; report what would be deleted"

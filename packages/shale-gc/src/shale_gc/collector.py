@@ -48,7 +48,6 @@ from shale.manifest_store import (
 )
 from shale.objstore import ObjectStore
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions
-
 from shale_gc.report import (
     KIND_COMPACTED,
     KIND_COMPACTIONS,

@@ -17,8 +17,8 @@ import threading
 from typing import Any
 
 import pluggy
-import shale
 
+import shale
 from shale_gc import hookspecs
 from shale_gc.collector import GarbageCollector
 

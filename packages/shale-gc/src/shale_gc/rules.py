@@ -76,7 +76,6 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import Checkpoint, Manifest, SstView
 from shale.ids import Ulid
-
 from shale_gc.report import GcObject
 
 __all__ = [

@@ -26,7 +26,6 @@ from shale.fbs.manifest import Manifest
 from shale.ids import compactions_path, dir_path, format_id, parse_numbered
 from shale.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectAlreadyExists, ObjectNotFound, ObjectStore
-
 from shale_gc.rules import GcStateView
 
 __all__ = [

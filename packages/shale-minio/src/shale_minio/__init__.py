@@ -33,4 +33,5 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = ["PUT_ID_HEADER", "S3Config", "S3Store", "parse_s3_url", "resolve_config", "__version__"]

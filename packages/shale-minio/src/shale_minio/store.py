@@ -65,6 +65,7 @@ from minio import Minio
 from minio.error import S3Error
 from minio.helpers import md5sum_hash
 from minio.xml import Element, SubElement, getbytes
+
 from shale.errors import InvalidError
 from shale.objstore.protocol import (
     ObjectAlreadyExists,
@@ -74,7 +75,6 @@ from shale.objstore.protocol import (
     TransientStoreError,
     validate_key,
 )
-
 from shale_minio.config import S3Config, resolve_config
 from shale_minio.error_map import map_error
 

@@ -88,8 +88,13 @@ class DropPrefixFilter:
 
     def on_compaction_end(self) -> None:
         """Log how many rows were removed from this job's output."""
-        log.info("shale-example-filter: removed %d of %d rows (prefixes %r) compacting into SR %d",
-                 self.removed, self.seen, self.prefixes, self.context.destination)
+        log.info(
+            "shale-example-filter: removed %d of %d rows (prefixes %r) compacting into SR %d",
+            self.removed,
+            self.seen,
+            self.prefixes,
+            self.context.destination,
+        )
 
 
 @shale.hookimpl(optionalhook=True)

@@ -20,7 +20,6 @@ from collections.abc import Generator
 from typing import Any
 
 import shale
-
 from shale_faults.spec import parse_spec
 from shale_faults.store import FaultyStore
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from shale.errors import InvalidError
-
 from shale_faults.store import FaultRule
 
 __all__ = ["FaultSpec", "parse_spec"]

@@ -22,7 +22,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shale import block as _block
-from shale import row as R
 from shale.errors import InvalidError
 from shale.fbs import sst_meta as M
 from shale.sst import compression as C
@@ -90,11 +89,15 @@ class SstBuilder:
         if version not in (1, 2):
             raise InvalidError("SST format version must be 1 or 2", version=version)
         if not isinstance(block_size, int) or block_size < 64 or block_size > 65536:
-            raise InvalidError("block size must be between 64 bytes and 64 KiB", block_size=block_size)
+            raise InvalidError(
+                "block size must be between 64 bytes and 64 KiB", block_size=block_size
+            )
         self.wal = wal
         self.block_size = block_size
         self.codec = C.codec_id(compression)
-        self.policies = list(default_filter_policies() if filter_policies is None else filter_policies)
+        self.policies = list(
+            default_filter_policies() if filter_policies is None else filter_policies
+        )
         self.min_filter_keys = min_filter_keys
         self.transformer = transformer
         self.version = version
@@ -140,9 +143,13 @@ class SstBuilder:
         seq = row[1]
         if self._last_key is not None:
             if self.wal:
-                if seq < self._last_seq:  # type: ignore[operator]
-                    raise InvalidError("WAL rows must be in seq order", seq=seq, prev=self._last_seq)
-            elif key < self._last_key or (key == self._last_key and seq >= self._last_seq):  # type: ignore[operator]
+                if self._last_seq is not None and seq < self._last_seq:
+                    raise InvalidError(
+                        "WAL rows must be in seq order", seq=seq, prev=self._last_seq
+                    )
+            elif key < self._last_key or (
+                key == self._last_key and self._last_seq is not None and seq >= self._last_seq
+            ):
                 raise InvalidError(
                     "compacted SST rows must be sorted by key, then seq descending",
                     key=key,
@@ -174,7 +181,9 @@ class SstBuilder:
         elif self._prev_block_last is None:
             index_key = b""
         else:
-            index_key = shortest_separator(self._prev_block_last, blk.first_key)
+            first_key = blk.first_key
+            assert first_key is not None  # a closed block has rows
+            index_key = shortest_separator(self._prev_block_last, first_key)
         self._index.add_block(len(self._out), index_key)
         self._block_stats.append(M.BlockStats(blk.num_puts, blk.num_deletes, blk.num_merges))
         self._puts += blk.num_puts
@@ -212,7 +221,11 @@ class SstBuilder:
         stats_offset = stats_len = 0
         if not self.wal:
             stats = M.SstStats(
-                self._puts, self._deletes, self._merges, self._raw_key, self._raw_val,
+                self._puts,
+                self._deletes,
+                self._merges,
+                self._raw_key,
+                self._raw_val,
                 self._block_stats,
             )
             stats_offset = len(out)

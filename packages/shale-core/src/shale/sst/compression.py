@@ -181,10 +181,14 @@ def unframe_chunk(
     (want,) = _CRC.unpack_from(chunk, len(chunk) - 4)
     got = zlib.crc32(stored)
     if got != want:
-        raise DataError(f"SST {what} checksum mismatch", stored=f"{want:08x}", computed=f"{got:08x}")
+        raise DataError(
+            f"SST {what} checksum mismatch", stored=f"{want:08x}", computed=f"{got:08x}"
+        )
     if transformer is not None:
         try:
             stored = transformer.decode(stored)
         except Exception as exc:
-            raise DataError(f"block transformer could not decode the {what}", error=str(exc)) from exc
+            raise DataError(
+                f"block transformer could not decode the {what}", error=str(exc)
+            ) from exc
     return decompress(codec, stored)

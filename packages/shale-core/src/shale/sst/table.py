@@ -14,6 +14,7 @@ starts at the last block whose separator is strictly below it.
 from __future__ import annotations
 
 import bisect
+import itertools
 import operator
 import struct
 import zlib
@@ -168,12 +169,12 @@ class SsTable:
         offsets = [m.offset for m in metas]
         if offsets[0] != 0:
             raise DataError("first SST block does not start at offset 0", offset=offsets[0])
-        for a, b in zip(offsets, offsets[1:]):
+        for a, b in itertools.pairwise(offsets):
             if b <= a:
                 raise DataError("SST block offsets are not increasing")
         if offsets[-1] >= self.data_end:
             raise DataError("SST block offset beyond the data section")
-        self._offsets = offsets + [self.data_end]
+        self._offsets = [*offsets, self.data_end]
         self._index_keys = [m.first_key for m in metas]
         self.meta_offset = meta_offset
 
@@ -206,8 +207,9 @@ class SsTable:
         self._window = (lo, self._read(lo, hi))  # replaced whole: safe for concurrent readers
 
     def _chunk(self, offset: int, length: int, what: str) -> bytes:
-        return C.unframe_chunk(self._range(offset, offset + length), self.compression,
-                               self.transformer, what=what)
+        return C.unframe_chunk(
+            self._range(offset, offset + length), self.compression, self.transformer, what=what
+        )
 
     def meta_bytes(self) -> int:
         """Estimated memory held by this open SST: the tail read, the index, the filter."""
@@ -233,7 +235,8 @@ class SsTable:
         """The stats block of a compacted SST (``None`` when absent)."""
         if self._stats is None and self.info.stats_len > 0:
             self._stats = M.decode_stats(
-                self._chunk(self.info.stats_offset, self.info.stats_len, "stats"))
+                self._chunk(self.info.stats_offset, self.info.stats_len, "stats")
+            )
         return self._stats
 
     def _filters(self) -> dict[str, bytes]:
@@ -339,7 +342,9 @@ class SsTable:
             yield from rows[lo:] if lo else rows
 
     def _iter_reverse(self, start: bytes | None, end: bytes | None) -> Iterator[tuple]:  # type: ignore[type-arg]
-        last = self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
+        last = (
+            self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
+        )
         group: list[tuple] = []  # type: ignore[type-arg]
         for i in range(last, -1, -1):
             rows = self.read_block(i, -1)
