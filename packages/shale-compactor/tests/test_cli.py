@@ -125,7 +125,7 @@ def test_submit_status_run_once(run: Run, tmp_path: pathlib.Path) -> None:
 def test_errors_are_one_line(run: Run, tmp_path: pathlib.Path) -> None:
     empty = str(tmp_path / "nothing")
     for argv in (("status", empty), ("submit", empty, "--full"), ("run", empty, "--once")):
-        code, out, err = run("compactor", *argv, *NOFSYNC)
+        code, _out, err = run("compactor", *argv, *NOFSYNC)
         assert code == 2 and err.startswith("error: data: no database here"), (argv, err)
     path = tmp_path / "db"
     make_db(path, 1)
@@ -172,7 +172,7 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: pathlib.Path) -> None:
             assert time.monotonic() < deadline, "no compaction happened"
             tick.wait(0.02)
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=WAIT_S)
+        _out, err = proc.communicate(timeout=WAIT_S)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -476,7 +476,7 @@ class Gate:
         assert self.release.wait(WAIT_S)
         if self.fail:
             raise RuntimeError("disk on fire")
-        return list(job.resume_outputs) + [job.l0[0].sst]  # reuse an input as the "output"
+        return [*job.resume_outputs, job.l0[0].sst]  # reuse an input as the "output"
 
 
 def test_status_shows_running_jobs(store: MemoryStore, db: Db) -> None:
@@ -556,7 +556,12 @@ def test_job_fenced_mid_flight_does_not_commit(store: MemoryStore, db: Db) -> No
     fill(db)
     gate = Gate()
     first = Compactor(store, ROOT, FAST, options=OPTS, executor=gate)
-    t = threading.Thread(target=lambda: pytest.raises(ClosedError, first.run_once))
+
+    def run_fenced() -> None:
+        with pytest.raises(ClosedError):
+            first.run_once()
+
+    t = threading.Thread(target=run_fenced)
     t.start()
     assert gate.started.wait(WAIT_S)
     second = Compactor(store, ROOT, FAST, options=OPTS)

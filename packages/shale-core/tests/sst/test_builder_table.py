@@ -154,7 +154,7 @@ def test_iteration_matches_slicing(keys, versions, block_size, bounds, use_start
 
 def test_one_key_spanning_blocks() -> None:
     rows = [(b"same", 1000 - i, VALUE, b"v" * 30, None, 1) for i in range(100)]
-    rows = [(b"a", 5, VALUE, b"", None, 1)] + rows + [(b"z", 5, VALUE, b"", None, 1)]
+    rows = [(b"a", 5, VALUE, b"", None, 1), *rows, (b"z", 5, VALUE, b"", None, 1)]
     t = SsTable.from_bytes(build_sst(rows, block_size=256))
     assert t.block_count > 5
     assert t.get_rows(b"same") == rows[1:-1]
