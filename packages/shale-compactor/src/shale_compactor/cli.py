@@ -25,7 +25,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from shale.errors import DataError, InvalidError
+from shale.cli import parse_store_options
+from shale.errors import DataError
 
 __all__ = ["add_commands", "format_status"]
 
@@ -33,25 +34,11 @@ EXIT_OK = 0
 EXIT_ERROR = 2
 
 
-def _store_options(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in args.store_option or ():
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidError("--store-option takes NAME=VALUE", option=item)
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[name.strip()] = value
-    return out
-
-
 @contextlib.contextmanager
 def _store(args: argparse.Namespace) -> Iterator[Any]:
     from shale.objstore import open_store
 
-    store = open_store(args.url, **_store_options(args))
+    store = open_store(args.url, **parse_store_options(args.store_option))
     try:
         yield store
     finally:

@@ -110,9 +110,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
 
 
-def _store_options(args: argparse.Namespace) -> dict[str, Any]:
+def parse_store_options(items: list[str] | None) -> dict[str, Any]:
+    """``--store-option NAME=VALUE`` arguments as a dict (values parsed as JSON when they can be).
+
+    Shared by every ``shale`` subcommand that opens a store, plugins' included.
+
+    :raises InvalidError: an item without ``=`` or a name.
+    """
     out: dict[str, Any] = {}
-    for item in args.store_option or ():
+    for item in items or ():
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise InvalidError("--store-option takes NAME=VALUE", option=item)
@@ -142,7 +148,7 @@ def _show(data: bytes | None, hex_out: bool) -> str | None:
 
 
 def _open_store(args: argparse.Namespace) -> ObjectStore:
-    return get_host().open_object_store(args.url, _store_options(args))  # type: ignore[no-any-return]
+    return get_host().open_object_store(args.url, parse_store_options(args.store_option))  # type: ignore[no-any-return]
 
 
 def _require_db(args: argparse.Namespace) -> None:
@@ -165,7 +171,7 @@ def _open_db(args: argparse.Namespace, *, create: bool) -> Iterator[Db]:
     settings = _settings(args)
     if not create:
         _require_db(args)
-    db = Db.open(args.url, settings, store_options=_store_options(args))
+    db = Db.open(args.url, settings, store_options=parse_store_options(args.store_option))
     try:
         yield db
     finally:

@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import Any
 
+from shale.cli import parse_store_options
 from shale.errors import DataError, InvalidError
 from shale.settings import GarbageCollectorOptions, parse_duration
 from shale_gc.collector import GarbageCollector
@@ -61,20 +62,6 @@ def gc_options(
     return opts.replace(**changes)
 
 
-def _store_options(items: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items or ():
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidError("--store-option takes NAME=VALUE", option=item)
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[name.strip()] = value
-    return out
-
-
 def _print_report(report: GcReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -96,7 +83,7 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
         if not args.quiet and count:
             print(f"gc {kind}: {phase} {count} object(s)", file=sys.stderr, flush=True)
 
-    store = get_host().open_object_store(args.url, _store_options(args.store_option))
+    store = get_host().open_object_store(args.url, parse_store_options(args.store_option))
     try:
         if not ManifestStore(store, "").exists():
             raise DataError("no database here (no manifest found)", url=args.url)
