@@ -1056,9 +1056,11 @@ class Db:
         for run in v.manifest.compacted:
             ssts = run.ssts
             firsts = [s.sst.info.first_entry or b"" for s in ssts]
-            i = bisect.bisect_right(firsts, key) - 1
-            # a key's versions can continue into the next SST of the run
-            while 0 <= i < len(ssts):
+            # The compactor splits its output anywhere, also between two versions of one key:
+            # the SST before the first one starting at ``key`` may hold its newest versions, and
+            # they can continue over several SSTs. Start at the last SST starting below ``key``.
+            i = max(0, bisect.bisect_left(firsts, key) - 1)
+            while i < len(ssts):
                 view = ssts[i]
                 info = view.sst.info
                 if info.first_entry is not None and key < info.first_entry:
@@ -1265,6 +1267,25 @@ def _prefix_end(prefix: bytes) -> bytes | None:
     return bytes(p)
 
 
+def _newest_first_per_key(rows: Iterator[tuple]) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """Re-order each run of equal keys by seq descending (rows otherwise pass through)."""
+    held: list[tuple] = []  # type: ignore[type-arg]
+    for r in rows:
+        if held and r[0] != held[0][0]:
+            if len(held) > 1:
+                held.sort(key=_neg_seq)
+            yield from held
+            held = []
+        held.append(r)
+    if len(held) > 1:
+        held.sort(key=_neg_seq)
+    yield from held
+
+
+def _neg_seq(row: tuple) -> int:  # type: ignore[type-arg]
+    return -int(row[1])
+
+
 class DbIterator:
     """An iterator of ``(key, value)`` over a key range, with :meth:`seek`."""
 
@@ -1308,6 +1329,15 @@ class DbIterator:
         return srcs
 
     def _sst_rows(
+        self, views: Sequence[SstView], start: bytes | None, end: bytes | None
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
+        if self._reverse and len(views) > 1:
+            # a key's versions may span adjacent SSTs; reversed SST by SST they would come
+            # oldest part first, so put each key's versions back in newest-first order
+            return _newest_first_per_key(self._views_rows(views, start, end))
+        return self._views_rows(views, start, end)
+
+    def _views_rows(
         self, views: Sequence[SstView], start: bytes | None, end: bytes | None
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         db = self._db
