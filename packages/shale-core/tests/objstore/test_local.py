@@ -50,9 +50,22 @@ def test_keys_are_files_under_root(tmp_path: Path) -> None:
     assert repr(store) == f"LocalStore({str(tmp_path / 'r')!r})"
 
 
-def test_root_is_created_and_must_be_a_directory(tmp_path: Path) -> None:
-    LocalStore(tmp_path / "a/b/c")
-    assert (tmp_path / "a/b/c").is_dir()
+def test_root_is_created_by_the_first_write_and_must_be_a_directory(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "a/b/c")
+    assert not (tmp_path / "a").exists()  # opening creates nothing
+    assert list(store.list()) == [] and list(store.list("x/y")) == []
+    with pytest.raises(ObjectNotFound):
+        store.get("k")
+    with pytest.raises(ObjectNotFound):
+        store.head("k")
+    with pytest.raises(ObjectNotFound):
+        store.get_range("k", 0, 1)
+    store.delete("k")
+    assert not (tmp_path / "a").exists()  # neither does reading or deleting nothing
+    store.put("k", b"v")
+    assert (tmp_path / "a/b/c").is_dir() and store.get("k") == b"v"
+    LocalStore(tmp_path / "d/e", fsync=False).put_if_absent("x/y", b"1")
+    assert (tmp_path / "d/e/x/y").read_bytes() == b"1"
     (tmp_path / "file").write_bytes(b"x")
     with pytest.raises(InvalidError):
         LocalStore(tmp_path / "file")
@@ -105,6 +118,7 @@ def test_reserved_names_are_invalid_keys(tmp_path: Path, key: str) -> None:
 def test_list_ignores_non_regular_files_and_follows_dir_symlinks(tmp_path: Path) -> None:
     root = tmp_path / "root"
     store = LocalStore(root)
+    root.mkdir()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "x").write_bytes(b"linked")

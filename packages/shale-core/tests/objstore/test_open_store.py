@@ -28,7 +28,9 @@ def test_plain_path_opens_local_store(tmp_path: Path) -> None:
     assert isinstance(store, LocalStore)
     assert isinstance(store, ObjectStore)
     assert store.root == str(tmp_path / "db")
-    assert (tmp_path / "db").is_dir(), "the root is created"
+    assert not (tmp_path / "db").exists(), "opening creates no directory"
+    store.put("k", b"v")
+    assert (tmp_path / "db").is_dir(), "the first write creates the root"
     store.put("k", b"v")
     assert (tmp_path / "db" / "k").read_bytes() == b"v"
 

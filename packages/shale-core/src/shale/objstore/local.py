@@ -169,10 +169,11 @@ def _write_all(fd: int, view: memoryview) -> None:
 class LocalStore:
     """An object store kept in a local directory (see the module docstring for guarantees).
 
-    :param root: the directory holding the objects; created (with parents) if absent.
+    :param root: the directory holding the objects. It is created (with parents) by the first
+        write, never by opening or reading: a read of a mistyped path finds nothing and leaves
+        no directory behind.
     :param fsync: when false, durable puts skip ``fsync`` (faster; for tests and scratch data).
-    :raises InvalidError: ``root`` is empty or exists but is not a directory.
-    :raises PermanentStoreError: the root cannot be created.
+    :raises InvalidError: ``root`` is empty, or exists but is not a directory.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
@@ -182,13 +183,7 @@ class LocalStore:
         self._root = os.path.abspath(path)
         self._fsync = bool(fsync)
         self._lock_path = os.path.join(self._root, LOCK_NAME)
-        try:
-            os.makedirs(self._root, exist_ok=True)
-        except FileExistsError:
-            raise InvalidError("local store root is not a directory", root=self._root) from None
-        except OSError as exc:
-            raise _map_error(exc, "create root", "") from exc
-        if not os.path.isdir(self._root):
+        if os.path.lexists(self._root) and not os.path.isdir(self._root):
             raise InvalidError("local store root is not a directory", root=self._root)
 
     @property
@@ -267,14 +262,15 @@ class LocalStore:
         return tmp
 
     def _makedirs(self, dirpath: str, sync: bool) -> None:
+        existing = dirpath  # the deepest directory that exists already (the root's parent, ...)
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
         os.makedirs(dirpath, exist_ok=True)
-        if sync:  # new directory entries must reach the disk too; this is rare, so sync all
+        if sync:  # the new directory entries must reach the disk too, up to `existing`
             d = dirpath
-            while True:
+            while len(d) > len(existing):
                 d = os.path.dirname(d)
                 self._fsync_dir(d)
-                if len(d) <= len(self._root):
-                    break
 
     def _stage(self, key: str, data: bytes, sync: bool) -> tuple[str, str, str]:
         """Write ``data`` to a temp file beside ``key``'s file: ``(path, dirpath, tmp)``."""
@@ -588,7 +584,8 @@ def _root_from_url(url: Any) -> str | None:
 def shale_open_object_store(url: str, options: dict[str, Any]) -> LocalStore | None:
     """Open a :class:`LocalStore` for a plain path or a ``file:///abs/path`` URL.
 
-    The directory is created if absent. Options: ``fsync`` (bool, default true) -- whether
+    The directory is created by the first write (not by opening or reading). Options:
+    ``fsync`` (bool, default true) -- whether
     durable writes are fsynced. Returns ``None`` for any other scheme.
 
     :raises InvalidError: a ``file://`` URL with a host, query or relative path, or an unknown
