@@ -126,7 +126,8 @@ def test_errors_are_one_line(run: Run, tmp_path: pathlib.Path) -> None:
     empty = str(tmp_path / "nothing")
     for argv in (("status", empty), ("submit", empty, "--full"), ("run", empty, "--once")):
         code, _out, err = run("compactor", *argv, *NOFSYNC)
-        assert code == 2 and err.startswith("error: data: no database here"), (argv, err)
+        assert err == f"error: data: no database at {empty} (no manifest found)\n", (argv, err)
+        assert code == 2 and not pathlib.Path(empty).exists(), argv
     path = tmp_path / "db"
     make_db(path, 1)
     code, _, err = run("compactor", "submit", str(path), "--spec", "{bad", *NOFSYNC)

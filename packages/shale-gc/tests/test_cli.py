@@ -93,8 +93,11 @@ def test_dry_run_deletes_nothing_and_matches_the_real_run(
 def test_no_database_is_an_error(
     tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["gc", "run", str(tmp_path / "nothing"), "--once"]) == 2
-    assert "error: data:" in capsys.readouterr().err
+    where = tmp_path / "nothing"
+    assert main(["gc", "run", str(where), "--once", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"error: data: no database at {where} (no manifest found)\n"), err
+    assert not where.exists()
 
 
 def test_bad_min_age_is_a_usage_error(tmp_path: pathlib.Path) -> None:

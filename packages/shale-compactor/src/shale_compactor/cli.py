@@ -56,11 +56,11 @@ def _settings(args: argparse.Namespace) -> Any:
     return settings.replace(compactor_options=options)
 
 
-def _require_db(store: Any) -> None:
+def _require_db(store: Any, url: str) -> None:
     from shale.manifest_store import ManifestStore
 
     if not ManifestStore(store, "").exists():
-        raise DataError("no database here (no manifest found)")
+        raise DataError(f"no database at {url} (no manifest found)")
 
 
 def _positive_float(text: str) -> float:
@@ -118,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     with _store(args) as store:
-        _require_db(store)
+        _require_db(store, args.url)
         compactor = Compactor(store, "", settings)
         if args.once:
             try:
@@ -150,7 +150,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     settings = _settings(args)
     fmt = 1 if settings.manifest_format_version == 1 else 2
     with _store(args) as store:
-        _require_db(store)
+        _require_db(store, args.url)
         cid = submit_compaction(store, "", spec, format_version=fmt)
     print(cid)
     return EXIT_OK
@@ -212,7 +212,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from shale_compactor.compactor import read_status
 
     with _store(args) as store:
-        _require_db(store)
+        _require_db(store, args.url)
         view, jobs = read_status(store, "")
     if args.json:
         out = {

@@ -12,13 +12,17 @@ Invariants and why:
   ``compactor_options`` and ``garbage_collector_options`` set to ``None`` unless a settings file
   (``--settings``) or a ``SHALE_*`` variable names them. Layers: those CLI defaults, then the
   file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator``.
-* **Read-only commands never create a database.** ``get``, ``scan``, ``flush``, ``manifest`` and
-  ``checkpoint`` fail with a ``data`` error when no manifest exists; only ``put``, ``delete`` and
-  ``merge`` create one.
-* **Commands that open the database open it as the writer**, which fences any other writer of
-  the same database (SlateDB's rule: at most one writer). ``manifest show``, ``checkpoint
-  list``, ``checkpoint create`` (without ``--flush``) and ``checkpoint delete`` only read or
-  add manifest versions, like SlateDB's admin CLI, and fence nobody.
+* **Read-only commands write nothing.** ``get`` and ``scan`` open the database read-only
+  (:class:`shale._reader.ReadOnlyDb`: the latest manifest, or a checkpoint's with
+  ``--checkpoint``, plus the WAL after it replayed in memory); ``manifest show`` and
+  ``checkpoint list`` read manifests. None of them writes an object, bumps an epoch, fences a
+  running writer or creates a directory, so they work with read-only permissions.
+* **Only ``put``, ``delete`` and ``merge`` create a database.** Every other command fails with
+  ``error: data: no database at URL (no manifest found)`` when there is none.
+* **Write commands open the database as the writer** (``put``, ``delete``, ``merge``,
+  ``flush``, ``checkpoint create --flush``), which fences any other writer of the same database
+  (SlateDB's rule: at most one writer). ``checkpoint create`` (without ``--flush``) and
+  ``checkpoint delete`` add manifest versions, like SlateDB's admin CLI, and fence nobody.
 * **Keys and values are UTF-8 text by default** (arguments undecodable in the locale round-trip
   through ``surrogateescape``); ``--hex`` takes and prints hex. Printed text shows bytes that are
   not UTF-8 as ``\\xNN``: use ``--hex`` when the exact bytes matter.
@@ -43,6 +47,7 @@ from shale.errors import DataError, InvalidError, ShaleError
 from shale.plugins import get_host
 
 if TYPE_CHECKING:
+    from shale._reader import ReadOnlyDb
     from shale.db import Db
     from shale.fbs.manifest import Manifest, SstView
     from shale.objstore.protocol import ObjectStore
@@ -151,16 +156,53 @@ def _open_store(args: argparse.Namespace) -> ObjectStore:
     return get_host().open_object_store(args.url, parse_store_options(args.store_option))  # type: ignore[no-any-return]
 
 
+def _no_database(args: argparse.Namespace) -> DataError:
+    return DataError(f"no database at {args.url} (no manifest found)")
+
+
 def _require_db(args: argparse.Namespace) -> None:
-    """Raise DataError when ``args.url`` holds no database (read-only commands)."""
+    """Raise DataError when ``args.url`` holds no database (commands that must not create it)."""
     from shale.manifest_store import ManifestStore
 
     store = _open_store(args)
     try:
         if not ManifestStore(store, "").exists():
-            raise DataError("no database here (no manifest found)", url=args.url)
+            raise _no_database(args)
     finally:
         store.close()
+
+
+@contextlib.contextmanager
+def _open_reader(args: argparse.Namespace) -> Iterator[ReadOnlyDb]:
+    """Open ``args.url`` read-only (``--checkpoint`` if given); it writes nothing."""
+    from shale._reader import ReadOnlyDb
+
+    reader = ReadOnlyDb.open(
+        args.url,
+        _settings(args),
+        checkpoint=args.checkpoint,
+        store_options=parse_store_options(args.store_option),
+    )
+    try:
+        with _merge_hint(reader.merge_operator is None):
+            yield reader
+    finally:
+        reader.close()
+
+
+@contextlib.contextmanager
+def _merge_hint(no_operator: bool) -> Iterator[None]:
+    """Add how to pass a merge operator to a read that found operands and had none."""
+    try:
+        yield
+    except InvalidError as exc:
+        if no_operator and exc.message.startswith("merge operator missing"):
+            raise InvalidError(
+                f"{exc.message}: the database holds merge operands; pass --merge-operator NAME "
+                "(e.g. concat, counter), or set merge_operator in --settings or "
+                "SHALE_MERGE_OPERATOR"
+            ) from exc
+        raise
 
 
 @contextlib.contextmanager
@@ -240,7 +282,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 def _cmd_get(args: argparse.Namespace) -> int:
     key = _to_bytes(args.key, args, "key")
-    with _open_db(args, create=False) as db:
+    with _open_reader(args) as db:
         value = db.get(key, durability=args.durability, include_expired=args.include_expired)
     if value is None:
         print(f"not found: {args.key}", file=sys.stderr)
@@ -280,7 +322,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     if start is not None and end is not None and start > end:
         raise InvalidError("scan range is inverted", start=start, end=end)
     bounds = scan_bounds(start, end, prefix)
-    with _open_db(args, create=False) as db:
+    with _open_reader(args) as db:
         if bounds is None:
             return EXIT_OK
         it = db.scan(
@@ -390,7 +432,7 @@ def _cmd_manifest_show(args: argparse.Namespace) -> int:
         else:
             latest = ms.read_latest()
             if latest is None:
-                raise DataError("no database here (no manifest found)", url=args.url)
+                raise _no_database(args)
             manifest_id, m = latest
     finally:
         store.close()
@@ -420,7 +462,7 @@ def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
     try:
         stored = StoredManifest.try_load(_manifest_store(args, store))
         if stored is None:
-            raise DataError("no database here (no manifest found)", url=args.url)
+            raise _no_database(args)
         made: list[Any] = []
 
         def mutate(m: Manifest, next_id: int) -> Manifest:
@@ -444,7 +486,7 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if latest is None:
-        raise DataError("no database here (no manifest found)", url=args.url)
+        raise _no_database(args)
     cps = [c for c in latest[1].checkpoints if args.name is None or (c.name or "") == args.name]
     if args.json:
         print(json.dumps([_checkpoint_summary(c) for c in cps], indent=2))
@@ -469,7 +511,7 @@ def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
     try:
         stored = StoredManifest.try_load(_manifest_store(args, store))
         if stored is None:
-            raise DataError("no database here (no manifest found)", url=args.url)
+            raise _no_database(args)
         stored.update(lambda m, _next: remove_checkpoint(m, cid))
     finally:
         store.close()
@@ -533,6 +575,12 @@ def _read_options() -> argparse.ArgumentParser:
         metavar="NAME",
         help="merge operator for keys with merge operands (e.g. concat, counter)",
     )
+    g.add_argument(
+        "--checkpoint",
+        metavar="ID",
+        help="read the state this checkpoint pins (its UUID, from 'shale checkpoint list') "
+        "instead of the latest",
+    )
     return p
 
 
@@ -564,7 +612,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
     p.set_defaults(func=_cmd_put)
 
-    p = sub.add_parser("get", parents=[dbo, rdo], help="print a key's value (exit 1 if absent)")
+    read_only = (
+        "Opens the database read-only: writes nothing and fences no running writer. Sees "
+        "every write that is durable (in L0, the sorted runs or the WAL)."
+    )
+    p = sub.add_parser(
+        "get",
+        parents=[dbo, rdo],
+        help="print a key's value (exit 1 if absent)",
+        description=read_only,
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument("key", metavar="KEY")
     p.set_defaults(func=_cmd_get)
@@ -583,7 +640,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser(
-        "scan", parents=[dbo, rdo], help="print KEY<TAB>VALUE lines of a key range, ascending"
+        "scan",
+        parents=[dbo, rdo],
+        help="print KEY<TAB>VALUE lines of a key range, ascending",
+        description=read_only,
     )
     p.add_argument("url", metavar="URL")
     p.add_argument("--start", metavar="K", help="first key (inclusive)")
@@ -594,7 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys-only", action="store_true", help="print keys only")
     p.set_defaults(func=_cmd_scan)
 
-    p = sub.add_parser("flush", parents=[dbo], help="upload the WAL (and the memtable to L0)")
+    p = sub.add_parser(
+        "flush",
+        parents=[dbo],
+        help="upload the WAL (and the memtable to L0); opens as the writer",
+        description="Opens the database as its writer, which fences any other running "
+        "writer of it, and replays its WAL. Without --memtable there is little to do (what "
+        "the WAL holds is durable already); with it, the WAL's rows become L0 SSTs.",
+    )
     p.add_argument("url", metavar="URL")
     p.add_argument(
         "--memtable",

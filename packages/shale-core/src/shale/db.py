@@ -13,7 +13,9 @@ flusher writes it as ``compacted/<ULID>.sst`` once those WALs are durable, then 
 the manifest with ``replay_after_wal_id`` advanced: the WALs it covers are never replayed again.
 
 Opening fences older writers: ``writer_epoch`` is bumped in a new manifest version, then an
-empty WAL object is created at the next free WAL id. An old writer's next WAL or manifest write
+empty WAL object is created at the next free WAL id. It first checks that it can write (a probe
+object put and deleted in ``wal/`` and ``compacted/``), so an open that cannot write fails
+without fencing anyone. An old writer's next WAL or manifest write
 fails; it closes itself with reason ``"fenced"`` and writes nothing more. WAL SSTs after
 ``replay_after_wal_id`` are replayed into memtables on open.
 
@@ -269,9 +271,13 @@ class Db:
 
     def _start(self) -> None:
         from shale.manifest_store import FenceableManifest, ManifestStore, StoredManifest
+        from shale.objstore.probe import probe_writable
 
         s = self.settings
         self._ms = ManifestStore(self.store, self.root, format_version=s.manifest_format_version)
+        # fence only once we know we can write: a failed open must leave the epoch untouched
+        probe_dirs = ["wal", "compacted"] if s.wal_enabled else ["compacted"]
+        probe_writable(self.store, [ids.dir_path(self.root, d) for d in probe_dirs])
         stored = StoredManifest.create_or_load(self._ms)
         self._fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
         m = self._fm.manifest

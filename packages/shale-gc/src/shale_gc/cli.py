@@ -86,7 +86,7 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
     store = get_host().open_object_store(args.url, parse_store_options(args.store_option))
     try:
         if not ManifestStore(store, "").exists():
-            raise DataError("no database here (no manifest found)", url=args.url)
+            raise DataError(f"no database at {args.url} (no manifest found)")
         gc = GarbageCollector(
             store,
             "",
