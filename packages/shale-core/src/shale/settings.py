@@ -672,7 +672,8 @@ class Settings(_Options):
     l0_sst_size_bytes: int = 64 * MiB
     #: L0 flushes stop while L0 holds this many SSTs (backpressure on the compactor).
     l0_max_ssts: int = 8
-    #: Parallel uploads of immutable memtables to L0 (>= 1).
+    #: SlateDB's parallel L0 uploads (>= 1): accepted and validated for compatibility, but
+    #: unused; shale flushes immutable memtables to L0 one at a time.
     l0_flush_parallelism: int = 4
     #: Writers block when unflushed WAL + immutable memtable bytes reach this.
     max_unflushed_bytes: int = 1 * GiB
