@@ -619,7 +619,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "get",
         parents=[dbo, rdo],
-        help="print a key's value (exit 1 if absent)",
+        help="print a key's value (exit 1 if absent); read-only, fences nobody",
         description=read_only,
     )
     p.add_argument("url", metavar="URL")
@@ -642,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "scan",
         parents=[dbo, rdo],
-        help="print KEY<TAB>VALUE lines of a key range, ascending",
+        help="print KEY<TAB>VALUE lines of a key range; read-only, fences nobody",
         description=read_only,
     )
     p.add_argument("url", metavar="URL")
