@@ -741,6 +741,7 @@ class Compactor:
             retention_min_seq=m.recent_snapshot_min_seq,
             compaction_clock_tick=m.last_l0_clock_tick,
             resume_outputs=list(c.output_ssts),
+            external_dbs=list(m.external_dbs),
         )
 
     # -- running a job (pool threads) ---------------------------------------------------------

@@ -50,6 +50,7 @@ from shale.errors import (
     UnavailableError,
 )
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
+from shale.locator import SstLocator
 from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions
@@ -265,6 +266,7 @@ class Db:
         self._snapshots: dict[int, int] = {}
         self._snapshot_ids = itertools.count(1)
         self._tables = BlockCache(settings.meta_cache_bytes)  # open SSTs by id
+        self._ssts = SstLocator(store, root)  # where each SST lives (clones: the source's path)
         self.stats: dict[str, int] = collections.Counter()
 
     def _start(self) -> None:
@@ -273,8 +275,11 @@ class Db:
         s = self.settings
         self._ms = ManifestStore(self.store, self.root, format_version=s.manifest_format_version)
         stored = StoredManifest.create_or_load(self._ms)
+        # find a clone's sources before fencing: a missing one fails the open, writing nothing
+        self._ssts.check(stored.manifest)
         self._fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
         m = self._fm.manifest
+        self._ssts.observe(m.external_dbs)
         if m.last_l0_clock_tick > -(2**63):
             self.clock.advance_to(m.last_l0_clock_tick)
         self._manifest = m
@@ -868,6 +873,7 @@ class Db:
     def _update_manifest(self, mutate: Callable[[Manifest, int], Manifest | None]) -> Manifest:
         with self._manifest_mutex:
             m = self._fm.update(mutate, timeout=self.settings.manifest_update_timeout)
+            self._ssts.observe(m.external_dbs)
             with self._lock:
                 self._manifest = m
                 self._manifest_id = self._fm.id
@@ -877,6 +883,7 @@ class Db:
     def _refresh_manifest(self) -> Manifest:
         with self._manifest_mutex:
             m = self._fm.refresh()
+            self._ssts.observe(m.external_dbs)
             with self._lock:
                 self._manifest = m
                 self._manifest_id = self._fm.id
@@ -1014,9 +1021,10 @@ class Db:
         t = self._tables.get(sid)
         assert t is None or isinstance(t, SsTable)
         if t is None:
+            store, key = self._ssts.locate(view.sst.id)
             t = SsTable.open(
-                self.store,
-                ids.compacted_path(self.root, view.sst.id),
+                store,
+                key,
                 policies=self.filter_policies or None,
                 transformer=self.transformer,
                 block_cache=self.block_cache,
