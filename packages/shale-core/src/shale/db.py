@@ -42,6 +42,7 @@ from shale import ids
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
+from shale.compat import check_openable
 from shale.errors import (
     ClosedError,
     CloseReason,
@@ -275,7 +276,8 @@ class Db:
         s = self.settings
         self._ms = ManifestStore(self.store, self.root, format_version=s.manifest_format_version)
         stored = StoredManifest.create_or_load(self._ms)
-        # find a clone's sources before fencing: a missing one fails the open, writing nothing
+        # refuse what shale cannot read correctly, and find a clone's sources, before fencing
+        check_openable(stored.manifest)
         self._ssts.check(stored.manifest)
         self._fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
         m = self._fm.manifest
