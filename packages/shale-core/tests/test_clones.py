@@ -268,3 +268,19 @@ def test_malformed_source_path_fails_at_open() -> None:
     with pytest.raises(DataError, match="clone source path"):
         Db.open(CLONE, FAST, object_store=store)
     assert listing(store) == before
+
+
+def test_prune_external_ssts_keeps_entries_and_live_ids() -> None:
+    from shale.locator import prune_external_ssts
+
+    store = MemoryStore()
+    make_parent(store)
+    m = make_clone(store)
+    assert prune_external_ssts(m) is m  # every listed id is still in the tree
+    kept = m.l0[0].sst.id
+    smaller = dataclasses.replace(m, l0=m.l0[:1], compacted=[])
+    (ext,) = prune_external_ssts(smaller).external_dbs
+    assert ext.sst_ids == [kept]
+    assert ext.final_checkpoint_id == m.external_dbs[0].final_checkpoint_id
+    (ext,) = prune_external_ssts(dataclasses.replace(m, l0=[], compacted=[])).external_dbs
+    assert ext.sst_ids == [] and ext.path == PARENT

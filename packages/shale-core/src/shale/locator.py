@@ -31,6 +31,7 @@ lists only the database's own directories.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -41,7 +42,13 @@ from shale.fbs.manifest import ExternalDb, Manifest, SstView
 from shale.ids import Ulid
 from shale.objstore.protocol import ObjectNotFound, ObjectStore
 
-__all__ = ["MAX_ENCLOSING", "SstLocator", "external_db_path", "manifest_views"]
+__all__ = [
+    "MAX_ENCLOSING",
+    "SstLocator",
+    "external_db_path",
+    "manifest_views",
+    "prune_external_ssts",
+]
 
 #: How many enclosing stores (directory levels above the database's store) are searched.
 MAX_ENCLOSING = 64
@@ -68,6 +75,25 @@ def manifest_views(m: Manifest) -> Iterator[SstView]:
         yield from seg.l0
         for run in seg.compacted:
             yield from run.ssts
+
+
+def prune_external_ssts(m: Manifest) -> Manifest:
+    """``m`` with each clone source's ``sst_ids`` cut to the ids its tree still references.
+
+    What SlateDB's compactor does when it commits (0.17.0, observed): once a clone compacted a
+    source's SSTs away it no longer reads them. Entries are kept, even when empty -- their
+    checkpoint ids say what the clone pinned in the source. Returns ``m`` when nothing changes.
+    """
+    if not m.external_dbs:
+        return m
+    live = {v.sst.id for v in manifest_views(m)}
+    pruned = [
+        dataclasses.replace(ext, sst_ids=[i for i in ext.sst_ids if i in live])
+        for ext in m.external_dbs
+    ]
+    if pruned == m.external_dbs:
+        return m
+    return dataclasses.replace(m, external_dbs=pruned)
 
 
 class SstLocator:
