@@ -284,3 +284,37 @@ def test_prune_external_ssts_keeps_entries_and_live_ids() -> None:
     assert ext.final_checkpoint_id == m.external_dbs[0].final_checkpoint_id
     (ext,) = prune_external_ssts(dataclasses.replace(m, l0=[], compacted=[])).external_dbs
     assert ext.sst_ids == [] and ext.path == PARENT
+
+
+def test_undecodable_manifest_fails_at_open_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Values no SlateDB release defines -- a compression codec id 9 in an SST's info, a
+    manifest format version 3 -- are DataErrors at open, and nothing is written (the database
+    is not mistaken for an empty one)."""
+    import struct
+
+    from shale.fbs import sst_meta
+
+    store = MemoryStore()
+    make_parent(store)
+    stored = StoredManifest.load(ManifestStore(store, PARENT))
+    m = stored.manifest
+    view = m.l0[0]
+    info = dataclasses.replace(view.sst.info, compression_format=9)
+    odd = dataclasses.replace(view, sst=dataclasses.replace(view.sst, info=info))
+    with monkeypatch.context() as mp:
+        mp.setattr(sst_meta, "_COMPRESSIONS", frozenset(range(10)))
+        data = encode_manifest(dataclasses.replace(m, l0=[odd, *m.l0[1:]]))
+    store.put(manifest_path(PARENT, stored.id + 1), data)
+    before = listing(store)
+    with pytest.raises(DataError, match="unknown compression format"):
+        Db.open(PARENT, FAST, object_store=store)
+    assert listing(store) == before
+
+    future = struct.pack(">H", 3) + encode_manifest(m)[2:]
+    store.put(manifest_path(PARENT, stored.id + 1), future)
+    before = listing(store)
+    with pytest.raises(DataError, match="unsupported manifest version"):
+        Db.open(PARENT, FAST, object_store=store)
+    assert listing(store) == before
