@@ -11,6 +11,8 @@ byte-for-byte (FORMAT.md section 13). This conftest
   non-empty WAL file (via ``SlateDbWalReader``);
 * offers :class:`OfficialReader` (fixture :func:`official_reader`) to read ANY database directory,
   for instance one that shale wrote, with the official package.
+* builds official clones (:func:`official_clones`): a parent and its clones made with the
+  official ``CloneBuilder`` in one store, at ``dbs/<name>``, with what the official reader reads.
 
 Isolation: every use of the official package runs in a **child process** (this file doubles as the
 worker script, see ``__main__`` at the bottom) with a hard timeout. A hang or a native crash in
@@ -74,6 +76,16 @@ SHAPES = (
     "block1k",
     "walbig",
 )
+
+#: The database official clones are made of, inside the :func:`official_clones` store.
+CLONE_PARENT = "dbs/parent"
+#: The official clones, by name; each lives at ``dbs/<name>`` next to the parent:
+#: ``clone`` (plain), ``clone_w`` (the official writer wrote to it: an L0 of its own and a WAL
+#: tail), ``clone_cc`` (a clone of ``clone_w``: two sources), ``clone_proj`` (projected on
+#: :data:`CLONE_PROJECTION`, made before the parent's WAL tail, as projections require).
+CLONES = ("clone", "clone_w", "clone_cc", "clone_proj")
+#: ``clone_proj``'s projection range, ``[start, end)``.
+CLONE_PROJECTION = (b"c000300", b"c001200")
 
 # Row kinds (shale.row): VALUE=0, TOMBSTONE=1, MERGE=2 -- the official RowEntryKind values.
 _KIND_VALUE, _KIND_TOMBSTONE, _KIND_MERGE = 0, 1, 2
@@ -161,6 +173,34 @@ class OfficialDb:
     def latest_manifest_path(self) -> Path:
         """The newest manifest version (the highest id)."""
         return self.manifest_files()[-1]
+
+
+@dataclass
+class OfficialCloneDb:
+    """One database of the :func:`official_clones` store and what the official reader reads.
+
+    ``keys``: every key written to it or to any database it was cloned from; ``expected``,
+    ``key_values`` and ``scan`` as in :class:`OfficialDb`.
+    """
+
+    name: str
+    db_path: str
+    keys: list[bytes]
+    expected: dict[bytes, bytes | None]
+    key_values: dict[bytes, tuple[int, int, int | None]]
+    scan: list[tuple[bytes, bytes]]
+
+
+@dataclass
+class OfficialClones:
+    """A ``file://`` store holding :data:`CLONE_PARENT` and its official :data:`CLONES`.
+
+    ``dbs`` maps ``"parent"`` and every clone name to an :class:`OfficialCloneDb`.
+    """
+
+    store_dir: Path
+    dbs: dict[str, OfficialCloneDb]
+    gen_seconds: float = 0.0
 
 
 @dataclass
@@ -312,6 +352,17 @@ def official_dbs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Official
     return dbs
 
 
+@pytest.fixture(scope="session")
+def official_clones(tmp_path_factory: pytest.TempPathFactory) -> OfficialClones:
+    """A parent with a sorted run, L0s and a WAL tail, and its :data:`CLONES`, made once per
+    session by the official package in one ``file://`` store (paths ``dbs/<name>``)."""
+    _require_slatedb()
+    store_dir = tmp_path_factory.mktemp("official_clones")
+    value = _run_worker({"op": "generate_clones", "store_dir": str(store_dir)}, GENERATE_TIMEOUT_S)
+    dbs = {name: OfficialCloneDb(name=name, **d) for name, d in value["dbs"].items()}
+    return OfficialClones(store_dir=store_dir, dbs=dbs, gen_seconds=value["gen_seconds"])
+
+
 # --------------------------------------------------------------------------------------------
 # Worker side (runs only in the child process; imports the official package lazily)
 # --------------------------------------------------------------------------------------------
@@ -336,6 +387,8 @@ async def _dispatch(request: dict[str, Any]) -> Any:
     op = request["op"]
     if op == "generate":
         return await _generate_all(Path(request["base"]), request["shapes"])
+    if op == "generate_clones":
+        return await _generate_clones(Path(request["store_dir"]))
     if op == "read":
         return await asyncio.wait_for(
             _read_db(
@@ -770,7 +823,7 @@ async def _shape_mixed(w: _Writer, *, big: bool) -> None:
     w.wal_only.update(tail)
 
 
-async def _shape_compacted(w: _Writer, store: Any) -> None:
+async def _shape_compacted(w: _Writer, store: Any, db_path: str = DB_PATH) -> None:
     """Five L0 flushes of overlapping keys, then wait for the embedded compactor's sorted run."""
     s = w.s
     for round_ in range(5):
@@ -783,7 +836,7 @@ async def _shape_compacted(w: _Writer, store: Any) -> None:
         await w.merge(b"m:counter", b"%d" % round_)
         await w.delete(b"c%06d" % (round_ * 7))
         await w.flush_memtable()
-    admin = s.AdminBuilder(DB_PATH, store).build()
+    admin = s.AdminBuilder(db_path, store).build()
     deadline = time.monotonic() + COMPACTION_WAIT_S
     while True:
         manifests = await admin.list_manifests(None, None)
@@ -829,6 +882,108 @@ async def _shape_walbig(w: _Writer) -> None:
         await w.delete(b"w%07d" % (file_no * 11))
         await w.flush_wal()
     w.wal_only.update(w.keys)
+
+
+# ---- official clones ---------------------------------------------------------------------------
+
+
+async def _clone(s: Any, store: Any, source: str, path: str, projection: Any = None) -> None:
+    """``Admin.create_clone_builder_from_source``: no checkpoint given (a short-lived one)."""
+    admin = s.AdminBuilder(source, store).build()
+    builder = admin.create_clone_builder_from_source(
+        s.CloneSourceSpec(path=source, checkpoint=None, projection_range=projection)
+    )
+    builder.with_clone_path(path)
+    await asyncio.wait_for(builder.build(), 30.0)
+
+
+async def _generate_clones(store_dir: Path) -> dict[str, Any]:
+    s = _slatedb()
+    started = time.monotonic()
+    store_dir.mkdir(parents=True, exist_ok=True)
+    store = _store(s, store_dir)
+
+    async def writer(path: str, *, compactor: bool) -> _Writer:
+        settings = s.Settings.default()
+        settings.set("garbage_collector_options", "null")
+        if compactor:
+            for key, value in _SPECS["compacted"].settings.items():
+                settings.set(key, value)
+        else:
+            settings.set("compactor_options", "null")
+        builder = s.DbBuilder(path, store)
+        builder.with_settings(settings)
+        builder.with_merge_operator(_concat_operator(s))
+        return _Writer(s, await asyncio.wait_for(builder.build(), 30.0))
+
+    async def close(w: _Writer, flush: Any) -> None:
+        await asyncio.wait_for(w.db.shutdown_with_options(s.CloseOptions(flush_type=flush)), 30.0)
+
+    # 1. The parent: a multi-SST sorted run and L0s; closing flushes everything to L0.
+    w = await writer(CLONE_PARENT, compactor=True)
+    try:
+        await _shape_compacted(w, store, CLONE_PARENT)
+    finally:
+        await close(w, s.FlushType.MEM_TABLE)
+    parent_keys = set(w.keys)
+    # 2. The projected clone, while the parent has no data left in its WAL.
+    start, end = CLONE_PROJECTION
+    projection = s.KeyRange(start=start, start_inclusive=True, end=end, end_inclusive=False)
+    await _clone(s, store, CLONE_PARENT, "dbs/clone_proj", projection)
+    # 3. A WAL tail in the parent (copied into the clones made now).
+    w = await writer(CLONE_PARENT, compactor=False)
+    try:
+        for i in range(0, 1500, 17):
+            await w.put(b"c%06d" % i, b"parent-wal-%d" % i)
+        await w.delete(b"c000340")
+        await w.merge(b"m:counter", b"+pwal")
+        await w.flush_wal()
+    finally:
+        await close(w, s.FlushType.WAL)
+    parent_keys |= w.keys
+    await _clone(s, store, CLONE_PARENT, "dbs/clone")
+    await _clone(s, store, CLONE_PARENT, "dbs/clone_w")
+    # 4. The official writer on clone_w: overwrites, deletes, merges, an L0, a WAL tail.
+    w = await writer("dbs/clone_w", compactor=False)
+    try:
+        for i in range(0, 1800, 3):
+            await w.put(b"c%06d" % i, b"clone-%d" % i)
+        for i in range(5, 1500, 50):
+            await w.delete(b"c%06d" % i)
+        await w.merge(b"m:counter", b"+clone")
+        await w.merge(b"m:clone-only", b"x")
+        await w.flush_memtable()
+        await w.put(b"c000002", b"clone-wal")
+        await w.merge(b"m:counter", b"+cwal")
+        await w.flush_wal()
+    finally:
+        await close(w, s.FlushType.WAL)
+    clone_w_keys = parent_keys | w.keys
+    # 5. A clone of the clone: its SSTs come from two sources.
+    await _clone(s, store, "dbs/clone_w", "dbs/clone_cc")
+
+    keys = {
+        "parent": parent_keys,
+        "clone": parent_keys,
+        "clone_w": clone_w_keys,
+        "clone_cc": clone_w_keys,
+        "clone_proj": parent_keys,
+    }
+    dbs: dict[str, Any] = {}
+    for name, ks in keys.items():
+        path = CLONE_PARENT if name == "parent" else f"dbs/{name}"
+        before = _listing(store_dir)
+        read = await _read_db(store_dir, path, sorted(ks), merge_operator="concat", with_scan=True)
+        if _listing(store_dir) != before:
+            raise RuntimeError(f"{name}: reading changed the store")
+        dbs[name] = {
+            "db_path": path,
+            "keys": sorted(ks),
+            "expected": read["values"],
+            "key_values": read["key_values"],
+            "scan": read["scan"],
+        }
+    return {"dbs": dbs, "gen_seconds": time.monotonic() - started}
 
 
 if __name__ == "__main__":

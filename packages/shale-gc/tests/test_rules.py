@@ -16,13 +16,22 @@ from shale.fbs.compactions import (
     Compaction,
     Compactions,
 )
-from shale.fbs.manifest import Checkpoint, CompactedSst, Manifest, Segment, SortedRun, SstView
+from shale.fbs.manifest import (
+    Checkpoint,
+    CompactedSst,
+    ExternalDb,
+    Manifest,
+    Segment,
+    SortedRun,
+    SstView,
+)
 from shale.ids import Ulid
 from shale_gc.report import GcObject
 from shale_gc.rules import (
     KEEP_ACTIVE_COMPACTION,
     KEEP_CHECKPOINT_REFERENCE,
     KEEP_CHECKPOINT_WAL,
+    KEEP_EXTERNAL,
     KEEP_LATEST,
     KEEP_LOW_WATERMARK,
     KEEP_NEWEST_L0,
@@ -118,6 +127,24 @@ def test_compacted_references_come_first() -> None:
     # d is unreferenced but not older than the newest L0 (same ms) and no compaction recorded
     assert r[d.id] == KEEP_LOW_WATERMARK
     assert sel.delete == []
+
+
+def test_compacted_never_deletes_a_clone_sources_ssts() -> None:
+    """Ids listed in ``external_dbs`` (latest or pinned manifest) belong to the database this
+    one was cloned from; met in our own listing they are kept, referenced or not."""
+    ext, pinned_ext, own = sst(1000, 1), sst(1000, 2), sst(1000, 3)
+    comps = Compactions(1, [Compaction(ulid(9_000_000), STATUS_COMPLETED)])
+    latest = manifest(
+        l0=[view(sst(5_000))],
+        external_dbs=[ExternalDb("dbs/parent", uuid.uuid4(), uuid.uuid4(), [ext.id])],
+        checkpoints=[checkpoint(2)],
+    )
+    pinned = manifest(external_dbs=[ExternalDb("dbs/parent", uuid.uuid4(), None, [pinned_ext.id])])
+    v = GcStateView(5, latest, {2: pinned}, compactions_id=1, compactions=comps)
+    objs = [obj("compacted", s.id, 1e6) for s in (ext, pinned_ext, own)]
+    sel = select_compacted(objs, v, now_s=NOW_S, min_age_s=0)
+    assert deleted_ids(sel) == [own.id]
+    assert reasons(sel)[ext.id] == reasons(sel)[pinned_ext.id] == KEEP_EXTERNAL
 
 
 def test_compacted_bounds() -> None:

@@ -615,3 +615,26 @@ def test_garbage_etag_fails_without_a_request(fake_s3: Any) -> None:
     finally:
         store.close()
     assert fake_s3.requests == []
+
+
+def test_enclosing_store_walks_up_the_prefix() -> None:
+    """A clone at ``s3://bucket/dbs/clone`` finds ``dbs/parent`` through the enclosing stores
+    (shale.locator); no request is made."""
+    store = S3Store(
+        "bucket",
+        "dbs/clone",
+        endpoint="http://127.0.0.1:9",
+        access_key="AKIAFAKE",
+        secret_key="fake-secret",
+        env={},
+    )
+    chain = [store]
+    while (up := chain[-1].enclosing_store()) is not None:
+        chain.append(up)
+    try:
+        assert [s.prefix for s in chain] == ["dbs/clone/", "dbs/", ""]
+        assert all(s.bucket == "bucket" and s.endpoint == store.endpoint for s in chain)
+        assert all(s.config.access_key == "AKIAFAKE" for s in chain)
+    finally:
+        for s in chain:
+            s.close()

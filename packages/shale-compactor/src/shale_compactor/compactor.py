@@ -61,6 +61,7 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid
+from shale.locator import prune_external_ssts
 from shale.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, TransientStoreError
 from shale.settings import CompactorOptions, Settings
@@ -741,6 +742,7 @@ class Compactor:
             retention_min_seq=m.recent_snapshot_min_seq,
             compaction_clock_tick=m.last_l0_clock_tick,
             resume_outputs=list(c.output_ssts),
+            external_dbs=list(m.external_dbs),
         )
 
     # -- running a job (pool threads) ---------------------------------------------------------
@@ -794,7 +796,8 @@ class Compactor:
         now_s = self.clock.now_ms() // 1000
 
         def mutate(m: Manifest, _next_id: int) -> Manifest:
-            return apply_compaction(remove_expired_checkpoints(m, now_s), c, outputs)
+            m = apply_compaction(remove_expired_checkpoints(m, now_s), c, outputs)
+            return prune_external_ssts(m)  # as SlateDB: a clone forgets sources it compacted away
 
         before: Manifest | None = None
         delay = COMMIT_RETRY_MIN_S

@@ -56,11 +56,13 @@ from shale.fbs.manifest import (
     BOUND_INCLUDED,
     BytesRange,
     CompactedSst,
+    ExternalDb,
     SortedRun,
     SstView,
 )
 from shale.fbs.sst_meta import SsTableInfo
 from shale.ids import Ulid
+from shale.locator import SstLocator
 from shale.merge import MergeIterator
 from shale.objstore.protocol import TransientStoreError
 from shale.sst import SsTable, SstBuilder
@@ -112,6 +114,9 @@ class CompactionJob:
     :ivar compaction_clock_tick: expiry is judged against this time in ms
         (``manifest.last_l0_clock_tick``).
     :ivar resume_outputs: outputs already written by an interrupted run of this job, in order.
+    :ivar external_dbs: the manifest's clone sources: sources listed there are read under the
+        source database's path (:class:`shale.locator.SstLocator`); outputs always go to this
+        database's own ``compacted/``.
     """
 
     id: Ulid
@@ -122,6 +127,7 @@ class CompactionJob:
     retention_min_seq: int | None
     compaction_clock_tick: int
     resume_outputs: list[CompactedSst] = field(default_factory=list)
+    external_dbs: list[ExternalDb] = field(default_factory=list)
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -335,6 +341,7 @@ class CompactionExecutor:
 
         self.store = store
         self.root = root
+        self.ssts = SstLocator(store, root)
         self.settings = settings
         self.options = getattr(settings, "compactor_options", None) or CompactorOptions()
         host = None
@@ -482,10 +489,10 @@ class CompactionExecutor:
         stop: threading.Event | None,
         readers: list[_ReadAhead],
     ) -> tuple[SsTable, _ReadAhead]:
-        key = ids.compacted_path(self.root, view.sst.id)
-        size = self.store.head(key).size
+        store, key = self.ssts.locate(view.sst.id)
+        size = store.head(key).size
         reader = _ReadAhead(
-            self.store,
+            store,
             key,
             size,
             pool=pool,
@@ -552,6 +559,7 @@ class CompactionExecutor:
         readers: list[_ReadAhead],
     ) -> Iterable[tuple[Any, ...]]:
         resume_key = None if resume is None else resume[0]
+        self.ssts.observe(job.external_dbs)
         sources: list[Iterable[tuple[Any, ...]]] = [
             self._view_rows(v, resume_key, progress, pool, stop, readers) for v in job.l0
         ]

@@ -44,6 +44,7 @@ from shale import ids
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
+from shale.compat import check_openable
 from shale.errors import (
     ClosedError,
     CloseReason,
@@ -52,6 +53,7 @@ from shale.errors import (
     UnavailableError,
 )
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
+from shale.locator import SstLocator
 from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions
@@ -267,6 +269,7 @@ class Db:
         self._snapshots: dict[int, int] = {}
         self._snapshot_ids = itertools.count(1)
         self._tables = BlockCache(settings.meta_cache_bytes)  # open SSTs by id
+        self._ssts = SstLocator(store, root)  # where each SST lives (clones: the source's path)
         self.stats: dict[str, int] = collections.Counter()
 
     def _start(self) -> None:
@@ -279,8 +282,12 @@ class Db:
         probe_dirs = ["wal", "compacted"] if s.wal_enabled else ["compacted"]
         probe_writable(self.store, [ids.dir_path(self.root, d) for d in probe_dirs])
         stored = StoredManifest.create_or_load(self._ms)
+        # refuse what shale cannot read correctly, and find a clone's sources, before fencing
+        check_openable(stored.manifest)
+        self._ssts.check(stored.manifest)
         self._fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
         m = self._fm.manifest
+        self._ssts.observe(m.external_dbs)
         if m.last_l0_clock_tick > -(2**63):
             self.clock.advance_to(m.last_l0_clock_tick)
         self._manifest = m
@@ -874,6 +881,7 @@ class Db:
     def _update_manifest(self, mutate: Callable[[Manifest, int], Manifest | None]) -> Manifest:
         with self._manifest_mutex:
             m = self._fm.update(mutate, timeout=self.settings.manifest_update_timeout)
+            self._ssts.observe(m.external_dbs)
             with self._lock:
                 self._manifest = m
                 self._manifest_id = self._fm.id
@@ -883,6 +891,7 @@ class Db:
     def _refresh_manifest(self) -> Manifest:
         with self._manifest_mutex:
             m = self._fm.refresh()
+            self._ssts.observe(m.external_dbs)
             with self._lock:
                 self._manifest = m
                 self._manifest_id = self._fm.id
@@ -1020,9 +1029,10 @@ class Db:
         t = self._tables.get(sid)
         assert t is None or isinstance(t, SsTable)
         if t is None:
+            store, key = self._ssts.locate(view.sst.id)
             t = SsTable.open(
-                self.store,
-                ids.compacted_path(self.root, view.sst.id),
+                store,
+                key,
                 policies=self.filter_policies or None,
                 transformer=self.transformer,
                 block_cache=self.block_cache,

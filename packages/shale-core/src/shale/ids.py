@@ -92,9 +92,13 @@ def format_id(n: int) -> str:
     return f"{n:020d}"
 
 
-def _join(root: str, *parts: str) -> str:
+def join(root: str, *parts: str) -> str:
+    """``root/part/...`` as an object-store path; an empty ``root`` adds nothing."""
     root = root.strip("/")
     return "/".join([root, *parts]) if root else "/".join(parts)
+
+
+_join = join
 
 
 def manifest_path(root: str, manifest_id: int) -> str:

@@ -243,8 +243,8 @@ class SequencedStore(Generic[T]):
         try:
             return self.kind.decode(data)[1]
         except DataError as exc:
-            raise DataError(
-                f"corrupt {self.kind.noun}",
+            raise DataError(  # the cause names what could not be decoded
+                f"corrupt {self.kind.noun}: {exc.message}",
                 **{f"{self.kind.name}_id": version_id},
                 path=self.path(version_id),
             ) from exc

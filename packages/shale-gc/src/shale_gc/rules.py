@@ -34,7 +34,9 @@ WALs it needs are not in this store.
 **Compacted SSTs** (``compacted/<ULID>.sst``: L0 flushes and sorted-run members). Delete only
 if the SST is referenced by none of: the latest manifest (L0, sorted runs, segments), any live
 checkpoint's manifest, any active compaction in the ``.compactions`` file (its recorded
-outputs and its sources); **and** its ULID timestamp is below all of
+outputs and its sources); is not listed as another database's SST by a clone source
+(``external_dbs``) of those manifests -- such ids live under the source's path and belong to
+it, so one met here is never ours to delete; **and** its ULID timestamp is below all of
 
 - ``now - min_age``: files younger than that may belong to an operation in flight;
 - the *compaction low-watermark*, the earliest ULID of any compaction in the latest
@@ -82,6 +84,7 @@ __all__ = [
     "KEEP_ACTIVE_COMPACTION",
     "KEEP_CHECKPOINT_REFERENCE",
     "KEEP_CHECKPOINT_WAL",
+    "KEEP_EXTERNAL",
     "KEEP_LATEST",
     "KEEP_LOW_WATERMARK",
     "KEEP_NEWEST_L0",
@@ -110,6 +113,7 @@ KEEP_CHECKPOINT_REFERENCE = "referenced by a live checkpoint's manifest"
 KEEP_ACTIVE_COMPACTION = "source or output of an active compaction"
 KEEP_LOW_WATERMARK = "not older than the compaction low-watermark (may be an uncommitted output)"
 KEEP_NEWEST_L0 = "not older than the newest L0 (may be an unpublished flush)"
+KEEP_EXTERNAL = "owned by the database this one was cloned from (external_dbs)"
 
 #: Statuses after which a compaction no longer writes or reads anything.
 _FINISHED = frozenset((STATUS_COMPLETED, STATUS_FAILED))
@@ -264,6 +268,7 @@ def select_compacted(
     for m in view.checkpoint_manifests.values():
         cp_refs |= referenced_ssts(m)
     manifests = [view.manifest, *view.checkpoint_manifests.values()]
+    external = {i for m in manifests for ext in m.external_dbs for i in ext.sst_ids}
     compaction_refs: set[Ulid] = set()
     for c in _active(view.compactions):
         compaction_refs |= _compaction_ssts(c, manifests)
@@ -282,6 +287,8 @@ def select_compacted(
             keep.append((obj, KEEP_CHECKPOINT_REFERENCE))
         elif sst_id in compaction_refs:
             keep.append((obj, KEEP_ACTIVE_COMPACTION))
+        elif sst_id in external:
+            keep.append((obj, KEEP_EXTERNAL))
         elif ts >= age_cutoff_ms:
             keep.append((obj, KEEP_TOO_YOUNG))
         elif ts >= watermark_ms:

@@ -49,6 +49,7 @@ Secrets never appear in ``repr``, logs or error messages (see :mod:`shale_minio.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import logging
 import os
 import random
@@ -283,6 +284,21 @@ class S3Store:
         return (
             f"S3Store(bucket={self._bucket!r}, prefix={self._prefix!r}, endpoint={self.endpoint!r})"
         )
+
+    def enclosing_store(self) -> S3Store | None:
+        """The store one prefix level up in the same bucket (``None`` at the bucket's root).
+
+        Optional in the store protocol: it lets a clone opened at ``s3://bucket/dbs/clone`` find
+        the database it was cloned from at ``dbs/parent`` (:mod:`shale.locator`). Same settings
+        and credentials; it never creates the bucket.
+        """
+        if not self._prefix:
+            return None
+        parent = self._prefix.rstrip("/").rpartition("/")[0]
+        config = dataclasses.replace(
+            self._config, prefix=parent + "/" if parent else "", create_bucket=False
+        )
+        return S3Store.from_config(config)
 
     def __enter__(self) -> S3Store:
         return self

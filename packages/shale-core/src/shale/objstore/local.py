@@ -199,6 +199,17 @@ class LocalStore:
     def __repr__(self) -> str:
         return f"LocalStore({self._root!r})"
 
+    def enclosing_store(self) -> LocalStore | None:
+        """The store of the directory containing this one (``None`` at the file system root).
+
+        Optional in the store protocol: it lets a clone opened by its own directory find the
+        databases it was cloned from (:mod:`shale.locator`). Nothing is created.
+        """
+        parent = os.path.dirname(self._root)
+        if parent == self._root or not os.path.isdir(parent):
+            return None
+        return LocalStore(parent, fsync=self._fsync)
+
     # -- paths and locks ------------------------------------------------------------------
 
     def _path(self, key: str) -> str:

@@ -90,7 +90,12 @@ class ObjectMeta:
 
 @runtime_checkable
 class ObjectStore(Protocol):
-    """The object-store interface every backend implements."""
+    """The object-store interface every backend implements.
+
+    Optional beyond these methods: ``enclosing_store() -> ObjectStore | None``, the store of
+    the directory or key prefix that contains this store's root (``None`` at the top). A clone
+    opened at its own directory uses it to find its source databases (:mod:`shale.locator`).
+    """
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Write ``data`` at ``key``, replacing any object there.
