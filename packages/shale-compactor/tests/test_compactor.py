@@ -721,3 +721,30 @@ def test_hookspecs_are_declared_once_even_without_the_plugin() -> None:
     ensure_hookspecs(host.manager)
     assert host.manager.hook.shale_compaction_scheduler(options=None) == "mine"  # firstresult
     assert isinstance(host.manager, pluggy.PluginManager)
+
+
+def test_poisoned_key_does_not_stop_compaction_of_other_keys(store: MemoryStore) -> None:
+    """Operands another tool stored that this compactor's operator cannot merge (issue 9 item
+    12): the compaction completes, other keys are merged, reads of that key alone fail."""
+    from shale.errors import DataError
+    from shale.merge_operators import CounterMergeOperator
+
+    enc = CounterMergeOperator.encode
+    with Db.open(ROOT, FAST.replace(merge_operator="concat"), object_store=store) as db:
+        for r in range(4):
+            db.merge(b"bad", b"not-a-counter")
+            db.merge(b"good", enc(r + 1))
+            db.put(b"plain%d" % r, b"v")
+            db.flush(memtable=True)
+    counter = FAST.replace(merge_operator="counter")
+    c = Compactor(store, ROOT, counter, options=OPTS)
+    (report,) = c.run_once()
+    c.stop()
+    assert report.status == "completed"
+    with Db.open(ROOT, counter, object_store=store) as db:
+        m = db.manifest()
+        assert m.l0 == [] and len(m.compacted) == 1
+        assert CounterMergeOperator.decode(db.get(b"good") or b"") == 10
+        assert db.get(b"plain3") == b"v"
+        with pytest.raises(DataError, match="merge operator failed"):
+            db.get(b"bad")

@@ -74,8 +74,9 @@ class _Runner:
 
     def check_open(self) -> None:
         if self.closed:
-            reason = (self.db.close_reason if self.db is not None else None) or CloseReason.CLEAN
-            raise ClosedError("database is closed", reason=reason)
+            if self.db is not None:
+                raise self.db._closed_error("database is closed")
+            raise ClosedError("database is closed", reason=CloseReason.CLEAN)
 
     async def __call__(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         self.check_open()

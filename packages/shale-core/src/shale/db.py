@@ -39,12 +39,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from shale import ids
-from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.errors import (
     ClosedError,
     CloseReason,
+    InternalError,
     InvalidError,
     ShaleError,
     UnavailableError,
@@ -52,7 +53,7 @@ from shale.errors import (
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.memtable import Memtable
 from shale.merge import MergeIterator
-from shale.merge_operators import merge_all, resolve_versions
+from shale.merge_operators import merge_all, resolve_versions, validate_operand
 from shale.objstore import ObjectAlreadyExists, ObjectStore
 from shale.objstore.protocol import TransientStoreError
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -129,6 +130,26 @@ def _has_base(rows: Sequence[tuple]) -> bool:  # type: ignore[type-arg]
 def _in_range(view: SstView, key: bytes) -> bool:
     vr = view.visible_range
     return vr is None or vr.contains(key)
+
+
+def _expire_ts(kind: int, ttl: Ttl | None, now: int, default_ttl: int | None) -> int | None:
+    """The ``expire_ts`` of one op written at ``now`` (tombstones carry none)."""
+    if kind == TOMBSTONE:
+        return None
+    if ttl is None:
+        return None if default_ttl is None else expire_after(now, default_ttl)
+    return ttl.expire_ts(now)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    """A ``bool`` argument, strictly: ``durable="no"`` must not mean ``True``."""
+    if not isinstance(value, bool):
+        raise InvalidError(f"{name} must be a bool", **{name: value})
+    return value
+
+
+def _key_detail(key: bytes) -> bytes:
+    return key if len(key) <= 64 else key[:64] + b"..."
 
 
 class Db:
@@ -374,8 +395,21 @@ class Db:
 
     def _check_open(self) -> None:
         if self._closed:
-            reason = self._close_reason or CloseReason.CLEAN
-            raise ClosedError("database is closed", reason=reason)
+            raise self._closed_error("database is closed")
+
+    def _closed_error(self, message: str, reason: str | None = None) -> ClosedError:
+        """The ``ClosedError`` to raise now; after a fence or a failure it names the cause.
+
+        The background failure that closed the database is the error's ``__cause__`` and is
+        quoted in its message (``error=...``), so "closed (failed)" never comes without a why.
+        """
+        reason = reason or self._close_reason or CloseReason.CLEAN
+        failure = self._failure if reason != CloseReason.CLEAN else None
+        if failure is None:
+            return ClosedError(message, reason=reason)
+        err = ClosedError(message, reason=reason, error=f"{type(failure).__name__}: {failure}")
+        err.__cause__ = failure
+        return err
 
     def _fail(self, reason: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -444,11 +478,16 @@ class Db:
     def _write_items(
         self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]], durable: bool
     ) -> WriteHandle:
+        durable = _check_flag("durable", durable)
         if self._closed:
             self._check_open()
+        op = self.merge_operator
+        for key, ops in items:
+            for kind, value, _ttl in ops:
+                if kind == MERGE:
+                    self._check_operand(key, value, op)
         if self._wal_buf_bytes + self._imm_bytes > self.settings.max_unflushed_bytes:
             self._backpressure()
-        op = self.merge_operator
         default_ttl = self.settings.default_ttl
         settings = self.settings
         with self._lock:
@@ -458,15 +497,13 @@ class Db:
             rows = []
             nbytes = 0
             for key, ops in items:
-                if len(ops) > 1:
-                    ops = self._combine(key, ops, op)
-                for kind, value, ttl in ops:
-                    if kind == TOMBSTONE:
-                        expire = None
-                    elif ttl is None:
-                        expire = now + default_ttl if default_ttl else None
-                    else:
-                        expire = ttl.expire_ts(now)
+                timed = [
+                    (kind, value, _expire_ts(kind, ttl, now, default_ttl))
+                    for kind, value, ttl in ops
+                ]
+                if len(timed) > 1:
+                    timed = self._combine(key, timed, op)
+                for kind, value, expire in timed:
                     rows.append((key, seq, kind, value, expire, now))
                     nbytes += len(key) + len(value) + 24
             mt = self._memtable
@@ -492,12 +529,48 @@ class Db:
         return handle
 
     @staticmethod
+    def _check_operand(key: bytes, operand: bytes, op: Any) -> None:
+        """Reject a merge operand before anything is written (SlateDB writes it and fails later).
+
+        :raises InvalidError: no merge operator is configured, or the operator's optional
+            ``validate`` rejects the operand.
+        """
+        if op is None:
+            raise InvalidError(
+                "merge operator missing: merge() needs a database opened with a merge operator "
+                "(settings.merge_operator, Db.open(merge_operator=...) or --merge-operator)",
+                key=_key_detail(key),
+            )
+        validate_operand(op, key, operand)
+
+    @staticmethod
     def _combine(
-        key: bytes, ops: list[tuple[int, bytes, Ttl | None]], op: Any
-    ) -> list[tuple[int, bytes, Ttl | None]]:
-        """Pre-combine one key's ops in a batch (merges on top of a put become a value)."""
-        if len(ops) == 1 or op is None:
+        key: bytes, ops: list[tuple[int, bytes, int | None]], op: Any
+    ) -> list[tuple[int, bytes, int | None]]:
+        """Pre-combine one key's ops in a batch into one row (they share one seq).
+
+        Merges on top of a put become a value; merges on top of a delete a value of their own;
+        merges alone one merge operand. The row reads exactly as the ops written one by one only
+        when the rows that combine (the put's value and every operand) share one ``expire_ts``,
+        so any other batch is rejected, as SlateDB 0.17 does ("only one merge TTL per-key
+        allowed in a batch"). A delete carries no TTL and takes no part in the comparison.
+
+        :raises InvalidError: different ``expire_ts`` on one key, or the operator failed.
+        """
+        if len(ops) == 1:
             return ops
+        if op is None:  # unreachable: _write_items rejects merges without an operator
+            raise InvalidError("merge operator missing", key=_key_detail(key))
+        timed = ops if ops[0][0] != TOMBSTONE else ops[1:]
+        expires = {o[2] for o in timed}
+        if len(expires) > 1:
+            raise InvalidError(
+                "the ops of one key in a write batch must share one TTL (they are combined "
+                "into one row); write them in separate batches",
+                key=_key_detail(key),
+                expire_ts=sorted(expires, key=lambda e: -1 if e is None else e),
+            )
+        expire = ops[-1][2]
         if ops[0][0] in (VALUE, TOMBSTONE):
             # merges on top of a put or a delete in the same batch resolve to a plain value
             base: bytes | None = ops[0][1] if ops[0][0] == VALUE else None
@@ -507,8 +580,7 @@ class Db:
             base = None
             operands = [o[1] for o in ops]
             kind = MERGE
-        ttl = ops[-1][2]
-        return [(kind, merge_all(op, key, base, operands), ttl)]
+        return [(kind, merge_all(op, key, base, operands, error=InvalidError), expire)]
 
     def _backpressure(self) -> None:
         limit = self.settings.max_unflushed_bytes
@@ -553,10 +625,7 @@ class Db:
             failures_at_start = self._wal_failures
             while self._durable_seq < seq:
                 if self._closed and self._close_reason != CloseReason.CLEAN:
-                    raise ClosedError(
-                        "database closed before the write was durable",
-                        reason=self._close_reason or CloseReason.FAILED,
-                    )
+                    raise self._closed_error("database closed before the write was durable")
                 if self._wal_failures > failures_at_start:  # an upload failed while we waited
                     raise UnavailableError(
                         "the object store failed the WAL upload; the write is queued and will "
@@ -615,7 +684,7 @@ class Db:
                     "the object store is failing WAL uploads", error=str(self._wal_error)
                 )
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise ClosedError("database closed", reason=self._close_reason or "failed")
+                raise self._closed_error("database closed")
 
     def _flush_wal(self, *, freeze: bool = False, wait: bool = True) -> None:
         """Upload the WAL buffer as the next WAL SST (one flush at a time, in id order).
@@ -649,14 +718,31 @@ class Db:
                 self._freeze_locked(wal_id)
         if not rows:
             return
-        data = SstBuilder(
-            wal=True,
-            block_size=self.settings.wal_block_size,
-            compression=self._codec,
-            transformer=self.transformer,
-        )
-        data.add_rows(rows)
-        payload = data.finish()
+        try:
+            data = SstBuilder(
+                wal=True,
+                block_size=self.settings.wal_block_size,
+                compression=self._codec,
+                transformer=self.transformer,
+            )
+            data.add_rows(rows)
+            payload = data.finish()
+        except Exception as exc:
+            # Never skip a buffer: its rows were acknowledged (and are visible), and a later
+            # write reported durable on top of the gap would be a lie. Stop the database.
+            error = InternalError(
+                "the WAL buffer cannot be encoded; the database stops so that no later write "
+                "is acknowledged on top of the lost rows",
+                wal_id=wal_id,
+                rows=len(rows),
+                first_seq=rows[0][1],
+                last_seq=rows[-1][1],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            error.__cause__ = exc
+            log.error("%s", error.message)
+            self._fail(CloseReason.FAILED, error)
+            raise self._closed_error("database failed") from error
         if not self._upload_wal(wal_id, payload, rows[-1][1]):
             log.error(
                 "gave up uploading WAL %d while closing: %d rows were not made durable",
@@ -934,9 +1020,7 @@ class Db:
     def _raise_wal_error(self) -> None:
         with self._lock:
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise ClosedError(
-                    "database closed", reason=self._close_reason or CloseReason.FAILED
-                )
+                raise self._closed_error("database closed")
             if self._wal_error is not None:
                 raise UnavailableError("WAL upload failed", error=str(self._wal_error))
 
@@ -944,6 +1028,9 @@ class Db:
         """Flush the WAL (or, with the WAL off, the memtable) and stop background work.
 
         After a fence or a failure nothing is flushed. Closing twice is harmless.
+
+        :raises ClosedError: ``reason="failed"``: the database failed (before or while closing);
+            writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         with self._lock:
             if self._closed:
@@ -983,12 +1070,18 @@ class Db:
                 self.metrics(),
             )
             get_host().notify("shale_db_closed", db=self, reason=self._close_reason or "clean")
+        if self._close_reason == CloseReason.FAILED:
+            raise self._closed_error("database failed; writes not yet durable may be lost")
 
     def __enter__(self) -> Db:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.close()
+        except ClosedError:
+            if exc_type is None:
+                raise  # else the error already propagating says more (and chains the cause)
 
     def __repr__(self) -> str:
         state = "open" if not self._closed else f"closed:{self._close_reason}"
