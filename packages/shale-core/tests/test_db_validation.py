@@ -369,3 +369,81 @@ def test_closed_error_after_a_corrupt_manifest_names_the_cause() -> None:
     assert isinstance(info2.value.__cause__, DataError)
     with pytest.raises(ClosedError):
         db.close()
+
+
+# -- item 13: components are checked when the database opens -----------------------------------
+
+
+def test_missing_codec_library_fails_open_before_anything_is_written(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compression_codec="zstd"`` without the extra used to open fine; the first write then
+    killed the database with no cause."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # "import zstandard" raises ImportError
+    path = tmp_path / "db"
+    with pytest.raises(InvalidError, match=r"shale-core\[zstd\]") as info:
+        open_db(path, FAST.replace(compression_codec="zstd"))
+    assert info.value.detail["field"] == "compression_codec"
+    assert not path.exists()
+    store = MemoryStore()
+    with pytest.raises(InvalidError, match="zstd"):
+        Db.open("db", FAST.replace(compression_codec="zstd"), object_store=store)
+    assert list(store.list("")) == []
+
+
+class _NoMerge:
+    name = "nomerge"
+
+
+class _BadValidate:
+    name = "badvalidate"
+    validate = 5
+
+    def merge(self, key: bytes, existing: bytes | None, operand: bytes) -> bytes:
+        return operand
+
+
+BAD_COMPONENTS: list[tuple[str, Any]] = [
+    ("merge_operator", 5),
+    ("merge_operator", _NoMerge()),
+    ("merge_operator", _BadValidate()),
+    ("filter_policies", [5]),
+    ("filter_policies", "_bf"),
+    ("transformer", object()),
+    ("clock", 5),
+    ("block_cache", {}),
+    ("store_options", "fsync"),
+    ("store_options", {1: True}),
+    ("store_options", {"no_such_option": 1}),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_COMPONENTS, ids=lambda v: repr(v)[:30])
+def test_bad_component_fails_open_before_anything_is_written(
+    tmp_path: pathlib.Path, name: str, value: Any
+) -> None:
+    path = tmp_path / "db"
+    with pytest.raises(InvalidError):
+        open_db(path, **{name: value})
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("path", ["db\x00x", "", 5, None, b"db"], ids=repr)
+def test_bad_path_is_invalid(tmp_path: pathlib.Path, path: Any) -> None:
+    with pytest.raises(InvalidError):
+        Db.open(path if not isinstance(path, str) else str(tmp_path / path) if path else path)
+
+
+@pytest.mark.parametrize("root", ["a\x00b", "a/../b", 5, None], ids=repr)
+def test_bad_root_in_an_explicit_store_is_invalid(root: Any) -> None:
+    store = MemoryStore()
+    with pytest.raises(InvalidError):
+        Db.open(root, FAST, object_store=store)
+    assert list(store.list("")) == []
+
+
+def test_object_store_must_be_a_store() -> None:
+    with pytest.raises(InvalidError, match="ObjectStore"):
+        Db.open("db", FAST, object_store=object())  # type: ignore[arg-type]

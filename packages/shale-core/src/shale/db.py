@@ -55,7 +55,7 @@ from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions, validate_operand
 from shale.objstore import ObjectAlreadyExists, ObjectStore
-from shale.objstore.protocol import TransientStoreError
+from shale.objstore.protocol import TransientStoreError, validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Settings
 from shale.sst import SsTable, SstBuilder
@@ -185,36 +185,55 @@ class Db:
         :param clock: an object with ``now_ms()``; the system clock by default.
         :param block_cache: a :class:`shale.cache.BlockCache` (shared between databases if you
             like); by default one of ``settings.block_cache_bytes``.
-        :raises InvalidError: bad settings or arguments.
+        :raises InvalidError: bad settings or arguments, or a component that cannot work (a
+            codec whose optional library is missing, a merge operator, filter policy,
+            transformer, clock or store without the methods it needs, bad ``store_options``),
+            all checked before the store is opened.
         :raises ClosedError: fenced by a newer writer while opening.
         """
+        from shale import components
         from shale.plugins import get_host
 
         settings = settings if settings is not None else Settings()
         if not isinstance(settings, Settings):
             raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
+        if not isinstance(path, str) or (object_store is None and not path) or "\x00" in path:
+            raise InvalidError("path must be a non-empty string without NUL", path=path)
+        # Every component is checked before the store is opened: a bad one must fail here, not
+        # in the first background upload after writes were acknowledged.
         host = get_host()
-        if object_store is None:
-            if not isinstance(path, str) or not path:
-                raise InvalidError("path must be a non-empty string", path=path)
-            object_store = host.open_object_store(path, store_options or {})
-            root = ""
-        else:
-            root = path.strip("/")
+        components.check_codec(settings.compression_codec)
+        options = components.check_store_options(store_options)
         if merge_operator is None and settings.merge_operator:
             merge_operator = host.merge_operator(settings.merge_operator)
             if merge_operator is None:
                 raise InvalidError(
                     "no plugin provides that merge operator", merge_operator=settings.merge_operator
                 )
+        components.check_merge_operator(merge_operator)
         if filter_policies is None:
             offered = {p.name: p for p in host.filter_policies(settings)}
             missing = [n for n in settings.filter_policies if n not in offered]
             if missing:
                 raise InvalidError("unknown filter policy", names=missing)
             filter_policies = [offered[n] for n in settings.filter_policies]
+        filter_policies = components.check_filter_policies(filter_policies)
         if transformer is None:
             transformer = host.block_transformer(settings)
+        components.check_transformer(transformer)
+        components.check_clock(clock)
+        if block_cache is not None and not isinstance(block_cache, BlockCache):
+            raise InvalidError(
+                "block_cache must be a shale.cache.BlockCache", type=type(block_cache).__name__
+            )
+        if object_store is None:
+            object_store = host.open_object_store(path, options)
+            root = ""
+        else:
+            components.check_object_store(object_store)
+            root = path.strip("/")
+            if root:
+                validate_key(root)
         db = cls(
             object_store,
             root,
@@ -254,7 +273,7 @@ class Db:
         self.block_cache = block_cache
         self.filter_policies = filter_policies
         self.transformer = transformer
-        self._codec = codec_id(settings.compression_codec)
+        self._codec = codec_id(settings.compression_codec)  # its library: checked in open()
         self._rand = random.Random(settings.seed)
 
         self._lock = threading.RLock()
