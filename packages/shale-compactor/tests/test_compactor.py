@@ -748,3 +748,42 @@ def test_poisoned_key_does_not_stop_compaction_of_other_keys(store: MemoryStore)
         assert db.get(b"plain3") == b"v"
         with pytest.raises(DataError, match="merge operator failed"):
             db.get(b"bad")
+
+
+def test_permanent_store_error_stops_the_compactor_loop() -> None:
+    """Access denied is not retried every poll forever (issue 9 item 14): run() stops."""
+    from shale.objstore import PermanentStoreError
+
+    class DenyUploads(MemoryStore):
+        denied = 0
+
+        def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+            if "/compacted/" in key and deny.is_set():
+                DenyUploads.denied += 1
+                raise PermanentStoreError("access denied", key=key)
+            super().put(key, data, durable=durable)
+
+    deny = threading.Event()
+    store = DenyUploads()
+    with Db.open(ROOT, FAST, object_store=store) as db:
+        fill(db)
+    deny.set()
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(WAIT_S)
+    stopped = not t.is_alive()
+    if not stopped:
+        c.stop()
+        t.join(WAIT_S)
+    assert stopped, "the compactor kept retrying a permanent error"
+    assert len(errors) == 1 and isinstance(errors[0], PermanentStoreError)
+    assert DenyUploads.denied == 1

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import math
 import pathlib
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from shale import ClosedError, DataError, InvalidError, ids
+from shale import ClosedError, DataError, InvalidError, UnavailableError, ids
 from shale.batch import Ttl, WriteBatch
 from shale.clock import ManualClock
 from shale.db import Db
 from shale.merge_operators import CounterMergeOperator
+from shale.objstore import ObjectMeta, PermanentStoreError, TransientStoreError
 from shale.objstore.memory import MemoryStore
 from shale.settings import Settings
 
@@ -447,3 +451,114 @@ def test_bad_root_in_an_explicit_store_is_invalid(root: Any) -> None:
 def test_object_store_must_be_a_store() -> None:
     with pytest.raises(InvalidError, match="ObjectStore"):
         Db.open("db", FAST, object_store=object())  # type: ignore[arg-type]
+
+
+# -- item 14: a store that refuses for good is not "unavailable", and nothing retries it -------
+
+
+class DenyingStore(MemoryStore):
+    """A store whose operations named in ``deny`` raise ``PermanentStoreError`` (access
+    denied) for keys under ``prefix``; counts the refused calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deny: set[str] = set()
+        self.prefix = ""
+        self.refused = 0
+
+    def _check(self, op: str, key: str) -> None:
+        if op in self.deny and key.startswith(self.prefix):
+            self.refused += 1
+            raise PermanentStoreError("access denied", key=key, status=403)
+
+    def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+        self._check("put", key)
+        super().put(key, data, durable=durable)
+
+    def put_if_absent(self, key: str, data: bytes) -> None:
+        self._check("put_if_absent", key)
+        super().put_if_absent(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> None:
+        self._check("put_if_match", key)
+        super().put_if_match(key, data, etag)
+
+    def get(self, key: str) -> bytes:
+        self._check("get", key)
+        return super().get(key)
+
+    def list(self, prefix: str = "") -> Iterator[ObjectMeta]:
+        self._check("list", prefix)
+        return super().list(prefix)
+
+
+def test_permanent_store_error_is_not_retryable() -> None:
+    err = PermanentStoreError("access denied")
+    assert not isinstance(err, UnavailableError)
+    assert isinstance(err, InvalidError) and err.kind == "invalid"
+    assert isinstance(TransientStoreError("x"), UnavailableError)
+
+
+def test_wal_upload_denied_fails_the_database_instead_of_retrying() -> None:
+    """Permission denied used to be "unavailable": the WAL uploader retried it forever and
+    every durable write raised UnavailableError ("queued, will be retried")."""
+    store = DenyingStore()
+    db = Db.open("db", FAST, object_store=store)
+    db.put(b"before", b"1")
+    store.deny, store.prefix = {"put_if_absent"}, "db/wal/"
+    with pytest.raises(ClosedError) as info:
+        db.put(b"k", b"v")
+    assert info.value.reason == "failed"
+    assert isinstance(info.value.__cause__, PermanentStoreError)
+    assert "access denied" in str(info.value)
+    assert store.refused == 1  # tried once, never retried
+    with pytest.raises(ClosedError):
+        db.put(b"later", b"x")
+    with pytest.raises(ClosedError):
+        db.close()
+
+
+def test_wal_flush_denied_in_the_callers_thread_never_drops_the_buffer() -> None:
+    store = DenyingStore()
+    db = Db.open("db", FAST.replace(flush_interval=None), object_store=store)
+    db.put(b"a", b"1", durable=False)
+    store.deny, store.prefix = {"put_if_absent"}, "db/wal/"
+    with pytest.raises(ClosedError) as info:
+        db.flush()
+    assert isinstance(info.value.__cause__, PermanentStoreError)
+    store.deny = set()
+    with pytest.raises(ClosedError):
+        db.put(b"c", b"3")  # not acknowledged on top of the lost buffer
+    with pytest.raises(ClosedError):
+        db.close()
+
+
+def test_l0_upload_denied_fails_the_database() -> None:
+    store = DenyingStore()
+    db = Db.open("db", FAST, object_store=store)
+    db.put(b"a", b"1")
+    store.deny, store.prefix = {"put"}, "db/compacted/"
+    with pytest.raises(ClosedError) as info:
+        db.flush(memtable=True)
+    assert isinstance(info.value.__cause__, PermanentStoreError)
+    assert store.refused == 1
+    with pytest.raises(ClosedError):
+        db.close()
+
+
+def test_manifest_poll_denied_fails_the_database() -> None:
+    store = DenyingStore()
+    db = Db.open("db", FAST, object_store=store)
+    store.deny, store.prefix = {"list", "get"}, "db/manifest"
+    deadline = time.monotonic() + 10
+    while db.close_reason is None and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    assert db.close_reason == "failed"
+    refused = store.refused
+    threading.Event().wait(0.3)  # several poll intervals: nothing polls any more
+    assert store.refused == refused
+    with pytest.raises(ClosedError) as info:
+        db.get(b"k")
+    assert isinstance(info.value.__cause__, PermanentStoreError)
+    with pytest.raises(ClosedError):
+        db.close()

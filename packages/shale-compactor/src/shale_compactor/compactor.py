@@ -62,7 +62,7 @@ from shale.fbs.compactions import (
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid
 from shale.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectStore, TransientStoreError
+from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
 from shale.settings import CompactorOptions, Settings
 from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
@@ -293,6 +293,7 @@ class Compactor:
         self._reports: list[CompactionReport] = []
         self._collecting = 0  # run_once calls in progress (reports are kept only for them)
         self._fenced = False
+        self._permanent_error: PermanentStoreError | None = None  # stops run() (see there)
         self._owned_store = False
         self._last_progress_log = time.monotonic()
 
@@ -411,9 +412,11 @@ class Compactor:
     def run(self) -> None:
         """Compact until :meth:`stop` is called or a newer compactor fences this one.
 
-        Errors of the object store are logged and retried on the next poll.
+        Transient errors of the object store are logged and retried on the next poll.
 
         :raises DataError: the database has no manifest.
+        :raises PermanentStoreError: the object store refuses for good (access denied, missing
+            bucket): polling again would only repeat it, so the loop stops.
         """
         self._loop_done.clear()
         self._loop_thread = threading.current_thread()
@@ -431,11 +434,20 @@ class Compactor:
                     if self._stop.is_set():
                         break
                     raise
+                except PermanentStoreError as exc:
+                    logger.error("compactor stopped: the object store refuses permanently: %s", exc)
+                    raise
                 except ShaleError as exc:
                     logger.warning("compactor poll failed; retrying: %s", exc)
                 self._log_progress()
                 self._wake.wait(self.options.poll_interval)
                 self._wake.clear()
+            if self._permanent_error is not None:
+                logger.error(
+                    "compactor stopped: the object store refuses permanently: %s",
+                    self._permanent_error,
+                )
+                raise self._permanent_error
         finally:
             self._shutdown_pool()
             self._loop_done.set()
@@ -856,6 +868,10 @@ class Compactor:
             with self._lock:
                 self._jobs.pop(c.id, None)
             raise exc
+        if isinstance(exc, PermanentStoreError) and self._permanent_error is None:
+            self._permanent_error = exc  # the next job would be refused the same way: stop
+            self._stop.set()
+            self._wake.set()
         logger.error(
             "compaction %s failed%s: %s",
             c.id,

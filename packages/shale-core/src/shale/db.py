@@ -55,7 +55,7 @@ from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions, validate_operand
 from shale.objstore import ObjectAlreadyExists, ObjectStore
-from shale.objstore.protocol import TransientStoreError, validate_key
+from shale.objstore.protocol import PermanentStoreError, TransientStoreError, validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Settings
 from shale.sst import SsTable, SstBuilder
@@ -762,7 +762,16 @@ class Db:
             log.error("%s", error.message)
             self._fail(CloseReason.FAILED, error)
             raise self._closed_error("database failed") from error
-        if not self._upload_wal(wal_id, payload, rows[-1][1]):
+        try:
+            uploaded = self._upload_wal(wal_id, payload, rows[-1][1])
+        except BaseException as exc:
+            # The rows left the buffer: whatever stopped the upload (a fence, a permanent store
+            # error, an interrupt), the database must not go on acknowledging writes after them.
+            self._fail(exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED, exc)
+            if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
+                raise
+            raise self._closed_error("database failed") from exc
+        if not uploaded:
             log.error(
                 "gave up uploading WAL %d while closing: %d rows were not made durable",
                 wal_id,
@@ -993,8 +1002,8 @@ class Db:
         while not self._stop.wait(self.settings.manifest_poll_interval):
             try:
                 self._refresh_manifest()
-            except ClosedError:
-                raise
+            except (ClosedError, PermanentStoreError):
+                raise  # fenced, or the store refuses for good: polling again will not help
             except ShaleError as exc:
                 log.warning("manifest poll failed: %s", exc)
 
