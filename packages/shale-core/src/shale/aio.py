@@ -505,12 +505,12 @@ class AsyncDb:
         return await self._run(self._db.list_checkpoints, name)
 
     async def refresh_checkpoint(
-        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+        self, checkpoint_id: uuid.UUID | str, *, lifetime: float | None = None
     ) -> None:
         """Set a checkpoint's expiry to now + ``lifetime``."""
         await self._run(self._db.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
 
-    async def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
+    async def delete_checkpoint(self, checkpoint_id: uuid.UUID | str) -> None:
         """Remove a checkpoint from the manifest."""
         await self._run(self._db.delete_checkpoint, checkpoint_id)
 

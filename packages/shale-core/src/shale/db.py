@@ -31,6 +31,7 @@ import collections
 import dataclasses
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -107,7 +108,17 @@ class WriteHandle:
         :raises UnavailableError: the object store failed the upload (the write stays queued
             and is retried) or ``timeout`` elapsed.
         :raises ClosedError: the database closed or was fenced first.
+        :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise InvalidError(
+                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
+            )
         self._db._wait_durable(self.seq, timeout)
 
     def __repr__(self) -> str:
@@ -145,6 +156,12 @@ def _check_flag(name: str, value: object) -> bool:
     """A ``bool`` argument, strictly: ``durable="no"`` must not mean ``True``."""
     if not isinstance(value, bool):
         raise InvalidError(f"{name} must be a bool", **{name: value})
+    return value
+
+
+def _check_include_expired(value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidError("include_expired must be None or a bool", include_expired=value)
     return value
 
 
@@ -1025,6 +1042,7 @@ class Db:
         ``memtable=True`` (or with the WAL off) it also freezes the memtable and waits until
         every frozen memtable is an L0 SST in the manifest.
         """
+        _check_flag("memtable", memtable)
         self._check_open()
         if self.settings.wal_enabled:
             self._flush_wal(freeze=memtable, wait=False)
@@ -1118,6 +1136,7 @@ class Db:
     # -- reads -------------------------------------------------------------------------------
 
     def _read_seq(self, durability: str, dirty: bool) -> int:
+        _check_flag("dirty", dirty)
         if durability == DURABILITY_MEMORY:
             return self._last_seq
         if durability == DURABILITY_REMOTE:
@@ -1209,6 +1228,7 @@ class Db:
         return self._get(key, self._read_seq(durability, dirty), include_expired)
 
     def _get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
+        _check_include_expired(include_expired)
         hide = self.settings.hide_expired if include_expired is None else not include_expired
         # Fast path: the active memtable holds the newest data; if its newest version of the key
         # is visible and a live plain value, nothing older matters.
@@ -1299,14 +1319,23 @@ class Db:
         """Pin the current state in the manifest so GC keeps it.
 
         :param lifetime: seconds until the checkpoint expires (``None``: never).
+        :param name: an optional name (a ``str``).
         :param scope: ``"all"`` flushes the WAL and memtable first; ``"durable"`` pins only
             what is already in the manifest.
+        :raises InvalidError: a bad ``lifetime`` (not a finite number ``>= 0``, or expiring
+            after 2106), ``name`` or ``scope``, before anything is flushed.
         """
-        from shale.manifest_store import add_checkpoint
+        from shale.manifest_store import (
+            add_checkpoint,
+            check_checkpoint_lifetime,
+            check_checkpoint_name,
+        )
 
         self._check_open()
         if scope not in ("all", "durable"):
             raise InvalidError("scope must be 'all' or 'durable'", scope=scope)
+        check_checkpoint_lifetime(lifetime, self.clock.now_ms() // 1000)
+        check_checkpoint_name(name)
         if scope == "all":
             self.flush(memtable=True)
         result: list[Any] = []
@@ -1328,15 +1357,28 @@ class Db:
 
     def list_checkpoints(self, name: str | None = None) -> list[Any]:
         """Checkpoints in the latest manifest (only those called ``name`` if given)."""
+        from shale.manifest_store import check_checkpoint_name
+
+        check_checkpoint_name(name)
         m = self.refresh_manifest()
         return [c for c in m.checkpoints if name is None or (c.name or "") == name]
 
     def refresh_checkpoint(
-        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+        self, checkpoint_id: uuid.UUID | str, *, lifetime: float | None = None
     ) -> None:
-        """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires)."""
-        from shale.manifest_store import refresh_checkpoint
+        """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires).
 
+        :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
+        :raises InvalidError: an unknown id, or a bad id or ``lifetime``.
+        """
+        from shale.manifest_store import (
+            check_checkpoint_lifetime,
+            checkpoint_uuid,
+            refresh_checkpoint,
+        )
+
+        checkpoint_id = checkpoint_uuid(checkpoint_id)
+        check_checkpoint_lifetime(lifetime, self.clock.now_ms() // 1000)
         self._check_open()
         self._update_manifest(
             lambda m, _n: refresh_checkpoint(
@@ -1344,10 +1386,15 @@ class Db:
             )
         )
 
-    def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
-        """Remove a checkpoint from the manifest."""
-        from shale.manifest_store import remove_checkpoint
+    def delete_checkpoint(self, checkpoint_id: uuid.UUID | str) -> None:
+        """Remove a checkpoint from the manifest.
 
+        :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
+        :raises InvalidError: an unknown or malformed id.
+        """
+        from shale.manifest_store import checkpoint_uuid, remove_checkpoint
+
+        checkpoint_id = checkpoint_uuid(checkpoint_id)
         self._check_open()
         self._update_manifest(lambda m, _n: remove_checkpoint(m, checkpoint_id))
 
@@ -1398,6 +1445,8 @@ class DbIterator:
         max_seq: int,
         include_expired: bool | None,
     ) -> None:
+        _check_flag("reverse", reverse)
+        _check_include_expired(include_expired)
         if start is not None:
             start = check_key(start)
         if end is not None:
@@ -1524,7 +1573,10 @@ class DbSnapshot:
         return DbIterator(self._db, start, end, reverse, self.seq, include_expired)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
-        return self.scan(bytes(prefix) or None, _prefix_end(bytes(prefix)), **options)
+        if not isinstance(prefix, (bytes, bytearray)):
+            raise InvalidError("prefix must be bytes", type=type(prefix).__name__)
+        prefix = bytes(prefix)
+        return self.scan(prefix or None, _prefix_end(prefix), **options)
 
     def close(self) -> None:
         with self._db._lock:
