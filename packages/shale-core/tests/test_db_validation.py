@@ -397,6 +397,16 @@ def test_missing_codec_library_fails_open_before_anything_is_written(
     assert list(store.list("")) == []
 
 
+class _FloatClock:
+    def now_ms(self) -> float:
+        return 1.7e12
+
+
+class _FarClock:
+    def now_ms(self) -> int:
+        return 2**63
+
+
 class _NoMerge:
     name = "nomerge"
 
@@ -417,6 +427,8 @@ BAD_COMPONENTS: list[tuple[str, Any]] = [
     ("filter_policies", "_bf"),
     ("transformer", object()),
     ("clock", 5),
+    ("clock", _FloatClock()),
+    ("clock", _FarClock()),
     ("block_cache", {}),
     ("store_options", "fsync"),
     ("store_options", {1: True}),

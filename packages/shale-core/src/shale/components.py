@@ -126,12 +126,19 @@ def check_transformer(transformer: Any) -> Any:
 
 
 def check_clock(clock: Any) -> Any:
-    """``clock`` (or ``None``) if it has a callable ``now_ms``.
+    """``clock`` (or ``None``) if it has a callable ``now_ms`` that returns an i64 ``int``
+    (read once here; :class:`shale.clock.MonotonicClock` checks every later reading).
 
-    :raises InvalidError: a clock without it.
+    :raises InvalidError: a clock without it, or one that returns a ``float`` or an
+        out-of-range value.
     """
-    if clock is not None and _missing_methods(clock, ("now_ms",)):
+    if clock is None:
+        return None
+    if _missing_methods(clock, ("now_ms",)):
         raise InvalidError("clock must have a now_ms() method", type=_describe(clock))
+    from shale.clock import MonotonicClock
+
+    MonotonicClock(clock).now_ms()
     return clock
 
 
