@@ -673,6 +673,8 @@ def test_from_file_read_errors(tmp_path: pathlib.Path) -> None:
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(InvalidError, match="cannot read"):
         Settings.from_file(tmp_path / "dir.json")
+    with pytest.raises(InvalidError, match="cannot read"):  # was a raw ValueError
+        Settings.from_file(str(tmp_path / "nul\x00.json"))
 
 
 def test_from_file_parse_errors_give_position(tmp_path: pathlib.Path) -> None:

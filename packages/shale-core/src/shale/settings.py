@@ -772,7 +772,7 @@ class Settings(_Options):
             )
         try:
             text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; bad UTF-8
             raise InvalidError("cannot read settings file", file=str(p), error=str(exc)) from exc
         data: Any
         if suffix == ".json":
