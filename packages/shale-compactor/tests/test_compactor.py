@@ -7,6 +7,7 @@ come through the ``shale_compaction_finished`` hook), never bare sleeps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -787,3 +788,38 @@ def test_permanent_store_error_stops_the_compactor_loop() -> None:
     assert stopped, "the compactor kept retrying a permanent error"
     assert len(errors) == 1 and isinstance(errors[0], PermanentStoreError)
     assert DenyUploads.denied == 1
+
+
+def test_bad_arguments_are_invalid_errors(store: MemoryStore, db: Db) -> None:
+    """Only shale's error kinds cross the API (issue 9 item 14)."""
+    with pytest.raises(InvalidError):
+        Compactor(store, 5, FAST)  # type: ignore[arg-type]
+    with pytest.raises(InvalidError):
+        read_status(store, 5)  # type: ignore[arg-type]
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    for bad in ("x", math.nan, -1.0, True):
+        with pytest.raises(InvalidError):
+            c.run_once(timeout=bad)  # type: ignore[arg-type]
+    c.stop()
+
+
+def test_run_once_timeout_is_unavailable(store: MemoryStore, db: Db) -> None:
+    from shale.errors import UnavailableError
+
+    fill(db)
+    release = threading.Event()
+
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    real = c.executor.execute
+
+    def slow_execute(*args: Any, **kw: Any) -> Any:
+        release.wait(WAIT_S)
+        return real(*args, **kw)
+
+    c.executor.execute = slow_execute  # type: ignore[method-assign]
+    try:
+        with pytest.raises(UnavailableError, match="did not finish"):
+            c.run_once(timeout=0.05)
+    finally:
+        release.set()
+        c.stop()

@@ -609,3 +609,20 @@ def test_permanent_store_error_stops_the_loop() -> None:
     assert stopped, "the GC loop kept retrying a permanent error"
     assert isinstance(gc.permanent_error, PermanentStoreError)
     assert gc.rounds == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: GarbageCollector(s, 5),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT, "x"),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT).run_once(kinds=5),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT).run_once(kinds="wal"),
+    ],
+)
+def test_bad_arguments_are_invalid_errors(make: Any) -> None:
+    """Only shale's error kinds cross the API (issue 9 item 14)."""
+    from shale.errors import InvalidError
+
+    with pytest.raises(InvalidError):
+        make(MemoryStore())

@@ -38,8 +38,10 @@ elsewhere.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shale.clock import Clock, SystemClock
-from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError
+from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
 from shale.fbs.compactions import (
     STATUS_COMPACTED,
     STATUS_COMPLETED,
@@ -249,6 +251,8 @@ class Compactor:
             options = settings.compactor_options or CompactorOptions()
         if not isinstance(options, CompactorOptions):
             raise InvalidError("options must be a CompactorOptions", type=type(options).__name__)
+        if not isinstance(root, str):
+            raise InvalidError("root must be a str", type=type(root).__name__)
         self.store = store
         self.root = root.strip("/")
         self.options = options
@@ -459,8 +463,18 @@ class Compactor:
         :param timeout: seconds to wait for the jobs (``None``: no limit).
         :returns: the reports of the compactions that finished meanwhile (completed or failed).
         :raises ClosedError: ``reason="fenced"``: a newer compactor fenced this one.
-        :raises TimeoutError: the jobs did not finish in ``timeout``.
+        :raises UnavailableError: the jobs did not finish in ``timeout`` (they go on running).
+        :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise InvalidError(
+                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
+            )
         self.start()
         with self._lock:
             self._reports = []
@@ -475,7 +489,12 @@ class Compactor:
                     break
                 for f in futures:
                     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    f.result(timeout=remaining)
+                    try:
+                        f.result(timeout=remaining)
+                    except concurrent.futures.TimeoutError:
+                        raise UnavailableError(
+                            "compactions did not finish in time", timeout=timeout
+                        ) from None
         finally:
             with self._lock:
                 self._collecting -= 1

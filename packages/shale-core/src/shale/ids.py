@@ -93,6 +93,8 @@ def format_id(n: int) -> str:
 
 
 def _join(root: str, *parts: str) -> str:
+    if not isinstance(root, str):
+        raise InvalidError("a database root must be a str", type=type(root).__name__)
     root = root.strip("/")
     return "/".join([root, *parts]) if root else "/".join(parts)
 

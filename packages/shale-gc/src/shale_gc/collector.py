@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from shale.clock import Clock, SystemClock
-from shale.errors import DataError, ShaleError
+from shale.errors import DataError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
 from shale.manifest_store import (
@@ -131,6 +131,12 @@ class GarbageCollector:
         progress: ProgressCallback | None = None,
         manifest_update_timeout: float = 300.0,
     ) -> None:
+        if not isinstance(root, str):
+            raise InvalidError("root must be a str", type=type(root).__name__)
+        if options is not None and not isinstance(options, GarbageCollectorOptions):
+            raise InvalidError(
+                "options must be a GarbageCollectorOptions", type=type(options).__name__
+            )
         self.store = store
         self.root = root.strip("/")
         self.options = options if options is not None else GarbageCollectorOptions()
@@ -174,6 +180,12 @@ class GarbageCollector:
         :param kinds: a subset of ``"manifest"``, ``"wal"``, ``"compacted"``,
             ``"compactions"``; directories disabled in the options are skipped.
         """
+        if kinds is not None and (
+            isinstance(kinds, (str, bytes))
+            or not isinstance(kinds, Iterable)
+            or not all(isinstance(k, str) for k in kinds)
+        ):
+            raise InvalidError("kinds must be an iterable of directory names", kinds=kinds)
         wanted = self.enabled_kinds if kinds is None else [k for k in KINDS if k in set(kinds)]
         return self._round([k for k in wanted if self.directory_options(k) is not None])
 
