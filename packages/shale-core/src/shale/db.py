@@ -514,7 +514,8 @@ class Db:
     def _write_items(
         self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]], durable: bool
     ) -> WriteHandle:
-        durable = _check_flag("durable", durable)
+        if type(durable) is not bool:  # hot path: the call only when it is wrong
+            _check_flag("durable", durable)
         if self._closed:
             self._check_open()
         op = self.merge_operator
@@ -1136,7 +1137,8 @@ class Db:
     # -- reads -------------------------------------------------------------------------------
 
     def _read_seq(self, durability: str, dirty: bool) -> int:
-        _check_flag("dirty", dirty)
+        if type(dirty) is not bool:
+            _check_flag("dirty", dirty)
         if durability == DURABILITY_MEMORY:
             return self._last_seq
         if durability == DURABILITY_REMOTE:
@@ -1228,7 +1230,8 @@ class Db:
         return self._get(key, self._read_seq(durability, dirty), include_expired)
 
     def _get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
-        _check_include_expired(include_expired)
+        if include_expired is not None and type(include_expired) is not bool:
+            _check_include_expired(include_expired)
         hide = self.settings.hide_expired if include_expired is None else not include_expired
         # Fast path: the active memtable holds the newest data; if its newest version of the key
         # is visible and a live plain value, nothing older matters.
