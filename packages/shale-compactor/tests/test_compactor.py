@@ -7,6 +7,7 @@ come through the ``shale_compaction_finished`` hook), never bare sleeps.
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -721,3 +722,104 @@ def test_hookspecs_are_declared_once_even_without_the_plugin() -> None:
     ensure_hookspecs(host.manager)
     assert host.manager.hook.shale_compaction_scheduler(options=None) == "mine"  # firstresult
     assert isinstance(host.manager, pluggy.PluginManager)
+
+
+def test_poisoned_key_does_not_stop_compaction_of_other_keys(store: MemoryStore) -> None:
+    """Operands another tool stored that this compactor's operator cannot merge (issue 9 item
+    12): the compaction completes, other keys are merged, reads of that key alone fail."""
+    from shale.errors import DataError
+    from shale.merge_operators import CounterMergeOperator
+
+    enc = CounterMergeOperator.encode
+    with Db.open(ROOT, FAST.replace(merge_operator="concat"), object_store=store) as db:
+        for r in range(4):
+            db.merge(b"bad", b"not-a-counter")
+            db.merge(b"good", enc(r + 1))
+            db.put(b"plain%d" % r, b"v")
+            db.flush(memtable=True)
+    counter = FAST.replace(merge_operator="counter")
+    c = Compactor(store, ROOT, counter, options=OPTS)
+    (report,) = c.run_once()
+    c.stop()
+    assert report.status == "completed"
+    with Db.open(ROOT, counter, object_store=store) as db:
+        m = db.manifest()
+        assert m.l0 == [] and len(m.compacted) == 1
+        assert CounterMergeOperator.decode(db.get(b"good") or b"") == 10
+        assert db.get(b"plain3") == b"v"
+        with pytest.raises(DataError, match="merge operator failed"):
+            db.get(b"bad")
+
+
+def test_permanent_store_error_stops_the_compactor_loop() -> None:
+    """Access denied is not retried every poll forever (issue 9 item 14): run() stops."""
+    from shale.objstore import PermanentStoreError
+
+    class DenyUploads(MemoryStore):
+        denied = 0
+
+        def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
+            if "/compacted/" in key and deny.is_set():
+                DenyUploads.denied += 1
+                raise PermanentStoreError("access denied", key=key)
+            super().put(key, data, durable=durable)
+
+    deny = threading.Event()
+    store = DenyUploads()
+    with Db.open(ROOT, FAST, object_store=store) as db:
+        fill(db)
+    deny.set()
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(WAIT_S)
+    stopped = not t.is_alive()
+    if not stopped:
+        c.stop()
+        t.join(WAIT_S)
+    assert stopped, "the compactor kept retrying a permanent error"
+    assert len(errors) == 1 and isinstance(errors[0], PermanentStoreError)
+    assert DenyUploads.denied == 1
+
+
+def test_bad_arguments_are_invalid_errors(store: MemoryStore, db: Db) -> None:
+    """Only shale's error kinds cross the API (issue 9 item 14)."""
+    with pytest.raises(InvalidError):
+        Compactor(store, 5, FAST)  # type: ignore[arg-type]
+    with pytest.raises(InvalidError):
+        read_status(store, 5)  # type: ignore[arg-type]
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    for bad in ("x", math.nan, -1.0, True):
+        with pytest.raises(InvalidError):
+            c.run_once(timeout=bad)  # type: ignore[arg-type]
+    c.stop()
+
+
+def test_run_once_timeout_is_unavailable(store: MemoryStore, db: Db) -> None:
+    from shale.errors import UnavailableError
+
+    fill(db)
+    release = threading.Event()
+
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    real = c.executor.execute
+
+    def slow_execute(*args: Any, **kw: Any) -> Any:
+        release.wait(WAIT_S)
+        return real(*args, **kw)
+
+    c.executor.execute = slow_execute  # type: ignore[method-assign]
+    try:
+        with pytest.raises(UnavailableError, match="did not finish"):
+            c.run_once(timeout=0.05)
+    finally:
+        release.set()
+        c.stop()

@@ -1074,3 +1074,15 @@ def test_compression_and_transformer(codec: str | None) -> None:
     builder.add_rows(rows[:100])
     prefix = upload(store, builder)
     assert list(ex.iter_rows(job([identity(src)], [], resume=[prefix]))) == rows[100:]
+
+
+def test_components_are_checked_when_the_executor_is_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing codec library or a broken merge operator fails here, not in every job."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    zstd = dataclasses.replace(make_settings(), compression_codec="zstd")
+    with pytest.raises(InvalidError, match="zstd"):
+        CompactionExecutor(MemoryStore(), ROOT, settings=zstd, filter_supplier=NoFilters())
+    with pytest.raises(InvalidError, match="merge"):
+        make_executor(MemoryStore(), merge_operator=object())

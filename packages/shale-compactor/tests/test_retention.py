@@ -847,15 +847,35 @@ def test_merge_out_of_order_seq_is_data_error() -> None:
         list(merge_operands(rows, MockMergeOperator(), snapshot_barrier_seq=None))
 
 
-def test_merge_operator_failure_is_invalid() -> None:
+def test_operands_the_operator_cannot_merge_pass_through_unmerged() -> None:
+    """A poisoned key must not stop the compaction of every other key (issue 9 item 12)."""
+
     class Broken:
         name = "broken"
 
         def merge(self, key: bytes, existing: bytes | None, operand: bytes) -> bytes:
-            raise RuntimeError("boom")
+            if b"!" in operand:
+                raise RuntimeError("boom")
+            return (existing or b"") + operand
 
-    with pytest.raises(InvalidError, match="merge operator failed"):
-        list(merge_operands([M(b"k", b"a", 1)], Broken(), snapshot_barrier_seq=None))
+    rows = [
+        M(b"a", b"2", 6),
+        M(b"a", b"1", 5),
+        M(b"bad", b"y", 4),
+        M(b"bad", b"!", 3),
+        V(b"bad", b"base", 2),
+        M(b"c", b"z", 1),
+    ]
+    out = list(merge_operands(rows, Broken(), snapshot_barrier_seq=None))
+    assert out == [
+        M(b"a", b"12", 6),
+        M(b"bad", b"y", 4),
+        M(b"bad", b"!", 3),
+        V(b"bad", b"base", 2),
+        M(b"c", b"z", 1),
+    ]
+    many = [M(b"k", b"x", 300 - i) for i in range(250)] + [M(b"k", b"!", 1)]
+    assert list(merge_operands(many, Broken(), snapshot_barrier_seq=None)) == many
 
 
 # -- compaction_rows: the two stages together --------------------------------------------------

@@ -419,6 +419,14 @@ def test_demo_in_process(tmp_path: pathlib.Path) -> None:
     assert "removed" in out.getvalue()
 
 
+@pytest.mark.parametrize("keys", ["0", "1", "2"])
+def test_demo_with_very_few_keys(run: Run, keys: str) -> None:
+    """``shale demo --keys 0|1|2`` crashed (an assert, a seek backwards, StopIteration)."""
+    code, out, err = run("demo", "--keys", keys)
+    assert code == 0, err
+    assert "after reopening" in out
+
+
 def test_demo_refuses_a_non_empty_directory(run: Run, tmp_path: pathlib.Path) -> None:
     (tmp_path / "x").write_text("keep me")
     code, _, err = run("demo", "--dir", str(tmp_path))

@@ -214,6 +214,7 @@ def test_locator_search_order_and_cache(tmp_path: pathlib.Path) -> None:
 
 
 def test_local_store_enclosing_store(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)  # a store creates its root on first write only
     store = LocalStore(tmp_path / "a" / "b")
     up = store.enclosing_store()
     assert isinstance(up, LocalStore) and up.root == str(tmp_path / "a")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shale.errors import InvalidError
+from shale.errors import DataError, InvalidError
 from shale.merge_operators import (
     BatchMergeOperator,
     ConcatMergeOperator,
@@ -18,6 +18,7 @@ from shale.merge_operators import (
     merge_all,
     resolve_versions,
     shale_merge_operator,
+    validate_operand,
 )
 from shale.plugins import PluginHost, reset_host
 from shale.row import MERGE, TOMBSTONE, VALUE, Row
@@ -169,7 +170,7 @@ def test_resolve_counter() -> None:
 
 
 def test_resolve_unknown_kind() -> None:
-    with pytest.raises(InvalidError, match="unknown row kind"):
+    with pytest.raises(DataError, match="unknown row kind"):
         resolve_versions([(K, 1, 7, b"", None, None)], CONCAT)
 
 
@@ -183,7 +184,7 @@ def test_resolve_uses_the_key_and_wraps_errors() -> None:
             seen.append(key)
             raise RuntimeError("boom")
 
-    with pytest.raises(InvalidError, match="merge operator failed") as info:
+    with pytest.raises(DataError, match="merge operator failed") as info:
         resolve_versions([Row(b"the-key", 2, MERGE, b"x")], Recording())
     assert seen == [b"the-key"]
     assert isinstance(info.value.__cause__, RuntimeError)
@@ -239,7 +240,7 @@ def test_user_exception_is_wrapped_and_chained(use_batch: bool) -> None:
     op: object = Failing()
     if use_batch:
         Failing.merge_batch = lambda self, k, e, ops: self.merge(k, e, ops[0])  # type: ignore[attr-defined]
-    with pytest.raises(InvalidError) as info:
+    with pytest.raises(DataError) as info:
         merge_all(op, b"key-1", None, [b"x"])  # type: ignore[arg-type]
     err = info.value
     assert err.__cause__ is original
@@ -247,18 +248,22 @@ def test_user_exception_is_wrapped_and_chained(use_batch: bool) -> None:
     assert err.detail["name"] == "failing"
     assert err.detail["key"] == b"key-1"
     assert "ZeroDivisionError: user bug" in str(err)
-    assert err.kind == "invalid" and isinstance(err, ValueError)
+    assert err.kind == "data"
+    # the operands of a write being made are bad input instead
+    with pytest.raises(InvalidError) as info2:
+        merge_all(op, b"key-1", None, [b"x"], error=InvalidError)  # type: ignore[arg-type]
+    assert info2.value.__cause__ is original and info2.value.kind == "invalid"
 
 
 def test_long_keys_are_shortened_in_errors() -> None:
-    with pytest.raises(InvalidError) as info:
+    with pytest.raises(DataError) as info:
         merge_all(COUNTER, b"k" * 1000, None, [b"bad"])
     key = info.value.detail["key"]
     assert isinstance(key, bytes) and len(key) < 100 and key.endswith(b"...")
 
 
 def test_builtin_errors_are_wrapped_too() -> None:
-    with pytest.raises(InvalidError, match="merge operator failed") as info:
+    with pytest.raises(DataError, match="merge operator failed") as info:
         merge_all(COUNTER, K, None, [b"short"])
     assert isinstance(info.value.__cause__, InvalidError)
     assert info.value.detail["name"] == "counter"
@@ -269,7 +274,7 @@ def test_operator_without_name_uses_its_type() -> None:
         def merge(self, key: bytes, existing: bytes | None, operand: bytes) -> bytes:
             raise ValueError("x")
 
-    with pytest.raises(InvalidError) as info:
+    with pytest.raises(DataError) as info:
         merge_all(Nameless(), K, None, [b"x"])  # type: ignore[arg-type]
     assert info.value.detail["name"] == "Nameless"
 
@@ -295,7 +300,7 @@ def test_result_must_be_bytes(result: object, ok: bool) -> None:
         out = merge_all(Returns(), K, None, [b"x", b"y"])  # type: ignore[arg-type]
         assert out == b"ab" and type(out) is bytes
     else:
-        with pytest.raises(InvalidError, match="merge operator failed") as info:
+        with pytest.raises(DataError, match="merge operator failed") as info:
             merge_all(Returns(), K, None, [b"x"])  # type: ignore[arg-type]
         assert "non-bytes" in str(info.value)
 
@@ -338,6 +343,22 @@ def test_counter_wrong_length(existing: bytes | None, operand: bytes) -> None:
         COUNTER.merge_batch(K, existing, [operand])
 
 
+def test_counter_validate_accepts_only_8_bytes() -> None:
+    COUNTER.validate(enc(-1))
+    for bad in (b"", b"1234567", b"123456789"):
+        with pytest.raises(InvalidError, match="8 bytes"):
+            COUNTER.validate(bad)
+    assert not hasattr(CONCAT, "validate")  # every operand is fine for concat
+
+
+def test_validate_operand_wraps_and_skips_operators_without_validate() -> None:
+    validate_operand(CONCAT, K, b"anything")
+    with pytest.raises(InvalidError, match="merge operand rejected") as info:
+        validate_operand(COUNTER, K, b"123")
+    assert info.value.detail["name"] == "counter"
+    assert isinstance(info.value.__cause__, InvalidError)
+
+
 def test_counter_overflow_wraps_like_i64() -> None:
     assert COUNTER.decode(COUNTER.merge(K, enc(I64_MAX), enc(1))) == I64_MIN
     assert COUNTER.decode(COUNTER.merge(K, enc(I64_MIN), enc(-1))) == I64_MAX
@@ -359,7 +380,7 @@ _i64 = st.integers(I64_MIN, I64_MAX)
 def _outcome(op: object, existing: bytes | None, operands: list[bytes]) -> object:
     try:
         return merge_all(op, K, existing, operands)  # type: ignore[arg-type]
-    except InvalidError as exc:
+    except DataError as exc:
         return ("error", type(exc.__cause__).__name__)
 
 

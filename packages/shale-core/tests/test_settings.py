@@ -673,6 +673,8 @@ def test_from_file_read_errors(tmp_path: pathlib.Path) -> None:
     (tmp_path / "dir.json").mkdir()
     with pytest.raises(InvalidError, match="cannot read"):
         Settings.from_file(tmp_path / "dir.json")
+    with pytest.raises(InvalidError, match="cannot read"):  # was a raw ValueError
+        Settings.from_file(str(tmp_path / "nul\x00.json"))
 
 
 def test_from_file_parse_errors_give_position(tmp_path: pathlib.Path) -> None:
@@ -763,6 +765,46 @@ def test_from_env_skips_non_settings() -> None:
     environ = {name: "1" for name in env.NOT_SETTINGS}
     assert Settings.from_env(environ=environ) == Settings()
     assert Settings.from_env(environ={"shale_no_extensions": "1"}) == Settings()
+
+
+def test_from_env_skips_the_plugin_namespace() -> None:
+    """A plugin's variable (``SHALE_PLUGIN_<PLUGIN>_*``) is never taken for a setting: it used
+    to make every ``shale`` command fail (issue 9 item 15)."""
+    assert env.plugin_var("example-filter", "prefixes") == "SHALE_PLUGIN_EXAMPLE_FILTER_PREFIXES"
+    environ = {
+        "SHALE_PLUGIN_EXAMPLE_FILTER_PREFIXES": "tmp:,cache:",
+        "shale_plugin_anything__nested": "{not json",
+        "SHALE_PLUGIN_": "",
+        "SHALE_L0_MAX_SSTS": "9",
+    }
+    assert Settings.from_env(environ=environ) == Settings(l0_max_ssts=9)
+    assert Settings.load(tempfile.mkdtemp(), environ=environ) == Settings(l0_max_ssts=9)
+
+
+def test_plugin_namespace_never_shadows_a_setting() -> None:
+    """No field (nested ones included) can be spelt SHALE_PLUGIN_...: the namespace is safe."""
+    reserved = env.PLUGIN_PREFIX[len(env.SETTINGS_PREFIX) :].lower()
+
+    def names(cls: Any, path: str = "") -> list[str]:
+        out = []
+        for name, spec in cls._SPECS.items():
+            out.append(path + name)
+            if spec.group is not None:
+                out += names(spec.group, path + name + "__")
+        return out
+
+    assert not [n for n in names(Settings) if n.startswith(reserved.rstrip("_"))]
+    for bad in ("", "a b", "é", "x.y"):
+        with pytest.raises(ValueError):
+            env.plugin_var(bad, "x")
+
+
+def test_unknown_variable_still_fails_and_hints_at_the_plugin_namespace() -> None:
+    with pytest.raises(InvalidError, match="did you mean 'flush_interval'"):
+        Settings.from_env(environ={"SHALE_FLUSH_INTERVALL": "1s"})
+    with pytest.raises(InvalidError, match="SHALE_PLUGIN_") as exc:
+        Settings.from_env(environ={"SHALE_EXAMPLE_FILTER_PREFIXES": "tmp:"})  # the old name
+    assert exc.value.detail["env"] == "SHALE_EXAMPLE_FILTER_PREFIXES"
 
 
 def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -581,3 +581,48 @@ def test_run_without_intervals_returns(built: Any) -> None:
     gc.run(threading.Event())  # nothing scheduled: returns at once
     assert gc.rounds == 0
     assert len(gc.run_once().kinds) == 4  # but a one-off run collects everything
+
+
+def test_permanent_store_error_stops_the_loop() -> None:
+    """Access denied is not retried every interval forever (issue 9 item 14)."""
+    from shale.objstore import PermanentStoreError
+
+    class Denied(MemoryStore):
+        calls = 0
+
+        def list(self, prefix: str = "") -> Any:
+            Denied.calls += 1
+            raise PermanentStoreError("access denied", prefix=prefix)
+
+        def get(self, key: str) -> bytes:
+            Denied.calls += 1
+            raise PermanentStoreError("access denied", key=key)
+
+    gc = GarbageCollector(Denied(), ROOT, options(0, interval=0.01))
+    stop = threading.Event()
+    t = threading.Thread(target=gc.run, args=(stop,))
+    t.start()
+    t.join(10)
+    stopped = not t.is_alive()
+    stop.set()
+    t.join(10)
+    assert stopped, "the GC loop kept retrying a permanent error"
+    assert isinstance(gc.permanent_error, PermanentStoreError)
+    assert gc.rounds == 1
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda s: GarbageCollector(s, 5),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT, "x"),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT).run_once(kinds=5),  # type: ignore[arg-type]
+        lambda s: GarbageCollector(s, ROOT).run_once(kinds="wal"),
+    ],
+)
+def test_bad_arguments_are_invalid_errors(make: Any) -> None:
+    """Only shale's error kinds cross the API (issue 9 item 14)."""
+    from shale.errors import InvalidError
+
+    with pytest.raises(InvalidError):
+        make(MemoryStore())

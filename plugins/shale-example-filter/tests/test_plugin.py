@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from importlib.metadata import entry_points
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,21 @@ def test_compaction_removes_prefixed_keys(
             (b"tmp:1", 4, TOMBSTONE, b"", None, None),
             rows[2],
         ]
+
+
+def test_the_documented_variable_does_not_break_shale_commands(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Setting the plugin's variable made Settings.from_env fail, so every ``shale`` command
+    failed (issue 9 item 15)."""
+    from shale import cli
+
+    monkeypatch.setenv(PREFIXES_ENV, "tmp:,cache:")
+    url = str(tmp_path / "db")
+    assert cli.main(["put", url, "k", "v", "--store-option", "fsync=false"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert cli.main(["get", url, "k"]) == 0
+    assert capsys.readouterr().out.strip().endswith("v")
+    assert Settings.from_env() == Settings.from_env(environ={})
+    assert PREFIXES_ENV.startswith("SHALE_PLUGIN_")

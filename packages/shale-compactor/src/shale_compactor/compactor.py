@@ -38,8 +38,10 @@ elsewhere.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -49,7 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shale.clock import Clock, SystemClock
-from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError
+from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
 from shale.fbs.compactions import (
     STATUS_COMPACTED,
     STATUS_COMPLETED,
@@ -63,7 +65,7 @@ from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid
 from shale.locator import prune_external_ssts
 from shale.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectStore, TransientStoreError
+from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
 from shale.settings import CompactorOptions, Settings
 from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
@@ -250,6 +252,8 @@ class Compactor:
             options = settings.compactor_options or CompactorOptions()
         if not isinstance(options, CompactorOptions):
             raise InvalidError("options must be a CompactorOptions", type=type(options).__name__)
+        if not isinstance(root, str):
+            raise InvalidError("root must be a str", type=type(root).__name__)
         self.store = store
         self.root = root.strip("/")
         self.options = options
@@ -294,6 +298,7 @@ class Compactor:
         self._reports: list[CompactionReport] = []
         self._collecting = 0  # run_once calls in progress (reports are kept only for them)
         self._fenced = False
+        self._permanent_error: PermanentStoreError | None = None  # stops run() (see there)
         self._owned_store = False
         self._last_progress_log = time.monotonic()
 
@@ -412,9 +417,11 @@ class Compactor:
     def run(self) -> None:
         """Compact until :meth:`stop` is called or a newer compactor fences this one.
 
-        Errors of the object store are logged and retried on the next poll.
+        Transient errors of the object store are logged and retried on the next poll.
 
         :raises DataError: the database has no manifest.
+        :raises PermanentStoreError: the object store refuses for good (access denied, missing
+            bucket): polling again would only repeat it, so the loop stops.
         """
         self._loop_done.clear()
         self._loop_thread = threading.current_thread()
@@ -432,11 +439,20 @@ class Compactor:
                     if self._stop.is_set():
                         break
                     raise
+                except PermanentStoreError as exc:
+                    logger.error("compactor stopped: the object store refuses permanently: %s", exc)
+                    raise
                 except ShaleError as exc:
                     logger.warning("compactor poll failed; retrying: %s", exc)
                 self._log_progress()
                 self._wake.wait(self.options.poll_interval)
                 self._wake.clear()
+            if self._permanent_error is not None:
+                logger.error(
+                    "compactor stopped: the object store refuses permanently: %s",
+                    self._permanent_error,
+                )
+                raise self._permanent_error
         finally:
             self._shutdown_pool()
             self._loop_done.set()
@@ -448,8 +464,18 @@ class Compactor:
         :param timeout: seconds to wait for the jobs (``None``: no limit).
         :returns: the reports of the compactions that finished meanwhile (completed or failed).
         :raises ClosedError: ``reason="fenced"``: a newer compactor fenced this one.
-        :raises TimeoutError: the jobs did not finish in ``timeout``.
+        :raises UnavailableError: the jobs did not finish in ``timeout`` (they go on running).
+        :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise InvalidError(
+                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
+            )
         self.start()
         with self._lock:
             self._reports = []
@@ -464,7 +490,12 @@ class Compactor:
                     break
                 for f in futures:
                     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    f.result(timeout=remaining)
+                    try:
+                        f.result(timeout=remaining)
+                    except concurrent.futures.TimeoutError:
+                        raise UnavailableError(
+                            "compactions did not finish in time", timeout=timeout
+                        ) from None
         finally:
             with self._lock:
                 self._collecting -= 1
@@ -859,6 +890,10 @@ class Compactor:
             with self._lock:
                 self._jobs.pop(c.id, None)
             raise exc
+        if isinstance(exc, PermanentStoreError) and self._permanent_error is None:
+            self._permanent_error = exc  # the next job would be refused the same way: stop
+            self._stop.set()
+            self._wake.set()
         logger.error(
             "compaction %s failed%s: %s",
             c.id,

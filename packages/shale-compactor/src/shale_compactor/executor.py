@@ -66,7 +66,6 @@ from shale.locator import SstLocator
 from shale.merge import MergeIterator
 from shale.objstore.protocol import TransientStoreError
 from shale.sst import SsTable, SstBuilder
-from shale.sst.compression import codec_id
 from shale_compactor.filters import (
     CompactionJobContext,
     PluginFilterSupplier,
@@ -337,8 +336,11 @@ class CompactionExecutor:
         clock: Any = None,
         rand: random.Random | None = None,
     ) -> None:
+        from shale import components
         from shale.settings import CompactorOptions
 
+        # components are checked up front: a missing codec library must not fail every job
+        self._codec = components.check_codec(settings.compression_codec)
         self.store = store
         self.root = root
         self.ssts = SstLocator(store, root)
@@ -353,7 +355,7 @@ class CompactionExecutor:
                     "no plugin offers the configured merge operator",
                     merge_operator=settings.merge_operator,
                 )
-        self.merge_operator = merge_operator
+        self.merge_operator = components.check_merge_operator(merge_operator)
         self.filter_supplier = (
             filter_supplier if filter_supplier is not None else PluginFilterSupplier()
         )
@@ -364,17 +366,16 @@ class CompactionExecutor:
             if missing:
                 raise InvalidError("no plugin offers these filter policies", missing=missing)
             filter_policies = [offered[n] for n in settings.filter_policies]
-        self.filter_policies = list(filter_policies)
+        self.filter_policies = components.check_filter_policies(filter_policies)
         if transformer is None:
             transformer = (host or self._host()).block_transformer(settings)
-        self.transformer = transformer
+        self.transformer = components.check_transformer(transformer)
         if clock is None:
             from shale.clock import SystemClock
 
             clock = SystemClock()
         self.clock = clock
         self.rand = rand
-        self._codec = codec_id(settings.compression_codec)
 
     @staticmethod
     def _host() -> Any:

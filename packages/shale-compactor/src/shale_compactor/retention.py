@@ -32,6 +32,9 @@ They port SlateDB 0.12.1's ``MergeOperatorIterator`` (compaction mode),
 * **Duplicate (key, seq)** rows (which a healthy database never has) resolve as in SlateDB's
   ``BTreeMap``: the later row of the merged stream (the lower-precedence source) replaces the
   earlier.
+* **Operands the operator cannot merge** (:func:`merge_operands`) are passed through unmerged
+  and logged, so one poisoned key does not stop the compaction of every other key; reads of
+  that key raise :class:`~shale.errors.DataError`.
 * **Merges without an operator** raise :class:`~shale.errors.InvalidError` ("merge operator
   missing") when such a row is reached, like SlateDB's ``MergeOperatorMissing``.
 
@@ -255,14 +258,19 @@ class _Tracker:
             )
 
 
-def _fold_batch(op: MergeOperator, key: bytes, batch: list[Row], tracker: _Tracker) -> bytes:
-    """Fold one batch of operands (given newest first) into one partial operand."""
-    batch.reverse()
-    for row in batch:
-        tracker.update(row)
-    result = merge_all(op, key, None, [row[3] for row in batch])
-    batch.clear()
-    return result
+def _fold_run(op: MergeOperator, key: bytes, run: list[Row], base_value: bytes | None) -> bytes:
+    """Fold a run of operands (given newest first) over ``base_value``, SlateDB's way: batches
+    of :data:`MERGE_BATCH_SIZE` operands from the newest, each folded oldest first into one
+    partial operand, then the partial results oldest first over the base.
+
+    :raises DataError: the operator cannot merge these operands.
+    """
+    results = [
+        merge_all(op, key, None, [row[3] for row in reversed(run[i : i + MERGE_BATCH_SIZE])])
+        for i in range(0, len(run), MERGE_BATCH_SIZE)
+    ]
+    results.reverse()
+    return merge_all(op, key, base_value, results)
 
 
 def merge_operands(
@@ -284,8 +292,13 @@ def merge_operands(
     :return: the rows, with each run of operands replaced by one row carrying the newest
         operand's seq, the maximum ``create_ts`` and minimum ``expire_ts``; it is a value when a
         base value or tombstone was folded in, else a merge operand.
-    :raises InvalidError: the operator failed (see :func:`shale.merge_operators.merge_all`).
     :raises DataError: the operands of a key are not in descending seq order.
+
+    A run the operator cannot merge (it raises: operands another tool stored, or an operator
+    that changed) is passed through unmerged and logged: pre-merging is only an optimisation,
+    so the compaction goes on for every other key, and reads of that key raise
+    :class:`~shale.errors.DataError`. To allow that, a run's rows are kept until it is folded
+    (as many as a read of the key holds).
     """
     op = merge_operator
     barrier = snapshot_barrier_seq
@@ -309,8 +322,7 @@ def merge_operands(
         key = first[0]
         first_expire = first[4]
         tracker = _Tracker(first[1])
-        results: list[bytes] = []
-        batch: list[Row] = []
+        run: list[Row] = []  # the run's operands, newest first
         base: Row | None = None
         nxt: Row | None = first
         while nxt is not None:
@@ -320,19 +332,27 @@ def merge_operands(
             if nxt[2] != MERGE:
                 base = nxt
                 break
-            batch.append(nxt)
-            if len(batch) >= MERGE_BATCH_SIZE:
-                results.append(_fold_batch(op, key, batch, tracker))
+            run.append(nxt)
+            tracker.update(nxt)
             nxt = next(it, None)
-        if batch:
-            results.append(_fold_batch(op, key, batch, tracker))
         base_value = None
         if base is not None:
             tracker.update(base)
             if base[2] != TOMBSTONE:
                 base_value = base[3]
-        results.reverse()
-        value = merge_all(op, key, base_value, results)
+        try:
+            value = _fold_run(op, key, run, base_value)
+        except DataError as exc:
+            log.warning(
+                "compaction keeps %d merge operands of key %r unmerged: %s",
+                len(run),
+                _key_detail(key),
+                exc,
+            )
+            yield from run
+            if base is not None:
+                yield base
+            continue
         kind = MERGE if base is None else 0
         yield (key, tracker.seq, kind, value, tracker.expire_ts, tracker.create_ts)
 

@@ -74,8 +74,9 @@ class _Runner:
 
     def check_open(self) -> None:
         if self.closed:
-            reason = (self.db.close_reason if self.db is not None else None) or CloseReason.CLEAN
-            raise ClosedError("database is closed", reason=reason)
+            if self.db is not None:
+                raise self.db._closed_error("database is closed")
+            raise ClosedError("database is closed", reason=CloseReason.CLEAN)
 
     async def __call__(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         self.check_open()
@@ -504,12 +505,12 @@ class AsyncDb:
         return await self._run(self._db.list_checkpoints, name)
 
     async def refresh_checkpoint(
-        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+        self, checkpoint_id: uuid.UUID | str, *, lifetime: float | None = None
     ) -> None:
         """Set a checkpoint's expiry to now + ``lifetime``."""
         await self._run(self._db.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
 
-    async def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
+    async def delete_checkpoint(self, checkpoint_id: uuid.UUID | str) -> None:
         """Remove a checkpoint from the manifest."""
         await self._run(self._db.delete_checkpoint, checkpoint_id)
 

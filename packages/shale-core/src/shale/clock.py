@@ -13,7 +13,12 @@ import threading
 import time
 from typing import Protocol
 
+from shale.errors import InvalidError
+
 log = logging.getLogger(__name__)
+
+_I64_MIN = -(2**63)
+_I64_MAX = 2**63 - 1
 
 
 class Clock(Protocol):
@@ -61,7 +66,20 @@ class MonotonicClock:
                 self._last = ms
 
     def now_ms(self) -> int:
+        """The inner clock's reading, never below an earlier one.
+
+        :raises InvalidError: the inner clock returned something else than an ``int`` in the
+            i64 range (a ``float``, say): timestamps are stored as i64 milliseconds, and a
+            write must fail before anything is written rather than in the WAL upload.
+        """
         now = self.inner.now_ms()
+        if type(now) is not int and (not isinstance(now, int) or isinstance(now, bool)):
+            raise InvalidError(
+                "clock.now_ms() must return an int of epoch milliseconds",
+                type=type(now).__name__,
+            )
+        if not _I64_MIN <= now <= _I64_MAX:
+            raise InvalidError("clock.now_ms() is outside the i64 range", now_ms=now)
         with self._lock:
             if now < self._last:
                 if self._last - now > 10_000:

@@ -33,6 +33,7 @@ import collections
 import dataclasses
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -41,13 +42,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from shale import ids
-from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.compat import check_openable
 from shale.errors import (
     ClosedError,
     CloseReason,
+    InternalError,
     InvalidError,
     ShaleError,
     UnavailableError,
@@ -56,9 +58,9 @@ from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.locator import SstLocator
 from shale.memtable import Memtable
 from shale.merge import MergeIterator
-from shale.merge_operators import merge_all, resolve_versions
+from shale.merge_operators import merge_all, resolve_versions, validate_operand
 from shale.objstore import ObjectAlreadyExists, ObjectStore
-from shale.objstore.protocol import TransientStoreError
+from shale.objstore.protocol import PermanentStoreError, TransientStoreError, validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Settings
 from shale.sst import SsTable, SstBuilder
@@ -110,7 +112,17 @@ class WriteHandle:
         :raises UnavailableError: the object store failed the upload (the write stays queued
             and is retried) or ``timeout`` elapsed.
         :raises ClosedError: the database closed or was fenced first.
+        :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout < 0
+        ):
+            raise InvalidError(
+                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
+            )
         self._db._wait_durable(self.seq, timeout)
 
     def __repr__(self) -> str:
@@ -133,6 +145,32 @@ def _has_base(rows: Sequence[tuple]) -> bool:  # type: ignore[type-arg]
 def _in_range(view: SstView, key: bytes) -> bool:
     vr = view.visible_range
     return vr is None or vr.contains(key)
+
+
+def _expire_ts(kind: int, ttl: Ttl | None, now: int, default_ttl: int | None) -> int | None:
+    """The ``expire_ts`` of one op written at ``now`` (tombstones carry none)."""
+    if kind == TOMBSTONE:
+        return None
+    if ttl is None:
+        return None if default_ttl is None else expire_after(now, default_ttl)
+    return ttl.expire_ts(now)
+
+
+def _check_flag(name: str, value: object) -> bool:
+    """A ``bool`` argument, strictly: ``durable="no"`` must not mean ``True``."""
+    if not isinstance(value, bool):
+        raise InvalidError(f"{name} must be a bool", **{name: value})
+    return value
+
+
+def _check_include_expired(value: object) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise InvalidError("include_expired must be None or a bool", include_expired=value)
+    return value
+
+
+def _key_detail(key: bytes) -> bytes:
+    return key if len(key) <= 64 else key[:64] + b"..."
 
 
 class Db:
@@ -168,36 +206,55 @@ class Db:
         :param clock: an object with ``now_ms()``; the system clock by default.
         :param block_cache: a :class:`shale.cache.BlockCache` (shared between databases if you
             like); by default one of ``settings.block_cache_bytes``.
-        :raises InvalidError: bad settings or arguments.
+        :raises InvalidError: bad settings or arguments, or a component that cannot work (a
+            codec whose optional library is missing, a merge operator, filter policy,
+            transformer, clock or store without the methods it needs, bad ``store_options``),
+            all checked before the store is opened.
         :raises ClosedError: fenced by a newer writer while opening.
         """
+        from shale import components
         from shale.plugins import get_host
 
         settings = settings if settings is not None else Settings()
         if not isinstance(settings, Settings):
             raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
+        if not isinstance(path, str) or (object_store is None and not path) or "\x00" in path:
+            raise InvalidError("path must be a non-empty string without NUL", path=path)
+        # Every component is checked before the store is opened: a bad one must fail here, not
+        # in the first background upload after writes were acknowledged.
         host = get_host()
-        if object_store is None:
-            if not isinstance(path, str) or not path:
-                raise InvalidError("path must be a non-empty string", path=path)
-            object_store = host.open_object_store(path, store_options or {})
-            root = ""
-        else:
-            root = path.strip("/")
+        components.check_codec(settings.compression_codec)
+        options = components.check_store_options(store_options)
         if merge_operator is None and settings.merge_operator:
             merge_operator = host.merge_operator(settings.merge_operator)
             if merge_operator is None:
                 raise InvalidError(
                     "no plugin provides that merge operator", merge_operator=settings.merge_operator
                 )
+        components.check_merge_operator(merge_operator)
         if filter_policies is None:
             offered = {p.name: p for p in host.filter_policies(settings)}
             missing = [n for n in settings.filter_policies if n not in offered]
             if missing:
                 raise InvalidError("unknown filter policy", names=missing)
             filter_policies = [offered[n] for n in settings.filter_policies]
+        filter_policies = components.check_filter_policies(filter_policies)
         if transformer is None:
             transformer = host.block_transformer(settings)
+        components.check_transformer(transformer)
+        components.check_clock(clock)
+        if block_cache is not None and not isinstance(block_cache, BlockCache):
+            raise InvalidError(
+                "block_cache must be a shale.cache.BlockCache", type=type(block_cache).__name__
+            )
+        if object_store is None:
+            object_store = host.open_object_store(path, options)
+            root = ""
+        else:
+            components.check_object_store(object_store)
+            root = path.strip("/")
+            if root:
+                validate_key(root)
         db = cls(
             object_store,
             root,
@@ -237,7 +294,7 @@ class Db:
         self.block_cache = block_cache
         self.filter_policies = filter_policies
         self.transformer = transformer
-        self._codec = codec_id(settings.compression_codec)
+        self._codec = codec_id(settings.compression_codec)  # its library: checked in open()
         self._rand = random.Random(settings.seed)
 
         self._lock = threading.RLock()
@@ -387,8 +444,21 @@ class Db:
 
     def _check_open(self) -> None:
         if self._closed:
-            reason = self._close_reason or CloseReason.CLEAN
-            raise ClosedError("database is closed", reason=reason)
+            raise self._closed_error("database is closed")
+
+    def _closed_error(self, message: str, reason: str | None = None) -> ClosedError:
+        """The ``ClosedError`` to raise now; after a fence or a failure it names the cause.
+
+        The background failure that closed the database is the error's ``__cause__`` and is
+        quoted in its message (``error=...``), so "closed (failed)" never comes without a why.
+        """
+        reason = reason or self._close_reason or CloseReason.CLEAN
+        failure = self._failure if reason != CloseReason.CLEAN else None
+        if failure is None:
+            return ClosedError(message, reason=reason)
+        err = ClosedError(message, reason=reason, error=f"{type(failure).__name__}: {failure}")
+        err.__cause__ = failure
+        return err
 
     def _fail(self, reason: str, exc: BaseException | None) -> None:
         with self._lock:
@@ -457,11 +527,17 @@ class Db:
     def _write_items(
         self, items: list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]], durable: bool
     ) -> WriteHandle:
+        if type(durable) is not bool:  # hot path: the call only when it is wrong
+            _check_flag("durable", durable)
         if self._closed:
             self._check_open()
+        op = self.merge_operator
+        for key, ops in items:
+            for kind, value, _ttl in ops:
+                if kind == MERGE:
+                    self._check_operand(key, value, op)
         if self._wal_buf_bytes + self._imm_bytes > self.settings.max_unflushed_bytes:
             self._backpressure()
-        op = self.merge_operator
         default_ttl = self.settings.default_ttl
         settings = self.settings
         with self._lock:
@@ -471,15 +547,13 @@ class Db:
             rows = []
             nbytes = 0
             for key, ops in items:
-                if len(ops) > 1:
-                    ops = self._combine(key, ops, op)
-                for kind, value, ttl in ops:
-                    if kind == TOMBSTONE:
-                        expire = None
-                    elif ttl is None:
-                        expire = now + default_ttl if default_ttl else None
-                    else:
-                        expire = ttl.expire_ts(now)
+                timed = [
+                    (kind, value, _expire_ts(kind, ttl, now, default_ttl))
+                    for kind, value, ttl in ops
+                ]
+                if len(timed) > 1:
+                    timed = self._combine(key, timed, op)
+                for kind, value, expire in timed:
                     rows.append((key, seq, kind, value, expire, now))
                     nbytes += len(key) + len(value) + 24
             mt = self._memtable
@@ -505,12 +579,48 @@ class Db:
         return handle
 
     @staticmethod
+    def _check_operand(key: bytes, operand: bytes, op: Any) -> None:
+        """Reject a merge operand before anything is written (SlateDB writes it and fails later).
+
+        :raises InvalidError: no merge operator is configured, or the operator's optional
+            ``validate`` rejects the operand.
+        """
+        if op is None:
+            raise InvalidError(
+                "merge operator missing: merge() needs a database opened with a merge operator "
+                "(settings.merge_operator, Db.open(merge_operator=...) or --merge-operator)",
+                key=_key_detail(key),
+            )
+        validate_operand(op, key, operand)
+
+    @staticmethod
     def _combine(
-        key: bytes, ops: list[tuple[int, bytes, Ttl | None]], op: Any
-    ) -> list[tuple[int, bytes, Ttl | None]]:
-        """Pre-combine one key's ops in a batch (merges on top of a put become a value)."""
-        if len(ops) == 1 or op is None:
+        key: bytes, ops: list[tuple[int, bytes, int | None]], op: Any
+    ) -> list[tuple[int, bytes, int | None]]:
+        """Pre-combine one key's ops in a batch into one row (they share one seq).
+
+        Merges on top of a put become a value; merges on top of a delete a value of their own;
+        merges alone one merge operand. The row reads exactly as the ops written one by one only
+        when the rows that combine (the put's value and every operand) share one ``expire_ts``,
+        so any other batch is rejected, as SlateDB 0.17 does ("only one merge TTL per-key
+        allowed in a batch"). A delete carries no TTL and takes no part in the comparison.
+
+        :raises InvalidError: different ``expire_ts`` on one key, or the operator failed.
+        """
+        if len(ops) == 1:
             return ops
+        if op is None:  # unreachable: _write_items rejects merges without an operator
+            raise InvalidError("merge operator missing", key=_key_detail(key))
+        timed = ops if ops[0][0] != TOMBSTONE else ops[1:]
+        expires = {o[2] for o in timed}
+        if len(expires) > 1:
+            raise InvalidError(
+                "the ops of one key in a write batch must share one TTL (they are combined "
+                "into one row); write them in separate batches",
+                key=_key_detail(key),
+                expire_ts=sorted(expires, key=lambda e: -1 if e is None else e),
+            )
+        expire = ops[-1][2]
         if ops[0][0] in (VALUE, TOMBSTONE):
             # merges on top of a put or a delete in the same batch resolve to a plain value
             base: bytes | None = ops[0][1] if ops[0][0] == VALUE else None
@@ -520,8 +630,7 @@ class Db:
             base = None
             operands = [o[1] for o in ops]
             kind = MERGE
-        ttl = ops[-1][2]
-        return [(kind, merge_all(op, key, base, operands), ttl)]
+        return [(kind, merge_all(op, key, base, operands, error=InvalidError), expire)]
 
     def _backpressure(self) -> None:
         limit = self.settings.max_unflushed_bytes
@@ -566,10 +675,7 @@ class Db:
             failures_at_start = self._wal_failures
             while self._durable_seq < seq:
                 if self._closed and self._close_reason != CloseReason.CLEAN:
-                    raise ClosedError(
-                        "database closed before the write was durable",
-                        reason=self._close_reason or CloseReason.FAILED,
-                    )
+                    raise self._closed_error("database closed before the write was durable")
                 if self._wal_failures > failures_at_start:  # an upload failed while we waited
                     raise UnavailableError(
                         "the object store failed the WAL upload; the write is queued and will "
@@ -628,7 +734,7 @@ class Db:
                     "the object store is failing WAL uploads", error=str(self._wal_error)
                 )
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise ClosedError("database closed", reason=self._close_reason or "failed")
+                raise self._closed_error("database closed")
 
     def _flush_wal(self, *, freeze: bool = False, wait: bool = True) -> None:
         """Upload the WAL buffer as the next WAL SST (one flush at a time, in id order).
@@ -662,15 +768,41 @@ class Db:
                 self._freeze_locked(wal_id)
         if not rows:
             return
-        data = SstBuilder(
-            wal=True,
-            block_size=self.settings.wal_block_size,
-            compression=self._codec,
-            transformer=self.transformer,
-        )
-        data.add_rows(rows)
-        payload = data.finish()
-        if not self._upload_wal(wal_id, payload, rows[-1][1]):
+        try:
+            data = SstBuilder(
+                wal=True,
+                block_size=self.settings.wal_block_size,
+                compression=self._codec,
+                transformer=self.transformer,
+            )
+            data.add_rows(rows)
+            payload = data.finish()
+        except Exception as exc:
+            # Never skip a buffer: its rows were acknowledged (and are visible), and a later
+            # write reported durable on top of the gap would be a lie. Stop the database.
+            error = InternalError(
+                "the WAL buffer cannot be encoded; the database stops so that no later write "
+                "is acknowledged on top of the lost rows",
+                wal_id=wal_id,
+                rows=len(rows),
+                first_seq=rows[0][1],
+                last_seq=rows[-1][1],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            error.__cause__ = exc
+            log.error("%s", error.message)
+            self._fail(CloseReason.FAILED, error)
+            raise self._closed_error("database failed") from error
+        try:
+            uploaded = self._upload_wal(wal_id, payload, rows[-1][1])
+        except BaseException as exc:
+            # The rows left the buffer: whatever stopped the upload (a fence, a permanent store
+            # error, an interrupt), the database must not go on acknowledging writes after them.
+            self._fail(exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED, exc)
+            if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
+                raise
+            raise self._closed_error("database failed") from exc
+        if not uploaded:
             log.error(
                 "gave up uploading WAL %d while closing: %d rows were not made durable",
                 wal_id,
@@ -903,8 +1035,8 @@ class Db:
         while not self._stop.wait(self.settings.manifest_poll_interval):
             try:
                 self._refresh_manifest()
-            except ClosedError:
-                raise
+            except (ClosedError, PermanentStoreError):
+                raise  # fenced, or the store refuses for good: polling again will not help
             except ShaleError as exc:
                 log.warning("manifest poll failed: %s", exc)
 
@@ -926,6 +1058,7 @@ class Db:
         ``memtable=True`` (or with the WAL off) it also freezes the memtable and waits until
         every frozen memtable is an L0 SST in the manifest.
         """
+        _check_flag("memtable", memtable)
         self._check_open()
         if self.settings.wal_enabled:
             self._flush_wal(freeze=memtable, wait=False)
@@ -949,9 +1082,7 @@ class Db:
     def _raise_wal_error(self) -> None:
         with self._lock:
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise ClosedError(
-                    "database closed", reason=self._close_reason or CloseReason.FAILED
-                )
+                raise self._closed_error("database closed")
             if self._wal_error is not None:
                 raise UnavailableError("WAL upload failed", error=str(self._wal_error))
 
@@ -959,6 +1090,9 @@ class Db:
         """Flush the WAL (or, with the WAL off, the memtable) and stop background work.
 
         After a fence or a failure nothing is flushed. Closing twice is harmless.
+
+        :raises ClosedError: ``reason="failed"``: the database failed (before or while closing);
+            writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         with self._lock:
             if self._closed:
@@ -998,12 +1132,18 @@ class Db:
                 self.metrics(),
             )
             get_host().notify("shale_db_closed", db=self, reason=self._close_reason or "clean")
+        if self._close_reason == CloseReason.FAILED:
+            raise self._closed_error("database failed; writes not yet durable may be lost")
 
     def __enter__(self) -> Db:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            self.close()
+        except ClosedError:
+            if exc_type is None:
+                raise  # else the error already propagating says more (and chains the cause)
 
     def __repr__(self) -> str:
         state = "open" if not self._closed else f"closed:{self._close_reason}"
@@ -1012,6 +1152,8 @@ class Db:
     # -- reads -------------------------------------------------------------------------------
 
     def _read_seq(self, durability: str, dirty: bool) -> int:
+        if type(dirty) is not bool:
+            _check_flag("dirty", dirty)
         if durability == DURABILITY_MEMORY:
             return self._last_seq
         if durability == DURABILITY_REMOTE:
@@ -1106,6 +1248,8 @@ class Db:
         return self._get(key, self._read_seq(durability, dirty), include_expired)
 
     def _get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
+        if include_expired is not None and type(include_expired) is not bool:
+            _check_include_expired(include_expired)
         hide = self.settings.hide_expired if include_expired is None else not include_expired
         # Fast path: the active memtable holds the newest data; if its newest version of the key
         # is visible and a live plain value, nothing older matters.
@@ -1196,14 +1340,23 @@ class Db:
         """Pin the current state in the manifest so GC keeps it.
 
         :param lifetime: seconds until the checkpoint expires (``None``: never).
+        :param name: an optional name (a ``str``).
         :param scope: ``"all"`` flushes the WAL and memtable first; ``"durable"`` pins only
             what is already in the manifest.
+        :raises InvalidError: a bad ``lifetime`` (not a finite number ``>= 0``, or expiring
+            after 2106), ``name`` or ``scope``, before anything is flushed.
         """
-        from shale.manifest_store import add_checkpoint
+        from shale.manifest_store import (
+            add_checkpoint,
+            check_checkpoint_lifetime,
+            check_checkpoint_name,
+        )
 
         self._check_open()
         if scope not in ("all", "durable"):
             raise InvalidError("scope must be 'all' or 'durable'", scope=scope)
+        check_checkpoint_lifetime(lifetime, self.clock.now_ms() // 1000)
+        check_checkpoint_name(name)
         if scope == "all":
             self.flush(memtable=True)
         result: list[Any] = []
@@ -1225,15 +1378,28 @@ class Db:
 
     def list_checkpoints(self, name: str | None = None) -> list[Any]:
         """Checkpoints in the latest manifest (only those called ``name`` if given)."""
+        from shale.manifest_store import check_checkpoint_name
+
+        check_checkpoint_name(name)
         m = self.refresh_manifest()
         return [c for c in m.checkpoints if name is None or (c.name or "") == name]
 
     def refresh_checkpoint(
-        self, checkpoint_id: uuid.UUID, *, lifetime: float | None = None
+        self, checkpoint_id: uuid.UUID | str, *, lifetime: float | None = None
     ) -> None:
-        """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires)."""
-        from shale.manifest_store import refresh_checkpoint
+        """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires).
 
+        :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
+        :raises InvalidError: an unknown id, or a bad id or ``lifetime``.
+        """
+        from shale.manifest_store import (
+            check_checkpoint_lifetime,
+            checkpoint_uuid,
+            refresh_checkpoint,
+        )
+
+        checkpoint_id = checkpoint_uuid(checkpoint_id)
+        check_checkpoint_lifetime(lifetime, self.clock.now_ms() // 1000)
         self._check_open()
         self._update_manifest(
             lambda m, _n: refresh_checkpoint(
@@ -1241,10 +1407,15 @@ class Db:
             )
         )
 
-    def delete_checkpoint(self, checkpoint_id: uuid.UUID) -> None:
-        """Remove a checkpoint from the manifest."""
-        from shale.manifest_store import remove_checkpoint
+    def delete_checkpoint(self, checkpoint_id: uuid.UUID | str) -> None:
+        """Remove a checkpoint from the manifest.
 
+        :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
+        :raises InvalidError: an unknown or malformed id.
+        """
+        from shale.manifest_store import checkpoint_uuid, remove_checkpoint
+
+        checkpoint_id = checkpoint_uuid(checkpoint_id)
         self._check_open()
         self._update_manifest(lambda m, _n: remove_checkpoint(m, checkpoint_id))
 
@@ -1314,6 +1485,8 @@ class DbIterator:
         max_seq: int,
         include_expired: bool | None,
     ) -> None:
+        _check_flag("reverse", reverse)
+        _check_include_expired(include_expired)
         if start is not None:
             start = check_key(start)
         if end is not None:
@@ -1449,7 +1622,10 @@ class DbSnapshot:
         return DbIterator(self._db, start, end, reverse, self.seq, include_expired)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
-        return self.scan(bytes(prefix) or None, _prefix_end(bytes(prefix)), **options)
+        if not isinstance(prefix, (bytes, bytearray)):
+            raise InvalidError("prefix must be bytes", type=type(prefix).__name__)
+        prefix = bytes(prefix)
+        return self.scan(prefix or None, _prefix_end(prefix), **options)
 
     def close(self) -> None:
         with self._db._lock:

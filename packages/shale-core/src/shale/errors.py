@@ -5,9 +5,13 @@ public API; each message carries ``key=value`` detail so logs stay greppable.
 
 - :class:`TransactionError` -- a transaction conflicted; retry the whole transaction.
 - :class:`ClosedError` -- the handle is finished; ``reason`` is ``"clean"``, ``"fenced"`` or
-  ``"failed"``.
+  ``"failed"``. After a fence or a failure its ``__cause__`` is what closed the handle.
 - :class:`UnavailableError` -- may succeed if retried (I/O, object-store outages, timeouts).
-- :class:`InvalidError` -- bad argument, configuration or call. Also a ``ValueError``.
+  Only transient conditions: shale retries these, and nothing else, in the background.
+- :class:`InvalidError` -- bad argument, configuration or call. Also a ``ValueError``. This
+  includes an object store that refuses for good (access denied, missing bucket:
+  :class:`shale.objstore.PermanentStoreError`): retrying cannot help, the configuration must
+  change.
 - :class:`DataError` -- persisted state is corrupt or missing (checksum, bad FlatBuffer,
   unknown version, missing object).
 - :class:`InternalError` -- a bug in shale or in a plugin.

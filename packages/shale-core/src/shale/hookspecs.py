@@ -71,6 +71,12 @@ def shale_block_transformer(settings: Any) -> Any:
 def shale_merge_operator(name: str) -> Any:
     """Return the merge operator registered under ``name``, or ``None``.
 
+    The object must satisfy :class:`shale.merge_operators.MergeOperator`: a ``merge(key,
+    existing, operand)`` method (checked when the database opens), optionally ``merge_batch``
+    and ``validate(operand)``. ``validate`` raises for an operand the operator cannot merge;
+    writes call it before anything is written and reject the write with ``InvalidError``, so
+    define it unless every ``bytes`` is a valid operand.
+
     :param name: the operator name from the settings (``"concat"``, ``"counter"``, ...).
 
     Stops at first non-None result.

@@ -94,6 +94,8 @@ def format_id(n: int) -> str:
 
 def join(root: str, *parts: str) -> str:
     """``root/part/...`` as an object-store path; an empty ``root`` adds nothing."""
+    if not isinstance(root, str):
+        raise InvalidError("a database root must be a str", type=type(root).__name__)
     root = root.strip("/")
     return "/".join([root, *parts]) if root else "/".join(parts)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -55,6 +56,7 @@ from shale.sequenced import (
 )
 
 __all__ = [
+    "MAX_CHECKPOINT_EXPIRE_S",
     "MAX_PROBES",
     "MAX_LIST_RETRIES",
     "ROLE_COMPACTOR",
@@ -65,6 +67,9 @@ __all__ = [
     "Mutation",
     "StoredManifest",
     "add_checkpoint",
+    "check_checkpoint_lifetime",
+    "check_checkpoint_name",
+    "checkpoint_uuid",
     "find_checkpoint",
     "refresh_checkpoint",
     "remove_checkpoint",
@@ -308,9 +313,73 @@ def find_checkpoint(m: Manifest, checkpoint_id: uuid.UUID) -> Checkpoint | None:
     return None
 
 
+#: The latest checkpoint expiry a manifest can store (``expire_time`` is a u32 of seconds).
+MAX_CHECKPOINT_EXPIRE_S = 2**32 - 1
+
+
+def check_checkpoint_lifetime(lifetime_s: object, now_s: int) -> float | None:
+    """``lifetime_s`` if it is ``None`` or a finite number of seconds ``>= 0`` whose expiry,
+    ``now_s + lifetime_s``, a manifest can store (a u32 of seconds, i.e. before 2106).
+
+    :raises InvalidError: a non-number (``"x"``, a ``bool``), NaN, infinity, a negative
+        lifetime, or one that expires too late.
+    """
+    if lifetime_s is None:
+        return None
+    if isinstance(lifetime_s, bool) or not isinstance(lifetime_s, (int, float)):
+        raise InvalidError(
+            "checkpoint lifetime must be None or a number of seconds", lifetime=lifetime_s
+        )
+    if not math.isfinite(lifetime_s) or lifetime_s < 0:
+        raise InvalidError(
+            "checkpoint lifetime must be a finite number of seconds >= 0", lifetime=lifetime_s
+        )
+    if now_s + lifetime_s > MAX_CHECKPOINT_EXPIRE_S:
+        raise InvalidError(
+            "checkpoint lifetime expires too late (a manifest stores the expiry as a u32 of "
+            "seconds); use None for a checkpoint that never expires",
+            lifetime=lifetime_s,
+        )
+    return lifetime_s
+
+
+def check_checkpoint_name(name: object) -> str | None:
+    """``name`` if it is ``None`` or a ``str`` a manifest can store (valid UTF-8, < 64 KiB).
+
+    :raises InvalidError: anything else.
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str):
+        raise InvalidError("checkpoint name must be None or a str", type=type(name).__name__)
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidError("checkpoint name is not valid UTF-8 text", name=name) from None
+    if size > 0xFFFF:
+        raise InvalidError("checkpoint name is longer than 65535 UTF-8 bytes", length=size)
+    return name
+
+
+def checkpoint_uuid(checkpoint_id: object) -> uuid.UUID:
+    """A checkpoint id given as a :class:`uuid.UUID` or its string form.
+
+    :raises InvalidError: anything else, or a string that is not a UUID.
+    """
+    if isinstance(checkpoint_id, uuid.UUID):
+        return checkpoint_id
+    if isinstance(checkpoint_id, str):
+        try:
+            return uuid.UUID(checkpoint_id)
+        except ValueError:
+            raise InvalidError("checkpoint id is not a UUID", checkpoint_id=checkpoint_id) from None
+    raise InvalidError(
+        "checkpoint id must be a uuid.UUID or its str form", type=type(checkpoint_id).__name__
+    )
+
+
 def _expire(now_s: int, lifetime_s: float) -> int:
-    if lifetime_s < 0:
-        raise InvalidError("checkpoint lifetime must not be negative", lifetime_s=lifetime_s)
+    check_checkpoint_lifetime(lifetime_s, now_s)
     return int(now_s + lifetime_s)
 
 
@@ -333,9 +402,12 @@ def add_checkpoint(
     :param name: an optional name.
     :param checkpoint_id: the checkpoint's UUID (default: a random UUIDv4).
     :param source: copy the pinned version of this existing checkpoint instead.
-    :raises InvalidError: unknown ``source``, a duplicate ``checkpoint_id``, a negative
-        lifetime, or a non-source checkpoint of an uninitialized database (a clone in progress).
+    :raises InvalidError: unknown ``source``, a duplicate ``checkpoint_id``, a bad lifetime
+        (see :func:`check_checkpoint_lifetime`) or name, or a non-source checkpoint of an
+        uninitialized database (a clone in progress).
     """
+    check_checkpoint_name(name)
+    check_checkpoint_lifetime(lifetime_s, now_s)
     if source is not None:
         src = find_checkpoint(m, source)
         if src is None:
@@ -356,8 +428,12 @@ def add_checkpoint(
     return dataclasses.replace(m, checkpoints=[*m.checkpoints, cp]), cp
 
 
-def remove_checkpoint(m: Manifest, checkpoint_id: uuid.UUID) -> Manifest:
-    """``m`` without checkpoint ``checkpoint_id``. :raises InvalidError: unknown id."""
+def remove_checkpoint(m: Manifest, checkpoint_id: uuid.UUID | str) -> Manifest:
+    """``m`` without checkpoint ``checkpoint_id`` (a UUID or its str form).
+
+    :raises InvalidError: unknown id.
+    """
+    checkpoint_id = checkpoint_uuid(checkpoint_id)
     if find_checkpoint(m, checkpoint_id) is None:
         raise InvalidError("unknown checkpoint", checkpoint_id=str(checkpoint_id))
     return dataclasses.replace(
@@ -366,13 +442,15 @@ def remove_checkpoint(m: Manifest, checkpoint_id: uuid.UUID) -> Manifest:
 
 
 def refresh_checkpoint(
-    m: Manifest, checkpoint_id: uuid.UUID, *, now_s: int, lifetime_s: float | None
+    m: Manifest, checkpoint_id: uuid.UUID | str, *, now_s: int, lifetime_s: float | None
 ) -> Manifest:
-    """``m`` with checkpoint ``checkpoint_id`` set to expire ``lifetime_s`` after ``now_s``
-    (``None``: never expires).
+    """``m`` with checkpoint ``checkpoint_id`` (a UUID or its str form) set to expire
+    ``lifetime_s`` after ``now_s`` (``None``: never expires).
 
-    :raises InvalidError: unknown id, or a negative lifetime.
+    :raises InvalidError: unknown id, or a bad lifetime (see
+        :func:`check_checkpoint_lifetime`).
     """
+    checkpoint_id = checkpoint_uuid(checkpoint_id)
     cp = find_checkpoint(m, checkpoint_id)
     if cp is None:
         raise InvalidError("unknown checkpoint", checkpoint_id=str(checkpoint_id))

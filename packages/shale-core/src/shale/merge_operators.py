@@ -16,10 +16,22 @@ Invariants and why:
   and reads later merge those partial results with other operands and the base; the visible
   value must not depend on which runs were pre-merged. Operands are always given oldest to
   newest, so operators need not be commutative.
+* **Bad operands are rejected at write time.** An operator may define ``validate(operand)``
+  (see :class:`MergeOperator`); ``Db.merge`` and ``Db.write`` call it through
+  :func:`validate_operand` before anything is written, so an operand the operator cannot
+  interpret never reaches the store (``"merge operand rejected"``, an
+  :class:`~shale.errors.InvalidError`). A merge on a database without an operator is rejected
+  the same way (SlateDB accepts both and fails on every later read and compaction of the key).
 * **A merge never fails silently.** Any exception raised by an operator, built-in or a plugin's,
-  becomes :class:`~shale.errors.InvalidError` ``"merge operator failed"`` carrying the
-  operator's ``name`` and the ``key``, chained from the original (SlateDB:
-  ``MergeOperatorError`` is ``ErrorKind::Invalid``). A result that is not bytes is an error too.
+  becomes ``"merge operator failed"`` carrying the operator's ``name`` and the ``key``, chained
+  from the original. A result that is not bytes is an error too. The kind depends on where the
+  operands came from: operands read back from storage that the operator cannot merge are
+  persisted state gone bad (written by another tool or an older operator), a
+  :class:`~shale.errors.DataError` for that key only (:func:`resolve_versions`, and
+  :func:`merge_all` by default); operands of the write being made are bad input, an
+  :class:`~shale.errors.InvalidError` (``merge_all(..., error=InvalidError)``; SlateDB reports
+  every ``MergeOperatorError`` as ``Invalid``). Compaction never fails on such a key: it
+  passes the operands through unmerged (``shale_compactor.retention``).
 * **Merging nothing is an error** (SlateDB's ``EmptyBatch``): :func:`merge_all` needs at least
   one operand.
 * **Operands without an operator are an error** (SlateDB's ``MergeOperatorMissing``, also
@@ -44,7 +56,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import shale
-from shale.errors import InvalidError
+from shale.errors import DataError, InvalidError, ShaleError
 from shale.row import CREATE_TS as _CREATE_TS
 from shale.row import EXPIRE_TS, KIND, MERGE, SEQ, TOMBSTONE, VAL, VALUE
 from shale.row import KEY as _KEY
@@ -59,6 +71,7 @@ __all__ = [
     "merge_all",
     "resolve_versions",
     "shale_merge_operator",
+    "validate_operand",
 ]
 
 log = logging.getLogger(__name__)
@@ -80,6 +93,15 @@ class MergeOperator(Protocol):
 
     An implementation may also define ``merge_batch`` (see :class:`BatchMergeOperator`) to fold
     many operands in one call; :func:`merge_all` prefers it when present.
+
+    It may also define ``validate(operand: bytes) -> None``, which raises (any exception) when
+    ``operand`` is not one this operator can merge -- for example a ``counter`` operand that is
+    not 8 bytes. Writes call it for every merge operand before anything is written (see
+    :func:`validate_operand`) and reject the whole write with
+    :class:`~shale.errors.InvalidError`. It must accept every operand :meth:`merge` can merge,
+    must not depend on the key's current value, and must be cheap (it runs on the write path).
+    Without it, an operand the operator cannot merge is stored and every later read of the key
+    raises :class:`~shale.errors.DataError`.
     """
 
     #: The operator's name: the settings refer to it, and errors carry it.
@@ -138,11 +160,36 @@ def _as_bytes(result: object, name: str, key: bytes) -> bytes:
     )
 
 
+def validate_operand(op: MergeOperator, key: bytes, operand: bytes) -> None:
+    """Check a merge operand with the operator's optional ``validate`` before it is written.
+
+    :param op: the merge operator (without a ``validate`` every operand is accepted).
+    :param key: the key being written (quoted in the error).
+    :param operand: the operand.
+    :raises InvalidError: ``"merge operand rejected"`` naming the operator and the key, chained
+        from the exception ``validate`` raised.
+    """
+    validate = getattr(op, "validate", None)
+    if validate is None:
+        return
+    try:
+        validate(operand)
+    except Exception as exc:
+        raise InvalidError(
+            "merge operand rejected",
+            name=_op_name(op),
+            key=_key_detail(key),
+            error=f"{type(exc).__name__}: {exc}",
+        ) from exc
+
+
 def merge_all(
     op: MergeOperator | None,
     key: bytes,
     existing: bytes | None,
     operands_oldest_first: Sequence[bytes],
+    *,
+    error: type[ShaleError] = DataError,
 ) -> bytes:
     """Fold ``operands_oldest_first`` into ``existing`` with ``op``.
 
@@ -153,11 +200,14 @@ def merge_all(
     :param key: the key being merged (passed to the operator; quoted in errors).
     :param existing: the base value, or ``None`` when there is none.
     :param operands_oldest_first: the operands, oldest to newest.
+    :param error: the kind raised when the operator fails: :class:`~shale.errors.DataError`
+        (the default) for operands read from storage, :class:`~shale.errors.InvalidError` for
+        the operands of a write being made.
     :return: the merged value.
-    :raises InvalidError: ``op`` is ``None`` (``"merge operator missing"``); there are no
-        operands (``"merge batch is empty"``, SlateDB's ``EmptyBatch``); or the operator raised
-        or returned a non-bytes value (``"merge operator failed"``, chained from the
-        operator's exception).
+    :raises InvalidError: ``op`` is ``None`` (``"merge operator missing"``) or there are no
+        operands (``"merge batch is empty"``, SlateDB's ``EmptyBatch``).
+    :raises DataError: (or ``error``) the operator raised or returned a non-bytes value
+        (``"merge operator failed"``, chained from the operator's exception).
     """
     if op is None:
         raise InvalidError("merge operator missing", key=_key_detail(key))
@@ -175,7 +225,7 @@ def merge_all(
         assert value is not None  # at least one operand was merged
         return value
     except Exception as exc:
-        raise InvalidError(
+        raise error(
             "merge operator failed",
             name=name,
             key=_key_detail(key),
@@ -206,8 +256,9 @@ def resolve_versions(
         operand's, ``create_ts`` the maximum and ``expire_ts`` the minimum over the merged
         operands and the base (``None`` when no merged row has one).
     :raises InvalidError: operands must be merged but ``op`` is ``None``
-        (``"merge operator missing"``), the operator failed (see :func:`merge_all`), or a row
-        has an unknown kind.
+        (``"merge operator missing"``).
+    :raises DataError: the operator failed on the stored operands (see :func:`merge_all`), or
+        a row has an unknown kind.
     """
     check_expiry = hide_expired and now_ms is not None
     operands: list[bytes] = []  # newest first
@@ -237,7 +288,7 @@ def resolve_versions(
             if expired:
                 row_expire = None  # what compaction leaves of an expired base: a tombstone
         else:
-            raise InvalidError("unknown row kind", kind=kind, seq=row[SEQ])
+            raise DataError("unknown row kind", kind=kind, seq=row[SEQ])
         row_create = row[_CREATE_TS]
         if row_create is not None and (create_ts is None or row_create > create_ts):
             create_ts = row_create
@@ -293,10 +344,11 @@ _I64_MAX = 2**63 - 1
 class CounterMergeOperator:
     """``"counter"``: values and operands are signed 64-bit little-endian integers, added.
 
-    A missing value counts as 0. An operand or value that is not exactly 8 bytes raises
-    :class:`~shale.errors.InvalidError`. Sums **wrap around** in two's complement like Rust's
-    ``i64::wrapping_add``: that keeps the operator associative for every grouping of operands,
-    which flushes and compactions rely on when they pre-merge runs of operands.
+    A missing value counts as 0. An operand that is not exactly 8 bytes is rejected when it is
+    written (:meth:`validate`); one found in storage (written by another tool) makes reads of
+    that key raise :class:`~shale.errors.DataError`. Sums **wrap around** in two's complement
+    like Rust's ``i64::wrapping_add``: that keeps the operator associative for every grouping of
+    operands, which flushes and compactions rely on when they pre-merge runs of operands.
 
     Use :meth:`encode` and :meth:`decode` to convert between ``int`` and the stored bytes.
     """
@@ -325,6 +377,13 @@ class CounterMergeOperator:
             )
         n: int = _I64.unpack(data)[0]
         return n
+
+    def validate(self, operand: bytes) -> None:
+        """Accept only 8-byte operands (what :meth:`encode` makes).
+
+        :raises InvalidError: ``operand`` is not 8 bytes long.
+        """
+        self.decode(operand)
 
     def merge(self, key: bytes, existing: bytes | None, operand: bytes) -> bytes:
         """``existing + operand`` as signed 64-bit integers (``existing`` ``None`` is 0)."""

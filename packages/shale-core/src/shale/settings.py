@@ -773,7 +773,7 @@ class Settings(_Options):
             )
         try:
             text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; bad UTF-8
             raise InvalidError("cannot read settings file", file=str(p), error=str(exc)) from exc
         data: Any
         if suffix == ".json":
@@ -822,7 +822,8 @@ class Settings(_Options):
         ``SHALE_GARBAGE_COLLECTOR_OPTIONS__WAL__MIN_AGE=1h``; ``SHALE_COMPACTOR_OPTIONS=none``
         disables a group. Names are case-insensitive. A value is parsed as JSON when it is valid
         JSON (``8``, ``true``, ``null``, ``{"poll_interval": "2s"}``, ``["_bf"]``), otherwise taken
-        as a string. Variables listed in :data:`shale.env.NOT_SETTINGS` are skipped; any other
+        as a string. Variables listed in :data:`shale.env.NOT_SETTINGS` and the plugins'
+        namespace ``SHALE_PLUGIN_*`` (:data:`shale.env.PLUGIN_PREFIX`) are skipped; any other
         variable with the prefix must be a setting.
 
         :param prefix: the variable-name prefix (non-empty).
@@ -837,8 +838,10 @@ class Settings(_Options):
         tree: dict[str, Any] = {}
         origin: dict[str, str] = {}  # dotted field path -> variable name
         skip = {name.upper() for name in env.NOT_SETTINGS}
+        plugins = env.PLUGIN_PREFIX.upper()
         for var in sorted(environ):
-            if not var.upper().startswith(prefix.upper()) or var.upper() in skip:
+            upper = var.upper()
+            if not upper.startswith(prefix.upper()) or upper in skip or upper.startswith(plugins):
                 continue
             parts = _NESTED.split(var[len(prefix) :].lower())
             dotted = ".".join(parts)
@@ -869,6 +872,9 @@ class Settings(_Options):
                 dotted = dotted.rpartition(".")[0]
             below = [v for k, v in origin.items() if k.startswith(wanted + ".")]
             var = origin.get(dotted) or (below[0] if below else prefix + "*")
+            if str(getattr(exc, "reason", "")).startswith("unknown setting"):
+                hint = f"variables of plugins start with {env.PLUGIN_PREFIX}"
+                raise _rebuild(exc, env=var, hint=hint) from None
             raise _rebuild(exc, env=var) from None
 
     @classmethod

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from shale.clock import Clock, SystemClock
-from shale.errors import DataError, ShaleError
+from shale.errors import DataError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
 from shale.manifest_store import (
@@ -46,7 +46,7 @@ from shale.manifest_store import (
     StoredManifest,
     remove_expired_checkpoints,
 )
-from shale.objstore import ObjectStore
+from shale.objstore import ObjectStore, PermanentStoreError
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions
 from shale_gc.report import (
     KIND_COMPACTED,
@@ -131,6 +131,12 @@ class GarbageCollector:
         progress: ProgressCallback | None = None,
         manifest_update_timeout: float = 300.0,
     ) -> None:
+        if not isinstance(root, str):
+            raise InvalidError("root must be a str", type=type(root).__name__)
+        if options is not None and not isinstance(options, GarbageCollectorOptions):
+            raise InvalidError(
+                "options must be a GarbageCollectorOptions", type=type(options).__name__
+            )
         self.store = store
         self.root = root.strip("/")
         self.options = options if options is not None else GarbageCollectorOptions()
@@ -145,6 +151,9 @@ class GarbageCollector:
         self._stop = threading.Event()
         #: Rounds completed by this collector.
         self.rounds = 0
+        #: The first permanent object-store error (access denied, missing bucket) met; once set,
+        #: :meth:`run` stops: retrying every interval would only repeat it.
+        self.permanent_error: PermanentStoreError | None = None
 
     def __repr__(self) -> str:
         mode = ", dry_run" if self.dry_run else ""
@@ -171,6 +180,12 @@ class GarbageCollector:
         :param kinds: a subset of ``"manifest"``, ``"wal"``, ``"compacted"``,
             ``"compactions"``; directories disabled in the options are skipped.
         """
+        if kinds is not None and (
+            isinstance(kinds, (str, bytes))
+            or not isinstance(kinds, Iterable)
+            or not all(isinstance(k, str) for k in kinds)
+        ):
+            raise InvalidError("kinds must be an iterable of directory names", kinds=kinds)
         wanted = self.enabled_kinds if kinds is None else [k for k in KINDS if k in set(kinds)]
         return self._round([k for k in wanted if self.directory_options(k) is not None])
 
@@ -186,7 +201,9 @@ class GarbageCollector:
         Each directory with an interval runs at once (or, with ``start_immediately=False``,
         one interval after the call), then every ``interval`` seconds after its previous round
         ended. Directories whose interval is ``None`` are not run here (use :meth:`run_once`).
-        Errors are logged and reported, never raised.
+        Errors are logged and reported, never raised. A permanent object-store error (access
+        denied, missing bucket: :class:`~shale.objstore.PermanentStoreError`) stops the loop
+        after that round, logged as an error and kept in :attr:`permanent_error`.
 
         :param on_report: called with each round's report (after ``shale_gc_finished``).
         :param start_immediately: run the first round now rather than after one interval.
@@ -231,8 +248,17 @@ class GarbageCollector:
                 report = self._round(due)
                 if on_report is not None:
                     on_report(report)
-            except Exception:  # never fatal: the next round tries again
+            except Exception as exc:  # never fatal: the next round tries again
+                self._note_permanent(exc)
                 logger.exception("garbage collection round failed")
+            if self.permanent_error is not None:
+                logger.error(
+                    "garbage collector stopped root=%s: the object store refuses permanently "
+                    "(fix its configuration or permissions, then restart): %s",
+                    self.root,
+                    self.permanent_error,
+                )
+                return
             done = time.monotonic()
             for k in due:
                 next_due[k] = done + intervals[k]
@@ -248,6 +274,7 @@ class GarbageCollector:
             try:
                 report.expired_checkpoints = self._remove_expired_checkpoints(expiry_s)
             except Exception as exc:
+                self._note_permanent(exc)
                 msg = f"removing expired checkpoints failed; nothing collected: {_describe(exc)}"
                 logger.warning("gc: %s root=%s", msg, self.root)
                 report.errors.append(msg)
@@ -335,6 +362,7 @@ class GarbageCollector:
             else:
                 self._delete(kr, allowed)
         except Exception as exc:  # never fatal: report, log, try again next round
+            self._note_permanent(exc)
             kr.error = _describe(exc)
             if isinstance(exc, ShaleError):
                 logger.warning("gc %s failed root=%s: %s", kind, self.root, kr.error)
@@ -397,6 +425,8 @@ class GarbageCollector:
             except Exception as exc:  # retried next round: the object is still garbage
                 kr.failed.append((obj, _describe(exc)))
                 logger.warning("gc could not delete key=%s (retried next round): %s", obj.key, exc)
+                if self._note_permanent(exc):
+                    break  # every other delete would be refused the same way
             else:
                 kr.deleted.append(obj)
                 logger.debug("gc deleted key=%s size=%d", obj.key, obj.size)
@@ -404,6 +434,14 @@ class GarbageCollector:
                 self._progress(kr.kind, "deleted", i)
                 logger.info("gc deleting %s root=%s done=%d of %d", kr.kind, self.root, i, total)
         self._progress(kr.kind, "deleted", len(kr.deleted))
+
+    def _note_permanent(self, exc: BaseException) -> bool:
+        """Remember the first permanent store error; True when ``exc`` is one."""
+        if not isinstance(exc, PermanentStoreError):
+            return False
+        if self.permanent_error is None:
+            self.permanent_error = exc
+        return True
 
     def _progress(self, kind: str, phase: str, count: int) -> None:
         if self.progress is None:

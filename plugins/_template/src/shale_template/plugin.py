@@ -3,6 +3,10 @@
 Rename the distribution in ``pyproject.toml`` and the package folder, keep the entry point in the
 ``shale`` group, and implement any hook of :mod:`shale.hookspecs` with ``@shale.hookimpl``.
 This template implements one observer so you can see it run: it logs every database open.
+
+Configuration from the environment goes in the namespace shale reserves for plugins, named with
+``shale.env.plugin_var("template", "level")`` (``SHALE_PLUGIN_TEMPLATE_LEVEL``): any other unknown
+``SHALE_*`` variable is rejected by the settings loader as a misspelt setting.
 """
 
 from __future__ import annotations

@@ -9,8 +9,10 @@ Copy this folder to write your own filter. The moving parts:
   and returns a filter for that job, or ``None`` to stay out of it;
 * :class:`DropPrefixFilter` decides per row (see :mod:`shale_compactor.filters` for the API).
 
-Configuration: the environment variable :data:`PREFIXES_ENV` (``SHALE_EXAMPLE_FILTER_PREFIXES``)
-holds a comma-separated list of key prefixes, e.g. ``tmp:,cache:`` (UTF-8; blanks around items
+Configuration: the environment variable :data:`PREFIXES_ENV`
+(``SHALE_PLUGIN_EXAMPLE_FILTER_PREFIXES``, in the ``SHALE_PLUGIN_*`` namespace core reserves for
+plugins, so the settings loader never mistakes it for a misspelt setting) holds a
+comma-separated list of key prefixes, e.g. ``tmp:,cache:`` (UTF-8; blanks around items
 are ignored). Unset or empty: the plugin returns no filter and compactions are unaffected. The
 variable is read at the start of each compaction job, in the compactor's process.
 
@@ -28,6 +30,7 @@ import os
 from typing import Any
 
 import shale
+from shale.env import plugin_var
 from shale.row import TOMBSTONE
 from shale_compactor.filters import DROP, KEEP, CompactionJobContext, Decision, modify_tombstone
 
@@ -36,7 +39,9 @@ __all__ = ["PREFIXES_ENV", "DropPrefixFilter", "parse_prefixes", "shale_compacti
 log = logging.getLogger(__name__)
 
 #: Environment variable: comma-separated key prefixes whose keys are removed on compaction.
-PREFIXES_ENV = "SHALE_EXAMPLE_FILTER_PREFIXES"
+#: ``SHALE_PLUGIN_EXAMPLE_FILTER_PREFIXES`` (it was ``SHALE_EXAMPLE_FILTER_PREFIXES``, which the
+#: settings loader rejected as an unknown setting, failing every ``shale`` command).
+PREFIXES_ENV = plugin_var("example_filter", "prefixes")
 
 
 def parse_prefixes(text: str | None) -> tuple[bytes, ...]:

@@ -12,7 +12,11 @@ Error kinds (every store maps its failures to exactly these):
 - :class:`ObjectAlreadyExists` -- a create-if-absent lost, or an etag condition failed;
 - :class:`TransientStoreError` -- may succeed if retried (an
   :class:`~shale.errors.UnavailableError`);
-- :class:`PermanentStoreError` -- will not succeed if retried (access denied, bad bucket).
+- :class:`PermanentStoreError` -- will not succeed if retried (access denied, missing bucket,
+  bad request): an :class:`~shale.errors.InvalidError` (the store's configuration or
+  permissions are wrong), never an :class:`~shale.errors.UnavailableError`, so no retry loop
+  ever retries it. A background task that meets one stops (a writer closes with reason
+  ``"failed"``, naming it; the compactor and the GC stop their loops).
 
 Invariants every store keeps (checked by :mod:`shale.testing.objstore_contract`):
 
@@ -66,10 +70,15 @@ class TransientStoreError(ObjectStoreError, UnavailableError):
     kind = "unavailable"
 
 
-class PermanentStoreError(ObjectStoreError, UnavailableError):
-    """A failure that retrying will not fix (permissions, missing bucket, bad request)."""
+class PermanentStoreError(ObjectStoreError, InvalidError):
+    """A failure that retrying will not fix (permissions, missing bucket, bad request).
 
-    kind = "unavailable"
+    Its public kind is ``"invalid"``: like a bad setting it needs a change of configuration
+    (credentials, bucket, permissions), not a retry. (SlateDB reports it as ``Unavailable``
+    and retries it forever.)
+    """
+
+    kind = "invalid"
 
 
 @dataclass(frozen=True)

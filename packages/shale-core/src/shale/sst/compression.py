@@ -94,6 +94,30 @@ def _zstd() -> Any:
     return zstandard
 
 
+def check_available(codec: int | str | None) -> int:
+    """The codec's id, once its library is known to import (writers call this when they open).
+
+    Without it a missing optional extra is found only by the first background upload, which
+    then fails the database.
+
+    :raises InvalidError: unknown codec, or its library is not installed (naming the extra).
+    """
+    cid = codec_id(codec)
+    if cid == SNAPPY:
+        _snappy()
+    elif cid == ZSTD:
+        _zstd()
+    elif cid == LZ4:
+        try:
+            import lz4.block  # noqa: F401
+        except ImportError:
+            raise InvalidError(
+                "the lz4 codec needs the lz4 library (a shale-core dependency): pip install lz4",
+                codec="lz4",
+            ) from None
+    return cid
+
+
 def compress(codec: int, data: bytes) -> bytes:
     """Compress ``data`` the way SlateDB frames codec ``codec``."""
     if codec == NONE:
