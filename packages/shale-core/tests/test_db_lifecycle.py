@@ -196,6 +196,40 @@ def test_unclosed_db_is_flushed_at_exit(tmp_path: pathlib.Path, wal: bool, drop:
         assert db.get(b"k") == b"written without close"
 
 
+FORK_CHILD = """
+import os
+import sys
+import shale
+settings = shale.Settings(flush_interval=None, compactor_options=None,
+                          garbage_collector_options=None)
+db = shale.Db.open(sys.argv[1], settings)
+db.put(b"k", b"parent", durable=False)
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # the child exits normally: it must not flush (or close) the parent's Db
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+db.put(b"k2", b"parent", durable=False)
+db.close()
+print(db.close_reason)
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_forked_child_leaves_the_parents_db_alone(tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "db")
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORK_CHILD, path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "clean", proc.stderr
+    with Db.open(path, FAST) as db:
+        assert db.get(b"k") == b"parent" and db.get(b"k2") == b"parent"
+
+
 @pytest.mark.parametrize("compactor", [False, True], ids=["plain", "embedded-compactor"])
 def test_dropped_db_warns_and_flushes(store: MemoryStore, compactor: bool) -> None:
     settings = FAST.replace(flush_interval=None)

@@ -42,6 +42,7 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 import random
 import threading
 import time
@@ -210,8 +211,8 @@ def _warn_unclosed(db: Db, when: str) -> None:
 def _close_open_dbs() -> None:
     """At interpreter exit: close (and so flush) every database the program left open."""
     for db in list(_open_dbs):
-        if db._close_started:
-            continue
+        if db._close_started or db._pid != os.getpid():
+            continue  # closed, or a copy inherited by a forked child: the parent owns it
         try:
             _warn_unclosed(db, "at interpreter exit")
         except Warning:  # -W error: still close it
@@ -354,6 +355,7 @@ class Db:
         self._threads: list[threading.Thread] = []
 
         self._started = False  # background threads running: __del__ must close it
+        self._pid = os.getpid()  # a forked child must not flush (or close) its parent's Db
         self._closed = False
         self._close_started = False  # close() was called
         self._close_done = threading.Event()  # close() finished
@@ -433,6 +435,8 @@ class Db:
         # that was fenced or failed has stopped and has nothing to flush.)
         if not getattr(self, "_started", False) or self._close_started or self._closed:
             return
+        if self._pid != os.getpid():
+            return  # a copy inherited by a forked child: the parent owns it
         try:
             _warn_unclosed(self, "was garbage collected")
         finally:
@@ -682,29 +686,42 @@ class Db:
             self._l0_wakeup.set()
         with self._lock:
             self._wait_locked(
-                lambda: self._durable_seq >= seq, deadline, "the write was durable", seq=seq
+                lambda: self._durable_seq >= seq,
+                deadline,
+                "the write was durable",
+                wal=self.settings.wal_enabled,
+                seq=seq,
             )
 
+    def _upload_failures_locked(self, wal: bool) -> int:
+        return self._wal_failures if wal else self._l0_failures
+
     def _wait_locked(
-        self, done: Callable[[], bool], deadline: float | None, what: str, **detail: object
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        what: str,
+        *,
+        wal: bool,
+        **detail: object,
     ) -> None:
         """Block, holding ``_lock``, until ``done()``; the condition is notified on every change
         of state, so this never polls (it re-checks at most every ``WAIT_RECHECK_S``).
 
         :param what: what ``done()`` means, for messages ("the write was durable").
+        :param wal: waiting for WAL uploads (else for L0 flushes): which failures count.
         :raises UnavailableError: an upload failed meanwhile (the data stays queued and is
             retried in the background), or ``deadline`` passed; the message names the cause.
         :raises ClosedError: the database closed, failed or was fenced first.
         """
-        failures_at_start = self._wal_failures + self._l0_failures
+        failures_at_start = self._upload_failures_locked(wal)
         while not done():
             if self._closed and self._close_reason != CloseReason.CLEAN:
                 raise ClosedError(
                     f"database closed before {what}",
                     reason=self._close_reason or CloseReason.FAILED,
                 )
-            if self._wal_failures + self._l0_failures > failures_at_start:
-                wal = self._wal_error is not None
+            if self._upload_failures_locked(wal) > failures_at_start:
                 raise UnavailableError(
                     f"the object store failed the {'WAL' if wal else 'L0'} upload before {what}; "
                     "the data is queued and the upload is retried in the background",
@@ -716,14 +733,15 @@ class Db:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise UnavailableError(
-                    f"timed out before {what}: {self._blocked_cause_locked()}", **detail
+                    f"timed out before {what}: {self._blocked_cause_locked(wal)}", **detail
                 )
             self._cond.wait(WAIT_RECHECK_S if remaining is None else min(WAIT_RECHECK_S, remaining))
 
-    def _blocked_cause_locked(self) -> str:
-        """Why flushes are not making progress, for error messages and warnings."""
+    def _blocked_cause_locked(self, wal: bool | None = None) -> str:
+        """Why flushes are not making progress, for error messages and warnings: of WAL
+        uploads (``wal=True``), of L0 flushes (``False``), or of either (``None``)."""
         l0 = len(self._manifest.l0)
-        if self._imms and l0 >= self.settings.l0_max_ssts:
+        if wal is not True and self._imms and l0 >= self.settings.l0_max_ssts:
             since = self._l0_full_since
             waited = 0.0 if since is None else time.monotonic() - since
             return (
@@ -731,9 +749,9 @@ class Db:
                 f"compaction has made room for {waited:.0f} s, so frozen memtables cannot be "
                 "flushed -- is a compactor running?"
             )
-        if self._wal_error is not None:
+        if wal is not False and self._wal_error is not None:
             return f"the object store is failing WAL uploads: {self._wal_error}"
-        if self._l0_error is not None:
+        if wal is not True and self._l0_error is not None:
             return f"the object store is failing L0 uploads: {self._l0_error}"
         return "the background flush has not finished yet"
 
@@ -1140,6 +1158,7 @@ class Db:
                     ),
                     deadline,
                     "the WAL was flushed",
+                    wal=True,
                 )
         if memtable or not wal:
             self._l0_wakeup.set()
@@ -1152,6 +1171,7 @@ class Db:
                     ),
                     deadline,
                     "the memtable was flushed to L0",
+                    wal=False,
                 )
         self.stats["flushes"] += 1
 
