@@ -312,6 +312,38 @@ def test_l0_full_is_logged(
     assert db.metrics()["l0_flush_blocked_ms"] > 0
 
 
+def test_backpressure_with_l0_full_blocks_without_spinning(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shale.db, "BACKPRESSURE_RECHECK_S", 0.2)
+    settings = WAL_OFF.replace(l0_sst_size_bytes=256, max_unflushed_bytes=1024)
+    db = Db.open(ROOT, settings, object_store=store)
+    fill_l0(db)
+    blocked: list[BaseException] = []
+
+    def write_until_blocked() -> None:
+        try:
+            for i in range(1000):  # frozen memtables pile up until writers block
+                db.put(b"k%04d" % i, b"x" * 64, durable=False)
+        except BaseException as exc:
+            blocked.append(exc)
+
+    with caplog.at_level(logging.WARNING, logger="shale.db"):
+        assert cpu_while(write_until_blocked, 1.5) < CPU_BUDGET
+    assert any(
+        "writes blocked" in r.getMessage() and "L0 is full" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    db.close()  # releases the writer, and flushes what it wrote
+    deadline = time.monotonic() + WAIT_S
+    while not blocked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert isinstance(blocked[0], ClosedError)
+    assert db.close_reason == "clean"
+    with Db.open(ROOT, settings, object_store=store) as again:
+        assert again.get(b"k0000") == b"x" * 64
+
+
 def test_cli_flush_memtable_with_l0_full_times_out(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
