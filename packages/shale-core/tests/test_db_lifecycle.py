@@ -249,6 +249,25 @@ def test_dropped_db_warns_and_flushes(store: MemoryStore, compactor: bool) -> No
         assert again.get(b"k") == b"v"
 
 
+def test_testing_crash_abandons_without_flushing() -> None:
+    from shale.testing import crash
+
+    switch = Switch(MemoryStore())
+    settings = FAST.replace(flush_interval=None)
+    before = set(threading.enumerate())
+    db = Db.open(ROOT, settings, object_store=switch)  # type: ignore[arg-type]
+    db.put(b"durable", b"1")
+    db.put(b"buffered", b"2", durable=False)
+    crash(db)
+    assert own_threads(before) == [] and db.close_reason == "failed"
+    calls = switch.total()
+    del db
+    gc.collect()  # no ResourceWarning (filterwarnings=error), no flush
+    assert switch.total() == calls
+    with Db.open(ROOT, settings, object_store=switch) as again:  # type: ignore[arg-type]
+        assert again.get(b"durable") == b"1" and again.get(b"buffered") is None
+
+
 # -- item 9: no busy waits, timeouts that name the cause ----------------------------------------
 
 

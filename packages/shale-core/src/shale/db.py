@@ -59,6 +59,7 @@ from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.errors import (
     ClosedError,
     CloseReason,
+    InternalError,
     InvalidError,
     ShaleError,
     UnavailableError,
@@ -1243,6 +1244,14 @@ class Db:
                 )
         if error is not None:
             raise error
+
+    def _crash(self) -> None:
+        """Stop the way a killed process would (for tests and simulations; see
+        :func:`shale.testing.crash`): nothing more is flushed or written, the background
+        threads are joined, and the handle reports ``close_reason == "failed"``."""
+        self._fail(CloseReason.FAILED, InternalError("simulated crash"))
+        _open_dbs.discard(self)
+        self._join_threads()
 
     def _join_threads(self) -> list[str]:
         """Wait for the background threads; the names of those still running after
