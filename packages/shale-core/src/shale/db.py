@@ -59,6 +59,7 @@ from shale.clock import Clock, MonotonicClock, SystemClock
 from shale.errors import (
     ClosedError,
     CloseReason,
+    DataError,
     InternalError,
     InvalidError,
     ShaleError,
@@ -1189,7 +1190,8 @@ class Db:
 
         :raises UnavailableError: writes could not be flushed (the object store kept failing);
             the message says how many and which seqs: they are lost. ``close_reason`` is then
-            ``"failed"`` and the store's error is the ``__cause__``.
+            ``"failed"`` and the store's error is the ``__cause__``. (A cause of another kind,
+            e.g. a ``DataError``, is reported with that kind.)
         :raises ClosedError: ``reason="fenced"``: a newer writer fenced this one while it
             flushed; the writes not flushed are lost.
         """
@@ -1309,11 +1311,12 @@ class Db:
                 f"fenced by a newer writer while closing: {what}", reason=cause.reason, **detail
             )
         else:
-            error = UnavailableError(
-                f"close could not flush: the object store failed; {what}",
-                error=str(cause),
-                **detail,
-            )
+            # the public kind of the cause: unavailable for a store outage or a full disk
+            kind: type[ShaleError] = UnavailableError
+            if cause is not None and not isinstance(cause, UnavailableError):
+                kinds = (DataError, InvalidError, InternalError, ShaleError)
+                kind = next((k for k in kinds if isinstance(cause, k)), UnavailableError)
+            error = kind(f"close could not flush: {what}", error=str(cause), **detail)
         error.__cause__ = cause
         log.error("%s", error)
         return error
