@@ -20,6 +20,7 @@ from shale_compactor.compactions_store import (
 from shale_compactor.compactor import (
     CompactionReport,
     Compactor,
+    CompactorHealth,
     JobStatus,
     read_status,
     submit_compaction,
@@ -63,6 +64,7 @@ __all__ = [
     "CompactionStopped",
     "CompactionsStore",
     "Compactor",
+    "CompactorHealth",
     "CompactorState",
     "CompactorStateView",
     "CompactorStateWriter",

@@ -27,6 +27,11 @@ A :class:`Compactor` owns one database's compactor role. Lifecycle and invariant
   plus the last finished one. A job whose commit reached the manifest but not the
   ``.compactions`` file is recognised on restart (its outputs form the destination run and its
   sources are gone) and marked Completed without redoing it.
+- **Failures back off.** A compaction that fails is marked Failed; the scheduler would propose
+  the same one again at once, so after ``n`` failures in a row :meth:`run` adds no proposals for
+  ``poll_interval * 2**(n-1)`` seconds (at most :data:`FAILURE_BACKOFF_MAX_S`). Submitted
+  compactions still start. :meth:`health` reports the failures; a completed compaction resets
+  the back-off. The writer is never affected (L0 just fills up).
 - **Threads.** State I/O is serialised by one lock; job execution runs outside it. The
   executor's merging is GIL-bound Python/Cython, so more threads mostly overlap object-store
   latency rather than CPU.
@@ -90,6 +95,7 @@ from shale_compactor.state import (
 __all__ = [
     "CompactionReport",
     "Compactor",
+    "CompactorHealth",
     "JobStatus",
     "read_status",
     "submit_compaction",
@@ -103,6 +109,8 @@ PROGRESS_LOG_INTERVAL_S = 10.0
 COMMIT_ATTEMPTS = 6
 COMMIT_RETRY_MIN_S = 0.1
 COMMIT_RETRY_MAX_S = 2.0
+#: Longest pause of new proposals after compactions failed in a row (seconds).
+FAILURE_BACKOFF_MAX_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,34 @@ class JobStatus:
             "total_bytes": self.total_bytes,
             "percentage": round(self.percentage, 1),
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 3),
+        }
+
+
+@dataclass(frozen=True)
+class CompactorHealth:
+    """Failures of this compactor's jobs (:meth:`Compactor.health`).
+
+    :ivar failures: compactions that failed since it was created.
+    :ivar consecutive_failures: failures since the last completed compaction.
+    :ivar last_error: the last failure (``"kind: message"``), or ``None``.
+    :ivar last_failed_id: the id of the last failed compaction, or ``None``.
+    :ivar retry_in_s: seconds until :meth:`Compactor.run` proposes compactions again, or
+        ``None`` when it is not backing off.
+    """
+
+    failures: int
+    consecutive_failures: int
+    last_error: str | None
+    last_failed_id: Ulid | None
+    retry_in_s: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "failures": self.failures,
+            "consecutive_failures": self.consecutive_failures,
+            "last_error": self.last_error,
+            "last_failed_id": None if self.last_failed_id is None else str(self.last_failed_id),
+            "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
         }
 
 
@@ -301,6 +337,11 @@ class Compactor:
         self._permanent_error: PermanentStoreError | None = None  # stops run() (see there)
         self._owned_store = False
         self._last_progress_log = time.monotonic()
+        self._failures = 0
+        self._consecutive_failures = 0
+        self._last_error: str | None = None
+        self._last_failed_id: Ulid | None = None
+        self._backoff_until: float | None = None  # monotonic; no proposals before it
 
     def __repr__(self) -> str:
         epoch = None if self._writer is None else self._writer.epoch
@@ -432,7 +473,7 @@ class Compactor:
                 return
             while not self._stop.is_set():
                 try:
-                    self._tick()
+                    self._tick(backoff=True)
                 except ClosedError:
                     if self._fenced:
                         break
@@ -614,6 +655,19 @@ class Compactor:
                 for j in self._jobs.values()
             ]
 
+    def health(self) -> CompactorHealth:
+        """Failures of this compactor's compactions and the current back-off."""
+        with self._lock:
+            until = self._backoff_until
+            retry = None if until is None else max(0.0, until - time.monotonic())
+            return CompactorHealth(
+                failures=self._failures,
+                consecutive_failures=self._consecutive_failures,
+                last_error=self._last_error,
+                last_failed_id=self._last_failed_id,
+                retry_in_s=retry,
+            )
+
     def view(self) -> CompactorStateView:
         """The compactor's current view of the state (after :meth:`start`)."""
         with self._lock:
@@ -638,15 +692,20 @@ class Compactor:
 
     # -- the tick -----------------------------------------------------------------------------
 
-    def _tick(self) -> list[Ulid]:
-        """Refresh, add proposals, start what can start. Returns the ids started."""
+    def _tick(self, backoff: bool = False) -> list[Ulid]:
+        """Refresh, add proposals (unless ``backoff`` and failures say to wait), start what
+        can start. Returns the ids started."""
         started: list[tuple[_Job, Any]] = []
         finished: list[CompactionReport] = []
         with self._lock:
             writer = self._require_writer()
             try:
                 writer.refresh()
-                dirty = self._add_proposals(writer)
+                until = self._backoff_until
+                if backoff and until is not None and time.monotonic() < until:
+                    dirty = False  # compactions failed in a row: no new proposals yet
+                else:
+                    dirty = self._add_proposals(writer)
                 dirty |= self._start_submitted(writer, started, finished)
                 if dirty:
                     writer.write_compactions_safely()
@@ -847,6 +906,8 @@ class Compactor:
                         writer.state.finish(c.id, STATUS_COMPLETED, outputs)
                     writer.write_compactions_safely()
                     self._jobs.pop(c.id, None)
+                    self._consecutive_failures = 0
+                    self._backoff_until = None
                     report = self._report(c, "completed", before, outputs, duration)
                     if self._collecting:
                         self._reports.append(report)
@@ -894,15 +955,31 @@ class Compactor:
             self._permanent_error = exc  # the next job would be refused the same way: stop
             self._stop.set()
             self._wake.set()
-        logger.error(
-            "compaction %s failed%s: %s",
-            c.id,
-            " while committing" if committing else "",
-            exc,
-            exc_info=exc,
+        error = (
+            f"{exc.kind}: {exc.message}"
+            if isinstance(exc, ShaleError)
+            else f"{type(exc).__name__}: {exc}"
         )
         report: CompactionReport | None = None
         with self._lock:
+            self._failures += 1
+            self._consecutive_failures += 1
+            self._last_error = error
+            self._last_failed_id = c.id
+            delay = min(
+                self.options.poll_interval * 2 ** min(self._consecutive_failures - 1, 30),
+                FAILURE_BACKOFF_MAX_S,
+            )
+            self._backoff_until = time.monotonic() + delay
+            logger.error(
+                "compaction %s failed%s (%d in a row; no new compactions for %.1f s): %s",
+                c.id,
+                " while committing" if committing else "",
+                self._consecutive_failures,
+                delay,
+                exc,
+                exc_info=exc,
+            )
             self._jobs.pop(c.id, None)
             writer = self._writer
             if writer is not None and not self._fenced:
@@ -917,11 +994,6 @@ class Compactor:
                     return None
                 except ShaleError as exc2:
                     logger.warning("could not record the failure of compaction %s: %s", c.id, exc2)
-            error = (
-                f"{exc.kind}: {exc.message}"
-                if isinstance(exc, ShaleError)
-                else f"{type(exc).__name__}: {exc}"
-            )
             m = writer.state.manifest if writer is not None else None
             report = self._report(c, "failed", m, [], time.monotonic() - started, error=error)
             if self._collecting:

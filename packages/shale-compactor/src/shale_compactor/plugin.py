@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pluggy
@@ -29,8 +30,9 @@ import shale
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-#: Embedded compactors by ``id(db)``: (db, compactor, thread).
-_embedded: dict[int, tuple[Any, Any, threading.Thread]] = {}
+#: Embedded compactors by ``id(db)``: (weak reference to the db, compactor, thread). The db is
+#: held weakly so that a database dropped without close() can be collected (and closed then).
+_embedded: dict[int, tuple[weakref.ref[Any], Any, threading.Thread]] = {}
 
 #: Seconds ``shale_db_closed`` waits for the embedded compactor to stop.
 STOP_TIMEOUT_S = 60.0
@@ -82,7 +84,7 @@ def shale_db_opened(db: Any) -> None:
     )
     thread = threading.Thread(target=_run, args=(compactor,), name="shale-compactor", daemon=True)
     with _lock:
-        _embedded[id(db)] = (db, compactor, thread)
+        _embedded[id(db)] = (weakref.ref(db), compactor, thread)
     thread.start()
     log.info("embedded compactor started for %r", db)
 
@@ -90,9 +92,11 @@ def shale_db_opened(db: Any) -> None:
 @shale.hookimpl
 def shale_db_closed(db: Any, reason: str) -> None:
     with _lock:
-        entry = _embedded.pop(id(db), None)
-    if entry is None or entry[0] is not db:
-        return
+        entry = _embedded.get(id(db))
+        # a dead reference is this db's own, being collected (an id is reused only after close)
+        if entry is None or entry[0]() not in (db, None):
+            return
+        del _embedded[id(db)]
     _, compactor, thread = entry
     compactor.stop(timeout=STOP_TIMEOUT_S)
     if thread is not threading.current_thread():
@@ -104,7 +108,7 @@ def embedded_compactor(db: Any) -> Any:
     """The :class:`~shale_compactor.Compactor` running inside ``db``, or ``None``."""
     with _lock:
         entry = _embedded.get(id(db))
-    return entry[1] if entry is not None and entry[0] is db else None
+    return entry[1] if entry is not None and entry[0]() is db else None
 
 
 @shale.hookimpl

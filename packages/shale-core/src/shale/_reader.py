@@ -98,6 +98,7 @@ class _ReadOnlyEngine(Db):
 
     def _load(self) -> None:
         """Read the manifest (latest or the checkpoint's) and the WAL after it; install them."""
+        from shale.compat import check_openable
         from shale.manifest_store import ManifestStore, find_checkpoint
 
         ms = ManifestStore(
@@ -137,6 +138,10 @@ class _ReadOnlyEngine(Db):
                         )
                     log.debug("WALs vanished without a newer manifest (attempt %d)", attempt)
                     continue
+            # shapes shale cannot read correctly fail here, before any read (as a writer open)
+            check_openable(m)
+            self._ssts.check(m)
+            self._ssts.observe(m.external_dbs)
             mt = Memtable()
             floor = m.last_l0_seq
             replayed = [i for i in sorted(wals) if i > m.replay_after_wal_id]
@@ -216,7 +221,7 @@ class _ReadOnlyEngine(Db):
     def _update_manifest(self, mutate: Any) -> Manifest:
         raise InvalidError(_READ_ONLY, url=self.url)
 
-    def flush(self, *, memtable: bool = False) -> None:
+    def flush(self, *, memtable: bool = False, timeout: float | None = None) -> None:
         raise InvalidError(_READ_ONLY, url=self.url)
 
     def _refresh_manifest(self) -> Manifest:

@@ -488,16 +488,21 @@ class AsyncDb:
 
     # -- flush, checkpoints, status -----------------------------------------------------------
 
-    async def flush(self, *, memtable: bool = False) -> None:
+    async def flush(self, *, memtable: bool = False, timeout: float | None = None) -> None:
         """Make every write so far durable (see :meth:`shale.Db.flush`)."""
-        await self._run(self._db.flush, memtable=memtable)
+        await self._run(self._db.flush, memtable=memtable, timeout=timeout)
 
     async def create_checkpoint(
-        self, *, lifetime: float | None = None, name: str | None = None, scope: str = "all"
+        self,
+        *,
+        lifetime: float | None = None,
+        name: str | None = None,
+        scope: str = "all",
+        timeout: float | None = None,
     ) -> CheckpointInfo:
         """Pin the current state in the manifest (see :meth:`shale.Db.create_checkpoint`)."""
         return await self._run(
-            self._db.create_checkpoint, lifetime=lifetime, name=name, scope=scope
+            self._db.create_checkpoint, lifetime=lifetime, name=name, scope=scope, timeout=timeout
         )
 
     async def list_checkpoints(self, name: str | None = None) -> list[Any]:

@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_ERROR = 2
+#: Default ``--timeout`` of commands that flush memtables to L0 (``flush --memtable``,
+#: ``checkpoint create --flush``): L0 may be full with no compactor running.
+FLUSH_TIMEOUT_S = 60.0
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -230,6 +233,18 @@ def _ttl(value: str) -> int:
     return ms
 
 
+def _timeout(value: str) -> float:
+    from shale.settings import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except InvalidError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError("the timeout must be > 0")
+    return seconds
+
+
 def _count(value: str) -> int:
     try:
         n = int(value)
@@ -344,7 +359,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
 
 def _cmd_flush(args: argparse.Namespace) -> int:
     with _open_db(args, create=False) as db:
-        db.flush(memtable=args.memtable)
+        db.flush(memtable=args.memtable, timeout=args.timeout)
         m = db.metrics()
     what = "WAL and memtable (now in L0)" if args.memtable else "WAL"
     print(
@@ -455,7 +470,7 @@ def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
     lifetime = _lifetime(args)
     if args.flush:
         with _open_db(args, create=False) as db:
-            info = db.create_checkpoint(lifetime=lifetime, name=args.name)
+            info = db.create_checkpoint(lifetime=lifetime, name=args.name, timeout=args.timeout)
         print(f"{info.id} manifest={info.manifest_id}")
         return EXIT_OK
     store = _open_store(args)
@@ -668,6 +683,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also flush every memtable to an L0 SST in the manifest",
     )
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=FLUSH_TIMEOUT_S,
+        metavar="SECONDS",
+        help="give up after this long, e.g. while L0 is full and no compactor runs "
+        f"(seconds or a duration such as 2m; default {FLUSH_TIMEOUT_S:.0f})",
+    )
     p.set_defaults(func=_cmd_flush)
 
     man = sub.add_parser("manifest", help="inspect manifests")
@@ -696,6 +719,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="open the database as the writer (fencing any other) and flush the WAL "
         "and memtable into the checkpoint first",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_timeout,
+        default=FLUSH_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"with --flush: give up after this long (default {FLUSH_TIMEOUT_S:.0f})",
     )
     p.set_defaults(func=_cmd_checkpoint_create)
     p = cp_sub.add_parser("list", parents=[dbo], help="list the checkpoints")

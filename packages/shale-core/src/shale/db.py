@@ -23,21 +23,34 @@ Reads see, newest first: the memtable, frozen memtables, L0 SSTs, then sorted ru
 a seq (committed writes by default, durable ones with ``durability="remote"``, or a snapshot's).
 
 Threads: the WAL flusher, the L0 flusher and the manifest poller run in the background; locks are
-taken in the order ``_wal_mutex`` -> ``_manifest_mutex`` -> ``_lock``.
+taken in the order ``_wal_mutex`` -> ``_manifest_mutex`` -> ``_lock``. They hold the ``Db`` only
+weakly between steps, so a database the program dropped without closing it is collected: it is
+then closed (flushed) with a ``ResourceWarning``, as are databases still open at interpreter exit.
+Waits block on ``_cond`` (notified on every state change) or an event, never in a polling loop.
+
+Closing: ``close()`` stops the background threads (an upload being retried is abandoned and
+picked up again by close), joins them, then flushes what is left on its own thread with a bounded
+number of retries -- with the WAL off every frozen memtable goes to L0 even past ``l0_max_ssts``.
+What could not be flushed is reported by raising (``close_reason`` becomes ``"failed"``); once
+``close()`` returns no thread of the database touches the object store again.
 """
 
 from __future__ import annotations
 
+import atexit
 import bisect
 import collections
 import dataclasses
 import itertools
 import logging
 import math
+import os
 import random
 import threading
 import time
 import uuid
+import warnings
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -49,6 +62,7 @@ from shale.compat import check_openable
 from shale.errors import (
     ClosedError,
     CloseReason,
+    DataError,
     InternalError,
     InvalidError,
     ShaleError,
@@ -77,6 +91,12 @@ RETRY_MIN_S = 0.1
 RETRY_MAX_S = 1.0
 #: Upload attempts a closing database makes before it gives up on the object store.
 CLOSE_RETRIES = 3
+#: How long close() waits for a background thread stuck in an object-store call.
+CLOSE_JOIN_TIMEOUT_S = 60.0
+#: Seconds L0 may stay full (with frozen memtables waiting) before a warning, then between them.
+L0_FULL_WARN_S = 30.0
+#: Longest a blocked waiter sleeps between re-checks; state changes wake it sooner.
+WAIT_RECHECK_S = 1.0
 
 
 class KeyValue(NamedTuple):
@@ -110,7 +130,8 @@ class WriteHandle:
         """Block until this write is durable.
 
         :raises UnavailableError: the object store failed the upload (the write stays queued
-            and is retried) or ``timeout`` elapsed.
+            and is retried) or ``timeout`` elapsed; the message names the cause (e.g. L0 full,
+            with the WAL off).
         :raises ClosedError: the database closed or was fenced first.
         :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
@@ -171,6 +192,94 @@ def _check_include_expired(value: object) -> bool | None:
 
 def _key_detail(key: bytes) -> bytes:
     return key if len(key) <= 64 else key[:64] + b"..."
+
+
+@dataclasses.dataclass
+class _PendingWal:
+    """A WAL SST taken from the buffer whose upload has not succeeded yet."""
+
+    wal_id: int
+    rows: list[tuple]  # type: ignore[type-arg]
+    payload: bytes | None = None
+    attempts: int = 0  # upload attempts so far (after the first, the object may be ours)
+
+
+#: What a background step waits on next: an event and a timeout (``None``: no timeout).
+_Wait = tuple[threading.Event, float | None]
+
+
+def _run_background(ref: weakref.ref[Db], step: Callable[[Db], _Wait | None], first: _Wait) -> None:
+    """Drive one background loop of a database: wait, then run ``step`` until it returns None.
+
+    The database is held only while a step runs, never while waiting, so a database dropped
+    without ``close()`` can be collected (its ``__del__`` closes it). A ``ClosedError`` closes
+    the database with its reason; any other exception closes it as failed.
+    """
+    event, timeout = first
+    while True:
+        event.wait(timeout)
+        db = ref()
+        if db is None:
+            return
+        try:
+            nxt = step(db)
+        except ClosedError as exc:
+            db._fail(exc.reason, exc)
+            return
+        except BaseException as exc:  # a background failure closes the database
+            log.exception("background task failed; closing the database")
+            db._fail(CloseReason.FAILED, exc)
+            return
+        del db
+        if nxt is None:
+            return
+        event, timeout = nxt
+
+
+#: Open databases, closed at interpreter exit if the program did not close them.
+_open_dbs: weakref.WeakSet[Db] = weakref.WeakSet()
+
+
+def _warn_unclosed(db: Db, when: str) -> None:
+    warnings.warn(
+        f"unclosed shale database {db.url!r} {when}: closing it now (flushing its unflushed "
+        "writes); use 'with Db.open(...)' or call close()",
+        ResourceWarning,
+        stacklevel=2,
+        source=db,
+    )
+
+
+def _close_open_dbs() -> None:
+    """At interpreter exit: close (and so flush) every database the program left open."""
+    for db in list(_open_dbs):
+        if db._close_started or db._pid != os.getpid():
+            continue  # closed, or a copy inherited by a forked child: the parent owns it
+        try:
+            _warn_unclosed(db, "at interpreter exit")
+        except Warning:  # -W error: still close it
+            log.warning("unclosed shale database %r at interpreter exit; closing it", db.url)
+        try:
+            db.close()
+        except Exception as exc:
+            log.error("closing %r at interpreter exit failed: %s", db.url, exc)
+
+
+atexit.register(_close_open_dbs)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    """``time.monotonic()`` deadline of a ``timeout=`` argument (``None``: wait for ever)."""
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or math.isnan(timeout)
+        or timeout < 0
+    ):
+        raise InvalidError("timeout must be a number of seconds >= 0, or None", timeout=timeout)
+    return time.monotonic() + timeout
 
 
 class Db:
@@ -306,8 +415,13 @@ class Db:
         self._l0_wakeup = threading.Event()
         self._threads: list[threading.Thread] = []
 
+        self._started = False  # background threads running: __del__ must close it
+        self._pid = os.getpid()  # a forked child must not flush (or close) its parent's Db
         self._closed = False
-        self._closing = False
+        self._close_started = False  # close() was called
+        self._close_done = threading.Event()  # close() finished
+        self._close_notified = False  # shale_db_closed was sent
+        self._final_flusher: threading.Thread | None = None  # the thread running close's flush
         self._close_reason: str | None = None
         self._failure: BaseException | None = None
 
@@ -317,9 +431,16 @@ class Db:
         self._wal_buf: list[tuple] = []  # type: ignore[type-arg]
         self._wal_buf_bytes = 0
         self._wal_flushes_since_freeze = 0
+        self._wal_queue: collections.deque[_PendingWal] = collections.deque()  # in id order
+        self._freeze_wanted = 0  # flush(memtable=True) requests, counted
+        self._freeze_done = 0  # requests the WAL flusher has frozen the memtable for
         self._wal_error: BaseException | None = None  # set while WAL uploads are failing
         self._wal_error_seq = 0
         self._wal_failures = 0  # failed WAL upload attempts, ever
+        self._l0_error: BaseException | None = None  # set while L0 uploads are failing
+        self._l0_failures = 0  # failed L0 upload or manifest attempts, ever
+        self._l0_full_since: float | None = None  # monotonic time L0 became full (work waiting)
+        self._l0_warned_at = 0.0
         self._last_seq = 0
         self._durable_seq = 0
         self._next_wal_id = 1
@@ -356,9 +477,13 @@ class Db:
             self._next_wal_id = fence_id + 1
         else:
             self._next_wal_id = m.wal_id_last_seen + 1
-        self._spawn("shale-wal-flusher", self._wal_loop)
-        self._spawn("shale-l0-flusher", self._l0_loop)
-        self._spawn("shale-manifest-poller", self._poll_loop)
+        poll = s.manifest_poll_interval
+        if s.wal_enabled:
+            self._spawn("shale-wal-flusher", Db._wal_step, (self._wal_wakeup, s.flush_interval))
+        self._spawn("shale-l0-flusher", Db._l0_step, (self._l0_wakeup, 0.0))
+        self._spawn("shale-manifest-poller", Db._poll_step, (self._stop, poll))
+        self._started = True
+        _open_dbs.add(self)
         log.info(
             "opened shale database url=%s manifest=%d writer_epoch=%d next_wal=%d last_seq=%d",
             self.url,
@@ -368,22 +493,27 @@ class Db:
             self._last_seq,
         )
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        t = threading.Thread(target=self._guard(target), name=name, daemon=True)
+    def _spawn(self, name: str, step: Callable[[Db], _Wait | None], first: _Wait) -> None:
+        t = threading.Thread(
+            target=_run_background, args=(weakref.ref(self), step, first), name=name, daemon=True
+        )
         self._threads.append(t)
         t.start()
 
-    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
+    def __del__(self) -> None:
+        # Dropped without close(): flush and stop like close() does, and say so. (A database
+        # that was fenced or failed has stopped and has nothing to flush.)
+        if not getattr(self, "_started", False) or self._close_started or self._closed:
+            return
+        if self._pid != os.getpid():
+            return  # a copy inherited by a forked child: the parent owns it
+        try:
+            _warn_unclosed(self, "was garbage collected")
+        finally:
             try:
-                target()
-            except ClosedError as exc:
-                self._fail(exc.reason, exc)
-            except BaseException as exc:  # a background failure closes the database
-                log.exception("background task failed; closing the database")
-                self._fail(CloseReason.FAILED, exc)
-
-        return run
+                self.close()
+            except Exception as exc:
+                log.error("closing the unclosed database %r failed: %s", self.url, exc)
 
     # -- WAL fencing and replay ------------------------------------------------------------
 
@@ -464,17 +594,19 @@ class Db:
         with self._lock:
             if self._closed and self._close_reason not in (None, CloseReason.CLEAN):
                 return
-            already = self._closed
             self._closed = True
             self._close_reason = reason
             self._failure = exc
+            # while close() runs, close() sends shale_db_closed once it has stopped everything
+            notify = not self._close_notified and not self._close_started
+            self._close_notified = self._close_notified or notify
             self._cond.notify_all()
         self._stop.set()
         self._wal_wakeup.set()
         self._l0_wakeup.set()
         if reason == CloseReason.FENCED:
             log.warning("database fenced by a newer writer; closing: %s", exc)
-        if not already:
+        if notify:
             from shale.plugins import get_host
 
             get_host().notify("shale_db_closed", db=self, reason=reason)
@@ -635,9 +767,11 @@ class Db:
     def _backpressure(self) -> None:
         limit = self.settings.max_unflushed_bytes
         with self._lock:
-            waited = 0.0
+            start = warned = 0.0
             while not self._closed and self._unflushed_bytes_locked() > limit:
-                if waited == 0.0:
+                now = time.monotonic()
+                if not start:
+                    start = warned = now
                     self.stats["backpressure_count"] += 1
                     self._wal_wakeup.set()
                     self._l0_wakeup.set()
@@ -647,20 +781,21 @@ class Db:
                         "max_unflushed_bytes and the object store is failing",
                         error=str(self._wal_error),
                     )
-                self._cond.wait(1.0)
-                waited += 1.0
-                if waited % BACKPRESSURE_RECHECK_S == 0:
+                if now - warned >= BACKPRESSURE_RECHECK_S:
+                    warned = now
                     log.warning(
-                        "writes blocked %.0f s by backpressure (unflushed bytes over %d)",
-                        waited,
+                        "writes blocked %.0f s by backpressure (unflushed bytes over %d): %s",
+                        now - start,
                         limit,
+                        self._blocked_cause_locked(),
                     )
+                self._cond.wait(WAIT_RECHECK_S)
 
     def _unflushed_bytes_locked(self) -> int:
         return self._wal_buf_bytes + self._imm_bytes
 
     def _wait_durable(self, seq: int, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         if self.settings.wal_enabled:
             self._wal_wakeup.set()
         else:
@@ -672,40 +807,82 @@ class Db:
                     self._freeze_locked(None)
             self._l0_wakeup.set()
         with self._lock:
-            failures_at_start = self._wal_failures
-            while self._durable_seq < seq:
-                if self._closed and self._close_reason != CloseReason.CLEAN:
-                    raise self._closed_error("database closed before the write was durable")
-                if self._wal_failures > failures_at_start:  # an upload failed while we waited
-                    raise UnavailableError(
-                        "the object store failed the WAL upload; the write is queued and will "
-                        "be retried, but it is not durable yet",
-                        seq=seq,
-                        error=str(self._wal_error),
-                    )
-                if self._closed and not self._threads_alive():
-                    raise ClosedError(
-                        "database closed before the write was durable", reason=CloseReason.CLEAN
-                    )
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise UnavailableError("timed out waiting for durability", seq=seq)
-                self._cond.wait(0.5 if remaining is None else min(0.5, remaining))
+            self._wait_locked(
+                lambda: self._durable_seq >= seq,
+                deadline,
+                "the write was durable",
+                wal=self.settings.wal_enabled,
+                seq=seq,
+            )
 
-    def _threads_alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
+    def _upload_failures_locked(self, wal: bool) -> int:
+        return self._wal_failures if wal else self._l0_failures
+
+    def _wait_locked(
+        self,
+        done: Callable[[], bool],
+        deadline: float | None,
+        what: str,
+        *,
+        wal: bool,
+        **detail: object,
+    ) -> None:
+        """Block, holding ``_lock``, until ``done()``; the condition is notified on every change
+        of state, so this never polls (it re-checks at most every ``WAIT_RECHECK_S``).
+
+        :param what: what ``done()`` means, for messages ("the write was durable").
+        :param wal: waiting for WAL uploads (else for L0 flushes): which failures count.
+        :raises UnavailableError: an upload failed meanwhile (the data stays queued and is
+            retried in the background), or ``deadline`` passed; the message names the cause.
+        :raises ClosedError: the database closed, failed or was fenced first.
+        """
+        failures_at_start = self._upload_failures_locked(wal)
+        while not done():
+            if self._closed and self._close_reason != CloseReason.CLEAN:
+                raise self._closed_error(f"database closed before {what}")
+            if self._upload_failures_locked(wal) > failures_at_start:
+                raise UnavailableError(
+                    f"the object store failed the {'WAL' if wal else 'L0'} upload before {what}; "
+                    "the data is queued and the upload is retried in the background",
+                    error=str(self._wal_error if wal else self._l0_error),
+                    **detail,
+                )
+            if self._close_done.is_set():
+                raise ClosedError(f"database closed before {what}", reason=CloseReason.CLEAN)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise UnavailableError(
+                    f"timed out before {what}: {self._blocked_cause_locked(wal)}", **detail
+                )
+            self._cond.wait(WAIT_RECHECK_S if remaining is None else min(WAIT_RECHECK_S, remaining))
+
+    def _blocked_cause_locked(self, wal: bool | None = None) -> str:
+        """Why flushes are not making progress, for error messages and warnings: of WAL
+        uploads (``wal=True``), of L0 flushes (``False``), or of either (``None``)."""
+        l0 = len(self._manifest.l0)
+        if wal is not True and self._imms and l0 >= self.settings.l0_max_ssts:
+            since = self._l0_full_since
+            waited = 0.0 if since is None else time.monotonic() - since
+            return (
+                f"L0 is full ({l0} SSTs, l0_max_ssts={self.settings.l0_max_ssts}) and no "
+                f"compaction has made room for {waited:.0f} s, so frozen memtables cannot be "
+                "flushed -- is a compactor running?"
+            )
+        if wal is not False and self._wal_error is not None:
+            return f"the object store is failing WAL uploads: {self._wal_error}"
+        if wal is not True and self._l0_error is not None:
+            return f"the object store is failing L0 uploads: {self._l0_error}"
+        return "the background flush has not finished yet"
 
     # -- WAL flushing ------------------------------------------------------------------------
 
-    def _wal_loop(self) -> None:
-        interval = self.settings.flush_interval
-        while not self._stop.is_set():
-            self._wal_wakeup.wait(interval)
-            self._wal_wakeup.clear()
-            if self._stop.is_set():
-                break
-            if self.settings.wal_enabled:
-                self._flush_wal()
+    def _wal_step(self) -> _Wait | None:
+        """One round of the WAL flusher thread (see :func:`_run_background`)."""
+        self._wal_wakeup.clear()
+        if self._stop.is_set():
+            return None
+        self._flush_wal()
+        return self._wal_wakeup, self.settings.flush_interval
 
     def _should_freeze_locked(self) -> bool:
         mt = self._memtable
@@ -725,36 +902,21 @@ class Db:
         self._wal_flushes_since_freeze = 0
         self._l0_wakeup.set()
 
-    def _acquire_wal_mutex(self) -> None:
-        """Take the WAL mutex, but fail instead of waiting out an object-store outage."""
-        failures_at_start = self._wal_failures
-        while not self._wal_mutex.acquire(timeout=0.1):
-            if self._wal_failures > failures_at_start:  # an upload failed while we waited
-                raise UnavailableError(
-                    "the object store is failing WAL uploads", error=str(self._wal_error)
-                )
-            if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise self._closed_error("database closed")
+    def _flush_wal(self) -> bool:
+        """Upload the WAL buffer as the next WAL SST, after any earlier upload still queued
+        (one flush at a time, in id order). Runs on the WAL flusher thread, and on the closing
+        thread once that one has stopped.
 
-    def _flush_wal(self, *, freeze: bool = False, wait: bool = True) -> None:
-        """Upload the WAL buffer as the next WAL SST (one flush at a time, in id order).
-
-        :param wait: block on a flush already under way (the flusher thread); callers that
-            must not hang during an outage pass ``False`` and get ``UnavailableError``.
+        :returns: False when an upload was abandoned because the database is stopping; it
+            stays queued (close() retries it).
         """
-        if wait:
-            self._wal_mutex.acquire()
-        else:
-            self._acquire_wal_mutex()
-        try:
-            self._flush_wal_locked(freeze)
-        finally:
-            self._wal_mutex.release()
+        with self._wal_mutex:
+            return self._flush_wal_locked()
 
-    def _flush_wal_locked(self, freeze: bool) -> None:
+    def _flush_wal_locked(self) -> bool:
         with self._lock:
             if self._closed and self._close_reason != CloseReason.CLEAN:
-                return
+                return False
             rows = self._wal_buf
             if rows:
                 self._wal_buf = []
@@ -762,12 +924,52 @@ class Db:
                 wal_id = self._next_wal_id
                 self._next_wal_id += 1
                 self._wal_flushes_since_freeze += 1
+                self._wal_queue.append(_PendingWal(wal_id, rows))
             else:
                 wal_id = self._next_wal_id - 1
-            if freeze or self._should_freeze_locked():
+            if self._freeze_done < self._freeze_wanted or self._should_freeze_locked():
                 self._freeze_locked(wal_id)
-        if not rows:
-            return
+            if self._freeze_done < self._freeze_wanted:
+                self._freeze_done = self._freeze_wanted
+                self._cond.notify_all()
+            queue = list(self._wal_queue)
+        # Upload in id order; a WAL whose upload is abandoned keeps the later ones back, so the
+        # durable seq never passes a row that is not stored.
+        for pending in queue:
+            if pending.payload is None:
+                pending.payload = self._encode_wal(pending)
+            try:
+                uploaded = self._upload_wal(pending)
+            except BaseException as exc:
+                # The rows left the buffer: whatever stopped the upload (a fence, a permanent
+                # store error, an interrupt), the database must not go on acknowledging writes
+                # after them.
+                reason = exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED
+                self._fail(reason, exc)
+                if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
+                    raise
+                raise self._closed_error("database failed") from exc
+            if not uploaded:
+                return False
+            with self._lock:
+                self._wal_queue.popleft()
+                if pending.rows[-1][1] > self._durable_seq:
+                    self._durable_seq = pending.rows[-1][1]
+                self._wal_error = None
+                self._cond.notify_all()
+                if self._imms:
+                    self._l0_wakeup.set()
+            self.stats["wal_buffer_flushes"] += 1
+            self.stats["wal_bytes"] += len(pending.payload)
+        return True
+
+    def _encode_wal(self, pending: _PendingWal) -> bytes:
+        """The WAL SST bytes of ``pending``; a buffer that cannot be encoded fails the database.
+
+        Never skip a buffer: its rows were acknowledged (and are visible), and a later write
+        reported durable on top of the gap would be a lie.
+        """
+        rows = pending.rows
         try:
             data = SstBuilder(
                 wal=True,
@@ -776,14 +978,12 @@ class Db:
                 transformer=self.transformer,
             )
             data.add_rows(rows)
-            payload = data.finish()
+            return data.finish()
         except Exception as exc:
-            # Never skip a buffer: its rows were acknowledged (and are visible), and a later
-            # write reported durable on top of the gap would be a lie. Stop the database.
             error = InternalError(
                 "the WAL buffer cannot be encoded; the database stops so that no later write "
                 "is acknowledged on top of the lost rows",
-                wal_id=wal_id,
+                wal_id=pending.wal_id,
                 rows=len(rows),
                 first_seq=rows[0][1],
                 last_seq=rows[-1][1],
@@ -793,43 +993,24 @@ class Db:
             log.error("%s", error.message)
             self._fail(CloseReason.FAILED, error)
             raise self._closed_error("database failed") from error
-        try:
-            uploaded = self._upload_wal(wal_id, payload, rows[-1][1])
-        except BaseException as exc:
-            # The rows left the buffer: whatever stopped the upload (a fence, a permanent store
-            # error, an interrupt), the database must not go on acknowledging writes after them.
-            self._fail(exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED, exc)
-            if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
-                raise
-            raise self._closed_error("database failed") from exc
-        if not uploaded:
-            log.error(
-                "gave up uploading WAL %d while closing: %d rows were not made durable",
-                wal_id,
-                len(rows),
-            )
-            return
-        with self._lock:
-            if rows[-1][1] > self._durable_seq:
-                self._durable_seq = rows[-1][1]
-            self._wal_error = None
-            self._cond.notify_all()
-        self.stats["wal_buffer_flushes"] += 1
-        self.stats["wal_bytes"] += len(payload)
 
-    def _upload_wal(self, wal_id: int, payload: bytes, max_seq: int) -> bool:
+    def _upload_wal(self, pending: _PendingWal) -> bool:
         """Store one WAL SST with create-if-absent, retrying transient failures.
 
-        Returns False only when it gave up because the database is closing or failed: the
-        caller must then not count those rows as durable.
+        Returns False only when it gave up because the database is stopping (see
+        :meth:`_retry_after`): the caller must then not count those rows as durable.
 
         :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
         """
-        key = ids.wal_path(self.root, wal_id)
+        key = ids.wal_path(self.root, pending.wal_id)
+        payload = pending.payload
+        assert payload is not None
+        max_seq = pending.rows[-1][1]
         delay = RETRY_MIN_S
-        attempts = 0
+        tries = 0
         while True:
-            attempts += 1
+            tries += 1
+            pending.attempts += 1
             try:
                 self.store.put_if_absent(key, payload)
                 return True
@@ -837,11 +1018,11 @@ class Db:
                 # After a failed attempt the object may be our own upload that landed anyway:
                 # WAL contents are unique (seqs, timestamps) and a fence object is empty, so
                 # equal bytes prove it is ours. Only bytes read and found different fence us.
-                if attempts == 1:
+                if pending.attempts == 1:
                     raise ClosedError(
                         "a newer writer took the next WAL id: this writer is fenced",
                         reason=CloseReason.FENCED,
-                        wal_id=wal_id,
+                        wal_id=pending.wal_id,
                     ) from None
                 try:
                     stored = self.store.get(key)
@@ -855,7 +1036,7 @@ class Db:
                     raise ClosedError(
                         "a newer writer took the next WAL id: this writer is fenced",
                         reason=CloseReason.FENCED,
-                        wal_id=wal_id,
+                        wal_id=pending.wal_id,
                     ) from None
             except (TransientStoreError, UnavailableError) as exc:
                 if isinstance(exc, ClosedError):
@@ -866,47 +1047,77 @@ class Db:
                 self._wal_error_seq = max(self._wal_error_seq, max_seq)
                 self._wal_failures += 1
                 self._cond.notify_all()
-            log.warning("WAL upload of %s failed, retrying in %.1fs: %s", key, delay, error)
-            if self._closing and attempts >= CLOSE_RETRIES:
+            if not self._retry_after(tries, delay, f"WAL upload of {key}", error):
                 return False
-            if self._stop.wait(delay) and (
-                self._close_reason != CloseReason.CLEAN or self._closing
-            ):
-                if attempts >= CLOSE_RETRIES or self._close_reason != CloseReason.CLEAN:
-                    return False
             delay = min(delay * 2, RETRY_MAX_S)
+
+    def _retry_after(self, tries: int, delay: float, what: str, error: BaseException) -> bool:
+        """Back off ``delay`` seconds before retrying a failed upload; False: give up.
+
+        A background thread retries until the database stops, then gives up at once (the data
+        stays queued: close() retries it). close()'s own flush gives up after
+        ``CLOSE_RETRIES`` attempts.
+        """
+        if threading.current_thread() is self._final_flusher:
+            if tries >= CLOSE_RETRIES:
+                log.warning("%s failed %d times while closing; giving up: %s", what, tries, error)
+                return False
+            log.warning("%s failed while closing, retrying in %.1fs: %s", what, delay, error)
+            time.sleep(delay)
+            return True
+        if self._stop.is_set():
+            return False
+        log.warning("%s failed, retrying in %.1fs: %s", what, delay, error)
+        return not self._stop.wait(delay)
 
     # -- L0 flushing -------------------------------------------------------------------------
 
-    def _l0_loop(self) -> None:
-        while True:
-            with self._lock:
-                imm = self._imms[0] if self._imms else None
-            if self._stop.is_set() and (
-                imm is None or self.settings.wal_enabled or not self._l0_flush_on_close
-            ):
-                return  # with the WAL on, frozen memtables are durable in the WAL already
-            if imm is None:
-                self._l0_wakeup.wait(self.settings.manifest_poll_interval)
-                self._l0_wakeup.clear()
-                continue
-            if self._closed and self._close_reason != CloseReason.CLEAN:
-                return
-            if self.settings.wal_enabled and self._durable_seq < imm.max_seq:
-                # its WAL is not stored yet; the WAL flusher will get there
-                self._wal_wakeup.set()
-                with self._lock:
-                    self._cond.wait(0.05)
-                continue
-            if len(self._manifest.l0) >= self.settings.l0_max_ssts:
-                self.stats["l0_backpressure_waits"] += 1
-                self._l0_wakeup.wait(self.settings.manifest_poll_interval)
-                self._l0_wakeup.clear()
-                self._refresh_manifest()
-                continue
-            self._flush_imm(imm)
+    def _l0_step(self) -> _Wait | None:
+        """One round of the L0 flusher thread (see :func:`_run_background`): flush the oldest
+        frozen memtable to L0 if it may be, else wait to be woken (by a freeze, a durable WAL,
+        or the manifest poller seeing L0 change) -- never poll."""
+        self._l0_wakeup.clear()
+        if self._stop.is_set():
+            return None  # close() flushes what is left (with the WAL on, it is in the WAL)
+        poll = self.settings.manifest_poll_interval
+        with self._lock:
+            imm = self._imms[0] if self._imms else None
+            l0 = len(self._manifest.l0)
+        if imm is None:
+            self._l0_full_since = None
+            return self._l0_wakeup, poll
+        if self.settings.wal_enabled and self._durable_seq < imm.max_seq:
+            # its WAL is not stored yet; the WAL flusher wakes us once it is
+            self._wal_wakeup.set()
+            return self._l0_wakeup, poll
+        if l0 >= self.settings.l0_max_ssts:
+            self._note_l0_full(l0)
+            return self._l0_wakeup, poll
+        self._l0_full_since = None
+        if not self._flush_imm(imm):
+            return None  # stopping
+        return self._l0_wakeup, 0.0
 
-    _l0_flush_on_close = False
+    def _note_l0_full(self, l0: int) -> None:
+        """L0 is full and frozen memtables wait: count it, and warn now and then."""
+        self.stats["l0_backpressure_waits"] += 1
+        now = time.monotonic()
+        if self._l0_full_since is None:
+            self._l0_full_since = self._l0_warned_at = now
+            return
+        if now - self._l0_warned_at >= L0_FULL_WARN_S:
+            self._l0_warned_at = now
+            with self._lock:
+                imms, imm_bytes = len(self._imms), self._imm_bytes
+            log.warning(
+                "L0 full (%d SSTs), no compaction progress for %.0f s -- is a compactor "
+                "running? %d frozen memtables (%d bytes) wait to be flushed; writers block at "
+                "max_unflushed_bytes",
+                l0,
+                now - self._l0_full_since,
+                imms,
+                imm_bytes,
+            )
 
     def _retention_boundary(self, imm: Memtable) -> int:
         with self._lock:
@@ -934,7 +1145,9 @@ class Db:
                 below_done = True  # older versions are hidden from every reader
             yield row
 
-    def _flush_imm(self, imm: Memtable) -> None:
+    def _flush_imm(self, imm: Memtable) -> bool:
+        """Write ``imm`` as an L0 SST and publish it in the manifest; False when it gave up
+        because the database is stopping (``imm`` stays queued)."""
         s = self.settings
         boundary = self._retention_boundary(imm)
         builder = SstBuilder(
@@ -949,7 +1162,8 @@ class Db:
         view = None
         if len(builder):
             data = builder.finish()
-            self._put_with_retry(ids.compacted_path(self.root, sst_id), data)
+            if not self._put_with_retry(ids.compacted_path(self.root, sst_id), data):
+                return False
             view = SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None)
             self.stats["l0_flush_bytes"] += len(data)
         from shale.seq_tracker import SequenceTracker
@@ -972,20 +1186,18 @@ class Db:
             )
 
         delay = RETRY_MIN_S
+        tries = 0
         while True:
+            tries += 1
             try:
                 self._update_manifest(mutate)
                 break
             except (TransientStoreError, UnavailableError) as exc:
                 if isinstance(exc, ClosedError):
                     raise
-                log.warning(
-                    "manifest update for an L0 flush failed, retrying in %.1fs: %s", delay, exc
-                )
-                if self._stop.wait(delay) and (
-                    self._closing or self._close_reason != CloseReason.CLEAN
-                ):
-                    return  # the rows stay in the WAL (or, WAL off, were never acknowledged)
+                self._note_l0_failure(exc)
+                if not self._retry_after(tries, delay, "manifest update for an L0 flush", exc):
+                    return False  # imm stays queued (its rows in the WAL, if any)
                 delay = min(delay * 2, RETRY_MAX_S)
         with self._lock:
             if self._imms and self._imms[0] is imm:
@@ -993,19 +1205,30 @@ class Db:
                 self._imm_bytes -= imm.size
             if not self.settings.wal_enabled and imm.max_seq > self._durable_seq:
                 self._durable_seq = imm.max_seq
+            self._l0_error = None
             self._cond.notify_all()
         self.stats["immutable_memtable_flushes"] += 1
+        return True
 
-    def _put_with_retry(self, key: str, data: bytes) -> None:
+    def _note_l0_failure(self, exc: BaseException) -> None:
+        with self._lock:
+            self._l0_error = exc
+            self._l0_failures += 1
+            self._cond.notify_all()
+
+    def _put_with_retry(self, key: str, data: bytes) -> bool:
+        """``store.put`` retried on transient errors; False when it gave up (stopping)."""
         delay = RETRY_MIN_S
+        tries = 0
         while True:
+            tries += 1
             try:
                 self.store.put(key, data)
-                return
+                return True
             except TransientStoreError as exc:
-                log.warning("upload of %s failed, retrying in %.1fs: %s", key, delay, exc)
-                if self._stop.wait(delay) and self._close_reason != CloseReason.CLEAN:
-                    raise
+                self._note_l0_failure(exc)
+                if not self._retry_after(tries, delay, f"upload of {key}", exc):
+                    return False
                 delay = min(delay * 2, RETRY_MAX_S)
 
     # -- manifest ----------------------------------------------------------------------------
@@ -1031,14 +1254,19 @@ class Db:
             self._forget_tables(m)
             return m
 
-    def _poll_loop(self) -> None:
-        while not self._stop.wait(self.settings.manifest_poll_interval):
-            try:
-                self._refresh_manifest()
-            except (ClosedError, PermanentStoreError):
-                raise  # fenced, or the store refuses for good: polling again will not help
-            except ShaleError as exc:
-                log.warning("manifest poll failed: %s", exc)
+    def _poll_step(self) -> _Wait | None:
+        """One round of the manifest poller thread (see :func:`_run_background`)."""
+        if self._stop.is_set():
+            return None
+        try:
+            self._refresh_manifest()
+        except (ClosedError, PermanentStoreError):
+            raise  # fenced, or the store refuses for good: polling again will not help
+        except ShaleError as exc:
+            log.warning("manifest poll failed: %s", exc)
+        if self._imms:
+            self._l0_wakeup.set()  # a compaction may have made room in L0
+        return self._stop, self.settings.manifest_poll_interval
 
     def refresh_manifest(self) -> Manifest:
         """Read the latest manifest now (it is also polled every ``manifest_poll_interval``)."""
@@ -1051,89 +1279,206 @@ class Db:
 
     # -- flush and close ----------------------------------------------------------------------
 
-    def flush(self, *, memtable: bool = False) -> None:
+    def flush(self, *, memtable: bool = False, timeout: float | None = None) -> None:
         """Make every write so far durable.
 
         With the WAL on this uploads the WAL buffer (SlateDB's default flush). With
         ``memtable=True`` (or with the WAL off) it also freezes the memtable and waits until
-        every frozen memtable is an L0 SST in the manifest.
+        every frozen memtable is an L0 SST in the manifest -- which cannot happen while L0
+        holds ``l0_max_ssts`` SSTs and no compactor makes room (a warning is logged).
+
+        :param timeout: seconds to wait at most (``None``: no limit).
+        :raises UnavailableError: the object store failed an upload while waiting (it is
+            retried in the background), or ``timeout`` passed; the message names the cause
+            (e.g. "L0 is full ... is a compactor running?").
+        :raises ClosedError: the database closed first.
         """
         _check_flag("memtable", memtable)
         self._check_open()
-        if self.settings.wal_enabled:
-            self._flush_wal(freeze=memtable, wait=False)
-            self._raise_wal_error()
-        if memtable or not self.settings.wal_enabled:
+        deadline = _deadline(timeout)
+        wal = self.settings.wal_enabled
+        ticket = 0
+        with self._lock:
+            target = self._last_seq
+            if not wal:
+                self._freeze_locked(None)
+            elif memtable:
+                self._freeze_wanted += 1
+                ticket = self._freeze_wanted
+        if wal:
+            self._wal_wakeup.set()
             with self._lock:
-                if not self.settings.wal_enabled:
-                    self._freeze_locked(None)
-                target = self._last_seq
-                self._l0_wakeup.set()
-                while (
-                    self._imms
-                    and self._imms[0].min_seq is not None
-                    and self._imms[0].min_seq <= target
-                ):
-                    self._check_open()
-                    self._l0_wakeup.set()
-                    self._cond.wait(0.1)
+                self._wait_locked(
+                    lambda: (
+                        self._durable_seq >= target
+                        and (not memtable or self._freeze_done >= ticket)
+                    ),
+                    deadline,
+                    "the WAL was flushed",
+                    wal=True,
+                )
+        if memtable or not wal:
+            self._l0_wakeup.set()
+            with self._lock:
+                self._wait_locked(
+                    lambda: (
+                        not self._imms
+                        or self._imms[0].min_seq is None
+                        or self._imms[0].min_seq > target
+                    ),
+                    deadline,
+                    "the memtable was flushed to L0",
+                    wal=False,
+                )
         self.stats["flushes"] += 1
 
-    def _raise_wal_error(self) -> None:
-        with self._lock:
-            if self._closed and self._close_reason != CloseReason.CLEAN:
-                raise self._closed_error("database closed")
-            if self._wal_error is not None:
-                raise UnavailableError("WAL upload failed", error=str(self._wal_error))
-
     def close(self) -> None:
-        """Flush the WAL (or, with the WAL off, the memtable) and stop background work.
+        """Flush the WAL (or, with the WAL off, every memtable to L0) and stop background work.
+
+        Background threads are stopped first; close() then flushes what is left itself,
+        retrying a failing upload ``CLOSE_RETRIES`` times. With the WAL off, memtables go to L0
+        even when that takes L0 past ``l0_max_ssts`` (the limit throttles writers, and there
+        are none left). Once close() returns -- or raises -- no thread of this database
+        touches the object store again.
 
         After a fence or a failure nothing is flushed. Closing twice is harmless.
 
-        :raises ClosedError: ``reason="failed"``: the database failed (before or while closing);
+        :raises UnavailableError: writes could not be flushed (the object store kept failing);
+            the message says how many and which seqs: they are lost. ``close_reason`` is then
+            ``"failed"`` and the store's error is the ``__cause__``. (A cause of another kind,
+            e.g. a ``DataError``, is reported with that kind.)
+        :raises ClosedError: ``reason="fenced"``: a newer writer fenced this one while it
+            flushed; the writes not flushed are lost.
+        :raises ClosedError: ``reason="failed"``: the database had failed before close();
             writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         with self._lock:
-            if self._closed:
-                failed = self._close_reason != CloseReason.CLEAN
-            else:
-                failed = False
-            first = not self._closed
+            again = self._close_started
+            self._close_started = True
+            failed_before = self._closed and self._close_reason != CloseReason.CLEAN
             self._closed = True
             if self._close_reason is None:
                 self._close_reason = CloseReason.CLEAN
-        self._closing = True
-        if first and not failed:
-            try:
-                if self.settings.wal_enabled:
-                    self._flush_wal(wait=False)
-                else:
-                    with self._lock:
-                        self._freeze_locked(None)
-                    self._l0_flush_on_close = True
-            except ShaleError as exc:
-                log.warning("flush on close failed: %s", exc)
-        self._stop.set()
-        self._wal_wakeup.set()
-        self._l0_wakeup.set()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=60)
-        with self._lock:
             self._cond.notify_all()
-        if first:
-            from shale.plugins import get_host
-
+        if again:
+            if threading.current_thread() not in self._threads:
+                self._close_done.wait()
+            return
+        _open_dbs.discard(self)
+        error: ShaleError | None = None
+        try:
+            self._stop.set()
+            self._wal_wakeup.set()
+            self._l0_wakeup.set()
+            stuck = self._join_threads()
+            if stuck:
+                error = UnavailableError(
+                    "close: background threads are stuck in an object-store call; nothing "
+                    "more was flushed",
+                    threads=stuck,
+                    timeout=CLOSE_JOIN_TIMEOUT_S,
+                )
+            elif not failed_before:
+                error = self._flush_on_close()
+        finally:
+            with self._lock:
+                if error is not None and self._close_reason == CloseReason.CLEAN:
+                    self._close_reason = CloseReason.FAILED
+                    self._failure = error
+                notify = not self._close_notified
+                self._close_notified = True
+                self._close_done.set()
+                self._cond.notify_all()
             log.info(
                 "closed shale database url=%s reason=%s metrics=%s",
                 self.url,
                 self._close_reason,
                 self.metrics(),
             )
-            get_host().notify("shale_db_closed", db=self, reason=self._close_reason or "clean")
-        if self._close_reason == CloseReason.FAILED:
+            if notify:
+                from shale.plugins import get_host
+
+                get_host().notify(
+                    "shale_db_closed", db=self, reason=self._close_reason or CloseReason.CLEAN
+                )
+        if error is not None:
+            raise error
+        if failed_before and self._close_reason == CloseReason.FAILED:
             raise self._closed_error("database failed; writes not yet durable may be lost")
+
+    def _crash(self) -> None:
+        """Stop the way a killed process would (for tests and simulations; see
+        :func:`shale.testing.crash`): nothing more is flushed or written, the background
+        threads are joined, and the handle reports ``close_reason == "failed"``."""
+        self._fail(CloseReason.FAILED, InternalError("simulated crash"))
+        _open_dbs.discard(self)
+        self._join_threads()
+
+    def _join_threads(self) -> list[str]:
+        """Wait for the background threads; the names of those still running after
+        ``CLOSE_JOIN_TIMEOUT_S`` (stuck in an object-store call)."""
+        me = threading.current_thread()
+        deadline = time.monotonic() + CLOSE_JOIN_TIMEOUT_S
+        for t in self._threads:
+            if t is not me:
+                t.join(max(0.0, deadline - time.monotonic()))
+        return [t.name for t in self._threads if t is not me and t.is_alive()]
+
+    def _flush_on_close(self) -> ShaleError | None:
+        """close()'s flush, on the closing thread once the background threads have stopped.
+
+        Returns the error close() raises when writes are left unflushed, else ``None``.
+        """
+        cause: BaseException | None = None
+        self._final_flusher = threading.current_thread()
+        try:
+            if self.settings.wal_enabled:
+                self._flush_wal()
+            else:
+                with self._lock:
+                    self._freeze_locked(None)
+                while True:
+                    with self._lock:
+                        imm = self._imms[0] if self._imms else None
+                    if imm is None or not self._flush_imm(imm):
+                        break
+        except ClosedError as exc:  # fenced while flushing
+            self._fail(exc.reason, exc)
+            cause = exc
+        except ShaleError as exc:  # e.g. a permanent store error
+            cause = exc
+        finally:
+            self._final_flusher = None
+        with self._lock:
+            if self.settings.wal_enabled:
+                rows = [r for p in self._wal_queue for r in p.rows] + self._wal_buf
+            else:
+                rows = [r for mt in [*self._imms, self._memtable] for r in mt.iter_rows()]
+            if cause is None:
+                cause = self._wal_error if self.settings.wal_enabled else self._l0_error
+        if not rows:
+            return None
+        seqs = {r[1] for r in rows}
+        detail = {"writes": len(seqs), "first_seq": min(seqs), "last_seq": max(seqs)}
+        what = (
+            f"{len(seqs)} writes (seq {min(seqs)}..{max(seqs)}) were not flushed to the "
+            f"{'WAL' if self.settings.wal_enabled else 'L0'} and are lost"
+        )
+        error: ShaleError
+        if isinstance(cause, ClosedError):
+            error = ClosedError(
+                f"fenced by a newer writer while closing: {what}", reason=cause.reason, **detail
+            )
+        else:
+            # the public kind of the cause: unavailable for a store outage or a full disk
+            kind: type[ShaleError] = UnavailableError
+            if cause is not None and not isinstance(cause, UnavailableError):
+                kinds = (DataError, InvalidError, InternalError, ShaleError)
+                kind = next((k for k in kinds if isinstance(cause, k)), UnavailableError)
+            error = kind(f"close could not flush: {what}", error=str(cause), **detail)
+        error.__cause__ = cause
+        log.error("%s", error)
+        return error
 
     def __enter__(self) -> Db:
         return self
@@ -1335,7 +1680,12 @@ class Db:
     # -- checkpoints -------------------------------------------------------------------------
 
     def create_checkpoint(
-        self, *, lifetime: float | None = None, name: str | None = None, scope: str = "all"
+        self,
+        *,
+        lifetime: float | None = None,
+        name: str | None = None,
+        scope: str = "all",
+        timeout: float | None = None,
     ) -> CheckpointInfo:
         """Pin the current state in the manifest so GC keeps it.
 
@@ -1343,6 +1693,8 @@ class Db:
         :param name: an optional name (a ``str``).
         :param scope: ``"all"`` flushes the WAL and memtable first; ``"durable"`` pins only
             what is already in the manifest.
+        :param timeout: seconds the ``"all"`` flush may wait (see :meth:`flush`).
+        :raises UnavailableError: the flush timed out or failed; the message names the cause.
         :raises InvalidError: a bad ``lifetime`` (not a finite number ``>= 0``, or expiring
             after 2106), ``name`` or ``scope``, before anything is flushed.
         """
@@ -1358,7 +1710,7 @@ class Db:
         check_checkpoint_lifetime(lifetime, self.clock.now_ms() // 1000)
         check_checkpoint_name(name)
         if scope == "all":
-            self.flush(memtable=True)
+            self.flush(memtable=True, timeout=timeout)
         result: list[Any] = []
 
         def mutate(m: Manifest, next_id: int) -> Manifest:
@@ -1433,6 +1785,10 @@ class Db:
             out["l0_sst_count"] = len(self._manifest.l0)
             out["sorted_run_count"] = len(self._manifest.compacted)
             out["manifest_id"] = self._manifest_id
+            since = self._l0_full_since
+            out["l0_flush_blocked_ms"] = (
+                0 if since is None else int((time.monotonic() - since) * 1000)
+            )
         cache = self.block_cache.stats()
         out["cache_hits"] = cache.get("hits", 0)
         out["cache_misses"] = cache.get("misses", 0)

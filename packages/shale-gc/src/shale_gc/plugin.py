@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
 import pluggy
@@ -37,8 +38,12 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 60.0
 
 _lock = threading.Lock()
-# id(db) -> (db, collector, stop event, thread); the db is held so its id cannot be reused.
-_attached: dict[int, tuple[Any, GarbageCollector, threading.Event, threading.Thread]] = {}
+# id(db) -> (weak reference to the db, collector, stop event, thread). The db is held weakly so
+# that a database dropped without close() can be collected (it is closed then, which removes
+# the entry: an id is not reused while its entry exists).
+_attached: dict[
+    int, tuple[weakref.ref[Any], GarbageCollector, threading.Event, threading.Thread]
+] = {}
 
 
 @shale.hookimpl
@@ -54,7 +59,7 @@ def attached_gc(db: Any) -> GarbageCollector | None:
     """The in-process collector running for ``db``, if any."""
     with _lock:
         entry = _attached.get(id(db))
-    return None if entry is None else entry[1]
+    return None if entry is None or entry[0]() is not db else entry[1]
 
 
 @shale.hookimpl
@@ -82,7 +87,7 @@ def shale_db_opened(db: Any) -> None:
     with _lock:
         if id(db) in _attached:
             return
-        _attached[id(db)] = (db, gc, stop, thread)
+        _attached[id(db)] = (weakref.ref(db), gc, stop, thread)
     thread.start()
     logger.info("started in-process garbage collector url=%s", getattr(db, "url", db.root))
 
@@ -91,9 +96,10 @@ def shale_db_opened(db: Any) -> None:
 def shale_db_closed(db: Any, reason: str) -> None:
     """Stop ``db``'s in-process garbage collector and wait for its thread."""
     with _lock:
-        entry = _attached.pop(id(db), None)
-    if entry is None:
-        return
+        entry = _attached.get(id(db))
+        if entry is None or entry[0]() not in (db, None):
+            return
+        del _attached[id(db)]
     _, _, stop, thread = entry
     stop.set()
     if thread is not threading.current_thread():
