@@ -46,7 +46,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-import math
 import random
 import threading
 import time
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shale.clock import Clock, SystemClock
+from shale.components import check_timeout
 from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
 from shale.fbs.compactions import (
     STATUS_COMPACTED,
@@ -508,15 +508,7 @@ class Compactor:
         :raises UnavailableError: the jobs did not finish in ``timeout`` (they go on running).
         :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout < 0
-        ):
-            raise InvalidError(
-                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
-            )
+        timeout = check_timeout(timeout)
         self.start()
         with self._lock:
             self._reports = []

@@ -16,6 +16,7 @@ behavioural: a plugin's own bugs still surface when its methods run, wrapped wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -171,3 +172,22 @@ def check_store_options(options: object) -> dict[str, Any]:
             "store_options must be a dict of option names to values", type=_describe(options)
         )
     return dict(options)
+
+
+def check_timeout(timeout: object) -> float | None:
+    """A ``timeout=`` argument: ``None`` (no limit) or a finite number of seconds ``>= 0``.
+
+    :raises InvalidError: anything else (a bool, a string, NaN, infinity, a negative number).
+    """
+    if timeout is None:
+        return None
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not math.isfinite(timeout)
+        or timeout < 0
+    ):
+        raise InvalidError(
+            "timeout must be None or a finite number of seconds >= 0", timeout=timeout
+        )
+    return float(timeout)

@@ -43,7 +43,6 @@ import collections
 import dataclasses
 import itertools
 import logging
-import math
 import os
 import random
 import threading
@@ -54,7 +53,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from shale import ids
+from shale import components, ids
 from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
@@ -135,15 +134,6 @@ class WriteHandle:
         :raises ClosedError: the database closed or was fenced first.
         :raises InvalidError: ``timeout`` is not ``None`` or a finite number ``>= 0``.
         """
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout < 0
-        ):
-            raise InvalidError(
-                "timeout must be None or a finite number of seconds >= 0", timeout=timeout
-            )
         self._db._wait_durable(self.seq, timeout)
 
     def __repr__(self) -> str:
@@ -270,16 +260,8 @@ atexit.register(_close_open_dbs)
 
 def _deadline(timeout: float | None) -> float | None:
     """``time.monotonic()`` deadline of a ``timeout=`` argument (``None``: wait for ever)."""
-    if timeout is None:
-        return None
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or math.isnan(timeout)
-        or timeout < 0
-    ):
-        raise InvalidError("timeout must be a number of seconds >= 0, or None", timeout=timeout)
-    return time.monotonic() + timeout
+    timeout = components.check_timeout(timeout)
+    return None if timeout is None else time.monotonic() + timeout
 
 
 class Db:
@@ -321,7 +303,6 @@ class Db:
             all checked before the store is opened.
         :raises ClosedError: fenced by a newer writer while opening.
         """
-        from shale import components
         from shale.plugins import get_host
 
         settings = settings if settings is not None else Settings()
