@@ -11,12 +11,12 @@ store's own retries, i.e. they model failures that outlast them):
   (a write that raised is not acknowledged); one of them also flushes the memtable to L0
   every 10 writes.
   Every acknowledged write is readable after a reopen without faults. The manifest and the
-  WAL read-back are left out of this spec: see the two ``xfail`` tests below.
+  WAL read-back are left out of this spec (the next two tests cover them).
 * :func:`test_durable_writes_survive_transient_faults_on_every_request` -- the same with
-  transient errors on 10 % of *every* request: ``xfail`` (engine bugs, see the reasons).
+  transient errors on 10 % of *every* request.
 * :func:`test_lost_wal_reply_then_failed_readback_is_not_a_fence` and
-  :func:`test_failed_manifest_write_in_l0_flush_does_not_close_the_db` -- the two bugs, each
-  reproduced deterministically by one targeted fault.
+  :func:`test_failed_manifest_write_in_l0_flush_does_not_close_the_db` -- two former engine
+  bugs, each reproduced deterministically by one targeted fault.
 
 A real outage (a private server per test, never the session one; :class:`Restartable`):
 
@@ -26,10 +26,10 @@ A real outage (a private server per test, never the session one; :class:`Restart
   the server is restarted **on the same ports and data directory**; writes succeed again, the
   writes that failed during the outage become durable (they stay queued, as documented), and
   after a reopen nothing acknowledged is lost.
-* :func:`test_outage_plain_durable_put_raises_instead_of_hanging` -- ``xfail``: a plain
-  ``put()`` during the outage blocks until the server is back (see the reason).
-* :func:`test_outage_close_returns` -- ``xfail``: ``close()`` during the outage blocks until
-  the server is back.
+* :func:`test_outage_plain_durable_put_raises_instead_of_hanging` -- a plain ``put()``
+  during the outage raises instead of blocking until the server is back.
+* :func:`test_outage_close_returns` -- ``close()`` during the outage returns within its bound
+  and raises ``UnavailableError`` saying which writes it could not flush.
 """
 
 from __future__ import annotations
@@ -455,7 +455,15 @@ def test_outage_close_returns(private_s3: Restartable) -> None:
     srv = private_s3
     bucket = srv.server.make_bucket()
     db = _open_private(srv, bucket)
-    closer = threading.Thread(target=db.close)
+    raised: list[BaseException] = []
+
+    def close() -> None:
+        try:
+            db.close()
+        except BaseException as exc:
+            raised.append(exc)
+
+    closer = threading.Thread(target=close)
     try:
         db.put(b"before", b"outage")
         srv.kill(signal.SIGKILL)
@@ -464,7 +472,10 @@ def test_outage_close_returns(private_s3: Restartable) -> None:
         closer.start()
         closer.join(PLAIN_PUT_BOUND_S)
         assert not closer.is_alive(), "close() still blocked during the outage"
-        assert db.close_reason is not None
+        assert db.close_reason == "failed"
+        # close() says what it could not flush instead of pretending it was clean
+        (err,) = raised
+        assert isinstance(err, UnavailableError) and "not flushed" in str(err), err
     finally:
         if not srv.server.alive():
             srv.restart()
