@@ -27,6 +27,8 @@ Checks:
 * a segmented database written and compacted by shale is read by the official reader, and an
   official writer (with its compactor) continues it; shale reads the result
   (:func:`test_official_reads_and_continues_shale_segmented_db`);
+* compactions the official ``Admin`` submits for segments (a tiered merge and a
+  ``DRAIN_SEGMENT``) are run by shale's compactor (:func:`test_shale_runs_official_segment_specs`);
 * the hot-key database (:func:`test_official_run_split_inside_a_key`).
 """
 
@@ -370,6 +372,60 @@ def test_official_reads_and_continues_shale_segmented_db(tmp_path: Path) -> None
     _assert_same(mine, _official_read(store_dir, keys))
 
 
+def test_shale_runs_official_segment_specs(
+    official_segmented: dict[str, Any], tmp_path: Path
+) -> None:
+    """Compactions the official ``Admin`` submits -- a tiered merge of one segment and a drain
+    of another -- are run by shale's compactor; the official reader sees the result."""
+    from shale.manifest_store import ManifestStore
+    from shale.objstore.local import LocalStore
+    from shale.settings import CompactorOptions
+    from shale_compactor import Compactor
+
+    d = official_segmented["segmented"]
+    store_dir = _copy(d["store_dir"], tmp_path / "s")
+    m = ManifestStore(LocalStore(store_dir), DB_PATH).read_latest()[1]  # type: ignore[index]
+    by_prefix = {x.prefix: x for x in m.segments}
+    aab, drained = by_prefix[b"aab"], by_prefix[b"m\xffz"]
+    specs = [
+        (
+            "tiered",
+            b"aab",
+            [str(v.id) for v in aab.l0],
+            [r.id for r in aab.compacted],
+            min(r.id for r in aab.compacted),
+        ),
+        (
+            "drain",
+            b"m\xffz",
+            [str(v.id) for v in drained.l0],
+            [r.id for r in drained.compacted],
+            0,
+        ),
+    ]
+    _run_official({"op": "submit", "store_dir": str(store_dir), "specs": specs}, OFFICIAL_TIMEOUT_S)
+    # no proposals of its own: only the submitted specs run
+    opts = CompactorOptions(
+        poll_interval=0.05, min_compaction_sources=99, max_compaction_sources=99
+    )
+    with Compactor(LocalStore(store_dir, fsync=False), DB_PATH, _settings(), options=opts) as c:
+        reports = c.run_once(timeout=120)
+    assert sorted((r.segment, r.drain, r.status) for r in reports) == [
+        (b"aab", False, "completed"),
+        (b"m\xffz", True, "completed"),
+    ]
+    m = ManifestStore(LocalStore(store_dir), DB_PATH).read_latest()[1]  # type: ignore[index]
+    by_prefix = {x.prefix: x for x in m.segments}
+    assert not by_prefix[b"aab"].l0 and len(by_prefix[b"aab"].compacted) == 1
+    assert not by_prefix[b"m\xffz"].l0 and not by_prefix[b"m\xffz"].compacted
+    want = {k: (None if k.startswith(b"m\xffz") else v) for k, v in d["read"]["values"].items()}
+    keys = sorted(want)
+    official = _official_read(store_dir, keys)
+    assert official["values"] == want
+    with _open(store_dir) as db:
+        _assert_same(_shale_read(db, keys), official)
+
+
 def test_official_run_split_inside_a_key(
     official_segmented: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -708,6 +764,18 @@ async def _continue(s: Any, store_dir: Path, ops: list[tuple[str, bytes, bytes]]
     return {"segments": [bytes(x.prefix) for x in m.segments]}
 
 
+async def _submit(s: Any, store_dir: Path, specs: list[Any]) -> None:
+    """Submit compactions with the official ``Admin`` (no compactor runs here)."""
+    admin = s.AdminBuilder(DB_PATH, _store(s, store_dir)).build()
+    for kind, segment, l0, runs, dest in specs:
+        sources = [s.SourceId.SST_VIEW(u) for u in l0] + [s.SourceId.SORTED_RUN(r) for r in runs]
+        if kind == "drain":
+            spec = s.CompactionSpec.DRAIN_SEGMENT(segment, sources)
+        else:
+            spec = s.CompactionSpec.TIERED(segment, sources, dest)
+        await admin.submit_compaction(spec)
+
+
 async def _dispatch(request: dict[str, Any]) -> Any:
     s = _slatedb()
     op = request["op"]
@@ -726,6 +794,8 @@ async def _dispatch(request: dict[str, Any]) -> Any:
             request["ranges"],
             request["prefixes"],
         )
+    if op == "submit":
+        return await _submit(s, Path(request["store_dir"]), request["specs"])
     if op == "continue":
         return await _continue(s, Path(request["store_dir"]), request["ops"])
     raise ValueError(f"unknown op {op!r}")
