@@ -533,11 +533,13 @@ class Db:
         ext = self.prefix_extractor
         assert ext is not None
         known = self._segment_prefixes
-        for key, _ops in items:
+        new = []
+        for key, _ops in items:  # every key first: a batch is refused as a whole
             prefix = segments.segment_prefix(ext, key)
             i = segments.owning_prefix(known, key)
-            if i is not None and known[i] == prefix:
-                continue
+            if i is None or known[i] != prefix:
+                new.append(prefix)
+        for prefix in new:
             with self._lock:
                 known = self._segment_prefixes
                 i = bisect.bisect_left(known, prefix)
