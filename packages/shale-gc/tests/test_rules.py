@@ -184,6 +184,11 @@ def test_newest_l0_bound_and_fallbacks() -> None:
     assert newest_l0_ms(manifest(last_compacted_l0_view_id=ulid(4_000))) == 4_000
     seg = Segment(b"p", None, [view(sst(9_000))], [])
     assert newest_l0_ms(manifest(l0=[view(a)], segments=[seg])) == 9_000
+    # per tree (SlateDB's newest_l0_dt): a drained/compacted segment counts by its marker,
+    # even while another tree still has older L0s
+    drained = Segment(b"q", ulid(8_000), [], [])
+    assert newest_l0_ms(manifest(l0=[view(a)], segments=[drained])) == 8_000
+    assert newest_l0_ms(manifest(segments=[drained])) == 8_000
     # an unpublished upload newer than the newest L0 is kept
     orphan = sst(8_000)
     comps = Compactions(1, [Compaction(ulid(50_000), STATUS_COMPLETED)])
@@ -237,6 +242,37 @@ def test_active_compaction_outputs_and_sources_are_kept() -> None:
     v = GcStateView(4, latest, compactions_id=2, compactions=comps)
     r = reasons(select_compacted(objs, v, now_s=NOW_S, min_age_s=0))
     assert r[src_l0.id] == KEEP_REFERENCED
+
+
+def test_segment_trees_are_reachable_and_protected() -> None:
+    """Every tree's SSTs are referenced; an active compaction of a segment protects the SSTs of
+    that segment's source runs through the checkpoint manifest that still lists them."""
+    seg_l0, seg_run, root_l0, gone_run, garbage = (sst(100, i) for i in range(5))
+    latest = manifest(
+        l0=[view(root_l0)],
+        segments=[Segment(b"aaa", None, [view(seg_l0)], [SortedRun(7, [view(seg_run)])])],
+    )
+    older = manifest(segments=[Segment(b"bbb", None, [], [SortedRun(8, [view(gone_run)])])])
+    comps = Compactions(
+        1,
+        [Compaction(ulid(10), STATUS_RUNNING, sorted_runs=[8], destination=8, segment=b"bbb")],
+    )
+    v = GcStateView(4, latest, compactions_id=2, compactions=comps)
+    objs = [obj("compacted", s.id, 0) for s in (seg_l0, seg_run, root_l0, gone_run, garbage)]
+    r = reasons(select_compacted(objs, v, now_s=NOW_S, min_age_s=0))
+    assert r[seg_l0.id] == r[seg_run.id] == r[root_l0.id] == KEEP_REFERENCED
+    v = dataclasses.replace(v, checkpoint_manifests={3: older})
+    r = reasons(select_compacted(objs, v, now_s=NOW_S, min_age_s=0))
+    assert r[gone_run.id] == KEEP_CHECKPOINT_REFERENCE
+    # the run of another segment with the same id is not this compaction's source
+    wrong = Compactions(
+        1,
+        [Compaction(ulid(10), STATUS_RUNNING, sorted_runs=[8], destination=8, segment=b"aaa")],
+    )
+    v = GcStateView(4, latest, compactions_id=2, compactions=wrong)
+    assert reasons(select_compacted(objs, v, now_s=NOW_S, min_age_s=0))[gone_run.id] != (
+        KEEP_ACTIVE_COMPACTION
+    )
 
 
 # -- manifests and compactions -----------------------------------------------------------------

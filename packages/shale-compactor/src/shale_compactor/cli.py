@@ -151,7 +151,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     fmt = 1 if settings.manifest_format_version == 1 else 2
     with _store(args) as store:
         _require_db(store, args.url)
-        cid = submit_compaction(store, "", spec, format_version=fmt)
+        cid = submit_compaction(store, "", spec, segment=args.segment.encode(), format_version=fmt)
     print(cid)
     return EXIT_OK
 
@@ -183,6 +183,12 @@ def format_status(view: Any, jobs: list[Any]) -> str:
         f"compactions file {view.compactions_id or '-'})",
         f"L0 SSTs: {len(m.l0)}; sorted runs: {len(m.compacted)} (ids {runs})",
     ]
+    for seg in m.segments:
+        seg_runs = ",".join(str(r.id) for r in seg.compacted) or "-"
+        lines.append(
+            f"segment {seg.prefix!r}: L0 SSTs: {len(seg.l0)}; sorted runs: "
+            f"{len(seg.compacted)} (ids {seg_runs})"
+        )
     if not jobs:
         lines.append("no compactions")
         return "\n".join(lines)
@@ -223,6 +229,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "compactions_id": view.compactions_id,
             "l0": len(view.manifest.l0),
             "sorted_runs": [r.id for r in view.manifest.compacted],
+            "segments": [
+                {
+                    "prefix_hex": seg.prefix.hex(),
+                    "l0": len(seg.l0),
+                    "sorted_runs": [r.id for r in seg.compacted],
+                }
+                for seg in view.manifest.segments
+            ],
             "compactions": [j.to_json() for j in jobs],
         }
         print(json.dumps(out, indent=2))
@@ -297,7 +311,13 @@ def add_commands(subparsers: Any) -> None:
         metavar="JSON",
         help='{"l0": [ULID...], "sorted_runs": [N...], "destination": N}, or '
         'SlateDB\'s {"sources": [{"SstView": ULID}, {"SortedRun": N}], '
-        '"destination": N}',
+        '"destination": N}; add "segment": PREFIX for a segment\'s tree',
+    )
+    p.add_argument(
+        "--segment",
+        default="",
+        metavar="PREFIX",
+        help="with --full: compact this segment's tree (default: the root tree)",
     )
     p.set_defaults(func=_cmd_submit)
 

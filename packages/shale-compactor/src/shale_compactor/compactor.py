@@ -54,10 +54,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from shale import segments
 from shale.clock import Clock, SystemClock
 from shale.components import check_timeout
 from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
 from shale.fbs.compactions import (
+    SPEC_DRAIN_SEGMENT,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -86,6 +88,7 @@ from shale_compactor.state import (
     CompactorStateView,
     CompactorStateWriter,
     apply_compaction,
+    apply_drain,
     is_active,
     is_dest_last_run,
     read_view,
@@ -121,6 +124,8 @@ class CompactionReport:
     :ivar bytes_in: estimated source bytes; ``bytes_out``: bytes of the output SSTs (their
         ``index_offset + index_len``).
     :ivar error: the failure (``"kind: message"``), or ``None``.
+    :ivar segment: the tree compacted (a segment prefix; ``b""`` the root tree).
+    :ivar drain: a drain (sources removed, nothing written).
     """
 
     id: Ulid
@@ -133,6 +138,8 @@ class CompactionReport:
     bytes_out: int
     duration_s: float
     error: str | None = None
+    segment: bytes = b""
+    drain: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ class JobStatus:
     bytes_processed: int
     total_bytes: int
     elapsed_s: float | None = None
+    segment: bytes = b""
 
     @property
     def percentage(self) -> float:
@@ -173,6 +181,7 @@ class JobStatus:
             "total_bytes": self.total_bytes,
             "percentage": round(self.percentage, 1),
             "elapsed_s": None if self.elapsed_s is None else round(self.elapsed_s, 3),
+            **({"segment_hex": self.segment.hex()} if self.segment else {}),
         }
 
 
@@ -572,10 +581,12 @@ class Compactor:
 
     # -- submitting ---------------------------------------------------------------------------
 
-    def submit(self, spec: CompactionSpec | str) -> Ulid:
+    def submit(self, spec: CompactionSpec | str, *, segment: bytes = b"") -> Ulid:
         """Submit a compaction (a :class:`CompactionSpec`, or :data:`FULL`); it starts on the
         next tick when its sources are free.
 
+        :param segment: the tree a :data:`FULL` compaction compacts (a segment prefix;
+            ``b""``, the default, is the root tree). A spec names its own segment.
         :returns: the compaction's id.
         :raises InvalidError: the spec does not validate against the current manifest.
         :raises ClosedError: the compactor is stopped or fenced.
@@ -586,7 +597,7 @@ class Compactor:
             try:
                 writer.refresh()
                 view = writer.state.view()
-                spec = self._resolve(view, spec)
+                spec = self._resolve(view, spec, segment)
                 self.scheduler.validate(view, spec)
                 cid = self._new_id()
                 writer.state.add(spec.to_compaction(cid))
@@ -599,12 +610,18 @@ class Compactor:
         self._wake.set()
         return cid
 
-    def _resolve(self, view: CompactorStateView, spec: CompactionSpec | str) -> CompactionSpec:
+    def _resolve(
+        self, view: CompactorStateView, spec: CompactionSpec | str, segment: bytes = b""
+    ) -> CompactionSpec:
         if isinstance(spec, str):
             if spec.lower() != FULL:
                 raise InvalidError('a compaction spec is a CompactionSpec or "full"', spec=spec)
             gen = getattr(self.scheduler, "generate_full", None)
-            return gen(view) if callable(gen) else generate_full(view)
+            if not callable(gen):
+                return generate_full(view, segment)
+            # a custom scheduler's generate_full may predate segments: pass one only if named
+            full: CompactionSpec = gen(view, segment) if segment else gen(view)
+            return full
         if not isinstance(spec, CompactionSpec):
             raise InvalidError(
                 'a compaction spec is a CompactionSpec or "full"', type=type(spec).__name__
@@ -643,6 +660,7 @@ class Compactor:
                     bytes_processed=j.bytes_processed,
                     total_bytes=j.total_bytes,
                     elapsed_s=now - j.started,
+                    segment=j.compaction.segment,
                 )
                 for j in self._jobs.values()
             ]
@@ -741,8 +759,9 @@ class Compactor:
             writer.state.add(c)
             view = writer.state.view()
             logger.info(
-                "compaction scheduled id=%s l0=%d runs=%s dest=%d",
+                "compaction scheduled id=%s segment=%r l0=%d runs=%s dest=%d",
                 c.id,
+                c.segment,
                 len(c.l0_view_ids),
                 c.sorted_runs,
                 c.destination,
@@ -772,14 +791,18 @@ class Compactor:
                 finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
                 dirty = True
                 continue
-            spec = CompactionSpec.from_compaction(c)
             try:
+                spec = CompactionSpec.from_compaction(c)
                 self.scheduler.validate(view, spec)
                 resolve_sources(m, c)
             except InvalidError as exc:
                 logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
                 state.finish(c.id, STATUS_FAILED, [])
                 finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+                dirty = True
+                continue
+            if spec.drain:
+                finished.append(self._drain(writer, c))
                 dirty = True
                 continue
             # wait while a running compaction uses a source or the destination
@@ -797,18 +820,44 @@ class Compactor:
             dirty = True
         return dirty
 
+    def _drain(self, writer: CompactorStateWriter, c: Compaction) -> CompactionReport:
+        """Commit a drain: no SST is read or written, the manifest loses its sources (after
+        the safety checkpoint that keeps them readable for in-flight readers)."""
+        started = time.monotonic()
+        before = writer.state.manifest
+        now_s = self.clock.now_ms() // 1000
+        writer.write_manifest_safely(
+            lambda m, _n: apply_drain(remove_expired_checkpoints(m, now_s), c),
+            checkpoint_lifetime=self.options.checkpoint_lifetime,
+        )
+        writer.state.finish(c.id, STATUS_COMPLETED, [])
+        logger.info(
+            "drain completed id=%s segment=%r l0=%d runs=%s",
+            c.id,
+            c.segment,
+            len(c.l0_view_ids),
+            c.sorted_runs,
+        )
+        return self._report(c, "completed", before, [], time.monotonic() - started)
+
     @staticmethod
     def _already_committed(m: Manifest, c: Compaction) -> bool:
+        tree = segments.tree(m, c.segment)
+        if tree is None:
+            return False
+        l0_left = {v.id for v in tree.l0} & set(c.l0_view_ids)
+        if c.spec_type == SPEC_DRAIN_SEGMENT:
+            runs_left = {r.id for r in tree.compacted} & set(c.sorted_runs)
+            return bool(c.l0_view_ids or c.sorted_runs) and not l0_left and not runs_left
         if not c.output_ssts:
             return False
-        dest = next((r for r in m.compacted if r.id == c.destination), None)
+        dest = next((r for r in tree.compacted if r.id == c.destination), None)
         if dest is None:
             return False
         live = {v.sst.id for v in dest.ssts}
         if not {s.id for s in c.output_ssts} <= live:
             return False
-        l0_left = {v.id for v in m.l0} & set(c.l0_view_ids)
-        runs_left = {r.id for r in m.compacted} & (set(c.sorted_runs) - {c.destination})
+        runs_left = {r.id for r in tree.compacted} & (set(c.sorted_runs) - {c.destination})
         return not l0_left and not runs_left
 
     def _make_job(self, m: Manifest, c: Compaction) -> Any:
@@ -914,8 +963,10 @@ class Compactor:
                     raise
                 delay = min(2 * delay, COMMIT_RETRY_MAX_S)
         logger.info(
-            "compaction completed id=%s dest=%d outputs=%d bytes_in=%d bytes_out=%d in %.2fs",
+            "compaction completed id=%s segment=%r dest=%d outputs=%d bytes_in=%d bytes_out=%d "
+            "in %.2fs",
             c.id,
+            c.segment,
             c.destination,
             len(outputs),
             report.bytes_in,
@@ -1014,6 +1065,8 @@ class Compactor:
             bytes_out=_output_bytes(outputs),
             duration_s=duration,
             error=error,
+            segment=c.segment,
+            drain=c.spec_type == SPEC_DRAIN_SEGMENT,
         )
 
 
@@ -1025,6 +1078,7 @@ def submit_compaction(
     root: str = "",
     spec: CompactionSpec | str = FULL,
     *,
+    segment: bytes = b"",
     scheduler: Any = None,
     clock: Clock | None = None,
     rand: random.Random | None = None,
@@ -1033,7 +1087,8 @@ def submit_compaction(
     """Submit a compaction to the database's ``.compactions`` file without fencing the
     running compactor (``shale compactor submit``); it picks the spec up on its next poll.
 
-    The spec (or :data:`FULL`, resolved against the latest manifest) is validated first. A
+    The spec (or :data:`FULL` of the tree ``segment``, resolved against the latest manifest)
+    is validated first. A
     missing ``.compactions`` file is created (epoch 0); concurrent writers are merged through
     the create-if-absent update loop.
 
@@ -1046,7 +1101,7 @@ def submit_compaction(
     if isinstance(spec, str):
         if spec.lower() != FULL:
             raise InvalidError('a compaction spec is a CompactionSpec or "full"', spec=spec)
-        spec = generate_full(view)
+        spec = generate_full(view, segment)
     scheduler.validate(view, spec)
     clock = clock if clock is not None else SystemClock()
     cid = Ulid.new(clock.now_ms(), rand)
@@ -1090,6 +1145,7 @@ def read_status(store: ObjectStore, root: str = "") -> tuple[CompactorStateView,
                 bytes_processed=done,
                 total_bytes=total,
                 elapsed_s=None,
+                segment=c.segment,
             )
         )
     return view, out

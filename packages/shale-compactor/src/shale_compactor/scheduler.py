@@ -31,6 +31,18 @@ L0-only window is written into a run id above every existing run (it holds the n
 
 Sizes are estimated like SlateDB: an SST is ``index_offset + index_len`` bytes (everything but
 the filter, stats and footer), a run the sum of its SSTs.
+
+**Segments** (RFC-0024, :mod:`shale.segments`). A segmented database has one LSM tree per key
+prefix besides the root tree; every spec names its tree (``segment``, ``b""`` for the root) and
+everything above applies *within* that tree: sources are a window of that tree's order, the
+oldest-L0 rule is that tree's. Proposals are made per tree -- trees with the longest L0 first
+(they are closest to L0 backpressure), then round-robin, one proposal per tree per pass -- as
+SlateDB's scheduler does. Sorted run ids are unique across all trees, so a new run's id (an
+L0-only destination) is one above the highest run id of *any* tree or active compaction.
+A *drain* spec (``drain=True``, SlateDB's ``DrainSegmentSpec``) retires part or all of a
+segment without writing anything: its L0s and runs are removed from the tree and the tree's
+``last_compacted_l0_view_id`` advances to its newest drained L0. The size-tiered scheduler never
+proposes one; a custom scheduler or ``submit`` can.
 """
 
 from __future__ import annotations
@@ -41,8 +53,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shale import segments
 from shale.errors import InvalidError, ShaleError
-from shale.fbs.compactions import STATUS_SUBMITTED, Compaction
+from shale.fbs.compactions import SPEC_DRAIN_SEGMENT, SPEC_TIERED, STATUS_SUBMITTED, Compaction
 from shale.fbs.manifest import Manifest, SortedRun, SstView
 from shale.ids import Ulid
 from shale.settings import CompactorOptions
@@ -58,6 +71,7 @@ __all__ = [
     "SizeTieredScheduler",
     "check_conflicts",
     "generate_full",
+    "next_run_id",
     "parse_spec",
     "propose",
     "run_size",
@@ -78,16 +92,27 @@ _SR = "sr"
 
 @dataclass(frozen=True)
 class CompactionSpec:
-    """What to compact: L0 view ids (newest first), sorted run ids (highest first), and the
-    destination run id. Like SlateDB's ``CompactionSpec { sources, destination }``."""
+    """What to compact: L0 view ids (newest first), sorted run ids (highest first), the
+    destination run id, and the tree (``segment``: a segment prefix, ``b""`` the root tree).
+    Like SlateDB's ``CompactionSpec { segment, sources, destination }``; ``drain=True`` is its
+    ``DrainSegmentSpec`` (the sources are removed, nothing is written, no destination)."""
 
     l0: tuple[Ulid, ...] = ()
     sorted_runs: tuple[int, ...] = ()
     destination: int = 0
+    segment: bytes = b""
+    drain: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "l0", tuple(self.l0))
         object.__setattr__(self, "sorted_runs", tuple(self.sorted_runs))
+        if not isinstance(self.segment, bytes | bytearray):
+            raise InvalidError("a segment is a bytes prefix", segment=self.segment)
+        object.__setattr__(self, "segment", bytes(self.segment))
+        if self.drain and not self.segment:
+            raise InvalidError("a drain names a segment (the root tree cannot be drained)")
+        if self.drain and self.destination:
+            raise InvalidError("a drain has no destination", destination=self.destination)
         for u in self.l0:
             if not isinstance(u, Ulid):
                 raise InvalidError("L0 sources must be Ulid view ids", source=u)
@@ -108,26 +133,61 @@ class CompactionSpec:
             l0_view_ids=list(self.l0),
             sorted_runs=list(self.sorted_runs),
             destination=self.destination,
+            segment=self.segment,
+            spec_type=SPEC_DRAIN_SEGMENT if self.drain else SPEC_TIERED,
         )
 
     @classmethod
     def from_compaction(cls, c: Compaction) -> CompactionSpec:
-        """The spec of a ``.compactions`` entry."""
-        return cls(tuple(c.l0_view_ids), tuple(c.sorted_runs), c.destination)
+        """The spec of a ``.compactions`` entry.
+
+        :raises InvalidError: an unknown spec type.
+        """
+        if c.spec_type == SPEC_DRAIN_SEGMENT:
+            return cls(tuple(c.l0_view_ids), tuple(c.sorted_runs), 0, c.segment, drain=True)
+        if c.spec_type != SPEC_TIERED:
+            raise InvalidError("unknown compaction spec type", spec_type=c.spec_type)
+        return cls(tuple(c.l0_view_ids), tuple(c.sorted_runs), c.destination, c.segment)
 
     def to_json(self) -> dict[str, Any]:
-        """``{"l0": [ULID text...], "sorted_runs": [...], "destination": N}``."""
-        return {
+        """``{"l0": [ULID text...], "sorted_runs": [...], "destination": N}``, plus
+        ``"segment"`` (text) or ``"segment_hex"`` for a segment and ``"drain": true``."""
+        out: dict[str, Any] = {
             "l0": [str(u) for u in self.l0],
             "sorted_runs": list(self.sorted_runs),
             "destination": self.destination,
         }
+        if self.segment:
+            text = self.segment.decode("ascii", "replace")
+            if text.isprintable() and text.encode() == self.segment:
+                out["segment"] = text
+            else:
+                out["segment_hex"] = self.segment.hex()
+        if self.drain:
+            out["drain"] = True
+        return out
+
+
+def _segment_of(data: dict[str, Any]) -> bytes:
+    if "segment_hex" in data:
+        return bytes.fromhex(str(data["segment_hex"]))
+    seg = data.get("segment", b"")
+    if isinstance(seg, str):
+        return seg.encode()
+    if isinstance(seg, list):  # SlateDB's serde shape: a list of byte values
+        return bytes(seg)
+    if isinstance(seg, bytes):
+        return seg
+    raise InvalidError("a segment is text, a list of byte values or segment_hex", segment=seg)
 
 
 def parse_spec(data: str | dict[str, Any]) -> CompactionSpec | str:
     """A spec from JSON text or a dict: ``"full"`` / ``"Full"`` gives :data:`FULL`;
     ``{"l0": [...], "sorted_runs": [...], "destination": N}`` or SlateDB's shape
-    ``{"Spec": {"sources": [{"SstView": "ULID"}, {"SortedRun": 3}], "destination": 3}}``.
+    ``{"Spec": {"sources": [{"SstView": "ULID"}, {"SortedRun": 3}], "destination": 3}}``;
+    either may name a tree with ``"segment"`` (text or a list of byte values) or
+    ``"segment_hex"``, and ``"drain": true`` (or SlateDB's ``{"DrainSegment": {...}}``) makes a
+    drain (no destination).
 
     :raises InvalidError: malformed input.
     """
@@ -143,11 +203,19 @@ def parse_spec(data: str | dict[str, Any]) -> CompactionSpec | str:
         return FULL
     if not isinstance(data, dict):
         raise InvalidError('a compaction spec is a JSON object or "Full"', spec=data)
+    drain = False
     if set(data) == {"Spec"}:
         data = data["Spec"]
         if not isinstance(data, dict):
             raise InvalidError('"Spec" must hold an object', spec=data)
+    elif set(data) == {"DrainSegment"}:
+        data = data["DrainSegment"]
+        if not isinstance(data, dict):
+            raise InvalidError('"DrainSegment" must hold an object', spec=data)
+        drain = True
     try:
+        segment = _segment_of(data)
+        drain = drain or data.get("drain") is True
         if "sources" in data:
             l0: list[Ulid] = []
             runs: list[int] = []
@@ -164,17 +232,26 @@ def parse_spec(data: str | dict[str, Any]) -> CompactionSpec | str:
                 else:
                     raise InvalidError("unknown source kind", kind=kind)
         else:
-            unknown = set(data) - {"l0", "sorted_runs", "destination"}
+            unknown = set(data) - {
+                "l0",
+                "sorted_runs",
+                "destination",
+                "segment",
+                "segment_hex",
+                "drain",
+            }
             if unknown:
                 raise InvalidError("unknown compaction spec fields", fields=sorted(unknown))
             l0 = [Ulid.parse(str(u)) for u in data.get("l0", [])]
             runs = [int(r) for r in data.get("sorted_runs", [])]
+        if drain:
+            return CompactionSpec(tuple(l0), tuple(runs), 0, segment, drain=True)
         if "destination" not in data:
             raise InvalidError("a compaction spec needs a destination", spec=data)
         dest = data["destination"]
         if isinstance(dest, bool) or not isinstance(dest, int):
             raise InvalidError("the destination must be an integer", destination=dest)
-        return CompactionSpec(tuple(l0), tuple(runs), dest)
+        return CompactionSpec(tuple(l0), tuple(runs), dest, segment)
     except InvalidError:
         raise
     except (ShaleError, TypeError, ValueError, AttributeError) as exc:  # e.g. a bad ULID
@@ -231,11 +308,22 @@ def run_size(run: SortedRun) -> int:
 
 def spec_size(m: Manifest, spec: CompactionSpec | Compaction) -> int:
     """Estimated input bytes of a compaction (sources missing from ``m`` count 0)."""
+    tree = segments.tree(m, spec.segment)
+    if tree is None:
+        return 0
     l0 = set(spec.l0 if isinstance(spec, CompactionSpec) else spec.l0_view_ids)
     runs = set(spec.sorted_runs)
-    return sum(sst_size(v) for v in m.l0 if v.id in l0) + sum(
-        run_size(r) for r in m.compacted if r.id in runs
+    return sum(sst_size(v) for v in tree.l0 if v.id in l0) + sum(
+        run_size(r) for r in tree.compacted if r.id in runs
     )
+
+
+def next_run_id(view: CompactorStateView) -> int:
+    """The id of a new sorted run: one above every run of every tree and every active
+    compaction's destination (0 when there is none). Run ids are unique across all trees."""
+    ids = [r.id for t in segments.trees(view.manifest) for r in t.compacted]
+    ids += [c.destination for c in view.active_compactions() if c.spec_type == SPEC_TIERED]
+    return max(ids) + 1 if ids else 0
 
 
 # -- checks --------------------------------------------------------------------------------------
@@ -254,8 +342,10 @@ class _Conflicts:
     used: set[tuple[str, Ulid | int]] = field(default_factory=set)
 
     def add(self, spec: CompactionSpec) -> None:
+        # L0 view ids and run ids are unique across trees, so one set serves every tree
         self.used.update(spec.sources)
-        self.used.add((_SR, spec.destination))
+        if not spec.drain:
+            self.used.add((_SR, spec.destination))
 
     def ok(self, sources: Sequence[_Source], dst: int) -> bool:
         return not any(s.key in self.used for s in sources) and (_SR, dst) not in self.used
@@ -310,58 +400,70 @@ def _compactable_run(
     return group
 
 
-def _sources(m: Manifest) -> tuple[list[_Source], list[_Source]]:
+def _sources(tree: segments.Tree) -> tuple[list[_Source], list[_Source]]:
     return (
-        [_Source((_L0, v.id), sst_size(v)) for v in m.l0],
-        [_Source((_SR, r.id), run_size(r)) for r in m.compacted],
+        [_Source((_L0, v.id), sst_size(v)) for v in tree.l0],
+        [_Source((_SR, r.id), run_size(r)) for r in tree.compacted],
     )
 
 
-def _spec(group: Sequence[_Source], dst: int) -> CompactionSpec:
+def _spec(group: Sequence[_Source], dst: int, segment: bytes) -> CompactionSpec:
     l0 = tuple(s.key[1] for s in group if s.key[0] == _L0)
     runs = tuple(s.key[1] for s in group if s.key[0] == _SR)
-    return CompactionSpec(l0, runs, dst)  # type: ignore[arg-type]
+    return CompactionSpec(l0, runs, dst, segment)  # type: ignore[arg-type]
 
 
 def _active_specs(view: CompactorStateView) -> list[CompactionSpec]:
     return [CompactionSpec.from_compaction(c) for c in view.active_compactions()]
 
 
+@dataclass
+class _TreeState:
+    prefix: bytes
+    l0: list[_Source]
+    runs: list[_Source]
+    backpressure: _Backpressure
+
+
 def propose(view: CompactorStateView, options: SchedulerOptions) -> list[CompactionSpec]:
     """The compactions to start now, in priority order (see the module docstring)."""
-    m = view.manifest
-    l0, runs = _sources(m)
     active = _active_specs(view)
     conflicts = _Conflicts()
     for spec in active:
         conflicts.add(spec)
-    backpressure = _Backpressure(
-        options.include_size_threshold, options.max_compaction_sources, runs
-    )
+    trees = []
+    for tree in segments.trees(view.manifest):
+        l0, runs = _sources(tree)
+        bp = _Backpressure(options.include_size_threshold, options.max_compaction_sources, runs)
+        trees.append(_TreeState(tree.prefix, l0, runs, bp))
+    trees.sort(key=lambda t: -len(t.l0))  # stable: the root first among equals
+    next_id = [next_run_id(view)]
     out: list[CompactionSpec] = []
-    while len(active) + len(out) < options.max_concurrent_compactions:
-        picked = _pick(l0, runs, options, conflicts, backpressure)
-        if picked is None:
-            break
-        conflicts.add(picked)
-        out.append(picked)
+    picked_any = True
+    while picked_any:
+        picked_any = False
+        for t in trees:
+            if len(active) + len(out) >= options.max_concurrent_compactions:
+                return out
+            picked = _pick(t, options, conflicts, next_id)
+            if picked is not None:
+                conflicts.add(picked)
+                out.append(picked)
+                picked_any = True
     return out
 
 
 def _pick(
-    l0: list[_Source],
-    runs: list[_Source],
-    o: SchedulerOptions,
-    conflicts: _Conflicts,
-    backpressure: _Backpressure,
+    t: _TreeState, o: SchedulerOptions, conflicts: _Conflicts, next_id: list[int]
 ) -> CompactionSpec | None:
+    l0, runs, backpressure = t.l0, t.runs, t.backpressure
     if len(l0) >= o.min_compaction_sources:
         group = l0[-o.max_compaction_sources :]  # the oldest
-        dst = runs[0].key[1] + 1 if runs else 0  # type: ignore[operator]
-        assert isinstance(dst, int)
+        dst = next_id[0]
         nxt = runs[0] if runs else None
         if conflicts.ok(group, dst) and backpressure.ok(group, nxt):
-            return _spec(group, dst)
+            next_id[0] += 1
+            return _spec(group, dst, t.prefix)
     for i in range(len(runs)):
         group = _compactable_run(o.include_size_threshold, runs, i, conflicts, backpressure)
         if len(group) < o.min_compaction_sources:
@@ -369,7 +471,7 @@ def _pick(
         group = group[-o.max_compaction_sources :]
         run_dst = group[-1].key[1]
         assert isinstance(run_dst, int)
-        return _spec(group, run_dst)
+        return _spec(group, run_dst, t.prefix)
     return None
 
 
@@ -382,19 +484,27 @@ def validate(view: CompactorStateView, spec: CompactionSpec) -> None:
     :raises InvalidError: the spec can never run as given.
     """
     m = view.manifest
+    tree = segments.tree(m, spec.segment)
+    if tree is None:
+        raise InvalidError(
+            "the compaction targets a segment the database does not have", spec=spec.to_json()
+        )
     sources = spec.sources
     if not sources:
         raise InvalidError("a compaction needs at least one source")
     if len(set(sources)) != len(sources):
         raise InvalidError("a compaction names a source twice", spec=spec.to_json())
-    order = [(_L0, v.id) for v in m.l0] + [(_SR, r.id) for r in m.compacted]
+    if spec.drain:
+        _validate_drain(tree, spec)
+        return
+    order = [(_L0, v.id) for v in tree.l0] + [(_SR, r.id) for r in tree.compacted]
     n = len(sources)
     if not any(order[i : i + n] == sources for i in range(len(order) - n + 1)):
         raise InvalidError(
-            "compaction sources are not a consecutive series of the database's sources",
+            "compaction sources are not a consecutive series of the tree's sources",
             spec=spec.to_json(),
         )
-    if spec.l0 and spec.l0[-1] != m.l0[-1].id:
+    if spec.l0 and spec.l0[-1] != tree.l0[-1].id:
         raise InvalidError(
             "a compaction of L0 SSTs must include the oldest L0 SST", spec=spec.to_json()
         )
@@ -406,11 +516,37 @@ def validate(view: CompactorStateView, spec: CompactionSpec) -> None:
                 destination=spec.destination,
                 lowest=lowest,
             )
-    elif m.compacted and spec.destination <= m.compacted[0].id:
+    else:
+        if tree.compacted and spec.destination <= tree.compacted[0].id:
+            raise InvalidError(
+                "an L0-only compaction must write a run id above every existing run",
+                destination=spec.destination,
+                highest=tree.compacted[0].id,
+            )
+        if any(r.id == spec.destination for t in segments.trees(m) for r in t.compacted):
+            raise InvalidError(
+                "an L0-only compaction must write a new run id (run ids are unique across "
+                "segments)",
+                destination=spec.destination,
+            )
+
+
+def _validate_drain(tree: segments.Tree, spec: CompactionSpec) -> None:
+    """A drain's sources must be in the tree, and every L0 at or below its newest drained L0
+    must be drained too (the tree's watermark moves past them; SlateDB's rule)."""
+    l0_ids = [v.id for v in tree.l0]
+    run_ids = {r.id for r in tree.compacted}
+    missing = [str(u) for u in spec.l0 if u not in l0_ids] + [
+        str(r) for r in spec.sorted_runs if r not in run_ids
+    ]
+    if missing:
+        raise InvalidError("drain sources are not in the segment", missing=missing)
+    drained = set(spec.l0)
+    newest = next((i for i, u in enumerate(l0_ids) if u in drained), None)
+    if newest is not None and any(u not in drained for u in l0_ids[newest:]):
         raise InvalidError(
-            "an L0-only compaction must write a run id above every existing run",
-            destination=spec.destination,
-            highest=m.compacted[0].id,
+            "a drain must include every L0 older than its newest drained L0",
+            spec=spec.to_json(),
         )
 
 
@@ -427,18 +563,24 @@ def check_conflicts(
     return conflicts.ok(srcs, spec.destination)
 
 
-def generate_full(view: CompactorStateView) -> CompactionSpec:
-    """A spec compacting every L0 SST and every sorted run into the lowest run id (0 when
-    there are no runs). Unlike SlateDB's ``generate(Full)``, L0 is included.
+def generate_full(view: CompactorStateView, segment: bytes = b"") -> CompactionSpec:
+    """A spec compacting every L0 SST and every sorted run of one tree (``segment``; the
+    root tree by default) into its lowest run id (a new run id when it has no runs). Unlike
+    SlateDB's ``generate(Full)``, L0 is included.
 
-    :raises InvalidError: the database has nothing to compact.
+    :raises InvalidError: the tree has nothing to compact, or no such segment exists.
     """
-    m = view.manifest
-    if not m.l0 and not m.compacted:
-        raise InvalidError("nothing to compact: no L0 SSTs and no sorted runs")
-    runs = tuple(r.id for r in m.compacted)
-    dest = runs[-1] if runs else 0
-    return CompactionSpec(tuple(v.id for v in m.l0), runs, dest)
+    tree = segments.tree(view.manifest, segment)
+    if tree is None:
+        raise InvalidError("no such segment", segment=segment)
+    if not tree.l0 and not tree.compacted:
+        raise InvalidError(
+            "nothing to compact: no L0 SSTs and no sorted runs",
+            **({"segment": segment} if segment else {}),
+        )
+    runs = tuple(r.id for r in tree.compacted)
+    dest = runs[-1] if runs else next_run_id(view)
+    return CompactionSpec(tuple(v.id for v in tree.l0), runs, dest, segment)
 
 
 class CompactionScheduler(Protocol):
@@ -468,5 +610,5 @@ class SizeTieredScheduler:
     def validate(self, view: CompactorStateView, spec: CompactionSpec) -> None:
         validate(view, spec)
 
-    def generate_full(self, view: CompactorStateView) -> CompactionSpec:
-        return generate_full(view)
+    def generate_full(self, view: CompactorStateView, segment: bytes = b"") -> CompactionSpec:
+        return generate_full(view, segment)

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from shale import segments
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InternalError, InvalidError
 from shale.fbs.compactions import (
@@ -82,6 +83,7 @@ __all__ = [
     "CompactorStateView",
     "CompactorStateWriter",
     "apply_compaction",
+    "apply_drain",
     "is_active",
     "is_dest_last_run",
     "merge_remote_compactions",
@@ -163,18 +165,29 @@ def merge_remote_compactions(local: Compactions, remote: Compactions) -> Compact
 # -- pure helpers on the manifest ----------------------------------------------------------------
 
 
+def _tree(m: Manifest, c: Compaction) -> segments.Tree:
+    tree = segments.tree(m, c.segment)
+    if tree is None:
+        raise InvalidError(
+            "the compaction's segment is not in the manifest", id=str(c.id), segment=c.segment
+        )
+    return tree
+
+
 def resolve_sources(m: Manifest, c: Compaction) -> tuple[list[SstView], list[SortedRun]]:
     """The L0 views (newest first) and sorted runs (highest id first) ``c`` compacts, as
-    listed in ``m``.
+    listed in the tree of ``c.segment`` in ``m``.
 
-    :raises InvalidError: a source is not in ``m`` (already compacted, or never existed).
+    :raises InvalidError: a source (or the segment) is not in ``m`` (already compacted, or
+        never existed).
     """
     l0_ids = set(c.l0_view_ids)
     run_ids = set(c.sorted_runs)
     if len(l0_ids) != len(c.l0_view_ids) or len(run_ids) != len(c.sorted_runs):
         raise InvalidError("a compaction names a source twice", id=str(c.id))
-    views = [v for v in m.l0 if v.id in l0_ids]
-    runs = [r for r in m.compacted if r.id in run_ids]
+    tree = _tree(m, c)
+    views = [v for v in tree.l0 if v.id in l0_ids]
+    runs = [r for r in tree.compacted if r.id in run_ids]
     if len(views) != len(l0_ids) or len(runs) != len(run_ids):
         missing = sorted(str(u) for u in l0_ids - {v.id for v in views})
         missing_runs = sorted(run_ids - {r.id for r in runs})
@@ -194,18 +207,23 @@ def is_dest_last_run(m: Manifest, c: Compaction) -> bool:
     the destination is the last run exactly when that window reaches the end: it contains the
     lowest sorted run, or, with no sorted runs at all, the oldest L0. (SlateDB only checks
     "no sorted runs, or the destination is the lowest run", which would drop tombstones of a
-    hand-submitted L0 window that leaves older L0s out.)
+    hand-submitted L0 window that leaves older L0s out.) Judged within the tree of
+    ``c.segment``: segments own disjoint keys, so only that tree can hold older versions.
     """
-    if m.compacted:
-        return m.compacted[-1].id in c.sorted_runs
-    return bool(m.l0) and m.l0[-1].id in c.l0_view_ids
+    tree = segments.tree(m, c.segment)
+    if tree is None:
+        return False
+    if tree.compacted:
+        return tree.compacted[-1].id in c.sorted_runs
+    return bool(tree.l0) and tree.l0[-1].id in c.l0_view_ids
 
 
 def apply_compaction(m: Manifest, c: Compaction, outputs: list[CompactedSst]) -> Manifest:
-    """``m`` with compaction ``c`` committed (FORMAT.md 10.4): its L0 views removed, its source
-    runs replaced by run ``c.destination`` holding ``outputs`` (no run when there are none),
-    and ``last_compacted_l0_view_id`` set to its newest L0 view. A pure function for a manifest
-    mutation; everything else in ``m`` (the writer's newer L0s, checkpoints) is kept.
+    """``m`` with compaction ``c`` committed (FORMAT.md 10.4) to the tree of ``c.segment``: its
+    L0 views removed, its source runs replaced by run ``c.destination`` holding ``outputs`` (no
+    run when there are none), and the tree's ``last_compacted_l0_view_id`` set to its newest L0
+    view. A pure function for a manifest mutation; everything else in ``m`` (the writer's newer
+    L0s, other trees, checkpoints) is kept.
 
     :raises InternalError: a source vanished or the destination is taken by another run (the
         compactor owns sorted runs, so either means a second compactor or a bug).
@@ -214,26 +232,56 @@ def apply_compaction(m: Manifest, c: Compaction, outputs: list[CompactedSst]) ->
         resolve_sources(m, c)
     except InvalidError as exc:
         raise InternalError("compaction sources vanished before commit", id=str(c.id)) from exc
+    tree = _tree(m, c)
     run_ids = set(c.sorted_runs)
-    if any(r.id == c.destination and r.id not in run_ids for r in m.compacted):
+    if any(
+        r.id == c.destination and not (t.prefix == c.segment and r.id in run_ids)
+        for t in segments.trees(m)
+        for r in t.compacted
+    ):
         raise InternalError(
             "compaction destination is an existing run that is not a source",
             id=str(c.id),
             destination=c.destination,
         )
     l0_ids = set(c.l0_view_ids)
-    runs = [r for r in m.compacted if r.id not in run_ids]
+    runs = [r for r in tree.compacted if r.id not in run_ids]
     if outputs:
         runs.append(SortedRun(c.destination, [SstView(s.id, s, None) for s in outputs]))
     runs.sort(key=lambda r: r.id, reverse=True)
-    last = m.last_compacted_l0_view_id
+    last = tree.last_compacted_l0_view_id
     if c.l0_view_ids:
-        newest = next(v.id for v in m.l0 if v.id in l0_ids)
+        newest = next(v.id for v in tree.l0 if v.id in l0_ids)
         last = newest
-    return dataclasses.replace(
+    return segments.replace_tree(
         m,
-        l0=[v for v in m.l0 if v.id not in l0_ids],
+        c.segment,
+        l0=[v for v in tree.l0 if v.id not in l0_ids],
         compacted=runs,
+        last_compacted_l0_view_id=last,
+    )
+
+
+def apply_drain(m: Manifest, c: Compaction) -> Manifest:
+    """``m`` with drain ``c`` committed (SlateDB's ``finish_drain_compaction``): the drained
+    L0 views and runs leave the segment's tree, whose ``last_compacted_l0_view_id`` advances to
+    the newest drained L0. The segment entry itself stays (possibly empty), as in SlateDB.
+
+    :raises InternalError: a source or the segment vanished before the commit.
+    """
+    try:
+        resolve_sources(m, c)
+    except InvalidError as exc:
+        raise InternalError("drain sources vanished before commit", id=str(c.id)) from exc
+    tree = _tree(m, c)
+    l0_ids = set(c.l0_view_ids)
+    run_ids = set(c.sorted_runs)
+    last = next((v.id for v in tree.l0 if v.id in l0_ids), tree.last_compacted_l0_view_id)
+    return segments.replace_tree(
+        m,
+        c.segment,
+        l0=[v for v in tree.l0 if v.id not in l0_ids],
+        compacted=[r for r in tree.compacted if r.id not in run_ids],
         last_compacted_l0_view_id=last,
     )
 

@@ -353,7 +353,7 @@ class AsyncDb:
         :param batch_size: rows a scan fetches per worker call.
         :param components: passed to :meth:`shale.Db.open` (``object_store``,
             ``merge_operator``, ``clock``, ``block_cache``, ``filter_policies``, ``transformer``,
-            ``store_options``).
+            ``store_options``, ``prefix_extractor``).
         :raises InvalidError: bad settings, arguments or components.
         """
         batch_size = _batch(batch_size, DEFAULT_BATCH_SIZE)

@@ -11,7 +11,8 @@ Invariants and why:
 * **The CLI never starts background compaction or GC on its own.** Databases are opened with
   ``compactor_options`` and ``garbage_collector_options`` set to ``None`` unless a settings file
   (``--settings``) or a ``SHALE_*`` variable names them. Layers: those CLI defaults, then the
-  file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator``.
+  file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator`` and
+  ``--prefix-extractor``.
 * **Read-only commands write nothing.** ``get`` and ``scan`` open the database read-only
   (:class:`shale._reader.ReadOnlyDb`: the latest manifest, or a checkpoint's with
   ``--checkpoint``, plus the WAL after it replayed in memory); ``manifest show`` and
@@ -93,13 +94,14 @@ def cli_settings(
     settings_file: str | None = None,
     *,
     merge_operator: str | None = None,
+    prefix_extractor: str | None = None,
     environ: dict[str, str] | None = None,
 ) -> Settings:
     """The settings a CLI command opens a database with.
 
     Layers: ``Settings(compactor_options=None, garbage_collector_options=None)``, then
     ``settings_file`` (:meth:`Settings.from_file`), then the ``SHALE_*`` environment
-    (:meth:`Settings.from_env`), then ``merge_operator``.
+    (:meth:`Settings.from_env`), then ``merge_operator`` and ``prefix_extractor``.
 
     :raises InvalidError: a bad file, variable or value.
     """
@@ -111,11 +113,17 @@ def cli_settings(
     settings = Settings.from_env(base=settings, environ=environ)
     if merge_operator:
         settings = settings.replace(merge_operator=merge_operator)
+    if prefix_extractor:
+        settings = settings.replace(prefix_extractor=prefix_extractor)
     return settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
+    return cli_settings(
+        args.settings,
+        merge_operator=getattr(args, "merge_operator", None),
+        prefix_extractor=getattr(args, "prefix_extractor", None),
+    )
 
 
 def parse_store_options(items: list[str] | None) -> dict[str, Any]:
@@ -398,7 +406,9 @@ def manifest_summary(manifest_id: int, m: Manifest, *, hex_keys: bool = False) -
     Keys: ``id``, ``writer_epoch``, ``compactor_epoch``, ``replay_after_wal_id``,
     ``wal_id_last_seen``, ``last_l0_seq``, ``last_l0_clock_tick`` (``None`` before the first L0
     flush), ``recent_snapshot_min_seq``, ``last_compacted_l0_view_id``, ``l0`` (newest first),
-    ``sorted_runs`` (``id`` and ``ssts`` with key ranges) and ``checkpoints``.
+    ``sorted_runs`` (``id`` and ``ssts`` with key ranges) and ``checkpoints``; for a segmented
+    database also ``segment_extractor`` and ``segments`` (each with ``prefix``, ``l0``,
+    ``sorted_runs`` and ``last_compacted_l0_view_id`` like the root tree).
     """
     tick = m.last_l0_clock_tick
     return {
@@ -419,6 +429,29 @@ def manifest_summary(manifest_id: int, m: Manifest, *, hex_keys: bool = False) -
             for run in m.compacted
         ],
         "checkpoints": [_checkpoint_summary(cp) for cp in m.checkpoints],
+        **(_segments_summary(m, hex_keys) if m.segments or m.segment_extractor_name else {}),
+    }
+
+
+def _segments_summary(m: Manifest, hex_keys: bool) -> dict[str, Any]:
+    return {
+        "segment_extractor": m.segment_extractor_name,
+        "segments": [
+            {
+                "prefix": _show(seg.prefix, hex_keys),
+                "last_compacted_l0_view_id": (
+                    None
+                    if seg.last_compacted_l0_view_id is None
+                    else str(seg.last_compacted_l0_view_id)
+                ),
+                "l0": [_sst_summary(v, hex_keys) for v in seg.l0],
+                "sorted_runs": [
+                    {"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
+                    for run in seg.compacted
+                ],
+            }
+            for seg in m.segments
+        ],
     }
 
 
@@ -595,6 +628,11 @@ def _read_options() -> argparse.ArgumentParser:
         metavar="ID",
         help="read the state this checkpoint pins (its UUID, from 'shale checkpoint list') "
         "instead of the latest",
+    )
+    g.add_argument(
+        "--prefix-extractor",
+        metavar="NAME",
+        help="segment extractor of a segmented database (e.g. fixed3; see docs/segments.md)",
     )
     return p
 

@@ -53,7 +53,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
-from shale import components, ids
+from shale import components, ids, segments
 from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
@@ -285,6 +285,7 @@ class Db:
         filter_policies: Sequence[Any] | None = None,
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
+        prefix_extractor: Any = None,
     ) -> Db:
         """Open (creating if absent) the database at ``path``.
 
@@ -297,10 +298,15 @@ class Db:
         :param clock: an object with ``now_ms()``; the system clock by default.
         :param block_cache: a :class:`shale.cache.BlockCache` (shared between databases if you
             like); by default one of ``settings.block_cache_bytes``.
+        :param prefix_extractor: a segment extractor object
+            (:class:`shale.segments.PrefixExtractor`); beats ``settings.prefix_extractor``.
+            A database created with one keeps one LSM tree per key prefix and must always be
+            written with an extractor of the same name (see docs/segments.md).
         :raises InvalidError: bad settings or arguments, or a component that cannot work (a
             codec whose optional library is missing, a merge operator, filter policy,
             transformer, clock or store without the methods it needs, bad ``store_options``),
-            all checked before the store is opened.
+            all checked before the store is opened; a segmented database opened without its
+            extractor (or with another one), before anything is written.
         :raises ClosedError: fenced by a newer writer while opening.
         """
         from shale.plugins import get_host
@@ -331,6 +337,20 @@ class Db:
         filter_policies = components.check_filter_policies(filter_policies)
         if transformer is None:
             transformer = host.block_transformer(settings)
+        if prefix_extractor is None and settings.prefix_extractor:
+            prefix_extractor = host.prefix_extractor(settings.prefix_extractor)
+            if prefix_extractor is None:
+                raise InvalidError(
+                    "no plugin provides that prefix extractor",
+                    prefix_extractor=settings.prefix_extractor,
+                )
+        if prefix_extractor is not None:
+            prefix_extractor = segments.check_extractor(prefix_extractor)
+            if settings.manifest_format_version == 1:
+                raise InvalidError(
+                    "a segment extractor needs manifest format 2 (V1 cannot record segments)",
+                    manifest_format_version=1,
+                )
         components.check_transformer(transformer)
         components.check_clock(clock)
         if block_cache is not None and not isinstance(block_cache, BlockCache):
@@ -357,6 +377,7 @@ class Db:
             filter_policies=list(filter_policies),
             transformer=transformer,
             url=path,
+            prefix_extractor=prefix_extractor,
         )
         db._start()
         host.notify("shale_db_opened", db=db)
@@ -374,6 +395,7 @@ class Db:
         filter_policies: list[Any],
         transformer: Any,
         url: str,
+        prefix_extractor: Any = None,
     ) -> None:
         self.store = store
         self.root = root
@@ -384,6 +406,9 @@ class Db:
         self.block_cache = block_cache
         self.filter_policies = filter_policies
         self.transformer = transformer
+        #: the segment extractor (``None``: every key goes to the root tree)
+        self.prefix_extractor: segments.PrefixExtractor | None = prefix_extractor
+        self._segment_prefixes: list[bytes] = []  # sorted prefixes accepted so far
         self._codec = codec_id(settings.compression_codec)  # its library: checked in open()
         self._rand = random.Random(settings.seed)
 
@@ -437,13 +462,19 @@ class Db:
 
         s = self.settings
         self._ms = ManifestStore(self.store, self.root, format_version=s.manifest_format_version)
-        # fence only once we know we can write: a failed open must leave the epoch untouched
+        # Refuse what shale cannot read or write correctly, and find a clone's sources, before
+        # anything is written (an existing database's manifest is only read here) ...
+        found = self._ms.read_latest()
+        if found is not None:
+            self._check_writable_manifest(found[1])
+        # ... and fence only once we know we can write: a failed open leaves the epoch untouched
         probe_dirs = ["wal", "compacted"] if s.wal_enabled else ["compacted"]
         probe_writable(self.store, [ids.dir_path(self.root, d) for d in probe_dirs])
-        stored = StoredManifest.create_or_load(self._ms)
-        # refuse what shale cannot read correctly, and find a clone's sources, before fencing
-        check_openable(stored.manifest)
-        self._ssts.check(stored.manifest)
+        stored = StoredManifest.create_or_load(
+            self._ms, segments.initial_manifest(self.prefix_extractor)
+        )
+        self._check_writable_manifest(stored.manifest)  # it may have changed meanwhile
+        self._segment_prefixes = [seg.prefix for seg in stored.manifest.segments]
         self._fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
         m = self._fm.manifest
         self._ssts.observe(m.external_dbs)
@@ -473,6 +504,14 @@ class Db:
             self._next_wal_id,
             self._last_seq,
         )
+
+    def _check_writable_manifest(self, m: Manifest) -> None:
+        """Refuse a manifest this writer cannot read or write correctly (shapes shale does not
+        understand, a clone whose sources are missing, segments without their extractor)."""
+        check_openable(m)
+        self._ssts.check(m)
+        segments.check_manifest(m)
+        segments.check_writer(m, self.prefix_extractor)
 
     def _spawn(self, name: str, step: Callable[[Db], _Wait | None], first: _Wait) -> None:
         t = threading.Thread(
@@ -649,6 +688,8 @@ class Db:
             for kind, value, _ttl in ops:
                 if kind == MERGE:
                     self._check_operand(key, value, op)
+        if self.prefix_extractor is not None:
+            self._check_segments(items)
         if self._wal_buf_bytes + self._imm_bytes > self.settings.max_unflushed_bytes:
             self._backpressure()
         default_ttl = self.settings.default_ttl
@@ -690,6 +731,38 @@ class Db:
         if durable:
             self._wait_durable(seq, None)
         return handle
+
+    def _check_segments(self, items: list[tuple[bytes, Any]]) -> None:
+        """Route every key of a write to its segment before anything is written.
+
+        :raises InvalidError: a key without a segment prefix, or a prefix that would nest with
+            one already in use (RFC-0024's route-consistency check).
+        """
+        ext = self.prefix_extractor
+        assert ext is not None
+        known = self._segment_prefixes
+        new = []
+        for key, _ops in items:  # every key first: a batch is refused as a whole
+            prefix = segments.segment_prefix(ext, key)
+            i = segments.owning_prefix(known, key)
+            if i is None or known[i] != prefix:
+                new.append(prefix)
+        for prefix in new:
+            with self._lock:
+                known = self._segment_prefixes
+                i = bisect.bisect_left(known, prefix)
+                if i < len(known) and known[i] == prefix:
+                    continue
+                for other in known[max(0, i - 1) : i + 1]:
+                    if prefix.startswith(other) or other.startswith(prefix):
+                        raise InvalidError(
+                            "segment prefix would nest with a segment prefix in use",
+                            prefix=prefix,
+                            conflict=other,
+                            extractor=ext.name,
+                        )
+                self._segment_prefixes = [*known[:i], prefix, *known[i:]]
+                known = self._segment_prefixes
 
     @staticmethod
     def _check_operand(key: bytes, operand: bytes, op: Any) -> None:
@@ -840,7 +913,7 @@ class Db:
     def _blocked_cause_locked(self, wal: bool | None = None) -> str:
         """Why flushes are not making progress, for error messages and warnings: of WAL
         uploads (``wal=True``), of L0 flushes (``False``), or of either (``None``)."""
-        l0 = len(self._manifest.l0)
+        l0 = segments.max_l0_ssts(self._manifest)
         if wal is not True and self._imms and l0 >= self.settings.l0_max_ssts:
             since = self._l0_full_since
             waited = 0.0 if since is None else time.monotonic() - since
@@ -1063,7 +1136,7 @@ class Db:
         poll = self.settings.manifest_poll_interval
         with self._lock:
             imm = self._imms[0] if self._imms else None
-            l0 = len(self._manifest.l0)
+            l0 = segments.max_l0_ssts(self._manifest)
         if imm is None:
             self._l0_full_since = None
             return self._l0_wakeup, poll
@@ -1126,26 +1199,66 @@ class Db:
                 below_done = True  # older versions are hidden from every reader
             yield row
 
-    def _flush_imm(self, imm: Memtable) -> bool:
-        """Write ``imm`` as an L0 SST and publish it in the manifest; False when it gave up
-        because the database is stopping (``imm`` stays queued)."""
+    def _new_l0_builder(self) -> SstBuilder:
         s = self.settings
-        boundary = self._retention_boundary(imm)
-        builder = SstBuilder(
+        return SstBuilder(
             block_size=s.block_size,
             compression=self._codec,
             filter_policies=self.filter_policies,
             min_filter_keys=s.min_filter_keys,
             transformer=self.transformer,
         )
-        builder.add_rows(self._l0_rows(imm, boundary))
-        sst_id = ids.Ulid.new(self.clock.now_ms(), self._rand)
-        view = None
-        if len(builder):
+
+    def _l0_builders(self, imm: Memtable, boundary: int) -> list[tuple[bytes, SstBuilder]]:
+        """The L0 SSTs of one flush: one per tree its rows touch, ``(prefix, builder)``.
+
+        A row goes to the segment that owns its key in the manifest, else to its extractor's
+        prefix, else (an unsegmented database) to the root tree ``b""``.
+        """
+        rows = self._l0_rows(imm, boundary)
+        m = self._manifest
+        ext = self.prefix_extractor
+        if ext is None and not m.segments:
+            builder = self._new_l0_builder()
+            builder.add_rows(rows)
+            return [(b"", builder)]
+        persisted = [seg.prefix for seg in m.segments]
+        out: dict[bytes, SstBuilder] = {}
+        for prefix, group in itertools.groupby(
+            rows, key=lambda r: self._flush_prefix(persisted, r[0])
+        ):
+            if prefix not in out:
+                out[prefix] = self._new_l0_builder()
+            out[prefix].add_rows(group)
+        return sorted(out.items())
+
+    def _flush_prefix(self, persisted: list[bytes], key: bytes) -> bytes:
+        i = segments.owning_prefix(persisted, key)
+        if i is not None:
+            return persisted[i]
+        ext = self.prefix_extractor
+        if ext is None:
+            return b""
+        try:
+            return segments.segment_prefix(ext, key)
+        except InvalidError:
+            # only a row replayed from a WAL written under another extractor gets here
+            log.warning("key %r has no segment prefix; flushing it to the root tree", key[:64])
+            return b""
+
+    def _flush_imm(self, imm: Memtable) -> bool:
+        """Write ``imm`` as L0 SSTs (one per tree it touches) and publish them in one manifest
+        update; False when it gave up because the database is stopping (``imm`` stays queued)."""
+        boundary = self._retention_boundary(imm)
+        views: list[tuple[bytes, SstView]] = []
+        for prefix, builder in self._l0_builders(imm, boundary):
+            if not len(builder):
+                continue
+            sst_id = ids.Ulid.new(self.clock.now_ms(), self._rand)
             data = builder.finish()
             if not self._put_with_retry(ids.compacted_path(self.root, sst_id), data):
                 return False
-            view = SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None)
+            views.append((prefix, SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None)))
             self.stats["l0_flush_bytes"] += len(data)
         from shale.seq_tracker import SequenceTracker
 
@@ -1155,9 +1268,10 @@ class Db:
             tracker = SequenceTracker.decode(m.sequence_tracker)
             if imm.last_tick is not None:
                 tracker.insert(imm.max_seq, imm.last_tick // 1000)
+            for prefix, view in views:  # one manifest update publishes every tree's L0
+                m = segments.add_l0(m, prefix, view)
             return dataclasses.replace(
                 m,
-                l0=([view] if view is not None else []) + list(m.l0),
                 replay_after_wal_id=max(m.replay_after_wal_id, imm.wal_id or 0),
                 wal_id_last_seen=max(m.wal_id_last_seen, self._next_wal_id - 1),
                 last_l0_seq=max(m.last_l0_seq, imm.max_seq),
@@ -1509,9 +1623,7 @@ class Db:
         return t
 
     def _forget_tables(self, m: Manifest) -> None:
-        live = {v.sst.id.value for v in m.l0}
-        for run in m.compacted:
-            live.update(v.sst.id.value for v in run.ssts)
+        live = {v.sst.id.value for v in segments.all_views(m)}
         for sid in [s for s in self._tables.keys() if s not in live]:
             self._tables.remove(sid)
 
@@ -1524,7 +1636,8 @@ class Db:
                 out.extend(rows)
                 if _has_base(rows):
                     return out
-        for view in v.manifest.l0:
+        tree = segments.tree_for_key(v.manifest, key)  # the root's, or the owning segment's
+        for view in tree.l0:
             info = view.sst.info
             if (info.first_entry is not None and key < info.first_entry) or (
                 info.last_entry is not None and key > info.last_entry
@@ -1537,7 +1650,7 @@ class Db:
                 out.extend(rows)
                 if _has_base(rows):
                     return out
-        for run in v.manifest.compacted:
+        for run in tree.compacted:
             ssts = run.ssts
             firsts = [s.sst.info.first_entry or b"" for s in ssts]
             # The compactor splits its output anywhere, also between two versions of one key:
@@ -1763,8 +1876,10 @@ class Db:
             out["immutable_memtables"] = len(self._imms)
             out["memtable_bytes"] = self._memtable.size
             out["wal_buffer_estimated_bytes"] = self._wal_buf_bytes
-            out["l0_sst_count"] = len(self._manifest.l0)
-            out["sorted_run_count"] = len(self._manifest.compacted)
+            trees = segments.trees(self._manifest)
+            out["l0_sst_count"] = sum(len(t.l0) for t in trees)
+            out["sorted_run_count"] = sum(len(t.compacted) for t in trees)
+            out["segment_count"] = len(self._manifest.segments)
             out["manifest_id"] = self._manifest_id
             since = self._l0_full_since
             out["l0_flush_blocked_ms"] = (
@@ -1848,10 +1963,13 @@ class DbIterator:
         srcs: list[Any] = [
             mt.iter_rows(start, end, max_seq=v.max_seq, reverse=rev) for mt in v.memtables
         ]
-        for view in v.manifest.l0:
-            srcs.append(self._sst_rows([view], start, end))
-        for run in v.manifest.compacted:
-            srcs.append(self._sst_rows(run.ssts, start, end))
+        # segments own disjoint key intervals: every tree overlapping the range is one more
+        # group of sources for the same merge
+        for tree in segments.trees_for_range(v.manifest, start, end):
+            for view in tree.l0:
+                srcs.append(self._sst_rows([view], start, end))
+            for run in tree.compacted:
+                srcs.append(self._sst_rows(run.ssts, start, end))
         return srcs
 
     def _sst_rows(

@@ -83,6 +83,19 @@ def shale_merge_operator(name: str) -> Any:
     """
 
 
+@hookspec(firstresult=True)
+def shale_prefix_extractor(name: str) -> Any:
+    """Return the segment prefix extractor registered under ``name``, or ``None``.
+
+    :param name: the extractor name from ``settings.prefix_extractor`` (``"fixed3"``, ...).
+    :return: an object implementing :class:`shale.segments.PrefixExtractor` whose ``name`` is
+        ``name``, or ``None`` when the name is not this plugin's.
+
+    Stops at first non-None result. The name is recorded in the manifest of a database created
+    with the extractor; every writer of that database must resolve it to the same key mapping.
+    """
+
+
 @hookspec
 def shale_db_opened(db: Any) -> None:
     """Observe a database that has just opened (how the compactor and GC attach).

@@ -33,6 +33,7 @@ BUILTINS: dict[str, str] = {
     "shale.memory": "shale.objstore.memory",
     "shale.filters": "shale.filters",
     "shale.merge_operators": "shale.merge_operators",
+    "shale.segments": "shale.segments",
 }
 
 
@@ -119,6 +120,9 @@ class PluginHost:
 
     def merge_operator(self, name: str) -> Any:
         return self.manager.hook.shale_merge_operator(name=name)
+
+    def prefix_extractor(self, name: str) -> Any:
+        return self.manager.hook.shale_prefix_extractor(name=name)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an observer hook on every implementation; one failure does not stop the rest."""

@@ -41,7 +41,8 @@ Differences from SlateDB 0.12.1 worth knowing (see also ``docs/settings.md``):
   scheduler options are plain fields of :class:`CompactorOptions` (not a string map).
 * shale-only fields: ``max_wal_flushes_before_l0_flush`` (hard-coded 4096 in SlateDB),
   ``block_size`` (``DbBuilder.with_sst_block_size``), ``wal_block_size``, ``filter_policies``,
-  ``merge_operator``, ``block_cache_bytes``, ``manifest_format_version``, ``hide_expired``,
+  ``merge_operator``, ``prefix_extractor`` (``with_segment_extractor``, by name),
+  ``block_cache_bytes``, ``manifest_format_version``, ``hide_expired``,
   ``seed`` (``DbBuilder.with_seed``) and ``CompactorOptions.checkpoint_lifetime`` (the 15-minute
   safety checkpoint, hard-coded in SlateDB). ``object_store_cache_options`` is not supported.
 """
@@ -697,6 +698,9 @@ class Settings(_Options):
     filter_policies: tuple[str, ...] = ("_bf",)
     #: Name of the merge operator (resolved through the plugins), e.g. ``"concat"``.
     merge_operator: str | None = None
+    #: Name of the segment prefix extractor (resolved through the plugins), e.g. ``"fixed3"``;
+    #: ``None``: an unsegmented database.
+    prefix_extractor: str | None = None
     #: Bytes of the in-memory block cache; 0 disables it.
     block_cache_bytes: int = 128 * MiB
     #: Bytes of open-SST metadata (index, filter) kept in memory; least recently used SSTs are
@@ -729,6 +733,7 @@ class Settings(_Options):
         "wal_block_size": _Spec("size", lo=64, hi=64 * KiB),
         "filter_policies": _Spec("names"),
         "merge_operator": _Spec("name", optional=True),
+        "prefix_extractor": _Spec("name", optional=True),
         "block_cache_bytes": _Spec("size"),
         "meta_cache_bytes": _Spec("size"),
         "manifest_format_version": _Spec("int", choices=(1, 2)),

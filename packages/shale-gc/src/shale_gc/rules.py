@@ -49,9 +49,10 @@ it, so one met here is never ours to delete; **and** its ULID timestamp is below
   (no file, or an empty one) the watermark is the Unix epoch and no compacted SST is deleted --
   SlateDB's conservative choice: the only garbage such a database can have is an upload orphaned
   by a crash, which is cheap to keep;
-- the *newest L0* of the latest manifest (else its ``last_compacted_l0_view_id``, else the
-  Unix epoch): the writer uploads an L0 SST *before* publishing it in a manifest, and L0 ids
-  grow, so an SST at least as new as the newest published L0 may be the upload in flight.
+- the *newest L0* of the latest manifest, over every tree (root and segments), per tree its
+  newest L0 or else its ``last_compacted_l0_view_id`` (else the Unix epoch): the writer uploads
+  an L0 SST *before* publishing it in a manifest, and L0 ids grow, so an SST at least as new as
+  the newest published L0 may be the upload in flight.
 
 **Manifests**. Never the latest version (nor anything newer that appeared meanwhile); never a
 version a live checkpoint pins (its readers and clones read it by id); otherwise delete once
@@ -70,6 +71,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from shale import segments
 from shale.fbs.compactions import (
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -158,13 +160,7 @@ def _older(obj: GcObject, now_s: float, min_age_s: float) -> bool:
 
 
 def _views(m: Manifest) -> Iterable[SstView]:
-    yield from m.l0
-    for run in m.compacted:
-        yield from run.ssts
-    for seg in m.segments:
-        yield from seg.l0
-        for run in seg.compacted:
-            yield from run.ssts
+    return segments.all_views(m)
 
 
 def referenced_ssts(m: Manifest) -> set[Ulid]:
@@ -196,11 +192,9 @@ def _compaction_ssts(c: Compaction, manifests: Iterable[Manifest]) -> set[Ulid]:
             v = views_by_id.get(vid)
             if v is not None:
                 out.add(v.sst.id)
-        trees = [(m.compacted, b"")] + [(s.compacted, s.prefix) for s in m.segments]
-        for compacted, prefix in trees:
-            if prefix != c.segment:
-                continue
-            for run in compacted:
+        tree = segments.tree(m, c.segment)
+        if tree is not None:
+            for run in tree.compacted:
                 if run.id in runs:
                     out.update(v.sst.id for v in run.ssts)
                     out.update(v.id for v in run.ssts)
@@ -216,13 +210,17 @@ def compaction_low_watermark_ms(c: Compactions | None) -> int:
 
 
 def newest_l0_ms(m: Manifest) -> int:
-    """The newest L0 SST's ULID timestamp (ms); else the last compacted L0 view's; else 0."""
-    l0 = list(m.l0) + [v for s in m.segments for v in s.l0]
-    if l0:
-        return max(v.sst.id.timestamp_ms for v in l0)
-    last = [m.last_compacted_l0_view_id] + [s.last_compacted_l0_view_id for s in m.segments]
-    stamps = [u.timestamp_ms for u in last if u is not None]
-    return max(stamps) if stamps else 0
+    """The newest published L0's ULID timestamp (ms) over every tree (root and segments): per
+    tree its newest L0 SST, or, with no L0 left, its last compacted L0 view; 0 when no tree has
+    either. SlateDB's ``newest_l0_dt``: each of these ids was published, and an L0 upload not
+    yet published is newer than all of them."""
+    stamps = []
+    for t in segments.trees(m):
+        if t.l0:
+            stamps.append(max(v.sst.id.timestamp_ms for v in t.l0))
+        elif t.last_compacted_l0_view_id is not None:
+            stamps.append(t.last_compacted_l0_view_id.timestamp_ms)
+    return max(stamps, default=0)
 
 
 # -- selections ----------------------------------------------------------------------------
