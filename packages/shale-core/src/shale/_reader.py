@@ -49,7 +49,7 @@ from typing import Any
 
 from shale import ids
 from shale.cache import BlockCache
-from shale.clock import Clock, SystemClock
+from shale.clock import Clock
 from shale.db import (
     DURABILITY_MEMORY,
     Db,
@@ -269,6 +269,7 @@ class ReadOnlyDb:
         filter_policies: Sequence[Any] | None = None,
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
+        prefix_extractor: Any = None,
     ) -> ReadOnlyDb:
         """Open the database at ``path`` for reading; it must exist.
 
@@ -283,49 +284,20 @@ class ReadOnlyDb:
         :raises UnavailableError: the object store failed, or the writer kept moving the
             manifest on while the WAL was read.
         """
-        from shale.plugins import get_host
-
-        settings = settings if settings is not None else Settings()
-        if not isinstance(settings, Settings):
-            raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
         checkpoint_id = None if checkpoint is None else parse_checkpoint_id(checkpoint)
-        host = get_host()
-        if merge_operator is None and settings.merge_operator:
-            merge_operator = host.merge_operator(settings.merge_operator)
-            if merge_operator is None:
-                raise InvalidError(
-                    "no plugin provides that merge operator", merge_operator=settings.merge_operator
-                )
-        if filter_policies is None:
-            offered = {p.name: p for p in host.filter_policies(settings)}
-            missing = [n for n in settings.filter_policies if n not in offered]
-            if missing:
-                raise InvalidError("unknown filter policy", names=missing)
-            filter_policies = [offered[n] for n in settings.filter_policies]
-        if transformer is None:
-            transformer = host.block_transformer(settings)
-        owns_store = object_store is None
-        if object_store is None:
-            if not isinstance(path, str) or not path:
-                raise InvalidError("path must be a non-empty string", path=path)
-            object_store = host.open_object_store(path, store_options or {})
-            root = ""
-        else:
-            root = path.strip("/")
-        assert object_store is not None
-        engine = _ReadOnlyEngine(
-            object_store,
-            root,
+        engine = _ReadOnlyEngine._build(
+            path,
             settings,
+            object_store=object_store,
             merge_operator=merge_operator,
-            clock=clock or SystemClock(),
-            block_cache=block_cache
-            if block_cache is not None
-            else BlockCache(settings.block_cache_bytes),
-            filter_policies=list(filter_policies),
+            clock=clock,
+            block_cache=block_cache,
+            filter_policies=filter_policies,
             transformer=transformer,
-            url=path,
+            store_options=store_options,
+            prefix_extractor=prefix_extractor,
         )
+        owns_store = object_store is None
         engine._checkpoint_id = checkpoint_id
         engine._skip_wal_replay = bool(skip_wal_replay)
         engine._owns_store = owns_store

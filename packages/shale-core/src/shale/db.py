@@ -51,7 +51,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Self
 
 from shale import components, ids, segments
 from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
@@ -311,6 +311,41 @@ class Db:
         """
         from shale.plugins import get_host
 
+        db = cls._build(
+            path,
+            settings,
+            object_store=object_store,
+            merge_operator=merge_operator,
+            clock=clock,
+            block_cache=block_cache,
+            filter_policies=filter_policies,
+            transformer=transformer,
+            store_options=store_options,
+            prefix_extractor=prefix_extractor,
+        )
+        db._start()
+        get_host().notify("shale_db_opened", db=db)
+        return db
+
+    @classmethod
+    def _build(
+        cls,
+        path: str,
+        settings: Settings | None,
+        *,
+        object_store: ObjectStore | None,
+        merge_operator: Any,
+        clock: Clock | None,
+        block_cache: BlockCache | None,
+        filter_policies: Sequence[Any] | None,
+        transformer: Any,
+        store_options: dict[str, Any] | None,
+        prefix_extractor: Any,
+    ) -> Self:
+        """Settings + explicit components + plugins -> a database object, not started yet
+        (:meth:`open`'s arguments; the read-only open builds its engine here too)."""
+        from shale.plugins import get_host
+
         settings = settings if settings is not None else Settings()
         if not isinstance(settings, Settings):
             raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
@@ -365,7 +400,7 @@ class Db:
             root = path.strip("/")
             if root:
                 validate_key(root)
-        db = cls(
+        return cls(
             object_store,
             root,
             settings,
@@ -379,9 +414,6 @@ class Db:
             url=path,
             prefix_extractor=prefix_extractor,
         )
-        db._start()
-        host.notify("shale_db_opened", db=db)
-        return db
 
     def __init__(
         self,
