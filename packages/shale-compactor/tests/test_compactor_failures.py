@@ -19,7 +19,7 @@ from shale.batch import WriteBatch
 from shale.objstore.memory import MemoryStore
 from shale.plugins import get_host
 from shale.settings import CompactorOptions
-from shale_compactor import Compactor
+from shale_compactor import FULL, Compactor
 from shale_compactor.plugin import embedded_compactor
 
 ROOT = "db"
@@ -136,3 +136,58 @@ def test_embedded_compactor_failing_backs_off(store: MemoryStore) -> None:
             db.put(b"after", b"ok")
     finally:
         host.unregister(name="test-exploding-filter")
+
+
+# -- a commit whose manifest write fails (found by tests/sim) -----------------------------------
+
+
+class CommitFault(MemoryStore):
+    """A memory store whose first write of a manifest holding a sorted run (the compactor's
+    commit) fails transiently: before it lands, or after it landed (a lost reply)."""
+
+    def __init__(self, *, after: bool) -> None:
+        super().__init__()
+        self.after = after
+        self.fired = 0
+
+    def put_if_absent(self, key: str, data: bytes, **kw: Any) -> Any:
+        from shale.fbs.manifest import decode_manifest
+        from shale.objstore.protocol import TransientStoreError
+
+        if self.fired == 0 and key.startswith(f"{ROOT}/manifest/") and data:
+            if decode_manifest(data)[1].compacted:
+                self.fired += 1
+                if not self.after:
+                    raise TransientStoreError("injected: commit write failed", key=key)
+                super().put_if_absent(key, data, **kw)
+                raise TransientStoreError("injected: commit reply lost", key=key)
+        return super().put_if_absent(key, data, **kw)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["failed", "lost-reply"])
+def test_commit_retried_after_a_failed_manifest_write_reaches_the_manifest(after: bool) -> None:
+    store = CommitFault(after=after)
+    with Db.open(ROOT, FAST, object_store=store) as db:
+        fill(db)
+        expected = dict(db.scan())
+        c = Compactor(store, ROOT, FAST, options=OPTS)
+        try:
+            (report,) = c.run_once()
+            assert store.fired == 1
+            assert report.status == "completed"
+            m = db.refresh_manifest()
+            # before the fix the retry skipped the manifest: "completed", but nothing committed
+            assert m.l0 == [] and [r.id for r in m.compacted] == [report.destination]
+            assert {v.sst.id for v in m.compacted[0].ssts} == {s.id for s in report.output_ssts}
+            assert [j.status for j in c.status()] in ([], ["completed"])
+            # the compactor is not wedged: the next compaction commits too
+            fill(db, rounds=2)
+            c.submit(FULL)
+            (again,) = c.run_once()
+            assert again.status == "completed" and db.refresh_manifest().l0 == []
+            expected.update(dict(db.scan()))
+        finally:
+            c.stop()
+        assert dict(db.scan()) == expected
+    with Db.open(ROOT, FAST, object_store=store) as reopened:
+        assert dict(reopened.scan()) == expected

@@ -248,6 +248,23 @@ class _CombinedSupplier:
         return out
 
 
+def _commit_landed(m: Manifest, c: Compaction, outputs: Sequence[CompactedSst]) -> bool:
+    """Whether ``m`` already holds compaction ``c`` committed with ``outputs``: none of its
+    sources is left in its tree and (with outputs) its destination run holds them."""
+    tree = segments.tree(m, c.segment)
+    if tree is None:
+        return False
+    if {v.id for v in tree.l0} & set(c.l0_view_ids):
+        return False
+    runs = {r.id: r for r in tree.compacted}
+    if not outputs:
+        return not (set(runs) & set(c.sorted_runs)) and bool(c.l0_view_ids or c.sorted_runs)
+    if set(runs) & (set(c.sorted_runs) - {c.destination}):
+        return False
+    dest = runs.get(c.destination)
+    return dest is not None and {s.id for s in outputs} <= {v.sst.id for v in dest.ssts}
+
+
 class Compactor:
     """The compactor of the database at ``root`` in ``store``.
 
@@ -926,11 +943,14 @@ class Compactor:
         c = job.compaction
         now_s = self.clock.now_ms() // 1000
 
-        def mutate(m: Manifest, _next_id: int) -> Manifest:
+        def mutate(m: Manifest, _next_id: int) -> Manifest | None:
+            if _commit_landed(m, c, outputs):
+                return None  # a write whose reply was lost did land: nothing to do
             m = apply_compaction(remove_expired_checkpoints(m, now_s), c, outputs)
             return prune_external_ssts(m)  # as SlateDB: a clone forgets sources it compacted away
 
         before: Manifest | None = None
+        manifest_done = finished = False
         delay = COMMIT_RETRY_MIN_S
         attempt = 0
         while True:
@@ -940,11 +960,17 @@ class Compactor:
                     writer = self._require_writer(finishing=True)
                     if before is None:
                         before = writer.state.manifest
-                        # manifest first (with its safety checkpoint), then compactions
+                    if not manifest_done:
+                        # manifest first (with its safety checkpoint), then compactions; a retry
+                        # after a failed manifest write writes it again (``mutate`` sees whether
+                        # the failed attempt landed after all)
                         writer.write_manifest_safely(
                             mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
                         )
+                        manifest_done = True
+                    if not finished:
                         writer.state.finish(c.id, STATUS_COMPLETED, outputs)
+                        finished = True
                     writer.write_compactions_safely()
                     self._jobs.pop(c.id, None)
                     self._consecutive_failures = 0
