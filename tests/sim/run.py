@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         result = runner.run_ops(config, ops, seed)
         for e in result.events if args.verbose else []:
             print("   ", e)
+        for hit in result.known_hits:
+            print(f"known defect ({hit.issue.item}) at op #{hit.op_index}: {hit.message}")
         if result.failure is None:
             print(f"replay passed ({len(ops)} ops, {result.seconds:.2f}s)")
             return 0

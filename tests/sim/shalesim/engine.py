@@ -37,6 +37,7 @@ from typing import Any
 
 import shale.db as shale_db
 import shale_compactor.compactor as compactor_mod
+import shale_compactor.executor as executor_mod
 from shale import ids
 from shale.batch import Ttl, WriteBatch
 from shale.clock import ManualClock
@@ -143,7 +144,10 @@ def _quiet_and_fast() -> Iterator[_Ring]:
         shale_db.RETRY_MAX_S,
         compactor_mod.COMMIT_RETRY_MIN_S,
         compactor_mod.COMMIT_RETRY_MAX_S,
+        executor_mod.UPLOAD_ATTEMPTS,
     )
+    # the executor's upload back-off (0.1 s doubling) is local: fewer attempts bound it instead
+    executor_mod.UPLOAD_ATTEMPTS = 2
     shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S = 0.005, 0.02
     compactor_mod.COMMIT_RETRY_MIN_S, compactor_mod.COMMIT_RETRY_MAX_S = 0.005, 0.02
     ring = _Ring()
@@ -161,6 +165,7 @@ def _quiet_and_fast() -> Iterator[_Ring]:
             shale_db.RETRY_MAX_S,
             compactor_mod.COMMIT_RETRY_MIN_S,
             compactor_mod.COMMIT_RETRY_MAX_S,
+            executor_mod.UPLOAD_ATTEMPTS,
         ) = saved
         for lg, (level, propagate) in zip(loggers, old, strict=True):
             lg.removeHandler(ring)

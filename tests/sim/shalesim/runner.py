@@ -43,20 +43,33 @@ class Shrunk:
 
 
 def shrink(
-    config: Config, ops: list[Op], first: Result, budget_s: float = DEFAULT_SHRINK_S
+    config: Config,
+    ops: list[Op],
+    first: Result,
+    budget_s: float = DEFAULT_SHRINK_S,
+    *,
+    kind: str | None = None,
 ) -> Shrunk:
-    """Delta debugging: drop chunks of operations while the run still fails the same check.
+    """Delta debugging: drop chunks of operations while the run still fails the same check
+    (``kind``: the first failure's, or the kind of a known-defect hit to reproduce).
 
     Bounded by ``budget_s``; the result is always a trace that was seen failing.
     """
-    assert first.failure is not None
-    kind = first.failure.kind
+    if kind is None:
+        assert first.failure is not None
+        kind = first.failure.kind
     started = time.monotonic()
     deadline = started + budget_s
     attempts = 0
 
+    def where(result: Result) -> int | None:
+        if result.failure is not None and result.failure.kind == kind:
+            return result.failed_at
+        hits = [h.op_index for h in result.known_hits if h.kind == kind]
+        return hits[0] if hits else None
+
     def cut(trace: list[Op], result: Result) -> list[Op]:
-        at = result.failed_at
+        at = where(result)
         return trace if at is None or at >= len(trace) else trace[: at + 1]
 
     best, best_result = cut(ops, first), first
@@ -65,7 +78,10 @@ def shrink(
         nonlocal attempts
         attempts += 1
         r = run_ops(config, candidate, first.seed)
-        return r if r.failure is not None and r.failure.kind == kind else None
+        hit = (r.failure is not None and r.failure.kind == kind) or any(
+            h.kind == kind for h in r.known_hits
+        )
+        return r if hit else None
 
     n = 2
     while len(best) >= 2 and time.monotonic() < deadline:
@@ -125,7 +141,10 @@ def failure_report(
         extra = "" if n_ops == DEFAULT_OPS else f" --ops {n_ops}"
         pure = "SHALE_NO_EXTENSIONS=1 " if twin() == "pure" else ""
         lines.append(f"  replay: {pure}python tests/sim/run.py --seed {result.seed}{extra}")
-        lines.append(f"      or: {pure}python -m pytest tests/sim --seed {result.seed}{extra}")
+        lines.append(
+            f"      or: {pure}python -m pytest tests/sim --seed {result.seed}"
+            + extra.replace("--ops", "--sim-ops")
+        )
     if shrunk is not None:
         s = shrunk
         lines.append(
@@ -135,12 +154,12 @@ def failure_report(
         if saved is not None:
             lines.append(f"  replay the shrunk trace: python tests/sim/run.py --replay {saved}")
         lines.extend(f"    {i:3d} {describe(op)}" for i, op in enumerate(s.ops))
-        events = s.result.events
+        shown = s.result
     else:
-        events = result.events
+        shown = result
     lines.append("  last events:")
-    lines.extend(f"    {e}" for e in events[-12:])
-    if result.logs:
+    lines.extend(f"    {e}" for e in shown.events[-12:])
+    if shown.logs:
         lines.append("  last log records:")
-        lines.extend(f"    {r}" for r in result.logs[-8:])
+        lines.extend(f"    {r}"[:400] for r in shown.logs[-8:])
     return "\n".join(lines)
