@@ -27,6 +27,7 @@ import dataclasses
 import logging
 import pathlib
 import random
+import sys
 import threading
 import time
 import traceback
@@ -173,6 +174,22 @@ def _quiet_and_fast() -> Iterator[_Ring]:
             lg.propagate = propagate
 
 
+def _thread_stacks() -> str:
+    """The innermost frames of every thread (for a hang report)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in sys._current_frames().items():
+        name = names.get(ident, str(ident))
+        if name == "shalesim-watchdog":
+            continue
+        frames = traceback.extract_stack(frame)[-4:]
+        where = " <- ".join(
+            f"{pathlib.Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(frames)
+        )
+        out.append(f"    thread {name}: {where}")
+    return "\n".join(out)
+
+
 class _Watchdog:
     """Raises :class:`SimHang` in the simulation thread when one step runs too long."""
 
@@ -182,6 +199,7 @@ class _Watchdog:
         self.step_started: float | None = None
         self.what = ""
         self.fired = False
+        self.stacks = ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shalesim-watchdog", daemon=True)
 
@@ -208,6 +226,7 @@ class _Watchdog:
             if started is None or self.fired or time.monotonic() - started < self.limit_s:
                 continue
             self.fired = True
+            self.stacks = _thread_stacks()
             ctypes.pythonapi.PyThreadState_SetAsyncExc(
                 ctypes.c_ulong(self.target), ctypes.py_object(SimHang)
             )
@@ -237,7 +256,9 @@ class Simulation:
         self.compactor: Compactor | None = None
         self.compactor_handle: Handle | None = None
         self.compactor_generation = 0
+        self.restart_compactor_after_wedge = False
         self.snapshots: list[tuple[Any, int]] = []
+        self.checkpoints: list[tuple[Any, int | None]] = []  # (id, removable from ms)
         self.fault_left = 0
         self.full_left = 0
         self.last_poll = self.clock.now_ms()
@@ -245,8 +266,10 @@ class Simulation:
         self.keys = [
             f"{p}{i:02d}" for p in config["prefixes"] for i in range(config["keys_per_prefix"])
         ]
+        self.wal = bool(config.get("wal_enabled", True))
         self.settings = Settings(
             flush_interval=None,
+            wal_enabled=self.wal,
             manifest_poll_interval=3600.0,
             l0_sst_size_bytes=config["l0_sst_size_bytes"],
             l0_max_ssts=config["l0_max_ssts"],
@@ -463,7 +486,9 @@ class Simulation:
             except SimFailure as exc:
                 failure, failed_at = exc, self.op_index
             except SimHang:
-                failure = SimFailure("hang", f"step ran over {OP_TIMEOUT_S}s: {dog.what}")
+                failure = SimFailure(
+                    "hang", f"step ran over {OP_TIMEOUT_S}s: {dog.what}\n{dog.stacks}"
+                )
                 failed_at = self.op_index
             except ShaleError as exc:
                 where = traceback.extract_tb(exc.__traceback__)
@@ -558,6 +583,12 @@ class Simulation:
         durable: bool,
     ) -> None:
         db = self.the_db()
+        if durable and not self.wal:
+            # with the WAL off a durable write waits for its L0 flush
+            if self.full.capacity is not None and self.avoided("wal-off-outage", "durable write"):
+                return
+            if not self.l0_room("durable write"):
+                return
         before = self.model.committed
         last = db.metrics()["last_seq"]
         if last != before:
@@ -880,6 +911,8 @@ class Simulation:
         if self.full.capacity is not None and self.avoided("flush-during-outage", "flush"):
             return
         db = self.the_db()
+        if not self.wal and not self.l0_room("flush"):
+            return
         committed = self.model.committed
         try:
             db.flush()
@@ -891,24 +924,35 @@ class Simulation:
         self.model.acked = committed
         self.event("flushed")
 
+    def l0_room(self, what: str) -> bool:
+        """Make room in L0 for one more flush, as a running compactor would.
+
+        ``flush(memtable=True)`` (and, with the WAL off, ``flush()`` and durable writes) wait
+        for L0 to have room; with nothing compacting that wait never ends (issue 9 item 9).
+        """
+        db = self.the_db()
+        l0_max = self.config["l0_max_ssts"]
+        m = db.metrics()
+        if m["l0_sst_count"] + m["immutable_memtables"] + 1 <= l0_max:
+            return True
+        if self.faulty:
+            self.event(f"{what} skipped: L0 full during faults")
+            return False
+        self.compact("full")
+        self.poll()
+        self.settle()
+        m = db.metrics()
+        if m["l0_sst_count"] + m["immutable_memtables"] + 1 > l0_max:
+            self.event(f"{what} skipped: L0 still full")
+            return False
+        return True
+
     def op_flush_mem(self, op: Op) -> None:
         if self.full.capacity is not None and self.avoided("flush-during-outage", "flush_mem"):
             return
         db = self.the_db()
-        l0_max = self.config["l0_max_ssts"]
-        m = db.metrics()
-        if m["l0_sst_count"] + m["immutable_memtables"] + 1 > l0_max:
-            # flush(memtable=True) would wait for a compactor; be that compactor first
-            if self.faulty:
-                self.event("flush_mem skipped: L0 full during faults")
-                return
-            self.compact("full")
-            self.poll()
-            self.settle()
-            m = db.metrics()
-            if m["l0_sst_count"] + m["immutable_memtables"] + 1 > l0_max:
-                self.event("flush_mem skipped: L0 still full")
-                return
+        if not self.l0_room("flush_mem"):
+            return
         committed = self.model.committed
         try:
             db.flush(memtable=True)
@@ -963,6 +1007,13 @@ class Simulation:
             elif not self.faulty:
                 self.fail("compaction", f"compaction {r.status} without faults: {r.error}")
         self.check_integrity()
+        if self.restart_compactor_after_wedge:
+            self.restart_compactor_after_wedge = False
+            self.event("compactor restarted (wedged by the known commit defect)")
+            old = self.compactor
+            self.compactor = None
+            if old is not None:
+                old.close()
 
     @staticmethod
     def no_longer_valid(r: Any, m: Any) -> bool:
@@ -992,6 +1043,10 @@ class Simulation:
                 "compaction-not-committed",
                 f"compaction {r.id} reported completed but " + "; ".join(problems),
             )
+            # The job stays Running in the compactor's state and every later compaction of
+            # those sources waits for it: the compactor is wedged until restarted (which
+            # resets Running to Submitted). Restart it, as an operator would.
+            self.restart_compactor_after_wedge = True
 
     def op_compact(self, op: Op) -> None:
         self.compact(op["mode"])
@@ -1053,6 +1108,54 @@ class Simulation:
         if not self.faulty:
             self.check_all()
 
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def op_checkpoint(self, op: Op) -> None:
+        """A checkpoint pins a manifest version: GC must keep every SST it names (checked by
+        :meth:`check_integrity` after each GC) until it expires or is deleted."""
+        db = self.the_db()
+        if op["scope"] == "all":  # flushes the memtable to L0 first
+            if self.full.capacity is not None and self.avoided("flush-during-outage", "checkpoint"):
+                return
+            if not self.l0_room("checkpoint"):
+                return
+        committed = self.model.committed
+        try:
+            cp = db.create_checkpoint(scope=op["scope"], lifetime=op["lifetime"])
+        except UnavailableError as exc:
+            if not self.faulty:
+                self.fail("checkpoint", f"create_checkpoint failed without faults: {exc!r}")
+            self.event(f"checkpoint failed ({type(exc).__name__})")
+            return
+        if op["scope"] == "all":
+            self.model.acked = committed
+        listed = {c.id for c in db.list_checkpoints()} if not self.faulty else {cp.id}
+        if cp.id not in listed:
+            self.fail("checkpoint", f"checkpoint {cp.id} is not listed right after creation")
+        lifetime = op["lifetime"]
+        # removable once now_s > expire_s = now_s at creation + lifetime (whole seconds)
+        gone_after = None if lifetime is None else (self.now() // 1000 + int(lifetime) + 1) * 1000
+        self.checkpoints.append((cp.id, gone_after))
+        self.event(f"checkpoint at manifest {cp.manifest_id} ({op['scope']}, {op['lifetime']}s)")
+
+    def op_checkpoint_delete(self, op: Op) -> None:
+        if not self.checkpoints:
+            return
+        cid, gone_after = self.checkpoints.pop(op["pick"] % len(self.checkpoints))
+        try:
+            self.the_db().delete_checkpoint(cid)
+        except InvalidError as exc:
+            if gone_after is None or self.now() < gone_after:
+                self.fail("checkpoint", f"a live checkpoint is gone: {exc}")
+            self.event("checkpoint delete: it had expired and was removed already")
+            return
+        except UnavailableError as exc:
+            if not self.faulty:
+                self.fail("checkpoint", f"delete_checkpoint failed without faults: {exc!r}")
+            self.event("checkpoint delete failed (it may have happened: not retried)")
+            return
+        self.event("checkpoint deleted")
+
     def check_integrity(self) -> None:
         """Every SST the latest manifest, its checkpoints and the writer's view name exists."""
         ms = ManifestStore(self.mem, ROOT)
@@ -1061,6 +1164,10 @@ class Simulation:
             self.fail("integrity", "no manifest")
             return
         manifests = [("latest", found[1])]
+        listed = {cp.id for cp in found[1].checkpoints}
+        for cid, gone_after in self.checkpoints:
+            if cid not in listed and (gone_after is None or self.now() < gone_after):
+                self.fail("integrity", f"live checkpoint {cid} is missing from the manifest")
         for cp in found[1].checkpoints:
             try:
                 manifests.append((f"checkpoint {cp.id}", ms.read(cp.manifest_id)))
@@ -1103,6 +1210,13 @@ class Simulation:
         self.check_all()
 
     def op_reopen(self, op: Op) -> None:
+        if not self.wal and self.full.capacity is not None:
+            if self.avoided("wal-off-outage", "reopen"):
+                return
+        if not self.wal and not self.l0_room("reopen"):
+            # close() with the WAL off flushes the memtable to L0 and waits 60 s for room
+            self.avoided("wal-off-close-l0-full", "reopen")
+            return
         db = self.the_db()
         self.drop_snapshots()
         faulty = self.faulty
@@ -1133,10 +1247,38 @@ class Simulation:
 
     def op_fence(self, op: Op) -> None:
         old = self.the_db()
+        old_handle = self.db_handle
+        assert old_handle is not None
         self.drop_snapshots()
         self.db = None  # the old writer is on its own now
         new, handle = self.open_writer()
         k = op["key"].encode()
+        m = old.metrics()
+        if (
+            not self.wal
+            and self.full.capacity is not None
+            and self.avoided("wal-off-outage", "fenced writer's durable put")
+        ):
+            old_handle.cut()  # its put and close() would wait out the full store; it dies
+        elif (
+            not self.wal
+            and m["l0_sst_count"] + m["immutable_memtables"] >= self.config["l0_max_ssts"]
+        ):
+            # WAL off: the durable put, and close(), would wait for L0 room that never comes
+            # (issue 9 items 7 and 9): the old writer dies instead
+            self.event("fenced writer not tried, it crashes: its L0 is full and the WAL is off")
+            old_handle.cut()
+        else:
+            self.check_fenced_write(old, k)
+        try:
+            old.close()
+        except ShaleError:
+            pass
+        self.db, self.db_handle = new, handle
+        self.end_windows()
+        self.recover("fence", new, close_raised=False, faulty_close=True)
+
+    def check_fenced_write(self, old: Db, k: bytes) -> None:
         try:
             old.put(k, b"written-by-a-fenced-writer;", durable=True)
         except ClosedError as exc:
@@ -1147,13 +1289,6 @@ class Simulation:
                 self.fail("fencing", f"fenced writer's put raised {exc!r}, not ClosedError")
         else:
             self.fail("fencing", "a fenced writer acknowledged a durable write")
-        try:
-            old.close()
-        except ShaleError:
-            pass
-        self.db, self.db_handle = new, handle
-        self.end_windows()
-        self.recover("fence", new, close_raised=False, faulty_close=True)
 
     # -- faults -------------------------------------------------------------------------------
 

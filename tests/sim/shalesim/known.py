@@ -40,10 +40,23 @@ KNOWN: tuple[KnownIssue, ...] = (
         shape="flush-during-outage",
     ),
     KnownIssue(
+        item="issue 9 items 9 and 10 (WAL off)",
+        title="with wal_enabled=False a durable write, flush() and close() wait for an L0 "
+        "upload that the store keeps rejecting (full store, outage): they block until it "
+        "recovers (close: 60 s, then 'clean')",
+        shape="wal-off-outage",
+    ),
+    KnownIssue(
+        item="issue 9 item 7",
+        title="with wal_enabled=False and L0 full, close() blocks 60 s and returns 'clean'",
+        shape="wal-off-close-l0-full",
+    ),
+    KnownIssue(
         item="issue 9, silent loss (found by tests/sim)",
         title="a compactor commit whose manifest write fails transiently is retried without "
         "the manifest update (`before` is set before the write): the compaction is reported "
-        "completed, stays Running in .compactions and never reaches the manifest",
+        "completed, stays Running in .compactions and never reaches the manifest; every later "
+        "compaction of its sources waits for it (the compactor is wedged until restarted)",
         kind="compaction-not-committed",
     ),
     KnownIssue(

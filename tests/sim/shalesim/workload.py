@@ -36,6 +36,8 @@ WEIGHTS: dict[str, float] = {
     "compact": 4,
     "compactor_restart": 0.5,
     "gc": 2,
+    "checkpoint": 1,
+    "checkpoint_delete": 0.5,
     "poll": 1,
     "reopen": 1.5,
     "crash": 1.5,
@@ -68,6 +70,7 @@ def make_config(rng: random.Random) -> Config:
         "poll_interval_ms": 1000,
         "db_seed": rng.randrange(2**63),
         "compactor_seed": rng.randrange(2**63),
+        "wal_enabled": rng.random() >= 0.2,
     }
 
 
@@ -218,6 +221,16 @@ class Generator:
 
     def op_gc(self) -> Op:
         return {"op": "gc"}
+
+    def op_checkpoint(self) -> Op:
+        return {
+            "op": "checkpoint",
+            "scope": self.rng.choice(["durable", "durable", "all"]),
+            "lifetime": self.rng.choice([None, 5.0, 60.0, 3600.0]),
+        }
+
+    def op_checkpoint_delete(self) -> Op:
+        return {"op": "checkpoint_delete", "pick": self.rng.randrange(1000)}
 
     def op_poll(self) -> Op:
         return {"op": "poll"}
