@@ -34,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--sim-random",
         type=int,
         default=None,
-        help="seeds in the simulation's random slice (default 12; 0 turns it off)",
+        help="seeds in the simulation's random slice (default 16; 0 turns it off)",
     )
 
 
