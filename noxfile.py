@@ -1,4 +1,5 @@
-"""Multi-step workflows: ``nox -s demo``, ``nox -s bench``, ``nox -s interop``, ``nox -s wheels``.
+"""Multi-step workflows: ``nox -s demo``, ``nox -s bench``, ``nox -s interop``, ``nox -s sim``,
+``nox -s wheels``.
 
 The test matrix itself is in tox.ini; ``nox -s tests`` is the same as the README's test command.
 """
@@ -42,6 +43,20 @@ def interop(session: nox.Session) -> None:
     """Only the tests that run the official slatedb package as an oracle."""
     _install_all(session)
     session.run("python", "-m", "pytest", "-m", "interop", *session.posargs)
+
+
+@nox.session(python=PY)
+def sim(session: nox.Session) -> None:
+    """The deterministic simulation over many seeds: ``nox -s sim -- --seeds 1000 --jobs 2``.
+
+    Arguments go to ``tests/sim/run.py`` (``--seeds N``, ``--start S``, ``--random``,
+    ``--seed N``, ``--replay FILE``, ``--ops K``, ``--jobs J``); without any it runs 200 seeds.
+    The same runner works without nox: ``python tests/sim/run.py --seeds N``; ``nox -s sim
+    --no-venv -- ...`` runs it in the current (project) environment.
+    """
+    if session.venv_backend != "none":
+        _install_all(session)
+    session.run("python", "tests/sim/run.py", *(session.posargs or ["--seeds", "200"]))
 
 
 @nox.session(python=PY)
