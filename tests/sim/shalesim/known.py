@@ -26,51 +26,7 @@ class KnownIssue:
     stops_run: bool = False  # the rest of a run that hit it is meaningless (the run ends there)
 
 
-KNOWN: tuple[KnownIssue, ...] = (
-    KnownIssue(
-        item="issue 9 item 2",
-        title="a batch with several ops on one key and different TTLs is folded into one row "
-        "carrying the last op's TTL",
-        shape="batch-mixed-ttl",
-    ),
-    KnownIssue(
-        item="issue 9, hangs (sibling of items 9 and 10, found by tests/sim)",
-        title="flush() and flush(memtable=True) retry a failing WAL upload in the caller's "
-        "thread for as long as the store fails (full store, outage) and never return; a "
-        "durable put in the same state raises UnavailableError",
-        shape="flush-during-outage",
-    ),
-    KnownIssue(
-        item="issue 9 items 9 and 10 (WAL off)",
-        title="with wal_enabled=False a durable write, flush() and close() wait for an L0 "
-        "upload that the store keeps rejecting (full store, outage): they block until it "
-        "recovers (close: 60 s, then 'clean')",
-        shape="wal-off-outage",
-    ),
-    KnownIssue(
-        item="issue 9 item 7",
-        title="with wal_enabled=False and L0 full, close() blocks 60 s and returns 'clean'",
-        shape="wal-off-close-l0-full",
-    ),
-    KnownIssue(
-        item="issue 9, silent loss (found by tests/sim)",
-        title="a compactor commit whose manifest write fails transiently is retried without "
-        "the manifest update (`before` is set before the write): the compaction is reported "
-        "completed, stays Running in .compactions and never reaches the manifest; every later "
-        "compaction of its sources waits for it (the compactor is wedged until restarted); "
-        "after a restart the stale job may resume after another compaction replaced its "
-        "source run and commit its old outputs over it: acknowledged writes are lost "
-        "(seed 1425 before this entry stopped runs at the first hit)",
-        kind="compaction-not-committed",
-        stops_run=True,
-    ),
-    KnownIssue(
-        item="issue 9 item 10",
-        title="close() returns 'clean' although uploads failed and committed writes were not "
-        "flushed",
-        kind="close-unflushed",
-    ),
-)
+KNOWN: tuple[KnownIssue, ...] = ()
 
 
 def open_shapes() -> frozenset[str]:
