@@ -80,8 +80,11 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "packages", "plugins")
     session.run("ruff", "format", "--check", "packages", "plugins", "tests")
     session.run(
-        "mypy", "--strict",
-        "packages/shale-core/src/shale", "packages/shale-compactor/src/shale_compactor",
-        "packages/shale-gc/src/shale_gc", "packages/shale-minio/src/shale_minio",
+        "mypy",
+        "--strict",
+        "packages/shale-core/src/shale",
+        "packages/shale-compactor/src/shale_compactor",
+        "packages/shale-gc/src/shale_gc",
+        "packages/shale-minio/src/shale_minio",
         "plugins/shale-faults/src/shale_faults",
     )
