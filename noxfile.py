@@ -75,10 +75,14 @@ def wheels(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy --strict over the source packages."""
-    session.install("ruff", "mypy", "-r", "requirements-dev.txt")
+    """ruff (lint and format check), mypy --strict and the import contracts (import-linter).
+
+    ``nox -s lint --no-venv`` runs it in the current (project) environment, as ``.ci/run`` does.
+    """
+    if session.venv_backend != "none":
+        _install_all(session)
     session.run("ruff", "check", "packages", "plugins")
-    session.run("ruff", "format", "--check", "packages", "plugins", "tests")
+    session.run("ruff", "format", "--check", "packages", "plugins", "tests", "noxfile.py")
     session.run(
         "mypy",
         "--strict",
@@ -88,3 +92,4 @@ def lint(session: nox.Session) -> None:
         "packages/shale-minio/src/shale_minio",
         "plugins/shale-faults/src/shale_faults",
     )
+    session.run("lint-imports")

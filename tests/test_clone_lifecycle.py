@@ -23,7 +23,7 @@ import pytest
 from shale import DataError, Db, Settings
 from shale.fbs.manifest import ExternalDb, Manifest, encode_manifest
 from shale.ids import Ulid, compacted_path, manifest_path, parse_numbered, wal_path
-from shale.manifest_store import ManifestStore, StoredManifest, add_checkpoint
+from shale.meta.manifest_store import ManifestStore, StoredManifest, add_checkpoint
 from shale.objstore import ObjectStore
 from shale.objstore.memory import MemoryStore
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions

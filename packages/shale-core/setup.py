@@ -1,7 +1,8 @@
 """Build the Cython accelerators unless SHALE_NO_EXTENSIONS is set.
 
-Each accelerated module ``shale/_x_c.pyx`` has a pure-Python twin ``shale/_x_py.py``;
-the facade ``shale/x.py`` picks one at import time, so skipping the build is always safe.
+Each accelerated module ``_x_c.pyx`` (beside its domain: ``shale/sst/``, ``shale/fbs/``,
+``shale/merge/``) has a pure-Python twin ``_x_py.py``; its facade picks one at import time,
+so skipping the build is always safe.
 """
 
 import os
@@ -15,11 +16,11 @@ if not os.environ.get("SHALE_NO_EXTENSIONS"):
     from Cython.Build import cythonize
     from setuptools import Extension
 
-    sources = sorted((HERE / "src" / "shale").glob("_*_c.pyx"))
+    sources = sorted((HERE / "src").glob("shale/**/_*_c.pyx"))
     ext_modules = cythonize(
         [
             Extension(
-                f"shale.{p.stem}",
+                ".".join(p.relative_to(HERE / "src").with_suffix("").parts),
                 [str(p.relative_to(HERE))],
                 extra_compile_args=["-O3"],
             )

@@ -210,7 +210,7 @@ def _check_db(root: Path, counts: _Counts) -> dict[str, Any]:
         encode_sst_info,
         encode_stats,
     )
-    from shale.seq_tracker import SequenceTracker
+    from shale.meta.seq_tracker import SequenceTracker
 
     footers: dict[str, Any] = {}
     for path in sorted([*root.glob("wal/*.sst"), *root.glob("compacted/*.sst")]):
@@ -344,7 +344,7 @@ def test_official_shapes_byte_exact(shape: str, request: pytest.FixtureRequest) 
 
 def test_sequence_tracker_matches_admin(extra_dbs: tuple[Path, dict[str, Any]]) -> None:
     from shale.fbs import decode_manifest
-    from shale.seq_tracker import SequenceTracker
+    from shale.meta.seq_tracker import SequenceTracker
 
     base, answers = extra_dbs
     latest = sorted((base / "checkpoints" / "manifest").glob("*.manifest"))[-1]

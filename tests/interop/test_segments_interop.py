@@ -5,7 +5,7 @@ doubles as the worker script, see ``__main__``), like the fixtures in ``conftest
 
 * ``segmented``: a ``fixed3`` segment extractor (the official package has no built-in one; the
   fixture's Python extractor is named ``fixed3`` and cuts 3 bytes, like shale's built-in
-  :class:`shale.segments.FixedPrefixExtractor`), six prefixes including binary ones at both
+  :class:`shale.meta.segments.FixedPrefixExtractor`), six prefixes including binary ones at both
   ends of the key space, puts/overwrites/deletes/``concat`` merges, the embedded official
   compactor with a 4 KiB ``max_sst_size`` (so every segment gets a multi-SST sorted run), an
   open snapshot pinning older versions through the flushes, more L0s on top of the runs and a
@@ -184,7 +184,7 @@ def _assert_same(shale: dict[str, Any], official: dict[str, Any]) -> None:
 
 def test_official_segmented_shape(official_segmented: dict[str, Any]) -> None:
     """The oracle database has what the other tests rely on."""
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
     from shale.objstore.local import LocalStore
 
     d = official_segmented["segmented"]
@@ -343,7 +343,7 @@ def _shale_segmented_db(store_dir: Path) -> dict[bytes, bytes | None]:
 
 def test_official_reads_and_continues_shale_segmented_db(tmp_path: Path) -> None:
     pytest.importorskip("slatedb")
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
     from shale.objstore.local import LocalStore
 
     store_dir = tmp_path / "s"
@@ -377,7 +377,7 @@ def test_shale_runs_official_segment_specs(
 ) -> None:
     """Compactions the official ``Admin`` submits -- a tiered merge of one segment and a drain
     of another -- are run by shale's compactor; the official reader sees the result."""
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
     from shale.objstore.local import LocalStore
     from shale.settings import CompactorOptions
     from shale_compactor import Compactor
@@ -432,7 +432,7 @@ def test_official_run_split_inside_a_key(
     """Issue 9, item 1, on a run the official compactor wrote: a hot key's versions continue
     from one SST of the run into the next; shale's gets, snapshot gets and reverse scans must
     return the newest version, as the official reader does."""
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
     from shale.objstore.local import LocalStore
 
     d = official_segmented["hotkey"]

@@ -38,7 +38,7 @@ from shale.batch import WriteBatch
 from shale.db import Db
 from shale.errors import ClosedError
 from shale.ids import compacted_path, manifest_path
-from shale.objstore import open_store
+from shale.plugins import open_store
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions
 from shale_compactor import FULL, Compactor
 from shale_gc import GarbageCollector
@@ -146,7 +146,7 @@ def test_write_read_scan_flush_close_reopen_replays_the_wal(
     assert any(k.startswith("wal/") and size > 0 for k, (size, _) in listing.items())
     # the closed database's manifest: the tail is in no L0 (read before reopening, because the
     # reopened writer flushes its replayed rows to L0 in the background straight away)
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
 
     latest = ManifestStore(s3db.store(), "").read_latest()
     assert latest is not None and latest[1].last_l0_seq == flushed_seq

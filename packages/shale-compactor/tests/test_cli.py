@@ -68,7 +68,7 @@ def read_all(path: pathlib.Path) -> dict[bytes, bytes]:
 
 
 def store_of(path: pathlib.Path) -> Any:
-    from shale.objstore import open_store
+    from shale.plugins import open_store
 
     return open_store(str(path), fsync=False)
 

@@ -1,5 +1,5 @@
 """Tests for shale_compactor.compactions_store that test_state.py does not cover: the names the
-specialisation of :mod:`shale.sequenced` keeps (the protocol itself is tested there and in
+specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is tested there and in
 test_state.py)."""
 
 from __future__ import annotations

@@ -708,7 +708,7 @@ def test_hookspecs_are_declared_once_even_without_the_plugin() -> None:
     import pluggy
 
     from shale.plugins import PluginHost
-    from shale_compactor.plugin import ensure_hookspecs
+    from shale_compactor.hookspecs import ensure_hookspecs
 
     class Early:
         @shale.hookimpl

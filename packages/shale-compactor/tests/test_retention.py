@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from shale.errors import DataError, InvalidError
 from shale.merge_operators import ConcatMergeOperator
+from shale.meta.seq_tracker import SequenceTracker
 from shale.row import MERGE, TOMBSTONE, VALUE, Row
-from shale.seq_tracker import SequenceTracker
 from shale_compactor.retention import (
     MERGE_BATCH_SIZE,
     apply_retention,

@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from shale import env
+from shale import _accel, env
 
 
 def _pure_only(config: pytest.Config) -> bool:
@@ -25,33 +25,33 @@ def _twin(request: pytest.FixtureRequest, name: str) -> ModuleType:
         if _pure_only(request.config):
             pytest.skip("compiled twins disabled")
         try:
-            return importlib.import_module(f"shale._{name}_c")
+            return importlib.import_module(_accel.twin_name(name, "c"))
         except ImportError as exc:
-            pytest.fail(f"compiled twin shale._{name}_c is not built: {exc}")
-    return importlib.import_module(f"shale._{name}_py")
+            pytest.fail(f"compiled twin {_accel.twin_name(name, 'c')} is not built: {exc}")
+    return importlib.import_module(_accel.twin_name(name, "py"))
 
 
 @pytest.fixture(params=["py", "c"])
 def block_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """``shale._block_py`` or ``shale._block_c``."""
+    """``shale.sst._block_py`` or ``shale.sst._block_c``."""
     return _twin(request, "block")
 
 
 @pytest.fixture(params=["py", "c"])
 def bloom_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """``shale._bloom_py`` or ``shale._bloom_c``."""
+    """``shale.sst._bloom_py`` or ``shale.sst._bloom_c``."""
     return _twin(request, "bloom")
 
 
 @pytest.fixture(params=["py", "c"])
 def merge_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """``shale._merge_py`` or ``shale._merge_c``."""
+    """``shale.merge._merge_py`` or ``shale.merge._merge_c``."""
     return _twin(request, "merge")
 
 
 @pytest.fixture(params=["py", "c"])
 def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
-    """``shale._blockmeta_py`` or ``shale._blockmeta_c``."""
+    """``shale.fbs._blockmeta_py`` or ``shale.fbs._blockmeta_c``."""
     return _twin(request, "blockmeta")
 
 
@@ -62,11 +62,11 @@ def both_twins(request: pytest.FixtureRequest) -> object:
     def get(name: str) -> tuple[ModuleType, ModuleType]:
         if _pure_only(request.config):
             pytest.skip("compiled twins disabled")
-        py = importlib.import_module(f"shale._{name}_py")
+        py = importlib.import_module(_accel.twin_name(name, "py"))
         try:
-            c = importlib.import_module(f"shale._{name}_c")
+            c = importlib.import_module(_accel.twin_name(name, "c"))
         except ImportError as exc:
-            pytest.fail(f"compiled twin shale._{name}_c is not built: {exc}")
+            pytest.fail(f"compiled twin {_accel.twin_name(name, 'c')} is not built: {exc}")
         return py, c
 
     return get

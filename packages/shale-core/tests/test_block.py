@@ -1,4 +1,4 @@
-"""Tests of the data-block codec (shale.block; FORMAT.md sections 3.4, 3.5, 3.7).
+"""Tests of the data-block codec (shale.sst.block; FORMAT.md sections 3.4, 3.5, 3.7).
 
 Golden bytes come from three places: the worked example of FORMAT.md section 3.5 (a block of
 a WAL SST written by slatedb 0.17.0), SlateDB's own V1 block snapshot vectors
@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shale import _block_py, env
-from shale import block as facade
+from shale import env
 from shale.errors import DataError, InvalidError
 from shale.row import MERGE, TOMBSTONE, VALUE, Row
+from shale.sst import _block_py
+from shale.sst import block as facade
 
 # --------------------------------------------------------------------------------------------
 # golden data
@@ -771,7 +772,7 @@ def test_builder_invalid_args(block_impl: ModuleType, block_size: Any, version: 
 
 
 def test_facade_reexports() -> None:
-    assert facade.IMPLEMENTATION.__name__ in ("shale._block_py", "shale._block_c")
+    assert facade.IMPLEMENTATION.__name__ in ("shale.sst._block_py", "shale.sst._block_c")
     assert facade.BlockBuilder is facade.IMPLEMENTATION.BlockBuilder
     assert facade.decode_block(WORKED_BLOCK) == [WORKED_ROW]
     if not env.flag(env.NO_EXTENSIONS):

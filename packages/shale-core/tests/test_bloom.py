@@ -1,4 +1,4 @@
-"""Tests of shale.bloom and both of its twins (FORMAT.md §3.9).
+"""Tests of shale.sst.bloom and both of its twins (FORMAT.md §3.9).
 
 Evidence that the bytes are SlateDB's:
 
@@ -30,8 +30,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shale import _accel, bloom
+from shale import _accel
 from shale.errors import DataError, InvalidError
+from shale.sst import bloom
 
 M64 = (1 << 64) - 1
 # Differential tests take the function-scoped ``both_twins`` getter; it holds no per-example state.
@@ -358,7 +359,7 @@ def test_twins_identical_on_arbitrary_filter_bytes(
 
 
 def test_facade() -> None:
-    assert bloom.IMPLEMENTATION.__name__ in ("shale._bloom_c", "shale._bloom_py")
+    assert bloom.IMPLEMENTATION.__name__ in ("shale.sst._bloom_c", "shale.sst._bloom_py")
     assert _accel.is_compiled("bloom") == bloom.IMPLEMENTATION.__name__.endswith("_c")
     for name in bloom.__all__:
         if name != "IMPLEMENTATION":
@@ -518,7 +519,7 @@ def test_filter_matches_official_slatedb_sst(
     bf = bloom_impl.BloomFilter(stored)
     assert all(bf.may_contain_hash(bloom_impl.siphash13(k)) for k in keys)
 
-    from shale import filters as shale_filters
+    from shale.sst import filters as shale_filters
 
     assert shale_filters.decode_composite(payload) == [("_bf", stored)]
     assert shale_filters.BloomFilterPolicy(10).build(keys) == stored

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 import shale
-from shale import cli, demo
+from shale import cli
 from shale.batch import WriteBatch
+from shale.cli import demo
+from shale.cli.demo import run_demo
 from shale.db import Db
-from shale.demo import run_demo
 from shale.plugins import get_host
 from shale.settings import Settings
 

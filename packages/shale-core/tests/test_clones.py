@@ -19,8 +19,8 @@ from shale import DataError, InvalidError
 from shale.db import Db
 from shale.fbs.manifest import ExternalDb, Manifest, encode_manifest
 from shale.ids import Ulid, compacted_path, manifest_path, parse_numbered, wal_path
-from shale.locator import SstLocator
-from shale.manifest_store import ManifestStore, StoredManifest
+from shale.meta.locator import SstLocator
+from shale.meta.manifest_store import ManifestStore, StoredManifest
 from shale.objstore import ObjectNotFound, ObjectStore
 from shale.objstore.local import LocalStore
 from shale.objstore.memory import MemoryStore
@@ -272,7 +272,7 @@ def test_malformed_source_path_fails_at_open() -> None:
 
 
 def test_prune_external_ssts_keeps_entries_and_live_ids() -> None:
-    from shale.locator import prune_external_ssts
+    from shale.meta.locator import prune_external_ssts
 
     store = MemoryStore()
     make_parent(store)

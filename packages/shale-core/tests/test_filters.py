@@ -1,4 +1,4 @@
-"""Tests of shale.filters: policies, the composite filter block, and the plugin hook."""
+"""Tests of shale.sst.filters: policies, the composite filter block, and the plugin hook."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shale import bloom, filters, hookspecs
 from shale.errors import DataError, InvalidError
-from shale.filters import (
+from shale.plugins import hookspecs
+from shale.sst import bloom, filters
+from shale.sst.filters import (
     DEFAULT_POLICY_NAMES,
     BloomFilterPolicy,
     FilterPolicy,
@@ -152,7 +153,7 @@ def test_policy_equality_and_repr() -> None:
 
 def test_policies_by_name_first_wins(caplog: pytest.LogCaptureFixture) -> None:
     a, b, m = BloomFilterPolicy(10), BloomFilterPolicy(8), Mmh3BloomFilterPolicy()
-    with caplog.at_level(logging.WARNING, logger="shale.filters"):
+    with caplog.at_level(logging.WARNING, logger="shale.sst.filters"):
         by_name = policies_by_name([a, m, b, BloomFilterPolicy(10)])
     assert by_name == {"_bf": a, "shale.mmh3_bloom": m}
     assert by_name["_bf"] is a

@@ -1,4 +1,4 @@
-"""Tests for shale.manifest_store: versions, the update loop, fencing, checkpoints."""
+"""Tests for shale.meta.manifest_store: versions, the update loop, fencing, checkpoints."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from shale.errors import ClosedError, DataError, InternalError, InvalidError, UnavailableError
 from shale.fbs.manifest import Manifest, decode_manifest
-from shale.manifest_store import (
+from shale.meta.manifest_store import (
     MAX_PROBES,
     FenceableManifest,
     ManifestConflict,

@@ -1,4 +1,4 @@
-"""Tests of shale/plugins.py: the plugin host, built-ins, blocking, broken plugins, observers."""
+"""Tests of shale/plugins/: the plugin host, built-ins, blocking, broken plugins, observers."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import pytest
 import shale
 from shale import env, plugins
 from shale.errors import InvalidError
-from shale.objstore import open_store
 from shale.objstore.local import LocalStore
 from shale.objstore.memory import MemoryStore
-from shale.plugins import PluginHost, get_host, reset_host
+from shale.plugins import PluginHost, get_host, open_store, reset_host
 
 
 @pytest.fixture(autouse=True)

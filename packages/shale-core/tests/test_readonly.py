@@ -22,7 +22,7 @@ from shale import ClosedError, DataError, InvalidError, ShaleError, cli
 from shale._reader import ReadOnlyDb
 from shale.batch import WriteBatch
 from shale.db import Db
-from shale.manifest_store import ManifestStore
+from shale.meta.manifest_store import ManifestStore
 from shale.objstore.local import LocalStore
 from shale.objstore.memory import MemoryStore
 from shale.settings import Settings

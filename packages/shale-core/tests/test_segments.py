@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shale import InvalidError, segments
+from shale import InvalidError
 from shale.db import Db
 from shale.fbs.manifest import CompactedSst, Manifest, Segment, SortedRun, SstView
 from shale.fbs.sst_meta import SsTableInfo
 from shale.ids import Ulid
-from shale.manifest_store import ManifestStore
+from shale.meta import segments
+from shale.meta.manifest_store import ManifestStore
 from shale.objstore.local import LocalStore
 from shale.plugins import get_host
 from shale.settings import Settings

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shale.errors import DataError, InvalidError
-from shale.seq_tracker import EMPTY_ENCODED, SequenceTracker, _rust_binary_search
+from shale.meta.seq_tracker import EMPTY_ENCODED, SequenceTracker, _rust_binary_search
 
 
 def test_empty_encoding() -> None:

@@ -1,4 +1,4 @@
-"""Tests for shale.sequenced with a toy kind: what the kind parametrises, and the paths the
+"""Tests for shale.meta.versioned with a toy kind: what the kind parametrises, and the paths the
 manifest and compactions specialisations do not reach (their own tests cover the protocol)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 
 from shale.errors import ClosedError, DataError, InternalError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
-from shale.manifest_store import FenceableManifest, ManifestStore, StoredManifest
+from shale.meta.manifest_store import FenceableManifest, ManifestStore, StoredManifest
+from shale.meta.versioned import Fenceable, SequencedStore, SequenceKind, Stored
 from shale.objstore.memory import MemoryStore
-from shale.sequenced import Fenceable, SequencedStore, SequenceKind, Stored
 
 ROOT = "db"
 

@@ -1,7 +1,7 @@
 """Fixtures for shale-gc's tests: a hand-built database in a MemoryStore on a manual clock.
 
 :class:`Built` writes real files -- SSTs from :class:`shale.sst.SstBuilder`, manifests through
-:mod:`shale.manifest_store`, ``.compactions`` files through :mod:`shale.fbs.compactions` --
+:mod:`shale.meta.manifest_store`, ``.compactions`` files through :mod:`shale.fbs.compactions` --
 with ``last_modified`` and ULIDs taken from one manual clock, so tests age files by advancing
 the clock instead of sleeping.
 """
@@ -20,7 +20,7 @@ from shale.clock import ManualClock
 from shale.fbs.compactions import Compaction, Compactions, encode_compactions
 from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
 from shale.ids import Ulid, compacted_path, compactions_path, wal_path
-from shale.manifest_store import ManifestStore, StoredManifest, add_checkpoint
+from shale.meta.manifest_store import ManifestStore, StoredManifest, add_checkpoint
 from shale.objstore.memory import MemoryStore
 from shale.sst import SstBuilder
 

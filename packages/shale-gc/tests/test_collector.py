@@ -15,7 +15,7 @@ import shale
 from shale.clock import ManualClock
 from shale.fbs.compactions import STATUS_COMPLETED, STATUS_RUNNING, Compaction
 from shale.ids import compacted_path, compactions_path, manifest_path, wal_path
-from shale.manifest_store import ManifestStore, StoredManifest
+from shale.meta.manifest_store import ManifestStore, StoredManifest
 from shale.objstore import ObjectNotFound, TransientStoreError
 from shale.objstore.memory import MemoryStore
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions

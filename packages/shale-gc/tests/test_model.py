@@ -47,7 +47,7 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid, compacted_path, compactions_path, manifest_path, wal_path
-from shale.manifest_store import ManifestStore
+from shale.meta.manifest_store import ManifestStore
 from shale.objstore import ObjectNotFound
 from shale.objstore.memory import MemoryStore
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions, Settings

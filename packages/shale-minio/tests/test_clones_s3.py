@@ -1,4 +1,4 @@
-"""A clone opened at its own S3 prefix finds its parent one prefix up (shale.locator).
+"""A clone opened at its own S3 prefix finds its parent one prefix up (shale.meta.locator).
 
 The layout the official package makes in a bucket: ``dbs/parent`` and ``dbs/clone`` side by
 side, the clone's ``external_dbs`` naming ``dbs/parent`` relative to the bucket's root. shale
@@ -14,7 +14,7 @@ import uuid
 from shale import Db, Settings
 from shale.fbs.manifest import ExternalDb, encode_manifest
 from shale.ids import manifest_path
-from shale.manifest_store import ManifestStore, StoredManifest
+from shale.meta.manifest_store import ManifestStore, StoredManifest
 from shale_minio import S3Store
 from shale_minio.testing import SeaweedServer
 

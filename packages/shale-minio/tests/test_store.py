@@ -619,7 +619,7 @@ def test_garbage_etag_fails_without_a_request(fake_s3: Any) -> None:
 
 def test_enclosing_store_walks_up_the_prefix() -> None:
     """A clone at ``s3://bucket/dbs/clone`` finds ``dbs/parent`` through the enclosing stores
-    (shale.locator); no request is made."""
+    (shale.meta.locator); no request is made."""
     store = S3Store(
         "bucket",
         "dbs/clone",

@@ -44,8 +44,8 @@ from shale.batch import Ttl, WriteBatch
 from shale.clock import ManualClock
 from shale.db import Db
 from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
-from shale.manifest_store import ManifestStore
 from shale.merge_operators import ConcatMergeOperator
+from shale.meta.manifest_store import ManifestStore
 from shale.objstore.protocol import ObjectNotFound
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions, Settings
 from shale_compactor import FULL, CompactionSpec, Compactor, CompactorStateView

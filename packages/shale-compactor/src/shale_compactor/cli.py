@@ -7,7 +7,7 @@
   without fencing anyone; the running compactor starts it on its next poll. Prints its id.
 - ``status URL [--json]`` prints the compactions in the file with estimated progress.
 
-URLs are opened with :func:`shale.objstore.open_store`; the database is at the store's root
+URLs are opened with :func:`shale.plugins.open_store`; the database is at the store's root
 (as ``shale.Db.open`` does with a path). Settings come from ``--settings`` and ``SHALE_*``
 variables like the other ``shale`` commands (:func:`shale.cli.cli_settings`); compactor options
 default to :class:`shale.settings.CompactorOptions` when the settings leave them unset.
@@ -36,7 +36,7 @@ EXIT_ERROR = 2
 
 @contextlib.contextmanager
 def _store(args: argparse.Namespace) -> Iterator[Any]:
-    from shale.objstore import open_store
+    from shale.plugins import open_store
 
     store = open_store(args.url, **parse_store_options(args.store_option))
     try:
@@ -57,7 +57,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _require_db(store: Any, url: str) -> None:
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
 
     if not ManifestStore(store, "").exists():
         raise DataError(f"no database at {url} (no manifest found)")

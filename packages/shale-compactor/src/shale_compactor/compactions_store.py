@@ -2,7 +2,8 @@
 
 This is shale's twin of SlateDB's ``compactions_store.rs`` (FORMAT.md 9, 10.1, 10.4, 10.5):
 the ``compactions/<20-digit id>.compactions`` specialisation of the sequenced storage protocol
-in :mod:`shale.sequenced`, which it shares with :mod:`shale.manifest_store` and which states and
+in :mod:`shale.meta.versioned`, which it shares with :mod:`shale.meta.manifest_store` and
+which states and
 implements the common invariants (create-if-absent versions, mutations re-applied after
 conflicts, the GC boundary ``gc/compactions.boundary``, probe-forward and re-LIST reads, epochs
 that only grow, fenced clients that never write):
@@ -46,7 +47,7 @@ from shale.fbs.compactions import (
     decode_compactions,
     encode_compactions,
 )
-from shale.sequenced import (
+from shale.meta.versioned import (
     DEFAULT_UPDATE_TIMEOUT_S,
     MAX_LIST_RETRIES,
     MAX_PROBES,

@@ -54,9 +54,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shale import segments
 from shale.clock import Clock, SystemClock
-from shale.components import check_timeout
+from shale.engine.components import check_timeout
 from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
 from shale.fbs.compactions import (
     SPEC_DRAIN_SEGMENT,
@@ -70,8 +69,9 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid
-from shale.locator import prune_external_ssts
-from shale.manifest_store import ManifestStore, remove_expired_checkpoints
+from shale.meta import segments
+from shale.meta.locator import prune_external_ssts
+from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
 from shale.settings import CompactorOptions, Settings
 from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
@@ -386,7 +386,7 @@ class Compactor:
         """A compactor for the database at ``url`` (a directory, ``file://``, ``memory://name``
         or any URL a plugin owns; the database is at the store's root, as with
         :meth:`shale.Db.open`). :meth:`close` closes the store it opened."""
-        from shale.objstore import open_store
+        from shale.plugins import open_store
 
         store = open_store(url, **(store_options or {}))
         c = cls(store, "", settings, merge_operator=merge_operator, **kwargs)
@@ -398,7 +398,7 @@ class Compactor:
     @staticmethod
     def _plugin_host() -> Any:
         from shale.plugins import get_host
-        from shale_compactor.plugin import ensure_hookspecs
+        from shale_compactor.hookspecs import ensure_hookspecs
 
         host = get_host()
         # when shale_compactor's plugin is blocked or autoload is off, declare our hooks anyway

@@ -62,8 +62,8 @@ from shale.fbs.manifest import (
 )
 from shale.fbs.sst_meta import SsTableInfo
 from shale.ids import Ulid
-from shale.locator import SstLocator
 from shale.merge import MergeIterator
+from shale.meta.locator import SstLocator
 from shale.objstore.protocol import TransientStoreError
 from shale.sst import SsTable, SstBuilder
 from shale_compactor.filters import (
@@ -114,7 +114,7 @@ class CompactionJob:
         (``manifest.last_l0_clock_tick``).
     :ivar resume_outputs: outputs already written by an interrupted run of this job, in order.
     :ivar external_dbs: the manifest's clone sources: sources listed there are read under the
-        source database's path (:class:`shale.locator.SstLocator`); outputs always go to this
+        source database's path (:class:`shale.meta.locator.SstLocator`); outputs always go to this
         database's own ``compacted/``.
     """
 
@@ -336,7 +336,7 @@ class CompactionExecutor:
         clock: Any = None,
         rand: random.Random | None = None,
     ) -> None:
-        from shale import components
+        from shale.engine import components
         from shale.settings import CompactorOptions
 
         # components are checked up front: a missing codec library must not fail every job

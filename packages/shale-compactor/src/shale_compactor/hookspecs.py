@@ -16,6 +16,8 @@ aborts the job (SlateDB: "any error aborts the compaction"), which is then marke
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -75,3 +77,17 @@ def shale_compaction_finished(report: CompactionReport) -> None:
     merely interrupted by :meth:`shale_compactor.Compactor.stop` are not reported: they resume
     on the next start.
     """
+
+
+_HOOKS = ("shale_compaction_scheduler", "shale_compaction_filter", "shale_compaction_finished")
+_lock = threading.Lock()
+
+
+def ensure_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
+    """Declare the compactor's hooks on ``pluginmanager`` unless they already are (idempotent;
+    hooks implemented by plugins registered earlier get their specification now)."""
+    with _lock:
+        callers = [getattr(pluginmanager.hook, name, None) for name in _HOOKS]
+        if all(hc is not None and hc.has_spec() for hc in callers):
+            return
+        pluginmanager.add_hookspecs(sys.modules[__name__])

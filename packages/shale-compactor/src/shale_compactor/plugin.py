@@ -26,6 +26,7 @@ from typing import Any
 import pluggy
 
 import shale
+from shale_compactor.hookspecs import ensure_hookspecs
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +37,6 @@ _embedded: dict[int, tuple[weakref.ref[Any], Any, threading.Thread]] = {}
 
 #: Seconds ``shale_db_closed`` waits for the embedded compactor to stop.
 STOP_TIMEOUT_S = 60.0
-
-
-_HOOKS = ("shale_compaction_scheduler", "shale_compaction_filter", "shale_compaction_finished")
-
-
-def ensure_hookspecs(pluginmanager: pluggy.PluginManager) -> None:
-    """Declare the compactor's hooks on ``pluginmanager`` unless they already are (idempotent;
-    hooks implemented by plugins registered earlier get their specification now)."""
-    from shale_compactor import hookspecs
-
-    with _lock:
-        callers = [getattr(pluginmanager.hook, name, None) for name in _HOOKS]
-        if all(hc is not None and hc.has_spec() for hc in callers):
-            return
-        pluginmanager.add_hookspecs(hookspecs)
 
 
 @shale.hookimpl

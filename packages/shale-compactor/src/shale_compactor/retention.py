@@ -106,7 +106,7 @@ def apply_retention(
     :param filter_tombstones: drop tombstones at the tail (destination is the last run).
     :param retention_timeout_ms: also keep versions created less than this long before
         ``now_ms`` (seq creation times come from ``seq_tracker``, a
-        :class:`shale.seq_tracker.SequenceTracker`; seqs it does not know count as "now").
+        :class:`shale.meta.seq_tracker.SequenceTracker`; seqs it does not know count as "now").
         The executor does not use it (SlateDB 0.12.1 passes ``None``).
     :param now_ms: the current time, for ``retention_timeout_ms``.
     :return: the kept rows, newest first.

@@ -32,7 +32,7 @@ L0-only window is written into a run id above every existing run (it holds the n
 Sizes are estimated like SlateDB: an SST is ``index_offset + index_len`` bytes (everything but
 the filter, stats and footer), a run the sum of its SSTs.
 
-**Segments** (RFC-0024, :mod:`shale.segments`). A segmented database has one LSM tree per key
+**Segments** (RFC-0024, :mod:`shale.meta.segments`). A segmented database has one LSM tree per key
 prefix besides the root tree; every spec names its tree (``segment``, ``b""`` for the root) and
 everything above applies *within* that tree: sources are a window of that tree's order, the
 oldest-L0 rule is that tree's. Proposals are made per tree -- trees with the longest L0 first
@@ -53,11 +53,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shale import segments
 from shale.errors import InvalidError, ShaleError
 from shale.fbs.compactions import SPEC_DRAIN_SEGMENT, SPEC_TIERED, STATUS_SUBMITTED, Compaction
 from shale.fbs.manifest import Manifest, SortedRun, SstView
 from shale.ids import Ulid
+from shale.meta import segments
 from shale.settings import CompactorOptions
 
 if TYPE_CHECKING:

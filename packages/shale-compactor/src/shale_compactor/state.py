@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shale import segments
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InternalError, InvalidError
 from shale.fbs.compactions import (
@@ -59,7 +58,8 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
 from shale.ids import Ulid
-from shale.manifest_store import (
+from shale.meta import segments
+from shale.meta.manifest_store import (
     FenceableManifest,
     ManifestStore,
     Mutation,

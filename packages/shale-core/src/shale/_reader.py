@@ -57,9 +57,9 @@ from shale.db import (
     DbSnapshot,
     KeyValue,
 )
+from shale.engine.memtable import Memtable
 from shale.errors import CloseReason, DataError, InvalidError, UnavailableError
 from shale.fbs.manifest import Checkpoint, Manifest
-from shale.memtable import Memtable
 from shale.objstore import ObjectNotFound, ObjectStore
 from shale.settings import Settings
 from shale.sst import SsTable
@@ -98,8 +98,8 @@ class _ReadOnlyEngine(Db):
 
     def _load(self) -> None:
         """Read the manifest (latest or the checkpoint's) and the WAL after it; install them."""
-        from shale.compat import check_openable
-        from shale.manifest_store import ManifestStore, find_checkpoint
+        from shale.meta.compat import check_openable
+        from shale.meta.manifest_store import ManifestStore, find_checkpoint
 
         ms = ManifestStore(
             self.store, self.root, format_version=self.settings.manifest_format_version

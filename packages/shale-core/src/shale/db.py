@@ -53,11 +53,12 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Self
 
-from shale import components, ids, segments
+from shale import ids
 from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, MonotonicClock, SystemClock
-from shale.compat import check_openable
+from shale.engine import components
+from shale.engine.memtable import Memtable
 from shale.errors import (
     ClosedError,
     CloseReason,
@@ -68,10 +69,11 @@ from shale.errors import (
     UnavailableError,
 )
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
-from shale.locator import SstLocator
-from shale.memtable import Memtable
 from shale.merge import MergeIterator
 from shale.merge_operators import merge_all, resolve_versions, validate_operand
+from shale.meta import segments
+from shale.meta.compat import check_openable
+from shale.meta.locator import SstLocator
 from shale.objstore import ObjectAlreadyExists, ObjectStore
 from shale.objstore.protocol import PermanentStoreError, TransientStoreError, validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -299,7 +301,7 @@ class Db:
         :param block_cache: a :class:`shale.cache.BlockCache` (shared between databases if you
             like); by default one of ``settings.block_cache_bytes``.
         :param prefix_extractor: a segment extractor object
-            (:class:`shale.segments.PrefixExtractor`); beats ``settings.prefix_extractor``.
+            (:class:`shale.meta.segments.PrefixExtractor`); beats ``settings.prefix_extractor``.
             A database created with one keeps one LSM tree per key prefix and must always be
             written with an extractor of the same name (see docs/segments.md).
         :raises InvalidError: bad settings or arguments, or a component that cannot work (a
@@ -489,7 +491,7 @@ class Db:
         self.stats: dict[str, int] = collections.Counter()
 
     def _start(self) -> None:
-        from shale.manifest_store import FenceableManifest, ManifestStore, StoredManifest
+        from shale.meta.manifest_store import FenceableManifest, ManifestStore, StoredManifest
         from shale.objstore.probe import probe_writable
 
         s = self.settings
@@ -1292,7 +1294,7 @@ class Db:
                 return False
             views.append((prefix, SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None)))
             self.stats["l0_flush_bytes"] += len(data)
-        from shale.seq_tracker import SequenceTracker
+        from shale.meta.seq_tracker import SequenceTracker
 
         def mutate(m: Manifest, next_id: int) -> Manifest | None:
             if imm.max_seq and m.last_l0_seq >= imm.max_seq:
@@ -1824,7 +1826,7 @@ class Db:
         :raises InvalidError: a bad ``lifetime`` (not a finite number ``>= 0``, or expiring
             after 2106), ``name`` or ``scope``, before anything is flushed.
         """
-        from shale.manifest_store import (
+        from shale.meta.manifest_store import (
             add_checkpoint,
             check_checkpoint_lifetime,
             check_checkpoint_name,
@@ -1856,7 +1858,7 @@ class Db:
 
     def list_checkpoints(self, name: str | None = None) -> list[Any]:
         """Checkpoints in the latest manifest (only those called ``name`` if given)."""
-        from shale.manifest_store import check_checkpoint_name
+        from shale.meta.manifest_store import check_checkpoint_name
 
         check_checkpoint_name(name)
         m = self.refresh_manifest()
@@ -1870,7 +1872,7 @@ class Db:
         :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
         :raises InvalidError: an unknown id, or a bad id or ``lifetime``.
         """
-        from shale.manifest_store import (
+        from shale.meta.manifest_store import (
             check_checkpoint_lifetime,
             checkpoint_uuid,
             refresh_checkpoint,
@@ -1891,7 +1893,7 @@ class Db:
         :param checkpoint_id: the checkpoint's id, a :class:`uuid.UUID` or its ``str`` form.
         :raises InvalidError: an unknown or malformed id.
         """
-        from shale.manifest_store import checkpoint_uuid, remove_checkpoint
+        from shale.meta.manifest_store import checkpoint_uuid, remove_checkpoint
 
         checkpoint_id = checkpoint_uuid(checkpoint_id)
         self._check_open()

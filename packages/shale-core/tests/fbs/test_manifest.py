@@ -39,7 +39,7 @@ from shale.fbs.manifest import (
 )
 from shale.fbs.sst_meta import SsTableInfo, add_sst_info
 from shale.ids import Ulid
-from shale.seq_tracker import SequenceTracker
+from shale.meta.seq_tracker import SequenceTracker
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)

@@ -1,4 +1,4 @@
-"""The hand-written index and stats codecs (``shale.blockmeta``, both twins) against the
+"""The hand-written index and stats codecs (``shale.fbs.blockmeta``, both twins) against the
 ``flatbuffers.Builder`` / :class:`~shale.fbs._table.Table` codecs they replaced.
 
 The reference encoders and decoders below are the previous implementation, kept verbatim: the
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shale import _accel, blockmeta
-from shale._blockmeta_py import BlockMeta, BlockStats, SstStats
+from shale import _accel
 from shale.errors import DataError, InvalidError
-from shale.fbs import sst_meta
+from shale.fbs import blockmeta, sst_meta
+from shale.fbs._blockmeta_py import BlockMeta, BlockStats, SstStats
 from shale.fbs._table import (
     Reader,
     check_uint,

@@ -1,4 +1,4 @@
-"""Tests of opening stores by URL: shale.objstore.open_store and the built-in store hooks."""
+"""Tests of opening stores by URL: shale.plugins.open_store and the built-in store hooks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from shale.errors import InvalidError
-from shale.objstore import ObjectStore, open_store
+from shale.objstore import ObjectStore
 from shale.objstore.local import LocalStore
 from shale.objstore.local import shale_open_object_store as open_local
 from shale.objstore.memory import MemoryStore, forget_named
-from shale.plugins import reset_host
+from shale.plugins import open_store, reset_host
 
 
 @pytest.fixture(autouse=True)

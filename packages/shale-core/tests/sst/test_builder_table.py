@@ -99,7 +99,7 @@ def test_filter_answers_and_get_rows() -> None:
 
 
 def test_mmh3_policy_is_read_back() -> None:
-    from shale.filters import Mmh3BloomFilterPolicy
+    from shale.sst.filters import Mmh3BloomFilterPolicy
 
     rows = make_rows(1200)
     t = SsTable.from_bytes(build_sst(rows, filter_policies=[Mmh3BloomFilterPolicy(10)]))

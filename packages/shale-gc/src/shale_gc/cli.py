@@ -71,7 +71,7 @@ def _print_report(report: GcReport, as_json: bool) -> None:
 
 def _cmd_gc_run(args: argparse.Namespace) -> int:
     from shale.cli import cli_settings
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
     from shale.plugins import get_host
 
     settings = cli_settings(args.settings)

@@ -6,8 +6,8 @@ A round, for each enabled directory (``manifest``, ``wal``, ``compacted``, ``com
 that order, as SlateDB):
 
 1. **Expired checkpoints are removed from the manifest first**, by writing a new manifest
-   version through the normal update loop (:meth:`shale.manifest_store.StoredManifest.update`
-   with :func:`~shale.manifest_store.remove_expired_checkpoints`). The collector is neither the
+   version through the normal update loop (:meth:`shale.meta.manifest_store.StoredManifest.update`
+   with :func:`~shale.meta.manifest_store.remove_expired_checkpoints`). The collector is neither the
    writer nor the compactor: it claims no epoch and fences nobody; on a conflict it reloads and
    re-applies, like any other manifest client. If this fails the round collects nothing.
 2. The state is read -- the ``.compactions`` file **before** the manifest, then every manifest
@@ -41,7 +41,7 @@ from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
-from shale.manifest_store import (
+from shale.meta.manifest_store import (
     ManifestStore,
     StoredManifest,
     remove_expired_checkpoints,

@@ -57,7 +57,7 @@ it, so one met here is never ours to delete; **and** its ULID timestamp is below
 **Manifests**. Never the latest version (nor anything newer that appeared meanwhile); never a
 version a live checkpoint pins (its readers and clones read it by id); otherwise delete once
 older than ``min_age``. The GC boundary file is advanced past the deleted ids first (see
-:meth:`shale.manifest_store.ManifestStore.advance_boundary`), so a stale writer can never
+:meth:`shale.meta.manifest_store.ManifestStore.advance_boundary`), so a stale writer can never
 re-create a deleted id and have it mistaken for the latest.
 
 **.compactions files**. Never the latest version; otherwise delete once older than ``min_age``.
@@ -71,7 +71,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from shale import segments
 from shale.fbs.compactions import (
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -80,6 +79,7 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import Checkpoint, Manifest, SstView
 from shale.ids import Ulid
+from shale.meta import segments
 from shale_gc.report import GcObject
 
 __all__ = [

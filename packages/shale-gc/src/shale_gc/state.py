@@ -12,7 +12,7 @@ fails (:class:`~shale.errors.DataError`): without it the collector cannot know w
 checkpoint reaches, and keeping everything until the next round is the only safe answer.
 
 The compactions GC boundary (``gc/compactions.boundary``, FORMAT.md 10.5) is handled here as
-well, mirroring :meth:`shale.manifest_store.ManifestStore.advance_boundary` for manifests:
+well, mirroring :meth:`shale.meta.manifest_store.ManifestStore.advance_boundary` for manifests:
 versions ``<= B`` may be deleted; a "latest" candidate ``<= B`` is never used.
 """
 
@@ -24,7 +24,7 @@ from shale.errors import DataError, InvalidError, UnavailableError
 from shale.fbs.compactions import Compactions, decode_compactions
 from shale.fbs.manifest import Manifest
 from shale.ids import compactions_path, dir_path, format_id, parse_numbered
-from shale.manifest_store import ManifestStore, remove_expired_checkpoints
+from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectAlreadyExists, ObjectNotFound, ObjectStore
 from shale_gc.rules import GcStateView
 

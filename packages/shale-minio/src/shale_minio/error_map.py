@@ -73,8 +73,8 @@ def status_of(exc: BaseException) -> int | None:
         code = exc.status_code
         return code if isinstance(code, int) else None
     if isinstance(exc, InvalidResponseError):
-        code = getattr(exc, "_code", None)
-        return code if isinstance(code, int) else None
+        raw = getattr(exc, "_code", None)
+        return raw if isinstance(raw, int) else None
     return None
 
 

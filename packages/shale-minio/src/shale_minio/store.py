@@ -94,6 +94,9 @@ _CONTENT_TYPE = "application/octet-stream"
 
 T = TypeVar("T")
 
+#: Request headers as the minio SDK's internal calls type them.
+_Headers = dict[str, str | list[str] | tuple[str]]
+
 
 def _as_bytes(key: str, data: Any) -> bytes:
     if isinstance(data, bytes):
@@ -289,7 +292,7 @@ class S3Store:
         """The store one prefix level up in the same bucket (``None`` at the bucket's root).
 
         Optional in the store protocol: it lets a clone opened at ``s3://bucket/dbs/clone`` find
-        the database it was cloned from at ``dbs/parent`` (:mod:`shale.locator`). Same settings
+        the database it was cloned from at ``dbs/parent`` (:mod:`shale.meta.locator`). Same settings
         and credentials; it never creates the bucket.
         """
         if not self._prefix:
@@ -407,7 +410,11 @@ class S3Store:
                 if len(data) > limit:
                     self._multipart_upload(op, key, name, data, put_id, condition)
                 else:
-                    headers = {"Content-Type": _CONTENT_TYPE, PUT_ID_HEADER: put_id, **condition}
+                    headers: _Headers = {
+                        "Content-Type": _CONTENT_TYPE,
+                        PUT_ID_HEADER: put_id,
+                        **condition,
+                    }
                     self._client._put_object(self._bucket, name, data, headers=headers)
                 return
             except Exception as exc:
@@ -505,7 +512,7 @@ class S3Store:
                 SubElement(tag, "PartNumber", str(number))
                 SubElement(tag, "ETag", f'"{etag}"')
             body = getbytes(root)
-            headers = {
+            headers: _Headers = {
                 "Content-Type": "application/xml",
                 "Content-MD5": str(md5sum_hash(body)),
                 **condition,

@@ -1,7 +1,7 @@
 """A template shale plugin: copy the ``plugins/_template`` folder to start your own.
 
 Rename the distribution in ``pyproject.toml`` and the package folder, keep the entry point in the
-``shale`` group, and implement any hook of :mod:`shale.hookspecs` with ``@shale.hookimpl``.
+``shale`` group, and implement any hook of :mod:`shale.plugins.hookspecs` with ``@shale.hookimpl``.
 This template implements one observer so you can see it run: it logs every database open.
 
 Configuration from the environment goes in the namespace shale reserves for plugins, named with

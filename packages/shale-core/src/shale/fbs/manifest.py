@@ -16,7 +16,7 @@ Encoding reproduces SlateDB's bytes by following its child-creation and field-ad
 Decoding checks every offset (see :mod:`shale.fbs._table`) and raises
 :class:`~shale.errors.DataError` for anything malformed, including a view that names an SST
 missing from ``ssts``. The ``sequence_tracker`` bytes are returned as stored; decode them with
-:class:`shale.seq_tracker.SequenceTracker`.
+:class:`shale.meta.seq_tracker.SequenceTracker`.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ FORMAT.md sections 3.8, 3.10, 3.11 and 4. Encoders produce the bytes SlateDB 0.1
   num_merges, num_deletes, num_puts, block_stats).
 
 ``SsTableInfo`` is written with ``flatbuffers.Builder`` (one per SST; the manifest codecs embed
-it too). The index and stats codecs live in :mod:`shale.blockmeta` (an accelerated module with
+it too). The index and stats codecs live in :mod:`shale.fbs.blockmeta` (an accelerated module with
 a pure-Python and a Cython twin) and are re-exported here: those buffers hold a table per data
 block -- a 64 MB SST has ~16k -- so they are written and read by hand, byte for byte what
 ``flatbuffers.Builder`` writes. The per-block records :class:`BlockMeta` and
@@ -33,16 +33,6 @@ from dataclasses import dataclass
 
 import flatbuffers
 
-from shale.blockmeta import (
-    BlockMeta,
-    BlockStats,
-    IndexBuilder,
-    SstStats,
-    decode_index,
-    decode_stats,
-    encode_index,
-    encode_stats,
-)
 from shale.errors import InvalidError
 from shale.fbs._table import (
     Reader,
@@ -51,6 +41,16 @@ from shale.fbs._table import (
     decode_guard,
     finish,
     new_builder,
+)
+from shale.fbs.blockmeta import (
+    BlockMeta,
+    BlockStats,
+    IndexBuilder,
+    SstStats,
+    decode_index,
+    decode_stats,
+    encode_index,
+    encode_stats,
 )
 
 __all__ = [

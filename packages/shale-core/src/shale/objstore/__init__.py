@@ -1,4 +1,7 @@
-"""Object stores: the protocol, the local-directory and in-memory stores, and URL opening."""
+"""Object stores: the protocol, the local-directory and in-memory stores.
+
+Opening a store by URL goes through the plugin host: :func:`shale.plugins.open_store`.
+"""
 
 from shale.objstore.protocol import (
     ObjectAlreadyExists,
@@ -19,18 +22,5 @@ __all__ = [
     "ObjectStoreError",
     "PermanentStoreError",
     "TransientStoreError",
-    "open_store",
     "validate_key",
 ]
-
-
-def open_store(url: str, **options: object) -> ObjectStore:
-    """Open the object store for ``url`` through the plugin host.
-
-    Plain paths and ``file://`` URLs open a local directory, ``memory://`` an in-memory store,
-    other schemes whichever installed plugin owns them (``s3://`` with ``shale-minio``).
-    """
-    from shale.plugins import get_host
-
-    store: ObjectStore = get_host().open_object_store(url, dict(options))
-    return store

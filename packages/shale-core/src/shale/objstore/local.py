@@ -203,7 +203,7 @@ class LocalStore:
         """The store of the directory containing this one (``None`` at the file system root).
 
         Optional in the store protocol: it lets a clone opened by its own directory find the
-        databases it was cloned from (:mod:`shale.locator`). Nothing is created.
+        databases it was cloned from (:mod:`shale.meta.locator`). Nothing is created.
         """
         parent = os.path.dirname(self._root)
         if parent == self._root or not os.path.isdir(parent):

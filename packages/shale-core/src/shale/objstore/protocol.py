@@ -103,7 +103,7 @@ class ObjectStore(Protocol):
 
     Optional beyond these methods: ``enclosing_store() -> ObjectStore | None``, the store of
     the directory or key prefix that contains this store's root (``None`` at the top). A clone
-    opened at its own directory uses it to find its source databases (:mod:`shale.locator`).
+    opened at its own directory uses it to find its source databases (:mod:`shale.meta.locator`).
     """
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:

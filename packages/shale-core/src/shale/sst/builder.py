@@ -21,9 +21,9 @@ import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from shale import block as _block
 from shale.errors import InvalidError
 from shale.fbs import sst_meta as M
+from shale.sst import block as _block
 from shale.sst import compression as C
 
 FORMAT_VERSION = 2
@@ -56,7 +56,7 @@ def shortest_separator(prev_last: bytes, first: bytes) -> bytes:
 
 def default_filter_policies() -> list[Any]:
     """SlateDB's default: the ``_bf`` bloom filter at 10 bits per key."""
-    from shale.filters import BloomFilterPolicy
+    from shale.sst.filters import BloomFilterPolicy
 
     return [BloomFilterPolicy(10)]
 
@@ -209,7 +209,7 @@ class SstBuilder:
         data_end = len(out)
         filter_len = 0
         if not self.wal and self.policies and self._num_rows >= self.min_filter_keys:
-            from shale.filters import encode_composite
+            from shale.sst.filters import encode_composite
 
             payload = encode_composite([(p.name, p.build(self._keys)) for p in self.policies])
             out += C.frame_chunk(payload, self.codec, self.transformer)

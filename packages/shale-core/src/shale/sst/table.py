@@ -21,9 +21,9 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from shale import block as _block
 from shale.errors import DataError, InvalidError, ShaleError
 from shale.fbs import sst_meta as M
+from shale.sst import block as _block
 from shale.sst import compression as C
 
 _FOOTER = struct.Struct(">QH")
@@ -39,7 +39,7 @@ ReadFn = Callable[[int, int], bytes]
 
 def _known_policies(policies: Sequence[Any] | None) -> dict[str, Any]:
     if policies is None:
-        from shale.filters import BloomFilterPolicy, Mmh3BloomFilterPolicy
+        from shale.sst.filters import BloomFilterPolicy, Mmh3BloomFilterPolicy
 
         policies = [BloomFilterPolicy(10), Mmh3BloomFilterPolicy(10)]
     return {p.name: p for p in policies}
@@ -245,7 +245,7 @@ class SsTable:
             return {}
         payload = self._chunk(info.filter_offset, info.filter_len, "filter")
         if info.filter_format == M.FILTER_FORMAT_COMPOSITE:
-            from shale.filters import decode_composite
+            from shale.sst.filters import decode_composite
 
             return dict(decode_composite(payload))
         return {"_bf": payload}  # legacy: one raw SlateDB bloom

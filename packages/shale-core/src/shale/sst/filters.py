@@ -40,8 +40,8 @@ from typing import Any, Protocol, runtime_checkable
 import mmh3
 
 import shale
-from shale import bloom
 from shale.errors import DataError, InvalidError
+from shale.sst import bloom
 
 __all__ = [
     "DEFAULT_BITS_PER_KEY",

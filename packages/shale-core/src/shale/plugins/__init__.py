@@ -19,8 +19,10 @@ from typing import Any
 
 import pluggy
 
-from shale import env, hookspecs
+from shale import env
 from shale.errors import InvalidError
+from shale.objstore.protocol import ObjectStore
+from shale.plugins import hookspecs
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,9 @@ ENTRY_POINT_GROUP = "shale"
 BUILTINS: dict[str, str] = {
     "shale.local": "shale.objstore.local",
     "shale.memory": "shale.objstore.memory",
-    "shale.filters": "shale.filters",
+    "shale.filters": "shale.sst.filters",
     "shale.merge_operators": "shale.merge_operators",
-    "shale.segments": "shale.segments",
+    "shale.segments": "shale.meta.segments",
 }
 
 
@@ -155,3 +157,13 @@ def reset_host() -> None:
     global _host
     with _lock:
         _host = None
+
+
+def open_store(url: str, **options: object) -> ObjectStore:
+    """Open the object store for ``url`` through the plugin host.
+
+    Plain paths and ``file://`` URLs open a local directory, ``memory://`` an in-memory store,
+    other schemes whichever installed plugin owns them (``s3://`` with ``shale-minio``).
+    """
+    store: ObjectStore = get_host().open_object_store(url, dict(options))
+    return store

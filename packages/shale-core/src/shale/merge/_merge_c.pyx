@@ -1,8 +1,8 @@
 # cython: language_level=3
-"""The k-way merge iterator, Cython twin of ``shale/_merge_py.py`` (same API, same results).
+"""The k-way merge iterator, Cython twin of ``shale/merge/_merge_py.py`` (same API, same results).
 
 The invariants (order, tie-breaking by source index, dedup, laziness, seek semantics, row
-validation, error types) are documented in ``shale/_merge_py.py`` and hold here unchanged; the
+validation, error types) are documented in ``shale/merge/_merge_py.py`` and hold here unchanged; the
 differential tests in ``tests/test_merge.py`` pin the two twins together.
 
 How it is fast
@@ -100,7 +100,7 @@ cdef struct Head:
 @cython.no_gc_clear
 @cython.final
 cdef class MergeIterator:
-    """Merge sorted row sources into one sorted stream (see ``shale/_merge_py.py``).
+    """Merge sorted row sources into one sorted stream (see ``shale/merge/_merge_py.py``).
 
     :param sources: row iterables in precedence order (memtable first). Each is turned into an
         iterator with :func:`iter` at construction; an iterator with a ``seek(key)`` method is

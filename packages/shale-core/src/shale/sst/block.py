@@ -22,7 +22,7 @@ __all__ = ["IMPLEMENTATION", "RESTART_INTERVAL", "BlockBuilder", "decode_block",
 IMPLEMENTATION = _accel.load("block")
 
 if TYPE_CHECKING:
-    from shale._block_py import RESTART_INTERVAL, BlockBuilder, decode_block, encoded_row_size
+    from shale.sst._block_py import RESTART_INTERVAL, BlockBuilder, decode_block, encoded_row_size
 else:
     RESTART_INTERVAL = IMPLEMENTATION.RESTART_INTERVAL
     BlockBuilder = IMPLEMENTATION.BlockBuilder

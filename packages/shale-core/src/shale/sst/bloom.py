@@ -1,11 +1,11 @@
 """SlateDB-compatible bloom filters (FORMAT.md §3.9): SipHash-1-3 key hashes, build and probe.
 
-This facade picks the compiled twin ``shale._bloom_c`` when it is built and allowed, else the
-pure-Python reference ``shale._bloom_py`` (see :mod:`shale._accel`). Both give identical results
+This facade picks the compiled twin ``shale.sst._bloom_c`` when it is built and allowed, else the
+pure-Python reference ``shale.sst._bloom_py`` (see :mod:`shale._accel`). Both give identical results
 and bytes; the reference module documents the exact algorithm. The type checker sees the
 reference twin.
 
-Filter *policies* (names, the composite filter block, plugins) live in :mod:`shale.filters`.
+Filter *policies* (names, the composite filter block, plugins) live in :mod:`shale.sst.filters`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING
 
 from shale import _accel
 
-#: The twin in use: ``shale._bloom_c`` or ``shale._bloom_py``.
+#: The twin in use: ``shale.sst._bloom_c`` or ``shale.sst._bloom_py``.
 IMPLEMENTATION = _accel.load("bloom")
 
 if TYPE_CHECKING:
-    from shale._bloom_py import (
+    from shale.sst._bloom_py import (
         BloomFilter,
         build_filter,
         filter_may_contain,

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""SST index and stats FlatBuffers, compiled twin of :mod:`shale._blockmeta_py`.
+"""SST index and stats FlatBuffers, compiled twin of :mod:`shale.fbs._blockmeta_py`.
 
 Same public API, same bytes and the same errors as the reference twin; read its docstring for
 the layout and for what ``flatbuffers.Builder`` does that this reproduces. The record types
@@ -21,7 +21,7 @@ from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
-from shale._blockmeta_py import (
+from shale.fbs._blockmeta_py import (
     MAX_SIZE,
     BlockMeta,
     BlockStats,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from shale.errors import DataError, InvalidError
 from shale.fbs.manifest import Manifest
-from shale.locator import external_db_path, manifest_views
+from shale.meta.locator import external_db_path, manifest_views
 
 __all__ = ["SST_FORMAT_VERSIONS", "check_openable"]
 

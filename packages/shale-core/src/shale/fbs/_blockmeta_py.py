@@ -1,7 +1,7 @@
 """Codecs for an SST's per-block metadata: the index and the stats FlatBuffers (reference twin).
 
 FORMAT.md sections 3.8, 3.10 and 4. :mod:`shale.fbs.sst_meta` re-exports this API through the
-:mod:`shale.blockmeta` facade; ``shale._blockmeta_c`` is the compiled twin (same API, same
+:mod:`shale.fbs.blockmeta` facade; ``shale.fbs._blockmeta_c`` is the compiled twin (same API, same
 bytes, same errors) and shares the record types defined here.
 
 - ``SsTableIndex { block_meta: [BlockMeta] (required) }``,

@@ -1,4 +1,4 @@
-"""The k-way merge iterator, pure-Python reference twin (see ``shale/_merge_c.pyx``).
+"""The k-way merge iterator, pure-Python reference twin (see ``shale/merge/_merge_c.pyx``).
 
 Every read path and every compaction merges several sorted row streams -- the memtable, the
 immutable memtables, L0 SSTs newest first, then the sorted runs -- into one. This module does

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""SlateDB's bloom filter: the compiled twin of :mod:`shale._bloom_py` (FORMAT.md §3.9).
+"""SlateDB's bloom filter: the compiled twin of :mod:`shale.sst._bloom_py` (FORMAT.md §3.9).
 
 Same public API, results and bytes as the reference twin; read that module for the invariants.
 SipHash-1-3 runs on ``uint64_t`` in C; hashing a batch of keys, setting bits and probing release

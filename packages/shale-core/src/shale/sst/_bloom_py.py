@@ -1,7 +1,7 @@
 """SlateDB's bloom filter: the readable reference twin (FORMAT.md §3.9).
 
-The compiled twin ``shale._bloom_c`` must return identical results and bytes; import the facade
-:mod:`shale.bloom` rather than this module.
+The compiled twin ``shale.sst._bloom_c`` must return identical results and bytes; import the facade
+:mod:`shale.sst.bloom` rather than this module.
 
 Invariants (all required for byte-for-byte compatibility with SlateDB's ``_bf`` filters):
 

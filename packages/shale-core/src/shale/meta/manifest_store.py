@@ -2,7 +2,7 @@
 
 This is shale's twin of SlateDB's ``manifest/store.rs`` and ``slatedb-txn-obj`` (FORMAT.md
 10.1, 10.2, 10.5): the manifest specialisation of the sequenced storage protocol in
-:mod:`shale.sequenced`, which states and implements the invariants (create-if-absent versions,
+:mod:`shale.meta.versioned`, which states and implements the invariants (create-if-absent versions,
 mutations re-applied after conflicts, the GC boundary ``gc/manifest.boundary``, probe-forward
 and re-LIST reads, epochs that only grow, fenced clients that never write). Three layers:
 
@@ -45,7 +45,7 @@ from shale.fbs.manifest import (
     decode_manifest,
     encode_manifest,
 )
-from shale.sequenced import (
+from shale.meta.versioned import (
     DEFAULT_UPDATE_TIMEOUT_S,
     MAX_LIST_RETRIES,
     MAX_PROBES,

@@ -173,7 +173,7 @@ def _no_database(args: argparse.Namespace) -> DataError:
 
 def _require_db(args: argparse.Namespace) -> None:
     """Raise DataError when ``args.url`` holds no database (commands that must not create it)."""
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
 
     store = _open_store(args)
     try:
@@ -466,7 +466,7 @@ def _checkpoint_summary(cp: Any) -> dict[str, Any]:
 
 
 def _manifest_store(args: argparse.Namespace, store: ObjectStore) -> Any:
-    from shale.manifest_store import ManifestStore
+    from shale.meta.manifest_store import ManifestStore
 
     return ManifestStore(store, "", format_version=_settings(args).manifest_format_version)
 
@@ -498,7 +498,7 @@ def _lifetime(args: argparse.Namespace) -> float | None:
 
 
 def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
-    from shale.manifest_store import StoredManifest, add_checkpoint
+    from shale.meta.manifest_store import StoredManifest, add_checkpoint
 
     lifetime = _lifetime(args)
     if args.flush:
@@ -549,7 +549,7 @@ def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
-    from shale.manifest_store import StoredManifest, remove_checkpoint
+    from shale.meta.manifest_store import StoredManifest, remove_checkpoint
 
     try:
         cid = uuid.UUID(args.id)
@@ -571,7 +571,7 @@ def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from shale.demo import run_demo
+    from shale.cli.demo import run_demo
 
     return run_demo(args.dir, keys=args.keys, keep=args.keep)
 

@@ -35,7 +35,7 @@ __all__ = [
 IMPLEMENTATION = _accel.load("blockmeta")
 
 if TYPE_CHECKING:
-    from shale._blockmeta_py import (
+    from shale.fbs._blockmeta_py import (
         BlockMeta,
         BlockStats,
         IndexBuilder,

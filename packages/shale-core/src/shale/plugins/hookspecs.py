@@ -49,7 +49,7 @@ def shale_filter_policy(settings: Any) -> list[Any] | None:
 
     :param settings: the database settings (may be ``None``); a policy may read its options
         from them.
-    :return: a list of objects implementing :class:`shale.filters.FilterPolicy`, or ``None``.
+    :return: a list of objects implementing :class:`shale.sst.filters.FilterPolicy`, or ``None``.
 
     Each SST stores its filters under the policy's name; readers skip names they do not know.
     Which of the offered policies are written is chosen by the settings.
@@ -88,7 +88,7 @@ def shale_prefix_extractor(name: str) -> Any:
     """Return the segment prefix extractor registered under ``name``, or ``None``.
 
     :param name: the extractor name from ``settings.prefix_extractor`` (``"fixed3"``, ...).
-    :return: an object implementing :class:`shale.segments.PrefixExtractor` whose ``name`` is
+    :return: an object implementing :class:`shale.meta.segments.PrefixExtractor` whose ``name`` is
         ``name``, or ``None`` when the name is not this plugin's.
 
     Stops at first non-None result. The name is recorded in the manifest of a database created

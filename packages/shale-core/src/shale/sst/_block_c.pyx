@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Data-block codec, compiled twin of :mod:`shale._block_py` (FORMAT.md sections 3.4-3.7).
+"""Data-block codec, compiled twin of :mod:`shale.sst._block_py` (FORMAT.md sections 3.4-3.7).
 
 Same public API, same rows, same bytes and the same error messages as the reference twin; read
 that module's docstring for the format and the invariants. How this one is fast:
@@ -237,7 +237,7 @@ def encoded_row_size(row, prev_key=None):
 cdef class BlockBuilder:
     """Accumulates rows into one data block, closing it exactly where SlateDB would.
 
-    See ``shale._block_py.BlockBuilder`` for the contract. ``finish()`` returns the payload
+    See ``shale.sst._block_py.BlockBuilder`` for the contract. ``finish()`` returns the payload
     and resets the builder to empty (the C buffers are kept for the next block).
     """
 
