@@ -39,7 +39,7 @@ from shale_compactor import (
     read_status,
     submit_compaction,
 )
-from shale_compactor.compactions_store import CompactionsStore
+from shale.meta.compactions_store import CompactionsStore
 from shale_compactor.filters import DROP, KEEP
 from shale_compactor.plugin import embedded_compactor
 from shale_compactor.state import CompactorStateWriter, read_view

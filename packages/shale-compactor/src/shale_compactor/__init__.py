@@ -12,7 +12,7 @@
 See ``docs/compaction.md``.
 """
 
-from shale_compactor.compactions_store import (
+from shale.meta.compactions_store import (
     CompactionsStore,
     FenceableCompactions,
     StoredCompactions,

@@ -74,7 +74,7 @@ from shale.meta.locator import prune_external_ssts
 from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
 from shale.settings import CompactorOptions, Settings
-from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
+from shale.meta.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
     FULL,
     CompactionSpec,

@@ -67,7 +67,7 @@ from shale.meta.manifest_store import (
     add_checkpoint,
 )
 from shale.objstore import ObjectStore
-from shale_compactor.compactions_store import (
+from shale.meta.compactions_store import (
     DEFAULT_UPDATE_TIMEOUT_S,
     CompactionsStore,
     FenceableCompactions,

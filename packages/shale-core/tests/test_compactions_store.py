@@ -1,4 +1,4 @@
-"""Tests for shale_compactor.compactions_store that test_state.py does not cover: the names the
+"""Tests for shale.meta.compactions_store that shale-compactor's test_state.py does not cover: the names the
 specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is tested there and in
 test_state.py)."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from shale.errors import ClosedError
 from shale.objstore.memory import MemoryStore
-from shale_compactor.compactions_store import (
+from shale.meta.compactions_store import (
     CompactionsStore,
     FenceableCompactions,
     StoredCompactions,
