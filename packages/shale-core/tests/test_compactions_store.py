@@ -1,6 +1,6 @@
 """Tests for shale.meta.compactions_store that shale-compactor's test_state.py does not cover:
-the names the specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is tested there and in
-test_state.py)."""
+the names the specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is
+tested there and in test_state.py)."""
 
 from __future__ import annotations
 
