@@ -41,6 +41,7 @@ from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
+from shale.meta.compactions_store import CompactionsStore
 from shale.meta.manifest_store import (
     ManifestStore,
     StoredManifest,
@@ -66,7 +67,7 @@ from shale_gc.rules import (
     select_manifests,
     select_wal,
 )
-from shale_gc.state import advance_compactions_boundary, read_state
+from shale_gc.state import read_state
 
 __all__ = ["PROGRESS_EVERY", "GarbageCollector", "ProgressCallback"]
 
@@ -147,6 +148,9 @@ class GarbageCollector:
         self.manifest_store = ManifestStore(
             store, self.root, format_version=manifest_format_version
         )
+        #: Read (latest version) and boundary-advanced only: the collector never writes a
+        #: ``.compactions`` version, so its format version does not matter.
+        self.compactions_store = CompactionsStore(store, self.root)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         #: Rounds completed by this collector.
@@ -327,9 +331,8 @@ class GarbageCollector:
         try:
             now_ms = self.clock.now_ms()
             view = read_state(
-                self.store,
-                self.root,
                 self.manifest_store,
+                self.compactions_store,
                 now_s=expiry_s,
                 compactions=kind in (KIND_COMPACTED, KIND_COMPACTIONS),
                 checkpoints=kind in (KIND_WAL, KIND_COMPACTED),
@@ -353,10 +356,10 @@ class GarbageCollector:
                 boundary = max(o.id for o in allowed if isinstance(o.id, int))
                 kr.boundary = boundary
                 if not self.dry_run:
-                    if kind == KIND_MANIFEST:
-                        self.manifest_store.advance_boundary(boundary)
-                    else:
-                        advance_compactions_boundary(self.store, self.root, boundary)
+                    versions = (
+                        self.manifest_store if kind == KIND_MANIFEST else self.compactions_store
+                    )
+                    versions.advance_boundary(boundary)
             if self.dry_run:
                 kr.deleted.extend(allowed)
             else:
