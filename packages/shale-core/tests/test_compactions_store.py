@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 
 from shale.errors import ClosedError
-from shale.objstore.memory import MemoryStore
 from shale.meta.compactions_store import (
     CompactionsStore,
     FenceableCompactions,
     StoredCompactions,
 )
+from shale.objstore.memory import MemoryStore
 
 
 def test_compactions_specialisation_keeps_its_names() -> None:

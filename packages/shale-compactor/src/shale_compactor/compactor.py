@@ -70,11 +70,11 @@ from shale.fbs.compactions import (
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid
 from shale.meta import segments
+from shale.meta.compactions_store import CompactionsStore, StoredCompactions
 from shale.meta.locator import prune_external_ssts
 from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
 from shale.settings import CompactorOptions, Settings
-from shale.meta.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
     FULL,
     CompactionSpec,

@@ -59,6 +59,12 @@ from shale.fbs.compactions import (
 from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
 from shale.ids import Ulid
 from shale.meta import segments
+from shale.meta.compactions_store import (
+    DEFAULT_UPDATE_TIMEOUT_S,
+    CompactionsStore,
+    FenceableCompactions,
+    StoredCompactions,
+)
 from shale.meta.manifest_store import (
     FenceableManifest,
     ManifestStore,
@@ -67,12 +73,6 @@ from shale.meta.manifest_store import (
     add_checkpoint,
 )
 from shale.objstore import ObjectStore
-from shale.meta.compactions_store import (
-    DEFAULT_UPDATE_TIMEOUT_S,
-    CompactionsStore,
-    FenceableCompactions,
-    StoredCompactions,
-)
 
 __all__ = [
     "ACTIVE_STATUSES",
