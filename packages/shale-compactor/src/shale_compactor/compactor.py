@@ -74,6 +74,7 @@ from shale.meta.compactions_store import CompactionsStore, StoredCompactions
 from shale.meta.locator import prune_external_ssts
 from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
 from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
+from shale.objstore.retrying import RetryPolicy
 from shale.settings import CompactorOptions, Settings
 from shale_compactor.scheduler import (
     FULL,
@@ -108,10 +109,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two progress log lines (SlateDB: 10 s).
 PROGRESS_LOG_INTERVAL_S = 10.0
-#: Attempts at committing a finished compaction when the object store fails transiently.
-COMMIT_ATTEMPTS = 6
-COMMIT_RETRY_MIN_S = 0.1
-COMMIT_RETRY_MAX_S = 2.0
 #: Longest pause of new proposals after compactions failed in a row (seconds).
 FAILURE_BACKOFF_MAX_S = 300.0
 
@@ -321,6 +318,9 @@ class Compactor:
         self.options = options
         # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
         self.settings = settings.replace(compactor_options=options)
+        #: How a commit is retried when the object store fails transiently (the whole step:
+        #: it resumes where it failed); ``settings.object_store_max_retries`` is its budget.
+        self.retry = RetryPolicy.from_settings(self.settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand
         self._host = self._plugin_host()
@@ -951,43 +951,34 @@ class Compactor:
 
         before: Manifest | None = None
         manifest_done = finished = False
-        delay = COMMIT_RETRY_MIN_S
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self._lock:
-                    writer = self._require_writer(finishing=True)
-                    if before is None:
-                        before = writer.state.manifest
-                    if not manifest_done:
-                        # manifest first (with its safety checkpoint), then compactions; a retry
-                        # after a failed manifest write writes it again (``mutate`` sees whether
-                        # the failed attempt landed after all)
-                        writer.write_manifest_safely(
-                            mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
-                        )
-                        manifest_done = True
-                    if not finished:
-                        writer.state.finish(c.id, STATUS_COMPLETED, outputs)
-                        finished = True
-                    writer.write_compactions_safely()
-                    self._jobs.pop(c.id, None)
-                    self._consecutive_failures = 0
-                    self._backoff_until = None
-                    report = self._report(c, "completed", before, outputs, duration)
-                    if self._collecting:
-                        self._reports.append(report)
-                break
-            except TransientStoreError as exc:
-                if attempt >= COMMIT_ATTEMPTS:
-                    raise
-                logger.warning(
-                    "commit of compaction %s failed, retrying in %.1fs: %s", c.id, delay, exc
-                )
-                if self._stop.wait(delay):
-                    raise
-                delay = min(2 * delay, COMMIT_RETRY_MAX_S)
+
+        def attempt() -> CompactionReport:
+            nonlocal before, manifest_done, finished
+            with self._lock:
+                writer = self._require_writer(finishing=True)
+                if before is None:
+                    before = writer.state.manifest
+                if not manifest_done:
+                    # manifest first (with its safety checkpoint), then compactions; a retry
+                    # after a failed manifest write writes it again (``mutate`` sees whether
+                    # the failed attempt landed after all)
+                    writer.write_manifest_safely(
+                        mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
+                    )
+                    manifest_done = True
+                if not finished:
+                    writer.state.finish(c.id, STATUS_COMPLETED, outputs)
+                    finished = True
+                writer.write_compactions_safely()
+                self._jobs.pop(c.id, None)
+                self._consecutive_failures = 0
+                self._backoff_until = None
+                report = self._report(c, "completed", before, outputs, duration)
+                if self._collecting:
+                    self._reports.append(report)
+                return report
+
+        report = self.retry.call(attempt, what=f"commit of compaction {c.id}", stop=self._stop)
         logger.info(
             "compaction completed id=%s segment=%r dest=%d outputs=%d bytes_in=%d bytes_out=%d "
             "in %.2fs",

@@ -65,6 +65,7 @@ from shale.ids import Ulid
 from shale.merge import MergeIterator
 from shale.meta.locator import SstLocator
 from shale.objstore.protocol import TransientStoreError
+from shale.objstore.retrying import RetryPolicy
 from shale.sst import SsTable, SstBuilder
 from shale_compactor.filters import (
     CompactionJobContext,
@@ -84,8 +85,6 @@ BLOCKS_PER_FETCH = 256
 CHECK_EVERY_ROWS = 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
-#: Upload attempts on transient store errors before giving up.
-UPLOAD_ATTEMPTS = 8
 
 
 class CompactionStopped(ShaleError):
@@ -346,6 +345,8 @@ class CompactionExecutor:
         self.ssts = SstLocator(store, root)
         self.settings = settings
         self.options = getattr(settings, "compactor_options", None) or CompactorOptions()
+        #: How output uploads are retried (``settings.object_store_max_retries``).
+        self.retry = RetryPolicy(max_retries=getattr(settings, "object_store_max_retries", None))
         host = None
         if merge_operator is None and getattr(settings, "merge_operator", None):
             host = self._host()
@@ -594,26 +595,12 @@ class CompactionExecutor:
         data = builder.finish()
         sst_id = Ulid.new(self.clock.now_ms(), self.rand)
         key = ids.compacted_path(self.root, sst_id)
-        delay = 0.1
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            try:
-                self.store.put(key, data)
-                break
-            except TransientStoreError as exc:
-                if attempt == UPLOAD_ATTEMPTS:
-                    raise
-                log.warning(
-                    "upload of %s failed (attempt %d), retrying in %.1fs: %s",
-                    key,
-                    attempt,
-                    delay,
-                    exc,
-                )
-                if stop is not None and stop.wait(delay):
-                    raise CompactionStopped("compaction stopped") from exc
-                if stop is None:
-                    time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        try:
+            self.retry.call(lambda: self.store.put(key, data), what=f"upload of {key}", stop=stop)
+        except TransientStoreError as exc:
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped") from exc
+            raise
         return CompactedSst(sst_id, builder.info, 2)
 
     def _write(
