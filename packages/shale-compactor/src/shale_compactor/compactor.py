@@ -54,28 +54,39 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.engine.components import check_timeout
-from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
-from shale.fbs.compactions import (
+from shale.spi import (
     SPEC_DRAIN_SEGMENT,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
     STATUS_SUBMITTED,
+    Clock,
+    ClosedError,
+    CloseReason,
+    CompactedSst,
     Compaction,
     Compactions,
+    CompactionsStore,
+    CompactorOptions,
+    InvalidError,
+    Manifest,
+    ManifestStore,
+    ObjectStore,
+    PermanentStoreError,
+    RetryPolicy,
+    Settings,
+    ShaleError,
+    StoredCompactions,
+    SystemClock,
+    TransientStoreError,
+    Ulid,
+    UnavailableError,
+    check_timeout,
+    prune_external_ssts,
+    remove_expired_checkpoints,
+    segments,
 )
-from shale.fbs.manifest import CompactedSst, Manifest
-from shale.ids import Ulid
-from shale.meta import segments
-from shale.meta.compactions_store import CompactionsStore, StoredCompactions
-from shale.meta.locator import prune_external_ssts
-from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
-from shale.objstore.retrying import RetryPolicy
-from shale.settings import CompactorOptions, Settings
 from shale_compactor.scheduler import (
     FULL,
     CompactionSpec,
@@ -386,7 +397,7 @@ class Compactor:
         """A compactor for the database at ``url`` (a directory, ``file://``, ``memory://name``
         or any URL a plugin owns; the database is at the store's root, as with
         :meth:`shale.Db.open`). :meth:`close` closes the store it opened."""
-        from shale.plugins import open_store
+        from shale.spi import open_store
 
         store = open_store(url, **(store_options or {}))
         c = cls(store, "", settings, merge_operator=merge_operator, **kwargs)
@@ -397,7 +408,7 @@ class Compactor:
 
     @staticmethod
     def _plugin_host() -> Any:
-        from shale.plugins import get_host
+        from shale.spi import get_host
         from shale_compactor.hookspecs import ensure_hookspecs
 
         host = get_host()

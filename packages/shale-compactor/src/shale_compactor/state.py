@@ -44,35 +44,37 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.errors import DataError, InternalError, InvalidError
-from shale.fbs.compactions import (
+from shale.spi import (
+    DEFAULT_UPDATE_TIMEOUT_S,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     STATUS_SUBMITTED,
+    Clock,
+    CompactedSst,
     Compaction,
     Compactions,
-)
-from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
-from shale.ids import Ulid
-from shale.meta import segments
-from shale.meta.compactions_store import (
-    DEFAULT_UPDATE_TIMEOUT_S,
     CompactionsStore,
+    DataError,
     FenceableCompactions,
-    StoredCompactions,
-)
-from shale.meta.manifest_store import (
     FenceableManifest,
+    InternalError,
+    InvalidError,
+    Manifest,
     ManifestStore,
     Mutation,
+    ObjectStore,
+    SortedRun,
+    SstView,
+    StoredCompactions,
     StoredManifest,
+    SystemClock,
+    Ulid,
     add_checkpoint,
+    segments,
 )
-from shale.objstore import ObjectStore
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -37,18 +37,27 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.errors import DataError, InvalidError, ShaleError
-from shale.fbs.manifest import Manifest
-from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
-from shale.meta.compactions_store import CompactionsStore
-from shale.meta.manifest_store import (
+from shale.spi import (
+    Clock,
+    CompactionsStore,
+    DataError,
+    GarbageCollectorOptions,
+    GcDirectoryOptions,
+    InvalidError,
+    Manifest,
     ManifestStore,
+    ObjectStore,
+    PermanentStoreError,
+    ShaleError,
     StoredManifest,
+    SystemClock,
+    Ulid,
+    dir_path,
+    format_id,
+    parse_compacted,
+    parse_numbered,
     remove_expired_checkpoints,
 )
-from shale.objstore import ObjectStore, PermanentStoreError
-from shale.settings import GarbageCollectorOptions, GcDirectoryOptions
 from shale_gc.report import (
     KIND_COMPACTED,
     KIND_COMPACTIONS,
@@ -528,7 +537,7 @@ def _hook_impls(name: str) -> list[Any]:
     """The implementations of one of our hooks, first-called first (empty if the specs are not
     registered, e.g. with plugin autoload off and shale_gc not registered by hand). Hook
     wrappers are skipped: these hooks are plain calls."""
-    from shale.plugins import get_host
+    from shale.spi import get_host
 
     caller = getattr(get_host().manager.hook, name, None)
     if caller is None:

@@ -19,11 +19,14 @@ when it vanished), the GC boundary files and advancing them with conditional PUT
 
 from __future__ import annotations
 
-from shale.errors import DataError
-from shale.fbs.manifest import Manifest
-from shale.meta.compactions_store import CompactionsStore
-from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectNotFound
+from shale.spi import (
+    CompactionsStore,
+    DataError,
+    Manifest,
+    ManifestStore,
+    ObjectNotFound,
+    remove_expired_checkpoints,
+)
 from shale_gc.rules import GcStateView
 
 __all__ = ["read_state"]

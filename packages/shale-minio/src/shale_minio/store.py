@@ -70,16 +70,16 @@ from minio.error import S3Error
 from minio.helpers import md5sum_hash
 from minio.xml import Element, SubElement, getbytes
 
-from shale.errors import InvalidError
-from shale.objstore.protocol import (
+from shale.spi import (
+    InvalidError,
     ObjectAlreadyExists,
     ObjectMeta,
     ObjectNotFound,
     ObjectStoreError,
+    RetryPolicy,
     TransientStoreError,
     validate_key,
 )
-from shale.objstore.retrying import RetryPolicy
 from shale_minio.config import S3Config, resolve_config
 from shale_minio.error_map import map_error
 

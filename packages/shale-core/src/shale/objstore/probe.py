@@ -48,4 +48,3 @@ def probe_writable(store: ObjectStore, directories: Iterable[str]) -> None:
             store.delete(key)
         except ShaleError as exc:
             log.warning("could not delete the write probe %s: %s", key, exc)
-
