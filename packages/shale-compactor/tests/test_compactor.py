@@ -26,6 +26,7 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst
 from shale.ids import compacted_path
+from shale.meta.compactions_store import CompactionsStore
 from shale.objstore import TransientStoreError
 from shale.objstore.memory import MemoryStore
 from shale.plugins import get_host
@@ -39,7 +40,6 @@ from shale_compactor import (
     read_status,
     submit_compaction,
 )
-from shale_compactor.compactions_store import CompactionsStore
 from shale_compactor.filters import DROP, KEEP
 from shale_compactor.plugin import embedded_compactor
 from shale_compactor.state import CompactorStateWriter, read_view

@@ -28,14 +28,14 @@ from shale.fbs.compactions import (
 from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
 from shale.fbs.sst_meta import SsTableInfo
 from shale.ids import Ulid
-from shale.meta.manifest_store import ManifestStore, StoredManifest, add_checkpoint
-from shale.objstore.memory import MemoryStore
-from shale_compactor.compactions_store import (
+from shale.meta.compactions_store import (
     CompactionsConflict,
     CompactionsStore,
     FenceableCompactions,
     StoredCompactions,
 )
+from shale.meta.manifest_store import ManifestStore, StoredManifest, add_checkpoint
+from shale.objstore.memory import MemoryStore
 from shale_compactor.state import (
     CompactorState,
     CompactorStateView,

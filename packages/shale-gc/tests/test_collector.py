@@ -15,6 +15,7 @@ import shale
 from shale.clock import ManualClock
 from shale.fbs.compactions import STATUS_COMPLETED, STATUS_RUNNING, Compaction
 from shale.ids import compacted_path, compactions_path, manifest_path, wal_path
+from shale.meta.compactions_store import CompactionsStore
 from shale.meta.manifest_store import ManifestStore, StoredManifest
 from shale.objstore import ObjectNotFound, TransientStoreError
 from shale.objstore.memory import MemoryStore
@@ -31,7 +32,6 @@ from shale_gc.rules import (
     KEEP_TOO_YOUNG,
     KEEP_UNREPLAYED,
 )
-from shale_gc.state import read_compactions_boundary
 
 ROOT = "db"
 
@@ -244,7 +244,7 @@ def test_compactions_gc(built: Any) -> None:
     r = gc_for(built).run_once(["compactions"])
     assert deleted(r, "compactions") == [compactions_path(ROOT, i) for i in range(1, 5)]
     assert kept(r, "compactions") == {compactions_path(ROOT, 5): KEEP_LATEST}
-    assert read_compactions_boundary(built.store, ROOT) == 4
+    assert CompactionsStore(built.store, ROOT).read_boundary() == 4
     assert built.store.get(f"{ROOT}/gc/compactions.boundary") == b"4"
     built.advance(400)
     r = gc_for(built).run_once(["compactions"])  # the latest is never deleted, however old

@@ -47,6 +47,7 @@ from shale.fbs.compactions import (
 )
 from shale.fbs.manifest import CompactedSst, Manifest
 from shale.ids import Ulid, compacted_path, compactions_path, manifest_path, wal_path
+from shale.meta.compactions_store import CompactionsStore
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore import ObjectNotFound
 from shale.objstore.memory import MemoryStore
@@ -54,7 +55,6 @@ from shale.settings import GarbageCollectorOptions, GcDirectoryOptions, Settings
 from shale.sst import SstBuilder
 from shale_gc import GarbageCollector
 from shale_gc.rules import compaction_low_watermark_ms, newest_l0_ms, referenced_ssts
-from shale_gc.state import list_compactions_ids
 
 ROOT = "db"
 T0_MS = 1_700_000_000_000
@@ -127,7 +127,7 @@ class GcMachine(RuleBasedStateMachine):
         for job in self.jobs:
             if job.status == STATUS_RUNNING:
                 keys |= {compacted_path(ROOT, s.id) for s in job.output_ssts}
-        ids = list_compactions_ids(self.store, ROOT)
+        ids = CompactionsStore(self.store, ROOT).list_ids()
         if ids:
             keys.add(compactions_path(ROOT, ids[-1]))
         return keys, wals, mid
@@ -140,7 +140,7 @@ class GcMachine(RuleBasedStateMachine):
         return CompactedSst(sst_id, b.info)
 
     def _write_jobs(self) -> None:
-        ids = list_compactions_ids(self.store, ROOT)
+        ids = CompactionsStore(self.store, ROOT).list_ids()
         nxt = (ids[-1] if ids else 0) + 1
         self.store.put_if_absent(
             compactions_path(ROOT, nxt), encode_compactions(Compactions(1, list(self.jobs)))
@@ -261,7 +261,7 @@ class GcMachine(RuleBasedStateMachine):
         for job in self.jobs:
             if job.status == STATUS_RUNNING:
                 refs |= {s.id for s in job.output_ssts}
-        ids = list_compactions_ids(self.store, ROOT)
+        ids = CompactionsStore(self.store, ROOT).list_ids()
         watermark = compaction_low_watermark_ms(Compactions(1, self.jobs)) if ids else 0
         bound = min(watermark, newest_l0_ms(m))
         for x in self.store.list(f"{ROOT}/compacted/"):

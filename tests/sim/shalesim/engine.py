@@ -37,8 +37,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import shale.db as shale_db
-import shale_compactor.compactor as compactor_mod
-import shale_compactor.executor as executor_mod
 from shale import ids
 from shale.batch import Ttl, WriteBatch
 from shale.clock import ManualClock
@@ -47,6 +45,7 @@ from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, Una
 from shale.merge_operators import ConcatMergeOperator
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore.protocol import ObjectNotFound
+from shale.objstore.retrying import RetryPolicy
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions, Settings
 from shale_compactor import FULL, CompactionSpec, Compactor, CompactorStateView
 from shale_compactor.scheduler import validate as validate_spec
@@ -139,22 +138,16 @@ class _Ring(logging.Handler):
 
 
 _LOGGERS = ("shale", "shale_compactor", "shale_gc", "shale_faults")
+#: The compactor's retry policies in a run (set on each compactor it starts).
+COMMIT_RETRY = RetryPolicy(max_retries=5, min_delay=0.005, max_delay=0.02, jitter="none")
+UPLOAD_RETRY = RetryPolicy(max_retries=1, min_delay=0.1, max_delay=0.1, jitter="none")
 
 
 @contextmanager
 def _quiet_and_fast() -> Iterator[_Ring]:
     """Short retry back-offs; shale's logs go to a ring buffer (shown on failure)."""
-    saved = (
-        shale_db.RETRY_MIN_S,
-        shale_db.RETRY_MAX_S,
-        compactor_mod.COMMIT_RETRY_MIN_S,
-        compactor_mod.COMMIT_RETRY_MAX_S,
-        executor_mod.UPLOAD_ATTEMPTS,
-    )
-    # the executor's upload back-off (0.1 s doubling) is local: fewer attempts bound it instead
-    executor_mod.UPLOAD_ATTEMPTS = 2
+    saved = (shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S)
     shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S = 0.005, 0.02
-    compactor_mod.COMMIT_RETRY_MIN_S, compactor_mod.COMMIT_RETRY_MAX_S = 0.005, 0.02
     ring = _Ring()
     loggers = [logging.getLogger(n) for n in _LOGGERS]
     old = [(lg.level, lg.propagate) for lg in loggers]
@@ -165,13 +158,7 @@ def _quiet_and_fast() -> Iterator[_Ring]:
     try:
         yield ring
     finally:
-        (
-            shale_db.RETRY_MIN_S,
-            shale_db.RETRY_MAX_S,
-            compactor_mod.COMMIT_RETRY_MIN_S,
-            compactor_mod.COMMIT_RETRY_MAX_S,
-            executor_mod.UPLOAD_ATTEMPTS,
-        ) = saved
+        shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S = saved
         for lg, (level, propagate) in zip(loggers, old, strict=True):
             lg.removeHandler(ring)
             lg.setLevel(level)
@@ -381,6 +368,10 @@ class Simulation:
                 options=self.compactor_options,
                 rand=random.Random(self.config["compactor_seed"] + self.compactor_generation),
             )
+            # short, bounded back-offs (the compactor's retries happen in real time, its fault
+            # windows in simulated time): a commit is retried 5 times, an upload once
+            self.compactor.retry = COMMIT_RETRY
+            self.compactor.executor.retry = UPLOAD_RETRY
         return self.compactor
 
     def latest_manifest(self) -> Any:

@@ -12,11 +12,7 @@
 See ``docs/compaction.md``.
 """
 
-from shale_compactor.compactions_store import (
-    CompactionsStore,
-    FenceableCompactions,
-    StoredCompactions,
-)
+from shale.spi import CompactionsStore, FenceableCompactions, StoredCompactions
 from shale_compactor.compactor import (
     CompactionReport,
     Compactor,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from shale.cli import parse_store_options
-from shale.errors import DataError
+from shale.spi import DataError
 
 __all__ = ["add_commands", "format_status"]
 
@@ -36,7 +36,7 @@ EXIT_ERROR = 2
 
 @contextlib.contextmanager
 def _store(args: argparse.Namespace) -> Iterator[Any]:
-    from shale.plugins import open_store
+    from shale.spi import open_store
 
     store = open_store(args.url, **parse_store_options(args.store_option))
     try:
@@ -47,7 +47,7 @@ def _store(args: argparse.Namespace) -> Iterator[Any]:
 
 def _settings(args: argparse.Namespace) -> Any:
     from shale.cli import cli_settings
-    from shale.settings import CompactorOptions
+    from shale.spi import CompactorOptions
 
     settings = cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
     options = settings.compactor_options or CompactorOptions()
@@ -57,7 +57,7 @@ def _settings(args: argparse.Namespace) -> Any:
 
 
 def _require_db(store: Any, url: str) -> None:
-    from shale.meta.manifest_store import ManifestStore
+    from shale.spi import ManifestStore
 
     if not ManifestStore(store, "").exists():
         raise DataError(f"no database at {url} (no manifest found)")

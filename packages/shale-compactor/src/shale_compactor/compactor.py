@@ -54,27 +54,39 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.engine.components import check_timeout
-from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
-from shale.fbs.compactions import (
+from shale.spi import (
     SPEC_DRAIN_SEGMENT,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
     STATUS_SUBMITTED,
+    Clock,
+    ClosedError,
+    CloseReason,
+    CompactedSst,
     Compaction,
     Compactions,
+    CompactionsStore,
+    CompactorOptions,
+    InvalidError,
+    Manifest,
+    ManifestStore,
+    ObjectStore,
+    PermanentStoreError,
+    RetryPolicy,
+    Settings,
+    ShaleError,
+    StoredCompactions,
+    SystemClock,
+    TransientStoreError,
+    Ulid,
+    UnavailableError,
+    check_timeout,
+    prune_external_ssts,
+    remove_expired_checkpoints,
+    segments,
 )
-from shale.fbs.manifest import CompactedSst, Manifest
-from shale.ids import Ulid
-from shale.meta import segments
-from shale.meta.locator import prune_external_ssts
-from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectStore, PermanentStoreError, TransientStoreError
-from shale.settings import CompactorOptions, Settings
-from shale_compactor.compactions_store import CompactionsStore, StoredCompactions
 from shale_compactor.scheduler import (
     FULL,
     CompactionSpec,
@@ -108,10 +120,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two progress log lines (SlateDB: 10 s).
 PROGRESS_LOG_INTERVAL_S = 10.0
-#: Attempts at committing a finished compaction when the object store fails transiently.
-COMMIT_ATTEMPTS = 6
-COMMIT_RETRY_MIN_S = 0.1
-COMMIT_RETRY_MAX_S = 2.0
 #: Longest pause of new proposals after compactions failed in a row (seconds).
 FAILURE_BACKOFF_MAX_S = 300.0
 
@@ -321,6 +329,9 @@ class Compactor:
         self.options = options
         # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
         self.settings = settings.replace(compactor_options=options)
+        #: How a commit is retried when the object store fails transiently (the whole step:
+        #: it resumes where it failed); ``settings.object_store_max_retries`` is its budget.
+        self.retry = RetryPolicy.from_settings(self.settings)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand
         self._host = self._plugin_host()
@@ -386,7 +397,7 @@ class Compactor:
         """A compactor for the database at ``url`` (a directory, ``file://``, ``memory://name``
         or any URL a plugin owns; the database is at the store's root, as with
         :meth:`shale.Db.open`). :meth:`close` closes the store it opened."""
-        from shale.plugins import open_store
+        from shale.spi import open_store
 
         store = open_store(url, **(store_options or {}))
         c = cls(store, "", settings, merge_operator=merge_operator, **kwargs)
@@ -397,7 +408,7 @@ class Compactor:
 
     @staticmethod
     def _plugin_host() -> Any:
-        from shale.plugins import get_host
+        from shale.spi import get_host
         from shale_compactor.hookspecs import ensure_hookspecs
 
         host = get_host()
@@ -951,43 +962,34 @@ class Compactor:
 
         before: Manifest | None = None
         manifest_done = finished = False
-        delay = COMMIT_RETRY_MIN_S
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self._lock:
-                    writer = self._require_writer(finishing=True)
-                    if before is None:
-                        before = writer.state.manifest
-                    if not manifest_done:
-                        # manifest first (with its safety checkpoint), then compactions; a retry
-                        # after a failed manifest write writes it again (``mutate`` sees whether
-                        # the failed attempt landed after all)
-                        writer.write_manifest_safely(
-                            mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
-                        )
-                        manifest_done = True
-                    if not finished:
-                        writer.state.finish(c.id, STATUS_COMPLETED, outputs)
-                        finished = True
-                    writer.write_compactions_safely()
-                    self._jobs.pop(c.id, None)
-                    self._consecutive_failures = 0
-                    self._backoff_until = None
-                    report = self._report(c, "completed", before, outputs, duration)
-                    if self._collecting:
-                        self._reports.append(report)
-                break
-            except TransientStoreError as exc:
-                if attempt >= COMMIT_ATTEMPTS:
-                    raise
-                logger.warning(
-                    "commit of compaction %s failed, retrying in %.1fs: %s", c.id, delay, exc
-                )
-                if self._stop.wait(delay):
-                    raise
-                delay = min(2 * delay, COMMIT_RETRY_MAX_S)
+
+        def attempt() -> CompactionReport:
+            nonlocal before, manifest_done, finished
+            with self._lock:
+                writer = self._require_writer(finishing=True)
+                if before is None:
+                    before = writer.state.manifest
+                if not manifest_done:
+                    # manifest first (with its safety checkpoint), then compactions; a retry
+                    # after a failed manifest write writes it again (``mutate`` sees whether
+                    # the failed attempt landed after all)
+                    writer.write_manifest_safely(
+                        mutate, checkpoint_lifetime=self.options.checkpoint_lifetime
+                    )
+                    manifest_done = True
+                if not finished:
+                    writer.state.finish(c.id, STATUS_COMPLETED, outputs)
+                    finished = True
+                writer.write_compactions_safely()
+                self._jobs.pop(c.id, None)
+                self._consecutive_failures = 0
+                self._backoff_until = None
+                report = self._report(c, "completed", before, outputs, duration)
+                if self._collecting:
+                    self._reports.append(report)
+                return report
+
+        report = self.retry.call(attempt, what=f"commit of compaction {c.id}", stop=self._stop)
         logger.info(
             "compaction completed id=%s segment=%r dest=%d outputs=%d bytes_in=%d bytes_out=%d "
             "in %.2fs",

@@ -50,22 +50,26 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from shale import ids
-from shale.errors import DataError, InvalidError, ShaleError
-from shale.fbs.manifest import (
+from shale.spi import (
     BOUND_INCLUDED,
     BytesRange,
     CompactedSst,
+    DataError,
     ExternalDb,
+    InvalidError,
+    MergeIterator,
+    RetryPolicy,
+    ShaleError,
     SortedRun,
+    SsTable,
+    SsTableInfo,
+    SstBuilder,
+    SstLocator,
     SstView,
+    TransientStoreError,
+    Ulid,
+    compacted_path,
 )
-from shale.fbs.sst_meta import SsTableInfo
-from shale.ids import Ulid
-from shale.merge import MergeIterator
-from shale.meta.locator import SstLocator
-from shale.objstore.protocol import TransientStoreError
-from shale.sst import SsTable, SstBuilder
 from shale_compactor.filters import (
     CompactionJobContext,
     PluginFilterSupplier,
@@ -84,8 +88,6 @@ BLOCKS_PER_FETCH = 256
 CHECK_EVERY_ROWS = 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
-#: Upload attempts on transient store errors before giving up.
-UPLOAD_ATTEMPTS = 8
 
 
 class CompactionStopped(ShaleError):
@@ -288,9 +290,7 @@ def last_written_key_and_seq(
 
     :raises DataError: the SST is missing or corrupt.
     """
-    table = SsTable.open(
-        store, ids.compacted_path(root, sst.id), policies=(), transformer=transformer
-    )
+    table = SsTable.open(store, compacted_path(root, sst.id), policies=(), transformer=transformer)
     if table.block_count == 0:
         return None
     rows = table.read_block(table.block_count - 1)
@@ -336,16 +336,23 @@ class CompactionExecutor:
         clock: Any = None,
         rand: random.Random | None = None,
     ) -> None:
-        from shale.engine import components
-        from shale.settings import CompactorOptions
+        from shale.spi import (
+            CompactorOptions,
+            check_codec,
+            check_filter_policies,
+            check_merge_operator,
+            check_transformer,
+        )
 
         # components are checked up front: a missing codec library must not fail every job
-        self._codec = components.check_codec(settings.compression_codec)
+        self._codec = check_codec(settings.compression_codec)
         self.store = store
         self.root = root
         self.ssts = SstLocator(store, root)
         self.settings = settings
         self.options = getattr(settings, "compactor_options", None) or CompactorOptions()
+        #: How output uploads are retried (``settings.object_store_max_retries``).
+        self.retry = RetryPolicy(max_retries=getattr(settings, "object_store_max_retries", None))
         host = None
         if merge_operator is None and getattr(settings, "merge_operator", None):
             host = self._host()
@@ -355,7 +362,7 @@ class CompactionExecutor:
                     "no plugin offers the configured merge operator",
                     merge_operator=settings.merge_operator,
                 )
-        self.merge_operator = components.check_merge_operator(merge_operator)
+        self.merge_operator = check_merge_operator(merge_operator)
         self.filter_supplier = (
             filter_supplier if filter_supplier is not None else PluginFilterSupplier()
         )
@@ -366,12 +373,12 @@ class CompactionExecutor:
             if missing:
                 raise InvalidError("no plugin offers these filter policies", missing=missing)
             filter_policies = [offered[n] for n in settings.filter_policies]
-        self.filter_policies = components.check_filter_policies(filter_policies)
+        self.filter_policies = check_filter_policies(filter_policies)
         if transformer is None:
             transformer = (host or self._host()).block_transformer(settings)
-        self.transformer = components.check_transformer(transformer)
+        self.transformer = check_transformer(transformer)
         if clock is None:
-            from shale.clock import SystemClock
+            from shale.spi import SystemClock
 
             clock = SystemClock()
         self.clock = clock
@@ -379,7 +386,7 @@ class CompactionExecutor:
 
     @staticmethod
     def _host() -> Any:
-        from shale.plugins import get_host
+        from shale.spi import get_host
 
         return get_host()
 
@@ -593,27 +600,13 @@ class CompactionExecutor:
     def _upload(self, builder: SstBuilder, stop: threading.Event | None) -> CompactedSst:
         data = builder.finish()
         sst_id = Ulid.new(self.clock.now_ms(), self.rand)
-        key = ids.compacted_path(self.root, sst_id)
-        delay = 0.1
-        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
-            try:
-                self.store.put(key, data)
-                break
-            except TransientStoreError as exc:
-                if attempt == UPLOAD_ATTEMPTS:
-                    raise
-                log.warning(
-                    "upload of %s failed (attempt %d), retrying in %.1fs: %s",
-                    key,
-                    attempt,
-                    delay,
-                    exc,
-                )
-                if stop is not None and stop.wait(delay):
-                    raise CompactionStopped("compaction stopped") from exc
-                if stop is None:
-                    time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        key = compacted_path(self.root, sst_id)
+        try:
+            self.retry.call(lambda: self.store.put(key, data), what=f"upload of {key}", stop=stop)
+        except TransientStoreError as exc:
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped") from exc
+            raise
         return CompactedSst(sst_id, builder.info, 2)
 
     def _write(

@@ -34,8 +34,7 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from shale.errors import InternalError
-from shale.row import KIND_NAMES, MERGE, TOMBSTONE, VALUE, Row
+from shale.spi import KIND_NAMES, MERGE, TOMBSTONE, VALUE, InternalError, Row
 
 __all__ = [
     "DROP",
@@ -217,7 +216,7 @@ class PluginFilterSupplier:
     def create_compaction_filter(self, context: CompactionJobContext) -> list[CompactionFilter]:
         host = self._host
         if host is None:
-            from shale.plugins import get_host
+            from shale.spi import get_host
 
             host = get_host()
         hook = getattr(host.manager.hook, "shale_compaction_filter", None)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from shale.settings import CompactorOptions
+    from shale.spi import CompactorOptions
     from shale_compactor.compactor import CompactionReport
 
 hookspec = pluggy.HookspecMarker("shale")

@@ -49,9 +49,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from shale.errors import DataError, InvalidError
-from shale.merge_operators import MergeOperator, merge_all
-from shale.row import MERGE, TOMBSTONE
+from shale.spi import MERGE, TOMBSTONE, DataError, InvalidError, MergeOperator, merge_all
 
 __all__ = [
     "MERGE_BATCH_SIZE",

@@ -53,12 +53,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from shale.errors import InvalidError, ShaleError
-from shale.fbs.compactions import SPEC_DRAIN_SEGMENT, SPEC_TIERED, STATUS_SUBMITTED, Compaction
-from shale.fbs.manifest import Manifest, SortedRun, SstView
-from shale.ids import Ulid
-from shale.meta import segments
-from shale.settings import CompactorOptions
+from shale.spi import (
+    SPEC_DRAIN_SEGMENT,
+    SPEC_TIERED,
+    STATUS_SUBMITTED,
+    Compaction,
+    CompactorOptions,
+    InvalidError,
+    Manifest,
+    ShaleError,
+    SortedRun,
+    SstView,
+    Ulid,
+    segments,
+)
 
 if TYPE_CHECKING:
     from shale_compactor.state import CompactorStateView

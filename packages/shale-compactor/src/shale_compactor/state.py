@@ -44,34 +44,36 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.errors import DataError, InternalError, InvalidError
-from shale.fbs.compactions import (
+from shale.spi import (
+    DEFAULT_UPDATE_TIMEOUT_S,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
     STATUS_SCHEDULED,
     STATUS_SUBMITTED,
+    Clock,
+    CompactedSst,
     Compaction,
     Compactions,
-)
-from shale.fbs.manifest import CompactedSst, Manifest, SortedRun, SstView
-from shale.ids import Ulid
-from shale.meta import segments
-from shale.meta.manifest_store import (
+    CompactionsStore,
+    DataError,
+    FenceableCompactions,
     FenceableManifest,
+    InternalError,
+    InvalidError,
+    Manifest,
     ManifestStore,
     Mutation,
-    StoredManifest,
-    add_checkpoint,
-)
-from shale.objstore import ObjectStore
-from shale_compactor.compactions_store import (
-    DEFAULT_UPDATE_TIMEOUT_S,
-    CompactionsStore,
-    FenceableCompactions,
+    ObjectStore,
+    SortedRun,
+    SstView,
     StoredCompactions,
+    StoredManifest,
+    SystemClock,
+    Ulid,
+    add_checkpoint,
+    segments,
 )
 
 __all__ = [

@@ -665,6 +665,9 @@ class Settings(_Options):
     manifest_poll_interval: float = 1.0
     #: How long manifest updates are retried before giving up (seconds).
     manifest_update_timeout: float = 300.0
+    #: Retries of a transient object-store error per operation
+    #: (:class:`shale.objstore.retrying.RetryPolicy`); ``None``: retry until stopped.
+    object_store_max_retries: int | None = None
     #: New SSTs with fewer rows than this get no filter.
     min_filter_keys: int = 1000
     #: Bloom filter bits per key (10 ≈ 0.82 % false positives).
@@ -718,6 +721,7 @@ class Settings(_Options):
         "wal_enabled": _Spec("bool"),
         "manifest_poll_interval": _Spec("duration", positive=True),
         "manifest_update_timeout": _Spec("duration", positive=True),
+        "object_store_max_retries": _Spec("int", optional=True, hi=_U32_MAX),
         "min_filter_keys": _Spec("int", hi=_U32_MAX),
         "filter_bits_per_key": _Spec("int", lo=1, hi=_U32_MAX),
         "l0_sst_size_bytes": _Spec("size", lo=1),

@@ -22,8 +22,7 @@ import threading
 from typing import Any
 
 from shale.cli import parse_store_options
-from shale.errors import DataError, InvalidError
-from shale.settings import GarbageCollectorOptions, parse_duration
+from shale.spi import DataError, GarbageCollectorOptions, InvalidError, parse_duration
 from shale_gc.collector import GarbageCollector
 from shale_gc.report import GcReport
 
@@ -71,8 +70,7 @@ def _print_report(report: GcReport, as_json: bool) -> None:
 
 def _cmd_gc_run(args: argparse.Namespace) -> int:
     from shale.cli import cli_settings
-    from shale.meta.manifest_store import ManifestStore
-    from shale.plugins import get_host
+    from shale.spi import ManifestStore, get_host
 
     settings = cli_settings(args.settings)
     options = gc_options(

@@ -37,17 +37,27 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from shale.clock import Clock, SystemClock
-from shale.errors import DataError, InvalidError, ShaleError
-from shale.fbs.manifest import Manifest
-from shale.ids import Ulid, dir_path, format_id, parse_compacted, parse_numbered
-from shale.meta.manifest_store import (
+from shale.spi import (
+    Clock,
+    CompactionsStore,
+    DataError,
+    GarbageCollectorOptions,
+    GcDirectoryOptions,
+    InvalidError,
+    Manifest,
     ManifestStore,
+    ObjectStore,
+    PermanentStoreError,
+    ShaleError,
     StoredManifest,
+    SystemClock,
+    Ulid,
+    dir_path,
+    format_id,
+    parse_compacted,
+    parse_numbered,
     remove_expired_checkpoints,
 )
-from shale.objstore import ObjectStore, PermanentStoreError
-from shale.settings import GarbageCollectorOptions, GcDirectoryOptions
 from shale_gc.report import (
     KIND_COMPACTED,
     KIND_COMPACTIONS,
@@ -66,7 +76,7 @@ from shale_gc.rules import (
     select_manifests,
     select_wal,
 )
-from shale_gc.state import advance_compactions_boundary, read_state
+from shale_gc.state import read_state
 
 __all__ = ["PROGRESS_EVERY", "GarbageCollector", "ProgressCallback"]
 
@@ -147,6 +157,9 @@ class GarbageCollector:
         self.manifest_store = ManifestStore(
             store, self.root, format_version=manifest_format_version
         )
+        #: Read (latest version) and boundary-advanced only: the collector never writes a
+        #: ``.compactions`` version, so its format version does not matter.
+        self.compactions_store = CompactionsStore(store, self.root)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         #: Rounds completed by this collector.
@@ -327,9 +340,8 @@ class GarbageCollector:
         try:
             now_ms = self.clock.now_ms()
             view = read_state(
-                self.store,
-                self.root,
                 self.manifest_store,
+                self.compactions_store,
                 now_s=expiry_s,
                 compactions=kind in (KIND_COMPACTED, KIND_COMPACTIONS),
                 checkpoints=kind in (KIND_WAL, KIND_COMPACTED),
@@ -353,10 +365,10 @@ class GarbageCollector:
                 boundary = max(o.id for o in allowed if isinstance(o.id, int))
                 kr.boundary = boundary
                 if not self.dry_run:
-                    if kind == KIND_MANIFEST:
-                        self.manifest_store.advance_boundary(boundary)
-                    else:
-                        advance_compactions_boundary(self.store, self.root, boundary)
+                    versions = (
+                        self.manifest_store if kind == KIND_MANIFEST else self.compactions_store
+                    )
+                    versions.advance_boundary(boundary)
             if self.dry_run:
                 kr.deleted.extend(allowed)
             else:
@@ -525,7 +537,7 @@ def _hook_impls(name: str) -> list[Any]:
     """The implementations of one of our hooks, first-called first (empty if the specs are not
     registered, e.g. with plugin autoload off and shale_gc not registered by hand). Hook
     wrappers are skipped: these hooks are plain calls."""
-    from shale.plugins import get_host
+    from shale.spi import get_host
 
     caller = getattr(get_host().manager.hook, name, None)
     if caller is None:

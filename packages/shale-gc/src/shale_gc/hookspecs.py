@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shale.plugins.hookspecs import hookspec
+from shale.spi import hookspec
 
 if TYPE_CHECKING:
     from shale_gc.report import GcObject, GcReport

@@ -20,7 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from shale.ids import Ulid
+from shale.spi import Ulid
 
 __all__ = [
     "KIND_COMPACTED",

@@ -71,15 +71,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from shale.fbs.compactions import (
+from shale.spi import (
     STATUS_COMPLETED,
     STATUS_FAILED,
+    Checkpoint,
     Compaction,
     Compactions,
+    Manifest,
+    SstView,
+    Ulid,
+    segments,
 )
-from shale.fbs.manifest import Checkpoint, Manifest, SstView
-from shale.ids import Ulid
-from shale.meta import segments
 from shale_gc.report import GcObject
 
 __all__ = [

@@ -11,138 +11,30 @@ Then every manifest a live checkpoint pins is read by id. If one cannot be read 
 fails (:class:`~shale.errors.DataError`): without it the collector cannot know what that
 checkpoint reaches, and keeping everything until the next round is the only safe answer.
 
-The compactions GC boundary (``gc/compactions.boundary``, FORMAT.md 10.5) is handled here as
-well, mirroring :meth:`shale.meta.manifest_store.ManifestStore.advance_boundary` for manifests:
-versions ``<= B`` may be deleted; a "latest" candidate ``<= B`` is never used.
+The versioned-object protocol itself -- listing versions, reading the latest one (re-LISTing
+when it vanished), the GC boundary files and advancing them with conditional PUTs -- is core's
+(:mod:`shale.meta.versioned`, specialised by :mod:`shale.meta.manifest_store` and
+:mod:`shale.meta.compactions_store`); the collector only calls it.
 """
 
 from __future__ import annotations
 
-import logging
-
-from shale.errors import DataError, InvalidError, UnavailableError
-from shale.fbs.compactions import Compactions, decode_compactions
-from shale.fbs.manifest import Manifest
-from shale.ids import compactions_path, dir_path, format_id, parse_numbered
-from shale.meta.manifest_store import ManifestStore, remove_expired_checkpoints
-from shale.objstore import ObjectAlreadyExists, ObjectNotFound, ObjectStore
+from shale.spi import (
+    CompactionsStore,
+    DataError,
+    Manifest,
+    ManifestStore,
+    ObjectNotFound,
+    remove_expired_checkpoints,
+)
 from shale_gc.rules import GcStateView
 
-__all__ = [
-    "COMPACTIONS_SUFFIX",
-    "MAX_LIST_RETRIES",
-    "advance_compactions_boundary",
-    "list_compactions_ids",
-    "read_compactions_boundary",
-    "read_latest_compactions",
-    "read_state",
-]
-
-logger = logging.getLogger(__name__)
-
-COMPACTIONS_SUFFIX = ".compactions"
-#: How many times a vanished "latest" compactions file makes us LIST again.
-MAX_LIST_RETRIES = 10
-
-
-def _boundary_key(root: str) -> str:
-    return dir_path(root, "gc") + "compactions.boundary"
-
-
-def list_compactions_ids(store: ObjectStore, root: str) -> list[int]:
-    """Ids of the canonical ``compactions/<20 digits>.compactions`` objects, ascending."""
-    prefix = dir_path(root, "compactions")
-    out = []
-    for meta in store.list(prefix):
-        name = meta.key[len(prefix) :]
-        n = parse_numbered(name, COMPACTIONS_SUFFIX)
-        if n is not None and "/" not in name and name == format_id(n) + COMPACTIONS_SUFFIX:
-            out.append(n)
-    out.sort()
-    return out
-
-
-def read_compactions_boundary(store: ObjectStore, root: str) -> int:
-    """The compactions GC boundary (0 when absent). :raises DataError: malformed file."""
-    try:
-        data = store.get(_boundary_key(root))
-    except ObjectNotFound:
-        return 0
-    return _parse_boundary(data, _boundary_key(root))
-
-
-def _parse_boundary(data: bytes, key: str) -> int:
-    text = data.decode("ascii", "replace").strip()
-    if not text.isdigit():
-        raise DataError("malformed GC boundary file", path=key)
-    return int(text)
-
-
-def advance_compactions_boundary(store: ObjectStore, root: str, boundary: int) -> None:
-    """Raise ``gc/compactions.boundary`` to ``boundary`` (never lowers it), with conditional
-    PUTs (create when absent, else by etag) so concurrent collectors cannot lower it.
-
-    Call before deleting compactions versions ``<= boundary``; never pass the latest version.
-    """
-    if isinstance(boundary, bool) or not isinstance(boundary, int) or boundary < 0:
-        raise InvalidError("boundary must be a non-negative int", boundary=boundary)
-    key = _boundary_key(root)
-    while True:
-        try:
-            etag = store.head(key).etag
-            current = _parse_boundary(store.get(key), key)
-        except ObjectNotFound:
-            etag, current = None, 0
-        if current >= boundary:
-            return
-        data = str(boundary).encode("ascii")
-        try:
-            if etag is None:
-                store.put_if_absent(key, data)
-            else:
-                store.put_if_match(key, data, etag)
-        except ObjectAlreadyExists:
-            continue  # a concurrent change: re-read and compare again
-        return
-
-
-def read_latest_compactions(store: ObjectStore, root: str) -> tuple[int, Compactions] | None:
-    """The latest ``.compactions`` file as ``(id, contents)``, or ``None`` if there is none.
-
-    LISTs and GETs the highest id above the GC boundary; LISTs again if it vanished (a
-    concurrent GC). :raises DataError: the file is malformed. :raises UnavailableError: the
-    listed latest kept vanishing.
-    """
-    for attempt in range(MAX_LIST_RETRIES):
-        boundary = read_compactions_boundary(store, root)
-        listed = [i for i in list_compactions_ids(store, root) if i > boundary]
-        if not listed:
-            return None
-        top = listed[-1]
-        try:
-            data = store.get(compactions_path(root, top))
-        except ObjectNotFound:
-            logger.warning(
-                "listed compactions file vanished, listing again id=%d attempt=%d", top, attempt + 1
-            )
-            continue
-        try:
-            return top, decode_compactions(data)[1]
-        except DataError as exc:
-            raise DataError(
-                "corrupt compactions file", compactions_id=top, path=compactions_path(root, top)
-            ) from exc
-    raise UnavailableError(
-        "the latest compactions file kept vanishing between LIST and GET",
-        root=root,
-        attempts=MAX_LIST_RETRIES,
-    )
+__all__ = ["read_state"]
 
 
 def read_state(
-    store: ObjectStore,
-    root: str,
     ms: ManifestStore,
+    cs: CompactionsStore,
     *,
     now_s: int,
     compactions: bool = True,
@@ -159,11 +51,12 @@ def read_state(
     :param pending_manifest: a dry run that would have written a new manifest version (to drop
         expired checkpoints): report the latest id as one higher, as the real run would see it.
     :raises DataError: no manifest, or a malformed file, or a pinned manifest is missing.
+    :raises UnavailableError: the latest version kept vanishing between LIST and GET.
     """
-    comp = read_latest_compactions(store, root) if compactions else None
+    comp = cs.read_latest() if compactions else None  # compactions first: see the module doc
     latest = ms.read_latest()
     if latest is None:
-        raise DataError("no manifest found: not a database", root=root)
+        raise DataError("no manifest found: not a database", root=ms.root)
     manifest_id, manifest = latest
     trimmed = remove_expired_checkpoints(manifest, now_s)
     if trimmed is not manifest and pending_manifest:

@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from shale.errors import InvalidError
-from shale.objstore.protocol import validate_key
+from shale.spi import InvalidError, validate_key
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",

@@ -28,8 +28,8 @@ from xml.etree.ElementTree import ParseError
 import urllib3.exceptions
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from shale.errors import InvalidError
-from shale.objstore.protocol import (
+from shale.spi import (
+    InvalidError,
     ObjectAlreadyExists,
     ObjectNotFound,
     ObjectStoreError,

@@ -13,7 +13,10 @@ Key ``k`` is the object ``<prefix>k`` in the bucket. How each protocol invariant
   ``_execute``. Those are internal: the dependency is pinned to ``minio>=7.2,<7.3`` and the
   tests exercise every one of them against a real server.
 - **Only transient failures are retried**, by this store, with exponential backoff and jitter,
-  at most ``max_retries`` times; 404, 412, 403 and other 4xx are never retried. The SDK's own
+  at most ``max_retries`` times; 404, 412, 403 and other 4xx are never retried. The schedule
+  and the budget are shale's one retry policy (:class:`shale.objstore.retrying.RetryPolicy`,
+  "equal" jitter), applied per request; what is S3-specific stays here: which requests may be
+  repeated, and the put id below. The SDK's own
   retries (urllib3 ``Retry(total=5)`` on connection errors and 5xx) are switched off by giving
   it a pool with ``retries=False``, so no request is ever repeated behind this store's back.
 - **A conditional write whose reply was lost is resolved exactly.** Every put carries a fresh
@@ -67,12 +70,13 @@ from minio.error import S3Error
 from minio.helpers import md5sum_hash
 from minio.xml import Element, SubElement, getbytes
 
-from shale.errors import InvalidError
-from shale.objstore.protocol import (
+from shale.spi import (
+    InvalidError,
     ObjectAlreadyExists,
     ObjectMeta,
     ObjectNotFound,
     ObjectStoreError,
+    RetryPolicy,
     TransientStoreError,
     validate_key,
 )
@@ -229,7 +233,12 @@ class S3Store:
         self._config = config
         self._bucket = config.bucket
         self._prefix = config.prefix
-        self._max_retries = config.max_retries
+        self._retry = RetryPolicy(
+            max_retries=config.max_retries,
+            min_delay=min(config.retry_base_delay, config.retry_max_delay),
+            max_delay=config.retry_max_delay,
+            jitter="equal",
+        )
         ca_certs = config.ca_bundle or os.environ.get("SSL_CERT_FILE") or certifi.where()
         if config.secure and config.ca_bundle and not os.path.isfile(config.ca_bundle):
             raise InvalidError("s3 CA bundle file does not exist", ca_bundle=config.ca_bundle)
@@ -311,50 +320,44 @@ class S3Store:
 
     # -- retrying ----------------------------------------------------------------------------
 
+    def _draw(self) -> float:
+        with self._rng_lock:
+            return self._rng.random()
+
     def _delay(self, attempt: int) -> float:
         """Backoff before retry ``attempt`` (0-based): exponential, capped, "equal jitter"."""
-        grown = self._config.retry_base_delay * 2.0 ** min(attempt, 60)
-        cap = min(self._config.retry_max_delay, grown)
-        with self._rng_lock:
-            jitter = self._rng.uniform(0, cap / 2)
-        return cap / 2 + jitter
+        return self._retry.delay(attempt, self._draw)
 
-    def _retry_or_raise(
-        self, op: str, key: str, attempt: int, exc: BaseException
-    ) -> BaseException | None:
-        """``None`` (after sleeping) when ``exc`` should be retried, else the error to raise."""
-        err = map_error(exc, op, key, self._bucket)
-        if isinstance(err, TransientStoreError) and attempt < self._max_retries:
-            delay = self._delay(attempt)
-            log.debug(
-                "s3 %s of %r failed (%s); retry %d/%d in %.3f s",
-                op,
-                key,
-                err,
-                attempt + 1,
-                self._max_retries,
-                delay,
-            )
-            self._sleep(delay)
-            return None
-        if isinstance(err, TransientStoreError) and self._max_retries:
-            log.warning("s3 %s of %r failed after %d retries: %s", op, key, attempt, err)
-        return err
+    def _mapped(self, op: str, key: str, fn: Callable[[], T]) -> Callable[[], T]:
+        """``fn`` raising shale's error kinds (:func:`~shale_minio.error_map.map_error`)."""
 
-    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
-        """Run the idempotent request ``fn``, retrying transient failures."""
-        attempt = 0
-        while True:
+        def call() -> T:
             try:
                 return fn()
             except Exception as exc:
-                err = self._retry_or_raise(op, key, attempt, exc)
-                if err is None:
-                    attempt += 1
-                    continue
+                err = map_error(exc, op, key, self._bucket)
                 if err is exc:
                     raise
                 raise err from exc
+
+        return call
+
+    def _call(
+        self,
+        op: str,
+        key: str,
+        fn: Callable[[], T],
+        on_retry: Callable[[int, BaseException, float], None] | None = None,
+    ) -> T:
+        """Run the idempotent request ``fn``, retrying transient failures under the policy."""
+        return self._retry.call(
+            self._mapped(op, key, fn),
+            what=f"s3 {op} of {key!r}",
+            sleep=lambda delay: self._sleep(delay),  # looked up late: tests replace it
+            draw=self._draw,
+            on_retry=on_retry,
+            log_level=logging.DEBUG,
+        )
 
     # -- names -------------------------------------------------------------------------------
 
@@ -404,41 +407,36 @@ class S3Store:
         put_id = self._new_put_id()
         limit = self._single_put_limit if condition else self._config.multipart_threshold
         uncertain = False  # an earlier attempt may have reached the server
-        attempt = 0
-        while True:
-            try:
-                if len(data) > limit:
-                    self._multipart_upload(op, key, name, data, put_id, condition)
-                else:
-                    headers: _Headers = {
-                        "Content-Type": _CONTENT_TYPE,
-                        PUT_ID_HEADER: put_id,
-                        **condition,
-                    }
-                    self._client._put_object(self._bucket, name, data, headers=headers)
+
+        def attempt() -> None:
+            if len(data) > limit:
+                self._multipart_upload(op, key, name, data, put_id, condition)
+            else:
+                headers: _Headers = {
+                    "Content-Type": _CONTENT_TYPE,
+                    PUT_ID_HEADER: put_id,
+                    **condition,
+                }
+                self._client._put_object(self._bucket, name, data, headers=headers)
+
+        def note(_retry: int, _exc: BaseException, _delay: float) -> None:
+            nonlocal uncertain
+            uncertain = True
+
+        try:
+            self._call(op, key, attempt, on_retry=note)
+        except ObjectAlreadyExists:
+            if condition and uncertain and self._landed(op, key, name, put_id):
                 return
-            except Exception as exc:
-                err = map_error(exc, op, key, self._bucket)
-                if isinstance(err, ObjectAlreadyExists) and condition:
-                    if uncertain and self._landed(op, key, name, put_id):
+            raise
+        except TransientStoreError:
+            if condition:
+                try:  # out of retries: one last look (one request), it may have landed
+                    if self._landed(op, key, name, put_id, retry=False):
                         return
-                    if err is exc:
-                        raise
-                    raise err from exc
-                retry = self._retry_or_raise(op, key, attempt, exc)
-                if retry is None:
-                    uncertain = True
-                    attempt += 1
-                    continue
-                if isinstance(retry, TransientStoreError) and condition:
-                    try:  # out of retries: one last look (one request), it may have landed
-                        if self._landed(op, key, name, put_id, retry=False):
-                            return
-                    except ObjectStoreError:
-                        pass
-                if retry is exc:
-                    raise
-                raise retry from exc
+                except ObjectStoreError:
+                    pass
+            raise
 
     def _landed(self, op: str, key: str, name: str, put_id: str, *, retry: bool = True) -> bool:
         """Whether the object at ``name`` is the one our put ``put_id`` wrote."""

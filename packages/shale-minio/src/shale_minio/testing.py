@@ -321,7 +321,7 @@ def _child_env(access_key: str, secret_key: str) -> dict[str, str]:
 
 def _wait_ready(server: SeaweedServer, deadline: float) -> None:
     """Poll with real signed requests until one round trip works."""
-    from shale.objstore.protocol import ObjectStoreError
+    from shale.spi import ObjectStoreError
     from shale_minio.store import S3Store
 
     last: BaseException | None = None

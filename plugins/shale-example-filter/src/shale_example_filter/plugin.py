@@ -30,8 +30,7 @@ import os
 from typing import Any
 
 import shale
-from shale.env import plugin_var
-from shale.row import TOMBSTONE
+from shale.spi import TOMBSTONE, plugin_var
 from shale_compactor.filters import DROP, KEEP, CompactionJobContext, Decision, modify_tombstone
 
 __all__ = ["PREFIXES_ENV", "DropPrefixFilter", "parse_prefixes", "shale_compaction_filter"]

@@ -29,7 +29,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shale.errors import InvalidError
+from shale.spi import InvalidError
 from shale_faults.store import FaultRule
 
 __all__ = ["FaultSpec", "parse_spec"]

@@ -37,8 +37,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shale.errors import InvalidError
-from shale.objstore.protocol import (
+from shale.spi import (
+    InvalidError,
     ObjectAlreadyExists,
     ObjectMeta,
     ObjectNotFound,

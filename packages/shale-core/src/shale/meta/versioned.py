@@ -4,7 +4,7 @@ SlateDB keeps two pieces of shared state as a sequence of numbered, immutable ve
 object store: the manifest (``manifest/<20-digit id>.manifest``) and the compactor's
 ``compactions/<20-digit id>.compactions``. Both follow one "sequenced storage protocol"
 (FORMAT.md 10.1, 10.2, 10.4, 10.5; SlateDB's ``slatedb-txn-obj``), implemented once here and
-specialised by :mod:`shale.meta.manifest_store` and :mod:`shale_compactor.compactions_store`:
+specialised by :mod:`shale.meta.manifest_store` and :mod:`shale.meta.compactions_store`:
 
 - :class:`SequenceKind` is what differs between the two: directory, file extension, GC
   boundary file, codec, epoch fields, conflict error, the words of messages, the logger.
@@ -49,7 +49,7 @@ the caller unchanged. A transient error on a PUT is ambiguous: the version may o
 been created; the next update finds out (it conflicts and reloads).
 
 Log records go to the kind's logger (the specialising module's), so operators keep filtering
-by ``shale.meta.manifest_store`` or ``shale_compactor.compactions_store``.
+by ``shale.meta.manifest_store`` or ``shale.meta.compactions_store``.
 
 Thread safety: a :class:`SequencedStore` may be shared by threads (its cache is locked);
 :class:`Stored` and :class:`Fenceable` belong to one owner at a time.

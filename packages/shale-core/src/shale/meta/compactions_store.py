@@ -1,12 +1,14 @@
 """The ``.compactions`` store: sequenced versions, the update loop and compactor-epoch fencing.
 
+Metadata shared by the engine, the compactor (which fences and updates it) and the GC (which
+reads it and advances its boundary), so it lives in core's metadata layer.
+
 This is shale's twin of SlateDB's ``compactions_store.rs`` (FORMAT.md 9, 10.1, 10.4, 10.5):
 the ``compactions/<20-digit id>.compactions`` specialisation of the sequenced storage protocol
 in :mod:`shale.meta.versioned`, which it shares with :mod:`shale.meta.manifest_store` and
-which states and
-implements the common invariants (create-if-absent versions, mutations re-applied after
-conflicts, the GC boundary ``gc/compactions.boundary``, probe-forward and re-LIST reads, epochs
-that only grow, fenced clients that never write):
+which states and implements the common invariants (create-if-absent versions, mutations
+re-applied after conflicts, the GC boundary ``gc/compactions.boundary``, probe-forward and
+re-LIST reads, epochs that only grow, fenced clients that never write):
 
 - :class:`CompactionsStore` reads and writes the numbered versions (version 2 of the file
   format by default; versions 1 and 2 are read);

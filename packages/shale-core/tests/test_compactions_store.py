@@ -1,6 +1,6 @@
-"""Tests for shale_compactor.compactions_store that test_state.py does not cover: the names the
-specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is tested there and in
-test_state.py)."""
+"""Tests for shale.meta.compactions_store that shale-compactor's test_state.py does not cover:
+the names the specialisation of :mod:`shale.meta.versioned` keeps (the protocol itself is
+tested there and in test_state.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import dataclasses
 import pytest
 
 from shale.errors import ClosedError
-from shale.objstore.memory import MemoryStore
-from shale_compactor.compactions_store import (
+from shale.meta.compactions_store import (
     CompactionsStore,
     FenceableCompactions,
     StoredCompactions,
 )
+from shale.objstore.memory import MemoryStore
 
 
 def test_compactions_specialisation_keeps_its_names() -> None:

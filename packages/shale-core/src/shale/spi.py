@@ -1,0 +1,202 @@
+"""The declared surface of shale-core for extension packages (compactor, GC, stores, plugins).
+
+An extension package imports core only through ``shale`` (the user API), this module and, in
+its test kits, ``shale.testing``; an import-linter contract (``extensions-use-the-spi`` in the
+root ``pyproject.toml``) forbids every other ``shale.*`` module. (The ``cli`` modules of the
+compactor and the GC are subcommands of the ``shale`` tool and may also import ``shale.cli``.)
+Everything core may move inside itself without breaking an extension, as long as this list
+keeps its names.
+
+What is here, by layer:
+
+- base: errors, clocks, ids, rows, settings, the plugin environment variables;
+- format: the manifest and ``.compactions`` records, SST reading and writing, merging;
+- storage: the object-store protocol and its errors, the one retry policy and its wrapper;
+- metadata: the manifest store, the ``.compactions`` store (both the versioned-object protocol
+  of :mod:`shale.meta.versioned`), segment trees, the SST locator;
+- engine: the component checks an extension reuses to validate what it is given;
+- plugins: the hook markers and the plugin host.
+"""
+
+from __future__ import annotations
+
+from shale import hookimpl, hookspec
+from shale.clock import Clock, SystemClock
+from shale.engine.components import (
+    check_codec,
+    check_filter_policies,
+    check_merge_operator,
+    check_timeout,
+    check_transformer,
+)
+from shale.env import plugin_var
+from shale.errors import (
+    ClosedError,
+    CloseReason,
+    DataError,
+    InternalError,
+    InvalidError,
+    ShaleError,
+    UnavailableError,
+)
+from shale.fbs.compactions import (
+    SPEC_DRAIN_SEGMENT,
+    SPEC_TIERED,
+    STATUS_COMPACTED,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    STATUS_SCHEDULED,
+    STATUS_SUBMITTED,
+    Compaction,
+    Compactions,
+)
+from shale.fbs.manifest import (
+    BOUND_INCLUDED,
+    BytesRange,
+    Checkpoint,
+    CompactedSst,
+    ExternalDb,
+    Manifest,
+    SortedRun,
+    SstView,
+)
+from shale.fbs.sst_meta import SsTableInfo
+from shale.ids import (
+    Ulid,
+    compacted_path,
+    dir_path,
+    format_id,
+    parse_compacted,
+    parse_numbered,
+)
+from shale.merge import MergeIterator
+from shale.merge_operators import MergeOperator, merge_all
+from shale.meta import segments
+from shale.meta.compactions_store import (
+    CompactionsStore,
+    FenceableCompactions,
+    StoredCompactions,
+)
+from shale.meta.locator import SstLocator, prune_external_ssts
+from shale.meta.manifest_store import (
+    FenceableManifest,
+    ManifestStore,
+    Mutation,
+    StoredManifest,
+    add_checkpoint,
+    remove_expired_checkpoints,
+)
+from shale.meta.versioned import DEFAULT_UPDATE_TIMEOUT_S
+from shale.objstore.protocol import (
+    ObjectAlreadyExists,
+    ObjectMeta,
+    ObjectNotFound,
+    ObjectStore,
+    ObjectStoreError,
+    PermanentStoreError,
+    TransientStoreError,
+    validate_key,
+)
+from shale.objstore.retrying import RetryingStore, RetryPolicy
+from shale.plugins import get_host, open_store
+from shale.row import KIND_NAMES, MERGE, TOMBSTONE, VALUE, Row
+from shale.settings import (
+    CompactorOptions,
+    GarbageCollectorOptions,
+    GcDirectoryOptions,
+    Settings,
+    parse_duration,
+)
+from shale.sst import SsTable, SstBuilder
+
+__all__ = [
+    # base
+    "CloseReason",
+    "ClosedError",
+    "Clock",
+    "CompactorOptions",
+    "DataError",
+    "GarbageCollectorOptions",
+    "GcDirectoryOptions",
+    "InternalError",
+    "InvalidError",
+    "KIND_NAMES",
+    "MERGE",
+    "Row",
+    "Settings",
+    "ShaleError",
+    "SystemClock",
+    "TOMBSTONE",
+    "Ulid",
+    "UnavailableError",
+    "VALUE",
+    "compacted_path",
+    "dir_path",
+    "format_id",
+    "parse_compacted",
+    "parse_duration",
+    "parse_numbered",
+    "plugin_var",
+    # format
+    "BOUND_INCLUDED",
+    "BytesRange",
+    "Checkpoint",
+    "CompactedSst",
+    "Compaction",
+    "Compactions",
+    "ExternalDb",
+    "Manifest",
+    "MergeIterator",
+    "MergeOperator",
+    "SPEC_DRAIN_SEGMENT",
+    "SPEC_TIERED",
+    "STATUS_COMPACTED",
+    "STATUS_COMPLETED",
+    "STATUS_FAILED",
+    "STATUS_RUNNING",
+    "STATUS_SCHEDULED",
+    "STATUS_SUBMITTED",
+    "SortedRun",
+    "SsTable",
+    "SsTableInfo",
+    "SstBuilder",
+    "SstView",
+    "merge_all",
+    # storage
+    "ObjectAlreadyExists",
+    "ObjectMeta",
+    "ObjectNotFound",
+    "ObjectStore",
+    "ObjectStoreError",
+    "PermanentStoreError",
+    "RetryPolicy",
+    "RetryingStore",
+    "TransientStoreError",
+    "validate_key",
+    # metadata
+    "CompactionsStore",
+    "DEFAULT_UPDATE_TIMEOUT_S",
+    "FenceableCompactions",
+    "FenceableManifest",
+    "ManifestStore",
+    "Mutation",
+    "SstLocator",
+    "StoredCompactions",
+    "StoredManifest",
+    "add_checkpoint",
+    "prune_external_ssts",
+    "remove_expired_checkpoints",
+    "segments",
+    # engine
+    "check_codec",
+    "check_filter_policies",
+    "check_merge_operator",
+    "check_timeout",
+    "check_transformer",
+    # plugins
+    "get_host",
+    "hookimpl",
+    "hookspec",
+    "open_store",
+]
