@@ -123,6 +123,9 @@ PROGRESS_LOG_INTERVAL_S = 10.0
 #: Longest pause of new proposals after compactions failed in a row (seconds).
 FAILURE_BACKOFF_MAX_S = 300.0
 
+#: Retries of a commit step when ``object_store_max_retries`` is unset (about 2 s in all).
+COMMIT_RETRIES = 5
+
 
 @dataclass(frozen=True)
 class CompactionReport:
@@ -330,8 +333,13 @@ class Compactor:
         # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
         self.settings = settings.replace(compactor_options=options)
         #: How a commit is retried when the object store fails transiently (the whole step:
-        #: it resumes where it failed); ``settings.object_store_max_retries`` is its budget.
-        self.retry = RetryPolicy.from_settings(self.settings)
+        #: it resumes where it failed). ``settings.object_store_max_retries`` is its budget;
+        #: unset, a commit gives up after COMMIT_RETRIES so the job fails and the compactor's
+        #: back-off and :meth:`health` report the outage instead of one job retrying forever.
+        budget = self.settings.object_store_max_retries
+        self.retry = RetryPolicy(
+            max_retries=COMMIT_RETRIES if budget is None else budget, max_delay=2.0
+        )
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand
         self._host = self._plugin_host()

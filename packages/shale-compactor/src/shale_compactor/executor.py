@@ -89,6 +89,9 @@ CHECK_EVERY_ROWS = 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
 
+#: Retries of an output upload when ``object_store_max_retries`` is unset.
+UPLOAD_RETRIES = 7
+
 
 class CompactionStopped(ShaleError):
     """The executor was asked to stop (``stop`` was set) before the job finished.
@@ -351,8 +354,11 @@ class CompactionExecutor:
         self.ssts = SstLocator(store, root)
         self.settings = settings
         self.options = getattr(settings, "compactor_options", None) or CompactorOptions()
-        #: How output uploads are retried (``settings.object_store_max_retries``).
-        self.retry = RetryPolicy(max_retries=getattr(settings, "object_store_max_retries", None))
+        #: How output uploads are retried: ``settings.object_store_max_retries``; unset, an
+        #: upload gives up after UPLOAD_RETRIES so the job fails (and is retried by the
+        #: compactor's back-off) rather than retrying forever.
+        budget = getattr(settings, "object_store_max_retries", None)
+        self.retry = RetryPolicy(max_retries=UPLOAD_RETRIES if budget is None else budget)
         host = None
         if merge_operator is None and getattr(settings, "merge_operator", None):
             host = self._host()
