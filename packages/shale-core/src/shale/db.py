@@ -326,7 +326,7 @@ class Db:
             prefix_extractor=prefix_extractor,
         )
         db._start()
-        get_host().notify("shale_db_opened", db=db)
+        get_host().db_opened(db)
         return db
 
     @classmethod
@@ -663,7 +663,7 @@ class Db:
         if notify:
             from shale.plugins import get_host
 
-            get_host().notify("shale_db_closed", db=self, reason=reason)
+            get_host().db_closed(self, reason)
 
     @property
     def close_reason(self) -> str | None:
@@ -1527,9 +1527,7 @@ class Db:
             if notify:
                 from shale.plugins import get_host
 
-                get_host().notify(
-                    "shale_db_closed", db=self, reason=self._close_reason or CloseReason.CLEAN
-                )
+                get_host().db_closed(self, self._close_reason or CloseReason.CLEAN)
         if error is not None:
             raise error
         if failed_before and self._close_reason == CloseReason.FAILED:

@@ -9,14 +9,15 @@ Two hooks:
 - :func:`shale_gc_finished` observes each finished round (metrics, audit logs).
 
 Both are called by every :class:`shale_gc.GarbageCollector`, in-process or standalone, and in
-dry runs too (so a dry run reports exactly what a real run would delete).
+dry runs too (so a dry run reports exactly what a real run would delete), through the typed
+facade :class:`shale_gc.hooks.GcHooks`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shale.plugins.hookspecs import hookspec
+from shale import hookspec
 
 if TYPE_CHECKING:
     from shale_gc.report import GcObject, GcReport

@@ -164,7 +164,7 @@ def _show(data: bytes | None, hex_out: bool) -> str | None:
 
 
 def _open_store(args: argparse.Namespace) -> ObjectStore:
-    return get_host().open_object_store(args.url, parse_store_options(args.store_option))  # type: ignore[no-any-return]
+    return get_host().open_object_store(args.url, parse_store_options(args.store_option))
 
 
 def _no_database(args: argparse.Namespace) -> DataError:
