@@ -26,8 +26,9 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PY)
 def demo(session: nox.Session) -> None:
-    """Install everything and run ``shale demo`` in a temporary directory."""
-    _install_all(session)
+    """Install the umbrella ``shale`` distribution alone (core, compactor, gc: the README's
+    one-line install) and run ``shale demo`` in a temporary directory."""
+    session.install("./packages/shale")
     session.run("shale", "demo", *session.posargs)
 
 
@@ -68,6 +69,7 @@ def wheels(session: nox.Session) -> None:
         "packages/shale-compactor",
         "packages/shale-gc",
         "packages/shale-minio",
+        "packages/shale",
         "plugins/_template",
     ):
         session.run("python", "-m", "build", "--wheel", "--outdir", "dist", path)
@@ -90,6 +92,7 @@ def lint(session: nox.Session) -> None:
         "packages/shale-compactor/src/shale_compactor",
         "packages/shale-gc/src/shale_gc",
         "packages/shale-minio/src/shale_minio",
+        "packages/shale/src/shale_demo",
         "plugins/shale-faults/src/shale_faults",
     )
     session.run("lint-imports")

@@ -11,6 +11,7 @@ from typing import Any
 import pluggy
 import pytest
 
+import shale
 from shale.errors import InternalError
 from shale.row import MERGE, TOMBSTONE, VALUE, Row
 from shale_compactor.filters import (
@@ -353,8 +354,8 @@ def test_create_filters_error_is_creation_error() -> None:
     assert "intentional failure" in str(info.value)
 
 
-hookspec = pluggy.HookspecMarker("shale")
-hookimpl = pluggy.HookimplMarker("shale")
+hookspec = shale.hookspec
+hookimpl = shale.hookimpl
 
 
 class _Specs:

@@ -1,12 +1,9 @@
-"""The ``shale`` command (run in-process through ``main``), the demo, and one real subprocess."""
+"""The ``shale`` command (run in-process through ``main``) and real subprocesses."""
 
 from __future__ import annotations
 
-import io
 import json
 import pathlib
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -16,8 +13,6 @@ import pytest
 import shale
 from shale import cli
 from shale.batch import WriteBatch
-from shale.cli import demo
-from shale.cli.demo import run_demo
 from shale.db import Db
 from shale.plugins import get_host
 from shale.settings import Settings
@@ -372,6 +367,24 @@ def test_verbose_logs_to_stderr(run: Run, url: str) -> None:
     assert "opened shale database" not in err  # the handler was removed again
 
 
+def test_verbose_covers_every_loaded_plugins_package(run: Run, url: str) -> None:
+    """``-v`` shows the records of the packages plugins come from, not only ``shale``'s."""
+    from shale.cli.options import logger_names
+
+    host = get_host()
+    plugin = HelloPlugin()
+    host.register(plugin, name="test-hello")
+    try:
+        names = logger_names()
+        assert "shale" in names and HelloPlugin.__module__.split(".")[0] in names
+        for name in host.plugin_names():  # every registered plugin's top-level package
+            obj = host.manager.get_plugin(name)
+            module = getattr(obj, "__name__", None) or type(obj).__module__
+            assert module.split(".")[0] in names
+    finally:
+        host.unregister(plugin)
+
+
 # -- plugins' subcommands ----------------------------------------------------------------------
 
 
@@ -401,95 +414,6 @@ def test_plugin_subcommands_keep_working(run: Run) -> None:
         assert run("info")[0] == 0
     finally:
         host.unregister(plugin)
-
-
-# -- demo --------------------------------------------------------------------------------------
-
-
-def test_demo_in_process(tmp_path: pathlib.Path) -> None:
-    out = io.StringIO()
-    assert run_demo(str(tmp_path / "d"), keys=600, out=out) == 0
-    text = out.getvalue()
-    assert "verified" in text and "after reopening" in text
-    assert "replayed 300 WAL rows" in text
-    assert "Compaction" in text and "Garbage collection" in text
-    assert (tmp_path / "d" / "manifest").is_dir()
-    # a temp directory is removed afterwards
-    out = io.StringIO()
-    assert run_demo(None, keys=10, out=out) == 0
-    assert "removed" in out.getvalue()
-
-
-@pytest.mark.parametrize("keys", ["0", "1", "2"])
-def test_demo_with_very_few_keys(run: Run, keys: str) -> None:
-    """``shale demo --keys 0|1|2`` crashed (an assert, a seek backwards, StopIteration)."""
-    code, out, err = run("demo", "--keys", keys)
-    assert code == 0, err
-    assert "after reopening" in out
-
-
-def test_demo_refuses_a_non_empty_directory(run: Run, tmp_path: pathlib.Path) -> None:
-    (tmp_path / "x").write_text("keep me")
-    code, _, err = run("demo", "--dir", str(tmp_path))
-    assert code == 2 and err.startswith("error: invalid: the demo needs an empty or new directory")
-    assert (tmp_path / "x").read_text() == "keep me"
-
-
-def test_demo_compacts_and_collects_or_says_it_skipped(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    out = io.StringIO()
-    run_demo(str(tmp_path / "a"), keys=50, out=out)
-    text = out.getvalue()
-    if demo._find("shale_compactor", "Compactor")[0] is not None:
-        assert "L0 SSTs + 0 sorted runs -> run" in text and "after compaction" in text
-    if demo._find("shale_gc", "GarbageCollector")[0] is not None:
-        assert "wal         deleted" in text and "after GC" in text
-    assert demo._find("no_such_module_xyz", "X")[1] == "no-such-module-xyz is not installed"
-    assert "not implemented yet" in demo._find("shale", "NoSuchClass")[1]
-    # without the packages the demo says so and still succeeds
-    monkeypatch.setattr(demo, "_find", lambda module, name: (None, f"{module} is not here"))
-    out = io.StringIO()
-    assert run_demo(str(tmp_path / "b"), keys=50, out=out) == 0
-    text = out.getvalue()
-    assert "skipped: shale_compactor is not here" in text
-    assert "skipped: shale_gc is not here" in text
-
-
-def test_demo_subprocess(tmp_path: pathlib.Path) -> None:
-    target = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "shale", "demo", "--dir", str(target)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "verified" in proc.stdout and "Traceback" not in proc.stderr
-    assert (target / "wal").is_dir() and any((target / "compacted").iterdir())
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "shale",
-            "scan",
-            str(target),
-            "--prefix",
-            "log:",
-            "--limit",
-            "2",
-            "--merge-operator",
-            "concat",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    ops = "".join(f"e{r};" for r in range(10))
-    assert proc.stdout.splitlines() == [f"log:00\t{ops}", f"log:01\t{ops}"]
 
 
 # -- regression: an engine bug found while writing the CLI ------------------------------------

@@ -145,7 +145,7 @@ def test_missing_builtin_is_logged_and_skipped(monkeypatch: pytest.MonkeyPatch) 
     assert "shale.local" in host.plugin_names()
 
 
-def test_notify_continues_after_an_observer_raises(
+def test_observers_continue_after_one_raises(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
@@ -172,13 +172,167 @@ def test_notify_continues_after_an_observer_raises(
     host.register(Failing(), name="failing")  # registered last: pluggy calls it first
     host.register(Closing(), name="closing")
     with caplog.at_level(logging.ERROR, logger="shale.plugins"):
-        host.notify("shale_db_opened", db="the-db")
+        host.db_opened("the-db")  # type: ignore[arg-type]
     assert ("failing", "the-db") in seen and ("working", "the-db") in seen
     assert any("failing" in r.getMessage() for r in caplog.records)
-    host.notify("shale_db_closed", db="the-db", reason="clean")
+    host.db_closed("the-db", "clean")  # type: ignore[arg-type]
     assert ("closed", "clean") in seen
     host.unregister(name="failing")
     assert "failing" not in host.plugin_names()
+
+
+def test_a_failing_observer_is_logged_with_its_plugin_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
+    host = PluginHost()
+    seen: list[str] = []
+
+    class Before:
+        @shale.hookimpl
+        def shale_db_closed(self, db: Any, reason: str) -> None:
+            seen.append("before")
+
+    class Failing:
+        @shale.hookimpl
+        def shale_db_closed(self, db: Any, reason: str) -> None:
+            raise ValueError("closing observer bug")
+
+    class After:
+        @shale.hookimpl(trylast=True)
+        def shale_db_closed(self, db: Any, reason: str) -> None:
+            seen.append("after")
+
+    host.register(After(), name="after-plugin")
+    host.register(Before(), name="before-plugin")
+    host.register(Failing(), name="my-broken-plugin")
+    with caplog.at_level(logging.ERROR, logger="shale.plugins"):
+        host.db_closed("the-db", "failed")  # type: ignore[arg-type]
+        host.db_closed("the-db", "failed")  # type: ignore[arg-type]  (guarded once, twice ok)
+    assert seen == ["before", "after", "before", "after"]
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(failures) == 2
+    for record in failures:
+        assert record.getMessage() == "plugin my-broken-plugin failed in shale_db_closed"
+        assert record.exc_info is not None and "closing observer bug" in str(record.exc_info[1])
+
+
+def test_wrapper_observer_runs_around_the_others(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
+    host = PluginHost()
+    events: list[str] = []
+
+    class Wrapper:
+        @shale.hookimpl(wrapper=True)
+        def shale_db_opened(self, db: Any) -> Iterator[None]:
+            events.append(f"enter {db}")
+            results = yield
+            events.append(f"exit {db} results={results!r}")
+            return results
+
+    class Plain:
+        @shale.hookimpl
+        def shale_db_opened(self, db: Any) -> None:
+            events.append("plain")
+
+    class Failing:
+        @shale.hookimpl
+        def shale_db_opened(self, db: Any) -> None:
+            events.append("failing")
+            raise RuntimeError("boom")
+
+    host.register(Plain(), name="plain")
+    host.register(Failing(), name="failing")
+    host.register(Wrapper(), name="wrapper")
+    with caplog.at_level(logging.ERROR, logger="shale.plugins"):
+        host.db_opened("db1")  # type: ignore[arg-type]
+    # the failure did not cut the call short: the next observer ran, then the wrapper's exit
+    # got the (empty: observers return None) results, not the exception
+    assert events == ["enter db1", "failing", "plain", "exit db1 results=[]"]
+    assert "plugin failing failed in shale_db_opened" in caplog.text
+
+
+def test_a_failing_wrapper_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
+    host = PluginHost()
+    seen: list[str] = []
+
+    class BadWrapper:
+        @shale.hookimpl(wrapper=True)
+        def shale_db_opened(self, db: Any) -> Iterator[None]:
+            yield
+            raise RuntimeError("wrapper bug")
+
+    class Plain:
+        @shale.hookimpl
+        def shale_db_opened(self, db: Any) -> None:
+            seen.append(db)
+
+    host.register(Plain(), name="plain")
+    host.register(BadWrapper(), name="bad-wrapper")
+    with caplog.at_level(logging.ERROR, logger="shale.plugins"):
+        host.db_opened("db2")  # type: ignore[arg-type]
+    assert seen == ["db2"]
+    assert "wrapper failed in shale_db_opened" in caplog.text
+
+
+def test_typed_facade_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
+    host = PluginHost()
+    calls: list[tuple[str, object]] = []
+
+    class Transformer:
+        def encode(self, data: bytes) -> bytes:
+            return data[::-1]
+
+        def decode(self, data: bytes) -> bytes:
+            return data[::-1]
+
+    transformer = Transformer()
+
+    class Plugin:
+        @shale.hookimpl
+        def shale_block_transformer(self, settings: Any) -> Any:
+            calls.append(("transformer", settings))
+            return transformer
+
+        @shale.hookimpl
+        def shale_merge_operator(self, name: str) -> Any:
+            calls.append(("merge", name))
+            return None
+
+        @shale.hookimpl
+        def shale_cli(self, subparsers: Any) -> None:
+            subparsers.add_parser("facade-test")
+
+    host.register(Plugin(), name="facade")
+    settings = shale.Settings()
+    assert host.block_transformer(settings) is transformer
+    assert host.merge_operator("no-such-operator") is None
+    counter = host.merge_operator("counter")  # the built-in plugin still answers
+    assert counter is not None and counter.merge(b"k", None, (1).to_bytes(8, "little"))
+    assert [p.name for p in host.filter_policies(settings)] == ["_bf", "shale.mmh3_bloom"]
+    assert host.prefix_extractor("no-such-extractor") is None
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    host.add_cli(parser.add_subparsers())
+    assert parser.parse_args(["facade-test"]) is not None
+    assert calls == [
+        ("transformer", settings),
+        ("merge", "no-such-operator"),
+        ("merge", "counter"),
+    ]
+    # the markers are the same objects everywhere
+    from shale import markers
+    from shale.plugins import hookspecs
+
+    assert shale.hookimpl is markers.hookimpl and shale.hookspec is markers.hookspec
+    assert hookspecs.hookspec is markers.hookspec
 
 
 def test_unknown_hook_implementation_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -758,8 +758,11 @@ def test_from_env_groups_json_dot_and_prefix() -> None:
 
 
 def test_from_env_skips_non_settings() -> None:
-    assert {env.NO_EXTENSIONS, env.DISABLE_PLUGIN_AUTOLOAD, env.DISABLED_PLUGINS, env.FAULTS,
-            env.WEED} <= env.NOT_SETTINGS  # fmt: skip
+    assert {
+        env.NO_EXTENSIONS,
+        env.DISABLE_PLUGIN_AUTOLOAD,
+        env.DISABLED_PLUGINS,
+    } <= env.NOT_SETTINGS
     for name in env.NOT_SETTINGS:
         assert name.startswith(env.SETTINGS_PREFIX)
     environ = {name: "1" for name in env.NOT_SETTINGS}

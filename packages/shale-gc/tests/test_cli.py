@@ -148,3 +148,27 @@ def test_loop_mode_prints_rounds(
     out = capsys.readouterr().out
     assert out.count("total: deleted") == 1  # the second round deleted nothing: not printed
     assert seen[1] - seen[0] >= 0.04
+
+
+def test_verbose_shows_the_gc_loggers(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shale -vv`` configures the loggers of every loaded plugin's package, shale_gc's too."""
+    db = tmp_path / "db"
+    make_db(db)
+    capsys.readouterr()
+    assert main(["-vv", "gc", "run", str(db), "--once"]) == 0
+    _, err = capsys.readouterr()
+    assert " shale_gc.collector: gc round root=" in err
+    assert main(["gc", "run", str(db), "--once"]) == 0
+    _, err = capsys.readouterr()
+    assert "shale_gc.collector" not in err  # the handler was removed again
+
+
+def test_shares_the_database_options_of_every_command(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["gc", "run", str(tmp_path / "none"), "--once", "--store-option", "x"]) == 2
+    assert "error: invalid: --store-option takes NAME=VALUE" in capsys.readouterr().err
+    assert main(["gc", "run", str(tmp_path / "none"), "--once"]) == 2
+    assert "error: data: no database at" in capsys.readouterr().err

@@ -91,3 +91,10 @@ def test_server_env_and_secret(s3_server: SeaweedServer) -> None:
     with s3_server.store(bucket, "p") as store:
         store.put("x", b"1")
         assert [m.key for m in store.list()] == ["x"]
+
+
+def test_weed_variable_is_in_the_plugin_namespace() -> None:
+    from shale import Settings
+
+    assert testing.WEED_ENV == "SHALE_PLUGIN_MINIO_WEED"
+    assert Settings.from_env(environ={testing.WEED_ENV: "/usr/bin/weed"}) == Settings()

@@ -1,4 +1,4 @@
-"""The hook wrapper: ``faults=`` option and ``SHALE_FAULTS`` wrap whatever store is opened."""
+"""The hook wrapper: ``faults=`` option and ``SHALE_PLUGIN_FAULTS_SPEC`` wrap any opened store."""
 
 from __future__ import annotations
 
@@ -114,3 +114,11 @@ def test_parse_spec_forms(spec: object, expected: FaultSpec) -> None:
 def test_parse_spec_rejects(spec: str) -> None:
     with pytest.raises(InvalidError):
         parse_spec(spec)
+
+
+def test_the_variable_is_in_the_plugin_namespace() -> None:
+    from shale import Settings, env
+
+    assert FAULTS_ENV == "SHALE_PLUGIN_FAULTS_SPEC" and FAULTS_ENV.startswith(env.PLUGIN_PREFIX)
+    assert FAULTS_ENV not in env.NOT_SETTINGS  # core names no plugin's variable
+    assert Settings.from_env(environ={FAULTS_ENV: '{"ops": "get"}'}) == Settings()

@@ -7,10 +7,11 @@
   without fencing anyone; the running compactor starts it on its next poll. Prints its id.
 - ``status URL [--json]`` prints the compactions in the file with estimated progress.
 
-URLs are opened with :func:`shale.plugins.open_store`; the database is at the store's root
-(as ``shale.Db.open`` does with a path). Settings come from ``--settings`` and ``SHALE_*``
-variables like the other ``shale`` commands (:func:`shale.cli.cli_settings`); compactor options
-default to :class:`shale.settings.CompactorOptions` when the settings leave them unset.
+URLs are opened through the plugins; the database is at the store's root (as ``shale.Db.open``
+does with a path). The options every command shares (``URL``, ``--settings``,
+``--store-option``), the settings layering and the argument types are
+:mod:`shale.cli.options`'s, like every ``shale`` command's; compactor options default to
+:class:`shale.settings.CompactorOptions` when the settings leave them unset.
 Errors are :class:`~shale.errors.ShaleError` s, printed by ``shale``'s main as one line.
 """
 
@@ -25,52 +26,27 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from shale.cli import parse_store_options
-from shale.spi import DataError
+from shale.cli.options import (
+    EXIT_ERROR,
+    EXIT_OK,
+    database_options,
+    opened_store,
+    positive_duration,
+    require_database,
+    settings_from_args,
+)
 
 __all__ = ["add_commands", "format_status"]
 
-EXIT_OK = 0
-EXIT_ERROR = 2
-
-
-@contextlib.contextmanager
-def _store(args: argparse.Namespace) -> Iterator[Any]:
-    from shale.spi import open_store
-
-    store = open_store(args.url, **parse_store_options(args.store_option))
-    try:
-        yield store
-    finally:
-        store.close()
-
 
 def _settings(args: argparse.Namespace) -> Any:
-    from shale.cli import cli_settings
     from shale.spi import CompactorOptions
 
-    settings = cli_settings(args.settings, merge_operator=getattr(args, "merge_operator", None))
+    settings = settings_from_args(args)
     options = settings.compactor_options or CompactorOptions()
     if getattr(args, "poll_interval", None) is not None:
         options = options.replace(poll_interval=args.poll_interval)
     return settings.replace(compactor_options=options)
-
-
-def _require_db(store: Any, url: str) -> None:
-    from shale.spi import ManifestStore
-
-    if not ManifestStore(store, "").exists():
-        raise DataError(f"no database at {url} (no manifest found)")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be > 0")
-    return value
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -117,8 +93,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from shale_compactor.compactor import Compactor
 
     settings = _settings(args)
-    with _store(args) as store:
-        _require_db(store, args.url)
+    with opened_store(args) as store:
+        require_database(store, args.url)
         compactor = Compactor(store, "", settings)
         if args.once:
             try:
@@ -149,8 +125,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     spec = FULL if args.full else parse_spec(args.spec)
     settings = _settings(args)
     fmt = 1 if settings.manifest_format_version == 1 else 2
-    with _store(args) as store:
-        _require_db(store, args.url)
+    with opened_store(args) as store:
+        require_database(store, args.url)
         cid = submit_compaction(store, "", spec, segment=args.segment.encode(), format_version=fmt)
     print(cid)
     return EXIT_OK
@@ -217,8 +193,8 @@ def format_status(view: Any, jobs: list[Any]) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     from shale_compactor.compactor import read_status
 
-    with _store(args) as store:
-        _require_db(store, args.url)
+    with opened_store(args) as store:
+        require_database(store, args.url)
         view, jobs = read_status(store, "")
     if args.json:
         out = {
@@ -248,29 +224,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
-    )
-    g = p.add_argument_group("database options")
-    g.add_argument(
-        "--settings",
-        metavar="FILE",
-        help="a shale.json / shale.toml settings file (SHALE_* variables override it)",
-    )
-    g.add_argument(
-        "--store-option",
-        action="append",
-        metavar="NAME=VALUE",
-        help="an object-store option (value parsed as JSON when it is JSON); repeatable",
-    )
-    return p
-
-
-def add_commands(subparsers: Any) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``compactor run|submit|status`` to the ``shale`` sub-parsers."""
-    common = _common()
+    common = database_options()
     comp = subparsers.add_parser("compactor", help="run, feed and watch the compactor")
     sub = comp.add_subparsers(dest="compactor_command", metavar="COMMAND", required=True)
 
@@ -286,9 +242,9 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--poll-interval",
-        type=_positive_float,
+        type=positive_duration,
         metavar="SECONDS",
-        help="seconds between polls (default: the settings', 5)",
+        help="seconds (or a duration such as 500ms) between polls (default: the settings', 5)",
     )
     p.add_argument(
         "--once",

@@ -87,6 +87,7 @@ from shale.spi import (
     remove_expired_checkpoints,
     segments,
 )
+from shale_compactor.hooks import CompactorHooks
 from shale_compactor.scheduler import (
     FULL,
     CompactionSpec,
@@ -343,6 +344,7 @@ class Compactor:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand
         self._host = self._plugin_host()
+        self._hooks = CompactorHooks(self._host.manager)
         self.scheduler = scheduler if scheduler is not None else self._default_scheduler()
         if executor is None:
             from shale_compactor.executor import CompactionExecutor
@@ -425,14 +427,11 @@ class Compactor:
         return host
 
     def _default_scheduler(self) -> Any:
-        hook = getattr(self._host.manager.hook, "shale_compaction_scheduler", None)
-        found = hook(options=self.options) if hook is not None else None
+        found = self._hooks.compaction_scheduler(self.options)
         return found if found is not None else SizeTieredScheduler(self.options)
 
     def _notify_finished(self, report: CompactionReport) -> None:
-        if getattr(self._host.manager.hook, "shale_compaction_finished", None) is None:
-            return
-        self._host.notify("shale_compaction_finished", report=report)
+        self._hooks.compaction_finished(report)
 
     # -- properties ---------------------------------------------------------------------------
 

@@ -214,15 +214,14 @@ class PluginFilterSupplier:
         self._host = host
 
     def create_compaction_filter(self, context: CompactionJobContext) -> list[CompactionFilter]:
+        from shale_compactor.hooks import CompactorHooks
+
         host = self._host
         if host is None:
             from shale.spi import get_host
 
             host = get_host()
-        hook = getattr(host.manager.hook, "shale_compaction_filter", None)
-        if hook is None:
-            return []
-        return [f for f in hook(context=context) if f is not None]
+        return CompactorHooks(host.manager).compaction_filters(context)
 
 
 def create_filters(supplier: Any, context: CompactionJobContext) -> list[CompactionFilter]:

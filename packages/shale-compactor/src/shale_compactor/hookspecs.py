@@ -12,25 +12,28 @@ They are registered on the shale plugin manager through the core hook ``shale_ad
 Invariant: the compactor calls these hooks only from its own threads and never holds a lock of
 the database while doing so; a failing observer is logged and ignored, but a failing filter
 aborts the job (SlateDB: "any error aborts the compaction"), which is then marked Failed.
+The compactor calls them through the typed facade :class:`shale_compactor.hooks.CompactorHooks`.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
+
+from shale import hookspec
 
 if TYPE_CHECKING:
     from shale.spi import CompactorOptions
     from shale_compactor.compactor import CompactionReport
-
-hookspec = pluggy.HookspecMarker("shale")
+    from shale_compactor.filters import CompactionFilter, CompactionJobContext
+    from shale_compactor.scheduler import CompactionScheduler
 
 
 @hookspec(firstresult=True)
-def shale_compaction_scheduler(options: CompactorOptions) -> Any:
+def shale_compaction_scheduler(options: CompactorOptions | None) -> CompactionScheduler | None:
     """Return the compaction scheduler to use instead of the size-tiered one, or ``None``.
 
     :param options: the compactor's :class:`shale.settings.CompactorOptions`.
@@ -47,7 +50,7 @@ def shale_compaction_scheduler(options: CompactorOptions) -> Any:
 
 
 @hookspec
-def shale_compaction_filter(context: Any) -> Any:
+def shale_compaction_filter(context: CompactionJobContext) -> CompactionFilter | None:
     """Return a compaction filter for one compaction job, or ``None`` to stay out of it.
 
     :param context: a :class:`shale_compactor.filters.CompactionJobContext` (``destination``,

@@ -5,7 +5,7 @@ The public surface is what ``__all__`` lists.
 
 from __future__ import annotations
 
-import pluggy
+from typing import TYPE_CHECKING
 
 from shale.errors import (
     ClosedError,
@@ -17,13 +17,16 @@ from shale.errors import (
     TransactionError,
     UnavailableError,
 )
+from shale.markers import hookimpl, hookspec
+
+if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ imports them
+    from shale import aio as aio
+    from shale.batch import Ttl, WriteBatch
+    from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
+    from shale.row import Row
+    from shale.settings import Settings
 
 __version__ = "0.1.0"
-
-#: Marker for hook implementations in plugins: ``@shale.hookimpl``.
-hookimpl = pluggy.HookimplMarker("shale")
-#: Marker for hook specifications (used by packages that add hooks).
-hookspec = pluggy.HookspecMarker("shale")
 
 _LAZY = {
     "Db": "shale.db",

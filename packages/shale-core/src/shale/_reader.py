@@ -61,7 +61,7 @@ from shale.engine.memtable import Memtable
 from shale.errors import CloseReason, DataError, InvalidError, UnavailableError
 from shale.fbs.manifest import Checkpoint, Manifest
 from shale.objstore import ObjectNotFound, ObjectStore
-from shale.settings import Settings
+from shale.settings import Durability, Settings
 from shale.sst import SsTable
 
 __all__ = ["LOAD_ATTEMPTS", "ReadOnlyDb", "parse_checkpoint_id"]
@@ -314,7 +314,7 @@ class ReadOnlyDb:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
     ) -> bytes | None:
         """The value of ``key``, or ``None`` (see :meth:`shale.Db.get`). Every row a reader
@@ -325,7 +325,7 @@ class ReadOnlyDb:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """``key``'s value with its seq and timestamps, or ``None``."""
@@ -339,7 +339,7 @@ class ReadOnlyDb:
         end: bytes | None = None,
         *,
         reverse: bool = False,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
     ) -> DbIterator:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`)."""

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from shale.batch import Ttl
     from shale.db import DbSnapshot
     from shale.fbs.manifest import Manifest
-    from shale.settings import Settings
+    from shale.settings import Durability, Settings
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -412,7 +412,7 @@ class AsyncDb:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
     ) -> bytes | None:
@@ -425,7 +425,7 @@ class AsyncDb:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
     ) -> KeyValue | None:
@@ -444,7 +444,7 @@ class AsyncDb:
         end: bytes | None = None,
         *,
         reverse: bool = False,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,

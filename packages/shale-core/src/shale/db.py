@@ -51,7 +51,7 @@ import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple, Self
+from typing import Any, Final, NamedTuple, Self
 
 from shale import ids
 from shale.batch import Ttl, WriteBatch, check_key, check_value, expire_after, to_ttl
@@ -77,14 +77,14 @@ from shale.meta.locator import SstLocator
 from shale.objstore import ObjectAlreadyExists, ObjectStore
 from shale.objstore.protocol import PermanentStoreError, TransientStoreError, validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
-from shale.settings import Settings
+from shale.settings import Durability, Settings
 from shale.sst import SsTable, SstBuilder
 from shale.sst.compression import codec_id
 
 log = logging.getLogger(__name__)
 
-DURABILITY_MEMORY = "memory"
-DURABILITY_REMOTE = "remote"
+DURABILITY_MEMORY: Final = "memory"
+DURABILITY_REMOTE: Final = "remote"
 #: How often a blocked writer re-checks backpressure and logs (SlateDB: 30 s).
 BACKPRESSURE_RECHECK_S = 30.0
 #: Retry back-off for transient object-store errors in background uploads (SlateDB: 100 ms-1 s).
@@ -326,7 +326,7 @@ class Db:
             prefix_extractor=prefix_extractor,
         )
         db._start()
-        get_host().notify("shale_db_opened", db=db)
+        get_host().db_opened(db)
         return db
 
     @classmethod
@@ -663,7 +663,7 @@ class Db:
         if notify:
             from shale.plugins import get_host
 
-            get_host().notify("shale_db_closed", db=self, reason=reason)
+            get_host().db_closed(self, reason)
 
     @property
     def close_reason(self) -> str | None:
@@ -1527,9 +1527,7 @@ class Db:
             if notify:
                 from shale.plugins import get_host
 
-                get_host().notify(
-                    "shale_db_closed", db=self, reason=self._close_reason or CloseReason.CLEAN
-                )
+                get_host().db_closed(self, self._close_reason or CloseReason.CLEAN)
         if error is not None:
             raise error
         if failed_before and self._close_reason == CloseReason.FAILED:
@@ -1711,7 +1709,7 @@ class Db:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
     ) -> KeyValue | None:
@@ -1753,7 +1751,7 @@ class Db:
         self,
         key: bytes,
         *,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
     ) -> bytes | None:
@@ -1775,7 +1773,7 @@ class Db:
         end: bytes | None = None,
         *,
         reverse: bool = False,
-        durability: str = DURABILITY_MEMORY,
+        durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
     ) -> DbIterator:

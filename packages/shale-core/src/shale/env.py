@@ -2,6 +2,8 @@
 
 Keep this the only module of shale-core that names ``SHALE_*`` variables so ``docs/`` can list
 them all (``docs/settings.md``, "Environment variables", is the one list, plugins included).
+It names shale-core's own variables only: a plugin's variable is a constant of the plugin's
+package, built with :func:`plugin_var`.
 
 The ``SHALE_`` namespace is split three ways, so that a plugin's variable can never break the
 settings loader and a typo in a setting is still an error:
@@ -24,11 +26,6 @@ NO_EXTENSIONS = "SHALE_NO_EXTENSIONS"
 DISABLE_PLUGIN_AUTOLOAD = "SHALE_DISABLE_PLUGIN_AUTOLOAD"
 #: Comma-separated plugin names (entry-point or built-in names) that must not be loaded.
 DISABLED_PLUGINS = "SHALE_DISABLED_PLUGINS"
-#: Reserved for the fault-injection test harness (which faults to inject); not a setting.
-FAULTS = "SHALE_FAULTS"
-#: Path of the SeaweedFS ``weed`` binary used by shale-minio's test kit
-#: (``shale_minio.testing.WEED_ENV``); not a setting.
-WEED = "SHALE_WEED"
 
 #: Prefix of the variables that override :class:`shale.settings.Settings` fields: every
 #: ``SHALE_<FIELD>`` variable is a setting, e.g. ``SHALE_FLUSH_INTERVAL=50ms``, except the names
@@ -39,11 +36,10 @@ SETTINGS_PREFIX = "SHALE_"
 #: Separator of nested setting names: ``SHALE_COMPACTOR_OPTIONS__POLL_INTERVAL=2s``,
 #: ``SHALE_GARBAGE_COLLECTOR_OPTIONS__WAL__MIN_AGE=1h``. (A ``.``, as SlateDB uses, also works.)
 SETTINGS_NESTED_SEPARATOR = "__"
-#: ``SHALE_*`` variables that are not settings; ``Settings.from_env`` skips them. (``FAULTS``
-#: and ``WEED`` predate :data:`PLUGIN_PREFIX`; new plugin variables use :func:`plugin_var`.)
-NOT_SETTINGS: frozenset[str] = frozenset(
-    {NO_EXTENSIONS, DISABLE_PLUGIN_AUTOLOAD, DISABLED_PLUGINS, FAULTS, WEED}
-)
+#: ``SHALE_*`` variables of shale-core that are not settings; ``Settings.from_env`` skips them.
+#: Plugins' variables are never listed here (core names no plugin): they use
+#: :func:`plugin_var`.
+NOT_SETTINGS: frozenset[str] = frozenset({NO_EXTENSIONS, DISABLE_PLUGIN_AUTOLOAD, DISABLED_PLUGINS})
 #: Prefix reserved for plugins' own variables, ``SHALE_PLUGIN_<PLUGIN>_<NAME>``: never a
 #: setting, skipped by ``Settings.from_env`` and ``Settings.load`` whatever follows it.
 PLUGIN_PREFIX = "SHALE_PLUGIN_"

@@ -62,13 +62,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
+from typing import Any, ClassVar, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
 
 from shale import env
 from shale.errors import InvalidError
 
 __all__ = [
     "CODECS",
+    "CompressionCodec",
+    "Durability",
+    "ManifestFormatVersion",
     "MAX_DURATION",
     "SETTINGS_FILES",
     "CompactorOptions",
@@ -86,8 +89,15 @@ KiB: Final = 1024
 MiB: Final = 1024 * KiB
 GiB: Final = 1024 * MiB
 
+#: The name of a compression codec (``Settings.compression_codec``; ``None`` = uncompressed).
+CompressionCodec: TypeAlias = Literal["snappy", "zlib", "lz4", "zstd"]
 #: Compression codecs a ``compression_codec`` may name (``None`` = uncompressed).
-CODECS: Final[tuple[str, ...]] = ("snappy", "zlib", "lz4", "zstd")
+CODECS: Final[tuple[CompressionCodec, ...]] = ("snappy", "zlib", "lz4", "zstd")
+#: What a read sees (``durability=`` of ``get``/``scan``): ``"memory"`` every committed write,
+#: ``"remote"`` only writes that are durable in the object store.
+Durability: TypeAlias = Literal["memory", "remote"]
+#: Manifest format versions a database may be written with (``Settings.manifest_format_version``).
+ManifestFormatVersion: TypeAlias = Literal[1, 2]
 #: The longest duration any setting accepts: 100 years, in seconds.
 MAX_DURATION: Final = 100 * 365 * 86400.0
 #: Files :meth:`Settings.load` reads, in this order (later ones override earlier ones).
@@ -688,7 +698,7 @@ class Settings(_Options):
         default_factory=GarbageCollectorOptions
     )
     #: SST block compression: ``None``, ``"snappy"``, ``"zlib"``, ``"lz4"`` or ``"zstd"``.
-    compression_codec: str | None = None
+    compression_codec: CompressionCodec | None = None
     #: TTL of writes that give none, in **milliseconds**; ``None``: no expiry.
     default_ttl: int | None = None
     #: The memtable is also frozen after this many WAL flushes (bounds WAL replay).
@@ -710,7 +720,7 @@ class Settings(_Options):
     #: closed beyond it and reopened on demand.
     meta_cache_bytes: int = 128 * MiB
     #: Manifest format written: 2 (current) or 1 (older readers).
-    manifest_format_version: int = 2
+    manifest_format_version: ManifestFormatVersion = 2
     #: Reads hide rows whose ``expire_ts <= now``. SlateDB 0.12.1 returns them (``False``).
     hide_expired: bool = True
     #: Seed making ids and random choices deterministic (an int in [0, 2**64)); ``None``: random.

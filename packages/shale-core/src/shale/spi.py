@@ -99,7 +99,7 @@ from shale.objstore.protocol import (
     validate_key,
 )
 from shale.objstore.retrying import RetryingStore, RetryPolicy
-from shale.plugins import get_host, open_store
+from shale.plugins import PluginHost, call_observers, get_host, open_store
 from shale.row import KIND_NAMES, MERGE, TOMBSTONE, VALUE, Row
 from shale.settings import (
     CompactorOptions,
@@ -195,6 +195,8 @@ __all__ = [
     "check_timeout",
     "check_transformer",
     # plugins
+    "PluginHost",
+    "call_observers",
     "get_host",
     "hookimpl",
     "hookspec",

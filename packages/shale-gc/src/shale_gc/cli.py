@@ -10,7 +10,9 @@ Options come from ``garbage_collector_options`` of a ``--settings`` file or ``SH
 variables when they name it, else the defaults (every directory, 60 s interval, 300 s
 ``min_age``); ``--min-age`` and ``--interval`` then override every directory. Exit status: 0
 when the (last) round had no error, 2 on errors (a round error, a collector error, a failed
-delete) or when ``URL`` holds no database.
+delete) or when ``URL`` holds no database. The options every command shares (``URL``,
+``--settings``, ``--store-option``), the settings layering and the argument types are
+:mod:`shale.cli.options`'s, like every ``shale`` command's.
 """
 
 from __future__ import annotations
@@ -21,22 +23,20 @@ import sys
 import threading
 from typing import Any
 
-from shale.cli import parse_store_options
-from shale.spi import DataError, GarbageCollectorOptions, InvalidError, parse_duration
+from shale.cli.options import (
+    EXIT_ERROR,
+    EXIT_OK,
+    database_options,
+    duration,
+    open_store,
+    require_database,
+    settings_from_args,
+)
+from shale.spi import GarbageCollectorOptions
 from shale_gc.collector import GarbageCollector
 from shale_gc.report import GcReport
 
 __all__ = ["add_commands", "gc_options"]
-
-EXIT_OK = 0
-EXIT_ERROR = 2
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except InvalidError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def gc_options(
@@ -69,10 +69,7 @@ def _print_report(report: GcReport, as_json: bool) -> None:
 
 
 def _cmd_gc_run(args: argparse.Namespace) -> int:
-    from shale.cli import cli_settings
-    from shale.spi import ManifestStore, get_host
-
-    settings = cli_settings(args.settings)
+    settings = settings_from_args(args)
     options = gc_options(
         settings.garbage_collector_options, min_age=args.min_age, interval=args.interval
     )
@@ -81,10 +78,9 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
         if not args.quiet and count:
             print(f"gc {kind}: {phase} {count} object(s)", file=sys.stderr, flush=True)
 
-    store = get_host().open_object_store(args.url, parse_store_options(args.store_option))
+    store = open_store(args)
     try:
-        if not ManifestStore(store, "").exists():
-            raise DataError(f"no database at {args.url} (no manifest found)")
+        require_database(store, args.url)
         gc = GarbageCollector(
             store,
             "",
@@ -115,17 +111,19 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
         store.close()
 
 
-def add_commands(subparsers: Any) -> None:
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``gc run`` to the ``shale`` command's sub-parsers."""
     gc = subparsers.add_parser("gc", help="garbage-collect unreachable files of a database")
     gc_sub = gc.add_subparsers(dest="gc_command", metavar="COMMAND", required=True)
+    common = database_options(
+        settings_help="a shale.json / shale.toml settings file (garbage_collector_options, "
+        "manifest_format_version; SHALE_* variables override it)"
+    )
     p = gc_sub.add_parser(
         "run",
+        parents=[common],
         help="delete WAL SSTs, compacted SSTs, manifests and .compactions files nothing can "
         "reach any more (once, or on an interval until interrupted)",
-    )
-    p.add_argument(
-        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
     )
     p.add_argument("--once", action="store_true", help="collect once, print the report, exit")
     p.add_argument(
@@ -133,29 +131,17 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument(
         "--min-age",
-        type=_duration,
+        type=duration,
         metavar="SECONDS",
         help="only delete files older than this (seconds or a duration such as 10m; "
         "default 300 s, or the settings file's)",
     )
     p.add_argument(
         "--interval",
-        type=_duration,
+        type=duration,
         metavar="SECONDS",
         help="time between rounds without --once (default 60 s, or the settings file's)",
     )
     p.add_argument("--json", action="store_true", help="print reports as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    p.add_argument(
-        "--settings",
-        metavar="FILE",
-        help="a shale.json / shale.toml settings file (garbage_collector_options, "
-        "manifest_format_version)",
-    )
-    p.add_argument(
-        "--store-option",
-        action="append",
-        metavar="NAME=VALUE",
-        help="an object-store option (value parsed as JSON when it is JSON); repeatable",
-    )
     p.set_defaults(func=_cmd_gc_run)

@@ -35,7 +35,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from shale.spi import (
     Clock,
@@ -58,6 +57,7 @@ from shale.spi import (
     parse_numbered,
     remove_expired_checkpoints,
 )
+from shale_gc.hooks import GcHooks
 from shale_gc.report import (
     KIND_COMPACTED,
     KIND_COMPACTIONS,
@@ -472,30 +472,19 @@ class GarbageCollector:
         if not candidates:
             return [], []
         try:
-            impls = _hook_impls("shale_gc_filter")
+            hooks = _hooks()
         except Exception:  # cannot ask the plugins: keep everything (fail safe)
             logger.exception("gc could not load the plugin host; keeping every %s candidate", kind)
             why = "kept: the shale_gc_filter plugins could not be asked"
             return [], [(o, why) for o in candidates]
         allowed_keys = {o.key for o in candidates}
         vetoed_by: dict[str, str] = {}
-        for impl in impls:
-            try:
-                answer = impl.function(
-                    *[{"candidates": list(candidates), "kind": kind}[a] for a in impl.argnames]
-                )
-            except Exception:
-                logger.exception(
-                    "gc filter plugin %s failed; keeping every %s candidate",
-                    impl.plugin_name,
-                    kind,
-                )
-                answer = []
+        for plugin_name, answer in hooks.gc_filter(candidates, kind):
             if answer is None:
                 continue
             keys = {getattr(o, "key", None) for o in answer}
             for key in allowed_keys - keys:
-                vetoed_by.setdefault(key, impl.plugin_name)
+                vetoed_by.setdefault(key, plugin_name)
             allowed_keys &= keys
         allowed = [o for o in candidates if o.key in allowed_keys]
         vetoed = [
@@ -507,15 +496,11 @@ class GarbageCollector:
 
     def _notify_finished(self, report: GcReport) -> None:
         try:
-            impls = _hook_impls("shale_gc_finished")
+            hooks = _hooks()
         except Exception:
             logger.exception("gc could not load the plugin host")
             return
-        for impl in impls:
-            try:
-                impl.function(*[{"report": report}[a] for a in impl.argnames])
-            except Exception:
-                logger.exception("plugin %s failed in shale_gc_finished", impl.plugin_name)
+        hooks.gc_finished(report)
 
     def _log_report(self, report: GcReport) -> None:
         verb = "would delete" if report.dry_run else "deleted"
@@ -533,14 +518,8 @@ class GarbageCollector:
         )
 
 
-def _hook_impls(name: str) -> list[Any]:
-    """The implementations of one of our hooks, first-called first (empty if the specs are not
-    registered, e.g. with plugin autoload off and shale_gc not registered by hand). Hook
-    wrappers are skipped: these hooks are plain calls."""
+def _hooks() -> GcHooks:
+    """The GC hooks of the process-wide plugin host."""
     from shale.spi import get_host
 
-    caller = getattr(get_host().manager.hook, name, None)
-    if caller is None:
-        return []
-    impls = [i for i in caller.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
-    return list(reversed(impls))
+    return GcHooks(get_host().manager)

@@ -9,7 +9,8 @@ Two hooks:
 - :func:`shale_gc_finished` observes each finished round (metrics, audit logs).
 
 Both are called by every :class:`shale_gc.GarbageCollector`, in-process or standalone, and in
-dry runs too (so a dry run reports exactly what a real run would delete).
+dry runs too (so a dry run reports exactly what a real run would delete), through the typed
+facade :class:`shale_gc.hooks.GcHooks`.
 """
 
 from __future__ import annotations

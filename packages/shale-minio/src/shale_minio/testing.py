@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from shale.spi import plugin_var
+
 if TYPE_CHECKING:
     from shale_minio.store import S3Store
 
@@ -72,7 +74,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Path of the ``weed`` binary to use instead of searching for it.
-WEED_ENV = "SHALE_WEED"
+WEED_ENV = plugin_var("minio", "weed")
 #: When set (as CI systems do), a missing binary fails the tests instead of skipping them.
 CI_ENV = "CI"
 #: Seconds to wait for the server to answer a signed request.

@@ -3,7 +3,7 @@
 - :class:`FaultyStore` wraps any object store and injects errors, latency and lost replies
   ("succeeded but reported failure") per :class:`FaultRule`, deterministically for a seed.
 - :mod:`shale_faults.plugin` wraps stores opened through ``open_store`` when the option
-  ``faults=...`` or the environment variable ``SHALE_FAULTS`` gives a spec
+  ``faults=...`` or the environment variable ``SHALE_PLUGIN_FAULTS_SPEC`` gives a spec
   (:mod:`shale_faults.spec`).
 """
 

@@ -5,8 +5,8 @@ result is wrapped in a :class:`~shale_faults.FaultyStore` when
 
 - the caller passes the option ``faults=<spec>`` (removed from the options before the backends
   see them, so they never reject it), or
-- the environment variable :data:`FAULTS_ENV` (``SHALE_FAULTS``) holds a spec (JSON text or
-  ``@path/to/spec.json``; see :mod:`shale_faults.spec`). The option wins over the variable.
+- the environment variable :data:`FAULTS_ENV` (``SHALE_PLUGIN_FAULTS_SPEC``) holds a spec (JSON
+  text or ``@path/to/spec.json``; see :mod:`shale_faults.spec`). The option wins over the variable.
 
 ``open_store("memory://", faults={"ops": "put", "probability": 0.1})`` gives a memory store
 whose puts fail one time in ten. A spec's ``match`` limits wrapping to URLs with that prefix.
@@ -20,6 +20,7 @@ from collections.abc import Generator
 from typing import Any
 
 import shale
+from shale.spi import plugin_var
 from shale_faults.spec import parse_spec
 from shale_faults.store import FaultyStore
 
@@ -28,7 +29,7 @@ __all__ = ["FAULTS_ENV", "FAULTS_OPTION", "shale_open_object_store"]
 log = logging.getLogger(__name__)
 
 #: Environment variable holding a fault spec applied to every store opened through the hook.
-FAULTS_ENV = "SHALE_FAULTS"
+FAULTS_ENV = plugin_var("faults", "spec")
 #: The ``open_store`` option holding a fault spec.
 FAULTS_OPTION = "faults"
 

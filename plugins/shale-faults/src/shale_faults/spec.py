@@ -1,4 +1,5 @@
-"""The fault specification accepted by the ``faults=`` option and the ``SHALE_FAULTS`` variable.
+"""The fault specification accepted by the ``faults=`` option and the ``SHALE_PLUGIN_FAULTS_SPEC``
+variable.
 
 A spec is JSON (or the same structure as Python objects). The full form::
 

@@ -1,7 +1,9 @@
 """The ``shale`` command. Plugins add subcommands through the ``shale_cli`` hook.
 
 Subcommands: ``info``, ``put``, ``get``, ``delete``, ``merge``, ``scan``, ``flush``,
-``manifest show``, ``checkpoint create|list|delete`` and ``demo`` (see ``docs/database.md``).
+``manifest show``, ``checkpoint create|list|delete`` (see ``docs/database.md``). The options,
+argument types, settings layering and logging every command shares, plugins' included, are in
+:mod:`shale.cli.options`.
 
 Invariants and why:
 
@@ -44,6 +46,21 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shale import __version__, _accel
+from shale.cli.options import (
+    EXIT_ERROR,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    cli_settings,
+    count,
+    database_options,
+    no_database,
+    open_store,
+    parse_store_options,
+    positive_duration,
+    require_database,
+    settings_from_args,
+    verbose_logging,
+)
 from shale.errors import DataError, InvalidError, ShaleError
 from shale.plugins import get_host
 
@@ -52,14 +69,21 @@ if TYPE_CHECKING:
     from shale.db import Db
     from shale.fbs.manifest import Manifest, SstView
     from shale.objstore.protocol import ObjectStore
-    from shale.settings import Settings
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NOT_FOUND",
+    "EXIT_OK",
+    "build_parser",
+    "cli_settings",
+    "main",
+    "manifest_summary",
+    "parse_store_options",
+    "scan_bounds",
+]
 
 log = logging.getLogger(__name__)
 
-#: Exit codes.
-EXIT_OK = 0
-EXIT_NOT_FOUND = 1
-EXIT_ERROR = 2
 #: Default ``--timeout`` of commands that flush memtables to L0 (``flush --memtable``,
 #: ``checkpoint create --flush``): L0 may be full with no compactor running.
 FLUSH_TIMEOUT_S = 60.0
@@ -90,62 +114,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # -- shared helpers -----------------------------------------------------------------------------
 
 
-def cli_settings(
-    settings_file: str | None = None,
-    *,
-    merge_operator: str | None = None,
-    prefix_extractor: str | None = None,
-    environ: dict[str, str] | None = None,
-) -> Settings:
-    """The settings a CLI command opens a database with.
-
-    Layers: ``Settings(compactor_options=None, garbage_collector_options=None)``, then
-    ``settings_file`` (:meth:`Settings.from_file`), then the ``SHALE_*`` environment
-    (:meth:`Settings.from_env`), then ``merge_operator`` and ``prefix_extractor``.
-
-    :raises InvalidError: a bad file, variable or value.
-    """
-    from shale.settings import Settings
-
-    settings = Settings(compactor_options=None, garbage_collector_options=None)
-    if settings_file:
-        settings = Settings.from_file(settings_file, settings)
-    settings = Settings.from_env(base=settings, environ=environ)
-    if merge_operator:
-        settings = settings.replace(merge_operator=merge_operator)
-    if prefix_extractor:
-        settings = settings.replace(prefix_extractor=prefix_extractor)
-    return settings
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return cli_settings(
-        args.settings,
-        merge_operator=getattr(args, "merge_operator", None),
-        prefix_extractor=getattr(args, "prefix_extractor", None),
-    )
-
-
-def parse_store_options(items: list[str] | None) -> dict[str, Any]:
-    """``--store-option NAME=VALUE`` arguments as a dict (values parsed as JSON when they can be).
-
-    Shared by every ``shale`` subcommand that opens a store, plugins' included.
-
-    :raises InvalidError: an item without ``=`` or a name.
-    """
-    out: dict[str, Any] = {}
-    for item in items or ():
-        name, sep, raw = item.partition("=")
-        if not sep or not name.strip():
-            raise InvalidError("--store-option takes NAME=VALUE", option=item)
-        try:
-            value: Any = json.loads(raw)
-        except ValueError:
-            value = raw
-        out[name.strip()] = value
-    return out
-
-
 def _to_bytes(text: str, args: argparse.Namespace, what: str) -> bytes:
     """A command-line key or value as bytes: UTF-8 text, or hex with ``--hex``."""
     if args.hex:
@@ -163,22 +131,15 @@ def _show(data: bytes | None, hex_out: bool) -> str | None:
     return data.hex() if hex_out else data.decode("utf-8", "backslashreplace")
 
 
-def _open_store(args: argparse.Namespace) -> ObjectStore:
-    return get_host().open_object_store(args.url, parse_store_options(args.store_option))  # type: ignore[no-any-return]
-
-
 def _no_database(args: argparse.Namespace) -> DataError:
-    return DataError(f"no database at {args.url} (no manifest found)")
+    return no_database(args.url)
 
 
 def _require_db(args: argparse.Namespace) -> None:
     """Raise DataError when ``args.url`` holds no database (commands that must not create it)."""
-    from shale.meta.manifest_store import ManifestStore
-
-    store = _open_store(args)
+    store = open_store(args)
     try:
-        if not ManifestStore(store, "").exists():
-            raise _no_database(args)
+        require_database(store, args.url)
     finally:
         store.close()
 
@@ -190,7 +151,7 @@ def _open_reader(args: argparse.Namespace) -> Iterator[ReadOnlyDb]:
 
     reader = ReadOnlyDb.open(
         args.url,
-        _settings(args),
+        settings_from_args(args),
         checkpoint=args.checkpoint,
         store_options=parse_store_options(args.store_option),
     )
@@ -221,7 +182,7 @@ def _open_db(args: argparse.Namespace, *, create: bool) -> Iterator[Db]:
     """Open ``args.url`` as the writer (creating it only when ``create``), close on exit."""
     from shale.db import Db
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     if not create:
         _require_db(args)
     db = Db.open(args.url, settings, store_options=parse_store_options(args.store_option))
@@ -239,28 +200,6 @@ def _ttl(value: str) -> int:
     if ms <= 0:
         raise argparse.ArgumentTypeError("the TTL must be > 0 milliseconds")
     return ms
-
-
-def _timeout(value: str) -> float:
-    from shale.settings import parse_duration
-
-    try:
-        seconds = parse_duration(value)
-    except InvalidError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if seconds <= 0:
-        raise argparse.ArgumentTypeError("the timeout must be > 0")
-    return seconds
-
-
-def _count(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return n
 
 
 def _when(seconds: int | None) -> str | None:
@@ -468,11 +407,11 @@ def _checkpoint_summary(cp: Any) -> dict[str, Any]:
 def _manifest_store(args: argparse.Namespace, store: ObjectStore) -> Any:
     from shale.meta.manifest_store import ManifestStore
 
-    return ManifestStore(store, "", format_version=_settings(args).manifest_format_version)
+    return ManifestStore(store, "", format_version=settings_from_args(args).manifest_format_version)
 
 
 def _cmd_manifest_show(args: argparse.Namespace) -> int:
-    store = _open_store(args)
+    store = open_store(args)
     try:
         ms = _manifest_store(args, store)
         if args.id is not None:
@@ -506,7 +445,7 @@ def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
             info = db.create_checkpoint(lifetime=lifetime, name=args.name, timeout=args.timeout)
         print(f"{info.id} manifest={info.manifest_id}")
         return EXIT_OK
-    store = _open_store(args)
+    store = open_store(args)
     try:
         stored = StoredManifest.try_load(_manifest_store(args, store))
         if stored is None:
@@ -528,7 +467,7 @@ def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
-    store = _open_store(args)
+    store = open_store(args)
     try:
         latest = _manifest_store(args, store).read_latest()
     finally:
@@ -555,7 +494,7 @@ def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
         cid = uuid.UUID(args.id)
     except ValueError:
         raise InvalidError("not a checkpoint id (UUID)", id=args.id) from None
-    store = _open_store(args)
+    store = open_store(args)
     try:
         stored = StoredManifest.try_load(_manifest_store(args, store))
         if stored is None:
@@ -567,34 +506,13 @@ def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- demo ---------------------------------------------------------------------------------------
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from shale.cli.demo import run_demo
-
-    return run_demo(args.dir, keys=args.keys, keep=args.keep)
-
-
 # -- parser -------------------------------------------------------------------------------------
 
 
 def _db_options() -> argparse.ArgumentParser:
-    """Options shared by the commands that take a database URL."""
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("database options")
-    g.add_argument(
-        "--settings",
-        metavar="FILE",
-        help="a shale.json / shale.toml settings file (SHALE_* variables override it)",
-    )
-    g.add_argument(
-        "--store-option",
-        action="append",
-        metavar="NAME=VALUE",
-        help="an object-store option (value parsed as JSON when it is JSON), "
-        "e.g. fsync=false; repeatable",
-    )
+    """Options of core's commands that take a database URL: the shared set, and ``--hex``."""
+    p = database_options()
+    g = p.add_argument_group("key options")
     g.add_argument(
         "--hex",
         action="store_true",
@@ -646,7 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"shale {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="log progress to stderr (-vv for debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log progress of shale and its plugins to stderr (-vv for debug)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser(
@@ -657,9 +579,6 @@ def build_parser() -> argparse.ArgumentParser:
     dbo, rdo = _db_options(), _read_options()
 
     p = sub.add_parser("put", parents=[dbo], help="set a key (durable when the command returns)")
-    p.add_argument(
-        "url", metavar="URL", help="database directory or URL (file://, memory://, s3://)"
-    )
     p.add_argument("key", metavar="KEY")
     p.add_argument("value", metavar="VALUE")
     p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
@@ -675,17 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print a key's value (exit 1 if absent); read-only, fences nobody",
         description=read_only,
     )
-    p.add_argument("url", metavar="URL")
     p.add_argument("key", metavar="KEY")
     p.set_defaults(func=_cmd_get)
 
     p = sub.add_parser("delete", parents=[dbo], help="delete a key")
-    p.add_argument("url", metavar="URL")
     p.add_argument("key", metavar="KEY")
     p.set_defaults(func=_cmd_delete)
 
     p = sub.add_parser("merge", parents=[dbo], help="add a merge operand to a key")
-    p.add_argument("url", metavar="URL")
     p.add_argument("key", metavar="KEY")
     p.add_argument("operand", metavar="OPERAND")
     p.add_argument("--ttl", type=_ttl, metavar="MS", help="expire after MS milliseconds")
@@ -698,12 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print KEY<TAB>VALUE lines of a key range; read-only, fences nobody",
         description=read_only,
     )
-    p.add_argument("url", metavar="URL")
     p.add_argument("--start", metavar="K", help="first key (inclusive)")
     p.add_argument("--end", metavar="K", help="end key (exclusive)")
     p.add_argument("--prefix", metavar="P", help="only keys starting with P")
     p.add_argument("--reverse", action="store_true", help="keys descending")
-    p.add_argument("--limit", type=_count, metavar="N", help="print at most N rows")
+    p.add_argument("--limit", type=count, metavar="N", help="print at most N rows")
     p.add_argument("--keys-only", action="store_true", help="print keys only")
     p.set_defaults(func=_cmd_scan)
 
@@ -715,7 +630,6 @@ def build_parser() -> argparse.ArgumentParser:
         "writer of it, and replays its WAL. Without --memtable there is little to do (what "
         "the WAL holds is durable already); with it, the WAL's rows become L0 SSTs.",
     )
-    p.add_argument("url", metavar="URL")
     p.add_argument(
         "--memtable",
         action="store_true",
@@ -723,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=_timeout,
+        type=positive_duration,
         default=FLUSH_TIMEOUT_S,
         metavar="SECONDS",
         help="give up after this long, e.g. while L0 is full and no compactor runs "
@@ -736,8 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = man_sub.add_parser(
         "show", parents=[dbo], help="print a JSON summary of the latest (or --id) manifest"
     )
-    p.add_argument("url", metavar="URL")
-    p.add_argument("--id", type=_count, metavar="N", help="manifest version to show")
+    p.add_argument("--id", type=count, metavar="N", help="manifest version to show")
     p.set_defaults(func=_cmd_manifest_show)
 
     cp = sub.add_parser("checkpoint", help="create, list and delete checkpoints")
@@ -745,7 +658,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = cp_sub.add_parser(
         "create", parents=[dbo], help="pin the current manifest so GC keeps its files"
     )
-    p.add_argument("url", metavar="URL")
     p.add_argument("--name", metavar="N", help="a name for the checkpoint")
     p.add_argument(
         "--lifetime",
@@ -760,75 +672,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=_timeout,
+        type=positive_duration,
         default=FLUSH_TIMEOUT_S,
         metavar="SECONDS",
         help=f"with --flush: give up after this long (default {FLUSH_TIMEOUT_S:.0f})",
     )
     p.set_defaults(func=_cmd_checkpoint_create)
     p = cp_sub.add_parser("list", parents=[dbo], help="list the checkpoints")
-    p.add_argument("url", metavar="URL")
     p.add_argument("--name", metavar="N", help="only checkpoints with this name")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_checkpoint_list)
     p = cp_sub.add_parser("delete", parents=[dbo], help="delete a checkpoint")
-    p.add_argument("url", metavar="URL")
     p.add_argument("id", metavar="ID", help="the checkpoint's UUID")
     p.set_defaults(func=_cmd_checkpoint_delete)
-
-    p = sub.add_parser("demo", help="walk through writes, reads, scans, flushes and recovery")
-    p.add_argument(
-        "--dir",
-        metavar="DIR",
-        help="an empty or new directory for the database (default: a temp directory, "
-        "removed at the end unless --keep)",
-    )
-    p.add_argument(
-        "--keys",
-        type=_count,
-        default=3000,
-        metavar="N",
-        help="how many keys to write (default 3000)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the temp directory")
-    p.set_defaults(func=_cmd_demo)
 
     try:
         get_host().add_cli(sub)
     except Exception as exc:  # a broken plugin must not take the whole command down
         log.warning("a plugin failed to add its subcommands: %s", exc)
     return parser
-
-
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:
-        pass
-
-
-@contextlib.contextmanager
-def _logging(verbosity: int) -> Iterator[None]:
-    """Log shale's records to stderr for the duration of a command when ``-v`` is given."""
-    if verbosity <= 0:
-        yield
-        return
-    logger = logging.getLogger("shale")
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO if verbosity == 1 else logging.DEBUG)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -840,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        with _logging(args.verbose):
+        with verbose_logging(args.verbose):
             result: int = func(args)
     except ShaleError as exc:
         print(f"error: {exc.kind}: {exc.message}", file=sys.stderr)

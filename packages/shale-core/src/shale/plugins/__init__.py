@@ -5,29 +5,58 @@ then the ``shale`` entry points unless ``SHALE_DISABLE_PLUGIN_AUTOLOAD`` is set.
 ``SHALE_DISABLED_PLUGINS`` are blocked. A plugin that fails to import or register is logged and
 skipped: one broken plugin never stops the database from opening.
 
-:class:`PluginHost` is a typed facade over ``manager.hook`` so call sites never pass
-``**kwargs`` to pluggy.
+:class:`PluginHost` is a typed facade over ``manager.hook`` (tox style): one method per hook
+(``host.db_opened(db)``, ``host.merge_operator(name)``, ...), so call sites never name a hook
+as a string nor pass ``**kwargs`` to pluggy. shale-compactor and shale-gc put the same kind of
+facade over the hooks they add (``shale_compactor.hooks``, ``shale_gc.hooks``), calling their
+observers with :func:`call_observers`.
+
+Observers (``shale_db_opened``, ``shale_db_closed``, and the extension packages' ``*_finished``
+hooks) are called through pluggy, so ``wrapper=True`` implementations wrap them as usual, but
+each plain implementation is isolated: one that raises is logged with its plugin's name and the
+others still run (pluggy alone stops at the first exception).
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import importlib
 import logging
 import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from shale import env
 from shale.errors import InvalidError
+from shale.markers import PROJECT
 from shale.objstore.protocol import ObjectStore
 from shale.plugins import hookspecs
 
+if TYPE_CHECKING:
+    from shale.db import Db
+    from shale.merge_operators import MergeOperator
+    from shale.meta.segments import PrefixExtractor
+    from shale.settings import Settings
+    from shale.sst.compression import BlockTransformer
+    from shale.sst.filters import FilterPolicy
+
+__all__ = [
+    "BUILTINS",
+    "ENTRY_POINT_GROUP",
+    "PluginHost",
+    "call_observers",
+    "get_host",
+    "open_store",
+    "reset_host",
+]
+
 log = logging.getLogger(__name__)
 
-PROJECT = "shale"
-ENTRY_POINT_GROUP = "shale"
+ENTRY_POINT_GROUP = PROJECT
 
 #: Built-in plugins, registered under these names before any entry point.
 BUILTINS: dict[str, str] = {
@@ -93,14 +122,16 @@ class PluginHost:
         """Names of every registered plugin, in registration order."""
         return [n for n, p in self.manager.list_name_plugin() if p is not None]
 
-    # -- typed hook calls -----------------------------------------------------------------
+    # -- typed hook calls: one method per hook -------------------------------------------
 
-    def open_object_store(self, url: str, options: dict[str, Any] | None = None) -> Any:
+    def open_object_store(self, url: str, options: dict[str, Any] | None = None) -> ObjectStore:
         """Open the store for ``url`` through ``shale_open_object_store``.
 
         :raises InvalidError: when no plugin owns the URL's scheme.
         """
-        store = self.manager.hook.shale_open_object_store(url=url, options=dict(options or {}))
+        store: ObjectStore | None = self.manager.hook.shale_open_object_store(
+            url=url, options=dict(options or {})
+        )
         if store is None:
             scheme = url.split("://", 1)[0] if "://" in url else "file"
             raise InvalidError(
@@ -110,33 +141,88 @@ class PluginHost:
             )
         return store
 
-    def filter_policies(self, settings: Any) -> list[Any]:
-        """Every filter policy offered by plugins, in hook call order."""
-        out: list[Any] = []
+    def filter_policies(self, settings: Settings | None) -> list[FilterPolicy]:
+        """Every filter policy offered through ``shale_filter_policy``, in hook call order."""
+        out: list[FilterPolicy] = []
         for policies in self.manager.hook.shale_filter_policy(settings=settings):
             out.extend(policies or ())
         return out
 
-    def block_transformer(self, settings: Any) -> Any:
-        return self.manager.hook.shale_block_transformer(settings=settings)
+    def block_transformer(self, settings: Settings | None) -> BlockTransformer | None:
+        """The block transformer of ``shale_block_transformer``, or ``None``."""
+        found: BlockTransformer | None = self.manager.hook.shale_block_transformer(
+            settings=settings
+        )
+        return found
 
-    def merge_operator(self, name: str) -> Any:
-        return self.manager.hook.shale_merge_operator(name=name)
+    def merge_operator(self, name: str) -> MergeOperator | None:
+        """The merge operator registered under ``name`` (``shale_merge_operator``), or ``None``."""
+        found: MergeOperator | None = self.manager.hook.shale_merge_operator(name=name)
+        return found
 
-    def prefix_extractor(self, name: str) -> Any:
-        return self.manager.hook.shale_prefix_extractor(name=name)
+    def prefix_extractor(self, name: str) -> PrefixExtractor | None:
+        """The prefix extractor registered under ``name`` (``shale_prefix_extractor``), or
+        ``None``."""
+        found: PrefixExtractor | None = self.manager.hook.shale_prefix_extractor(name=name)
+        return found
 
-    def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Call an observer hook on every implementation; one failure does not stop the rest."""
-        hook = getattr(self.manager.hook, hook_name)
-        for impl in reversed(hook.get_hookimpls()):
-            try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
-            except Exception:
-                log.exception("plugin %s failed in %s", impl.plugin_name, hook_name)
+    def db_opened(self, db: Db) -> None:
+        """Tell the observers of ``shale_db_opened`` (isolated: see :func:`call_observers`)."""
+        call_observers(self.manager.hook.shale_db_opened, db=db)
 
-    def add_cli(self, subparsers: Any) -> None:
+    def db_closed(self, db: Db, reason: str) -> None:
+        """Tell the observers of ``shale_db_closed`` (isolated: see :func:`call_observers`)."""
+        call_observers(self.manager.hook.shale_db_closed, db=db, reason=reason)
+
+    def add_cli(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        """Let plugins add ``shale`` subcommands (``shale_cli``)."""
         self.manager.hook.shale_cli(subparsers=subparsers)
+
+
+_GUARD_ATTR = "__shale_isolated__"
+_guard_lock = threading.Lock()
+
+
+def _isolated(function: Callable[..., object], plugin: str, hook: str) -> Callable[..., object]:
+    """``function``, but an exception it raises is logged with ``plugin``'s name, not raised."""
+
+    @functools.wraps(function)
+    def guard(*args: object) -> object:
+        try:
+            return function(*args)
+        except Exception:
+            log.exception("plugin %s failed in %s", plugin, hook)
+            return None
+
+    setattr(guard, _GUARD_ATTR, True)
+    return guard
+
+
+def call_observers(hook: pluggy.HookCaller, **kwargs: object) -> None:
+    """Call the observer hook ``hook`` through pluggy, each implementation isolated.
+
+    For facades over observer hooks (``PluginHost.db_opened``, the compactor's and GC's
+    ``*_finished``); other call sites use the facades' typed methods.
+
+    pluggy stops at the first exception of an implementation; an observer must not stop the
+    others. So every plain implementation is given a guard once (its ``function`` is replaced
+    by one that logs ``plugin NAME failed in HOOK`` with the traceback and returns ``None``),
+    and the call then goes through pluggy as usual: ``wrapper=True`` (and old-style
+    ``hookwrapper=True``) implementations run around the observers and see their results. A
+    wrapper that raises is logged too; nothing raised by a plugin reaches the caller.
+    """
+    with _guard_lock:
+        for impl in hook.get_hookimpls():
+            if impl.wrapper or impl.hookwrapper or getattr(impl.function, _GUARD_ATTR, False):
+                continue
+            # HookImpl.function is Final to type checkers only; pluggy reads it at each call
+            object.__setattr__(
+                impl, "function", _isolated(impl.function, impl.plugin_name, hook.name)
+            )
+    try:
+        hook(**kwargs)
+    except Exception:
+        log.exception("a hook wrapper failed in %s", hook.name)
 
 
 _host: PluginHost | None = None
@@ -165,5 +251,4 @@ def open_store(url: str, **options: object) -> ObjectStore:
     Plain paths and ``file://`` URLs open a local directory, ``memory://`` an in-memory store,
     other schemes whichever installed plugin owns them (``s3://`` with ``shale-minio``).
     """
-    store: ObjectStore = get_host().open_object_store(url, dict(options))
-    return store
+    return get_host().open_object_store(url, dict(options))

@@ -3,20 +3,33 @@
 Plugins implement these with the :data:`shale.hookimpl` marker and are found through the
 ``shale`` entry-point group (see :mod:`shale.plugins`). Built-in features (the local and
 in-memory stores, the bloom filter policies) are registered through these same hooks.
+Core calls them only through the typed methods of :class:`shale.plugins.PluginHost`
+(``host.db_opened(db)``, ``host.merge_operator(name)``, ...).
 
 ``shale-compactor`` and ``shale-gc`` add their own specs through :func:`shale_addhooks`.
+
+Threads: each spec says which thread calls it. None of them is called while a lock of the
+database is held, so an implementation may call back into the database (but must not wait for
+its background threads from an observer called on one of them).
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-if TYPE_CHECKING:
-    from shale.objstore.protocol import ObjectStore
+from shale.markers import hookspec
 
-hookspec = pluggy.HookspecMarker("shale")
+if TYPE_CHECKING:
+    from shale.db import Db
+    from shale.merge_operators import MergeOperator
+    from shale.meta.segments import PrefixExtractor
+    from shale.objstore.protocol import ObjectStore
+    from shale.settings import Settings
+    from shale.sst.compression import BlockTransformer
+    from shale.sst.filters import FilterPolicy
 
 
 @hookspec(historic=True)
@@ -26,6 +39,9 @@ def shale_addhooks(pluginmanager: pluggy.PluginManager) -> None:
     :param pluginmanager: the shale plugin manager; call ``add_hookspecs`` on it.
 
     .. note:: This hook is historic: it is called for every plugin, even ones registered later.
+
+    Thread: the one that creates the plugin host (the first to open a database or a store), or
+    the one registering a plugin later.
     """
 
 
@@ -40,11 +56,14 @@ def shale_open_object_store(url: str, options: dict[str, Any]) -> ObjectStore | 
 
     Stops at first non-None result. Wrappers (retry, metrics, fault injection) implement this
     hook with ``wrapper=True`` and wrap the store the inner implementations return.
+
+    Thread: the caller of :meth:`shale.Db.open` (or of :func:`shale.plugins.open_store`, a
+    standalone compactor's or GC's ``open``, a ``shale`` command).
     """
 
 
 @hookspec
-def shale_filter_policy(settings: Any) -> list[Any] | None:
+def shale_filter_policy(settings: Settings | None) -> list[FilterPolicy] | None:
     """Return the filter policies this plugin offers for new SSTs (or ``None``).
 
     :param settings: the database settings (may be ``None``); a policy may read its options
@@ -53,22 +72,28 @@ def shale_filter_policy(settings: Any) -> list[Any] | None:
 
     Each SST stores its filters under the policy's name; readers skip names they do not know.
     Which of the offered policies are written is chosen by the settings.
+
+    Thread: the caller of :meth:`shale.Db.open` (and of a compactor's constructor).
     """
 
 
 @hookspec(firstresult=True)
-def shale_block_transformer(settings: Any) -> Any:
+def shale_block_transformer(settings: Settings | None) -> BlockTransformer | None:
     """Return a reversible block transformer (for example encryption), or ``None``.
 
     :param settings: the database settings.
+    :return: an object implementing :class:`shale.sst.compression.BlockTransformer`, or
+        ``None``.
 
     Stops at first non-None result. Every reader and writer of a database must use the same
     transformer: the files do not record it.
+
+    Thread: the caller of :meth:`shale.Db.open` (and of a compactor's constructor).
     """
 
 
 @hookspec(firstresult=True)
-def shale_merge_operator(name: str) -> Any:
+def shale_merge_operator(name: str) -> MergeOperator | None:
     """Return the merge operator registered under ``name``, or ``None``.
 
     The object must satisfy :class:`shale.merge_operators.MergeOperator`: a ``merge(key,
@@ -80,11 +105,15 @@ def shale_merge_operator(name: str) -> Any:
     :param name: the operator name from the settings (``"concat"``, ``"counter"``, ...).
 
     Stops at first non-None result.
+
+    Thread: the caller of :meth:`shale.Db.open` (or of a reader's or compactor's ``open``). The
+    operator it returns is then called from the writer's, the readers' and the compactor's
+    threads: it must be thread-safe.
     """
 
 
 @hookspec(firstresult=True)
-def shale_prefix_extractor(name: str) -> Any:
+def shale_prefix_extractor(name: str) -> PrefixExtractor | None:
     """Return the segment prefix extractor registered under ``name``, or ``None``.
 
     :param name: the extractor name from ``settings.prefix_extractor`` (``"fixed3"``, ...).
@@ -97,31 +126,46 @@ def shale_prefix_extractor(name: str) -> Any:
 
 
 @hookspec
-def shale_db_opened(db: Any) -> None:
+def shale_db_opened(db: Db) -> None:
     """Observe a database that has just opened (how the compactor and GC attach).
 
     :param db: the open :class:`shale.Db`.
 
-    An exception from one observer is logged and does not stop the others.
+    An exception from one observer is logged with the plugin's name and does not stop the
+    others; ``wrapper=True`` implementations run around all of them.
+
+    Thread: the caller of :meth:`shale.Db.open`, after the database's background threads have
+    started and before ``open`` returns. Start long work on a thread of your own.
     """
 
 
 @hookspec
-def shale_db_closed(db: Any, reason: str) -> None:
-    """Observe a database that is closing.
+def shale_db_closed(db: Db, reason: str) -> None:
+    """Observe a database that is closing (once per database).
 
     :param db: the :class:`shale.Db` being closed.
-    :param reason: ``"clean"``, ``"fenced"`` or ``"failed"``.
+    :param reason: ``"clean"``, ``"fenced"`` or ``"failed"`` (:class:`shale.CloseReason`).
 
-    An exception from one observer is logged and does not stop the others.
+    An exception from one observer is logged with the plugin's name and does not stop the
+    others; ``wrapper=True`` implementations run around all of them.
+
+    Thread: the caller of :meth:`shale.Db.close` (or whichever thread runs ``__del__`` of a
+    database dropped without closing), or -- when the database closes itself because it was
+    fenced or failed -- the thread that found out: a background thread (WAL or memtable
+    flusher) or a caller whose write did. It holds no lock of the database then, but an observer
+    must not join it.
     """
 
 
 @hookspec
-def shale_cli(subparsers: Any) -> None:
+def shale_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add subcommands to the ``shale`` command.
 
     :param subparsers: the ``argparse`` sub-parsers action of the top-level parser. Add a parser
         with ``subparsers.add_parser(name)`` and set its ``func`` default to a callable taking
-        the parsed ``argparse.Namespace`` and returning an exit code.
+        the parsed ``argparse.Namespace`` and returning an exit code. Use the option groups of
+        :mod:`shale.cli.options` (``parents=[...]``) for the store, settings and verbosity
+        options every command shares.
+
+    Thread: the main thread, while ``shale`` builds its parser.
     """

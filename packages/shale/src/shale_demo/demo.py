@@ -3,10 +3,10 @@
 It creates a database, writes a few thousand keys (puts, overwrites, deletes, ``concat`` merges,
 a TTL), reads and scans them, takes a snapshot and a checkpoint, flushes the memtable to L0,
 writes more keys that stay in the WAL, closes, reopens (replaying the WAL) and checks that every
-key reads back as a Python dict kept alongside says it should. When ``shale-compactor`` and
-``shale-gc`` are installed it then runs a full compaction with a standalone
-``shale_compactor.Compactor`` and one GC round (``min_age=0``) with
-``shale_gc.GarbageCollector``, next to the open writer; otherwise it says they were skipped.
+key reads back as a Python dict kept alongside says it should. It then runs a full compaction
+with a standalone ``shale_compactor.Compactor`` and one GC round (``min_age=0``) with
+``shale_gc.GarbageCollector``, next to the open writer (both are dependencies of the ``shale``
+distribution; should one be missing anyway, the demo says the step was skipped).
 
 Invariant: the demo checks itself. Any difference between the database and the model raises
 :class:`~shale.errors.InternalError` (the ``shale`` command then exits with 2), so the demo
