@@ -414,7 +414,8 @@ class Simulation:
             m = db.metrics()
             idle = m["immutable_memtables"] == 0 or m["l0_sst_count"] >= l0_max
             # (test-only peek: a WAL upload still being retried in the background)
-            if idle and db._inner.wal.health.error is None:
+            wal = db._inner.wal
+            if idle and (wal is None or wal.health.error is None):
                 return
             if faulty and self.full.capacity is not None and self.full.rejected != rejected:
                 return
