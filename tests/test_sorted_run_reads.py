@@ -116,7 +116,7 @@ def test_versions_spanning_run_ssts_read_newest(store: MemoryStore, max_sst_size
 def _rows_of_run(db: Db) -> Iterator[tuple[bytes, int]]:
     (run,) = db.manifest().compacted
     for v in run.ssts:
-        for r in db._table(v).iter_rows():
+        for r in db._inner.tables.open(v).iter_rows():
             yield r[0], r[1]
 
 

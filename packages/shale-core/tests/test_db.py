@@ -133,7 +133,7 @@ def test_wal_replay_after_unclean_stop(tmp_path: pathlib.Path) -> None:
     for i in range(100):
         db.put(b"k%d" % i, b"v%d" % i)  # durable
     # simulate a crash: stop background threads without the closing flush
-    db._fail("failed", None)
+    db._inner.status.fail("failed", None)
     with open_db(path) as db2:
         assert all(db2.get(b"k%d" % i) == b"v%d" % i for i in range(100))
         assert db2.metrics()["wal_replayed_rows"] >= 100

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-import shale.db
 from shale import ClosedError, UnavailableError
 from shale.db import Db
+from shale.engine import batch_write, memtable_flusher
 from shale.objstore.memory import MemoryStore
 from shale.settings import CompactorOptions, Settings
 from shale_faults import FaultRule, FaultyStore
@@ -315,12 +315,12 @@ def test_l0_full_is_logged(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(shale.db, "L0_FULL_WARN_S", 0.2)
+    monkeypatch.setattr(memtable_flusher, "L0_FULL_WARN_S", 0.2)
     db = Db.open(ROOT, TINY_L0, object_store=store)
     closing.append(db)
     fill_l0(db)
     db.put(b"k", b"v", durable=False)
-    with caplog.at_level(logging.WARNING, logger="shale.db"):
+    with caplog.at_level(logging.WARNING, logger="shale.engine"):
         with pytest.raises(UnavailableError):
             db.flush(memtable=True, timeout=1.0)
     assert any(
@@ -334,7 +334,7 @@ def test_l0_full_is_logged(
 def test_backpressure_with_l0_full_blocks_without_spinning(
     store: MemoryStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shale.db, "BACKPRESSURE_RECHECK_S", 0.2)
+    monkeypatch.setattr(batch_write, "BACKPRESSURE_RECHECK_S", 0.2)
     settings = WAL_OFF.replace(l0_sst_size_bytes=256, max_unflushed_bytes=1024)
     db = Db.open(ROOT, settings, object_store=store)
     fill_l0(db)
@@ -347,7 +347,7 @@ def test_backpressure_with_l0_full_blocks_without_spinning(
         except BaseException as exc:
             blocked.append(exc)
 
-    with caplog.at_level(logging.WARNING, logger="shale.db"):
+    with caplog.at_level(logging.WARNING, logger="shale.engine"):
         assert cpu_while(write_until_blocked, 1.5) < CPU_BUDGET
     assert any(
         "writes blocked" in r.getMessage() and "L0 is full" in r.getMessage()

@@ -144,7 +144,7 @@ def test_unencodable_wal_buffer_is_never_skipped(
 ) -> None:
     """Defence in depth: if a WAL buffer ever cannot be encoded (a bug: the API checks every
     field), the database fails; no later write or close() reports success on top of it."""
-    import shale.db as dbmod
+    import shale.engine.wal_buffer as dbmod
 
     real = dbmod.SstBuilder
 
@@ -178,7 +178,7 @@ def test_unencodable_wal_buffer_is_never_skipped(
 def test_unencodable_wal_buffer_wakes_durable_writers(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import shale.db as dbmod
+    import shale.engine.wal_buffer as dbmod
 
     class Exploding(dbmod.SstBuilder):  # type: ignore[misc,name-defined]
         def finish(self) -> bytes:

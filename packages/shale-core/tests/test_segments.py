@@ -16,6 +16,7 @@ from shale.db import Db
 from shale.fbs.manifest import CompactedSst, Manifest, Segment, SortedRun, SstView
 from shale.fbs.sst_meta import SsTableInfo
 from shale.ids import Ulid
+from shale.keys import prefix_end
 from shale.meta import segments
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore.local import LocalStore
@@ -121,7 +122,7 @@ def test_routing_matches_brute_force(
     assert segments.tree_for_key(m, key).prefix == (owner[0] if owner else b"")
 
     def overlaps(p: bytes) -> bool:
-        hi = segments.prefix_end(p)
+        hi = prefix_end(p)
         lo_ok = hi is None or start is None or start < hi
         hi_ok = end is None or p < end
         return lo_ok and hi_ok

@@ -36,12 +36,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import shale.db as shale_db
+import shale.engine.db_status as db_status
 from shale import ids
 from shale.batch import Ttl, WriteBatch
 from shale.clock import ManualClock
 from shale.db import Db
 from shale.errors import ClosedError, CloseReason, InvalidError, ShaleError, UnavailableError
+from shale.keys import prefix_end
 from shale.merge_operators import ConcatMergeOperator
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore.protocol import ObjectNotFound
@@ -146,8 +147,8 @@ UPLOAD_RETRY = RetryPolicy(max_retries=1, min_delay=0.1, max_delay=0.1, jitter="
 @contextmanager
 def _quiet_and_fast() -> Iterator[_Ring]:
     """Short retry back-offs; shale's logs go to a ring buffer (shown on failure)."""
-    saved = (shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S)
-    shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S = 0.005, 0.02
+    saved = (db_status.RETRY_MIN_S, db_status.RETRY_MAX_S)
+    db_status.RETRY_MIN_S, db_status.RETRY_MAX_S = 0.005, 0.02
     ring = _Ring()
     loggers = [logging.getLogger(n) for n in _LOGGERS]
     old = [(lg.level, lg.propagate) for lg in loggers]
@@ -158,7 +159,7 @@ def _quiet_and_fast() -> Iterator[_Ring]:
     try:
         yield ring
     finally:
-        shale_db.RETRY_MIN_S, shale_db.RETRY_MAX_S = saved
+        db_status.RETRY_MIN_S, db_status.RETRY_MAX_S = saved
         for lg, (level, propagate) in zip(loggers, old, strict=True):
             lg.removeHandler(ring)
             lg.setLevel(level)
@@ -404,7 +405,8 @@ class Simulation:
             m = db.metrics()
             idle = m["immutable_memtables"] == 0 or m["l0_sst_count"] >= l0_max
             # (test-only peek: a WAL upload still being retried in the background)
-            if idle and db._wal_error is None:
+            wal = db._inner.wal
+            if idle and (wal is None or wal.health.error is None):
                 return
             if faulty and self.full.capacity is not None and self.full.rejected != rejected:
                 return
@@ -446,7 +448,7 @@ class Simulation:
         # test-only: the L0 flusher waits for the next poll when L0 was full; our poll is it
         db = self.db
         if db is not None:
-            db._l0_wakeup.set()
+            db._inner.flusher.wake()
 
     def l0_housekeeping(self) -> None:
         """The compactor's poll: compact when L0 is (nearly) full, as a running one would."""
@@ -764,7 +766,7 @@ class Simulation:
         e = end.encode() if end is not None else None
         if prefix is not None:
             s = prefix.encode() or None
-            e = shale_db._prefix_end(prefix.encode())
+            e = prefix_end(prefix.encode())
         expect = self.model.scan(s, e, seq, self.now(), reverse)
         what = f"{kind}({s!r}, {e!r}) at seq {seq}"
         try:
@@ -1256,7 +1258,7 @@ class Simulation:
         closer.start()
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         while closer.is_alive():
-            db._l0_wakeup.set()
+            db._inner.flusher.wake()
             if time.monotonic() > deadline:
                 self.fail("hang", "a crashed writer's threads did not stop")
             closer.join(0.002)

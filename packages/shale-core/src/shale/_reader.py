@@ -25,9 +25,10 @@ What a read-only open does, and why:
   that checkpoint pins and the WALs that manifest records as durable (ids up to its
   ``wal_id_last_seen``), as SlateDB's reader in checkpoint mode does. GC keeps all of those
   while the checkpoint lives. :meth:`ReadOnlyDb.refresh` does not move it.
-* **Reads are the writer's reads.** The engine is a :class:`~shale.db.Db` that is never
-  started: no background thread, and every write path raises :class:`InvalidError`. ``get``,
-  ``scan`` and snapshots run the same code as a writer's, so they answer the same.
+* **Reads are the writer's reads.** It is built from the engine's read components -- table
+  store, db state, oracle, reader, a read-only manifest keeper -- with no writer, WAL or
+  flusher and no background thread. ``get``, ``scan`` and snapshots run the same code as a
+  writer's, so they answer the same.
 * **It is a view as of its open** (or of its last :meth:`ReadOnlyDb.refresh`); writes made
   later are not visible until ``refresh()``. A snapshot keeps the view it was taken in, also
   across ``refresh()``.
@@ -38,31 +39,29 @@ the writer, tailing the WAL incrementally, memory bounds on replayed rows, async
 
 from __future__ import annotations
 
-import collections
-import copy
 import logging
-import threading
 import uuid
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from shale import ids
+from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock
-from shale.db import (
-    DURABILITY_MEMORY,
-    Db,
-    DbIterator,
-    DbSnapshot,
-    KeyValue,
-)
+from shale.db import resolve_parts
+from shale.engine.builder import EngineParts, ReaderParts, build_reader
+from shale.engine.db_inner import metrics
+from shale.engine.db_iter import DbIterator
+from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.memtable import Memtable
-from shale.errors import CloseReason, DataError, InvalidError, UnavailableError
+from shale.engine.oracle import DURABILITY_MEMORY
+from shale.engine.reader import KeyValue
+from shale.engine.wal_replay import read_wals
+from shale.errors import DataError, InvalidError, UnavailableError
 from shale.fbs.manifest import Checkpoint, Manifest
-from shale.objstore import ObjectNotFound, ObjectStore
+from shale.keys import prefix_range
+from shale.meta import segments
+from shale.objstore import ObjectStore
 from shale.settings import Durability, Settings
-from shale.sst import SsTable
 
 __all__ = ["LOAD_ATTEMPTS", "ReadOnlyDb", "parse_checkpoint_id"]
 
@@ -70,8 +69,6 @@ log = logging.getLogger(__name__)
 
 #: How many times an open starts over because WAL SSTs it listed were gone when it read them.
 LOAD_ATTEMPTS = 20
-
-_READ_ONLY = "this database handle is read-only"
 
 
 def parse_checkpoint_id(value: uuid.UUID | str) -> uuid.UUID:
@@ -86,163 +83,6 @@ def parse_checkpoint_id(value: uuid.UUID | str) -> uuid.UUID:
     raise InvalidError("not a checkpoint id (UUID)", checkpoint=value)
 
 
-class _ReadOnlyEngine(Db):
-    """A :class:`Db` that is loaded instead of started: it reads and never writes."""
-
-    _checkpoint_id: uuid.UUID | None = None
-    _checkpoint: Checkpoint | None = None
-    _skip_wal_replay = False
-    _owns_store = False
-
-    # -- loading ---------------------------------------------------------------------------
-
-    def _load(self) -> None:
-        """Read the manifest (latest or the checkpoint's) and the WAL after it; install them."""
-        from shale.meta.compat import check_openable
-        from shale.meta.manifest_store import ManifestStore, find_checkpoint
-
-        ms = ManifestStore(
-            self.store, self.root, format_version=self.settings.manifest_format_version
-        )
-        for attempt in range(1, LOAD_ATTEMPTS + 1):
-            found = ms.read_latest()
-            if found is None:
-                raise DataError(f"no database at {self.url} (no manifest found)")
-            checkpoint = None
-            if self._checkpoint_id is None:
-                manifest_id, m = found
-                upper = None
-            else:
-                checkpoint = find_checkpoint(found[1], self._checkpoint_id)
-                if checkpoint is None:
-                    raise InvalidError("unknown checkpoint", checkpoint_id=str(self._checkpoint_id))
-                manifest_id, m = checkpoint.manifest_id, ms.read(checkpoint.manifest_id)
-                upper = m.wal_id_last_seen
-            wals: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
-            if not self._skip_wal_replay:
-                wals, missing = self._read_wal(m, upper)
-                if checkpoint is None:
-                    # The writer may have flushed L0 meanwhile, and GC deleted WALs below its
-                    # new replay_after_wal_id, some perhaps before we listed them. The newer
-                    # manifest's L0 holds all of those, and WALs above its replay_after_wal_id
-                    # are never deleted: it plus the WALs we read above it is consistent.
-                    again = ms.read_latest()
-                    if again is not None and again[0] > manifest_id:
-                        manifest_id, m = again
-                if missing and max(missing) > m.replay_after_wal_id:
-                    if checkpoint is not None:  # GC keeps a live checkpoint's WALs
-                        raise DataError(
-                            "a WAL SST of the checkpoint is missing",
-                            checkpoint_id=str(checkpoint.id),
-                            wal_id=max(missing),
-                        )
-                    log.debug("WALs vanished without a newer manifest (attempt %d)", attempt)
-                    continue
-            # shapes shale cannot read correctly fail here, before any read (as a writer open)
-            check_openable(m)
-            self._ssts.check(m)
-            self._ssts.observe(m.external_dbs)
-            mt = Memtable()
-            floor = m.last_l0_seq
-            replayed = [i for i in sorted(wals) if i > m.replay_after_wal_id]
-            for wal_id in replayed:
-                for row in wals[wal_id]:
-                    if row[1] > floor:
-                        mt.put(row)
-            mt.freeze(replayed[-1] if replayed else None)
-            self._install(manifest_id, m, mt, checkpoint)
-            log.info(
-                "opened shale database read-only url=%s manifest=%d checkpoint=%s "
-                "wal_replayed=%d last_seq=%d",
-                self.url,
-                manifest_id,
-                checkpoint.id if checkpoint is not None else None,
-                len(replayed),
-                self._last_seq,
-            )
-            return
-        raise UnavailableError(
-            "WAL SSTs kept disappearing while they were read; try again", attempts=LOAD_ATTEMPTS
-        )
-
-    def _read_wal(self, m: Manifest, upper: int | None) -> tuple[dict[int, list[tuple]], list[int]]:  # type: ignore[type-arg]
-        """The rows of each WAL SST after ``m``'s ``replay_after_wal_id`` (up to ``upper``),
-        and the ids listed but gone by the time they were read."""
-        wal_ids = [
-            i
-            for i in self._wal_ids()
-            if i > m.replay_after_wal_id and (upper is None or i <= upper)
-        ]
-        out: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
-        missing = []
-        for wal_id in wal_ids:
-            try:
-                data = self.store.get(ids.wal_path(self.root, wal_id))
-            except ObjectNotFound:
-                missing.append(wal_id)
-                continue
-            if data:  # (an empty one is a fence object)
-                out[wal_id] = list(SsTable.from_bytes(data, transformer=self.transformer).rows())
-        return out, missing
-
-    def _install(
-        self, manifest_id: int, m: Manifest, mt: Memtable, checkpoint: Checkpoint | None
-    ) -> None:
-        if m.last_l0_clock_tick > -(2**63):
-            self.clock.advance_to(m.last_l0_clock_tick)
-        last_seq = max(m.last_l0_seq, mt.max_seq)
-        with self._lock:
-            self._manifest = m
-            self._manifest_id = manifest_id
-            self._checkpoint = checkpoint
-            self._memtable = mt
-            self._imms = collections.deque()
-            self._imm_bytes = 0
-            self._last_seq = self._durable_seq = last_seq
-        self._forget_tables(m)
-        self.stats["wal_replayed_rows"] = len(mt)
-
-    def _frozen_copy(self) -> _ReadOnlyEngine:
-        """An engine sharing this one's current state (never mutated, only replaced) and
-        caches, with its own lock: what a snapshot reads, unchanged by a later refresh."""
-        other = copy.copy(self)
-        other._lock = threading.RLock()
-        other._cond = threading.Condition(other._lock)
-        other._snapshots = {}
-        other._imms = collections.deque(self._imms)
-        other._owns_store = False
-        return other
-
-    # -- what a writer would do, refused -------------------------------------------------------
-
-    def _write_items(self, items: Any, durable: bool) -> Any:
-        raise InvalidError(_READ_ONLY, url=self.url)
-
-    def _update_manifest(self, mutate: Any) -> Manifest:
-        raise InvalidError(_READ_ONLY, url=self.url)
-
-    def flush(self, *, memtable: bool = False, timeout: float | None = None) -> None:
-        raise InvalidError(_READ_ONLY, url=self.url)
-
-    def _refresh_manifest(self) -> Manifest:
-        self._load()
-        return self._manifest
-
-    def close(self) -> None:
-        with self._lock:
-            first = not self._closed
-            self._closed = True
-            if self._close_reason is None:
-                self._close_reason = CloseReason.CLEAN
-            self._cond.notify_all()
-        if first and self._owns_store:
-            self.store.close()
-
-    def __repr__(self) -> str:
-        state = "open" if not self._closed else f"closed:{self._close_reason}"
-        return f"<shale read-only engine {self.url!r} {state}>"
-
-
 class ReadOnlyDb:
     """A read-only view of a database: reads like :class:`shale.Db`, writes nothing.
 
@@ -250,9 +90,21 @@ class ReadOnlyDb:
     See the module docstring for what it sees and what it guarantees.
     """
 
-    def __init__(self, engine: _ReadOnlyEngine) -> None:
+    def __init__(
+        self,
+        parts: EngineParts,
+        engine: ReaderParts,
+        *,
+        checkpoint_id: uuid.UUID | None,
+        skip_wal_replay: bool,
+        owns_store: bool,
+    ) -> None:
+        self._parts = parts
         self._engine = engine
-        self._snapshot_engines: weakref.WeakSet[_ReadOnlyEngine] = weakref.WeakSet()
+        self._checkpoint_id = checkpoint_id
+        self._checkpoint: Checkpoint | None = None
+        self._skip_wal_replay = skip_wal_replay
+        self._owns_store = owns_store
 
     @classmethod
     def open(
@@ -285,7 +137,7 @@ class ReadOnlyDb:
             manifest on while the WAL was read.
         """
         checkpoint_id = None if checkpoint is None else parse_checkpoint_id(checkpoint)
-        engine = _ReadOnlyEngine._build(
+        parts = resolve_parts(
             path,
             settings,
             object_store=object_store,
@@ -297,16 +149,101 @@ class ReadOnlyDb:
             store_options=store_options,
             prefix_extractor=prefix_extractor,
         )
-        owns_store = object_store is None
-        engine._checkpoint_id = checkpoint_id
-        engine._skip_wal_replay = bool(skip_wal_replay)
-        engine._owns_store = owns_store
+        db = cls(
+            parts,
+            build_reader(parts, segments.initial_manifest(None)),
+            checkpoint_id=checkpoint_id,
+            skip_wal_replay=bool(skip_wal_replay),
+            owns_store=object_store is None,
+        )
         try:
-            engine._load()
+            db._load()
         except BaseException:
-            engine.close()
+            db.close()
             raise
-        return cls(engine)
+        return db
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Read the manifest (latest or the checkpoint's) and the WAL after it; install them."""
+        from shale.meta.compat import check_openable
+        from shale.meta.manifest_store import find_checkpoint
+
+        engine = self._engine
+        ms = engine.keeper.ms
+        tables = engine.tables
+        for attempt in range(1, LOAD_ATTEMPTS + 1):
+            found = ms.read_latest()
+            if found is None:
+                raise DataError(f"no database at {self.url} (no manifest found)")
+            checkpoint = None
+            if self._checkpoint_id is None:
+                manifest_id, m = found
+                upper = None
+            else:
+                checkpoint = find_checkpoint(found[1], self._checkpoint_id)
+                if checkpoint is None:
+                    raise InvalidError("unknown checkpoint", checkpoint_id=str(self._checkpoint_id))
+                manifest_id, m = checkpoint.manifest_id, ms.read(checkpoint.manifest_id)
+                upper = m.wal_id_last_seen
+            wals: dict[int, list[tuple]] = {}  # type: ignore[type-arg]
+            if not self._skip_wal_replay:
+                wals, missing = read_wals(tables, m, upper)
+                if checkpoint is None:
+                    # The writer may have flushed L0 meanwhile, and GC deleted WALs below its
+                    # new replay_after_wal_id, some perhaps before we listed them. The newer
+                    # manifest's L0 holds all of those, and WALs above its replay_after_wal_id
+                    # are never deleted: it plus the WALs we read above it is consistent.
+                    again = ms.read_latest()
+                    if again is not None and again[0] > manifest_id:
+                        manifest_id, m = again
+                if missing and max(missing) > m.replay_after_wal_id:
+                    if checkpoint is not None:  # GC keeps a live checkpoint's WALs
+                        raise DataError(
+                            "a WAL SST of the checkpoint is missing",
+                            checkpoint_id=str(checkpoint.id),
+                            wal_id=max(missing),
+                        )
+                    log.debug("WALs vanished without a newer manifest (attempt %d)", attempt)
+                    continue
+            # shapes shale cannot read correctly fail here, before any read (as a writer open)
+            check_openable(m)
+            tables.ssts.check(m)
+            mt = Memtable()
+            floor = m.last_l0_seq
+            replayed = [i for i in sorted(wals) if i > m.replay_after_wal_id]
+            for wal_id in replayed:
+                for row in wals[wal_id]:
+                    if row[1] > floor:
+                        mt.put(row)
+            mt.freeze(replayed[-1] if replayed else None)
+            self._install(manifest_id, m, mt, checkpoint)
+            log.info(
+                "opened shale database read-only url=%s manifest=%d checkpoint=%s "
+                "wal_replayed=%d last_seq=%d",
+                self.url,
+                manifest_id,
+                checkpoint.id if checkpoint is not None else None,
+                len(replayed),
+                engine.oracle.committed_seq,
+            )
+            return
+        raise UnavailableError(
+            "WAL SSTs kept disappearing while they were read; try again", attempts=LOAD_ATTEMPTS
+        )
+
+    def _install(
+        self, manifest_id: int, m: Manifest, mt: Memtable, checkpoint: Checkpoint | None
+    ) -> None:
+        engine = self._engine
+        if m.last_l0_clock_tick > -(2**63):
+            engine.clock.advance_to(m.last_l0_clock_tick)
+        engine.tables.observe(m)
+        engine.state.replace(m, manifest_id, mt)
+        engine.oracle.reset(max(m.last_l0_seq, mt.max_seq))
+        self._checkpoint = checkpoint
+        engine.stats["wal_replayed_rows"] = len(mt)
 
     # -- reads (the same code as a writer's) ---------------------------------------------------
 
@@ -319,7 +256,8 @@ class ReadOnlyDb:
     ) -> bytes | None:
         """The value of ``key``, or ``None`` (see :meth:`shale.Db.get`). Every row a reader
         sees is durable, so ``durability="remote"`` answers the same."""
-        return self._engine.get(key, durability=durability, include_expired=include_expired)
+        kv = self.get_key_value(key, durability=durability, include_expired=include_expired)
+        return None if kv is None else kv.value
 
     def get_key_value(
         self,
@@ -329,9 +267,11 @@ class ReadOnlyDb:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """``key``'s value with its seq and timestamps, or ``None``."""
-        return self._engine.get_key_value(
-            key, durability=durability, include_expired=include_expired
-        )
+        key = check_key(key)
+        engine = self._engine
+        engine.status.check_open()
+        max_seq = engine.oracle.read_seq(durability, False)
+        return engine.reader.get(key, max_seq, include_expired)
 
     def scan(
         self,
@@ -343,76 +283,79 @@ class ReadOnlyDb:
         include_expired: bool | None = None,
     ) -> DbIterator:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`)."""
-        return self._engine.scan(
-            start, end, reverse=reverse, durability=durability, include_expired=include_expired
-        )
+        engine = self._engine
+        engine.status.check_open()
+        max_seq = engine.oracle.read_seq(durability, False)
+        return DbIterator(engine.reader, start, end, reverse, max_seq, include_expired)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix``."""
-        return self._engine.scan_prefix(prefix, **options)
+        return self.scan(*prefix_range(prefix), **options)
 
     def snapshot(self) -> DbSnapshot:
         """A view pinned at the current seq that keeps its state across :meth:`refresh`."""
-        self._engine._check_open()
-        frozen = self._engine._frozen_copy()
-        self._snapshot_engines.add(frozen)
-        return frozen.snapshot()
+        engine = self._engine
+        engine.status.check_open()
+        reader = engine.reader.with_state(engine.state.frozen_copy())
+        return DbSnapshot(reader, engine.snapshots, engine.status, engine.oracle.committed_seq)
 
     # -- state ---------------------------------------------------------------------------------
 
     def refresh(self) -> None:
         """Re-read the latest manifest and the WAL after it (a checkpoint view stays put)."""
-        self._engine._check_open()
-        if self._engine._checkpoint_id is None:
-            self._engine._load()
+        self._engine.status.check_open()
+        if self._checkpoint_id is None:
+            self._load()
 
     def manifest(self) -> Manifest:
         """The manifest version this view reads."""
-        return self._engine._manifest
+        return self._engine.state.manifest
 
     @property
     def manifest_id(self) -> int:
         """The id of :meth:`manifest`."""
-        return self._engine._manifest_id
+        return self._engine.state.manifest_id
 
     @property
     def checkpoint(self) -> Checkpoint | None:
         """The checkpoint this view reads, or ``None`` for the latest state."""
-        return self._engine._checkpoint
+        return self._checkpoint
 
     @property
     def url(self) -> str:
         """The path or URL it was opened with."""
-        return self._engine.url
+        return self._parts.url
 
     @property
     def settings(self) -> Settings:
         """The settings it was opened with."""
-        return self._engine.settings
+        return self._parts.settings
 
     @property
     def merge_operator(self) -> Any:
         """The merge operator reads fold operands with, or ``None``."""
-        return self._engine.merge_operator
+        return self._parts.merge_operator
 
     def metrics(self) -> dict[str, int]:
         """Counters and gauges, as :meth:`shale.Db.metrics` (``last_seq``, ``manifest_id``,
         ``l0_sst_count``, ``get_count``, ``wal_replayed_rows``, cache counters, ...)."""
-        return self._engine.metrics()
+        e = self._engine
+        return metrics(e.stats, e.state, e.oracle, e.tables)
 
     # -- closing -------------------------------------------------------------------------------
 
     @property
     def close_reason(self) -> str | None:
         """``None`` while open, then ``"clean"``."""
-        return self._engine.close_reason
+        return self._engine.status.close_reason
 
     def close(self) -> None:
         """Release the handle (and its snapshots). Closing twice is harmless."""
-        for snap in list(self._snapshot_engines):
-            snap._owns_store = False
-            snap.close()
-        self._engine.close()
+        again, _failed = self._engine.status.begin_close()
+        if not again:
+            self._engine.status.finish_close(None)
+            if self._owns_store:
+                self._parts.store.close()
 
     def __enter__(self) -> ReadOnlyDb:
         return self

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
 from shale.errors import ClosedError, CloseReason, InvalidError
+from shale.keys import check_scan_range, prefix_range
 
 if TYPE_CHECKING:
     from shale.batch import Ttl
@@ -75,7 +76,7 @@ class _Runner:
     def check_open(self) -> None:
         if self.closed:
             if self.db is not None:
-                raise self.db._closed_error("database is closed")
+                raise self.db._inner.status.closed_error("database is closed")
             raise ClosedError("database is closed", reason=CloseReason.CLEAN)
 
     async def __call__(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -224,28 +225,6 @@ class AsyncDbIterator:
         return out
 
 
-def _scan_args(start: bytes | None, end: bytes | None) -> tuple[bytes | None, bytes | None]:
-    """Check scan bounds at call time, as the sync scan does."""
-    if start is not None:
-        start = check_key(start)
-    if end is not None:
-        end = check_key(end)
-    if start is not None and end is not None and start > end:
-        raise InvalidError("scan range is inverted", start=start, end=end)
-    return start, end
-
-
-def _prefix_range(prefix: bytes) -> tuple[bytes | None, bytes | None]:
-    if not isinstance(prefix, (bytes, bytearray)):
-        raise InvalidError("prefix must be bytes", type=type(prefix).__name__)
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if p:
-        p[-1] += 1
-    return (bytes(prefix) or None), (bytes(p) if p else None)
-
-
 class AsyncDbSnapshot:
     """A read-only view pinned at one seq. Release it with :meth:`close` or ``async with``."""
 
@@ -279,7 +258,7 @@ class AsyncDbSnapshot:
         batch_size: int | None = None,
     ) -> AsyncDbIterator:
         """An async iterator over ``start <= key < end`` at the snapshot."""
-        start, end = _scan_args(start, end)
+        start, end = check_scan_range(start, end)
         snap = self._snap
         return AsyncDbIterator(
             self._run,
@@ -292,7 +271,7 @@ class AsyncDbSnapshot:
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
         """Every key that starts with ``prefix``, at the snapshot."""
-        return self.scan(*_prefix_range(prefix), **options)
+        return self.scan(*prefix_range(prefix), **options)
 
     def close(self) -> None:
         """Release the snapshot (instant; no I/O)."""
@@ -454,7 +433,7 @@ class AsyncDb:
         Use ``async for key, value in db.scan(...)``. Bad bounds raise ``InvalidError`` here;
         the read position is fixed when the first batch is fetched.
         """
-        start, end = _scan_args(start, end)
+        start, end = check_scan_range(start, end)
         if durability not in ("memory", "remote"):
             raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
         db = self._db
@@ -477,7 +456,7 @@ class AsyncDb:
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
-        return self.scan(*_prefix_range(prefix), **options)
+        return self.scan(*prefix_range(prefix), **options)
 
     def snapshot(self) -> AsyncDbSnapshot:
         """A consistent read-only view at the current committed seq (no I/O, so not awaited).

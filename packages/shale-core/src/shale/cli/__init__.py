@@ -62,6 +62,7 @@ from shale.cli.options import (
     verbose_logging,
 )
 from shale.errors import DataError, InvalidError, ShaleError
+from shale.keys import check_scan_range, prefix_end
 from shale.plugins import get_host
 
 if TYPE_CHECKING:
@@ -253,22 +254,12 @@ def _cmd_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _prefix_end(prefix: bytes) -> bytes | None:
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if not p:
-        return None
-    p[-1] += 1
-    return bytes(p)
-
-
 def scan_bounds(
     start: bytes | None, end: bytes | None, prefix: bytes | None
 ) -> tuple[bytes | None, bytes | None] | None:
     """The ``[start, end)`` range of a scan restricted to ``prefix``; ``None`` when empty."""
     if prefix:
-        pend = _prefix_end(prefix)
+        pend = prefix_end(prefix)
         start = prefix if start is None else max(start, prefix)
         if pend is not None:
             end = pend if end is None else min(end, pend)
@@ -281,8 +272,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     start = None if args.start is None else _to_bytes(args.start, args, "start key")
     end = None if args.end is None else _to_bytes(args.end, args, "end key")
     prefix = None if args.prefix is None else _to_bytes(args.prefix, args, "prefix")
-    if start is not None and end is not None and start > end:
-        raise InvalidError("scan range is inverted", start=start, end=end)
+    start, end = check_scan_range(start, end)
     bounds = scan_bounds(start, end, prefix)
     with _open_reader(args) as db:
         if bounds is None:

@@ -26,10 +26,13 @@ from shale.sst.compression import check_available
 __all__ = [
     "check_clock",
     "check_codec",
+    "check_flag",
+    "check_include_expired",
     "check_filter_policies",
     "check_merge_operator",
     "check_object_store",
     "check_store_options",
+    "check_timeout",
     "check_transformer",
 ]
 
@@ -191,3 +194,23 @@ def check_timeout(timeout: object) -> float | None:
             "timeout must be None or a finite number of seconds >= 0", timeout=timeout
         )
     return float(timeout)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A ``bool`` argument, strictly: ``durable="no"`` must not mean ``True``.
+
+    :raises InvalidError: not a ``bool``.
+    """
+    if not isinstance(value, bool):
+        raise InvalidError(f"{name} must be a bool", **{name: value})
+    return value
+
+
+def check_include_expired(value: object) -> bool | None:
+    """An ``include_expired=`` argument: ``None`` or a ``bool``.
+
+    :raises InvalidError: anything else.
+    """
+    if value is not None and not isinstance(value, bool):
+        raise InvalidError("include_expired must be None or a bool", include_expired=value)
+    return value

@@ -65,7 +65,6 @@ __all__ = [
     "is_segmented",
     "max_l0_ssts",
     "owning_prefix",
-    "prefix_end",
     "replace_tree",
     "segment_prefix",
     "shale_prefix_extractor",
@@ -205,18 +204,6 @@ def segment_prefix(extractor: PrefixExtractor, key: bytes) -> bytes:
             prefix_len=n,
         )
     return key[:n]
-
-
-def prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key above every key starting with ``prefix`` (``prefix++``; ``None``: no
-    such key, e.g. for ``b""`` or all-``0xff`` prefixes)."""
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if not p:
-        return None
-    p[-1] += 1
-    return bytes(p)
 
 
 # -- trees ---------------------------------------------------------------------------------------

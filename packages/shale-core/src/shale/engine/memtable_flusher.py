@@ -1,0 +1,282 @@
+"""The L0 flusher (SlateDB's ``memtable_flusher``): frozen memtables become L0 SSTs, published
+in the manifest.
+
+Invariants:
+
+- The oldest frozen memtable goes first, and only once its rows are durable in the WAL (with
+  the WAL on) and L0 has room (``l0_max_ssts`` per tree; close() ignores the limit). One
+  flush writes one SST per tree its rows touch and publishes them all in one manifest update
+  that also advances ``replay_after_wal_id`` past the WALs it covers, so those are never
+  replayed again.
+- Versions no snapshot can see are dropped (:meth:`SnapshotManager.min_pinned`); expired values
+  become tombstones and expired merge operands are dropped, judged by the table's last tick.
+- It waits on its own event (woken by a freeze, a stored WAL, a manifest poll), never polls.
+
+It knows the WAL only through callbacks (``last_wal_id``, ``wake_wal``): the WAL writer calls
+back into it the same way, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from shale import ids
+from shale.clock import MonotonicClock
+from shale.engine import db_status
+from shale.engine.db_state import DbState
+from shale.engine.db_status import DbStatus, UploadHealth, Wait
+from shale.engine.manifest_keeper import ManifestKeeper
+from shale.engine.memtable import Memtable
+from shale.engine.oracle import DbOracle
+from shale.engine.snapshot_manager import SnapshotManager
+from shale.engine.table_store import TableStore
+from shale.errors import ClosedError, InvalidError, UnavailableError
+from shale.fbs.manifest import CompactedSst, Manifest, SstView
+from shale.meta import segments
+from shale.meta.seq_tracker import SequenceTracker
+from shale.objstore.protocol import TransientStoreError
+from shale.row import MERGE, TOMBSTONE, VALUE
+from shale.sst import SstBuilder
+
+log = logging.getLogger(__name__)
+
+#: Seconds L0 may stay full (with frozen memtables waiting) before a warning, then between them.
+L0_FULL_WARN_S = 30.0
+
+
+class MemtableFlusher:
+    """Writes frozen memtables to L0 on its own thread (and on close()'s)."""
+
+    def __init__(
+        self,
+        tables: TableStore,
+        state: DbState,
+        oracle: DbOracle,
+        snapshots: SnapshotManager,
+        keeper: ManifestKeeper,
+        status: DbStatus,
+        stats: collections.Counter[str],
+        *,
+        clock: MonotonicClock,
+        prefix_extractor: segments.PrefixExtractor | None,
+        wake_waiters: Callable[[], None],
+    ) -> None:
+        self.settings = tables.settings
+        self._tables = tables
+        self._state = state
+        self._oracle = oracle
+        self._snapshots = snapshots
+        self._keeper = keeper
+        self._status = status
+        self._stats = stats
+        self._clock = clock
+        self._extractor = prefix_extractor
+        self._wake_waiters = wake_waiters
+        self._rand = random.Random(self.settings.seed)
+        #: the highest WAL id given out (the WAL writer's; with the WAL off, fixed at open)
+        self.last_wal_id: Callable[[], int] = lambda: 0
+        #: ask the WAL writer to flush (``None``: the WAL is off)
+        self.wake_wal: Callable[[], None] | None = None
+        self.wakeup = threading.Event()
+        self.health = UploadHealth()
+        #: monotonic time L0 became full with work waiting (``None``: it is not)
+        self.l0_full_since: float | None = None
+        self._l0_warned_at = 0.0
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def step(self) -> Wait | None:
+        """One round of the flusher thread: flush the oldest frozen memtable to L0 if it may
+        be, else wait to be woken (by a freeze, a durable WAL, or the manifest poller seeing
+        L0 change) -- never poll."""
+        self.wakeup.clear()
+        if self._status.stop.is_set():
+            return None  # close() flushes what is left (with the WAL on, it is in the WAL)
+        poll = self.settings.manifest_poll_interval
+        state = self._state
+        with state.lock:
+            imm = state.imms[0] if state.imms else None
+            l0 = segments.max_l0_ssts(state.manifest)
+        if imm is None:
+            self.l0_full_since = None
+            return self.wakeup, poll
+        if self.wake_wal is not None and self._oracle.durable_seq < imm.max_seq:
+            # its WAL is not stored yet; the WAL flusher wakes us once it is
+            self.wake_wal()
+            return self.wakeup, poll
+        if l0 >= self.settings.l0_max_ssts:
+            self._note_l0_full(l0)
+            return self.wakeup, poll
+        self.l0_full_since = None
+        if not self.flush_imm(imm):
+            return None  # stopping
+        return self.wakeup, 0.0
+
+    def _note_l0_full(self, l0: int) -> None:
+        """L0 is full and frozen memtables wait: count it, and warn now and then."""
+        self._stats["l0_backpressure_waits"] += 1
+        now = time.monotonic()
+        if self.l0_full_since is None:
+            self.l0_full_since = self._l0_warned_at = now
+            return
+        if now - self._l0_warned_at >= L0_FULL_WARN_S:
+            self._l0_warned_at = now
+            with self._state.lock:
+                imms, imm_bytes = len(self._state.imms), self._state.imm_bytes
+            log.warning(
+                "L0 full (%d SSTs), no compaction progress for %.0f s -- is a compactor "
+                "running? %d frozen memtables (%d bytes) wait to be flushed; writers block at "
+                "max_unflushed_bytes",
+                l0,
+                now - self.l0_full_since,
+                imms,
+                imm_bytes,
+            )
+
+    # -- the SSTs of one flush -----------------------------------------------------------
+
+    @staticmethod
+    def _l0_rows(imm: Memtable, boundary: int) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """The rows an L0 SST keeps: retention, expiry and tombstone rules of a flush."""
+        tick = imm.last_tick
+        prev_key = None
+        below_done = False
+        for row in imm.iter_rows():
+            key, seq, kind, _value, expire, create = row
+            if key != prev_key:
+                prev_key = key
+                below_done = False
+            elif below_done:
+                continue
+            if expire is not None and tick is not None and expire <= tick:
+                if kind == MERGE:
+                    continue  # an expired operand is dropped
+                if kind == VALUE:
+                    row = (key, seq, TOMBSTONE, b"", None, create)
+                    kind = TOMBSTONE
+            if seq <= boundary and kind != MERGE:
+                below_done = True  # older versions are hidden from every reader
+            yield row
+
+    def _l0_builders(self, imm: Memtable, boundary: int) -> list[tuple[bytes, SstBuilder]]:
+        """The L0 SSTs of one flush: one per tree its rows touch, ``(prefix, builder)``.
+
+        A row goes to the segment that owns its key in the manifest, else to its extractor's
+        prefix, else (an unsegmented database) to the root tree ``b""``.
+        """
+        rows = self._l0_rows(imm, boundary)
+        m = self._state.manifest
+        if self._extractor is None and not m.segments:
+            builder = self._tables.table_builder()
+            builder.add_rows(rows)
+            return [(b"", builder)]
+        persisted = [seg.prefix for seg in m.segments]
+        out: dict[bytes, SstBuilder] = {}
+        for prefix, group in itertools.groupby(
+            rows, key=lambda r: self._flush_prefix(persisted, r[0])
+        ):
+            if prefix not in out:
+                out[prefix] = self._tables.table_builder()
+            out[prefix].add_rows(group)
+        return sorted(out.items())
+
+    def _flush_prefix(self, persisted: list[bytes], key: bytes) -> bytes:
+        i = segments.owning_prefix(persisted, key)
+        if i is not None:
+            return persisted[i]
+        ext = self._extractor
+        if ext is None:
+            return b""
+        try:
+            return segments.segment_prefix(ext, key)
+        except InvalidError:
+            # only a row replayed from a WAL written under another extractor gets here
+            log.warning("key %r has no segment prefix; flushing it to the root tree", key[:64])
+            return b""
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def flush_imm(self, imm: Memtable) -> bool:
+        """Write ``imm`` as L0 SSTs (one per tree it touches) and publish them in one manifest
+        update; False when it gave up because the database is stopping (``imm`` stays queued)."""
+        boundary = self._snapshots.min_pinned(imm.max_seq)
+        views: list[tuple[bytes, SstView]] = []
+        for prefix, builder in self._l0_builders(imm, boundary):
+            if not len(builder):
+                continue
+            sst_id = ids.Ulid.new(self._clock.now_ms(), self._rand)
+            data = builder.finish()
+            if not self._put_with_retry(ids.compacted_path(self._tables.root, sst_id), data):
+                return False
+            views.append((prefix, SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None)))
+            self._stats["l0_flush_bytes"] += len(data)
+
+        def mutate(m: Manifest, next_id: int) -> Manifest | None:
+            if imm.max_seq and m.last_l0_seq >= imm.max_seq:
+                return None  # already published (a retry after a lost reply)
+            tracker = SequenceTracker.decode(m.sequence_tracker)
+            if imm.last_tick is not None:
+                tracker.insert(imm.max_seq, imm.last_tick // 1000)
+            for prefix, view in views:  # one manifest update publishes every tree's L0
+                m = segments.add_l0(m, prefix, view)
+            return dataclasses.replace(
+                m,
+                replay_after_wal_id=max(m.replay_after_wal_id, imm.wal_id or 0),
+                wal_id_last_seen=max(m.wal_id_last_seen, self.last_wal_id()),
+                last_l0_seq=max(m.last_l0_seq, imm.max_seq),
+                last_l0_clock_tick=max(m.last_l0_clock_tick, imm.last_tick or m.last_l0_clock_tick),
+                recent_snapshot_min_seq=boundary,
+                sequence_tracker=tracker.encode(),
+            )
+
+        delay = db_status.RETRY_MIN_S
+        tries = 0
+        # retry-loop: manifest update publishing an L0 flush (mutate is idempotent)
+        while True:
+            tries += 1
+            try:
+                self._keeper.update(mutate)
+                break
+            except (TransientStoreError, UnavailableError) as exc:
+                if isinstance(exc, ClosedError):
+                    raise
+                self._failed(exc)
+                what = "manifest update for an L0 flush"
+                if not self._status.retry_after(tries, delay, what, exc):
+                    return False  # imm stays queued (its rows in the WAL, if any)
+                delay = min(delay * 2, db_status.RETRY_MAX_S)
+        self.health.succeeded()
+        if self.wake_wal is None:  # with the WAL off, durable means "in L0"
+            self._oracle.advance_durable(imm.max_seq)
+        self._state.pop_imm(imm)
+        self._wake_waiters()
+        self._stats["immutable_memtable_flushes"] += 1
+        return True
+
+    def _failed(self, exc: BaseException) -> None:
+        self.health.failed(exc)
+        self._wake_waiters()
+
+    def _put_with_retry(self, key: str, data: bytes) -> bool:
+        """``store.put`` retried on transient errors; False when it gave up (stopping)."""
+        delay = db_status.RETRY_MIN_S
+        tries = 0
+        # retry-loop: L0 SST upload (a plain put: a retry rewrites the same bytes)
+        while True:
+            tries += 1
+            try:
+                self._tables.store.put(key, data)
+                return True
+            except TransientStoreError as exc:
+                self._failed(exc)
+                if not self._status.retry_after(tries, delay, f"upload of {key}", exc):
+                    return False
+                delay = min(delay * 2, db_status.RETRY_MAX_S)

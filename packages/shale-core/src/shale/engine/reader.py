@@ -1,0 +1,240 @@
+"""Reads (SlateDB's ``reader``): point lookups and the row sources of iterators, over a
+:class:`DbView` bounded by a seq.
+
+Invariants: a read fixes its bound (``max_seq``) and its view *before* it looks, and takes no
+lock while it reads -- memtables only grow and views are immutable. Newest data wins: the
+memtables, then each tree's L0 SSTs newest first, then its sorted runs; the first version that
+is not a merge operand ends a point lookup. Clone SSTs are only visible inside their
+``visible_range``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+from shale.clock import MonotonicClock
+from shale.engine import components
+from shale.engine.db_state import DbState, DbView
+from shale.engine.table_store import TableStore
+from shale.fbs.manifest import SstView
+from shale.merge_operators import resolve_versions
+from shale.meta import segments
+from shale.row import MERGE, VALUE
+from shale.settings import Settings
+
+
+class KeyValue(NamedTuple):
+    """A key's resolved value and its metadata."""
+
+    key: bytes
+    value: bytes
+    seq: int
+    create_ts: int | None
+    expire_ts: int | None
+
+
+def _has_base(rows: Sequence[tuple]) -> bool:  # type: ignore[type-arg]
+    return any(r[2] != MERGE for r in rows)
+
+
+def _in_range(view: SstView, key: bytes) -> bool:
+    vr = view.visible_range
+    return vr is None or vr.contains(key)
+
+
+def _newest_first_per_key(rows: Iterator[tuple]) -> Iterator[tuple]:  # type: ignore[type-arg]
+    """Re-order each run of equal keys by seq descending (rows otherwise pass through)."""
+    held: list[tuple] = []  # type: ignore[type-arg]
+    for r in rows:
+        if held and r[0] != held[0][0]:
+            if len(held) > 1:
+                held.sort(key=_neg_seq)
+            yield from held
+            held = []
+        held.append(r)
+    if len(held) > 1:
+        held.sort(key=_neg_seq)
+    yield from held
+
+
+def _neg_seq(row: tuple) -> int:  # type: ignore[type-arg]
+    return -int(row[1])
+
+
+class Reader:
+    """Reads one database's state through its table store."""
+
+    def __init__(
+        self,
+        state: DbState,
+        tables: TableStore,
+        settings: Settings,
+        stats: collections.Counter[str],
+        *,
+        clock: MonotonicClock,
+        merge_operator: Any,
+    ) -> None:
+        self.state = state
+        self.tables = tables
+        self.settings = settings
+        self.stats = stats
+        self.clock = clock
+        self.merge_operator = merge_operator
+
+    def with_state(self, state: DbState) -> Reader:
+        """A reader of ``state`` sharing everything else (a read-only snapshot's)."""
+        return Reader(
+            state,
+            self.tables,
+            self.settings,
+            self.stats,
+            clock=self.clock,
+            merge_operator=self.merge_operator,
+        )
+
+    def hide_expired(self, include_expired: bool | None) -> bool:
+        """Whether rows past their TTL are hidden (``include_expired`` checked)."""
+        if include_expired is None:
+            return self.settings.hide_expired
+        if type(include_expired) is not bool:
+            components.check_include_expired(include_expired)
+        return not include_expired
+
+    # -- point lookups -------------------------------------------------------------------
+
+    def get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
+        """``key``'s value as of ``max_seq`` (``key`` already checked)."""
+        hide = self.hide_expired(include_expired)
+        # Fast path: the active memtable holds the newest data; if its newest version of the key
+        # is visible and a live plain value, nothing older matters.
+        lst = self.state.memtable._versions.get(key)
+        if lst:
+            r = lst[-1]
+            if (
+                r[1] <= max_seq
+                and r[2] == VALUE
+                and (r[4] is None or not hide or r[4] > self.clock.now_ms())
+            ):
+                self.stats["get_count"] += 1
+                return KeyValue(key, r[3], r[1], r[5], r[4])
+        versions = self.point_versions(self.state.view(max_seq), key)
+        self.stats["get_count"] += 1
+        if not versions:
+            return None
+        res = resolve_versions(
+            versions, self.merge_operator, now_ms=self.clock.now_ms(), hide_expired=hide
+        )
+        if res is None:
+            return None
+        value, seq, create_ts, expire_ts = res
+        return KeyValue(key, value, seq, create_ts, expire_ts)
+
+    def point_versions(self, v: DbView, key: bytes) -> list[tuple]:  # type: ignore[type-arg]
+        """``key``'s versions in ``v``, newest first, down to the first that is not a merge
+        operand."""
+        max_seq = v.max_seq
+        out: list[tuple] = []  # type: ignore[type-arg]
+        for mt in v.memtables:
+            rows = mt.get(key, max_seq)
+            if rows:
+                out.extend(rows)
+                if _has_base(rows):
+                    return out
+        tables = self.tables
+        tree = segments.tree_for_key(v.manifest, key)  # the root's, or the owning segment's
+        for view in tree.l0:
+            info = view.sst.info
+            if (info.first_entry is not None and key < info.first_entry) or (
+                info.last_entry is not None and key > info.last_entry
+            ):
+                continue
+            if not _in_range(view, key):
+                continue
+            rows = [r for r in tables.open(view).get_rows(key) if r[1] <= max_seq]
+            if rows:
+                out.extend(rows)
+                if _has_base(rows):
+                    return out
+        for run in tree.compacted:
+            ssts = run.ssts
+            firsts = [s.sst.info.first_entry or b"" for s in ssts]
+            # The compactor splits its output anywhere, also between two versions of one key:
+            # the SST before the first one starting at ``key`` may hold its newest versions, and
+            # they can continue over several SSTs. Start at the last SST starting below ``key``.
+            i = max(0, bisect.bisect_left(firsts, key) - 1)
+            while i < len(ssts):
+                view = ssts[i]
+                info = view.sst.info
+                if info.first_entry is not None and key < info.first_entry:
+                    break
+                if info.last_entry is None or key <= info.last_entry:
+                    if _in_range(view, key):
+                        rows = [r for r in tables.open(view).get_rows(key) if r[1] <= max_seq]
+                        out.extend(rows)
+                        if rows and _has_base(rows):
+                            return out
+                if info.last_entry is not None and key < info.last_entry:
+                    break
+                i += 1
+        return out
+
+    # -- iterator sources ----------------------------------------------------------------
+
+    def sources(
+        self, v: DbView, start: bytes | None, end: bytes | None, reverse: bool
+    ) -> list[Iterator[tuple]]:  # type: ignore[type-arg]
+        """One row iterator per memtable, L0 SST and sorted run of ``v`` over
+        ``[start, end)``, each in merge order (key, then newest version first)."""
+        srcs: list[Iterator[tuple]] = [  # type: ignore[type-arg]
+            mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse) for mt in v.memtables
+        ]
+        # segments own disjoint key intervals: every tree overlapping the range is one more
+        # group of sources for the same merge
+        for tree in segments.trees_for_range(v.manifest, start, end):
+            for view in tree.l0:
+                srcs.append(self._sst_rows(v, [view], start, end, reverse))
+            for run in tree.compacted:
+                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse))
+        return srcs
+
+    def _sst_rows(
+        self,
+        v: DbView,
+        views: Sequence[SstView],
+        start: bytes | None,
+        end: bytes | None,
+        reverse: bool,
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
+        if reverse and len(views) > 1:
+            # a key's versions may span adjacent SSTs; reversed SST by SST they would come
+            # oldest part first, so put each key's versions back in newest-first order
+            return _newest_first_per_key(self._views_rows(v, views, start, end, reverse))
+        return self._views_rows(v, views, start, end, reverse)
+
+    def _views_rows(
+        self,
+        v: DbView,
+        views: Sequence[SstView],
+        start: bytes | None,
+        end: bytes | None,
+        reverse: bool,
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
+        max_seq = v.max_seq
+        order = reversed(views) if reverse else views
+        for view in order:
+            info = view.sst.info
+            if end is not None and info.first_entry is not None and info.first_entry >= end:
+                continue
+            if start is not None and info.last_entry is not None and info.last_entry < start:
+                continue
+            rows = self.tables.open(view).iter_rows(start, end, reverse=reverse)
+            if view.visible_range is None and max_seq >= v.manifest.last_l0_seq:
+                yield from rows  # every SST row is visible: no per-row filter
+                continue
+            check = view.visible_range is not None
+            for r in rows:
+                if r[1] <= max_seq and (not check or view.visible_range.contains(r[0])):  # type: ignore[union-attr]
+                    yield r

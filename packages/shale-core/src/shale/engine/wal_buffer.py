@@ -1,0 +1,286 @@
+"""The WAL writer (SlateDB's ``wal_buffer``): the buffer of committed rows, group commit, the
+upload of each buffer as ``wal/<id>.sst`` with create-if-absent, and fence detection.
+
+Invariants:
+
+- Rows enter the buffer in seq order under the write lock (:class:`DbState`'s) and leave it
+  whole, as the next WAL id, in one step that also freezes the memtable when it is due -- so a
+  frozen memtable's ``wal_id`` is the last WAL holding any of its rows.
+- WAL SSTs are uploaded one flush at a time (``_flush_mutex``), in id order; one whose upload
+  was abandoned (the database is stopping) keeps the later ones back, so ``durable_seq`` never
+  passes a row that is not stored.
+- A WAL id holding another writer's object means a newer writer fenced this one; after a
+  failed attempt the object may be our own upload that landed anyway, and equal bytes prove it.
+- Rows that left the buffer are never skipped: an upload that cannot finish for any reason but
+  "stopping" fails the database, so no later write is acknowledged on top of a gap.
+
+Writers that ask for durability while an upload runs share the next one (group commit). The
+memtable flusher is told through callbacks (``on_uploaded``), never imported.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+from collections.abc import Callable
+
+from shale import ids
+from shale.engine import db_status
+from shale.engine.db_state import DbState
+from shale.engine.db_status import DbStatus, UploadHealth, Wait
+from shale.engine.memtable import ROW_OVERHEAD, Memtable
+from shale.engine.oracle import DbOracle
+from shale.engine.table_store import TableStore
+from shale.errors import ClosedError, CloseReason, InternalError, UnavailableError
+from shale.objstore import ObjectAlreadyExists
+from shale.objstore.protocol import TransientStoreError
+from shale.sst import SstBuilder
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class PendingWal:
+    """A WAL SST taken from the buffer whose upload has not succeeded yet."""
+
+    wal_id: int
+    rows: list[tuple]  # type: ignore[type-arg]
+    payload: bytes | None = None
+    attempts: int = 0  # upload attempts so far (after the first, the object may be ours)
+
+
+class WalBuffer:
+    """The WAL of a writer: buffer, flush thread step, uploads."""
+
+    def __init__(
+        self,
+        tables: TableStore,
+        state: DbState,
+        oracle: DbOracle,
+        status: DbStatus,
+        stats: collections.Counter[str],
+        *,
+        next_wal_id: int,
+        wake_waiters: Callable[[], None],
+    ) -> None:
+        self.settings = tables.settings
+        self._tables = tables
+        self._state = state
+        self._oracle = oracle
+        self._status = status
+        self._stats = stats
+        self._wake_waiters = wake_waiters
+        #: called after each stored WAL SST (no lock held): wake the memtable flusher
+        self.on_uploaded: Callable[[], None] = wake_waiters
+        self._lock = threading.Lock()  # the fields below; taken inside the write lock
+        self._flush_mutex = threading.Lock()  # one flush at a time, first in the lock order
+        self.wakeup = threading.Event()
+        self.health = UploadHealth()
+        self._rows: list[tuple] = []  # type: ignore[type-arg]
+        #: estimated encoded bytes in the buffer (backpressure counts them)
+        self.buffered_bytes = 0
+        self.next_wal_id = next_wal_id
+        self._flushes_since_freeze = 0
+        self._queue: collections.deque[PendingWal] = collections.deque()  # in id order
+        self._freeze_wanted = 0  # flush(memtable=True) requests, counted
+        self.freeze_done = 0  # requests the flusher has frozen the memtable for
+
+    # -- the write path (under the write lock) -------------------------------------------
+
+    def append(self, rows: list[tuple], memtable: Memtable) -> None:  # type: ignore[type-arg]
+        """Buffer a committed batch's rows; wake the flusher once the buffer or the memtable
+        is large. The caller holds the write lock."""
+        nbytes = 0
+        for row in rows:
+            nbytes += len(row[0]) + len(row[3]) + ROW_OVERHEAD
+        with self._lock:
+            self._rows.extend(rows)
+            self.buffered_bytes += nbytes
+            size = self.buffered_bytes
+        limit = self.settings.l0_sst_size_bytes
+        if size >= limit or memtable.size >= limit:
+            self.wakeup.set()
+
+    def request_freeze(self) -> int:
+        """Ask the next flush to freeze the memtable; the ticket :attr:`freeze_done` reaches."""
+        with self._lock:
+            self._freeze_wanted += 1
+            return self._freeze_wanted
+
+    def last_wal_id(self) -> int:
+        """The highest WAL id given out so far."""
+        return self.next_wal_id - 1
+
+    def pending_rows(self) -> list[tuple]:  # type: ignore[type-arg]
+        """Rows not stored yet (queued uploads, then the buffer): what close() reports lost."""
+        with self._lock:
+            return [r for p in self._queue for r in p.rows] + self._rows
+
+    # -- flushing ------------------------------------------------------------------------
+
+    def step(self) -> Wait | None:
+        """One round of the WAL flusher thread."""
+        self.wakeup.clear()
+        if self._status.stop.is_set():
+            return None
+        self.flush()
+        return self.wakeup, self.settings.flush_interval
+
+    def flush(self) -> bool:
+        """Upload the buffer as the next WAL SST, after any earlier upload still queued.
+
+        Runs on the WAL flusher thread, and on the closing thread once that one has stopped.
+
+        :returns: False when an upload was abandoned because the database is stopping; it
+            stays queued (close() retries it).
+        """
+        with self._flush_mutex:
+            return self._flush_locked()
+
+    def _should_freeze(self, mt: Memtable) -> bool:
+        if mt.is_empty():
+            return False
+        s = self.settings
+        return (
+            mt.size >= s.l0_sst_size_bytes
+            or self._flushes_since_freeze >= s.max_wal_flushes_before_l0_flush
+        )
+
+    def _flush_locked(self) -> bool:
+        state = self._state
+        with state.lock:
+            if self._status.failed():
+                return False
+            with self._lock:
+                rows = self._rows
+                if rows:
+                    self._rows = []
+                    self.buffered_bytes = 0
+                    wal_id = self.next_wal_id
+                    self.next_wal_id += 1
+                    self._flushes_since_freeze += 1
+                    self._queue.append(PendingWal(wal_id, rows))
+                else:
+                    wal_id = self.next_wal_id - 1
+                requested = self.freeze_done < self._freeze_wanted
+                wanted = self._freeze_wanted
+                freeze = requested or self._should_freeze(state.memtable)
+                queue = list(self._queue)
+            if freeze and state.freeze(wal_id):
+                self._flushes_since_freeze = 0
+            if requested:
+                self.freeze_done = wanted
+                state.cond.notify_all()
+        for pending in queue:
+            if pending.payload is None:
+                pending.payload = self._encode(pending)
+            try:
+                uploaded = self._upload(pending)
+            except BaseException as exc:
+                # The rows left the buffer: whatever stopped the upload (a fence, a permanent
+                # store error, an interrupt), the database must not go on acknowledging writes
+                # after them.
+                reason = exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED
+                self._status.fail(reason, exc)
+                if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
+                    raise
+                raise self._status.closed_error("database failed") from exc
+            if not uploaded:
+                return False
+            with self._lock:
+                self._queue.popleft()
+            self.health.succeeded()
+            self._oracle.advance_durable(pending.rows[-1][1])
+            self.on_uploaded()
+            self._stats["wal_buffer_flushes"] += 1
+            self._stats["wal_bytes"] += len(pending.payload)
+        return True
+
+    def _encode(self, pending: PendingWal) -> bytes:
+        """The WAL SST bytes of ``pending``; a buffer that cannot be encoded fails the database.
+
+        Never skip a buffer: its rows were acknowledged (and are visible), and a later write
+        reported durable on top of the gap would be a lie.
+        """
+        rows = pending.rows
+        tables = self._tables
+        try:
+            data = SstBuilder(
+                wal=True,
+                block_size=self.settings.wal_block_size,
+                compression=tables.codec,
+                transformer=tables.transformer,
+            )
+            data.add_rows(rows)
+            return data.finish()
+        except Exception as exc:
+            error = InternalError(
+                "the WAL buffer cannot be encoded; the database stops so that no later write "
+                "is acknowledged on top of the lost rows",
+                wal_id=pending.wal_id,
+                rows=len(rows),
+                first_seq=rows[0][1],
+                last_seq=rows[-1][1],
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            error.__cause__ = exc
+            log.error("%s", error.message)
+            self._status.fail(CloseReason.FAILED, error)
+            raise self._status.closed_error("database failed") from error
+
+    def _upload(self, pending: PendingWal) -> bool:
+        """Store one WAL SST with create-if-absent, retrying transient failures.
+
+        Returns False only when it gave up because the database is stopping (see
+        :meth:`DbStatus.retry_after`): the caller must then not count those rows as durable.
+
+        :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
+        """
+        store = self._tables.store
+        key = ids.wal_path(self._tables.root, pending.wal_id)
+        payload = pending.payload
+        assert payload is not None
+        delay = db_status.RETRY_MIN_S
+        tries = 0
+        # retry-loop: WAL upload (put_if_absent; "did my put land?" by comparing the bytes)
+        while True:
+            tries += 1
+            pending.attempts += 1
+            try:
+                store.put_if_absent(key, payload)
+                return True
+            except ObjectAlreadyExists:
+                # After a failed attempt the object may be our own upload that landed anyway:
+                # WAL contents are unique (seqs, timestamps) and a fence object is empty, so
+                # equal bytes prove it is ours. Only bytes read and found different fence us.
+                if pending.attempts == 1:
+                    raise ClosedError(
+                        "a newer writer took the next WAL id: this writer is fenced",
+                        reason=CloseReason.FENCED,
+                        wal_id=pending.wal_id,
+                    ) from None
+                try:
+                    stored = store.get(key)
+                except (TransientStoreError, UnavailableError) as exc:
+                    if isinstance(exc, ClosedError):
+                        raise
+                    error: BaseException = exc
+                else:
+                    if stored == payload:
+                        return True
+                    raise ClosedError(
+                        "a newer writer took the next WAL id: this writer is fenced",
+                        reason=CloseReason.FENCED,
+                        wal_id=pending.wal_id,
+                    ) from None
+            except (TransientStoreError, UnavailableError) as exc:
+                if isinstance(exc, ClosedError):
+                    raise
+                error = exc
+            self.health.failed(error)
+            self._wake_waiters()
+            if not self._status.retry_after(tries, delay, f"WAL upload of {key}", error):
+                return False
+            delay = min(delay * 2, db_status.RETRY_MAX_S)

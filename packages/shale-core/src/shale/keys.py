@@ -1,0 +1,53 @@
+"""Key ranges: the one implementation of a prefix's end and of scan-range checks.
+
+The database, its snapshots, the asyncio facade, the segment code and the ``shale`` command all
+turn a prefix into a ``[start, end)`` range and check user-given bounds; they call these so the
+rules (an empty prefix is the whole keyspace, an all-``0xff`` prefix has no end, an inverted
+range is refused, an empty one is not) live in one place.
+"""
+
+from __future__ import annotations
+
+from shale.batch import check_key
+from shale.errors import InvalidError
+
+__all__ = ["check_scan_range", "prefix_end", "prefix_range"]
+
+
+def prefix_end(prefix: bytes) -> bytes | None:
+    """The smallest key above every key starting with ``prefix`` (``prefix++``; ``None``: no
+    such key, e.g. for ``b""`` or all-``0xff`` prefixes)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        return None
+    p[-1] += 1
+    return bytes(p)
+
+
+def prefix_range(prefix: object) -> tuple[bytes | None, bytes | None]:
+    """The ``(start, end)`` scan bounds of every key starting with ``prefix`` (``None`` =
+    unbounded; ``b""`` is the whole keyspace).
+
+    :raises InvalidError: ``prefix`` is not ``bytes``.
+    """
+    if not isinstance(prefix, (bytes, bytearray)):
+        raise InvalidError("prefix must be bytes", type=type(prefix).__name__)
+    prefix = bytes(prefix)
+    return prefix or None, prefix_end(prefix)
+
+
+def check_scan_range(start: bytes | None, end: bytes | None) -> tuple[bytes | None, bytes | None]:
+    """``start`` and ``end`` checked as keys (``None`` = unbounded); ``start == end`` is an
+    empty range, not an error.
+
+    :raises InvalidError: a bound that is not a valid key, or ``start > end``.
+    """
+    if start is not None:
+        start = check_key(start)
+    if end is not None:
+        end = check_key(end)
+    if start is not None and end is not None and start > end:
+        raise InvalidError("scan range is inverted", start=start, end=end)
+    return start, end
