@@ -961,11 +961,10 @@ def _versions() -> str:
             out.append(f"{dist} {version(dist)}")
         except PackageNotFoundError:
             out.append(f"{dist} not installed")
-    import importlib
+    from shale import _accel
 
     def impl(name: str) -> str:
-        mod = importlib.import_module(f"shale.{name}").IMPLEMENTATION
-        return "cython" if mod.__name__.endswith("_c") else "pure"
+        return "cython" if _accel.is_compiled(name) else "pure"
 
     out.append(
         "accelerators in use: " + ", ".join(f"{m}={impl(m)}" for m in ("block", "bloom", "merge"))

@@ -198,3 +198,57 @@ def test_policy_call_retries_a_step_of_several_calls() -> None:
     sleeps: list[float] = []
     assert RetryPolicy(max_retries=2).call(step, sleep=sleeps.append) == "done"
     assert steps == ["try"] * 3 and len(sleeps) == 2
+
+
+def test_maybe_landed_compares_bytes_from_the_first_attempt() -> None:
+    # an earlier call's reply was lost after the object landed; this call sees the collision at
+    # once and must recognise its own bytes (the WAL re-upload by close())
+    store, faulty, clock = _wrapped([FaultRule(probability=0.0)], RetryPolicy(max_retries=0))
+    faulty.inner.put_if_absent("wal/7.sst", b"ours")
+    store.put_if_absent("wal/7.sst", b"ours", maybe_landed=True)
+    with pytest.raises(ObjectAlreadyExists):  # without the hint a collision is a conflict
+        store.put_if_absent("wal/7.sst", b"ours")
+    with pytest.raises(ObjectAlreadyExists):  # and other bytes are a conflict either way
+        store.put_if_absent("wal/7.sst", b"a fence", maybe_landed=True)
+    assert clock.sleeps == []
+
+
+def test_the_store_reports_every_retry_to_its_observer() -> None:
+    seen: list[tuple[int, str]] = []
+    clock = _Clock()
+    faulty = FaultyStore(MemoryStore(), [FaultRule("put", error="transient", limit=3)])
+    store = RetryingStore(
+        faulty,
+        RetryPolicy(max_retries=5),
+        sleep=clock.sleep,
+        clock=clock,
+        on_retry=lambda retry, exc, _delay: seen.append((retry, type(exc).__name__)),
+    )
+    store.put("k", b"v")
+    assert seen == [
+        (0, "TransientStoreError"),
+        (1, "TransientStoreError"),
+        (2, "TransientStoreError"),
+    ]
+    assert len(clock.sleeps) == 3
+
+
+def test_policy_call_retries_only_what_it_is_told() -> None:
+    from shale.errors import UnavailableError
+
+    calls: list[int] = []
+
+    def timed_out() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise UnavailableError("manifest update timed out")
+
+    sleeps: list[float] = []
+    with pytest.raises(UnavailableError):  # by default only transient store errors are retried
+        RetryPolicy(max_retries=5).call(timed_out, sleep=sleeps.append)
+    assert len(calls) == 1 and sleeps == []
+    calls.clear()
+    RetryPolicy(max_retries=5).call(
+        timed_out, sleep=sleeps.append, retry_on=(TransientStoreError, UnavailableError)
+    )
+    assert len(calls) == 3 and len(sleeps) == 2

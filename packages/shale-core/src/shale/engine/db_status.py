@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from shale.engine import components
 from shale.errors import ClosedError, CloseReason, UnavailableError
+from shale.objstore.retrying import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -211,24 +212,22 @@ class DbStatus:
                 t.join(max(0.0, until - time.monotonic()))
         return [t.name for t in self.threads if t is not me and t.is_alive()]
 
-    def retry_after(self, tries: int, delay: float, what: str, error: BaseException) -> bool:
-        """Back off ``delay`` seconds before retrying a failed upload; False: give up.
+    def retrying(self) -> tuple[RetryPolicy, threading.Event | None]:
+        """The retry policy of a background upload from the calling thread, and the event that
+        ends its waits.
 
         A background thread retries until the database stops, then gives up at once (the data
-        stays queued: close() retries it). close()'s own flush gives up after
-        ``CLOSE_RETRIES`` attempts.
+        stays queued: close() retries it). close()'s own flush makes ``CLOSE_RETRIES`` attempts
+        and gives up. Back-off: ``RETRY_MIN_S`` doubling to ``RETRY_MAX_S`` with full jitter
+        (SlateDB's 100 ms - 1 s). Acknowledged writes are never dropped on a retry budget: a
+        writer's uploads keep retrying until close, whatever ``object_store_max_retries`` says.
         """
         if threading.current_thread() is self.final_flusher:
-            if tries >= CLOSE_RETRIES:
-                log.warning("%s failed %d times while closing; giving up: %s", what, tries, error)
-                return False
-            log.warning("%s failed while closing, retrying in %.1fs: %s", what, delay, error)
-            time.sleep(delay)
-            return True
-        if self.stop.is_set():
-            return False
-        log.warning("%s failed, retrying in %.1fs: %s", what, delay, error)
-        return not self.stop.wait(delay)
+            policy = RetryPolicy(
+                max_retries=CLOSE_RETRIES - 1, min_delay=RETRY_MIN_S, max_delay=RETRY_MAX_S
+            )
+            return policy, None
+        return RetryPolicy(min_delay=RETRY_MIN_S, max_delay=RETRY_MAX_S), self.stop
 
     # -- waiting -------------------------------------------------------------------------
 

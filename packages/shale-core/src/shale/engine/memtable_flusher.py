@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterator
 
 from shale import ids
 from shale.clock import MonotonicClock
-from shale.engine import db_status
 from shale.engine.db_state import DbState
 from shale.engine.db_status import DbStatus, UploadHealth, Wait
 from shale.engine.manifest_keeper import ManifestKeeper
@@ -37,11 +36,12 @@ from shale.engine.memtable import Memtable
 from shale.engine.oracle import DbOracle
 from shale.engine.snapshot_manager import SnapshotManager
 from shale.engine.table_store import TableStore
-from shale.errors import ClosedError, InvalidError, UnavailableError
+from shale.errors import InvalidError, UnavailableError
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.meta import segments
 from shale.meta.seq_tracker import SequenceTracker
 from shale.objstore.protocol import TransientStoreError
+from shale.objstore.retrying import RetryingStore
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.sst import SstBuilder
 
@@ -237,22 +237,19 @@ class MemtableFlusher:
                 sequence_tracker=tracker.encode(),
             )
 
-        delay = db_status.RETRY_MIN_S
-        tries = 0
-        # retry-loop: manifest update publishing an L0 flush (mutate is idempotent)
-        while True:
-            tries += 1
-            try:
-                self._keeper.update(mutate)
-                break
-            except (TransientStoreError, UnavailableError) as exc:
-                if isinstance(exc, ClosedError):
-                    raise
-                self._failed(exc)
-                what = "manifest update for an L0 flush"
-                if not self._status.retry_after(tries, delay, what, exc):
-                    return False  # imm stays queued (its rows in the WAL, if any)
-                delay = min(delay * 2, db_status.RETRY_MAX_S)
+        policy, stop = self._status.retrying()
+        try:
+            # mutate is idempotent, so a retry after a lost reply cannot apply it twice
+            policy.call(
+                lambda: self._keeper.update(mutate),
+                what="manifest update for an L0 flush",
+                stop=stop,
+                on_retry=self._upload_retry,
+                retry_on=(TransientStoreError, UnavailableError),
+            )
+        except (TransientStoreError, UnavailableError) as exc:
+            self._failed(exc)
+            return False  # imm stays queued (its rows in the WAL, if any)
         self.health.succeeded()
         if self.wake_wal is None:  # with the WAL off, durable means "in L0"
             self._oracle.advance_durable(imm.max_seq)
@@ -265,18 +262,16 @@ class MemtableFlusher:
         self.health.failed(exc)
         self._wake_waiters()
 
+    def _upload_retry(self, _retry: int, error: BaseException, _delay: float) -> None:
+        self._failed(error)
+
     def _put_with_retry(self, key: str, data: bytes) -> bool:
         """``store.put`` retried on transient errors; False when it gave up (stopping)."""
-        delay = db_status.RETRY_MIN_S
-        tries = 0
-        # retry-loop: L0 SST upload (a plain put: a retry rewrites the same bytes)
-        while True:
-            tries += 1
-            try:
-                self._tables.store.put(key, data)
-                return True
-            except TransientStoreError as exc:
-                self._failed(exc)
-                if not self._status.retry_after(tries, delay, f"upload of {key}", exc):
-                    return False
-                delay = min(delay * 2, db_status.RETRY_MAX_S)
+        policy, stop = self._status.retrying()
+        store = RetryingStore(self._tables.store, policy, stop=stop, on_retry=self._upload_retry)
+        try:
+            store.put(key, data)  # a plain put: a retry rewrites the same bytes
+        except TransientStoreError as exc:
+            self._failed(exc)
+            return False
+        return True

@@ -27,15 +27,15 @@ import threading
 from collections.abc import Callable
 
 from shale import ids
-from shale.engine import db_status
 from shale.engine.db_state import DbState
 from shale.engine.db_status import DbStatus, UploadHealth, Wait
 from shale.engine.memtable import ROW_OVERHEAD, Memtable
 from shale.engine.oracle import DbOracle
 from shale.engine.table_store import TableStore
-from shale.errors import ClosedError, CloseReason, InternalError, UnavailableError
+from shale.errors import ClosedError, CloseReason, InternalError
 from shale.objstore import ObjectAlreadyExists
 from shale.objstore.protocol import TransientStoreError
+from shale.objstore.retrying import RetryingStore
 from shale.sst import SstBuilder
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class WalBuffer:
         """Store one WAL SST with create-if-absent, retrying transient failures.
 
         Returns False only when it gave up because the database is stopping (see
-        :meth:`DbStatus.retry_after`): the caller must then not count those rows as durable.
+        :meth:`DbStatus.retrying`): the caller must then not count those rows as durable.
 
         :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
         """
@@ -242,45 +242,28 @@ class WalBuffer:
         key = ids.wal_path(self._tables.root, pending.wal_id)
         payload = pending.payload
         assert payload is not None
-        delay = db_status.RETRY_MIN_S
-        tries = 0
-        # retry-loop: WAL upload (put_if_absent; "did my put land?" by comparing the bytes)
-        while True:
-            tries += 1
-            pending.attempts += 1
-            try:
-                store.put_if_absent(key, payload)
-                return True
-            except ObjectAlreadyExists:
-                # After a failed attempt the object may be our own upload that landed anyway:
-                # WAL contents are unique (seqs, timestamps) and a fence object is empty, so
-                # equal bytes prove it is ours. Only bytes read and found different fence us.
-                if pending.attempts == 1:
-                    raise ClosedError(
-                        "a newer writer took the next WAL id: this writer is fenced",
-                        reason=CloseReason.FENCED,
-                        wal_id=pending.wal_id,
-                    ) from None
-                try:
-                    stored = store.get(key)
-                except (TransientStoreError, UnavailableError) as exc:
-                    if isinstance(exc, ClosedError):
-                        raise
-                    error: BaseException = exc
-                else:
-                    if stored == payload:
-                        return True
-                    raise ClosedError(
-                        "a newer writer took the next WAL id: this writer is fenced",
-                        reason=CloseReason.FENCED,
-                        wal_id=pending.wal_id,
-                    ) from None
-            except (TransientStoreError, UnavailableError) as exc:
-                if isinstance(exc, ClosedError):
-                    raise
-                error = exc
-            self.health.failed(error)
-            self._wake_waiters()
-            if not self._status.retry_after(tries, delay, f"WAL upload of {key}", error):
-                return False
-            delay = min(delay * 2, db_status.RETRY_MAX_S)
+        policy, stop = self._status.retrying()
+        # "did my put land?": after any failed attempt (this call's or an earlier one's) an
+        # existing object is compared with ours. WAL contents are unique (seqs, timestamps)
+        # and a fence object is empty, so equal bytes prove it is ours; different bytes, or a
+        # collision on the very first attempt, mean a newer writer took the id.
+        wal_store = RetryingStore(store, policy, stop=stop, on_retry=self._upload_retry)
+        maybe_landed = pending.attempts > 0
+        pending.attempts += 1
+        try:
+            wal_store.put_if_absent(key, payload, maybe_landed=maybe_landed)
+        except ObjectAlreadyExists:
+            raise ClosedError(
+                "a newer writer took the next WAL id: this writer is fenced",
+                reason=CloseReason.FENCED,
+                wal_id=pending.wal_id,
+            ) from None
+        except TransientStoreError as exc:
+            self._upload_retry(0, exc, 0.0)
+            return False  # stopping (or close()'s attempts are spent): the WAL stays queued
+        return True
+
+    def _upload_retry(self, _retry: int, error: BaseException, _delay: float) -> None:
+        """A WAL upload attempt failed: report it to the durability waiters."""
+        self.health.failed(error)
+        self._wake_waiters()

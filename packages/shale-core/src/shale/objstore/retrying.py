@@ -169,6 +169,7 @@ class RetryPolicy:
         draw: Callable[[], float] = random.random,
         on_retry: Callable[[int, BaseException, float], None] | None = None,
         log_level: int = logging.WARNING,
+        retry_on: tuple[type[BaseException], ...] = (TransientStoreError,),
     ) -> T:
         """``fn()``, retried under this policy while it raises
         :class:`~shale.objstore.TransientStoreError`.
@@ -181,6 +182,9 @@ class RetryPolicy:
         :param on_retry: ``on_retry(retry, error, delay)`` before each wait (``retry`` is
             0-based).
         :param log_level: level of the record logged before each retry.
+        :param retry_on: the errors retried (default transient store errors; the engine also
+            retries an :class:`~shale.errors.UnavailableError` such as a manifest update that
+            timed out on conflicts).
         :returns: what ``fn`` returned.
         :raises TransientStoreError: the last one, when the budget is spent or ``stop`` is set.
         :raises Exception: any other error of ``fn``, at once.
@@ -190,7 +194,7 @@ class RetryPolicy:
         while True:
             try:
                 return fn()
-            except TransientStoreError as exc:
+            except retry_on as exc:
                 if self.max_retries is not None and retry >= self.max_retries:
                     if self.max_retries:
                         log.warning("%s failed after %d retries: %s", what, retry, exc)
@@ -235,6 +239,8 @@ class RetryingStore:
     :param sleep: how waits are spent when there is no ``stop`` (inject one in tests).
     :param clock: monotonic seconds, for the policy's time budget.
     :param seed: seed of the jitter's random generator (``None``: random).
+    :param on_retry: ``on_retry(retry, error, delay)`` before each wait of any call (e.g. to
+        report the store's health while the call keeps retrying).
     """
 
     def __init__(
@@ -246,6 +252,7 @@ class RetryingStore:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         seed: int | None = None,
+        on_retry: Callable[[int, BaseException, float], None] | None = None,
     ) -> None:
         if policy is not None and not isinstance(policy, RetryPolicy):
             raise InvalidError("policy must be a RetryPolicy", type=type(policy).__name__)
@@ -257,6 +264,7 @@ class RetryingStore:
         self._seed = seed
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
+        self._on_retry = on_retry
 
     @property
     def inner(self) -> ObjectStore:
@@ -277,6 +285,16 @@ class RetryingStore:
         fn: Callable[[], T],
         on_retry: Callable[[int, BaseException, float], None] | None = None,
     ) -> T:
+        observer = self._on_retry
+        if observer is not None and on_retry is not None:
+            inner_note = on_retry
+
+            def on_retry(retry: int, exc: BaseException, delay: float) -> None:
+                inner_note(retry, exc, delay)
+                observer(retry, exc, delay)
+
+        elif on_retry is None:
+            on_retry = observer
         return self.policy.call(
             fn,
             what=f"{op} of {key!r}",
@@ -293,12 +311,15 @@ class RetryingStore:
         """:meth:`ObjectStore.put`, retried (an unconditional put is idempotent)."""
         self._call("put", key, lambda: self._inner.put(key, data, durable=durable))
 
-    def put_if_absent(self, key: str, data: bytes) -> None:
+    def put_if_absent(self, key: str, data: bytes, *, maybe_landed: bool = False) -> None:
         """:meth:`ObjectStore.put_if_absent`, retried, resolving lost replies by the bytes.
 
+        :param maybe_landed: an earlier call with these bytes failed and may have created the
+            object (e.g. a WAL upload retried by ``close()`` after its thread gave up), so an
+            existing object is compared from the first attempt on.
         :raises ObjectAlreadyExists: the key holds an object that is not this write.
         """
-        uncertain = False  # an earlier attempt may have created the object
+        uncertain = maybe_landed  # an earlier attempt may have created the object
 
         def note(_retry: int, _exc: BaseException, _delay: float) -> None:
             nonlocal uncertain
@@ -369,7 +390,12 @@ class RetryingStore:
         if outer is None:
             return None
         return RetryingStore(
-            outer, self.policy, stop=self._stop, sleep=self._sleep, clock=self._clock
+            outer,
+            self.policy,
+            stop=self._stop,
+            sleep=self._sleep,
+            clock=self._clock,
+            on_retry=self._on_retry,
         )
 
     def close(self) -> None:
