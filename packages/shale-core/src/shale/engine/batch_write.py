@@ -197,16 +197,24 @@ class BatchWriter:
             status.check_open()
             seq = oracle.last_seq + 1
             now = self._clock.now_ms()
-            rows = []
-            for key, ops in items:
-                timed = [
-                    (kind, value, _expire_ts(kind, ttl, now, default_ttl))
-                    for kind, value, ttl in ops
-                ]
-                if len(timed) > 1:
-                    timed = _combine(key, timed, op)
-                for kind, value, expire in timed:
-                    rows.append((key, seq, kind, value, expire, now))
+            if len(items) == 1 and len(items[0][1]) == 1:  # put / delete / merge: one row
+                key, ((kind, value, ttl),) = items[0]
+                if ttl is None and (default_ttl is None or kind == TOMBSTONE):
+                    expire = None
+                else:
+                    expire = _expire_ts(kind, ttl, now, default_ttl)
+                rows = [(key, seq, kind, value, expire, now)]
+            else:
+                rows = []
+                for key, ops in items:
+                    timed = [
+                        (kind, value, _expire_ts(kind, ttl, now, default_ttl))
+                        for kind, value, ttl in ops
+                    ]
+                    if len(timed) > 1:
+                        timed = _combine(key, timed, op)
+                    for kind, value, expire in timed:
+                        rows.append((key, seq, kind, value, expire, now))
             oracle.last_seq = seq
             mt = state.memtable
             for row in rows:
