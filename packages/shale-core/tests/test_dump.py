@@ -464,7 +464,7 @@ def test_progress_only_on_a_terminal(tmp_path: pathlib.Path, run: Any, tty: bool
     if not tty:
         assert text == ""
         return
-    assert text.startswith("\r") and text.endswith("\n")
+    assert text.startswith("\r") and text.endswith("\n") and not text.endswith("\n\n")
     last = text.rstrip("\n").split("\r")[-1]
     assert "40 rows" in last and "rows/s" in last and "100.0%" in last
 

@@ -296,13 +296,13 @@ def load_db(
             if progress is not None:
                 progress.update(stats.rows, dump.offset)
         out.flush()
+        if progress is not None:
+            progress.update(stats.rows, dump.offset, final=True)
     except DumpFormatError as exc:
         raise LoadError(exc, stats) from None
     finally:
         if progress is not None:
-            progress.close()
-    if progress is not None:
-        progress.update(stats.rows, dump.offset, final=True)
+            progress.close()  # ends a line an error interrupted
     return stats
 
 
@@ -420,7 +420,8 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             out: IO[bytes] = sys.stdout.buffer
         else:
             out = stack.enter_context(open(args.output, "wb"))
-        progress = Progress(sys.stderr, enabled=False if args.no_progress else None)
+        quiet = args.no_progress or (args.output is None and sys.stdout.isatty())
+        progress = Progress(sys.stderr, enabled=False if quiet else None)
         n = dump_db(
             reader,
             out,
@@ -442,6 +443,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
 
     with contextlib.ExitStack() as stack:
         if args.input is None:
+            if sys.stdin.isatty():
+                raise InvalidError("no input: pass --input FILE or redirect a dump to stdin")
             src: IO[bytes] = sys.stdin.buffer
         else:
             src = stack.enter_context(open(args.input, "rb"))
