@@ -362,7 +362,7 @@ def _check_resume(
         stats.unexplained += 1
         first_bad = first_bad or have[0]
         have = next(target, None)
-    if (stats.unexplained or stats.repaired or missing or different) and not force:
+    if (stats.unexplained or missing or different) and not force:
         raise DataError(
             "--resume: the target does not match the dump up to its largest key, so it is not "
             "an interrupted load of this dump (--force rewrites the rows that differ and keeps "
