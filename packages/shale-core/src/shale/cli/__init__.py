@@ -46,6 +46,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from shale import __version__, _accel
+from shale.cli import dump as dump_cli
 from shale.cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -676,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", help="the checkpoint's UUID")
     p.set_defaults(func=_cmd_checkpoint_delete)
 
+    dump_cli.add_parsers(sub)  # dump, load
     try:
         get_host().add_cli(sub)
     except Exception as exc:  # a broken plugin must not take the whole command down
