@@ -1,9 +1,10 @@
 """Read-only access writes nothing; a writer open fences only once it knows it can write.
 
-Covers the internal read-only open (:class:`shale.DbReader` in ``follow_latest`` and ``checkpoint`` modes), the read-only ``shale``
-commands built on it (``get``, ``scan``, ``manifest show``, ``checkpoint list``), reads of a
-checkpoint, and the writability probe of :meth:`shale.Db.open`. Tests run as root, so a
-read-only directory is simulated with a ``shale-faults`` store that denies writes.
+Covers the read-only open (:class:`shale.DbReader` in its ``follow_latest`` and ``checkpoint``
+modes; tests/test_db_reader.py covers the rest), the read-only ``shale`` commands built on it
+(``get``, ``scan``, ``manifest show``, ``checkpoint list``), reads of a checkpoint, and the
+writability probe of :meth:`shale.Db.open`. Tests run as root, so a read-only directory is
+simulated with a ``shale-faults`` store that denies writes.
 """
 
 from __future__ import annotations

@@ -178,11 +178,13 @@ class ReaderView:
 
     def poll(self) -> None:
         """Move to what is durable now (a fixed checkpoint stays put)."""
+        if self.mode == "checkpoint":
+            return
         with self._mutex:
             self._engine.stats["reader_polls"] += 1
             if self.mode == "follow_latest":
                 self._follow(self._engine.state.manifest_id)
-            elif self.mode == "managed_checkpoint":
+            else:
                 self._poll_managed()
 
     def _poll_managed(self) -> None:
@@ -191,8 +193,10 @@ class ReaderView:
         if _tree_of(sm.manifest) != _tree_of(current):
             self._move_checkpoint(sm)
             return
-        m = current
-        self._install(self._engine.state.manifest_id, m, self._tail(m))
+        wals = self._tail(current)
+        if wals is None:  # GC keeps every WAL above a live checkpoint's replay_after_wal_id
+            raise DataError("a WAL SST above the reader's checkpoint is missing")
+        self._install(self._engine.state.manifest_id, current, wals)
         cp = self.checkpoint
         assert cp is not None and cp.expire_time_s is not None
         now_s = self._engine.clock.now_ms() // 1000

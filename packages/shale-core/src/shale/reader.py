@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from shale._reader_view import MODES, LOAD_ATTEMPTS, ReaderMode, ReaderView, parse_checkpoint_id
+from shale._reader_view import LOAD_ATTEMPTS, MODES, ReaderMode, ReaderView, parse_checkpoint_id
 from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock

@@ -67,9 +67,9 @@ from shale.plugins import get_host
 
 if TYPE_CHECKING:
     from shale.db import Db
-    from shale.reader import DbReader
     from shale.fbs.manifest import Manifest, SstView
     from shale.objstore.protocol import ObjectStore
+    from shale.reader import DbReader
 
 __all__ = [
     "EXIT_ERROR",
