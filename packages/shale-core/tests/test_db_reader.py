@@ -221,6 +221,50 @@ def test_merge_operands_across_the_l0_boundary_are_read_once(store: MemoryStore)
             assert r.get(b"log") == b"a;b;c;"
 
 
+class _LateWal:
+    """A store whose listing and reads do not show one WAL SST yet (an upload in flight)."""
+
+    def __init__(self, inner: MemoryStore) -> None:
+        self.inner = inner
+        self.hidden: str | None = None
+
+    def list(self, prefix: str = "") -> object:
+        return [o for o in self.inner.list(prefix) if o.key != self.hidden]
+
+    def get(self, key: str) -> bytes:
+        if key == self.hidden:
+            from shale.objstore import ObjectNotFound
+
+            raise ObjectNotFound("not yet", key=key)
+        return self.inner.get(key)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_the_wal_tail_waits_for_a_wal_listed_after_a_later_one(store: MemoryStore) -> None:
+    late = _LateWal(store)
+    with _writer(store) as db:
+        db.put(b"a", b"1")
+        with DbReader.open(
+            ROOT,
+            SETTINGS,
+            object_store=late,
+            mode="follow_latest",  # type: ignore[arg-type]
+        ) as r:
+            first = r.metrics()["reader_last_wal_id"]
+            db.put(b"b", b"2")
+            db.put(b"c", b"3")
+            late.hidden = f"{ROOT}/wal/{first + 1:020d}.sst"
+            assert late.hidden in {o.key for o in store.list(ROOT + "/wal/")}
+            r.refresh()  # WAL first+2 is there, first+1 is not: wait for it
+            assert r.get(b"c") is None and r.get(b"b") is None
+            assert r.metrics()["reader_last_wal_id"] == first
+            late.hidden = None
+            r.refresh()
+            assert r.get(b"b") == b"2" and r.get(b"c") == b"3"
+
+
 # -- surviving the writer's compaction and GC -------------------------------------------------
 
 

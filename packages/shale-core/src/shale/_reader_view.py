@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 import uuid
 from typing import Final, Literal, TypeAlias
 
@@ -60,6 +61,7 @@ from shale.meta.manifest_store import (
     find_checkpoint,
     refresh_checkpoint,
 )
+from shale.objstore import ObjectNotFound
 from shale.settings import ReaderOptions
 
 __all__ = [
@@ -77,6 +79,8 @@ ReaderMode: TypeAlias = Literal["managed_checkpoint", "checkpoint", "follow_late
 MODES: Final[tuple[ReaderMode, ...]] = ("managed_checkpoint", "checkpoint", "follow_latest")
 #: How many times a load starts over because WAL SSTs it listed were gone when it read them.
 LOAD_ATTEMPTS = 20
+#: Seconds a missing WAL id below a listed one is waited for before the tail reads past it.
+GAP_TIMEOUT_S = 30.0
 
 Rows: TypeAlias = list[tuple]  # type: ignore[type-arg]
 
@@ -124,6 +128,9 @@ class ReaderView:
         #: the highest WAL id whose rows the view holds (or its manifest's replay_after_wal_id)
         self.last_wal_id = 0
         self.seq = 0
+        #: WAL ids seen missing below a listed one, and since when (monotonic seconds)
+        self._gaps: dict[int, float] = {}
+        self._tailed_to = 0
 
     # -- loading -------------------------------------------------------------------------
 
@@ -247,16 +254,41 @@ class ReaderView:
         self._install(cp.manifest_id, m, wals)
 
     def _tail(self, m: Manifest) -> dict[int, Rows] | None:
-        """The WALs after what the view holds and after ``m``'s ``replay_after_wal_id``, or
-        ``None`` if one above that boundary was gone when read."""
+        """The WALs after what the view holds and after ``m``'s ``replay_after_wal_id``, up to
+        the first id not there yet, or ``None`` if one above that boundary was gone when read.
+
+        The writer uploads WAL SSTs concurrently, so a listing may show ``n + 1`` before ``n``:
+        the tail stops at a gap and reads on from it at the next poll. A gap that stays open for
+        ``GAP_TIMEOUT_S`` while later WALs exist (a WAL that will never be written) is skipped.
+        """
         if self.options.skip_wal_replay:
             return {}
         after = max(self.last_wal_id, m.replay_after_wal_id)
-        probe = dataclasses.replace(m, replay_after_wal_id=after)
-        wals, missing = read_wals(self._engine.tables, probe, None)
-        if missing and max(missing) > m.replay_after_wal_id:
-            return None
-        return wals
+        listed = sorted(i for i in self._engine.tables.list_wal_ids() if i > after)
+        wanted: list[int] = []
+        expect = after + 1
+        for i in listed:
+            if i != expect:
+                first = self._gaps.setdefault(expect, time.monotonic())
+                if time.monotonic() - first < GAP_TIMEOUT_S:
+                    break
+                log.warning("WAL SST %d never appeared; reading on after it", expect)
+            wanted.append(i)
+            expect = i + 1
+        out: dict[int, Rows] = {}
+        for wal_id in wanted:
+            try:
+                rows = self._engine.tables.read_wal(wal_id)
+            except ObjectNotFound:
+                if wal_id > m.replay_after_wal_id:
+                    return None
+                continue
+            if rows is not None:  # (an empty one is a fence object)
+                out[wal_id] = rows
+        self._gaps = {g: t for g, t in self._gaps.items() if g > (wanted[-1] if wanted else after)}
+        if wanted:
+            self._tailed_to = wanted[-1]
+        return out
 
     def _follow(self, current_id: int | None) -> None:
         """follow_latest: the latest manifest and the WALs after it (see the module doc)."""
@@ -303,7 +335,7 @@ class ReaderView:
             else:
                 tables.append(_filtered(t, floor))
         last_seq = max([floor, self.seq, *(t.max_seq for t in tables)])
-        last_wal = max(self.last_wal_id, m.replay_after_wal_id)
+        last_wal = max(self.last_wal_id, m.replay_after_wal_id, self._tailed_to)
         current = Memtable()
         limit = self.options.max_memtable_bytes
         for wal_id in sorted(wals):
@@ -320,15 +352,16 @@ class ReaderView:
         if new_seq < self.seq:
             # never happens with a writer that follows the protocol; keep the newer view
             log.warning("reader state would go back in time (seq %d < %d)", new_seq, self.seq)
+            self._tailed_to = self.last_wal_id  # read those WALs again next time
             return
         if m.last_l0_clock_tick > -(2**63):
             engine.clock.advance_to(m.last_l0_clock_tick)
         engine.tables.observe(m)
-        with engine.state.lock:
+        with engine.state.lock:  # (the seq with the state: a snapshot takes both under it)
             engine.state.replace(m, manifest_id, Memtable())
             for t in tables:
                 engine.state.push_imm(t)
-        engine.oracle.reset(new_seq)
+            engine.oracle.reset(new_seq)
         self._tables = tables
         self.last_wal_id = last_wal
         self.seq = new_seq

@@ -243,8 +243,10 @@ class DbReader:
         """A view pinned at the current seq that keeps its state across polls."""
         engine = self._engine
         engine.status.check_open()
-        reader = engine.reader.with_state(engine.state.frozen_copy())
-        return DbSnapshot(reader, engine.snapshots, engine.status, engine.oracle.committed_seq)
+        with engine.state.lock:  # the state and its seq together (a poll installs both)
+            state = engine.state.frozen_copy()
+            seq = engine.oracle.committed_seq
+        return DbSnapshot(engine.reader.with_state(state), engine.snapshots, engine.status, seq)
 
     # -- state ---------------------------------------------------------------------------------
 
