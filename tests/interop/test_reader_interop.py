@@ -23,8 +23,8 @@ import pytest
 
 from shale import Db, DbReader, Settings
 from shale.objstore.local import LocalStore
-from tests.interop.test_clones_interop import CLONE_NAMES, SETTINGS as CLONE_SETTINGS
-from tests.interop.test_clones_interop import _assert_reads_like
+from tests.interop.test_clones_interop import CLONE_NAMES, _assert_reads_like
+from tests.interop.test_clones_interop import SETTINGS as CLONE_SETTINGS
 from tests.interop.test_db_interop import OFFICIAL_SHAPES, _official_settings, _shale_reads
 
 pytestmark = pytest.mark.interop
