@@ -1,8 +1,8 @@
 """DbReader interop: shale's reader on official-written databases, and the official ``DbReader``
 on a shale database while a shale writer is writing it.
 
-* Every official shape (``conftest.official_dbs``) and every official clone
-  (``conftest.official_clones``) reads through :class:`shale.DbReader` exactly as the official
+* Every official shape (``conftest.official_dbs``), every official clone
+  (``conftest.official_clones``) and the official segmented database reads through :class:`shale.DbReader` exactly as the official
   reader read it (values, seqs, timestamps, scans). A ``follow_latest`` reader writes nothing
   (the store's bytes are hashed before and after); a ``managed_checkpoint`` reader, on a copy,
   leaves no checkpoint behind.
@@ -23,11 +23,19 @@ import pytest
 
 from shale import Db, DbReader, Settings
 from shale.objstore.local import LocalStore
+from tests.interop import test_segments_interop as _segments
 from tests.interop.test_clones_interop import CLONE_NAMES, _assert_reads_like
 from tests.interop.test_clones_interop import SETTINGS as CLONE_SETTINGS
 from tests.interop.test_db_interop import OFFICIAL_SHAPES, _official_settings, _shale_reads
+from tests.interop.test_segments_interop import DB_PATH as SEG_DB_PATH
+from tests.interop.test_segments_interop import _assert_same as _assert_same_segmented
+from tests.interop.test_segments_interop import _settings as _segment_settings
+from tests.interop.test_segments_interop import _shale_read as _shale_read_segmented
 
 pytestmark = pytest.mark.interop
+
+#: the official segmented databases (a module-scoped fixture of the segments interop tests)
+official_segmented = _segments.official_segmented
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -70,6 +78,22 @@ def test_shale_reader_reads_official_clone(official_clones: Any, tmp_path: Path,
     assert _digest(store) == before
     with DbReader.open(d.db_path, CLONE_SETTINGS, object_store=LocalStore(str(store))) as r:
         _assert_reads_like(r, d)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["follow_latest", "managed_checkpoint"])
+def test_shale_reader_reads_official_segmented_db(
+    official_segmented: dict[str, Any], tmp_path: Path, mode: str
+) -> None:
+    d = official_segmented["segmented"]
+    store = tmp_path / "store"
+    shutil.copytree(d["store_dir"], store)
+    official = d["read"]
+    keys = list(official["values"])
+    before = _digest(store)
+    with DbReader.open(str(store / SEG_DB_PATH), _segment_settings(), mode=mode) as r:  # type: ignore[arg-type]
+        _assert_same_segmented(_shale_read_segmented(r, keys), official)
+    if mode == "follow_latest":
+        assert _digest(store) == before
 
 
 def test_official_reader_reads_shale_db_while_shale_writes(
