@@ -410,6 +410,54 @@ def shale_reads(p: Params, root: str) -> dict[str, float]:
     return out
 
 
+def shale_reader(p: Params, root: str) -> dict[str, float]:
+    """A DbReader (follow_latest) on a database a writer left in one L0 SST: gets and scans."""
+    from shale.reader import DbReader
+
+    path = os.path.join(root, "db")
+    n = p.read_keys
+    db = _shale_open(path)
+    try:
+        _shale_populate(db, n, p.value_size)
+        db.flush(memtable=True)
+    finally:
+        db.close()
+    out: dict[str, float] = {}
+    with DbReader.open(path, _shale_open_settings(), mode="follow_latest") as r:
+        order = _shuffled(n, seed=4)
+        hit = [_key(i) for i in (order * (p.get_count // n + 1))[: p.get_count]]
+        miss = [_missing_key(i) for i in (order * (p.get_count // n + 1))[: p.get_count]]
+        starts = random.Random(6).choices(range(n - p.scan_len), k=p.scan_count)
+        get = r.get
+        for i in range(0, n, 16):  # every block cached, as in the writer's get_sst
+            get(_key(i))
+
+        def scan100(s: int) -> None:
+            rows = list(r.scan(_key(s), _key(s + p.scan_len)))
+            assert len(rows) == p.scan_len
+
+        def full_scan() -> float:
+            t0 = time.perf_counter()
+            c = sum(1 for _ in r.scan())
+            assert c == n
+            return c / (time.perf_counter() - t0)
+
+        out["reader_get"] = _median_of(_capped(get, hit, p.get_cap) for _ in range(p.repeats))
+        out["reader_get_missing"] = _median_of(
+            _capped(get, miss, p.get_cap) for _ in range(p.repeats)
+        )
+        out["reader_scan_full"] = _median_of(full_scan() for _ in range(p.repeats))
+        out["reader_scan100_us"] = _latencies_us(scan100, starts, p.scan_cap)
+        assert get(_missing_key(0)) is None and get(_key(0)) is not None
+    return out
+
+
+def _shale_open_settings() -> Any:
+    from shale.settings import Settings
+
+    return Settings(compactor_options=None, garbage_collector_options=None)
+
+
 def shale_bulk(p: Params, root: str) -> dict[str, float]:
     """``bulk_rows`` non-durable puts of ``bulk_value_size`` bytes, then a flush: MB/s, RSS."""
     db = _shale_open(os.path.join(root, "db"))
@@ -657,6 +705,72 @@ async def official_reads(p: Params, root: str) -> dict[str, float]:
     return out
 
 
+async def official_reader(p: Params, root: str) -> dict[str, float]:
+    """The official DbReader (FOLLOW_LATEST) on a database its writer left in one L0 SST."""
+    s = _slatedb()
+    path = os.path.join(root, "db")
+    n = p.read_keys
+    db = await _official_open(path)
+    try:
+        await _official_populate(db, n, p.value_size)
+        await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.MEM_TABLE))
+    finally:
+        await _official_close(db)
+    builder = s.DbReaderBuilder(
+        os.path.abspath(path).lstrip("/"), s.ObjectStore.resolve("file:///")
+    )
+    builder.with_reader_mode(s.ReaderMode.FOLLOW_LATEST())
+    reader = await builder.build()
+    out: dict[str, float] = {}
+    try:
+        order = _shuffled(n, seed=4)
+        hit = [_key(i) for i in (order * (p.get_count // n + 1))[: p.get_count]]
+        miss = [_missing_key(i) for i in (order * (p.get_count // n + 1))[: p.get_count]]
+        starts = random.Random(6).choices(range(n - p.scan_len), k=p.scan_count)
+        get = reader.get
+        warm = [_key(i) for i in range(0, n, 16)]
+        for lo in range(0, len(warm), 64):
+            await asyncio.gather(*(get(k) for k in warm[lo : lo + 64]))
+
+        async def scan100(st: int) -> None:
+            it = await reader.scan(
+                s.KeyRange(
+                    start=_key(st),
+                    start_inclusive=True,
+                    end=_key(st + p.scan_len),
+                    end_inclusive=False,
+                )
+            )
+            rows = await it.next_batch(p.scan_len + 1)
+            assert len(rows) == p.scan_len
+
+        async def full_scan() -> float:
+            t0 = time.perf_counter()
+            it = await reader.scan(
+                s.KeyRange(start=None, start_inclusive=True, end=None, end_inclusive=False)
+            )
+            c = 0
+            while True:
+                batch = await it.next_batch(1024)
+                if not batch:
+                    break
+                c += len(batch)
+            assert c == n
+            return c / (time.perf_counter() - t0)
+
+        async def rates(keys: list[bytes]) -> float:
+            return _median_of([await _acapped(get, keys, p.get_cap) for _ in range(p.repeats)])
+
+        out["reader_get"] = await rates(hit)
+        out["reader_get_missing"] = await rates(miss)
+        out["reader_scan_full"] = _median_of([await full_scan() for _ in range(p.repeats)])
+        out["reader_scan100_us"] = await _alatencies_us(scan100, starts, p.scan_cap)
+        assert await get(_missing_key(0)) is None and await get(_key(0)) is not None
+    finally:
+        await asyncio.wait_for(reader.shutdown(), 120)
+    return out
+
+
 async def official_bulk(p: Params, root: str) -> dict[str, float]:
     db = await _official_open(os.path.join(root, "db"))
     try:
@@ -720,6 +834,7 @@ WORKLOADS: dict[str, tuple[str, ...]] = {
     "durable64_nofsync": ("shale",),
     "batch": ENGINES,
     "reads": ENGINES,
+    "reader": ENGINES,
     "bulk": ENGINES,
     "reopen": ENGINES,
 }
@@ -780,6 +895,15 @@ def _rows(p: Params) -> list[Row]:
             "us",
             higher_better=False,
             target=100,
+        ),
+        Row("reader_get", "DbReader get, L0 SST warm", "ops/s"),
+        Row("reader_get_missing", "DbReader get, missing key", "ops/s"),
+        Row("reader_scan_full", "DbReader full scan, L0 SST", "rows/s"),
+        Row(
+            "reader_scan100_us",
+            f"DbReader {p.scan_len}-row scan p50, L0 SST",
+            "us",
+            higher_better=False,
         ),
         Row(
             "bulk_mbps",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from shale._reader import ReadOnlyDb
+from shale.reader import DbReader
 from shale.clock import ManualClock
 from shale.objstore.local import LocalStore
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions, Settings
@@ -78,6 +78,8 @@ def test_official_reads_identical_data_after_shale_gc(
     )
     # read-only: a writer would replay the WAL and flush it to L0 in the background, dropping
     # expired merge operands while this reads them with include_expired=True
-    with ReadOnlyDb.open(src.db_path, settings, object_store=LocalStore(store_dir)) as db:
+    with DbReader.open(
+        src.db_path, settings, object_store=LocalStore(store_dir), mode="follow_latest"
+    ) as db:
         for key, value in src.expected.items():
             assert db.get(key, include_expired=True) == value, key

@@ -15,7 +15,6 @@ import pytest
 
 import shale
 from shale import cli
-from shale._reader import ReadOnlyDb
 from shale.batch import WriteBatch
 from shale.cli import dump as dump_mod
 from shale.cli.dumpfile import (
@@ -28,6 +27,7 @@ from shale.cli.dumpfile import (
     encode_bytes,
 )
 from shale.db import Db
+from shale.reader import DbReader
 from shale.settings import Settings
 
 NOFSYNC = ["--store-option", "fsync=false"]
@@ -54,7 +54,7 @@ def run(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 
 def contents(url: str, **kw: Any) -> list[tuple[bytes, bytes, int | None]]:
     """Every live key of ``url`` with its value and expire_ts (read-only)."""
-    with ReadOnlyDb.open(url, SETTINGS, store_options={"fsync": False}) as db:
+    with DbReader.open(url, SETTINGS, mode="follow_latest", store_options={"fsync": False}) as db:
         out = []
         for key, value in db.scan(**kw):
             kv = db.get_key_value(key)
@@ -231,7 +231,7 @@ def test_rows_keep_expiry_and_expired_rows_are_skipped(run: Any, tmp_path: pathl
     code, out, err = run("load", kept, "-i", str(f), "--keep-expired", *NOFSYNC)
     assert code == 0 and json.loads(out)["written"] == 3
     assert len(contents(kept)) == 2  # written, but past its TTL
-    with ReadOnlyDb.open(kept, SETTINGS) as db:
+    with DbReader.open(kept, SETTINGS, mode="follow_latest") as db:
         kv = db.get_key_value(b"a-expired", include_expired=True)
         assert kv is not None and kv.expire_ts == now - 1000
 

@@ -1,9 +1,10 @@
 """Read-only access writes nothing; a writer open fences only once it knows it can write.
 
-Covers the internal read-only open (:class:`shale._reader.ReadOnlyDb`), the read-only ``shale``
-commands built on it (``get``, ``scan``, ``manifest show``, ``checkpoint list``), reads of a
-checkpoint, and the writability probe of :meth:`shale.Db.open`. Tests run as root, so a
-read-only directory is simulated with a ``shale-faults`` store that denies writes.
+Covers the read-only open (:class:`shale.DbReader` in its ``follow_latest`` and ``checkpoint``
+modes; tests/test_db_reader.py covers the rest), the read-only ``shale`` commands built on it
+(``get``, ``scan``, ``manifest show``, ``checkpoint list``), reads of a checkpoint, and the
+writability probe of :meth:`shale.Db.open`. Tests run as root, so a read-only directory is
+simulated with a ``shale-faults`` store that denies writes.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import pytest
 
 import shale
 from shale import ClosedError, DataError, InvalidError, ShaleError, cli
-from shale._reader import ReadOnlyDb
 from shale.batch import WriteBatch
 from shale.db import Db
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore.local import LocalStore
 from shale.objstore.memory import MemoryStore
-from shale.settings import Settings
+from shale.reader import DbReader
+from shale.settings import ReaderOptions, Settings
 from shale_faults import FaultRule, FaultyStore
 
 SETTINGS = Settings(
@@ -121,7 +122,7 @@ def test_reader_answers_like_the_writer_and_sees_the_wal(url: str) -> None:
         want_rev = list(db.scan(b"k05", b"k15", reverse=True))
         want_kv = db.get_key_value(b"k03")
     after_writer = bucket(url)
-    with ReadOnlyDb.open(url, SETTINGS) as r:
+    with DbReader.open(url, SETTINGS, mode="follow_latest") as r:
         assert r.get(b"wal-only") == b"w"  # durable in the WAL, not yet in L0
         assert r.get(b"k03") == b"new" and r.get(b"k04") is None
         assert r.get(b"log") == b"a;b;"
@@ -155,7 +156,7 @@ def test_reader_on_a_store_that_denies_every_write(tmp_path: pathlib.Path) -> No
         db.flush(memtable=True)
         db.put(b"b", b"2")
     denied = FaultyStore(inner, [FaultRule(ops=WRITE_OPS, error="permanent")])
-    with ReadOnlyDb.open("db", SETTINGS, object_store=denied) as r:
+    with DbReader.open("db", SETTINGS, object_store=denied, mode="follow_latest") as r:
         assert list(r.scan()) == [(b"a", b"1"), (b"b", b"2")]
         r.refresh()
         assert r.get(b"b") == b"2"
@@ -166,12 +167,12 @@ def test_reader_on_a_store_that_denies_every_write(tmp_path: pathlib.Path) -> No
 def test_reader_of_a_missing_database_creates_nothing(tmp_path: pathlib.Path) -> None:
     where = tmp_path / "no" / "such" / "db"
     with pytest.raises(DataError, match="no database at"):
-        ReadOnlyDb.open(str(where), SETTINGS)
+        DbReader.open(str(where), SETTINGS, mode="follow_latest")
     assert not (tmp_path / "no").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="no database at"):
-        ReadOnlyDb.open(str(empty), SETTINGS)
+        DbReader.open(str(empty), SETTINGS, mode="follow_latest")
     assert list(empty.iterdir()) == []
 
 
@@ -179,7 +180,7 @@ def test_reader_does_not_fence_a_live_writer_and_refresh_follows_it(url: str) ->
     with Db.open(url, SETTINGS, store_options={"fsync": False}) as db:
         db.put(b"a", b"1")
         epoch = db.manifest().writer_epoch
-        r = ReadOnlyDb.open(url, SETTINGS)
+        r = DbReader.open(url, SETTINGS, mode="follow_latest")
         assert r.get(b"a") == b"1"
         db.put(b"b", b"2")
         db.flush(memtable=True)
@@ -220,19 +221,19 @@ def test_reader_open_survives_an_l0_flush_and_wal_gc_meanwhile() -> None:
         for i in range(10):
             db.put(b"k%d" % i, b"v%d" % i)  # ten WAL SSTs, none in L0
         racing = _GcDuringRead(inner, db)
-        with ReadOnlyDb.open("db", SETTINGS, object_store=racing) as r:  # type: ignore[arg-type]
+        with DbReader.open("db", SETTINGS, object_store=racing, mode="follow_latest") as r:  # type: ignore[arg-type]
             assert racing.fired
             assert r.manifest().replay_after_wal_id > 0  # it moved to the newer manifest
             assert list(r.scan()) == [(b"k%d" % i, b"v%d" % i) for i in range(10)]
         db.put(b"k0", b"new")
-        with ReadOnlyDb.open("db", SETTINGS, object_store=inner) as r:
+        with DbReader.open("db", SETTINGS, object_store=inner, mode="follow_latest") as r:
             assert r.get(b"k0") == b"new"
 
 
 def test_reader_snapshot_keeps_its_view_across_refresh(url: str) -> None:
     with Db.open(url, SETTINGS, store_options={"fsync": False}) as db:
         db.put(b"k", b"1")
-        r = ReadOnlyDb.open(url, SETTINGS)
+        r = DbReader.open(url, SETTINGS, mode="follow_latest")
         snap = r.snapshot()
         db.put(b"k", b"2")
         db.put(b"j", b"x")
@@ -248,7 +249,7 @@ def test_reader_snapshot_keeps_its_view_across_refresh(url: str) -> None:
 
 def test_reader_engine_refuses_every_write(url: str) -> None:
     make_db(url)
-    with ReadOnlyDb.open(url, SETTINGS) as r:
+    with DbReader.open(url, SETTINGS, mode="follow_latest") as r:
         # the view is built without a writer, a WAL or a flusher: it has no write path ...
         for name in ("put", "delete", "merge", "write", "flush", "create_checkpoint"):
             assert not hasattr(r, name), name
@@ -272,25 +273,27 @@ def test_reader_of_a_checkpoint_is_frozen(url: str) -> None:
         db.delete(b"gone")
         db.flush(memtable=True)
         db.put(b"later", b"y")
-    with ReadOnlyDb.open(url, SETTINGS, checkpoint=cp.id) as r:
+    with DbReader.open(url, SETTINGS, checkpoint=cp.id) as r:
         assert r.checkpoint is not None and r.checkpoint.id == cp.id
         assert r.manifest_id == cp.manifest_id
         assert list(r.scan()) == [(b"gone", b"x"), (b"k", b"old")]
         r.refresh()  # a checkpoint does not move
         assert r.get(b"k") == b"old" and r.get(b"later") is None
-    with ReadOnlyDb.open(url, SETTINGS, checkpoint=str(cp.id)) as r:  # a str id works too
+    with DbReader.open(url, SETTINGS, checkpoint=str(cp.id)) as r:  # a str id works too
         assert r.get(b"k") == b"old"
-    with ReadOnlyDb.open(url, SETTINGS) as r:
+    with DbReader.open(url, SETTINGS, mode="follow_latest") as r:
         assert list(r.scan()) == [(b"k", b"new"), (b"later", b"y")]
     with pytest.raises(InvalidError, match="unknown checkpoint"):
-        ReadOnlyDb.open(url, SETTINGS, checkpoint=uuid.uuid4())
+        DbReader.open(url, SETTINGS, checkpoint=uuid.uuid4())
     with pytest.raises(InvalidError, match="checkpoint"):
-        ReadOnlyDb.open(url, SETTINGS, checkpoint="not-a-uuid")
+        DbReader.open(url, SETTINGS, checkpoint="not-a-uuid")
 
 
 def test_reader_skip_wal_replay_reads_only_the_manifest(url: str) -> None:
     make_db(url)
-    with ReadOnlyDb.open(url, SETTINGS, skip_wal_replay=True) as r:
+    with DbReader.open(
+        url, SETTINGS, mode="follow_latest", options=ReaderOptions(skip_wal_replay=True)
+    ) as r:
         assert r.get(b"k03") == b"v3" and r.get(b"wal-only") is None
 
 
@@ -314,7 +317,7 @@ def test_writer_open_that_cannot_write_changes_nothing(url: str, prefix: str) ->
     live.put(b"after", b"2")  # the live writer was not fenced
     assert live.close_reason is None
     live.close()
-    with ReadOnlyDb.open(url, SETTINGS) as r:
+    with DbReader.open(url, SETTINGS, mode="follow_latest") as r:
         assert r.get(b"after") == b"2"
 
 

@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale import aio as aio
     from shale.batch import Ttl, WriteBatch
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
+    from shale.reader import DbReader
     from shale.row import Row
-    from shale.settings import Settings
+    from shale.settings import ReaderOptions, Settings
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,8 @@ _LAZY = {
     "KeyValue": "shale.db",
     "WriteHandle": "shale.db",
     "CheckpointInfo": "shale.db",
+    "DbReader": "shale.reader",
+    "ReaderOptions": "shale.settings",
     "WriteBatch": "shale.batch",
     "Ttl": "shale.batch",
     "Settings": "shale.settings",
@@ -62,8 +65,10 @@ __all__ = [
     "CheckpointInfo",
     "Db",
     "DbIterator",
+    "DbReader",
     "DbSnapshot",
     "KeyValue",
+    "ReaderOptions",
     "Row",
     "Settings",
     "Ttl",

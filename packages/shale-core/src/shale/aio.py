@@ -34,7 +34,7 @@ import contextvars
 import functools
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from shale.batch import Ttl
     from shale.db import DbSnapshot
     from shale.fbs.manifest import Manifest
+    from shale.reader import DbReader
     from shale.settings import Durability, Settings
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_MAX_WORKERS",
     "AsyncDb",
     "AsyncDbIterator",
+    "AsyncDbReader",
     "AsyncDbSnapshot",
     "AsyncWriteHandle",
 ]
@@ -529,3 +531,157 @@ class AsyncDb:
 
     def __repr__(self) -> str:
         return f"<shale.aio.AsyncDb {self._db.url!r} {self.close_reason or 'open'}>"
+
+
+# -- the reader ---------------------------------------------------------------------------------
+
+
+class AsyncDbReader:
+    """A :class:`shale.DbReader` for asyncio code. Create it with
+    ``await AsyncDbReader.open(...)``; use ``async with`` or ``await reader.close()``.
+
+    The same rules as :class:`AsyncDb`: every call that may touch the object store runs on the
+    facade's executor; :meth:`snapshot` and :meth:`metrics` run inline (no I/O). The reader's
+    poller stays a thread of the synchronous reader (:attr:`sync`).
+    """
+
+    def __init__(self, reader: DbReader, run: _Runner, batch_size: int) -> None:
+        self._reader = reader
+        self._run = run
+        self._batch_size = batch_size
+
+    @classmethod
+    async def open(
+        cls,
+        path: str,
+        settings: Settings | None = None,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        **arguments: Any,
+    ) -> AsyncDbReader:
+        """Open the database at ``path`` for reading without blocking the loop.
+
+        :param arguments: passed to :meth:`shale.DbReader.open` (``checkpoint``, ``mode``,
+            ``options``, ``object_store``, ``merge_operator``, ``block_cache``, ...).
+        :param executor: run calls here instead of an executor of our own.
+        """
+        from shale.reader import DbReader
+
+        batch_size = _batch(batch_size, DEFAULT_BATCH_SIZE)
+        owned = executor is None
+        if executor is None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+                raise InvalidError("max_workers must be an int >= 1", max_workers=max_workers)
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=max_workers, thread_name_prefix="shale-aio-reader"
+            )
+        run = _Runner(executor, owned)
+        try:
+            reader = await run(DbReader.open, path, settings, **arguments)
+        except BaseException:
+            run.shutdown()
+            raise
+        return cls(reader, run, batch_size)
+
+    @property
+    def sync(self) -> DbReader:
+        """The underlying synchronous :class:`shale.DbReader` (its calls block)."""
+        return self._reader
+
+    @property
+    def close_reason(self) -> str | None:
+        """``None`` while open, then ``"clean"``."""
+        return self._reader.close_reason
+
+    async def get(
+        self,
+        key: bytes,
+        *,
+        durability: Durability = DURABILITY_MEMORY,
+        include_expired: bool | None = None,
+    ) -> bytes | None:
+        """The value of ``key``, or ``None`` (see :meth:`shale.DbReader.get`)."""
+        return await self._run(
+            self._reader.get, key, durability=durability, include_expired=include_expired
+        )
+
+    async def get_key_value(
+        self,
+        key: bytes,
+        *,
+        durability: Durability = DURABILITY_MEMORY,
+        include_expired: bool | None = None,
+    ) -> KeyValue | None:
+        """``key``'s value with its seq and timestamps, or ``None``."""
+        return await self._run(
+            self._reader.get_key_value, key, durability=durability, include_expired=include_expired
+        )
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        durability: Durability = DURABILITY_MEMORY,
+        include_expired: bool | None = None,
+        batch_size: int | None = None,
+    ) -> AsyncDbIterator:
+        """An async iterator of ``(key, value)`` over ``start <= key < end`` (see
+        :meth:`AsyncDb.scan`)."""
+        start, end = check_scan_range(start, end)
+        if durability not in ("memory", "remote"):
+            raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
+        reader = self._reader
+        self._run.check_open()
+
+        def make() -> DbIterator:
+            it = reader.scan(
+                start, end, reverse=reverse, durability=durability, include_expired=include_expired
+            )
+            # a ReaderIterator: DbIterator's iteration and seek, plus the follow_latest retry
+            return cast(DbIterator, it)
+
+        return AsyncDbIterator(
+            self._run, make, start, end, reverse, _batch(batch_size, self._batch_size)
+        )
+
+    def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
+        """Every key that starts with ``prefix``."""
+        return self.scan(*prefix_range(prefix), **options)
+
+    def snapshot(self) -> AsyncDbSnapshot:
+        """A view pinned at the reader's current seq (no I/O, so not awaited)."""
+        return AsyncDbSnapshot(self._reader.snapshot(), self._run, self._batch_size)
+
+    async def refresh(self) -> None:
+        """Poll now (see :meth:`shale.DbReader.refresh`)."""
+        await self._run(self._reader.refresh)
+
+    def manifest(self) -> Manifest:
+        """The manifest the reader reads (no I/O)."""
+        return self._reader.manifest()
+
+    def metrics(self) -> dict[str, int]:
+        """Counters and gauges (no I/O; see :meth:`shale.DbReader.metrics`)."""
+        return self._reader.metrics()
+
+    async def close(self) -> None:
+        """Stop the poller, delete a managed checkpoint, shut the executor down. Idempotent."""
+        if self._run.closed:
+            return
+        try:
+            await self._run(self._reader.close)
+        finally:
+            self._run.shutdown()
+
+    async def __aenter__(self) -> AsyncDbReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<shale.aio.AsyncDbReader {self._reader.url!r} {self.close_reason or 'open'}>"

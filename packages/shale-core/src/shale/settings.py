@@ -73,6 +73,7 @@ __all__ = [
     "Durability",
     "ManifestFormatVersion",
     "MAX_DURATION",
+    "ReaderOptions",
     "SETTINGS_FILES",
     "CompactorOptions",
     "GarbageCollectorOptions",
@@ -649,6 +650,41 @@ class GarbageCollectorOptions(_Options):
     def is_empty(self) -> bool:
         """True when no directory is collected (then no GC runs at all)."""
         return all(getattr(self, name) is None for name in self._SPECS)
+
+
+@dataclass(frozen=True)
+class ReaderOptions(_Options):
+    """Options of a :class:`shale.DbReader` (SlateDB's ``DbReaderOptions``). Durations are
+    seconds."""
+
+    #: How often the reader's poller re-reads the manifest and tails the WAL.
+    manifest_poll_interval: float = 10.0
+    #: Lifetime of a managed checkpoint; refreshed at half-life. ``>= 1 s`` and
+    #: ``>= 2 x manifest_poll_interval``.
+    checkpoint_lifetime: float = 600.0
+    #: Size at which replayed WAL rows start a new reader-local table (bytes); tables whose
+    #: rows the writer's L0 holds are dropped on the next poll.
+    max_memtable_bytes: int = 64 * MiB
+    #: Read only what the manifest holds (no WAL replay).
+    skip_wal_replay: bool = False
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "manifest_poll_interval": _Spec("duration", positive=True),
+        "checkpoint_lifetime": _Spec("duration", positive=True),
+        "max_memtable_bytes": _Spec("size", lo=1),
+        "skip_wal_replay": _Spec("bool"),
+    }
+
+    def _check_fields(self) -> None:
+        if self.checkpoint_lifetime < 1.0:
+            _fail("checkpoint_lifetime", "must be >= 1s", value=self.checkpoint_lifetime)
+        if self.checkpoint_lifetime < 2 * self.manifest_poll_interval:
+            _fail(
+                "checkpoint_lifetime",
+                "must be >= 2 x manifest_poll_interval",
+                value=self.checkpoint_lifetime,
+                manifest_poll_interval=self.manifest_poll_interval,
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ Invariants and why:
   file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator`` and
   ``--prefix-extractor``.
 * **Read-only commands write nothing.** ``get`` and ``scan`` open the database read-only
-  (:class:`shale._reader.ReadOnlyDb`: the latest manifest, or a checkpoint's with
+  (:class:`shale.DbReader`: the latest manifest, or a checkpoint's with
   ``--checkpoint``, plus the WAL after it replayed in memory); ``manifest show`` and
   ``checkpoint list`` read manifests. None of them writes an object, bumps an epoch, fences a
   running writer or creates a directory, so they work with read-only permissions.
@@ -67,10 +67,10 @@ from shale.keys import check_scan_range, prefix_end
 from shale.plugins import get_host
 
 if TYPE_CHECKING:
-    from shale._reader import ReadOnlyDb
     from shale.db import Db
     from shale.fbs.manifest import Manifest, SstView
     from shale.objstore.protocol import ObjectStore
+    from shale.reader import DbReader
 
 __all__ = [
     "EXIT_ERROR",
@@ -147,14 +147,15 @@ def _require_db(args: argparse.Namespace) -> None:
 
 
 @contextlib.contextmanager
-def _open_reader(args: argparse.Namespace) -> Iterator[ReadOnlyDb]:
+def _open_reader(args: argparse.Namespace) -> Iterator[DbReader]:
     """Open ``args.url`` read-only (``--checkpoint`` if given); it writes nothing."""
-    from shale._reader import ReadOnlyDb
+    from shale.reader import DbReader
 
-    reader = ReadOnlyDb.open(
+    reader = DbReader.open(
         args.url,
         settings_from_args(args),
         checkpoint=args.checkpoint,
+        mode=None if args.checkpoint else "follow_latest",
         store_options=parse_store_options(args.store_option),
     )
     try:

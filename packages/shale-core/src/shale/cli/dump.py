@@ -58,8 +58,8 @@ from shale.cli.options import (
 from shale.errors import DataError, InvalidError
 
 if TYPE_CHECKING:
-    from shale._reader import ReadOnlyDb
     from shale.db import Db
+    from shale.reader import DbReader
     from shale.settings import Settings
 
 __all__ = [
@@ -86,14 +86,21 @@ def open_source(
     *,
     checkpoint: str | None = None,
     store_options: dict[str, Any] | None = None,
-) -> ReadOnlyDb:
+) -> DbReader:
     """Open ``url`` for a dump: read-only, writes nothing, fences nobody.
 
-    The one place ``shale dump`` chooses its reader (``DbReader`` will replace it here).
+    A :class:`~shale.DbReader` on the given checkpoint, else following the latest manifest
+    (not a managed checkpoint: that would write one). The dump reads one snapshot of it.
     """
-    from shale._reader import ReadOnlyDb
+    from shale.reader import DbReader
 
-    return ReadOnlyDb.open(url, settings, checkpoint=checkpoint, store_options=store_options)
+    return DbReader.open(
+        url,
+        settings,
+        checkpoint=checkpoint,
+        mode=None if checkpoint else "follow_latest",
+        store_options=store_options,
+    )
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -422,14 +429,15 @@ def _cmd_dump(args: argparse.Namespace) -> int:
             out = stack.enter_context(open(args.output, "wb"))
         quiet = args.no_progress or (args.output is None and sys.stdout.isatty())
         progress = Progress(sys.stderr, enabled=False if quiet else None)
+        view = stack.enter_context(reader.snapshot())  # one point in time, across polls
         n = dump_db(
-            reader,
+            view,
             out,
             source=args.url,
             start=bounds[0],
             end=bounds[1],
             encoding="escaped" if args.escape else "base64",
-            last_seq=reader.metrics()["last_seq"],
+            last_seq=view.seq,
             checkpoint=None if reader.checkpoint is None else str(reader.checkpoint.id),
             progress=progress,
         )

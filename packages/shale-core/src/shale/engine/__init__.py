@@ -43,7 +43,7 @@ condition after releasing its own locks; failures and close notify all of them
 
 Layers: modules here import only lower layers (``meta``, ``objstore``, the format modules,
 the base modules) and each other without cycles; never the API (:mod:`shale.db`,
-:mod:`shale._reader`, :mod:`shale.aio`, :mod:`shale.plugins`). Plugins are resolved by the API
+:mod:`shale.reader`, :mod:`shale.aio`, :mod:`shale.plugins`). Plugins are resolved by the API
 layer and handed in as objects; observers are told through callbacks it sets. The WAL writer
 and the memtable flusher talk both ways through callbacks (``db_inner`` wires them), never
 imports. Checked by import-linter (the root ``pyproject.toml``).
