@@ -608,7 +608,9 @@ class AsyncAdmin:
         """See :meth:`shale.Admin.list_checkpoints`."""
         return await self._run(self._admin.list_checkpoints, name)
 
-    async def refresh_checkpoint(self, checkpoint_id: Any, *, lifetime: float | None = None) -> None:
+    async def refresh_checkpoint(
+        self, checkpoint_id: Any, *, lifetime: float | None = None
+    ) -> None:
         """See :meth:`shale.Admin.refresh_checkpoint`."""
         await self._run(self._admin.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
 
