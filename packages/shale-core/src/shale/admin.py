@@ -26,11 +26,13 @@ Invariants and why:
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError
+from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
 from shale.ids import Ulid
 from shale.meta.compactions_store import CompactionsStore
 from shale.meta.estimate import RangeEstimate, estimate_range
@@ -83,6 +85,23 @@ class CompactorStateView(NamedTuple):
 
     compactions: VersionedCompactions | None
     manifest: VersionedManifest
+
+
+#: Statuses whose ``output_ssts`` SlateDB drops on decode (partial outputs of unfinished work).
+_UNFINISHED = frozenset({STATUS_SUBMITTED, STATUS_SCHEDULED, STATUS_RUNNING})
+
+
+def _as_read(compactions: Compactions) -> Compactions:
+    """``compactions`` as SlateDB's readers see them: no ``output_ssts`` on unfinished ones."""
+    if not any(c.status in _UNFINISHED and c.output_ssts for c in compactions.recent_compactions):
+        return compactions
+    return dataclasses.replace(
+        compactions,
+        recent_compactions=[
+            dataclasses.replace(c, output_ssts=[]) if c.status in _UNFINISHED else c
+            for c in compactions.recent_compactions
+        ],
+    )
 
 
 def _id_range(start: int | None, end: int | None) -> tuple[int, int | None]:
@@ -204,14 +223,19 @@ class Admin:
 
     def read_compactions(self, compactions_id: int | None = None) -> VersionedCompactions | None:
         """``.compactions`` version ``compactions_id``, or the latest when ``None``; ``None``
-        when it does not exist (no compactor has run yet)."""
+        when it does not exist (no compactor has run yet).
+
+        As SlateDB reads them: a compaction not yet finished (submitted, scheduled, running)
+        shows no ``output_ssts`` -- the partial outputs a running compactor records are its own
+        resume state (``shale compactor status`` uses them for progress)."""
         if compactions_id is None:
             latest = self._compactions.read_latest()
-            return None if latest is None else VersionedCompactions(*latest)
+            return None if latest is None else VersionedCompactions(latest[0], _as_read(latest[1]))
         _id_range(compactions_id, None)
         if compactions_id not in self._compactions.list_ids():
             return None
-        return VersionedCompactions(compactions_id, self._compactions.read(compactions_id))
+        found = self._compactions.read(compactions_id)
+        return VersionedCompactions(compactions_id, _as_read(found))
 
     def list_compactions(
         self, start: int | None = None, end: int | None = None
@@ -219,7 +243,7 @@ class Admin:
         """Every ``.compactions`` version with ``start <= id < end``, ascending."""
         lo, hi = _id_range(start, end)
         return [
-            VersionedCompactions(i, self._compactions.read(i))
+            VersionedCompactions(i, _as_read(self._compactions.read(i)))
             for i in self._compactions.list_ids()
             if i >= lo and (hi is None or i < hi)
         ]
