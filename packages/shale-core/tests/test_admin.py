@@ -357,3 +357,23 @@ def test_async_admin(filled: MemoryStore) -> None:
             await admin.read_manifest()
 
     asyncio.run(main())
+
+
+def test_unfinished_compactions_show_no_outputs(filled: MemoryStore) -> None:
+    """As SlateDB decodes them: partial outputs of unfinished compactions are not shown."""
+    from shale.fbs.compactions import STATUS_COMPLETED, STATUS_RUNNING, Compaction, Compactions
+    from shale.ids import Ulid
+    from shale.meta.compactions_store import CompactionsStore
+
+    admin = Admin("db", object_store=filled)
+    latest = admin.read_manifest()
+    assert latest is not None
+    sst = latest.manifest.l0[0].sst
+    running = Compaction(id=Ulid.new(T0_MS), status=STATUS_RUNNING, output_ssts=[sst])
+    done = Compaction(id=Ulid.new(T0_MS + 1), status=STATUS_COMPLETED, output_ssts=[sst])
+    CompactionsStore(filled, "db").try_write(1, Compactions(1, [running, done]))
+    (version,) = admin.list_compactions()
+    shown = {c.id: c.output_ssts for c in version.compactions.recent_compactions}
+    assert shown == {running.id: [], done.id: [sst]}
+    assert admin.read_compaction(running.id).output_ssts == []  # type: ignore[union-attr]
+    assert CompactionsStore(filled, "db").read(1).recent_compactions[0].output_ssts == [sst]
