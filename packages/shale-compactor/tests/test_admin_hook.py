@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import shale
@@ -47,7 +49,7 @@ def test_submit_a_spec_object_json_and_bad_specs(store: MemoryStore) -> None:
     one = admin.submit_compaction(CompactionSpec(l0=(oldest,), destination=0))
     assert one.l0_view_ids == [oldest]
     with pytest.raises(shale.InvalidError, match="oldest L0"):  # validated by the scheduler
-        admin.submit_compaction('{"l0": ["%s"], "sorted_runs": [], "destination": 1}' % newest)
+        admin.submit_compaction(json.dumps({"l0": [str(newest)], "destination": 1}))
     compactions = admin.read_compactions()
     assert compactions is not None
     assert [c.id for c in compactions.compactions.recent_compactions] == [one.id]
