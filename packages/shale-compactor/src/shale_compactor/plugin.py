@@ -9,6 +9,9 @@
   standalone compactor would.
 - ``shale_db_closed`` stops it (running jobs are interrupted and resume on the next start).
 - ``shale_cli`` adds ``shale compactor run|submit|status`` (:mod:`shale_compactor.cli`).
+- ``shale_admin_submit_compaction`` answers :meth:`shale.Admin.submit_compaction`: the spec is
+  validated by the scheduler a plugin offers (else the size-tiered one) and added to the
+  ``.compactions`` file without fencing the running compactor.
 
 Invariants: a failure of the embedded compactor is logged and never closes the database (it is
 only no longer compacted). Fencing is per role: a second compactor of the same database
@@ -102,3 +105,30 @@ def shale_cli(subparsers: Any) -> None:
     from shale_compactor.cli import add_commands
 
     add_commands(subparsers)
+
+
+@shale.hookimpl
+def shale_admin_submit_compaction(admin: Any, spec: Any) -> Any:
+    """Submit ``spec`` for :meth:`shale.Admin.submit_compaction`; return the compaction as the
+    ``.compactions`` file holds it."""
+    from shale.spi import InvalidError, get_host
+    from shale_compactor.compactor import submit_compaction
+    from shale_compactor.hooks import CompactorHooks
+    from shale_compactor.scheduler import CompactionSpec, SizeTieredScheduler, parse_spec
+
+    if isinstance(spec, str | dict):
+        spec = parse_spec(spec)
+    elif not isinstance(spec, CompactionSpec):
+        raise InvalidError(
+            'a compaction spec is a CompactionSpec, its JSON text or dict, or "full"',
+            type=type(spec).__name__,
+        )
+    options = admin.settings.compactor_options
+    scheduler = CompactorHooks(get_host().manager).compaction_scheduler(options)
+    if scheduler is None:
+        scheduler = SizeTieredScheduler(options)
+    fmt = 1 if admin.settings.manifest_format_version == 1 else 2
+    cid = submit_compaction(
+        admin.store, admin.root, spec, scheduler=scheduler, clock=admin.clock, format_version=fmt
+    )
+    return admin.read_compaction(cid)

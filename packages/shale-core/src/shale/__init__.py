@@ -21,6 +21,7 @@ from shale.markers import hookimpl, hookspec
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ imports them
     from shale import aio as aio
+    from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
     from shale.reader import DbReader
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Admin": "shale.admin",
     "Db": "shale.db",
     "DbIterator": "shale.db",
     "DbSnapshot": "shale.db",
@@ -62,6 +64,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "Admin",
     "CheckpointInfo",
     "Db",
     "DbIterator",

@@ -42,15 +42,24 @@ from shale.errors import ClosedError, CloseReason, InvalidError
 from shale.keys import check_scan_range, prefix_range
 
 if TYPE_CHECKING:
+    from shale.admin import (
+        Admin,
+        CompactorStateView,
+        RangeEstimate,
+        VersionedCompactions,
+        VersionedManifest,
+    )
     from shale.batch import Ttl
     from shale.db import DbSnapshot
-    from shale.fbs.manifest import Manifest
+    from shale.fbs.compactions import Compaction
+    from shale.fbs.manifest import Checkpoint, Manifest
     from shale.reader import DbReader
     from shale.settings import Durability, Settings
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_WORKERS",
+    "AsyncAdmin",
     "AsyncDb",
     "AsyncDbIterator",
     "AsyncDbReader",
@@ -685,3 +694,126 @@ class AsyncDbReader:
 
     def __repr__(self) -> str:
         return f"<shale.aio.AsyncDbReader {self._reader.url!r} {self.close_reason or 'open'}>"
+
+
+class AsyncAdmin:
+    """:class:`shale.Admin` for asyncio code: every method runs the synchronous call on an
+    executor (one thread of its own by default) and is awaited. Create it with
+    ``AsyncAdmin(url, ...)`` (same arguments as :class:`shale.Admin`, plus ``executor``); use
+    ``async with`` or ``await admin.close()``. The synchronous Admin is :attr:`sync`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        executor: concurrent.futures.Executor | None = None,
+        **options: Any,
+    ) -> None:
+        from shale.admin import Admin
+
+        self._admin = Admin(url, **options)
+        owned = executor is None
+        if executor is None:
+            executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="shale-admin"
+            )
+        self._run = _Runner(executor, owned)
+
+    @property
+    def sync(self) -> Admin:
+        """The underlying synchronous :class:`shale.Admin`."""
+        return self._admin
+
+    async def read_manifest(self, manifest_id: int | None = None) -> VersionedManifest | None:
+        """See :meth:`shale.Admin.read_manifest`."""
+        return await self._run(self._admin.read_manifest, manifest_id)
+
+    async def list_manifests(
+        self, start: int | None = None, end: int | None = None
+    ) -> list[VersionedManifest]:
+        """See :meth:`shale.Admin.list_manifests`."""
+        return await self._run(self._admin.list_manifests, start, end)
+
+    async def read_compactions(
+        self, compactions_id: int | None = None
+    ) -> VersionedCompactions | None:
+        """See :meth:`shale.Admin.read_compactions`."""
+        return await self._run(self._admin.read_compactions, compactions_id)
+
+    async def list_compactions(
+        self, start: int | None = None, end: int | None = None
+    ) -> list[VersionedCompactions]:
+        """See :meth:`shale.Admin.list_compactions`."""
+        return await self._run(self._admin.list_compactions, start, end)
+
+    async def read_compaction(
+        self, compaction_id: Any, compactions_id: int | None = None
+    ) -> Compaction | None:
+        """See :meth:`shale.Admin.read_compaction`."""
+        return await self._run(self._admin.read_compaction, compaction_id, compactions_id)
+
+    async def read_compactor_state_view(self) -> CompactorStateView:
+        """See :meth:`shale.Admin.read_compactor_state_view`."""
+        return await self._run(self._admin.read_compactor_state_view)
+
+    async def create_checkpoint(self, **options: Any) -> CheckpointInfo:
+        """See :meth:`shale.Admin.create_checkpoint` (``lifetime``, ``name``, ``source``)."""
+        return await self._run(self._admin.create_checkpoint, **options)
+
+    async def list_checkpoints(self, name: str | None = None) -> list[Checkpoint]:
+        """See :meth:`shale.Admin.list_checkpoints`."""
+        return await self._run(self._admin.list_checkpoints, name)
+
+    async def refresh_checkpoint(
+        self, checkpoint_id: Any, *, lifetime: float | None = None
+    ) -> None:
+        """See :meth:`shale.Admin.refresh_checkpoint`."""
+        await self._run(self._admin.refresh_checkpoint, checkpoint_id, lifetime=lifetime)
+
+    async def delete_checkpoint(self, checkpoint_id: Any) -> None:
+        """See :meth:`shale.Admin.delete_checkpoint`."""
+        await self._run(self._admin.delete_checkpoint, checkpoint_id)
+
+    async def get_timestamp_for_sequence(self, seq: int, *, round_up: bool = False) -> int | None:
+        """See :meth:`shale.Admin.get_timestamp_for_sequence`."""
+        return await self._run(self._admin.get_timestamp_for_sequence, seq, round_up=round_up)
+
+    async def get_sequence_for_timestamp(
+        self, timestamp_s: int, *, round_up: bool = False
+    ) -> int | None:
+        """See :meth:`shale.Admin.get_sequence_for_timestamp`."""
+        return await self._run(
+            self._admin.get_sequence_for_timestamp, timestamp_s, round_up=round_up
+        )
+
+    async def estimate(
+        self, start: bytes | None = None, end: bytes | None = None, **options: Any
+    ) -> RangeEstimate:
+        """See :meth:`shale.Admin.estimate`."""
+        return await self._run(self._admin.estimate, start, end, **options)
+
+    async def run_gc_once(self, options: Any = None) -> Any:
+        """See :meth:`shale.Admin.run_gc_once`."""
+        return await self._run(self._admin.run_gc_once, options)
+
+    async def submit_compaction(self, spec: Any = "full") -> Compaction:
+        """See :meth:`shale.Admin.submit_compaction`."""
+        return await self._run(self._admin.submit_compaction, spec)
+
+    async def close(self) -> None:
+        """Close the Admin and shut its own executor down. Idempotent."""
+        if self._run.closed:
+            return
+        try:
+            await self._run(self._admin.close)
+        finally:
+            self._run.shutdown()
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<shale.aio.AsyncAdmin {self._admin.url!r}>"

@@ -8,6 +8,8 @@
   interval after opening. ``shale_db_closed`` stops it and waits for the thread. The
   collector uses the database's store, root, clock and manifest format version.
 - ``shale_cli`` adds ``shale gc run`` (:mod:`shale_gc.cli`).
+- ``shale_admin_run_gc_once`` answers :meth:`shale.Admin.run_gc_once`: one round of a
+  collector on the Admin's store, root, clock and manifest settings.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ __all__ = [
     "STOP_TIMEOUT_S",
     "attached_gc",
     "shale_addhooks",
+    "shale_admin_run_gc_once",
     "shale_cli",
     "shale_db_closed",
     "shale_db_opened",
@@ -115,3 +118,17 @@ def shale_cli(subparsers: Any) -> None:
     from shale_gc.cli import add_commands
 
     add_commands(subparsers)
+
+
+@shale.hookimpl
+def shale_admin_run_gc_once(admin: Any, options: Any) -> Any:
+    """Run one collection round for :meth:`shale.Admin.run_gc_once`; return its report."""
+    gc = GarbageCollector(
+        admin.store,
+        admin.root,
+        options,
+        clock=admin.clock,
+        manifest_format_version=admin.settings.manifest_format_version,
+        manifest_update_timeout=admin.settings.manifest_update_timeout,
+    )
+    return gc.run_once()

@@ -1,31 +1,39 @@
 """The ``shale`` command. Plugins add subcommands through the ``shale_cli`` hook.
 
-Subcommands: ``info``, ``put``, ``get``, ``delete``, ``merge``, ``scan``, ``flush``,
-``manifest show``, ``checkpoint create|list|delete`` (see ``docs/database.md``). The options,
-argument types, settings layering and logging every command shares, plugins' included, are in
-:mod:`shale.cli.options`.
+Subcommands: ``info [URL]``, ``put``, ``get``, ``delete``, ``merge``, ``scan``, ``flush``,
+``manifest show|list``, ``compactions list|show``, ``checkpoint create|list|refresh|delete``,
+``seq-to-ts``, ``ts-to-seq`` and ``estimate`` (see ``docs/cli.md``). The options, argument
+types, settings layering and logging every command shares, plugins' included, are in
+:mod:`shale.cli.options`; output forms (``--json``, ``--bytes``) in :mod:`shale.cli.output`; the
+Admin-backed commands in :mod:`shale.cli.inspect` and :mod:`shale.cli.checkpoints`.
 
 Invariants and why:
 
 * **Errors are one line.** A :class:`~shale.errors.ShaleError` from any command (plugins'
   included) prints ``error: <kind>: <message>`` on stderr and exits with 2; argparse usage errors
-  also exit with 2. ``get`` of an absent key exits with 1. A traceback means a bug.
+  also exit with 2. ``get`` of an absent key (and a lookup that finds nothing) exits with 1.
+  A traceback means a bug.
 * **The CLI never starts background compaction or GC on its own.** Databases are opened with
   ``compactor_options`` and ``garbage_collector_options`` set to ``None`` unless a settings file
   (``--settings``) or a ``SHALE_*`` variable names them. Layers: those CLI defaults, then the
   file, then the environment (:meth:`Settings.from_env`), then ``--merge-operator`` and
   ``--prefix-extractor``.
 * **Read-only commands write nothing.** ``get`` and ``scan`` open the database read-only
-  (:class:`shale.DbReader`: the latest manifest, or a checkpoint's with
-  ``--checkpoint``, plus the WAL after it replayed in memory); ``manifest show`` and
-  ``checkpoint list`` read manifests. None of them writes an object, bumps an epoch, fences a
+  (:class:`shale.DbReader` following the latest manifest, or a checkpoint's with
+  ``--checkpoint``, plus the WAL after it replayed in memory); ``info URL``, ``manifest``,
+  ``compactions``, ``checkpoint list``, ``seq-to-ts``, ``ts-to-seq`` and ``estimate`` read
+  through :class:`shale.Admin`. None of them writes an object, bumps an epoch, fences a
   running writer or creates a directory, so they work with read-only permissions.
 * **Only ``put``, ``delete`` and ``merge`` create a database.** Every other command fails with
   ``error: data: no database at URL (no manifest found)`` when there is none.
 * **Write commands open the database as the writer** (``put``, ``delete``, ``merge``,
   ``flush``, ``checkpoint create --flush``), which fences any other writer of the same database
-  (SlateDB's rule: at most one writer). ``checkpoint create`` (without ``--flush``) and
-  ``checkpoint delete`` add manifest versions, like SlateDB's admin CLI, and fence nobody.
+  (SlateDB's rule: at most one writer). ``checkpoint create`` (without ``--flush``),
+  ``checkpoint refresh`` and ``checkpoint delete`` add manifest versions through
+  :class:`shale.Admin`, like SlateDB's admin CLI, and fence nobody.
+* **Script-friendly.** Every read command takes ``--json`` (one document; JSON Lines -- one
+  object per line -- for scans and lists) and ``--bytes escaped|base64|hex`` for keys and values
+  in the output. ``-v`` is accepted before or after the subcommand.
 * **Keys and values are UTF-8 text by default** (arguments undecodable in the locale round-trip
   through ``surrogateescape``); ``--hex`` takes and prints hex. Printed text shows bytes that are
   not UTF-8 as ``\\xNN``: use ``--hex`` when the exact bytes matter.
@@ -35,22 +43,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import json
 import logging
 import os
 import sys
-import time
-import uuid
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shale import __version__, _accel
+from shale.cli import checkpoints, inspect
 from shale.cli import dump as dump_cli
 from shale.cli.options import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
     EXIT_OK,
+    SETTINGS_HELP,
+    STORE_OPTION_HELP,
     cli_settings,
     count,
     database_options,
@@ -61,15 +68,16 @@ from shale.cli.options import (
     require_database,
     settings_from_args,
     verbose_logging,
+    verbosity_options,
 )
+from shale.cli.output import bytes_format, emit_line, output_options, show_bytes
+from shale.cli.summaries import manifest_summary
 from shale.errors import DataError, InvalidError, ShaleError
 from shale.keys import check_scan_range, prefix_end
 from shale.plugins import get_host
 
 if TYPE_CHECKING:
     from shale.db import Db
-    from shale.fbs.manifest import Manifest, SstView
-    from shale.objstore.protocol import ObjectStore
     from shale.reader import DbReader
 
 __all__ = [
@@ -86,6 +94,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The exit codes, as ``--help`` prints them.
+EXIT_CODES = (
+    "exit status:\n"
+    f"  {EXIT_OK}    success\n"
+    f"  {EXIT_NOT_FOUND}    not found: get of an absent key, a lookup that matched nothing\n"
+    f"  {EXIT_ERROR}    error: bad usage, no database at URL, storage or data errors\n"
+    "       (one line on stderr: 'error: KIND: MESSAGE')\n"
+    "  130  interrupted"
+)
+
 #: Default ``--timeout`` of commands that flush memtables to L0 (``flush --memtable``,
 #: ``checkpoint create --flush``): L0 may be full with no compactor running.
 FLUSH_TIMEOUT_S = 60.0
@@ -95,6 +113,8 @@ FLUSH_TIMEOUT_S = 60.0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    if args.url is not None:
+        return inspect.cmd_info_url(args)
     host = get_host()
     print(f"shale {__version__}")
     print("accelerators:")
@@ -124,13 +144,6 @@ def _to_bytes(text: str, args: argparse.Namespace, what: str) -> bytes:
         except ValueError:
             raise InvalidError(f"{what} is not valid hex", value=text) from None
     return text.encode("utf-8", "surrogateescape")
-
-
-def _show(data: bytes | None, hex_out: bool) -> str | None:
-    """Bytes for printing: hex, or UTF-8 text with other bytes as ``\\xNN``."""
-    if data is None:
-        return None
-    return data.hex() if hex_out else data.decode("utf-8", "backslashreplace")
 
 
 def _no_database(args: argparse.Namespace) -> DataError:
@@ -180,6 +193,11 @@ def _merge_hint(no_operator: bool) -> Iterator[None]:
         raise
 
 
+def _open_writer(args: argparse.Namespace) -> contextlib.AbstractContextManager[Db]:
+    """Open an existing database as its writer (``checkpoint create --flush``)."""
+    return _open_db(args, create=False)
+
+
 @contextlib.contextmanager
 def _open_db(args: argparse.Namespace, *, create: bool) -> Iterator[Db]:
     """Open ``args.url`` as the writer (creating it only when ``create``), close on exit."""
@@ -203,12 +221,6 @@ def _ttl(value: str) -> int:
     if ms <= 0:
         raise argparse.ArgumentTypeError("the TTL must be > 0 milliseconds")
     return ms
-
-
-def _when(seconds: int | None) -> str | None:
-    if seconds is None:
-        return None
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat(timespec="seconds")
 
 
 # -- key-value commands -------------------------------------------------------------------------
@@ -249,10 +261,16 @@ def _cmd_get(args: argparse.Namespace) -> int:
     key = _to_bytes(args.key, args, "key")
     with _open_reader(args) as db:
         value = db.get(key, durability=args.durability, include_expired=args.include_expired)
+    fmt = bytes_format(args)
     if value is None:
         print(f"not found: {args.key}", file=sys.stderr)
+        if args.json:
+            emit_line({"key": show_bytes(key, fmt), "value": None})
         return EXIT_NOT_FOUND
-    print(_show(value, args.hex))
+    if args.json:
+        emit_line({"key": show_bytes(key, fmt), "value": show_bytes(value, fmt)})
+    else:
+        print(show_bytes(value, fmt))
     return EXIT_OK
 
 
@@ -286,13 +304,19 @@ def _cmd_scan(args: argparse.Namespace) -> int:
             durability=args.durability,
             include_expired=args.include_expired,
         )
+        fmt = bytes_format(args)
         for n, (key, value) in enumerate(it):
             if args.limit is not None and n >= args.limit:
                 break
-            if args.keys_only:
-                print(_show(key, args.hex))
+            if args.json:
+                record = {"key": show_bytes(key, fmt)}
+                if not args.keys_only:
+                    record["value"] = show_bytes(value, fmt)
+                emit_line(record)
+            elif args.keys_only:
+                print(show_bytes(key, fmt))
             else:
-                print(f"{_show(key, args.hex)}\t{_show(value, args.hex)}")
+                print(f"{show_bytes(key, fmt)}\t{show_bytes(value, fmt)}")
     return EXIT_OK
 
 
@@ -305,196 +329,6 @@ def _cmd_flush(args: argparse.Namespace) -> int:
         f"flushed {what}: durable_seq={m['durable_seq']} manifest={m['manifest_id']} "
         f"l0_ssts={m['l0_sst_count']} sorted_runs={m['sorted_run_count']}"
     )
-    return EXIT_OK
-
-
-# -- manifest -----------------------------------------------------------------------------------
-
-
-def _sst_summary(view: SstView, hex_out: bool) -> dict[str, Any]:
-    info = view.sst.info
-    out: dict[str, Any] = {
-        "id": str(view.sst.id),
-        "first_key": _show(info.first_entry, hex_out),
-        "last_key": _show(info.last_entry, hex_out),
-    }
-    if view.id != view.sst.id:
-        out["view_id"] = str(view.id)
-    if view.visible_range is not None:
-        r = view.visible_range
-        out["visible_range"] = {
-            "start": None if r.start_bound.key is None else _show(r.start_bound.key, hex_out),
-            "start_inclusive": r.start_bound.kind != 3,
-            "end": None if r.end_bound.key is None else _show(r.end_bound.key, hex_out),
-            "end_inclusive": r.end_bound.kind == 2,
-        }
-    return out
-
-
-def manifest_summary(manifest_id: int, m: Manifest, *, hex_keys: bool = False) -> dict[str, Any]:
-    """A JSON-safe summary of manifest version ``manifest_id`` (what ``manifest show`` prints).
-
-    Keys: ``id``, ``writer_epoch``, ``compactor_epoch``, ``replay_after_wal_id``,
-    ``wal_id_last_seen``, ``last_l0_seq``, ``last_l0_clock_tick`` (``None`` before the first L0
-    flush), ``recent_snapshot_min_seq``, ``last_compacted_l0_view_id``, ``l0`` (newest first),
-    ``sorted_runs`` (``id`` and ``ssts`` with key ranges) and ``checkpoints``; for a segmented
-    database also ``segment_extractor`` and ``segments`` (each with ``prefix``, ``l0``,
-    ``sorted_runs`` and ``last_compacted_l0_view_id`` like the root tree).
-    """
-    tick = m.last_l0_clock_tick
-    return {
-        "id": manifest_id,
-        "writer_epoch": m.writer_epoch,
-        "compactor_epoch": m.compactor_epoch,
-        "replay_after_wal_id": m.replay_after_wal_id,
-        "wal_id_last_seen": m.wal_id_last_seen,
-        "last_l0_seq": m.last_l0_seq,
-        "last_l0_clock_tick": None if tick == -(2**63) else tick,
-        "recent_snapshot_min_seq": m.recent_snapshot_min_seq,
-        "last_compacted_l0_view_id": (
-            None if m.last_compacted_l0_view_id is None else str(m.last_compacted_l0_view_id)
-        ),
-        "l0": [_sst_summary(v, hex_keys) for v in m.l0],
-        "sorted_runs": [
-            {"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
-            for run in m.compacted
-        ],
-        "checkpoints": [_checkpoint_summary(cp) for cp in m.checkpoints],
-        **(_segments_summary(m, hex_keys) if m.segments or m.segment_extractor_name else {}),
-    }
-
-
-def _segments_summary(m: Manifest, hex_keys: bool) -> dict[str, Any]:
-    return {
-        "segment_extractor": m.segment_extractor_name,
-        "segments": [
-            {
-                "prefix": _show(seg.prefix, hex_keys),
-                "last_compacted_l0_view_id": (
-                    None
-                    if seg.last_compacted_l0_view_id is None
-                    else str(seg.last_compacted_l0_view_id)
-                ),
-                "l0": [_sst_summary(v, hex_keys) for v in seg.l0],
-                "sorted_runs": [
-                    {"id": run.id, "ssts": [_sst_summary(v, hex_keys) for v in run.ssts]}
-                    for run in seg.compacted
-                ],
-            }
-            for seg in m.segments
-        ],
-    }
-
-
-def _checkpoint_summary(cp: Any) -> dict[str, Any]:
-    return {
-        "id": str(cp.id),
-        "manifest_id": cp.manifest_id,
-        "name": cp.name,
-        "create_time": _when(cp.create_time_s),
-        "expire_time": _when(cp.expire_time_s),
-    }
-
-
-def _manifest_store(args: argparse.Namespace, store: ObjectStore) -> Any:
-    from shale.meta.manifest_store import ManifestStore
-
-    return ManifestStore(store, "", format_version=settings_from_args(args).manifest_format_version)
-
-
-def _cmd_manifest_show(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    try:
-        ms = _manifest_store(args, store)
-        if args.id is not None:
-            manifest_id, m = args.id, ms.read(args.id)
-        else:
-            latest = ms.read_latest()
-            if latest is None:
-                raise _no_database(args)
-            manifest_id, m = latest
-    finally:
-        store.close()
-    print(json.dumps(manifest_summary(manifest_id, m, hex_keys=args.hex), indent=2))
-    return EXIT_OK
-
-
-# -- checkpoints --------------------------------------------------------------------------------
-
-
-def _lifetime(args: argparse.Namespace) -> float | None:
-    from shale.settings import parse_duration
-
-    return None if args.lifetime is None else parse_duration(args.lifetime)
-
-
-def _cmd_checkpoint_create(args: argparse.Namespace) -> int:
-    from shale.meta.manifest_store import StoredManifest, add_checkpoint
-
-    lifetime = _lifetime(args)
-    if args.flush:
-        with _open_db(args, create=False) as db:
-            info = db.create_checkpoint(lifetime=lifetime, name=args.name, timeout=args.timeout)
-        print(f"{info.id} manifest={info.manifest_id}")
-        return EXIT_OK
-    store = open_store(args)
-    try:
-        stored = StoredManifest.try_load(_manifest_store(args, store))
-        if stored is None:
-            raise _no_database(args)
-        made: list[Any] = []
-
-        def mutate(m: Manifest, next_id: int) -> Manifest:
-            m2, cp = add_checkpoint(
-                m, manifest_id=next_id, now_s=int(time.time()), lifetime_s=lifetime, name=args.name
-            )
-            made[:] = [cp]
-            return m2
-
-        stored.update(mutate)
-    finally:
-        store.close()
-    print(f"{made[0].id} manifest={made[0].manifest_id}")
-    return EXIT_OK
-
-
-def _cmd_checkpoint_list(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    try:
-        latest = _manifest_store(args, store).read_latest()
-    finally:
-        store.close()
-    if latest is None:
-        raise _no_database(args)
-    cps = [c for c in latest[1].checkpoints if args.name is None or (c.name or "") == args.name]
-    if args.json:
-        print(json.dumps([_checkpoint_summary(c) for c in cps], indent=2))
-        return EXIT_OK
-    for c in cps:
-        s = _checkpoint_summary(c)
-        print(
-            f"{s['id']}  manifest={s['manifest_id']}  created={s['create_time']}  "
-            f"expires={s['expire_time'] or 'never'}  name={s['name'] or '-'}"
-        )
-    return EXIT_OK
-
-
-def _cmd_checkpoint_delete(args: argparse.Namespace) -> int:
-    from shale.meta.manifest_store import StoredManifest, remove_checkpoint
-
-    try:
-        cid = uuid.UUID(args.id)
-    except ValueError:
-        raise InvalidError("not a checkpoint id (UUID)", id=args.id) from None
-    store = open_store(args)
-    try:
-        stored = StoredManifest.try_load(_manifest_store(args, store))
-        if stored is None:
-            raise _no_database(args)
-        stored.update(lambda m, _next: remove_checkpoint(m, cid))
-    finally:
-        store.close()
-    print(f"deleted {cid}")
     return EXIT_OK
 
 
@@ -553,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="shale",
         description="Read, write and inspect shale databases. Plugins add "
         "more subcommands; 'shale COMMAND --help' describes each.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"shale {__version__}")
     parser.add_argument(
@@ -563,12 +399,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="log progress of shale and its plugins to stderr (-vv for debug)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    dbo, rdo, out = _db_options(), _read_options(), output_options()
     info = sub.add_parser(
-        "info", help="show which accelerators are compiled and which plugins load"
+        "info",
+        parents=[verbosity_options(), out],
+        help="show which accelerators are compiled and which plugins load; with URL, "
+        "a summary of that database (read-only)",
+        epilog=EXIT_CODES,
+    )
+    info.add_argument("url", nargs="?", metavar="URL", help="a database to summarize")
+    info.add_argument("--settings", metavar="FILE", help="with URL: " + SETTINGS_HELP)
+    info.add_argument(
+        "--store-option",
+        action="append",
+        metavar="NAME=VALUE",
+        help="with URL: " + STORE_OPTION_HELP,
     )
     info.set_defaults(func=_cmd_info)
-
-    dbo, rdo = _db_options(), _read_options()
 
     p = sub.add_parser("put", parents=[dbo], help="set a key (durable when the command returns)")
     p.add_argument("key", metavar="KEY")
@@ -582,9 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = sub.add_parser(
         "get",
-        parents=[dbo, rdo],
+        parents=[dbo, rdo, out],
         help="print a key's value (exit 1 if absent); read-only, fences nobody",
         description=read_only,
+        epilog=EXIT_CODES,
     )
     p.add_argument("key", metavar="KEY")
     p.set_defaults(func=_cmd_get)
@@ -602,9 +450,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "scan",
-        parents=[dbo, rdo],
-        help="print KEY<TAB>VALUE lines of a key range; read-only, fences nobody",
+        parents=[dbo, rdo, out],
+        help="print KEY<TAB>VALUE lines (--json: JSON Lines) of a key range; read-only, "
+        "fences nobody",
         description=read_only,
+        epilog=EXIT_CODES,
     )
     p.add_argument("--start", metavar="K", help="first key (inclusive)")
     p.add_argument("--end", metavar="K", help="end key (exclusive)")
@@ -637,46 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_flush)
 
-    man = sub.add_parser("manifest", help="inspect manifests")
+    man = sub.add_parser("manifest", help="inspect manifests (read-only)")
     man_sub = man.add_subparsers(dest="manifest_command", metavar="COMMAND", required=True)
-    p = man_sub.add_parser(
-        "show", parents=[dbo], help="print a JSON summary of the latest (or --id) manifest"
-    )
-    p.add_argument("--id", type=count, metavar="N", help="manifest version to show")
-    p.set_defaults(func=_cmd_manifest_show)
-
-    cp = sub.add_parser("checkpoint", help="create, list and delete checkpoints")
-    cp_sub = cp.add_subparsers(dest="checkpoint_command", metavar="COMMAND", required=True)
-    p = cp_sub.add_parser(
-        "create", parents=[dbo], help="pin the current manifest so GC keeps its files"
-    )
-    p.add_argument("--name", metavar="N", help="a name for the checkpoint")
-    p.add_argument(
-        "--lifetime",
-        metavar="SECONDS",
-        help="expire after this long: seconds or a duration such as 1h (default: never)",
-    )
-    p.add_argument(
-        "--flush",
-        action="store_true",
-        help="open the database as the writer (fencing any other) and flush the WAL "
-        "and memtable into the checkpoint first",
-    )
-    p.add_argument(
-        "--timeout",
-        type=positive_duration,
-        default=FLUSH_TIMEOUT_S,
-        metavar="SECONDS",
-        help=f"with --flush: give up after this long (default {FLUSH_TIMEOUT_S:.0f})",
-    )
-    p.set_defaults(func=_cmd_checkpoint_create)
-    p = cp_sub.add_parser("list", parents=[dbo], help="list the checkpoints")
-    p.add_argument("--name", metavar="N", help="only checkpoints with this name")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_cmd_checkpoint_list)
-    p = cp_sub.add_parser("delete", parents=[dbo], help="delete a checkpoint")
-    p.add_argument("id", metavar="ID", help="the checkpoint's UUID")
-    p.set_defaults(func=_cmd_checkpoint_delete)
+    inspect.add_manifest_commands(man_sub, [dbo, out])
+    inspect.add_commands(sub, dbo)
+    checkpoints.add_commands(sub, dbo, open_writer=_open_writer, flush_timeout=FLUSH_TIMEOUT_S)
 
     dump_cli.add_parsers(sub)  # dump, load
     try:
@@ -695,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     try:
-        with verbose_logging(args.verbose):
+        with verbose_logging(args.verbose + getattr(args, "verbose_after", 0)):
             result: int = func(args)
     except ShaleError as exc:
         print(f"error: {exc.kind}: {exc.message}", file=sys.stderr)

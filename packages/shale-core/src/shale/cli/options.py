@@ -53,6 +53,7 @@ __all__ = [
     "require_database",
     "settings_from_args",
     "verbose_logging",
+    "verbosity_options",
 ]
 
 #: Exit codes of every ``shale`` command.
@@ -81,12 +82,28 @@ def database_options(
         ``--settings FILE`` (``args.settings``) and ``--store-option NAME=VALUE``
         (``args.store_option``, a list or ``None``). Add it with ``parents=[...]``.
     """
-    p = argparse.ArgumentParser(add_help=False)
+    p = argparse.ArgumentParser(add_help=False, parents=[verbosity_options()])
     if url:
         p.add_argument("url", metavar="URL", help=URL_HELP)
     g = p.add_argument_group("database options")
     g.add_argument("--settings", metavar="FILE", help=settings_help)
     g.add_argument("--store-option", action="append", metavar="NAME=VALUE", help=STORE_OPTION_HELP)
+    return p
+
+
+def verbosity_options() -> argparse.ArgumentParser:
+    """``-v``/``--verbose`` after the subcommand (``shale get URL KEY -v``): counted in
+    ``args.verbose_after`` and added to the top-level ``-v`` count. (A second ``verbose`` dest
+    would overwrite the top-level count: argparse copies a subcommand's defaults over it.)"""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbose_after",
+        action="count",
+        default=0,
+        help="log progress to stderr (-vv for debug); also accepted before the subcommand",
+    )
     return p
 
 

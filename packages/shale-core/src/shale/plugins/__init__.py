@@ -37,6 +37,7 @@ from shale.objstore.protocol import ObjectStore
 from shale.plugins import hookspecs
 
 if TYPE_CHECKING:
+    from shale.admin import Admin
     from shale.db import Db
     from shale.merge_operators import MergeOperator
     from shale.meta.segments import PrefixExtractor
@@ -173,6 +174,16 @@ class PluginHost:
     def db_closed(self, db: Db, reason: str) -> None:
         """Tell the observers of ``shale_db_closed`` (isolated: see :func:`call_observers`)."""
         call_observers(self.manager.hook.shale_db_closed, db=db, reason=reason)
+
+    def admin_run_gc_once(self, admin: Admin, options: Any) -> object | None:
+        """The report of one GC run by the plugin that collects (``shale_admin_run_gc_once``),
+        or ``None`` when no installed plugin does."""
+        return self.manager.hook.shale_admin_run_gc_once(admin=admin, options=options)  # type: ignore[no-any-return]
+
+    def admin_submit_compaction(self, admin: Admin, spec: Any) -> object | None:
+        """The compaction submitted by the plugin that compacts
+        (``shale_admin_submit_compaction``), or ``None`` when no installed plugin does."""
+        return self.manager.hook.shale_admin_submit_compaction(admin=admin, spec=spec)  # type: ignore[no-any-return]
 
     def add_cli(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         """Let plugins add ``shale`` subcommands (``shale_cli``)."""

@@ -23,6 +23,7 @@ import pluggy
 from shale.markers import hookspec
 
 if TYPE_CHECKING:
+    from shale.admin import Admin
     from shale.db import Db
     from shale.merge_operators import MergeOperator
     from shale.meta.segments import PrefixExtractor
@@ -168,4 +169,41 @@ def shale_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
         options every command shares.
 
     Thread: the main thread, while ``shale`` builds its parser.
+    """
+
+
+@hookspec(firstresult=True)
+def shale_admin_run_gc_once(admin: Admin, options: Any) -> object | None:
+    """Run the garbage collector once on ``admin``'s database (:meth:`shale.Admin.run_gc_once`).
+
+    :param admin: the :class:`shale.Admin` asking: its ``store``, ``root``, ``settings`` and
+        ``clock`` say which database and how.
+    :param options: the collector's options (:class:`shale.settings.GarbageCollectorOptions`),
+        or ``None`` for the collector's defaults.
+    :return: the collector's report, or ``None`` when this plugin has no collector (shale-gc
+        implements it).
+
+    Stops at first non-None result. With no implementation, :meth:`shale.Admin.run_gc_once`
+    raises :class:`~shale.errors.InvalidError` naming the package to install.
+
+    Thread: the caller of :meth:`shale.Admin.run_gc_once`.
+    """
+
+
+@hookspec(firstresult=True)
+def shale_admin_submit_compaction(admin: Admin, spec: Any) -> object | None:
+    """Submit a compaction to ``admin``'s database without fencing its compactor
+    (:meth:`shale.Admin.submit_compaction`).
+
+    :param admin: the :class:`shale.Admin` asking (``store``, ``root``, ``settings``, ``clock``).
+    :param spec: what to compact, in a form the implementing plugin parses (shale-compactor: a
+        ``CompactionSpec``, its JSON text or dict, or ``"full"``).
+    :return: the submitted :class:`shale.fbs.compactions.Compaction` as read back from the
+        ``.compactions`` file, or ``None`` when this plugin does not compact (shale-compactor
+        implements it).
+
+    Stops at first non-None result. With no implementation, :meth:`shale.Admin.submit_compaction`
+    raises :class:`~shale.errors.InvalidError` naming the package to install.
+
+    Thread: the caller of :meth:`shale.Admin.submit_compaction`.
     """

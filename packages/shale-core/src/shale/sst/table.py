@@ -220,6 +220,11 @@ class SsTable:
     def block_count(self) -> int:
         return len(self._index_keys)
 
+    def blocks(self) -> list[tuple[bytes, int]]:
+        """Each data block's first key (from the index) and stored size in bytes, in order."""
+        offs = self._offsets
+        return [(k, offs[i + 1] - offs[i]) for i, k in enumerate(self._index_keys)]
+
     @property
     def first_key(self) -> bytes | None:
         """The first key (compacted SSTs; ``None`` for WAL SSTs)."""

@@ -1,0 +1,462 @@
+"""``shale.Admin``: inspect and administer a database without opening it as its writer.
+
+The official package's ``Admin`` surface, synchronous (``shale.aio.AsyncAdmin`` is the asyncio
+facade): manifests and ``.compactions`` versions, one compaction, the compactor's state view,
+checkpoints (create -- also from an existing checkpoint --, list, refresh, delete), sequence <->
+timestamp lookups over the manifest's sequence tracker, one GC run and a compaction submission.
+Beyond it: :meth:`Admin.estimate`, entries and bytes of a key range from the SST index and stats
+blocks.
+
+Invariants and why:
+
+* **Reads write nothing.** Every ``read_*``/``list_*`` method, the lookups and the estimate only
+  read (``get``, ``list``, ranged reads); they never create a directory, a manifest or a
+  ``.compactions`` file, and never fence a writer or a compactor. So an Admin works with
+  read-only credentials and next to a running writer.
+* **Writes are only what the operation is for.** Creating, refreshing and deleting a checkpoint
+  each write one manifest version through the manifest store's conditional update (SlateDB's
+  admin does the same); they keep the writer's and compactor's epochs, so nobody is fenced.
+* **No database is an error, not an empty one.** A method that needs the latest manifest raises
+  :class:`~shale.errors.DataError` when there is none (``read_manifest()`` returns ``None``).
+* **The compactor and the GC are plugins.** :meth:`run_gc_once` and :meth:`submit_compaction`
+  are answered through the hooks ``shale_admin_run_gc_once`` / ``shale_admin_submit_compaction``
+  (shale-gc and shale-compactor implement them); with neither installed they raise
+  :class:`~shale.errors.InvalidError` naming the package. Core knows only the hooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from shale.clock import Clock, SystemClock
+from shale.errors import DataError, InvalidError
+from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
+from shale.ids import Ulid
+from shale.meta.compactions_store import CompactionsStore
+from shale.meta.estimate import RangeEstimate, estimate_range
+from shale.meta.manifest_store import (
+    ManifestStore,
+    StoredManifest,
+    add_checkpoint,
+    check_checkpoint_lifetime,
+    check_checkpoint_name,
+    checkpoint_uuid,
+    refresh_checkpoint,
+    remove_checkpoint,
+)
+from shale.meta.seq_tracker import SequenceTracker
+from shale.plugins import get_host
+from shale.settings import Settings
+
+if TYPE_CHECKING:
+    from shale.db import CheckpointInfo
+    from shale.fbs.compactions import Compaction, Compactions
+    from shale.fbs.manifest import Checkpoint, Manifest
+    from shale.objstore.protocol import ObjectStore
+
+__all__ = [
+    "Admin",
+    "CompactorStateView",
+    "RangeEstimate",
+    "VersionedCompactions",
+    "VersionedManifest",
+]
+
+
+class VersionedManifest(NamedTuple):
+    """A manifest and its version id (the official ``VersionedManifest``)."""
+
+    id: int
+    manifest: Manifest
+
+
+class VersionedCompactions(NamedTuple):
+    """A ``.compactions`` file and its version id (the official ``VersionedCompactions``)."""
+
+    id: int
+    compactions: Compactions
+
+
+class CompactorStateView(NamedTuple):
+    """The latest ``.compactions`` file (``None`` before the first compactor ran) and the latest
+    manifest, read in that order -- as a compactor sees them (official ``CompactorStateView``)."""
+
+    compactions: VersionedCompactions | None
+    manifest: VersionedManifest
+
+
+#: Statuses whose ``output_ssts`` SlateDB drops on decode (partial outputs of unfinished work).
+_UNFINISHED = frozenset({STATUS_SUBMITTED, STATUS_SCHEDULED, STATUS_RUNNING})
+
+
+def _as_read(compactions: Compactions) -> Compactions:
+    """``compactions`` as SlateDB's readers see them: no ``output_ssts`` on unfinished ones."""
+    if not any(c.status in _UNFINISHED and c.output_ssts for c in compactions.recent_compactions):
+        return compactions
+    return dataclasses.replace(
+        compactions,
+        recent_compactions=[
+            dataclasses.replace(c, output_ssts=[]) if c.status in _UNFINISHED else c
+            for c in compactions.recent_compactions
+        ],
+    )
+
+
+def _id_range(start: int | None, end: int | None) -> tuple[int, int | None]:
+    for name, value in (("start", start), ("end", end)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidError(f"{name} must be an int or None", value=value)
+    return (0 if start is None else start), end
+
+
+def _check_key(name: str, key: object) -> bytes | None:
+    if key is None:
+        return None
+    if not isinstance(key, bytes | bytearray | memoryview):
+        raise InvalidError(f"{name} must be bytes or None", type=type(key).__name__)
+    return bytes(key)
+
+
+class Admin:
+    """Administer the database at ``url`` (a directory, ``file://``, ``memory://`` or any
+    scheme a plugin owns), or at path ``url`` inside ``object_store``.
+
+    :param url: where the database is; with ``object_store``, its path inside that store.
+    :param settings: :class:`shale.Settings` (the manifest format version written by
+        checkpoint operations, the GC's and compactor's settings).
+    :param object_store: use this store (the caller keeps owning it; :meth:`close` leaves it
+        open).
+    :param store_options: options for the store plugin that opens ``url``.
+    :param clock: the time source of checkpoint create/refresh times (default: the system
+        clock; it must agree with the writers' clocks).
+
+    Opening reads nothing: a missing database shows on the first call that needs it.
+    Thread-safe: each call reads afresh.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        settings: Settings | None = None,
+        object_store: ObjectStore | None = None,
+        store_options: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        settings = Settings() if settings is None else settings
+        if not isinstance(settings, Settings):
+            raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
+        if not isinstance(url, str) or (object_store is None and not url) or "\x00" in url:
+            raise InvalidError("url must be a non-empty string without NUL", url=url)
+        if store_options is not None and not isinstance(store_options, dict):
+            raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
+        self.url = url
+        self.settings = settings
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._owns_store = object_store is None
+        if object_store is None:
+            self.store: ObjectStore = get_host().open_object_store(url, store_options or {})
+            self.root = ""
+        else:
+            self.store = object_store
+            self.root = url.strip("/")
+        fmt = settings.manifest_format_version
+        self._manifests = ManifestStore(self.store, self.root, format_version=fmt)
+        self._compactions = CompactionsStore(self.store, self.root)
+
+    def __repr__(self) -> str:
+        return f"<shale.Admin {self.url!r}>"
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the store this Admin opened (not one passed in). Idempotent."""
+        if self._owns_store:
+            self._owns_store = False
+            self.store.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- manifests -----------------------------------------------------------------------------
+
+    def _no_database(self) -> DataError:
+        return DataError(f"no database at {self.url} (no manifest found)")
+
+    def _latest(self) -> VersionedManifest:
+        latest = self._manifests.read_latest()
+        if latest is None:
+            raise self._no_database()
+        return VersionedManifest(*latest)
+
+    def read_manifest(self, manifest_id: int | None = None) -> VersionedManifest | None:
+        """Manifest version ``manifest_id``, or the latest when ``None``; ``None`` when it does
+        not exist (or there is no database).
+
+        :raises DataError: its bytes are malformed.
+        """
+        if manifest_id is None:
+            latest = self._manifests.read_latest()
+            return None if latest is None else VersionedManifest(*latest)
+        _id_range(manifest_id, None)
+        if manifest_id not in self._manifests.list_ids():
+            return None
+        return VersionedManifest(manifest_id, self._manifests.read(manifest_id))
+
+    def list_manifests(
+        self, start: int | None = None, end: int | None = None
+    ) -> list[VersionedManifest]:
+        """Every manifest version with ``start <= id < end`` (``None``: unbounded), ascending."""
+        lo, hi = _id_range(start, end)
+        return [
+            VersionedManifest(i, self._manifests.read(i))
+            for i in self._manifests.list_ids()
+            if i >= lo and (hi is None or i < hi)
+        ]
+
+    # -- compactions ---------------------------------------------------------------------------
+
+    def read_compactions(self, compactions_id: int | None = None) -> VersionedCompactions | None:
+        """``.compactions`` version ``compactions_id``, or the latest when ``None``; ``None``
+        when it does not exist (no compactor has run yet).
+
+        As SlateDB reads them: a compaction not yet finished (submitted, scheduled, running)
+        shows no ``output_ssts`` -- the partial outputs a running compactor records are its own
+        resume state (``shale compactor status`` uses them for progress)."""
+        if compactions_id is None:
+            latest = self._compactions.read_latest()
+            return None if latest is None else VersionedCompactions(latest[0], _as_read(latest[1]))
+        _id_range(compactions_id, None)
+        if compactions_id not in self._compactions.list_ids():
+            return None
+        found = self._compactions.read(compactions_id)
+        return VersionedCompactions(compactions_id, _as_read(found))
+
+    def list_compactions(
+        self, start: int | None = None, end: int | None = None
+    ) -> list[VersionedCompactions]:
+        """Every ``.compactions`` version with ``start <= id < end``, ascending."""
+        lo, hi = _id_range(start, end)
+        return [
+            VersionedCompactions(i, _as_read(self._compactions.read(i)))
+            for i in self._compactions.list_ids()
+            if i >= lo and (hi is None or i < hi)
+        ]
+
+    def read_compaction(
+        self, compaction_id: Ulid | str, compactions_id: int | None = None
+    ) -> Compaction | None:
+        """The compaction ``compaction_id`` (a :class:`~shale.ids.Ulid` or its text) in
+        ``.compactions`` version ``compactions_id`` (default: the latest), or ``None``.
+
+        :raises InvalidError: ``compaction_id`` is not a ULID.
+        """
+        if isinstance(compaction_id, str):
+            try:
+                compaction_id = Ulid.parse(compaction_id)
+            except (ValueError, DataError, InvalidError):
+                raise InvalidError("not a compaction id (ULID)", id=compaction_id) from None
+        if not isinstance(compaction_id, Ulid):
+            raise InvalidError("compaction_id must be a Ulid or str", type=type(compaction_id))
+        found = self.read_compactions(compactions_id)
+        if found is None:
+            return None
+        for c in found.compactions.recent_compactions:
+            if c.id == compaction_id:
+                return c
+        return None
+
+    def read_compactor_state_view(self) -> CompactorStateView:
+        """The latest ``.compactions`` file, then the latest manifest (that order: a compaction
+        the file lists is then never newer than the manifest read with it).
+
+        :raises DataError: no database.
+        """
+        compactions = self.read_compactions()
+        return CompactorStateView(compactions, self._latest())
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def _now_s(self) -> int:
+        return self.clock.now_ms() // 1000
+
+    def create_checkpoint(
+        self,
+        *,
+        lifetime: float | None = None,
+        name: str | None = None,
+        source: uuid.UUID | str | None = None,
+    ) -> CheckpointInfo:
+        """Pin the latest manifest (or the version the checkpoint ``source`` pins) in a new
+        checkpoint, writing one manifest version; nothing is flushed (SlateDB's
+        ``create_detached_checkpoint``: what is only in a writer's WAL is not pinned).
+
+        :param lifetime: seconds until it expires (``None``: never).
+        :param name: an optional name.
+        :param source: copy this existing checkpoint's pinned version instead of the latest.
+        :raises InvalidError: a bad lifetime or name, or an unknown ``source``.
+        :raises DataError: no database.
+        """
+        from shale.db import CheckpointInfo
+
+        now_s = self._now_s()
+        lifetime = check_checkpoint_lifetime(lifetime, now_s)
+        check_checkpoint_name(name)
+        source_id = None if source is None else checkpoint_uuid(source)
+        stored = self._stored()
+        made: list[Checkpoint] = []
+
+        def mutate(m: Manifest, next_id: int) -> Manifest:
+            m2, cp = add_checkpoint(
+                m,
+                manifest_id=next_id,
+                now_s=now_s,
+                lifetime_s=lifetime,
+                name=name,
+                source=source_id,
+            )
+            made[:] = [cp]
+            return m2
+
+        stored.update(mutate, timeout=self.settings.manifest_update_timeout)
+        return CheckpointInfo(made[0].id, made[0].manifest_id)
+
+    def list_checkpoints(self, name: str | None = None) -> list[Checkpoint]:
+        """The checkpoints of the latest manifest (only those called ``name`` if given).
+
+        :raises DataError: no database.
+        """
+        check_checkpoint_name(name)
+        m = self._latest().manifest
+        return [c for c in m.checkpoints if name is None or (c.name or "") == name]
+
+    def refresh_checkpoint(
+        self, checkpoint_id: uuid.UUID | str, *, lifetime: float | None = None
+    ) -> None:
+        """Set a checkpoint's expiry to now + ``lifetime`` (``None``: never expires).
+
+        :raises InvalidError: an unknown or malformed id, or a bad ``lifetime``.
+        :raises DataError: no database.
+        """
+        cid = checkpoint_uuid(checkpoint_id)
+        now_s = self._now_s()
+        lifetime = check_checkpoint_lifetime(lifetime, now_s)
+        self._stored().update(
+            lambda m, _n: refresh_checkpoint(m, cid, now_s=now_s, lifetime_s=lifetime),
+            timeout=self.settings.manifest_update_timeout,
+        )
+
+    def delete_checkpoint(self, checkpoint_id: uuid.UUID | str) -> None:
+        """Remove a checkpoint from the manifest.
+
+        :raises InvalidError: an unknown or malformed id.
+        :raises DataError: no database.
+        """
+        cid = checkpoint_uuid(checkpoint_id)
+        self._stored().update(
+            lambda m, _n: remove_checkpoint(m, cid),
+            timeout=self.settings.manifest_update_timeout,
+        )
+
+    def _stored(self) -> StoredManifest:
+        stored = StoredManifest.try_load(self._manifests)
+        if stored is None:
+            raise self._no_database()
+        return stored
+
+    # -- sequence numbers and time ------------------------------------------------------------
+
+    def _tracker(self) -> SequenceTracker:
+        return SequenceTracker.decode(self._latest().manifest.sequence_tracker)
+
+    def get_timestamp_for_sequence(self, seq: int, *, round_up: bool = False) -> int | None:
+        """The Unix time (seconds) the latest manifest's sequence tracker records for ``seq``;
+        without an exact entry that of the next higher (``round_up``) or lower seq; ``None``
+        when there is none.
+
+        :raises DataError: no database.
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise InvalidError("seq must be an int >= 0", seq=seq)
+        return self._tracker().find_ts(seq, bool(round_up))
+
+    def get_sequence_for_timestamp(self, timestamp_s: int, *, round_up: bool = False) -> int | None:
+        """The seq the tracker records at Unix time ``timestamp_s`` (seconds); without an exact
+        entry that of the next later (``round_up``) or earlier one; ``None`` when there is none.
+
+        :raises DataError: no database.
+        """
+        if isinstance(timestamp_s, bool) or not isinstance(timestamp_s, int):
+            raise InvalidError("timestamp_s must be an int (Unix seconds)", value=timestamp_s)
+        return self._tracker().find_seq(timestamp_s, bool(round_up))
+
+    # -- estimates -----------------------------------------------------------------------------
+
+    def estimate(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        checkpoint: uuid.UUID | str | None = None,
+    ) -> RangeEstimate:
+        """Estimate the entries and bytes of keys in ``[start, end)`` from the SST index and
+        stats blocks of the latest manifest (or the one ``checkpoint`` pins); reads no data
+        block. See :mod:`shale.meta.estimate` for what is counted.
+
+        :raises DataError: no database, or malformed SST metadata.
+        :raises InvalidError: bad bounds or an unknown checkpoint.
+        """
+        lo, hi = _check_key("start", start), _check_key("end", end)
+        m = self._latest().manifest
+        if checkpoint is not None:
+            cid = checkpoint_uuid(checkpoint)
+            cp = next((c for c in m.checkpoints if c.id == cid), None)
+            if cp is None:
+                raise InvalidError("no such checkpoint", id=str(cid))
+            m = self._manifests.read(cp.manifest_id)
+        if lo is not None and hi is not None and lo >= hi:
+            return RangeEstimate()
+        transformer = get_host().block_transformer(self.settings)
+        return estimate_range(self.store, self.root, m, lo, hi, transformer=transformer)
+
+    # -- through plugins -----------------------------------------------------------------------
+
+    def run_gc_once(self, options: Any = None) -> Any:
+        """Run the garbage collector once (shale-gc's, through ``shale_admin_run_gc_once``).
+
+        :param options: :class:`shale.settings.GarbageCollectorOptions` (``None``: the
+            collector's defaults: every directory, files older than its default minimum age).
+        :return: the collector's report (``shale_gc.GcReport``).
+        :raises InvalidError: shale-gc is not installed (or is blocked).
+        """
+        report = get_host().admin_run_gc_once(self, options)
+        if report is None:
+            raise InvalidError(
+                "run_gc_once needs the garbage collector: install the shale-gc package "
+                "(pip install shale-gc) and make sure it is not in SHALE_DISABLED_PLUGINS"
+            )
+        return report
+
+    def submit_compaction(self, spec: Any = "full") -> Compaction:
+        """Submit a compaction for the running compactor to pick up, without fencing it
+        (shale-compactor's, through ``shale_admin_submit_compaction``).
+
+        :param spec: a ``shale_compactor.CompactionSpec``, its JSON text or dict, or ``"full"``
+            (every L0 SST and sorted run of the root tree into one run).
+        :return: the submitted compaction as the ``.compactions`` file now holds it.
+        :raises InvalidError: shale-compactor is not installed (or is blocked), or the spec
+            does not validate.
+        :raises DataError: no database.
+        """
+        found = get_host().admin_submit_compaction(self, spec)
+        if found is None:
+            raise InvalidError(
+                "submit_compaction needs the compactor: install the shale-compactor package "
+                "(pip install shale-compactor) and make sure it is not in SHALE_DISABLED_PLUGINS"
+            )
+        return found  # type: ignore[return-value]
