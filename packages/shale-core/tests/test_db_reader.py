@@ -348,3 +348,46 @@ def test_async_reader(store: MemoryStore) -> None:
 
         asyncio.run(main())
     assert shale.DbReader is DbReader
+
+
+def test_managed_reader_keeps_an_old_checkpoint_while_a_snapshot_reads_it(
+    store: MemoryStore,
+) -> None:
+    compactor = pytest.importorskip("shale_compactor")
+    gc = pytest.importorskip("shale_gc")
+    settings = SETTINGS.replace(block_cache_bytes=0)  # every read goes to the store
+    with Db.open(ROOT, settings, object_store=store) as db:
+        for i in range(50):
+            db.put(b"k%02d" % i, b"v%d" % i)
+        db.flush(memtable=True)
+        r = DbReader.open(ROOT, settings, object_store=store)  # managed
+        first = r.checkpoint
+        assert first is not None
+        snap = r.snapshot()
+        c = compactor.Compactor(store, ROOT, SETTINGS, options=CompactorOptions(poll_interval=0.05))
+        c.submit(compactor.FULL)
+        c.run_once()
+        c.stop()
+        db.put(b"zz", b"later")
+        db.flush(memtable=True)
+        r.refresh()  # the tree changed: the reader moves, but the snapshot still reads `first`
+        moved = r.checkpoint
+        assert moved is not None and moved.id != first.id
+        ours = {first.id, moved.id}
+        assert ours <= {cp.id for cp in db.refresh_manifest().checkpoints}
+        for cp in db.refresh_manifest().checkpoints:  # only the reader's checkpoints protect
+            if cp.id not in ours:
+                db.delete_checkpoint(cp.id)
+        now = GcDirectoryOptions(interval=None, min_age=0)
+        opts = GarbageCollectorOptions(manifest=now, wal=now, compacted=now, compactions=now)
+        gc.GarbageCollector(store, ROOT, opts).run_once()
+        # the snapshot's L0 SSTs were pinned by the retired checkpoint: nothing is missing
+        assert len(list(snap.scan())) == 50 and snap.get(b"k07") == b"v7"
+        assert snap.get(b"zz") is None
+        snap.close()
+        r.refresh()  # no snapshot needs `first` any more: it is removed
+        assert {cp.id for cp in db.refresh_manifest().checkpoints} == {moved.id}
+        assert r.metrics()["reader_checkpoints_released"] == 1
+        assert r.get(b"zz") == b"later" and r.get(b"k07") == b"v7"
+        r.close()
+        assert db.refresh_manifest().checkpoints == []

@@ -16,8 +16,10 @@ The three modes (SlateDB's ``ReaderMode``):
   *replaces* the checkpoint by one on the latest manifest (one manifest update: remove the old,
   add the new) and moves there; otherwise it tails new WALs. At half-life the checkpoint is
   refreshed; if it is gone (it expired and GC removed it) a new one is made. GC keeps every SST
-  and WAL a live checkpoint's manifest reaches, so nothing is deleted under the view.
-  :meth:`ReaderView.close` deletes the checkpoint.
+  and WAL a live checkpoint's manifest reaches, so nothing is deleted under the view. While a
+  snapshot taken before a move is open, the old checkpoint is kept too (*retired*, refreshed at
+  half-life) and removed at the first poll after no such snapshot is left, so nothing is
+  deleted under a snapshot either. :meth:`ReaderView.close` deletes them all.
 * ``"follow_latest"``: no checkpoint; each poll reads the latest manifest. GC may delete an SST
   a read is using: the reader retries such a read once on a fresh state.
 
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import threading
 import time
 import uuid
@@ -75,6 +78,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: How a reader chooses and moves its state (SlateDB's ``ReaderMode``).
+#: "no snapshot is open" for :meth:`SnapshotManager.min_pinned`
+_NONE = sys.maxsize
+
 ReaderMode: TypeAlias = Literal["managed_checkpoint", "checkpoint", "follow_latest"]
 MODES: Final[tuple[ReaderMode, ...]] = ("managed_checkpoint", "checkpoint", "follow_latest")
 #: How many times a load starts over because WAL SSTs it listed were gone when it read them.
@@ -131,6 +137,9 @@ class ReaderView:
         #: WAL ids seen missing below a listed one, and since when (monotonic seconds)
         self._gaps: dict[int, float] = {}
         self._tailed_to = 0
+        #: managed mode: earlier checkpoints kept while a snapshot may still read their files,
+        #: as (checkpoint id, the view's seq when it moved off it)
+        self._retired: list[tuple[uuid.UUID, int]] = []
 
     # -- loading -------------------------------------------------------------------------
 
@@ -196,6 +205,8 @@ class ReaderView:
 
     def _poll_managed(self) -> None:
         sm = self._stored()
+        if self._retired:
+            self._release_retired(sm)
         current = self._engine.state.manifest
         if _tree_of(sm.manifest) != _tree_of(current):
             self._move_checkpoint(sm)
@@ -227,8 +238,16 @@ class ReaderView:
         self._engine.stats["reader_checkpoint_refreshes"] += 1
 
     def _move_checkpoint(self, sm: StoredManifest) -> None:
-        """Replace our checkpoint (if any) by one on the latest manifest and read that."""
+        """Replace our checkpoint (if any) by one on the latest manifest and read that.
+
+        The old checkpoint is kept (retired) while an open snapshot may still read the files it
+        pins -- one pinned at or below the view's current seq -- so GC never deletes a file a
+        snapshot of this reader can reach; :meth:`_release_retired` removes it later.
+        """
         old = self.checkpoint.id if self.checkpoint is not None else None
+        if old is not None and self._engine.snapshots.min_pinned(_NONE) <= self.seq:
+            self._retired.append((old, self.seq))
+            old = None  # keep it in the manifest
         made: list[Checkpoint] = []
         lifetime = self.options.checkpoint_lifetime
 
@@ -252,6 +271,33 @@ class ReaderView:
             raise DataError("a WAL SST above the reader's checkpoint is missing")
         self.checkpoint = cp
         self._install(cp.manifest_id, m, wals)
+
+    def _release_retired(self, sm: StoredManifest) -> None:
+        """Remove the retired checkpoints no open snapshot can need any more, and refresh the
+        others at half-life (a snapshot may outlive ``checkpoint_lifetime``); one update."""
+        floor = self._engine.snapshots.min_pinned(_NONE)
+        drop = {cid for cid, seq in self._retired if floor > seq}
+        now_s = self._engine.clock.now_ms() // 1000
+        lifetime = self.options.checkpoint_lifetime
+        stale = set()
+        for cid, _seq in self._retired:
+            cp = find_checkpoint(sm.manifest, cid)
+            if cid not in drop and cp is not None and cp.expire_time_s is not None:
+                if now_s > cp.expire_time_s - lifetime / 2:
+                    stale.add(cid)
+        if not drop and not stale:
+            return
+
+        def mutate(m: Manifest, _next_id: int) -> Manifest | None:
+            out = dataclasses.replace(m, checkpoints=[c for c in m.checkpoints if c.id not in drop])
+            for cid in stale:
+                if find_checkpoint(out, cid) is not None:
+                    out = refresh_checkpoint(out, cid, now_s=now_s, lifetime_s=lifetime)
+            return out
+
+        sm.update(mutate)
+        self._retired = [(cid, seq) for cid, seq in self._retired if cid not in drop]
+        self._engine.stats["reader_checkpoints_released"] += len(drop)
 
     def _tail(self, m: Manifest) -> dict[int, Rows] | None:
         """The WALs after what the view holds and after ``m``'s ``replay_after_wal_id``, up to
@@ -383,20 +429,22 @@ class ReaderView:
             cp = self.checkpoint
             if self.mode != "managed_checkpoint" or cp is None:
                 return
+            ours = {cp.id} | {cid for cid, _seq in self._retired}
             try:
                 sm = self._stored()
                 sm.update(
                     lambda m, _n: (
                         None
-                        if find_checkpoint(m, cp.id) is None
+                        if not any(c.id in ours for c in m.checkpoints)
                         else dataclasses.replace(
-                            m, checkpoints=[c for c in m.checkpoints if c.id != cp.id]
+                            m, checkpoints=[c for c in m.checkpoints if c.id not in ours]
                         )
                     )
                 )
             except ShaleError as exc:
                 log.warning("could not delete the reader's checkpoint %s: %s", cp.id, exc)
             self.checkpoint = None
+            self._retired = []
 
 
 def _filtered(t: Memtable, floor: int) -> Memtable:

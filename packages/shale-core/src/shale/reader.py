@@ -294,6 +294,7 @@ class DbReader:
         ``l0_sst_count``, ``get_count``, ``wal_replayed_rows``, cache counters, ...) plus the
         reader's: ``reader_polls``, ``reader_poll_failures``, ``reader_read_retries``,
         ``reader_checkpoints_created``, ``reader_checkpoint_refreshes``,
+        ``reader_checkpoints_released`` (old checkpoints kept for open snapshots, then removed),
         ``reader_replayed_tables``, ``reader_replayed_bytes``, ``reader_last_wal_id``."""
         e = self._engine
         out = metrics(e.stats, e.state, e.oracle, e.tables)
@@ -303,6 +304,7 @@ class DbReader:
             "reader_read_retries",
             "reader_checkpoints_created",
             "reader_checkpoint_refreshes",
+            "reader_checkpoints_released",
         ):
             out[name] = e.stats[name]
         out["reader_replayed_tables"] = self._view.replayed_tables
