@@ -15,6 +15,7 @@ databases still open at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import os
 import uuid
@@ -477,12 +478,28 @@ class Db:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
         return self.scan(*prefix_range(prefix), **options)
 
-    def snapshot(self) -> DbSnapshot:
-        """A consistent read-only view at the current committed seq (in-process only)."""
+    def snapshot(
+        self, *, at_seq: int | None = None, at_time: datetime.datetime | None = None
+    ) -> DbSnapshot:
+        """A consistent read-only view at the current committed seq (in-process only), or as
+        of a past ``at_seq`` or timezone-aware ``at_time`` (time travel: as far back as
+        ``Settings.history_retention`` keeps versions; ``docs/time-travel.md``).
+
+        :raises InvalidError: both given, a point in the future, or one older than the
+            retained history.
+        """
         inner = self._inner
         inner.status.check_open()
-        seq = inner.oracle.committed_seq
-        return DbSnapshot(inner.reader, inner.snapshots, inner.status, seq)
+        return DbSnapshot.at_point(
+            inner.reader,
+            inner.snapshots,
+            inner.status,
+            inner.oracle.committed_seq,
+            at_seq=at_seq,
+            at_time=at_time,
+            now_ms=inner.clock.now_ms(),
+            manifest=inner.state.manifest,
+        )
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ Invariants and why:
 
 from __future__ import annotations
 
+import datetime
 import logging
 import uuid
 from collections.abc import Iterator, Sequence
@@ -239,14 +240,30 @@ class DbReader:
         """Every key that starts with ``prefix``."""
         return self.scan(*prefix_range(prefix), **options)
 
-    def snapshot(self) -> DbSnapshot:
-        """A view pinned at the current seq that keeps its state across polls."""
+    def snapshot(
+        self, *, at_seq: int | None = None, at_time: datetime.datetime | None = None
+    ) -> DbSnapshot:
+        """A view pinned at the current seq that keeps its state across polls, or as of a
+        past ``at_seq`` / timezone-aware ``at_time`` no older than the retained history of the
+        manifest it reads (``docs/time-travel.md``).
+
+        :raises InvalidError: both given, a point in the future, or one older than retained.
+        """
         engine = self._engine
         engine.status.check_open()
         with engine.state.lock:  # the state and its seq together (a poll installs both)
             state = engine.state.frozen_copy()
             seq = engine.oracle.committed_seq
-        return DbSnapshot(engine.reader.with_state(state), engine.snapshots, engine.status, seq)
+        return DbSnapshot.at_point(
+            engine.reader.with_state(state),
+            engine.snapshots,
+            engine.status,
+            seq,
+            at_seq=at_seq,
+            at_time=at_time,
+            now_ms=engine.clock.now_ms(),
+            manifest=state.manifest,
+        )
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ __all__ = [
     "CompactorOptions",
     "GarbageCollectorOptions",
     "GcDirectoryOptions",
+    "HistoryRetention",
     "Settings",
     "format_duration",
     "parse_duration",
@@ -687,6 +688,29 @@ class ReaderOptions(_Options):
             )
 
 
+@dataclass(frozen=True)
+class HistoryRetention(_Options):
+    """How long old versions stay readable by ``snapshot(at_seq=...)`` / ``snapshot(at_time=...)``
+    (time travel, ``docs/time-travel.md``). A version is kept while it is inside *either*
+    window; with both ``None`` nothing is kept beyond today's rules (the same as no group).
+
+    The writer's L0 flush turns it into a sequence-number floor, records it in the manifest's
+    ``recent_snapshot_min_seq`` (never lowering it), and the compactor keeps what that floor
+    keeps: every version above it and the newest one at or below it."""
+
+    #: Keep versions written less than this long ago (seconds, judged through the manifest's
+    #: sequence tracker); ``None``: no time window.
+    duration: float | None = None
+    #: Keep versions within this many sequence numbers of the newest flushed one; ``None``: no
+    #: count window.
+    seqs: int | None = None
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "duration": _Spec("duration", optional=True),
+        "seqs": _Spec("int", optional=True, hi=_U64_MAX),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Settings.
 
@@ -761,6 +785,9 @@ class Settings(_Options):
     hide_expired: bool = True
     #: Seed making ids and random choices deterministic (an int in [0, 2**64)); ``None``: random.
     seed: int | None = None
+    #: Old versions kept for time travel (:class:`HistoryRetention`); ``None``: only what open
+    #: snapshots and checkpoints need, as before.
+    history_retention: HistoryRetention | None = None
 
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "flush_interval": _Spec("duration", optional=True, positive=True),
@@ -789,6 +816,7 @@ class Settings(_Options):
         "manifest_format_version": _Spec("int", choices=(1, 2)),
         "hide_expired": _Spec("bool"),
         "seed": _Spec("int", optional=True, hi=_U64_MAX),
+        "history_retention": _Spec("group", optional=True, group=HistoryRetention),
     }
 
     # -- loaders ------------------------------------------------------------------------------

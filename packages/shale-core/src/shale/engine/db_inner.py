@@ -110,7 +110,7 @@ class DbInner:
         self.stats = stats
         self.merge_operator = merge_operator
         self.prefix_extractor = prefix_extractor
-        self.snapshots = SnapshotManager()
+        self.snapshots = SnapshotManager(state.manifest.recent_snapshot_min_seq)
         self.wal: WalBuffer | None = None
         if settings.wal_enabled:
             self.wal = WalBuffer(

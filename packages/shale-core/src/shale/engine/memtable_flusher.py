@@ -8,8 +8,10 @@ Invariants:
   flush writes one SST per tree its rows touch and publishes them all in one manifest update
   that also advances ``replay_after_wal_id`` past the WALs it covers, so those are never
   replayed again.
-- Versions no snapshot can see are dropped (:meth:`SnapshotManager.min_pinned`); expired values
-  become tombstones and expired merge operands are dropped, judged by the table's last tick.
+- Versions no snapshot can see and ``history_retention`` does not keep are dropped
+  (:meth:`SnapshotManager.advance_floor`, recorded as ``recent_snapshot_min_seq`` for the
+  compactor); expired values become tombstones and expired merge operands are dropped, judged
+  by the table's last tick.
 - It waits on its own event (woken by a freeze, a stored WAL, a manifest poll), never polls.
 
 It knows the WAL only through callbacks (``last_wal_id``, ``wake_wal``): the WAL writer calls
@@ -39,6 +41,7 @@ from shale.engine.table_store import TableStore
 from shale.errors import InvalidError, UnavailableError
 from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.meta import segments
+from shale.meta.history import history_floor
 from shale.meta.seq_tracker import SequenceTracker
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
@@ -202,12 +205,23 @@ class MemtableFlusher:
             log.warning("key %r has no segment prefix; flushing it to the root tree", key[:64])
             return b""
 
+    def _keep_from(self, imm: Memtable) -> int:
+        """The oldest seq this flush would keep readable before open snapshots are counted:
+        ``imm.max_seq`` (only the newest versions), or lower under ``history_retention``."""
+        floor = history_floor(
+            self.settings.history_retention,
+            newest_seq=imm.max_seq,
+            tracker=SequenceTracker.decode(self._state.manifest.sequence_tracker),
+            now_ms=self._clock.now_ms(),
+        )
+        return imm.max_seq if floor is None else min(floor, imm.max_seq)
+
     # -- flushing ------------------------------------------------------------------------
 
     def flush_imm(self, imm: Memtable) -> bool:
         """Write ``imm`` as L0 SSTs (one per tree it touches) and publish them in one manifest
         update; False when it gave up because the database is stopping (``imm`` stays queued)."""
-        boundary = self._snapshots.min_pinned(imm.max_seq)
+        boundary = self._snapshots.advance_floor(self._keep_from(imm))
         views: list[tuple[bytes, SstView]] = []
         for prefix, builder in self._l0_builders(imm, boundary):
             if not len(builder):
