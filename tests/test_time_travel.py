@@ -302,3 +302,22 @@ def test_history_retention_settings() -> None:
         Settings.from_dict({"history_retention": {"seqs": -1}})
     with pytest.raises(InvalidError, match="duration"):
         HistoryRetention(duration=-1.0)
+
+
+def test_async_snapshot_at_seq() -> None:
+    import asyncio
+
+    from shale.aio import AsyncDb
+
+    async def main() -> None:
+        settings = _settings(HistoryRetention(seqs=10))
+        async with await AsyncDb.open(ROOT, settings, object_store=MemoryStore()) as db:
+            first = await db.put(b"a", b"1")
+            await db.put(b"a", b"2")
+            await db.flush(memtable=True)
+            async with db.snapshot(at_seq=first.seq) as snap:
+                assert await snap.get(b"a") == b"1"
+            with pytest.raises(InvalidError, match="future"):
+                db.snapshot(at_seq=first.seq + 5)
+
+    asyncio.run(main())

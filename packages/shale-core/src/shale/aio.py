@@ -31,6 +31,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import datetime
 import functools
 import uuid
 from collections.abc import Callable
@@ -469,12 +470,16 @@ class AsyncDb:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
         return self.scan(*prefix_range(prefix), **options)
 
-    def snapshot(self) -> AsyncDbSnapshot:
-        """A consistent read-only view at the current committed seq (no I/O, so not awaited).
+    def snapshot(
+        self, *, at_seq: int | None = None, at_time: datetime.datetime | None = None
+    ) -> AsyncDbSnapshot:
+        """A consistent read-only view at the current committed seq, or a past ``at_seq`` /
+        ``at_time`` (see :meth:`shale.Db.snapshot`; no I/O, so not awaited).
 
         Use ``async with db.snapshot() as snap:`` or call ``snap.close()``.
         """
-        return AsyncDbSnapshot(self._db.snapshot(), self._run, self._batch_size)
+        snap = self._db.snapshot(at_seq=at_seq, at_time=at_time)
+        return AsyncDbSnapshot(snap, self._run, self._batch_size)
 
     # -- flush, checkpoints, status -----------------------------------------------------------
 
@@ -661,9 +666,13 @@ class AsyncDbReader:
         """Every key that starts with ``prefix``."""
         return self.scan(*prefix_range(prefix), **options)
 
-    def snapshot(self) -> AsyncDbSnapshot:
-        """A view pinned at the reader's current seq (no I/O, so not awaited)."""
-        return AsyncDbSnapshot(self._reader.snapshot(), self._run, self._batch_size)
+    def snapshot(
+        self, *, at_seq: int | None = None, at_time: datetime.datetime | None = None
+    ) -> AsyncDbSnapshot:
+        """A view pinned at the reader's current seq, or a past ``at_seq`` / ``at_time`` (see
+        :meth:`shale.DbReader.snapshot`; no I/O, so not awaited)."""
+        snap = self._reader.snapshot(at_seq=at_seq, at_time=at_time)
+        return AsyncDbSnapshot(snap, self._run, self._batch_size)
 
     async def refresh(self) -> None:
         """Poll now (see :meth:`shale.DbReader.refresh`)."""
