@@ -42,7 +42,7 @@ def _settings(retention: HistoryRetention | None) -> Settings:
 
 
 def _at(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
 
 
 class Model:

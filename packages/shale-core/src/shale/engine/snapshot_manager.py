@@ -56,7 +56,8 @@ class SnapshotManager:
         the floor so far (what was dropped stays dropped), never above an open snapshot's seq.
         It becomes the new floor."""
         with self._lock:
-            boundary = min(min(self._pinned.values(), default=candidate), max(self._floor, candidate))
+            pinned = min(self._pinned.values(), default=candidate)
+            boundary = min(pinned, max(self._floor, candidate))
             self._floor = max(self._floor, boundary)
             return boundary
 
