@@ -321,3 +321,29 @@ def test_async_snapshot_at_seq() -> None:
                 db.snapshot(at_seq=first.seq + 5)
 
     asyncio.run(main())
+
+
+def test_history_floor_and_time_rounding() -> None:
+    from shale.meta.history import history_floor, seq_at_time
+    from shale.meta.seq_tracker import SequenceTracker
+
+    tracker = SequenceTracker([10, 20, 30], [100, 110, 120])
+    # a pair qualifies once its whole second has ended
+    assert seq_at_time(tracker, 110_998) == 10
+    assert seq_at_time(tracker, 110_999) == 20
+    assert seq_at_time(tracker, 100_998) is None
+    now = 130_000
+    assert history_floor(None, newest_seq=40, tracker=tracker, now_ms=now) is None
+    assert history_floor(HistoryRetention(), newest_seq=40, tracker=tracker, now_ms=now) is None
+    assert (
+        history_floor(HistoryRetention(seqs=15), newest_seq=40, tracker=tracker, now_ms=now) == 25
+    )
+    assert history_floor(HistoryRetention(seqs=99), newest_seq=40, tracker=tracker, now_ms=now) == 0
+    by_time = HistoryRetention(duration=19.0)  # now - 19 s = 111 s: pair (20, 110) ended by then
+    assert history_floor(by_time, newest_seq=40, tracker=tracker, now_ms=now) == 20
+    assert (
+        history_floor(HistoryRetention(duration=60.0), newest_seq=40, tracker=tracker, now_ms=now)
+        == 0
+    )
+    both = HistoryRetention(duration=19.0, seqs=5)  # either window keeps: the lower floor
+    assert history_floor(both, newest_seq=40, tracker=tracker, now_ms=now) == 20
