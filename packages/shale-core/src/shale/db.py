@@ -37,7 +37,9 @@ from shale.engine.reader import KeyValue
 from shale.errors import ClosedError, InvalidError
 from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
+from shale.mapping import DbMapping
 from shale.meta import segments
+from shale.namespace import Namespace
 from shale.objstore import ObjectStore
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -483,6 +485,22 @@ class Db:
         inner.status.check_open()
         seq = inner.oracle.committed_seq
         return DbSnapshot(inner.reader, inner.snapshots, inner.status, seq)
+
+    # -- views (shale.mapping, shale.namespace; docs/views.md) --------------------------------
+
+    def mapping(self, *, durable: bool = True) -> DbMapping:
+        """A dict-like view: ``m[k]``, ``m[k] = v`` (one write per assignment, durable before
+        it returns unless ``durable=False``), ``del m[k]``, ``k in m``, ``keys(prefix=)``...;
+        no ``len`` (``count()`` scans). See :mod:`shale.mapping`."""
+        return DbMapping(self, durable=durable)
+
+    def namespace(self, prefix: bytes) -> Namespace:
+        """The keys under ``prefix``, read and written without it; scans never leave it.
+        See :mod:`shale.namespace`.
+
+        :raises InvalidError: ``prefix`` is empty or not bytes.
+        """
+        return Namespace(self, prefix)
 
     # -- checkpoints -------------------------------------------------------------------------
 
