@@ -200,9 +200,19 @@ class DbMapping(ReadOnlyDbMapping):
         """Set every pair of ``other`` (a mapping, another view, or ``(key, value)`` pairs) in
         **one** atomic write batch; nothing is written when it is empty. Keyword arguments are
         not taken: keys are bytes."""
+        pairs: Iterable[object]
+        if isinstance(other, (Mapping, ReadOnlyDbMapping)):
+            pairs = other.items()
+        elif isinstance(other, Iterable) and not isinstance(other, (str, bytes, bytearray)):
+            pairs = other
+        else:
+            raise InvalidError(
+                "update() takes a mapping or (key, value) pairs", type=type(other).__name__
+            )
         batch = WriteBatch()
-        pairs = other.items() if isinstance(other, (Mapping, ReadOnlyDbMapping)) else other
-        for key, value in pairs:
-            batch.put(key, value)
+        for pair in pairs:
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise InvalidError("update() takes (key, value) pairs", pair=pair)
+            batch.put(pair[0], pair[1])
         if not batch.is_empty():
             self._writer.write(batch, durable=self.durable)
