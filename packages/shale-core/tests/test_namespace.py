@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,6 +128,32 @@ def test_a_namespaced_batch_is_one_atomic_batch(db: Db) -> None:
         ns.write(WriteBatch())
     with pytest.raises(InvalidError):
         ns.write({b"a": b"1"})  # type: ignore[arg-type]
+
+
+def test_readers_never_see_half_a_namespaced_batch(db: Db) -> None:
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # interleave the two threads as finely as possible
+    ns = db.namespace(b"pair/")
+    ns.write(WriteBatch().put(b"a", b"0").put(b"b", b"0"))
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            i = written[0] = written[0] + 1
+            ns.write(WriteBatch().put(b"a", b"%d" % i).put(b"b", b"%d" % i), durable=False)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for n in range(200):
+            rows = dict(ns.scan(reverse=n % 2 == 1))
+            assert rows.keys() == {b"a", b"b"} and rows[b"a"] == rows[b"b"], rows
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(interval)
+    assert written[0] > 10 and ns.get(b"a") == ns.get(b"b") == b"%d" % written[0]
 
 
 def test_snapshots_of_namespaces(db: Db) -> None:
