@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
+    from shale.mapping import DbMapping, ReadOnlyDbMapping
+    from shale.namespace import Namespace, NamespaceSnapshot, ReadOnlyNamespace
     from shale.reader import DbReader
     from shale.row import Row
     from shale.settings import ReaderOptions, Settings
@@ -39,6 +41,11 @@ _LAZY = {
     "WriteHandle": "shale.db",
     "CheckpointInfo": "shale.db",
     "DbReader": "shale.reader",
+    "DbMapping": "shale.mapping",
+    "ReadOnlyDbMapping": "shale.mapping",
+    "Namespace": "shale.namespace",
+    "NamespaceSnapshot": "shale.namespace",
+    "ReadOnlyNamespace": "shale.namespace",
     "ReaderOptions": "shale.settings",
     "WriteBatch": "shale.batch",
     "Ttl": "shale.batch",
@@ -68,10 +75,15 @@ __all__ = [
     "CheckpointInfo",
     "Db",
     "DbIterator",
+    "DbMapping",
     "DbReader",
     "DbSnapshot",
     "KeyValue",
+    "Namespace",
+    "NamespaceSnapshot",
     "ReaderOptions",
+    "ReadOnlyDbMapping",
+    "ReadOnlyNamespace",
     "Row",
     "Settings",
     "Ttl",

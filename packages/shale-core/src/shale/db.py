@@ -38,7 +38,9 @@ from shale.engine.reader import KeyValue
 from shale.errors import ClosedError, InvalidError
 from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
+from shale.mapping import DbMapping
 from shale.meta import segments
+from shale.namespace import Namespace
 from shale.objstore import ObjectStore
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -500,6 +502,22 @@ class Db:
             now_ms=inner.clock.now_ms(),
             manifest=inner.state.manifest,
         )
+
+    # -- views (shale.mapping, shale.namespace; docs/views.md) --------------------------------
+
+    def mapping(self, *, durable: bool = True) -> DbMapping:
+        """A dict-like view: ``m[k]``, ``m[k] = v`` (one write per assignment, durable before
+        it returns unless ``durable=False``), ``del m[k]``, ``k in m``, ``keys(prefix=)``...;
+        no ``len`` (``count()`` scans). See :mod:`shale.mapping`."""
+        return DbMapping(self, durable=durable)
+
+    def namespace(self, prefix: bytes) -> Namespace:
+        """The keys under ``prefix``, read and written without it; scans never leave it.
+        See :mod:`shale.namespace`.
+
+        :raises InvalidError: ``prefix`` is empty or not bytes.
+        """
+        return Namespace(self, prefix)
 
     # -- checkpoints -------------------------------------------------------------------------
 

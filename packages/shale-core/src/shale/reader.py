@@ -48,7 +48,9 @@ from shale.engine.reader import KeyValue
 from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Checkpoint, Manifest
 from shale.keys import check_scan_range, prefix_range
+from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
+from shale.namespace import ReadOnlyNamespace
 from shale.objstore import ObjectNotFound, ObjectStore
 from shale.objstore.protocol import PermanentStoreError
 from shale.settings import Durability, ReaderOptions, Settings
@@ -264,6 +266,14 @@ class DbReader:
             now_ms=engine.clock.now_ms(),
             manifest=state.manifest,
         )
+
+    def mapping(self) -> ReadOnlyDbMapping:
+        """A read-only dict-like view (see :meth:`shale.Db.mapping`)."""
+        return ReadOnlyDbMapping(self)
+
+    def namespace(self, prefix: bytes) -> ReadOnlyNamespace:
+        """The keys under ``prefix``, read without it (see :meth:`shale.Db.namespace`)."""
+        return ReadOnlyNamespace(self, prefix)
 
     # -- state ---------------------------------------------------------------------------------
 
