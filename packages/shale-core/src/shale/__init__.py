@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.namespace import Namespace, NamespaceSnapshot, ReadOnlyNamespace
     from shale.reader import DbReader
     from shale.row import Row
-    from shale.settings import ReaderOptions, Settings
+    from shale.settings import HistoryRetention, ReaderOptions, Settings
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ _LAZY = {
     "Namespace": "shale.namespace",
     "NamespaceSnapshot": "shale.namespace",
     "ReadOnlyNamespace": "shale.namespace",
+    "HistoryRetention": "shale.settings",
     "ReaderOptions": "shale.settings",
     "WriteBatch": "shale.batch",
     "Ttl": "shale.batch",
@@ -81,6 +82,7 @@ __all__ = [
     "KeyValue",
     "Namespace",
     "NamespaceSnapshot",
+    "HistoryRetention",
     "ReaderOptions",
     "ReadOnlyDbMapping",
     "ReadOnlyNamespace",
