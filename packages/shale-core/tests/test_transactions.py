@@ -382,7 +382,9 @@ def test_bank_transfers_keep_the_total(db: Db, isolation: str) -> None:
                 src, dst = rng.sample(accounts, 2)
                 amount = rng.randint(1, 30)
 
-                def move(txn: shale.Transaction) -> None:
+                def move(
+                    txn: shale.Transaction, src: bytes = src, dst: bytes = dst, amount: int = amount
+                ) -> None:
                     s, d = int(txn.get(src) or b"0"), int(txn.get(dst) or b"0")
                     if s >= amount:
                         txn.put(src, b"%d" % (s - amount))
@@ -404,3 +406,71 @@ def test_bank_transfers_keep_the_total(db: Db, isolation: str) -> None:
     assert sum(int(v) for _k, v in db.scan_prefix(b"acct/")) == 600
     assert all(int(v) >= 0 for _k, v in db.scan_prefix(b"acct/"))
     assert tracked(db) == (0, 0)
+
+
+def test_scan_seek(db: Db) -> None:
+    for k in (b"a", b"c", b"e", b"g"):
+        db.put(k, k)
+    txn = db.begin()
+    txn.put(b"d", b"own")
+    it = txn.scan()
+    assert next(it) == (b"a", b"a")
+    it.seek(b"d")
+    assert list(it) == [(b"d", b"own"), (b"e", b"e"), (b"g", b"g")]
+    it = txn.scan(reverse=True)
+    assert next(it) == (b"g", b"g")
+    it.seek(b"c")
+    assert list(it) == [(b"c", b"c"), (b"a", b"a")]
+    it = txn.scan(b"b", b"f")
+    with pytest.raises(InvalidError):
+        it.seek(b"z")
+    assert next(it) == (b"c", b"c")
+    with pytest.raises(InvalidError):
+        it.seek(b"c")
+    txn.rollback()
+
+
+# -- asyncio ---------------------------------------------------------------------------------
+
+
+def test_async_transaction(tmp_path: pathlib.Path) -> None:
+    from shale.aio import AsyncDb, AsyncTransaction
+
+    async def main() -> None:
+        async with await AsyncDb.open(str(tmp_path / "db"), FAST) as adb:
+            await adb.put(b"a", b"1")
+            async with adb.begin("serializable") as txn:
+                assert isinstance(txn, AsyncTransaction) and txn.isolation == "serializable"
+                assert await txn.get(b"a") == b"1"
+                txn.put(b"b", b"2")
+                assert await txn.scan().to_list() == [(b"a", b"1"), (b"b", b"2")]
+                assert await txn.scan(reverse=True).to_list() == [(b"b", b"2"), (b"a", b"1")]
+            assert await adb.get(b"b") == b"2"
+            with pytest.raises(RuntimeError):
+                async with adb.begin() as txn:
+                    txn.put(b"c", b"3")
+                    raise RuntimeError
+            assert await adb.get(b"c") is None
+            t1, t2 = adb.begin(), adb.begin()
+            t1.put(b"a", b"x")
+            t2.put(b"a", b"y")
+            assert await t1.commit() is not None
+            with pytest.raises(TransactionError):
+                await t2.commit()
+            attempts = []
+
+            async def bump(txn: AsyncTransaction) -> bytes:
+                attempts.append(1)
+                v = (await txn.get(b"a") or b"") + b"+"
+                if len(attempts) == 1:
+                    await adb.put(b"a", b"z")  # conflicts with the first attempt
+                txn.put(b"a", v)
+                return v
+
+            assert await adb.transact(bump) == b"z+"
+            assert len(attempts) == 2 and await adb.get(b"a") == b"z+"
+            assert tracked(adb.sync) == (0, 0)
+
+    import asyncio
+
+    asyncio.run(main())

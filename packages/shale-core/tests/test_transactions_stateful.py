@@ -167,8 +167,7 @@ class TransactionsMachine(RuleBasedStateMachine):
             if keys & t.write_keys:
                 return True
             if t.serializable and (
-                keys & t.read_keys
-                or any(_in(k, s, e) for k in keys for s, e in t.read_ranges)
+                keys & t.read_keys or any(_in(k, s, e) for k in keys for s, e in t.read_ranges)
             ):
                 return True
         return False

@@ -20,8 +20,7 @@ import os
 import uuid
 import warnings
 import weakref
-from collections.abc import Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl

@@ -33,12 +33,19 @@ from shale.engine.transaction_manager import KeyRange, TxnConflictSet
 from shale.errors import InvalidError, TransactionError
 from shale.keys import check_scan_range, prefix_range
 from shale.merge_operators import merge_all
-from shale.row import MERGE, TOMBSTONE, VALUE
+from shale.row import TOMBSTONE, VALUE
 
 if TYPE_CHECKING:
     from shale.engine.db_inner import DbInner
 
-__all__ = ["IsolationLevel", "Transaction", "TransactionIterator", "transact"]
+__all__ = [
+    "IsolationLevel",
+    "Transaction",
+    "TransactionIterator",
+    "backoff_delay",
+    "check_retries",
+    "transact",
+]
 
 #: The isolation levels: SlateDB's ``SnapshotIsolation`` and ``SerializableSnapshotIsolation``.
 IsolationLevel = Literal["snapshot", "serializable"]
@@ -51,6 +58,10 @@ BACKOFF_BASE_S = 0.001
 BACKOFF_MAX_S = 0.1
 
 Ops = list[tuple[int, bytes, Ttl | None]]
+
+
+def _const(value: bytes | None) -> Callable[[], bytes | None]:
+    return lambda: value
 
 
 def check_isolation(isolation: object) -> str:
@@ -157,7 +168,7 @@ class Transaction:
         ]
         if reverse:
             own.reverse()
-        return TransactionIterator(self, snap, own, reverse)
+        return TransactionIterator(self, snap, own, (start, end), reverse)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> TransactionIterator:
         """Every key that starts with ``prefix``, as :meth:`scan`."""
@@ -269,6 +280,7 @@ class TransactionIterator:
         txn: Transaction,
         snap: DbIterator,
         own: list[tuple[bytes, Ops]],
+        key_range: KeyRange,
         reverse: bool,
     ) -> None:
         self._txn = txn
@@ -276,6 +288,9 @@ class TransactionIterator:
         self._own = own
         self._reverse = reverse
         self._gen = self._merged()
+        self._range = key_range
+        self._last: bytes | None = None
+        self._seek_to: bytes | None = None
 
     def _merged(self) -> Iterator[tuple[bytes, bytes]]:
         own = self._own
@@ -283,20 +298,19 @@ class TransactionIterator:
         rev = self._reverse
         for key, value in self._snap:
             while i < len(own) and (own[i][0] > key if rev else own[i][0] < key):
-                hit = self._txn._own(own[i][0], own[i][1], lambda: None)
+                hit = self._txn._own(own[i][0], own[i][1], _const(None))
                 if hit is not None:
                     yield own[i][0], hit
                 i += 1
             if i < len(own) and own[i][0] == key:
-                base = value
-                hit = self._txn._own(key, own[i][1], lambda: base)
+                hit = self._txn._own(key, own[i][1], _const(value))
                 i += 1
                 if hit is not None:
                     yield key, hit
             else:
                 yield key, value
         for k, ops in own[i:]:
-            hit = self._txn._own(k, ops, lambda: None)
+            hit = self._txn._own(k, ops, _const(None))
             if hit is not None:
                 yield k, hit
 
@@ -304,7 +318,49 @@ class TransactionIterator:
         return self
 
     def __next__(self) -> tuple[bytes, bytes]:
-        return next(self._gen)
+        while True:
+            key, value = next(self._gen)
+            target = self._seek_to
+            if target is not None:
+                if key < target if not self._reverse else key > target:
+                    continue
+                self._seek_to = None
+            self._last = key
+            return key, value
+
+    def seek(self, key: bytes) -> None:
+        """Continue from the first key ``>= key`` (``<= key`` in reverse).
+
+        :raises InvalidError: ``key`` is outside the scan range, or not past the last key
+            returned.
+        """
+        key = check_key(key)
+        start, end = self._range
+        if (start is not None and key < start) or (end is not None and key >= end):
+            raise InvalidError("seek key outside the scan range", key=key)
+        if self._last is not None and (
+            key <= self._last if not self._reverse else key >= self._last
+        ):
+            raise InvalidError("seek key must be past the last key returned", key=key)
+        self._seek_to = key
+
+
+def check_retries(retries: object) -> int:
+    """``retries`` checked.
+
+    :raises InvalidError: not an int ``>= 0``.
+    """
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidError("retries must be an int >= 0", retries=retries)
+    return retries
+
+
+def backoff_delay(attempt: int) -> float:
+    """Seconds to wait before re-running after the ``attempt``-th conflict (0-based):
+    exponential back-off capped at :data:`BACKOFF_MAX_S`, with full jitter (so conflicting
+    retriers spread out)."""
+    cap = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2 ** min(attempt, 30)))
+    return random.uniform(0, cap)
 
 
 def transact(
@@ -322,8 +378,7 @@ def transact(
     :raises TransactionError: the last conflict, when every attempt conflicted.
     :raises InvalidError: ``retries`` is not an int ``>= 0``.
     """
-    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-        raise InvalidError("retries must be an int >= 0", retries=retries)
+    check_retries(retries)
     attempt = 0
     while True:
         txn = begin()
@@ -339,6 +394,5 @@ def transact(
         except BaseException:
             txn.rollback()
             raise
-        delay = min(BACKOFF_MAX_S, BACKOFF_BASE_S * (2**attempt))
-        time.sleep(random.uniform(0, delay))
+        time.sleep(backoff_delay(attempt))
         attempt += 1

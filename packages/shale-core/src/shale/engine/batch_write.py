@@ -179,9 +179,7 @@ class BatchWriter:
         self._blocked_cause = blocked_cause
         self.txns = txns if txns is not None else TransactionManager()
 
-    def write(
-        self, items: Items, durable: bool, txn: TxnConflictSet | None = None
-    ) -> WriteHandle:
+    def write(self, items: Items, durable: bool, txn: TxnConflictSet | None = None) -> WriteHandle:
         """Commit one batch (its items checked by the caller); wait for it if ``durable``.
 
         :param txn: the batch is that transaction's commit: its conflict check runs first,
