@@ -474,3 +474,15 @@ def test_async_transaction(tmp_path: pathlib.Path) -> None:
     import asyncio
 
     asyncio.run(main())
+
+
+def test_closed_database_refuses_transactions(tmp_path: pathlib.Path) -> None:
+    db = Db.open(str(tmp_path / "db"), FAST)
+    txn = db.begin()
+    txn.put(b"k", b"v")
+    db.close()
+    with pytest.raises(shale.ClosedError):
+        db.begin()
+    with pytest.raises(shale.ClosedError):
+        txn.commit()
+    assert txn.finished and tracked(db) == (0, 0)
