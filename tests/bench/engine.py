@@ -87,6 +87,8 @@ class Params:
     reopen_rows: int = 200_000
     repeats: int = 3
     writers: int = 64
+    txn_cap: float = 2.0
+    txn_threads: int = 16
 
     def scaled(self, factor: float) -> Params:
         """Counts and caps multiplied by ``factor`` (floors keep every loop meaningful)."""
@@ -113,6 +115,7 @@ class Params:
             scan_cap=t(self.scan_cap),
             bulk_rows=n(self.bulk_rows, 500),
             reopen_rows=n(self.reopen_rows, 500),
+            txn_cap=t(self.txn_cap),
         )
 
 
@@ -132,6 +135,7 @@ QUICK = dataclasses.replace(
     bulk_rows=20_000,
     reopen_rows=20_000,
     repeats=1,
+    txn_cap=0.5,
 )
 
 
@@ -367,6 +371,53 @@ def shale_batch(p: Params, root: str) -> dict[str, float]:
         finally:
             db.close()
     return {"batch": _median_of(rates)}
+
+
+def _shale_txn(p: Params, root: str, isolation: str, workers: int) -> float:
+    """Small transactions (read one key, write it back plus one), not waiting for
+    durability; each worker has its own keys, so none conflict: this is commit overhead."""
+    value = b"v" * p.value_size
+    db = _shale_open(os.path.join(root, f"{isolation}-{workers}"))
+    try:
+        counts = [0] * workers
+        barrier = threading.Barrier(workers + 1)
+        deadline = [0.0]
+
+        def worker(w: int) -> None:
+            barrier.wait()
+            n = 0
+            stop = deadline[0]
+            while time.perf_counter() < stop:
+                txn = db.begin(isolation)
+                key = b"t%02d-%05d" % (w, n % 1000)
+                txn.get(key)
+                txn.put(key, value)
+                txn.put(b"t%02d-last" % w, key)
+                txn.commit(durable=False)
+                n += 1
+            counts[w] = n
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        start = time.perf_counter()
+        deadline[0] = start + p.txn_cap
+        barrier.wait()
+        for t in threads:
+            t.join()
+        return sum(counts) / (time.perf_counter() - start)
+    finally:
+        db.close()
+
+
+def shale_txn(p: Params, root: str) -> dict[str, float]:
+    out = {}
+    for iso, name in (("snapshot", "si"), ("serializable", "ssi")):
+        for workers in (1, p.txn_threads):
+            out[f"txn_{name}_{workers if workers == 1 else 'n'}"] = _shale_txn(
+                p, root, iso, workers
+            )
+    return out
 
 
 def shale_reads(p: Params, root: str) -> dict[str, float]:
@@ -645,6 +696,47 @@ async def official_batch(p: Params, root: str) -> dict[str, float]:
     return {"batch": _median_of(rates)}
 
 
+async def _official_txn(p: Params, root: str, isolation: str, workers: int) -> float:
+    s = _slatedb()
+    level = {
+        "snapshot": s.IsolationLevel.SNAPSHOT,
+        "serializable": s.IsolationLevel.SERIALIZABLE_SNAPSHOT,
+    }[isolation]
+    value = b"v" * p.value_size
+    db = await _official_open(os.path.join(root, f"{isolation}-{workers}"))
+    try:
+        counts = [0] * workers
+        start = time.perf_counter()
+        stop = start + p.txn_cap
+
+        async def worker(w: int) -> None:
+            n = 0
+            while time.perf_counter() < stop:
+                txn = await db.begin(level)
+                key = b"t%02d-%05d" % (w, n % 1000)
+                await txn.get(key)
+                await txn.put(key, value)
+                await txn.put(b"t%02d-last" % w, key)
+                await txn.commit()  # returns before durability, like put
+                n += 1
+            counts[w] = n
+
+        await asyncio.gather(*(worker(w) for w in range(workers)))
+        return sum(counts) / (time.perf_counter() - start)
+    finally:
+        await _official_close(db)
+
+
+async def official_txn(p: Params, root: str) -> dict[str, float]:
+    out = {}
+    for iso, name in (("snapshot", "si"), ("serializable", "ssi")):
+        for workers in (1, p.txn_threads):
+            out[f"txn_{name}_{workers if workers == 1 else 'n'}"] = await _official_txn(
+                p, root, iso, workers
+            )
+    return out
+
+
 async def official_reads(p: Params, root: str) -> dict[str, float]:
     s = _slatedb()
     db = await _official_open(os.path.join(root, "db"))
@@ -833,6 +925,7 @@ WORKLOADS: dict[str, tuple[str, ...]] = {
     "durable1_nofsync": ("shale",),
     "durable64_nofsync": ("shale",),
     "batch": ENGINES,
+    "txn": ENGINES,
     "reads": ENGINES,
     "reader": ENGINES,
     "bulk": ENGINES,
@@ -883,6 +976,10 @@ def _rows(p: Params) -> list[Row]:
             official_metric="durable_n",
         ),
         Row("batch", f"write batch of {p.batch_size} puts", "rows/s"),
+        Row("txn_si_1", "txn commit (get + 2 puts), SI, 1 thread", "ops/s"),
+        Row("txn_si_n", f"txn commit, SI, {p.txn_threads} threads", "ops/s"),
+        Row("txn_ssi_1", "txn commit, serializable, 1 thread", "ops/s"),
+        Row("txn_ssi_n", f"txn commit, serializable, {p.txn_threads} threads", "ops/s"),
         Row("get_mem", "get, memtable", "ops/s", target=500_000),
         Row("get_sst", "get, L0 SST warm", "ops/s", target=200_000),
         Row("get_missing", "get, missing key (SST + bloom)", "ops/s", target=500_000),

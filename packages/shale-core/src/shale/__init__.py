@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.reader import DbReader
     from shale.row import Row
     from shale.settings import HistoryRetention, ReaderOptions, Settings
+    from shale.transaction import IsolationLevel, Transaction
 
 __version__ = "0.1.0"
 
@@ -52,6 +53,8 @@ _LAZY = {
     "Ttl": "shale.batch",
     "Settings": "shale.settings",
     "Row": "shale.row",
+    "Transaction": "shale.transaction",
+    "IsolationLevel": "shale.transaction",
 }
 
 
@@ -88,6 +91,8 @@ __all__ = [
     "ReadOnlyNamespace",
     "Row",
     "Settings",
+    "IsolationLevel",
+    "Transaction",
     "Ttl",
     "WriteBatch",
     "WriteHandle",

@@ -34,13 +34,14 @@ import contextvars
 import datetime
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
-from shale.errors import ClosedError, CloseReason, InvalidError
+from shale.errors import ClosedError, CloseReason, InvalidError, TransactionError
 from shale.keys import check_scan_range, prefix_range
+from shale.transaction import IsolationLevel, Transaction, backoff_delay, check_retries
 
 if TYPE_CHECKING:
     from shale.admin import (
@@ -65,6 +66,7 @@ __all__ = [
     "AsyncDbIterator",
     "AsyncDbReader",
     "AsyncDbSnapshot",
+    "AsyncTransaction",
     "AsyncWriteHandle",
 ]
 
@@ -481,6 +483,45 @@ class AsyncDb:
         snap = self._db.snapshot(at_seq=at_seq, at_time=at_time)
         return AsyncDbSnapshot(snap, self._run, self._batch_size)
 
+    # -- transactions ----------------------------------------------------------------------
+
+    def begin(self, isolation: IsolationLevel = "snapshot") -> AsyncTransaction:
+        """Start an :class:`AsyncTransaction` (no I/O, so not awaited): ``async with
+        db.begin("serializable") as txn: ...``. See :meth:`shale.Db.begin`."""
+        self._run.check_open()
+        return AsyncTransaction(self._db.begin(isolation), self._run, self._batch_size)
+
+    async def transact(
+        self,
+        fn: Callable[[AsyncTransaction], Awaitable[_T]],
+        *,
+        retries: int = 10,
+        isolation: IsolationLevel = "snapshot",
+        durable: bool = True,
+    ) -> _T:
+        """Run ``await fn(txn)`` in a transaction and commit, re-running it after a conflict
+        (up to ``retries`` times, exponential back-off with jitter). See
+        :meth:`shale.Db.transact`.
+        """
+        check_retries(retries)
+        attempt = 0
+        while True:
+            txn = self.begin(isolation)
+            try:
+                result = await fn(txn)
+                if not txn.finished:
+                    await txn.commit(durable=durable)
+                return result
+            except TransactionError:
+                txn.rollback()
+                if attempt >= retries:
+                    raise
+            except BaseException:
+                txn.rollback()
+                raise
+            await asyncio.sleep(backoff_delay(attempt))
+            attempt += 1
+
     # -- flush, checkpoints, status -----------------------------------------------------------
 
     async def flush(self, *, memtable: bool = False, timeout: float | None = None) -> None:
@@ -826,3 +867,113 @@ class AsyncAdmin:
 
     def __repr__(self) -> str:
         return f"<shale.aio.AsyncAdmin {self._admin.url!r}>"
+
+
+# -- transactions (docs/transactions.md) ------------------------------------------------------
+
+
+class AsyncTransaction:
+    """A :class:`shale.Transaction` for asyncio code; make it with :meth:`AsyncDb.begin`.
+
+    ``async with db.begin() as txn:`` commits when the block ends normally and rolls back when
+    it raises. Reads and the commit run on the facade's executor; writes only buffer (no I/O)
+    and run inline.
+    """
+
+    def __init__(self, txn: Transaction, run: _Runner, batch_size: int) -> None:
+        self._txn = txn
+        self._run = run
+        self._batch_size = batch_size
+
+    @property
+    def sync(self) -> Transaction:
+        """The synchronous transaction underneath."""
+        return self._txn
+
+    @property
+    def id(self) -> str:
+        return self._txn.id
+
+    @property
+    def seqnum(self) -> int:
+        """The seq this transaction's snapshot reads at."""
+        return self._txn.seqnum
+
+    @property
+    def isolation(self) -> IsolationLevel:
+        return self._txn.isolation
+
+    @property
+    def finished(self) -> bool:
+        return self._txn.finished
+
+    async def get(self, key: bytes, *, include_expired: bool | None = None) -> bytes | None:
+        """See :meth:`shale.Transaction.get`."""
+        return await self._run(self._txn.get, key, include_expired=include_expired)
+
+    async def get_key_value(
+        self, key: bytes, *, include_expired: bool | None = None
+    ) -> KeyValue | None:
+        """See :meth:`shale.Transaction.get_key_value`."""
+        return await self._run(self._txn.get_key_value, key, include_expired=include_expired)
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        include_expired: bool | None = None,
+        batch_size: int | None = None,
+    ) -> AsyncDbIterator:
+        """See :meth:`shale.Transaction.scan` (the range counts as read at once)."""
+        it = self._txn.scan(start, end, reverse=reverse, include_expired=include_expired)
+        start, end = check_scan_range(start, end)
+        return AsyncDbIterator(
+            self._run,
+            lambda: cast(DbIterator, it),
+            start,
+            end,
+            reverse,
+            _batch(batch_size, self._batch_size),
+        )
+
+    def scan_prefix(self, prefix: bytes, **options: Any) -> AsyncDbIterator:
+        """Every key that starts with ``prefix``, as :meth:`scan`."""
+        return self.scan(*prefix_range(prefix), **options)
+
+    def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None) -> None:
+        self._txn.put(key, value, ttl=ttl)
+
+    def delete(self, key: bytes) -> None:
+        self._txn.delete(key)
+
+    def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None) -> None:
+        self._txn.merge(key, operand, ttl=ttl)
+
+    def mark_read(self, keys: Iterable[bytes]) -> None:
+        self._txn.mark_read(keys)
+
+    def unmark_write(self, keys: Iterable[bytes]) -> None:
+        self._txn.unmark_write(keys)
+
+    async def commit(self, *, durable: bool = True) -> AsyncWriteHandle | None:
+        """See :meth:`shale.Transaction.commit`."""
+        h = await self._run(self._txn.commit, durable=durable)
+        return None if h is None else AsyncWriteHandle(h, self._run)
+
+    def rollback(self) -> None:
+        """Drop the writes (instant; no I/O)."""
+        self._txn.rollback()
+
+    async def __aenter__(self) -> AsyncTransaction:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is not None:
+            self.rollback()
+        elif not self._txn.finished:
+            await self.commit()
+
+    def __repr__(self) -> str:
+        return "<shale.aio.AsyncTransaction " + repr(self._txn)[1:]

@@ -165,6 +165,14 @@ class WriteBatch:
         self._ops.setdefault(k, []).append(op)
         return self
 
+    def ops(self, key: bytes) -> list[tuple[int, bytes, Ttl | None]] | None:
+        """The ops on ``key`` so far (``None``: none), oldest first."""
+        return self._ops.get(key)
+
+    def keys(self) -> list[bytes]:
+        """The keys written so far, sorted."""
+        return sorted(self._ops)
+
     def items(self) -> list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]]:
         """The ops grouped by key, keys sorted (the order rows take in the WAL)."""
         return sorted(self._ops.items())

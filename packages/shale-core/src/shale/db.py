@@ -21,8 +21,8 @@ import os
 import uuid
 import warnings
 import weakref
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
@@ -45,6 +45,9 @@ from shale.objstore import ObjectStore
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
+from shale.transaction import IsolationLevel, Transaction, transact
+
+_T = TypeVar("_T")
 
 __all__ = [
     "DURABILITY_MEMORY",
@@ -54,6 +57,7 @@ __all__ = [
     "DbIterator",
     "DbSnapshot",
     "KeyValue",
+    "Transaction",
     "WriteHandle",
     "resolve_parts",
 ]
@@ -154,6 +158,9 @@ def resolve_parts(
         prefix_extractor=prefix_extractor,
     )
 
+
+#: How often the atomic conveniences (``put_if_absent`` ...) re-run after a conflict.
+_ATOMIC_RETRIES = 100
 
 #: Open databases, closed at interpreter exit if the program did not close them.
 _open_dbs: weakref.WeakSet[Db] = weakref.WeakSet()
@@ -339,6 +346,101 @@ class Db:
         if batch.is_empty():
             raise InvalidError("empty write batch")
         return self._inner.writer.write(batch.items(), durable)
+
+    # -- transactions (docs/transactions.md) ------------------------------------------------
+
+    def begin(self, isolation: IsolationLevel = "snapshot") -> Transaction:
+        """Start a :class:`shale.Transaction` reading the current committed state.
+
+        :param isolation: ``"snapshot"`` (write-write conflicts abort) or ``"serializable"``
+            (read-write conflicts too, including keys appearing in a scanned range).
+        :raises InvalidError: another ``isolation``.
+        :raises ClosedError: the database is closed.
+        """
+        return Transaction(self._inner, isolation)
+
+    def transact(
+        self,
+        fn: Callable[[Transaction], _T],
+        *,
+        retries: int = 10,
+        isolation: IsolationLevel = "snapshot",
+        durable: bool = True,
+    ) -> _T:
+        """Run ``fn(txn)`` in a transaction and commit it, re-running it in a new transaction
+        after a conflict (up to ``retries`` times, with exponential back-off and jitter).
+
+        :returns: what ``fn`` returned in the attempt that committed.
+        :raises TransactionError: every attempt conflicted.
+        """
+        from shale.transaction import check_isolation
+
+        check_isolation(isolation)
+        return transact(lambda: self.begin(isolation), fn, retries=retries, durable=durable)
+
+    def put_if_absent(
+        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> bool:
+        """Set ``key`` to ``value`` only if it has no value; whether it did. Atomic against
+        every other write (a transaction, retried on conflict)."""
+        key, value = check_key(key), check_value(value)
+
+        def run(txn: Transaction) -> bool:
+            if txn.get(key) is not None:
+                return False
+            txn.put(key, value, ttl=ttl)
+            return True
+
+        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
+
+    def compare_and_set(
+        self,
+        key: bytes,
+        expected: bytes | None,
+        new: bytes | None,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+    ) -> bool:
+        """Set ``key`` to ``new`` (delete it for ``None``) only if its value is ``expected``
+        (``None``: absent); whether it did. Atomic against every other write."""
+        key = check_key(key)
+        expected = None if expected is None else check_value(expected)
+        new = None if new is None else check_value(new)
+
+        def run(txn: Transaction) -> bool:
+            if txn.get(key) != expected:
+                return False
+            if new is None:
+                txn.delete(key)
+            else:
+                txn.put(key, new, ttl=ttl)
+            return True
+
+        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
+
+    def update(
+        self,
+        key: bytes,
+        fn: Callable[[bytes | None], bytes | None],
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+    ) -> bytes | None:
+        """Set ``key`` to ``fn(current value or None)`` (``None`` deletes it) atomically
+        against every other write; ``fn`` may run more than once (after a conflict). Returns
+        the value written."""
+        key = check_key(key)
+
+        def run(txn: Transaction) -> bytes | None:
+            new = fn(txn.get(key))
+            if new is None:
+                txn.delete(key)
+            else:
+                txn.put(key, new, ttl=ttl)
+            return new
+
+        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
 
     # -- manifest ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ Each module is one concept with one owner of each lock, named after its SlateDB 
 ``db_inner``        a writer's components wired together: durability waits, flush, close
 ``builder``         resolved components -> an open writer, or a read-only view's parts
 ``memtable``        the memtable; ``components``: checks of user-given components
+``transaction_manager``  live transactions, recent commits' write sets, conflict checks
 ==================  ===========================================================================
 
 Lock order -- a thread holding a lock takes only locks further down this list:
@@ -26,13 +27,15 @@ Lock order -- a thread holding a lock takes only locks further down this list:
 2. ``ManifestKeeper._mutex`` -- one manifest update or refresh at a time; held across the
    manifest write, and a WAL flush never waits for it (so an L0 flush that holds it never
    waits behind a WAL upload).
-3. ``DbState.lock`` (``DbState.cond``) -- *the write lock*: a write's commit, freezes,
-   installing a manifest; flush and backpressure waits.
+3. ``DbState.lock`` (``DbState.cond``) -- *the write lock*: a write's commit (with a
+   transaction's conflict check and the recording of its write set), a transaction's begin,
+   freezes, installing a manifest; flush and backpressure waits.
 4. ``WalBuffer._lock`` -- the buffer's fields; taken inside the write lock by the commit and
    by the WAL flush's buffer swap, so a freeze sees whole batches.
 5. ``DbOracle.cond`` -- the durable seq and its waiters.
 6. Leaves, never held while taking another: ``SnapshotManager._lock``, ``DbStatus._lock``,
-   ``BatchWriter._segments_lock``, ``Memtable._klock``, the caches' locks, ``Event``\\ s.
+   ``BatchWriter._segments_lock``, ``TransactionManager._lock``, ``Memtable._klock``, the
+   caches' locks, ``Event``\\ s.
 
 Why this order: uploads (1, 2) are slow and run without blocking writers, which need only 3
 and 4 for a commit; a waiter blocks on exactly one condition (3 or 5), and what it reads of

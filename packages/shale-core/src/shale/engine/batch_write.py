@@ -8,6 +8,10 @@ Invariants:
   it before its seq is assigned: a refused batch leaves no trace and no gap in the seqs.
 - The commit holds the write lock (:attr:`DbState.lock`): seq assigned, rows in the memtable,
   seq committed, rows in the WAL buffer -- one batch at a time, in seq order.
+- A transaction's conflict check (:meth:`TransactionManager.check`) runs under the write lock
+  before its seq is assigned, and every commit's write set is recorded for the live
+  transactions before the lock is released: a check and its commit are one step for every
+  other writer.
 - Backpressure blocks a writer (before the commit) while the WAL buffer plus the frozen
   memtables exceed ``max_unflushed_bytes``; it waits on :attr:`DbState.cond`.
 """
@@ -28,6 +32,7 @@ from shale.engine import components
 from shale.engine.db_state import DbState
 from shale.engine.db_status import WAIT_RECHECK_S, DbStatus
 from shale.engine.oracle import DbOracle
+from shale.engine.transaction_manager import TransactionManager, TxnConflictSet
 from shale.engine.wal_buffer import WalBuffer
 from shale.errors import InvalidError, UnavailableError
 from shale.merge_operators import merge_all, validate_operand
@@ -83,7 +88,7 @@ def _expire_ts(kind: int, ttl: Ttl | None, now: int, default_ttl: int | None) ->
     return ttl.expire_ts(now)
 
 
-def _check_operand(key: bytes, operand: bytes, op: Any) -> None:
+def check_operand(key: bytes, operand: bytes, op: Any) -> None:
     """Reject a merge operand before anything is written (SlateDB writes it and fails later).
 
     :raises InvalidError: no merge operator is configured, or the operator's optional
@@ -156,6 +161,7 @@ class BatchWriter:
         wait_durable: Callable[[int, float | None], None],
         wake_flusher: Callable[[], None],
         blocked_cause: Callable[[bool | None], str],
+        txns: TransactionManager | None = None,
     ) -> None:
         self.settings = settings
         self._state = state
@@ -171,9 +177,15 @@ class BatchWriter:
         self._wait_durable = wait_durable
         self._wake_flusher = wake_flusher
         self._blocked_cause = blocked_cause
+        self.txns = txns if txns is not None else TransactionManager()
 
-    def write(self, items: Items, durable: bool) -> WriteHandle:
-        """Commit one batch (its items checked by the caller); wait for it if ``durable``."""
+    def write(self, items: Items, durable: bool, txn: TxnConflictSet | None = None) -> WriteHandle:
+        """Commit one batch (its items checked by the caller); wait for it if ``durable``.
+
+        :param txn: the batch is that transaction's commit: its conflict check runs first,
+            under the write lock, and the transaction ends (committed) with the batch.
+        :raises TransactionError: ``txn`` conflicts; nothing is written.
+        """
         if type(durable) is not bool:  # hot path: the call only when it is wrong
             components.check_flag("durable", durable)
         status = self._status
@@ -183,7 +195,7 @@ class BatchWriter:
         for key, ops in items:
             for kind, value, _ttl in ops:
                 if kind == MERGE:
-                    _check_operand(key, value, op)
+                    check_operand(key, value, op)
         if self._extractor is not None:
             self._check_segments(items)
         state = self._state
@@ -193,8 +205,11 @@ class BatchWriter:
             self._backpressure()
         default_ttl = settings.default_ttl
         oracle = self._oracle
+        txns = self.txns
         with state.lock:
             status.check_open()
+            if txn is not None:
+                txns.check(txn)
             seq = oracle.last_seq + 1
             now = self._clock.now_ms()
             if len(items) == 1 and len(items[0][1]) == 1:  # put / delete / merge: one row
@@ -220,6 +235,12 @@ class BatchWriter:
             for row in rows:
                 mt.put(row)
             oracle.committed_seq = seq
+            if txns.has_live:
+                if txn is not None:
+                    txns.record(txn.write_keys, seq)
+                    txns.end(txn.id)
+                else:
+                    txns.record([it[0] for it in items], seq)
             if wal is not None:
                 wal.append(rows, mt)
             elif mt.size >= settings.l0_sst_size_bytes:

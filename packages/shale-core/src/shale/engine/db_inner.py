@@ -185,6 +185,18 @@ class DbInner:
 
     # -- callbacks -----------------------------------------------------------------------
 
+    def begin_transaction(self, txn_id: str) -> int:
+        """Register transaction ``txn_id``; the seq its snapshot reads at.
+
+        Under the write lock (then the transaction manager's leaf lock): every commit above
+        the returned seq is recorded for it (see :mod:`shale.engine.transaction_manager`).
+        """
+        self.status.check_open()
+        with self.state.lock:
+            seq = self.oracle.committed_seq
+            self.writer.txns.begin(txn_id, seq)
+        return seq
+
     def wake_waiters(self) -> None:
         """Wake every waiter (durability, flush, backpressure): something they wait on moved."""
         self.oracle.notify()
