@@ -147,11 +147,17 @@ class _Writer:
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
+    """The bucket's objects and their hashes: the local store's staging files (``.tmp-*``,
+    renamed into place or removed by a running writer) are not objects."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.name.startswith(".tmp-") or not p.is_file():
+            continue
+        try:
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        except FileNotFoundError:  # a staging file renamed between the listing and the read
+            continue
+    return out
 
 
 def _settled(root: Path) -> dict[str, str]:
