@@ -7,6 +7,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -183,6 +184,27 @@ class MappingModel(RuleBasedStateMachine):
         self.m.update(pairs)
         self.model.update(pairs)
 
+    @rule(k=KEYS, v=st.binary(max_size=3))
+    def setdefault(self, k: bytes, v: bytes) -> None:
+        assert self.m.setdefault(k, v) == self.model.setdefault(k, v)
+
+    @rule(k=KEYS, default=st.none() | st.just(b"d"))
+    def pop(self, k: bytes, default: bytes | None) -> None:
+        if k in self.model or default is not None:
+            assert self.m.pop(k, default) == self.model.pop(k, default)
+        else:
+            with pytest.raises(KeyError):
+                self.m.pop(k)
+
+    @rule()
+    def popitem(self) -> None:
+        if self.model:
+            smallest = min(self.model)
+            assert self.m.popitem() == (smallest, self.model.pop(smallest))
+        else:
+            with pytest.raises(KeyError):
+                self.m.popitem()
+
     @precondition(lambda self: self.model)
     @rule()
     def flush(self) -> None:
@@ -309,3 +331,52 @@ def test_views_type_check_for_strict_users(tmp_path: pathlib.Path) -> None:
     assert len(errors) == 2, out
     assert "ReadOnlyDbMapping" in errors[0] and "indexed assignment" in errors[0], out
     assert '"ReadOnlyNamespace" has no attribute "put"' in errors[1], out
+
+
+def test_setdefault_pop_popitem(db: Db) -> None:
+    m = db.mapping()
+    assert m.setdefault(b"a", b"1") == b"1" and db.get(b"a") == b"1"
+    assert m.setdefault(b"a", b"2") == b"1" and db.get(b"a") == b"1"
+    assert m.pop(b"a") == b"1" and b"a" not in m
+    with pytest.raises(KeyError):
+        m.pop(b"a")
+    assert m.pop(b"a", None) is None and m.pop(b"a", b"d") == b"d"
+    m.update({b"y": b"2", b"x": b"1"})
+    assert m.popitem() == (b"x", b"1")  # the smallest key
+    assert m.popitem() == (b"y", b"2")
+    with pytest.raises(KeyError):
+        m.popitem()
+    with pytest.raises(InvalidError):
+        m.setdefault(b"k", "str")  # type: ignore[arg-type]
+    assert b"k" not in m
+    ns = db.namespace(b"ns/").mapping()
+    db.put(b"a", b"outside")
+    assert ns.setdefault(b"k", b"v") == b"v" and db.get(b"ns/k") == b"v"
+    assert ns.popitem() == (b"k", b"v")
+    with pytest.raises(KeyError):
+        ns.popitem()  # the root key b"a" is not the namespace's
+    assert not hasattr(m, "clear")
+
+
+def test_concurrent_pops_hand_each_value_out_once(db: Db) -> None:
+    m = db.mapping(durable=False)
+    m.update({b"k%02d" % i: b"%d" % i for i in range(40)})
+    got: list[tuple[bytes, bytes]] = []
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while True:
+            try:
+                item = m.popitem()
+            except KeyError:
+                return
+            with lock:
+                got.append(item)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(got) == sorted((b"k%02d" % i, b"%d" % i) for i in range(40))
+    assert not m

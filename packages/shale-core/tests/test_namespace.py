@@ -15,6 +15,7 @@ from shale import (
     Db,
     DbReader,
     InvalidError,
+    TransactionError,
     Namespace,
     ReadOnlyNamespace,
     Settings,
@@ -310,3 +311,104 @@ def _check_seek(
     it.seek(seek)
     rest = [kv for kv in order[len(got) :] if (kv[0] >= seek if not reverse else kv[0] <= seek)]
     assert list(it) == rest
+
+
+# -- transactions scoped to a namespace ---------------------------------------------------------
+
+
+def test_namespace_transaction_reads_and_writes_inside(db: Db) -> None:
+    users = db.namespace(b"users/")
+    db.put(b"users/ann", b"1")
+    db.put(b"usersX", b"outside")  # a neighbour that shares the prefix's bytes but not the prefix
+    db.put(b"users", b"the prefix itself")
+    with users.begin() as txn:
+        assert txn.get(b"ann") == b"1" and txn.get(b"bob") is None
+        txn.put(b"bob", b"2")
+        txn.delete(b"ann")
+        txn.merge(b"cat", b"x")
+        assert txn.get(b"bob") == b"2" and txn.get(b"ann") is None
+        kv = txn.get_key_value(b"bob")
+        assert kv is not None and kv.key == b"bob"
+        assert list(txn.scan()) == [(b"bob", b"2"), (b"cat", b"x")]
+        assert list(txn.scan(reverse=True)) == [(b"cat", b"x"), (b"bob", b"2")]
+        assert list(txn.scan_prefix(b"c")) == [(b"cat", b"x")]
+        assert txn.transaction.get(b"users/bob") == b"2"  # the root transaction, prefixed
+    assert txn.finished
+    assert db.get(b"users/bob") == b"2" and db.get(b"users/ann") is None
+    assert db.get(b"users/cat") == b"x" and db.get(b"usersX") == b"outside"
+    nested = users.namespace(b"vip/")
+    with nested.begin() as t2:
+        t2.put(b"dan", b"3")
+    assert db.get(b"users/vip/dan") == b"3"
+
+
+def test_namespace_transaction_rolls_back_on_error(db: Db) -> None:
+    ns = db.namespace(b"n/")
+    with pytest.raises(RuntimeError), ns.begin() as txn:
+        txn.put(b"k", b"v")
+        raise RuntimeError("boom")
+    assert txn.finished and db.get(b"n/k") is None
+
+
+def test_namespace_scan_conflict_range_is_clamped(db: Db) -> None:
+    """A serializable scan of a namespace conflicts with writes inside it, not beside it."""
+    a, b = db.namespace(b"a/"), db.namespace(b"b/")
+    txn = a.begin("serializable")
+    assert list(txn.scan()) == []
+    db.put(b"b/x", b"1")  # another namespace: no phantom for `a`
+    db.put(b"a", b"1")  # the prefix key itself is outside the namespace
+    txn.put(b"k", b"v")
+    txn.commit()
+    txn = a.begin("serializable")
+    list(txn.scan())
+    b.put(b"y", b"2")
+    a.put(b"z", b"3")  # a phantom inside the scanned namespace
+    txn.put(b"k", b"w")
+    with pytest.raises(TransactionError):
+        txn.commit()
+    assert a.get(b"k") == b"v"
+
+
+def test_namespace_mark_read_and_unmark_write_are_prefixed(db: Db) -> None:
+    ns = db.namespace(b"p/")
+    txn = ns.begin("serializable")
+    txn.mark_read([b"watched"])
+    txn.put(b"out", b"1")
+    db.put(b"watched", b"root key, not the namespace's")  # no conflict
+    txn.commit()
+    txn = ns.begin("serializable")
+    txn.mark_read([b"watched"])
+    txn.put(b"out", b"2")
+    ns.put(b"watched", b"x")
+    with pytest.raises(TransactionError):
+        txn.commit()
+    txn = ns.begin()
+    txn.put(b"w", b"1")
+    txn.unmark_write([b"w"])
+    ns.put(b"w", b"other")
+    txn.commit()  # no write-write conflict: unmarked
+    assert ns.get(b"w") == b"1"
+
+
+def test_namespace_atomic_conveniences(db: Db) -> None:
+    ns = db.namespace(b"c/")
+    assert ns.put_if_absent(b"k", b"1") is True and ns.put_if_absent(b"k", b"2") is False
+    assert ns.compare_and_set(b"k", b"1", b"3") is True and db.get(b"c/k") == b"3"
+    assert ns.update(b"n", lambda v: b"1" if v is None else v + b"1") == b"1"
+    assert ns.transact(lambda t: t.get(b"k")) == b"3"
+    assert db.get(b"k") is None and db.get(b"n") is None
+
+
+def test_namespace_update_is_atomic_across_threads(db: Db) -> None:
+    ns = db.namespace(b"ctr/")
+
+    def bump() -> None:
+        for _ in range(20):
+            ns.update(b"n", lambda v: str(int(v or b"0") + 1).encode(), durable=False)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert db.get(b"ctr/n") == b"80"

@@ -25,7 +25,12 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.batch import Ttl, WriteBatch
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
     from shale.mapping import DbMapping, ReadOnlyDbMapping
-    from shale.namespace import Namespace, NamespaceSnapshot, ReadOnlyNamespace
+    from shale.namespace import (
+        Namespace,
+        NamespaceSnapshot,
+        NamespaceTransaction,
+        ReadOnlyNamespace,
+    )
     from shale.reader import DbReader
     from shale.row import Row
     from shale.settings import HistoryRetention, ReaderOptions, Settings
@@ -46,6 +51,7 @@ _LAZY = {
     "ReadOnlyDbMapping": "shale.mapping",
     "Namespace": "shale.namespace",
     "NamespaceSnapshot": "shale.namespace",
+    "NamespaceTransaction": "shale.namespace",
     "ReadOnlyNamespace": "shale.namespace",
     "HistoryRetention": "shale.settings",
     "ReaderOptions": "shale.settings",
@@ -85,6 +91,7 @@ __all__ = [
     "KeyValue",
     "Namespace",
     "NamespaceSnapshot",
+    "NamespaceTransaction",
     "HistoryRetention",
     "ReaderOptions",
     "ReadOnlyDbMapping",

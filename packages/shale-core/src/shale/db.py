@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from shale import transaction as atomic
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, SystemClock
@@ -158,9 +159,6 @@ def resolve_parts(
         prefix_extractor=prefix_extractor,
     )
 
-
-#: How often the atomic conveniences (``put_if_absent`` ...) re-run after a conflict.
-_ATOMIC_RETRIES = 100
 
 #: Open databases, closed at interpreter exit if the program did not close them.
 _open_dbs: weakref.WeakSet[Db] = weakref.WeakSet()
@@ -383,15 +381,7 @@ class Db:
     ) -> bool:
         """Set ``key`` to ``value`` only if it has no value; whether it did. Atomic against
         every other write (a transaction, retried on conflict)."""
-        key, value = check_key(key), check_value(value)
-
-        def run(txn: Transaction) -> bool:
-            if txn.get(key) is not None:
-                return False
-            txn.put(key, value, ttl=ttl)
-            return True
-
-        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
+        return atomic.put_if_absent(self.begin, key, value, ttl=ttl, durable=durable)
 
     def compare_and_set(
         self,
@@ -404,20 +394,7 @@ class Db:
     ) -> bool:
         """Set ``key`` to ``new`` (delete it for ``None``) only if its value is ``expected``
         (``None``: absent); whether it did. Atomic against every other write."""
-        key = check_key(key)
-        expected = None if expected is None else check_value(expected)
-        new = None if new is None else check_value(new)
-
-        def run(txn: Transaction) -> bool:
-            if txn.get(key) != expected:
-                return False
-            if new is None:
-                txn.delete(key)
-            else:
-                txn.put(key, new, ttl=ttl)
-            return True
-
-        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
+        return atomic.compare_and_set(self.begin, key, expected, new, ttl=ttl, durable=durable)
 
     def update(
         self,
@@ -430,17 +407,7 @@ class Db:
         """Set ``key`` to ``fn(current value or None)`` (``None`` deletes it) atomically
         against every other write; ``fn`` may run more than once (after a conflict). Returns
         the value written."""
-        key = check_key(key)
-
-        def run(txn: Transaction) -> bytes | None:
-            new = fn(txn.get(key))
-            if new is None:
-                txn.delete(key)
-            else:
-                txn.put(key, new, ttl=ttl)
-            return new
-
-        return self.transact(run, retries=_ATOMIC_RETRIES, durable=durable)
+        return atomic.update(self.begin, key, fn, ttl=ttl, durable=durable)
 
     # -- manifest ----------------------------------------------------------------------------
 

@@ -18,9 +18,11 @@ and leaves out the ones that would lie (docs/views.md):
 * ``len(m)`` raises ``TypeError``: the store keeps no count, and a silent full scan behind
   ``len`` would surprise. :meth:`ReadOnlyDbMapping.count` counts by scanning, on request.
   ``bool(m)`` reads at most one key.
-* ``setdefault``, ``pop``, ``popitem`` and ``clear`` are not offered: each is a
-  read-modify-write that another writer could interleave with, and a mapping that looked atomic
-  but was not would be worse than none. They come with transactions (``db.begin()``).
+* ``setdefault``, ``pop`` and ``popitem`` are read-modify-writes, so each runs as a
+  transaction of the source (``begin()``), re-run after a conflict: atomic against every other
+  writer. ``popitem`` removes the **smallest** key (a store has no insertion order).
+  ``clear`` is not offered: one atomic transaction over a whole key space would not scale, and
+  a clear that was not atomic would surprise; delete a range with a scan and a batch.
 
 The view holds no state besides its source and its durability choice: it is as thread-safe as
 the source, and reads see every write the source sees.
@@ -29,11 +31,12 @@ the source, and reads see every write the source sees.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Protocol
+from typing import Final, Protocol
 
-from shale.batch import WriteBatch, check_key
+from shale.batch import WriteBatch, check_key, check_value
 from shale.errors import InvalidError
 from shale.keys import check_scan_range, prefix_range
+from shale.transaction import ATOMIC_RETRIES, IsolationLevel, TxnLike, transact
 
 __all__ = ["DbMapping", "ReadOnlyDbMapping", "ReadSource", "WriteSource", "key_range"]
 
@@ -56,6 +59,15 @@ class WriteSource(ReadSource, Protocol):
     def delete(self, key: bytes, *, durable: bool = True) -> object: ...
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> object: ...
+
+    def begin(self, isolation: IsolationLevel = "snapshot") -> TxnLike: ...
+
+
+class _Missing:
+    pass
+
+
+_MISSING: Final = _Missing()
 
 
 def key_range(
@@ -216,3 +228,48 @@ class DbMapping(ReadOnlyDbMapping):
             batch.put(pair[0], pair[1])
         if not batch.is_empty():
             self._writer.write(batch, durable=self.durable)
+
+    def setdefault(self, key: bytes, default: bytes) -> bytes:
+        """``m[key]`` if ``key`` has a value, else set it to ``default`` and return that --
+        atomically (a transaction, re-run after a conflict); writes only when absent."""
+        key, default = check_key(key), check_value(default)
+
+        def run(txn: TxnLike) -> bytes:
+            value = txn.get(key)
+            if value is not None:
+                return value
+            txn.put(key, default)
+            return default
+
+        return transact(self._writer.begin, run, retries=ATOMIC_RETRIES, durable=self.durable)
+
+    def pop(self, key: bytes, default: bytes | _Missing | None = _MISSING) -> bytes | None:
+        """Delete ``key`` and return its value, atomically; when it is absent return
+        ``default``, or raise ``KeyError`` without one (nothing written)."""
+        key = check_key(key)
+
+        def run(txn: TxnLike) -> bytes | None:
+            value = txn.get(key)
+            if value is None:
+                if isinstance(default, _Missing):
+                    raise KeyError(key)
+                return default
+            txn.delete(key)
+            return value
+
+        return transact(self._writer.begin, run, retries=ATOMIC_RETRIES, durable=self.durable)
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        """Delete the smallest key and return ``(key, value)``, atomically.
+
+        :raises KeyError: the view is empty.
+        """
+
+        def run(txn: TxnLike) -> tuple[bytes, bytes]:
+            first = next(iter(txn.scan()), None)
+            if first is None:
+                raise KeyError("popitem(): the mapping is empty")
+            txn.delete(first[0])
+            return first
+
+        return transact(self._writer.begin, run, retries=ATOMIC_RETRIES, durable=self.durable)

@@ -18,16 +18,19 @@ prefix were not there: keys go in and come out **without** it. The rules (docs/v
 * **Options pass through**: ``durability=``, ``dirty=``, ``include_expired=``, ``ttl=`` and
   ``durable=`` mean what they mean on the root.
 
-Extension point: ``Namespace.begin()`` -- a transaction whose reads, writes and conflict ranges
-are prefixed the same way -- comes with transactions (``Db.begin``); it will prefix keys with
-the helpers here (:meth:`ReadOnlyNamespace._key`, :meth:`ReadOnlyNamespace._range`) and wrap
-the transaction's iterators in :class:`NamespaceIterator`.
+* **Transactions stay inside too**: ``ns.begin()`` is a transaction of the root
+  (:class:`NamespaceTransaction`) whose reads, writes, ``mark_read``/``unmark_write`` keys and
+  scanned ranges (its serializable conflict ranges) are prefixed and clamped the same way;
+  ``ns.transact``, ``put_if_absent``, ``compare_and_set`` and ``update`` are the root's,
+  scoped to the namespace.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from shale import transaction as atomic
 from shale.batch import Ttl, WriteBatch, check_key
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
@@ -35,6 +38,7 @@ from shale.errors import InvalidError
 from shale.keys import check_scan_range, prefix_end, prefix_range
 from shale.mapping import DbMapping, ReadOnlyDbMapping
 from shale.row import MAX_KEY_LEN, MERGE, TOMBSTONE, VALUE
+from shale.transaction import IsolationLevel, Transaction, check_isolation, transact
 
 if TYPE_CHECKING:
     from shale.db import Db, WriteHandle
@@ -44,9 +48,13 @@ __all__ = [
     "Namespace",
     "NamespaceIterator",
     "NamespaceSnapshot",
+    "NamespaceTransaction",
     "ReadOnlyNamespace",
     "check_prefix",
 ]
+
+
+_T = TypeVar("_T")
 
 
 def check_prefix(prefix: object) -> bytes:
@@ -251,3 +259,152 @@ class Namespace(ReadOnlyNamespace):
     def mapping(self, *, durable: bool = True) -> DbMapping:
         """A dict-like view of the namespace; ``durable`` as :meth:`shale.Db.mapping`."""
         return DbMapping(self, durable=durable)
+
+    # -- transactions (docs/transactions.md) --------------------------------------------------
+
+    def begin(self, isolation: IsolationLevel = "snapshot") -> NamespaceTransaction:
+        """A transaction of the root whose keys and ranges stay inside this namespace (keys
+        without the prefix); as :meth:`shale.Db.begin`."""
+        return NamespaceTransaction(self._db.begin(isolation), self)
+
+    def transact(
+        self,
+        fn: Callable[[NamespaceTransaction], _T],
+        *,
+        retries: int = 10,
+        isolation: IsolationLevel = "snapshot",
+        durable: bool = True,
+    ) -> _T:
+        """Run ``fn(txn)`` in a namespace transaction and commit, re-running it after a
+        conflict; as :meth:`shale.Db.transact`."""
+        check_isolation(isolation)
+        return transact(lambda: self.begin(isolation), fn, retries=retries, durable=durable)
+
+    def put_if_absent(
+        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+    ) -> bool:
+        """As :meth:`shale.Db.put_if_absent`, ``key`` without the prefix."""
+        return atomic.put_if_absent(self.begin, key, value, ttl=ttl, durable=durable)
+
+    def compare_and_set(
+        self,
+        key: bytes,
+        expected: bytes | None,
+        new: bytes | None,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+    ) -> bool:
+        """As :meth:`shale.Db.compare_and_set`, ``key`` without the prefix."""
+        return atomic.compare_and_set(self.begin, key, expected, new, ttl=ttl, durable=durable)
+
+    def update(
+        self,
+        key: bytes,
+        fn: Callable[[bytes | None], bytes | None],
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+    ) -> bytes | None:
+        """As :meth:`shale.Db.update`, ``key`` without the prefix."""
+        return atomic.update(self.begin, key, fn, ttl=ttl, durable=durable)
+
+
+class NamespaceTransaction:
+    """A :class:`~shale.Transaction` seen through a namespace: keys in and out without the
+    prefix, scans (and so serializable conflict ranges) clamped to the namespace. Make it with
+    :meth:`Namespace.begin`; a context manager like the transaction."""
+
+    def __init__(self, txn: Transaction, namespace: ReadOnlyNamespace) -> None:
+        self._txn = txn
+        self._ns = namespace
+        self._prefix = namespace.prefix
+
+    @property
+    def transaction(self) -> Transaction:
+        """The root transaction underneath (keys with the prefix)."""
+        return self._txn
+
+    @property
+    def id(self) -> str:
+        """The transaction's id."""
+        return self._txn.id
+
+    @property
+    def isolation(self) -> IsolationLevel:
+        """``"snapshot"`` or ``"serializable"``."""
+        return self._txn.isolation
+
+    @property
+    def seqnum(self) -> int:
+        """The seq the transaction's snapshot reads at."""
+        return self._txn.seqnum
+
+    @property
+    def finished(self) -> bool:
+        """Whether it committed, failed to commit or rolled back."""
+        return self._txn.finished
+
+    def get(self, key: bytes, **options: Any) -> bytes | None:
+        """``key``'s value (``key`` without the prefix) as the transaction sees it."""
+        return self._txn.get(self._ns._key(key), **options)
+
+    def get_key_value(self, key: bytes, **options: Any) -> KeyValue | None:
+        """``key``'s value with its seq and timestamps (``kv.key`` without the prefix)."""
+        kv = self._txn.get_key_value(self._ns._key(key), **options)
+        return None if kv is None else kv._replace(key=kv.key[len(self._prefix) :])
+
+    def scan(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        **options: Any,
+    ) -> NamespaceIterator:
+        """The transaction's view of ``start <= key < end`` inside the namespace (bounds and
+        keys without the prefix); under ``"serializable"`` that clamped range counts as read."""
+        low, high = self._ns._range(start, end)
+        inner = self._txn.scan(low, high, reverse=reverse, **options)
+        return NamespaceIterator(inner, self._prefix)
+
+    def scan_prefix(self, prefix: bytes, **options: Any) -> NamespaceIterator:
+        """Every key of the namespace that starts with ``prefix``, as :meth:`scan`."""
+        return self.scan(*prefix_range(prefix), **options)
+
+    def mark_read(self, keys: Iterable[bytes]) -> None:
+        """As :meth:`shale.Transaction.mark_read`, keys without the prefix."""
+        self._txn.mark_read([self._ns._key(k) for k in keys])
+
+    def unmark_write(self, keys: Iterable[bytes]) -> None:
+        """As :meth:`shale.Transaction.unmark_write`, keys without the prefix."""
+        self._txn.unmark_write([self._ns._key(k) for k in keys])
+
+    def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None) -> None:
+        """Set ``key`` (without the prefix) at commit."""
+        self._txn.put(self._ns._key(key), value, ttl=ttl)
+
+    def delete(self, key: bytes) -> None:
+        """Delete ``key`` (without the prefix) at commit."""
+        self._txn.delete(self._ns._key(key))
+
+    def merge(self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None) -> None:
+        """Add a merge operand for ``key`` (without the prefix) at commit."""
+        self._txn.merge(self._ns._key(key), operand, ttl=ttl)
+
+    def commit(self, *, durable: bool = True) -> WriteHandle | None:
+        """As :meth:`shale.Transaction.commit`."""
+        return self._txn.commit(durable=durable)
+
+    def rollback(self) -> None:
+        """As :meth:`shale.Transaction.rollback`."""
+        self._txn.rollback()
+
+    def __enter__(self) -> NamespaceTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._txn.__exit__(exc_type, *exc)
+
+    def __repr__(self) -> str:
+        return f"<shale NamespaceTransaction {self._prefix!r} of {self._txn!r}>"

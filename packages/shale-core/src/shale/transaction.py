@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, get_args
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value
 from shale.engine.batch_write import WriteHandle, check_operand
@@ -42,9 +42,13 @@ __all__ = [
     "IsolationLevel",
     "Transaction",
     "TransactionIterator",
+    "TxnLike",
     "backoff_delay",
     "check_retries",
+    "compare_and_set",
+    "put_if_absent",
     "transact",
+    "update",
 ]
 
 #: The isolation levels: SlateDB's ``SnapshotIsolation`` and ``SerializableSnapshotIsolation``.
@@ -52,6 +56,30 @@ IsolationLevel = Literal["snapshot", "serializable"]
 _LEVELS: Final = get_args(IsolationLevel)
 
 _T = TypeVar("_T")
+_Txn = TypeVar("_Txn", bound="TxnLike")
+
+
+class TxnLike(Protocol):
+    """What :func:`transact` and the atomic conveniences need of a transaction: a
+    :class:`Transaction`, or a namespace's (:class:`shale.namespace.NamespaceTransaction`)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+    def scan(
+        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def commit(self, *, durable: bool = True) -> WriteHandle | None: ...
+
+    def rollback(self) -> None: ...
+
 
 #: :func:`transact`'s back-off: the first delay (seconds), doubled per attempt up to the cap.
 BACKOFF_BASE_S = 0.001
@@ -364,8 +392,8 @@ def backoff_delay(attempt: int) -> float:
 
 
 def transact(
-    begin: Callable[[], Transaction],
-    fn: Callable[[Transaction], _T],
+    begin: Callable[[], _Txn],
+    fn: Callable[[_Txn], _T],
     *,
     retries: int = 10,
     durable: bool = True,
@@ -396,3 +424,85 @@ def transact(
             raise
         time.sleep(backoff_delay(attempt))
         attempt += 1
+
+
+# -- the atomic conveniences (Db.put_if_absent ..., the same on a Namespace) -----------------
+
+#: How often the atomic conveniences re-run after a conflict.
+ATOMIC_RETRIES = 100
+
+
+def put_if_absent(
+    begin: Callable[[], TxnLike],
+    key: bytes,
+    value: bytes,
+    *,
+    ttl: int | Ttl | None = None,
+    durable: bool = True,
+) -> bool:
+    """Set ``key`` to ``value`` in a transaction from ``begin()`` only if it has no value;
+    whether it did (re-run after a conflict)."""
+    key, value = check_key(key), check_value(value)
+
+    def run(txn: TxnLike) -> bool:
+        if txn.get(key) is not None:
+            return False
+        txn.put(key, value, ttl=ttl)
+        return True
+
+    return transact(begin, run, retries=ATOMIC_RETRIES, durable=durable)
+
+
+def compare_and_set(
+    begin: Callable[[], TxnLike],
+    key: bytes,
+    expected: bytes | None,
+    new: bytes | None,
+    *,
+    ttl: int | Ttl | None = None,
+    durable: bool = True,
+) -> bool:
+    """Set ``key`` to ``new`` (delete it for ``None``) only if its value is ``expected``
+    (``None``: absent); whether it did."""
+    key = check_key(key)
+    expected = None if expected is None else check_value(expected)
+    new = None if new is None else check_value(new)
+
+    def run(txn: TxnLike) -> bool:
+        if txn.get(key) != expected:
+            return False
+        _set(txn, key, new, ttl)
+        return True
+
+    return transact(begin, run, retries=ATOMIC_RETRIES, durable=durable)
+
+
+def update(
+    begin: Callable[[], TxnLike],
+    key: bytes,
+    fn: Callable[[bytes | None], bytes | None],
+    *,
+    ttl: int | Ttl | None = None,
+    durable: bool = True,
+) -> bytes | None:
+    """Set ``key`` to ``fn(current value or None)`` (``None`` deletes it); ``fn`` may run more
+    than once. Returns the value written."""
+    key = check_key(key)
+    if not callable(fn):
+        raise InvalidError("update() takes a callable", type=type(fn).__name__)
+
+    def run(txn: TxnLike) -> bytes | None:
+        new = fn(txn.get(key))
+        if new is not None:
+            new = check_value(new)
+        _set(txn, key, new, ttl)
+        return new
+
+    return transact(begin, run, retries=ATOMIC_RETRIES, durable=durable)
+
+
+def _set(txn: TxnLike, key: bytes, value: bytes | None, ttl: int | Ttl | None) -> None:
+    if value is None:
+        txn.delete(key)
+    else:
+        txn.put(key, value, ttl=ttl)
