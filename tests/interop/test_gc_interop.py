@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from shale.reader import DbReader
 from shale.clock import ManualClock
 from shale.objstore.local import LocalStore
+from shale.reader import DbReader
 from shale.settings import GarbageCollectorOptions, GcDirectoryOptions, Settings
 from shale_gc import GarbageCollector
 

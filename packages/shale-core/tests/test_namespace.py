@@ -15,10 +15,10 @@ from shale import (
     Db,
     DbReader,
     InvalidError,
-    TransactionError,
     Namespace,
     ReadOnlyNamespace,
     Settings,
+    TransactionError,
     WriteBatch,
 )
 from shale.objstore.memory import MemoryStore
