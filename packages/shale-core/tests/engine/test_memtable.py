@@ -34,7 +34,7 @@ def test_get_returns_visible_versions_newest_first() -> None:
     mt.put(row(b"x", 2))
     mt.put(row(b"k", 3, b"b", MERGE))
     mt.put(row(b"k", 5, b"", TOMBSTONE))
-    assert [r[1] for r in mt.get(b"k", 10)] == [5, 3, 1]
+    assert [r[1] for r in mt.get(b"k", 10)] == [5]  # down to the newest value or tombstone
     assert [r[1] for r in mt.get(b"k", 4)] == [3, 1]
     assert [r[1] for r in mt.get(b"k", 1)] == [1]
     assert mt.get(b"k", 0) == []
@@ -158,3 +158,18 @@ def test_iter_rows_matches_a_sorted_model(reverse: bool) -> None:
         model = sorted(model, key=lambda r: (r[0], r[1]), reverse=True)
         model = sorted(model, key=lambda r: r[0], reverse=True)  # stable: newest first per key
     assert list(mt.iter_rows(start, end, max_seq=bound, reverse=reverse)) == model
+
+
+def test_to_base_stops_at_the_newest_value_or_tombstone() -> None:
+    mt = Memtable()
+    mt.put((b"a", 1, VALUE, b"a1", None, 0))
+    mt.put((b"a", 2, VALUE, b"a2", None, 0))
+    mt.put((b"a", 3, MERGE, b"+", None, 0))
+    mt.put((b"b", 4, TOMBSTONE, b"", None, 0))
+    mt.put((b"b", 5, MERGE, b"+", None, 0))
+    mt.put((b"c", 6, MERGE, b"+", None, 0))
+    got = [(r[0], r[1]) for r in mt.iter_rows(to_base=True)]
+    assert got == [(b"a", 3), (b"a", 2), (b"b", 5), (b"b", 4), (b"c", 6)]
+    got = [(r[0], r[1]) for r in mt.iter_rows(to_base=True, reverse=True, max_seq=2)]
+    assert got == [(b"a", 2)]
+    assert len(list(mt.iter_rows())) == 6  # a flush still gets every version

@@ -24,6 +24,8 @@ import heapq
 import threading
 from collections.abc import Iterator
 
+from shale.row import MERGE
+
 #: Bytes charged per row on top of key and value (seq, flags, timestamps, offsets): the
 #: encoded size SlateDB estimates, which decides when a memtable is frozen.
 ROW_OVERHEAD = 24
@@ -83,15 +85,19 @@ class Memtable:
             self.last_tick = ts
 
     def get(self, key: bytes, max_seq: int) -> list[tuple]:  # type: ignore[type-arg]
-        """The versions of ``key`` with ``seq <= max_seq``, newest first."""
+        """The versions of ``key`` with ``seq <= max_seq`` a read resolves, newest first: down
+        to the newest value or tombstone (merge operands above it included)."""
         lst = self._versions.get(key)
         if not lst:
             return []
-        rows = lst[:]  # atomic copy
-        rows.reverse()
-        if rows[0][1] > max_seq:
-            rows = [r for r in rows if r[1] <= max_seq]
-        return rows
+        out = []
+        for i in range(len(lst) - 1, -1, -1):  # no copy: the list only grows at its end
+            r = lst[i]
+            if r[1] <= max_seq:
+                out.append(r)
+                if r[2] != MERGE:
+                    break
+        return out
 
     def _keys_snapshot(self) -> tuple[list[bytes], list[bytes]]:
         """(sorted keys, sorted recent keys), both immutable from the caller's point of view.
@@ -130,11 +136,14 @@ class Memtable:
         *,
         max_seq: int | None = None,
         reverse: bool = False,
+        to_base: bool = False,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         """Rows with ``start <= key < end`` and ``seq <= max_seq``, in merge order.
 
         Ascending: key ascending, newest version first. ``reverse``: key descending, newest
-        version first.
+        version first. ``to_base``: per key, only the versions a read resolves -- down to the
+        newest value or tombstone, merge operands above it included -- so a read does not step
+        over every older version of a hot key (a flush needs them all: the default).
         """
         limit = self.max_seq if max_seq is None else max_seq
         base, recent = self._keys_snapshot()
@@ -153,6 +162,16 @@ class Memtable:
         else:
             keys_iter = heapq.merge(*parts) if len(parts) > 1 else parts[0]
         versions = self._versions
+        if to_base:
+            for key in keys_iter:
+                lst = versions[key]  # no copy: it only grows at its end, read below len()
+                for i in range(len(lst) - 1, -1, -1):
+                    r = lst[i]
+                    if r[1] <= limit:
+                        yield r
+                        if r[2] != MERGE:
+                            break
+            return
         for key in keys_iter:
             lst = versions[key][:]
             for i in range(len(lst) - 1, -1, -1):

@@ -189,7 +189,8 @@ class Reader:
         """One row iterator per memtable, L0 SST and sorted run of ``v`` over
         ``[start, end)``, each in merge order (key, then newest version first)."""
         srcs: list[Iterator[tuple]] = [  # type: ignore[type-arg]
-            mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse) for mt in v.memtables
+            mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse, to_base=True)
+            for mt in v.memtables
         ]
         # segments own disjoint key intervals: every tree overlapping the range is one more
         # group of sources for the same merge
