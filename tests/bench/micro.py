@@ -1,6 +1,6 @@
 """Micro-benchmarks of the accelerated modules, both twins side by side.
 
-Reports block encode/decode MB/s, bloom build/probe ops/s and merge rows/s for the pure-Python
+Reports block encode/decode MB/s, bloom build/probe ops/s, merge rows/s and memtable inserts for the pure-Python
 and the Cython twin, and the ratio between them. Medians of several repeats; these machines are
 shared, so read the ratios, not the absolute figures.
 """
@@ -107,10 +107,27 @@ def bench_merge(impl: ModuleType) -> dict[str, float]:
     return {"merge rows/s (4 sources)": 4 * n / t}
 
 
+def bench_memtable(impl: ModuleType) -> dict[str, float]:
+    rows = _rows(100_000, 16)
+
+    def run() -> int:
+        versions: dict[bytes, list[tuple]] = {}  # type: ignore[type-arg]
+        impl.insert_rows(versions, [], rows, None)
+        return len(versions)
+
+    t = _median_seconds(run, 3)
+    return {"memtable insert rows/s": len(rows) / t}
+
+
 def run() -> list[tuple[str, float, float | None]]:
     """Rows of (metric, pure value, compiled value or None)."""
     out = []
-    for name, fn in (("block", bench_block), ("bloom", bench_bloom), ("merge", bench_merge)):
+    for name, fn in (
+        ("block", bench_block),
+        ("bloom", bench_bloom),
+        ("merge", bench_merge),
+        ("memtable", bench_memtable),
+    ):
         twins = _accel.twins(name)
         py = fn(twins["py"])
         c = fn(twins["c"]) if "c" in twins else {}

@@ -19,6 +19,7 @@ _WHERE = {
     "bloom": ("shale.sst", "shale.sst.bloom"),
     "merge": ("shale.merge", "shale.merge"),
     "blockmeta": ("shale.fbs", "shale.fbs.blockmeta"),
+    "memtable": ("shale.engine", "shale.engine.memtable"),
 }
 #: Names of the accelerated modules, for ``python -m shale info`` and the tests.
 ACCELERATED = tuple(_WHERE)

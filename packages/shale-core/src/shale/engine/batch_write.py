@@ -232,8 +232,10 @@ class BatchWriter:
                         rows.append((key, seq, kind, value, expire, now))
             oracle.last_seq = seq
             mt = state.memtable
-            for row in rows:
-                mt.put(row)
+            if len(rows) == 1:
+                mt.put(rows[0])
+            else:
+                mt.put_rows(rows)
             oracle.committed_seq = seq
             if txns.has_live:
                 if txn is not None:

@@ -23,8 +23,19 @@ import bisect
 import heapq
 import threading
 from collections.abc import Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING
 
+from shale import _accel
 from shale.row import MERGE
+
+#: The twin of the hot loops in use: ``shale.engine._memtable_c`` or ``_memtable_py``.
+IMPLEMENTATION: ModuleType = _accel.load("memtable")
+if TYPE_CHECKING:
+    from shale.engine._memtable_py import insert_rows, versions_to_base
+else:
+    insert_rows = IMPLEMENTATION.insert_rows
+    versions_to_base = IMPLEMENTATION.versions_to_base
 
 #: Bytes charged per row on top of key and value (seq, flags, timestamps, offsets): the
 #: encoded size SlateDB estimates, which decides when a memtable is frozen.
@@ -84,20 +95,30 @@ class Memtable:
         if ts is not None and (self.last_tick is None or ts > self.last_tick):
             self.last_tick = ts
 
+    def put_rows(self, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+        """Insert ``rows`` in order (any seq order: a WAL SST's rows come by key): :meth:`put`
+        for many rows, the sizes and bounds updated once."""
+        if not rows:
+            return
+        nbytes, self.last_tick, low, high = insert_rows(
+            self._versions, self._new, rows, self.last_tick
+        )
+        n = len(rows)
+        self.size += nbytes + n * ROW_OVERHEAD
+        self.mem_bytes += nbytes + n * ROW_MEMORY_OVERHEAD
+        self.num_rows += n
+        if self.min_seq is None or low < self.min_seq:
+            self.min_seq = low
+        if high > self.max_seq:
+            self.max_seq = high
+
     def get(self, key: bytes, max_seq: int) -> list[tuple]:  # type: ignore[type-arg]
         """The versions of ``key`` with ``seq <= max_seq`` a read resolves, newest first: down
         to the newest value or tombstone (merge operands above it included)."""
         lst = self._versions.get(key)
         if not lst:
             return []
-        out = []
-        for i in range(len(lst) - 1, -1, -1):  # no copy: the list only grows at its end
-            r = lst[i]
-            if r[1] <= max_seq:
-                out.append(r)
-                if r[2] != MERGE:
-                    break
-        return out
+        return versions_to_base(lst, max_seq)
 
     def _keys_snapshot(self) -> tuple[list[bytes], list[bytes]]:
         """(sorted keys, sorted recent keys), both immutable from the caller's point of view.

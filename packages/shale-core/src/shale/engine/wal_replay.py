@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 from collections.abc import Callable
 
 from shale import ids
@@ -41,6 +42,9 @@ def fence_wal(tables: TableStore, m: Manifest, refresh: Callable[[], object]) ->
             candidate += 1
 
 
+_seq_of = operator.itemgetter(1)
+
+
 def replay_wal(
     tables: TableStore,
     m: Manifest,
@@ -59,13 +63,13 @@ def replay_wal(
         rows = tables.read_wal(wal_id)
         if rows is None:
             continue  # a fence object
-        for row in rows:
-            if row[1] <= m.last_l0_seq:
-                continue
-            mt.put(row)
-            replayed += 1
-            if row[1] > last_seq:
-                last_seq = row[1]
+        floor = m.last_l0_seq
+        if rows and min(map(_seq_of, rows)) <= floor:
+            rows = [r for r in rows if r[1] > floor]
+        if rows:
+            mt.put_rows(rows)
+            replayed += len(rows)
+            last_seq = max(last_seq, mt.max_seq)
         if mt.size >= limit:
             state.push_imm(mt.freeze(wal_id))
             mt = Memtable()
