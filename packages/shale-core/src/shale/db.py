@@ -519,9 +519,10 @@ class Db:
         :param include_expired: return rows past their TTL too (SlateDB's behaviour); by default
             ``not settings.hide_expired``.
         """
-        kv = self.get_key_value(
-            key, durability=durability, dirty=dirty, include_expired=include_expired
-        )
+        key = check_key(key)
+        inner = self._inner
+        inner.status.check_open()
+        kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
         return None if kv is None else kv.value
 
     def scan(

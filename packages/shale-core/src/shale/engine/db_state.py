@@ -46,10 +46,17 @@ class DbState:
         self.manifest_id = manifest_id
         #: called (under ``lock``) after a freeze: wake the memtable flusher
         self.on_freeze: Callable[[], None] = _nothing
+        self._publish()
+
+    def _publish(self) -> None:
+        """Record the memtables (newest first) and the manifest a read sees now, as one
+        immutable pair: every change below calls it under ``lock``, and :meth:`view` reads the
+        pair without the lock (one attribute read is atomic)."""
+        self._parts = ([self.memtable, *reversed(self.imms)], self.manifest)
 
     def view(self, max_seq: int) -> DbView:
-        with self.lock:
-            return DbView([self.memtable, *reversed(self.imms)], self.manifest, max_seq)
+        memtables, manifest = self._parts
+        return DbView(memtables, manifest, max_seq)
 
     def oldest_imm(self) -> Memtable | None:
         with self.lock:
@@ -60,6 +67,7 @@ class DbState:
         with self.lock:
             self.imms.append(mt)
             self.imm_bytes += mt.size
+            self._publish()
 
     def freeze(self, wal_id: int | None) -> bool:
         """Freeze the active memtable (if it holds rows) into the queue; True if it did.
@@ -73,6 +81,7 @@ class DbState:
             self.imms.append(mt.freeze(wal_id))
             self.imm_bytes += mt.size
             self.memtable = Memtable()
+            self._publish()
             self.on_freeze()
             return True
 
@@ -82,6 +91,7 @@ class DbState:
             if self.imms and self.imms[0] is imm:
                 self.imms.popleft()
                 self.imm_bytes -= imm.size
+                self._publish()
             self.cond.notify_all()
 
     def install(self, manifest: Manifest, manifest_id: int) -> None:
@@ -89,6 +99,7 @@ class DbState:
         with self.lock:
             self.manifest = manifest
             self.manifest_id = manifest_id
+            self._publish()
             self.cond.notify_all()
 
     def replace(self, manifest: Manifest, manifest_id: int, memtable: Memtable) -> None:
@@ -99,6 +110,7 @@ class DbState:
             self.memtable = memtable
             self.imms = collections.deque()
             self.imm_bytes = 0
+            self._publish()
             self.cond.notify_all()
 
     def frozen_copy(self) -> DbState:
@@ -109,6 +121,7 @@ class DbState:
             other.memtable = self.memtable
             other.imms = collections.deque(self.imms)
             other.imm_bytes = self.imm_bytes
+            other._publish()
             return other
 
     def notify(self) -> None:

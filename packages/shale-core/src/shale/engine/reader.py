@@ -19,7 +19,7 @@ from shale.clock import MonotonicClock
 from shale.engine import components
 from shale.engine.db_state import DbState, DbView
 from shale.engine.table_store import TableStore
-from shale.fbs.manifest import SstView
+from shale.fbs.manifest import Manifest, SortedRun, SstView
 from shale.merge_operators import resolve_versions
 from shale.meta import segments
 from shale.row import MERGE, VALUE
@@ -83,6 +83,19 @@ class Reader:
         self.stats = stats
         self.clock = clock
         self.merge_operator = merge_operator
+        # the first keys of each sorted run's SSTs, per run of one manifest (point lookups
+        # bisect them): (the manifest, {id(run): firsts}); the manifest held keeps the ids valid
+        self._firsts: tuple[Manifest | None, dict[int, list[bytes]]] = (None, {})
+
+    def _run_firsts(self, m: Manifest, run: SortedRun) -> list[bytes]:
+        cached = self._firsts
+        if cached[0] is not m:
+            cached = self._firsts = (m, {})
+        firsts = cached[1].get(id(run))
+        if firsts is None:
+            firsts = [s.sst.info.first_entry or b"" for s in run.ssts]
+            cached[1][id(run)] = firsts
+        return firsts
 
     def with_state(self, state: DbState) -> Reader:
         """A reader of ``state`` sharing everything else (a read-only snapshot's)."""
@@ -144,8 +157,13 @@ class Reader:
                 if _has_base(rows):
                     return out
         tables = self.tables
-        tree = segments.tree_for_key(v.manifest, key)  # the root's, or the owning segment's
-        for view in tree.l0:
+        m = v.manifest
+        if m.segments:
+            tree = segments.tree_for_key(m, key)  # the root's, or the owning segment's
+            l0, compacted = tree.l0, tree.compacted
+        else:
+            l0, compacted = m.l0, m.compacted
+        for view in l0:
             info = view.sst.info
             if (info.first_entry is not None and key < info.first_entry) or (
                 info.last_entry is not None and key > info.last_entry
@@ -158,9 +176,9 @@ class Reader:
                 out.extend(rows)
                 if _has_base(rows):
                     return out
-        for run in tree.compacted:
+        for run in compacted:
             ssts = run.ssts
-            firsts = [s.sst.info.first_entry or b"" for s in ssts]
+            firsts = self._run_firsts(m, run)
             # The compactor splits its output anywhere, also between two versions of one key:
             # the SST before the first one starting at ``key`` may hold its newest versions, and
             # they can continue over several SSTs. Start at the last SST starting below ``key``.

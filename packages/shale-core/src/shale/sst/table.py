@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import operator
 import struct
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -339,9 +338,9 @@ class SsTable:
             rows = self.read_block(i, 1)
             lo = 0
             if start is not None and rows[0][0] < start:
-                lo = bisect.bisect_left(rows, start, key=_first)
+                lo = bisect.bisect_left(rows, (start,))
             if end is not None and rows[-1][0] >= end:
-                hi = bisect.bisect_left(rows, end, lo, key=_first)
+                hi = bisect.bisect_left(rows, (end,), lo)
                 yield from rows[lo:hi]
                 return
             yield from rows[lo:] if lo else rows
@@ -355,11 +354,11 @@ class SsTable:
             rows = self.read_block(i, -1)
             hi = len(rows)
             if end is not None and rows[-1][0] >= end:
-                hi = bisect.bisect_left(rows, end, key=_first)
+                hi = bisect.bisect_left(rows, (end,))
             lo = 0
             done = False
             if start is not None and rows[0][0] < start:
-                lo = bisect.bisect_left(rows, start, key=_first)
+                lo = bisect.bisect_left(rows, (start,))
                 done = True
             for j in range(hi - 1, lo - 1, -1):
                 r = rows[j]
@@ -388,7 +387,7 @@ class SsTable:
         n = self.block_count
         while i < n:
             rows = self.read_block(i)
-            j = bisect.bisect_left(rows, key, key=_first)
+            j = bisect.bisect_left(rows, (key,))
             m = len(rows)
             while j < m and rows[j][0] == key:
                 out.append(rows[j])
@@ -399,4 +398,6 @@ class SsTable:
         return out
 
 
-_first = operator.itemgetter(0)
+# Rows are tuples starting with the key: ``(key,)`` sorts before every row of ``key`` and after
+# every row of a smaller key, so ``bisect_left(rows, (key,))`` finds a key's first row with
+# C-level tuple comparisons (no Python key function per probe).
