@@ -8,10 +8,12 @@ that the engine benchmark runs.
 2. :mod:`engine` -- shale's ``Db`` beside the official slatedb package (about 4 minutes).
 3. :mod:`compaction` -- shale's compactor beside the official one: merge throughput, and put
    throughput during an in-process compaction.
+4. :mod:`tails` -- durable put p50/p99 beside the official package, 1 and 64 writers, 1 and
+   100 ms flush intervals, quiet and under a mixed CPU + fsync load.
 
 Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
 the compaction benchmark gets only ``--quick``. ``--no-micro``, ``--no-engine`` and
-``--no-compaction`` skip one part.
+``--no-compaction``, ``--no-tails`` skip one part.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import compaction
 import engine
 import micro
+import tails
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     skip_micro = "--no-micro" in args
     skip_engine = "--no-engine" in args
     skip_compaction = "--no-compaction" in args
-    args = [a for a in args if a not in ("--no-micro", "--no-engine", "--no-compaction")]
+    skip_tails = "--no-tails" in args
+    args = [
+        a for a in args if a not in ("--no-micro", "--no-engine", "--no-compaction", "--no-tails")
+    ]
     rc = 0
     if not skip_micro:
         micro.main()
@@ -41,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
     if not skip_compaction:
         rc = compaction.main(["--quick"] if "--quick" in args else []) or rc
+        print(flush=True)
+    if not skip_tails:
+        rc = tails.main(["--quick"] if "--quick" in args else []) or rc
     return rc
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 ENGINE = Path(__file__).with_name("engine.py")
+TAILS = Path(__file__).with_name("tails.py")
 
 
 @pytest.mark.slow
@@ -43,3 +44,22 @@ def test_engine_benchmark_quick_runs_and_prints_a_table() -> None:
         line = next((ln for ln in out.splitlines() if ln.startswith(label)), None)
         assert line is not None, f"no row {label!r} in:\n{out}"
         assert " - " not in line.replace("shale/off", ""), f"a value is missing: {line}"
+
+
+@pytest.mark.slow
+@pytest.mark.interop
+def test_tails_benchmark_runs_under_the_mixed_load() -> None:
+    if importlib.util.find_spec("slatedb") is None:
+        pytest.skip("the official slatedb package is not installed")
+    proc = subprocess.run(
+        [sys.executable, str(TAILS), "--quick", "--cap", "0.2", "--loads", "mixed"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("mixed, ")]
+    assert len(rows) == 4, proc.stdout
+    for line in rows:
+        assert " - " not in line, f"a value is missing: {line}"
