@@ -21,6 +21,7 @@ from shale.markers import hookimpl, hookspec
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ imports them
     from shale import aio as aio
+    from shale import codecs as codecs
     from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.row import Row
     from shale.settings import HistoryRetention, ReaderOptions, Settings
     from shale.transaction import IsolationLevel, Transaction
+    from shale.typed import TypedView
 
 __version__ = "0.1.0"
 
@@ -61,15 +63,16 @@ _LAZY = {
     "Row": "shale.row",
     "Transaction": "shale.transaction",
     "IsolationLevel": "shale.transaction",
+    "TypedView": "shale.typed",
 }
 
 
 def __getattr__(name: str) -> object:
     """Import the heavier public classes on first use (keeps ``import shale`` light)."""
-    if name == "aio":  # the asyncio facade, a submodule: ``shale.aio.AsyncDb``
+    if name in ("aio", "codecs"):  # submodules: ``shale.aio.AsyncDb``, ``shale.codecs.JSON``
         import importlib
 
-        return importlib.import_module("shale.aio")
+        return importlib.import_module(f"shale.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'shale' has no attribute {name!r}")
@@ -101,6 +104,7 @@ __all__ = [
     "IsolationLevel",
     "Transaction",
     "Ttl",
+    "TypedView",
     "WriteBatch",
     "WriteHandle",
     "ClosedError",
