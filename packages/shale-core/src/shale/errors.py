@@ -8,6 +8,7 @@ public API; each message carries ``key=value`` detail so logs stay greppable.
   ``"failed"``. After a fence or a failure its ``__cause__`` is what closed the handle.
 - :class:`UnavailableError` -- may succeed if retried (I/O, object-store outages, timeouts).
   Only transient conditions: shale retries these, and nothing else, in the background.
+  Also an ``OSError`` (``errno`` ``None``), for callers' existing I/O handlers.
 - :class:`InvalidError` -- bad argument, configuration or call. Also a ``ValueError``. This
   includes an object store that refuses for good (access denied, missing bucket:
   :class:`shale.objstore.PermanentStoreError`): retrying cannot help, the configuration must
@@ -68,8 +69,11 @@ class ClosedError(ShaleError):
         self.reason = reason
 
 
-class UnavailableError(ShaleError):
-    """A transient condition (I/O, network, timeout); the call may succeed if retried."""
+class UnavailableError(ShaleError, OSError):
+    """A transient condition (I/O, network, timeout); the call may succeed if retried.
+
+    Also an ``OSError``, so handlers written for I/O failures (``except OSError``) catch it;
+    its ``errno`` is ``None``."""
 
     kind = "unavailable"
 
