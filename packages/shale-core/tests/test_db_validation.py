@@ -574,3 +574,32 @@ def test_manifest_poll_denied_fails_the_database() -> None:
     assert isinstance(info.value.__cause__, PermanentStoreError)
     with pytest.raises(ClosedError):
         db.close()
+
+
+def test_paths_may_be_path_like_everywhere(tmp_path: pathlib.Path) -> None:
+    import asyncio
+
+    import shale
+    from shale.plugins import open_store
+
+    where = tmp_path / "db"
+    with Db.open(where) as db:  # a pathlib.Path
+        db.put(b"k", b"v")
+    with shale.DbReader.open(where, mode="follow_latest") as reader:
+        assert reader.get(b"k") == b"v"
+    assert shale.Admin(where).list_checkpoints() == []
+    assert open_store(where).get("manifest/00000000000000000001.manifest")
+
+    async def aio() -> bytes | None:
+        db = await shale.aio.AsyncDb.open(where)
+        try:
+            return await db.get(b"k")
+        finally:
+            await db.close()
+
+    assert asyncio.run(aio()) == b"v"
+    for bad in (b"/tmp/bytes-path", "", "a\x00b", 3):
+        with pytest.raises(InvalidError, match=r"os\.PathLike"):
+            Db.open(bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidError):
+            shale.Admin(bad)  # type: ignore[arg-type]

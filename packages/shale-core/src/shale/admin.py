@@ -27,9 +27,11 @@ Invariants and why:
 from __future__ import annotations
 
 import dataclasses
+import os
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from shale import ids
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError
 from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
@@ -138,7 +140,7 @@ class Admin:
 
     def __init__(
         self,
-        url: str,
+        url: str | os.PathLike[str],
         *,
         settings: Settings | None = None,
         object_store: ObjectStore | None = None,
@@ -148,8 +150,7 @@ class Admin:
         settings = Settings() if settings is None else settings
         if not isinstance(settings, Settings):
             raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
-        if not isinstance(url, str) or (object_store is None and not url) or "\x00" in url:
-            raise InvalidError("url must be a non-empty string without NUL", url=url)
+        url = ids.location(url, "url", allow_empty=object_store is not None)
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
         self.url = url

@@ -33,6 +33,7 @@ import concurrent.futures
 import contextvars
 import datetime
 import functools
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -328,7 +329,7 @@ class AsyncDb:
     @classmethod
     async def open(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         settings: Settings | None = None,
         *,
         executor: concurrent.futures.Executor | None = None,
@@ -608,7 +609,7 @@ class AsyncDbReader:
     @classmethod
     async def open(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         settings: Settings | None = None,
         *,
         executor: concurrent.futures.Executor | None = None,
@@ -754,7 +755,7 @@ class AsyncAdmin:
 
     def __init__(
         self,
-        url: str,
+        url: str | os.PathLike[str],
         *,
         executor: concurrent.futures.Executor | None = None,
         **options: Any,

@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TypeVar
 
+from shale import ids
 from shale import transaction as atomic
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
@@ -74,7 +75,7 @@ class CheckpointInfo(NamedTuple):
 
 
 def resolve_parts(
-    path: str,
+    path: str | os.PathLike[str],
     settings: Settings | None,
     *,
     object_store: ObjectStore | None,
@@ -93,8 +94,7 @@ def resolve_parts(
     settings = settings if settings is not None else Settings()
     if not isinstance(settings, Settings):
         raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
-    if not isinstance(path, str) or (object_store is None and not path) or "\x00" in path:
-        raise InvalidError("path must be a non-empty string without NUL", path=path)
+    path = ids.location(path, "path", allow_empty=object_store is not None)
     # Every component is checked before the store is opened: a bad one must fail here, not
     # in the first background upload after writes were acknowledged.
     host = get_host()
@@ -214,7 +214,7 @@ class Db:
     @classmethod
     def open(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         settings: Settings | None = None,
         *,
         object_store: ObjectStore | None = None,

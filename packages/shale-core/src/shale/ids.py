@@ -25,6 +25,22 @@ _DECODE.update({"I": 1, "i": 1, "L": 1, "l": 1, "O": 0, "o": 0})
 U64_MAX = 2**64 - 1
 
 
+def location(value: object, what: str = "path", *, allow_empty: bool = False) -> str:
+    """A database's location (a path, a ``pathlib.Path`` or any ``os.PathLike``, or a URL) as
+    the ``str`` the stores take.
+
+    :raises InvalidError: not a ``str`` or a ``str`` path-like, empty (unless
+        ``allow_empty``: an explicit object store roots it), or holding a NUL.
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or (not value and not allow_empty) or "\x00" in value:
+        raise InvalidError(
+            f"{what} must be a non-empty str or os.PathLike without NUL", **{what: value}
+        )
+    return value
+
+
 @dataclass(frozen=True, order=True, slots=True)
 class Ulid:
     """A 128-bit ULID; ordering follows the value, so the timestamp first."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -86,7 +87,7 @@ class DbReader:
     @classmethod
     def open(
         cls,
-        path: str,
+        path: str | os.PathLike[str],
         settings: Settings | None = None,
         *,
         checkpoint: uuid.UUID | str | None = None,

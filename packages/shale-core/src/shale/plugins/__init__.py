@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from shale import env
+from shale import env, ids
 from shale.errors import InvalidError
 from shale.markers import PROJECT
 from shale.objstore.protocol import ObjectStore
@@ -261,5 +261,6 @@ def open_store(url: str, **options: object) -> ObjectStore:
 
     Plain paths and ``file://`` URLs open a local directory, ``memory://`` an in-memory store,
     other schemes whichever installed plugin owns them (``s3://`` with ``shale-minio``).
+    ``url`` may be an ``os.PathLike`` (a ``pathlib.Path``).
     """
-    return get_host().open_object_store(url, dict(options))
+    return get_host().open_object_store(ids.location(url, "url"), dict(options))
