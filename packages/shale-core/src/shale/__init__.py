@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shale.errors import (
+    ChangesGoneError,
     ClosedError,
     CloseReason,
     DataError,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale import aio as aio
     from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
+    from shale.changes import ChangeStream, changes
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
     from shale.mapping import DbMapping, ReadOnlyDbMapping
     from shale.namespace import (
@@ -35,6 +37,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.row import Row
     from shale.settings import HistoryRetention, ReaderOptions, Settings
     from shale.transaction import IsolationLevel, Transaction
+    from shale.wal_reader import Change, WalFile, WalReader
 
 __version__ = "0.1.0"
 
@@ -61,6 +64,11 @@ _LAZY = {
     "Row": "shale.row",
     "Transaction": "shale.transaction",
     "IsolationLevel": "shale.transaction",
+    "Change": "shale.wal_reader",
+    "WalFile": "shale.wal_reader",
+    "WalReader": "shale.wal_reader",
+    "ChangeStream": "shale.changes",
+    "changes": "shale.changes",
 }
 
 
@@ -82,6 +90,12 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Admin",
+    "Change",
+    "ChangeStream",
+    "ChangesGoneError",
+    "WalFile",
+    "WalReader",
+    "changes",
     "CheckpointInfo",
     "Db",
     "DbIterator",
