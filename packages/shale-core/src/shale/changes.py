@@ -251,10 +251,12 @@ class ChangeStream:
         ch = self._buffer.popleft()
         self.position = ch.seq
         marks = self._marks
-        if marks and marks[-1][1] == ch.wal_id:
-            marks[-1] = (ch.seq, ch.wal_id)
+        wal_id = ch.wal_id
+        assert wal_id is not None  # read from a WAL file
+        if marks and marks[-1][1] == wal_id:
+            marks[-1] = (ch.seq, wal_id)
         else:
-            marks.append((ch.seq, ch.wal_id))
+            marks.append((ch.seq, wal_id))
         self.rows_read += 1
         return ch
 

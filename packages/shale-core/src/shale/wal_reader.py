@@ -44,7 +44,8 @@ class Change(NamedTuple):
     :ivar value: the value or merge operand; ``None`` for a tombstone.
     :ivar create_ts: when the write was made (the writer's clock, Unix ms), or ``None``.
     :ivar expire_ts: when it expires (Unix ms), or ``None``.
-    :ivar wal_id: the WAL SST it was read from.
+    :ivar wal_id: the WAL SST it was read from (``None``: delivered by a non-durable
+        ``db.watch`` before its WAL was uploaded).
     """
 
     seq: int
@@ -53,7 +54,7 @@ class Change(NamedTuple):
     value: bytes | None
     create_ts: int | None
     expire_ts: int | None
-    wal_id: int
+    wal_id: int | None
 
 
 class WalFileMetadata(NamedTuple):
@@ -74,7 +75,7 @@ def _check_id(name: str, value: object, *, optional: bool = False) -> int | None
     return value
 
 
-def rows_to_changes(wal_id: int, rows: list[Any]) -> list[Change]:
+def rows_to_changes(wal_id: int | None, rows: list[Any]) -> list[Change]:
     """Row tuples of WAL SST ``wal_id`` as :class:`Change` records, in file (seq) order."""
     return [
         Change(
