@@ -341,3 +341,35 @@ def test_stream_agrees_with_a_model(ops: list[tuple[str, bytes, bytes]], cut: in
         db.close()
     assert _all(store) == model
     assert _all(store, cut) == [r for r in model if r[0] > cut]
+
+
+def test_async_for_tails_commits_and_survives_cancellation(store: MemoryStore) -> None:
+    import asyncio
+
+    from shale import aio
+
+    model: Model = []
+
+    async def main() -> Model:
+        got: Model = []
+        with _open(store) as db:
+            s = aio.changes("db", object_store=store, poll_interval=0.05, consumer="a")
+            async with s:
+                await asyncio.to_thread(_put, db, model, b"a", b"1")
+                first = await asyncio.wait_for(s.__anext__(), 10)
+                got.append((first.seq, first.kind, first.key, first.value))
+                await s.commit()
+                # a cancelled wait (nothing to read yet) loses nothing
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(s.__anext__(), 0.01)
+                for i in range(3):
+                    await asyncio.to_thread(_put, db, model, b"b%d" % i, b"2")
+                async for ch in s:
+                    got.append((ch.seq, ch.kind, ch.key, ch.value))
+                    if len(got) == len(model):
+                        break
+        return got
+
+    assert asyncio.run(main()) == model
+    cur = read_cursor(store, "db", "a")
+    assert cur is not None and cur.seq == model[0][0]

@@ -100,7 +100,8 @@ class ChangeStream:
 
     Iterating blocks while following (``follow=True``) until a change arrives or
     :meth:`close` is called (from any thread); :meth:`read_batch` waits at most ``timeout``.
-    A context manager. Not for use by several threads at once (but :meth:`close` is).
+    A context manager. Not for use by several threads at once (but :meth:`close` and
+    :meth:`commit` may run beside an iteration).
 
     :ivar position: the seq of the last change yielded (or the start ``since_seq``; ``None``
         before the first change of a stream started at the oldest retained change).
@@ -144,6 +145,7 @@ class ChangeStream:
         self.position: int | None = self._since
         #: (last yielded seq of a file, its wal id), oldest first: what a commit pins
         self._marks: collections.deque[tuple[int, int]] = collections.deque()
+        self._marks_lock = threading.Lock()  # commit() may run beside a read (shale.aio)
         self._committed: ConsumerCursor | None = None
         self.rows_read = 0
 
@@ -226,12 +228,14 @@ class ChangeStream:
             raise InvalidError(
                 "cannot commit past the last change yielded", seq=seq, position=self.position
             )
-        while len(self._marks) > 1 and seq is not None and self._marks[0][0] < seq:
-            self._marks.popleft()  # files wholly processed: no longer pinned
-        if self._marks and seq is not None and self._marks[0][0] >= seq:
-            wal_id = self._marks[0][1]
-        else:
-            wal_id = self._next_id if self._next_id is not None else self._start_id
+        with self._marks_lock:
+            marks = self._marks
+            while len(marks) > 1 and seq is not None and marks[0][0] < seq:
+                marks.popleft()  # files wholly processed: no longer pinned
+            if marks and seq is not None and marks[0][0] >= seq:
+                wal_id = marks[0][1]
+            else:
+                wal_id = self._next_id if self._next_id is not None else self._start_id
         self._write_cursor(seq, wal_id)
 
     def _write_cursor(self, seq: int | None, wal_id: int) -> None:
@@ -250,13 +254,14 @@ class ChangeStream:
     def _take(self) -> Change:
         ch = self._buffer.popleft()
         self.position = ch.seq
-        marks = self._marks
         wal_id = ch.wal_id
         assert wal_id is not None  # read from a WAL file
-        if marks and marks[-1][1] == wal_id:
-            marks[-1] = (ch.seq, wal_id)
-        else:
-            marks.append((ch.seq, wal_id))
+        with self._marks_lock:
+            marks = self._marks
+            if marks and marks[-1][1] == wal_id:
+                marks[-1] = (ch.seq, wal_id)
+            else:
+                marks.append((ch.seq, wal_id))
         self.rows_read += 1
         return ch
 
