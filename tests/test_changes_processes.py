@@ -52,7 +52,7 @@ def _writer_main(db_dir: str, tag: str, count: int) -> int:
     db = shale.Db.open(db_dir, _settings())
     try:
         for i in range(count):
-            key = "%s%05d" % (tag, i)
+            key = f"{tag}{i:05d}"
             h = db.put(key.encode(), b"x" * 40)
             os.write(1, (json.dumps({"key": key, "seq": h.seq}) + "\n").encode())
     except shale.ClosedError:
@@ -152,7 +152,7 @@ def test_killed_consumer_resumes_exactly_across_fencing_and_gc(tmp_path: Path) -
     assert all(s > c for s, _ in resumed)
     assert [s for s, _ in resumed] == sorted({s for s, _ in resumed})
     extra = [k for _, k in resumed if k not in acked]
-    assert extra in ([], ["a%05d" % (a_last + 1)])  # durable, its ack cut off by the fence
+    assert extra in ([], [f"a{a_last + 1:05d}"])  # durable, its ack cut off by the fence
     assert [k for _, k in resumed if k in acked] == [
         k for k, s in sorted(acked.items(), key=lambda kv: kv[1]) if s > c
     ]
