@@ -8,10 +8,11 @@ that the engine benchmark runs.
 2. :mod:`engine` -- shale's ``Db`` beside the official slatedb package (about 4 minutes).
 3. :mod:`compaction` -- shale's compactor beside the official one: merge throughput, and put
    throughput during an in-process compaction.
+4. :mod:`changes` -- change stream rows/s while the writer writes, and catching up.
 
 Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
 the compaction benchmark gets only ``--quick``. ``--no-micro``, ``--no-engine`` and
-``--no-compaction`` skip one part.
+``--no-compaction``, ``--no-changes`` skip one part.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+import changes
 import compaction
 import engine
 import micro
@@ -31,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     skip_micro = "--no-micro" in args
     skip_engine = "--no-engine" in args
     skip_compaction = "--no-compaction" in args
-    args = [a for a in args if a not in ("--no-micro", "--no-engine", "--no-compaction")]
+    skip_changes = "--no-changes" in args
+    parts = ("--no-micro", "--no-engine", "--no-compaction", "--no-changes")
+    args = [a for a in args if a not in parts]
     rc = 0
     if not skip_micro:
         micro.main()
@@ -41,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
     if not skip_compaction:
         rc = compaction.main(["--quick"] if "--quick" in args else []) or rc
+        print(flush=True)
+    if not skip_changes:
+        rc = changes.main(["--quick"] if "--quick" in args else []) or rc
     return rc
 
 

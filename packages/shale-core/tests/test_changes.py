@@ -373,3 +373,18 @@ def test_async_for_tails_commits_and_survives_cancellation(store: MemoryStore) -
     assert asyncio.run(main()) == model
     cur = read_cursor(store, "db", "a")
     assert cur is not None and cur.seq == model[0][0]
+
+
+def test_shale_changes_stays_the_function_after_db_changes(store: MemoryStore) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import shale\n"
+        "from shale.objstore.memory import MemoryStore\n"
+        "db = shale.Db.open('db', object_store=MemoryStore())\n"
+        "db.changes(follow=False).close()\n"  # imports the stream's module first
+        "assert callable(shale.changes), shale.changes\n"
+        "db.close()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

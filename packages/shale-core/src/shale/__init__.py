@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale import aio as aio
     from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
-    from shale.changes import ChangeStream, changes
+    from shale.change_stream import ChangeStream, changes
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
     from shale.mapping import DbMapping, ReadOnlyDbMapping
     from shale.namespace import (
@@ -67,8 +67,8 @@ _LAZY = {
     "Change": "shale.wal_reader",
     "WalFile": "shale.wal_reader",
     "WalReader": "shale.wal_reader",
-    "ChangeStream": "shale.changes",
-    "changes": "shale.changes",
+    "ChangeStream": "shale.change_stream",
+    "changes": "shale.change_stream",
 }
 
 

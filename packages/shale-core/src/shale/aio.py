@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         VersionedManifest,
     )
     from shale.batch import Ttl
-    from shale.changes import ChangeStream
+    from shale.change_stream import ChangeStream
     from shale.db import DbSnapshot
     from shale.fbs.compactions import Compaction
     from shale.fbs.manifest import Checkpoint, Manifest
@@ -665,7 +665,7 @@ class AsyncChangeStream:
 def changes(url: str, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
     """``async for`` over :func:`shale.changes` (same arguments). Opening the store by URL
     happens here, synchronously (no reads)."""
-    from shale.changes import changes as open_changes
+    from shale.change_stream import changes as open_changes
 
     return AsyncChangeStream(open_changes(url, since_seq, **options))
 

@@ -52,7 +52,7 @@ from shale.transaction import IsolationLevel, Transaction, transact
 from shale.watch import DEFAULT_MAX_PENDING, Watch, WatchHub, check_watch
 
 if TYPE_CHECKING:
-    from shale.changes import ChangeStream
+    from shale.change_stream import ChangeStream
     from shale.wal_reader import Change
 
 _T = TypeVar("_T")
@@ -610,7 +610,7 @@ class Db:
         every durable change with seq > ``since_seq``, in seq order, woken by this writer's
         own WAL uploads as well as by polling. Close it before the database (docs/changes.md).
         """
-        from shale.changes import ChangeStream
+        from shale.change_stream import ChangeStream
 
         for bad in ("object_store", "store_options", "url"):
             if bad in options:

@@ -1,6 +1,6 @@
 """``shale.WalReader``: list and read a database's WAL SSTs, raw (SlateDB's ``WalReader``).
 
-The building block of change data capture (:mod:`shale.changes` is the tailing stream on top).
+The building block of change data capture (:mod:`shale.change_stream` is the tailing stream on top).
 Every durable write is in exactly one WAL SST, ``wal/<id>.sst``, ids consecutive from 1; within a
 file rows are in commit (seq) order and the rows of one write batch share one seq. Zero-length
 files are fences a new writer leaves (FORMAT.md 10.3): they list like any file and have no rows.

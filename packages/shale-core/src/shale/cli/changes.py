@@ -46,7 +46,7 @@ def change_record(ch: Change, fmt: str) -> dict[str, Any]:
 
 
 def _cmd_changes(args: argparse.Namespace) -> int:
-    from shale.changes import changes
+    from shale.change_stream import changes
 
     fmt = bytes_format(args)
     with changes(
