@@ -388,3 +388,67 @@ def test_shale_changes_stays_the_function_after_db_changes(store: MemoryStore) -
         "db.close()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_idle_following_consumer_refreshes_its_pin(store: MemoryStore) -> None:
+    from shale.change_stream import ChangeStream
+    from shale.clock import ManualClock
+
+    with _open(store) as db:
+        db.put(b"a", b"1")
+    clock = ManualClock(1_000_000)
+    s = ChangeStream(store, "db", consumer="c", pin_lifetime=10, poll_interval=0.01, clock=clock)
+    assert len(s.read_batch(1)) == 1
+    s.commit()
+    first = read_cursor(store, "db", "c")
+    assert first is not None and first.updated_ms == 1_000_000
+    clock.advance(4_000)  # under half the lifetime: no rewrite
+    assert s.read_batch(0.05) == []
+    assert read_cursor(store, "db", "c") == first
+    clock.advance(2_000)  # past half of it: the idle stream re-writes the same cursor
+    assert s.read_batch(0.05) == []
+    again = read_cursor(store, "db", "c")
+    assert again is not None and again.updated_ms == 1_006_000
+    assert (again.seq, again.wal_id) == (first.seq, first.wal_id)
+    s.close()
+
+
+def test_cli_changes(store: MemoryStore, tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from shale import cli
+
+    path = str(tmp_path / "db")
+    with shale.Db.open(path) as db:
+        seqs = [db.put(b"k%d" % i, b"\xff%d" % i).seq for i in range(4)]
+    capsys.readouterr()
+    assert cli.main(["changes", path, "--since", str(seqs[0]), "--bytes", "hex"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [d["seq"] for d in lines] == seqs[1:]
+    assert lines[0]["key"] == b"k1".hex() and lines[0]["value"] == b"\xff1".hex()
+    assert lines[0]["kind"] == "value" and lines[0]["wal_id"] >= 2
+    assert cli.main(["changes", path, "--consumer", "c", "--stop-at", str(seqs[1])]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert cli.main(["changes", path, "--consumer", "c"]) == 0  # resumes after the commit
+    assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == seqs[2:]
+    assert cli.main(["changes", path, "--consumer", "../bad"]) == 2
+    assert "invalid" in capsys.readouterr().err
+
+
+def test_cli_changes_gap_exits_2_naming_the_resume_seq(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shale import cli
+
+    path = tmp_path / "db"
+    with shale.Db.open(str(path)) as db:
+        for i in range(4):
+            db.put(b"k%d" % i, b"v")
+        db.flush(memtable=True)
+        floor = db.manifest().replay_after_wal_id
+    for i in range(1, floor):
+        (path / "wal" / f"{i:020d}.sst").unlink()
+    capsys.readouterr()
+    assert cli.main(["changes", str(path), "--since", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: data:" in err and "resume_seq=" in err

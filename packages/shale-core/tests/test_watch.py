@@ -180,3 +180,15 @@ def test_durable_watch_needs_the_wal() -> None:
         with pytest.raises(InvalidError):
             d.watch(b"", print)
         d.watch(b"", print, durable=False).close()
+
+
+def test_closing_the_database_ends_its_watches_after_delivering() -> None:
+    got: list[int] = []
+    d = shale.Db.open(
+        "db", object_store=MemoryStore(), settings=shale.Settings(flush_interval=None)
+    )
+    w = d.watch(b"", lambda c: got.append(c.seq))
+    h = d.put(b"k", b"v", durable=False)  # uploaded by close()'s final flush
+    d.close()
+    assert got == [h.seq] and w.closed
+    assert not w._thread.is_alive()

@@ -456,7 +456,8 @@ class Db:
         are none left). Once close() returns -- or raises -- no thread of this database
         touches the object store again.
 
-        After a fence or a failure nothing is flushed. Closing twice is harmless.
+        After a fence or a failure nothing is flushed. Closing twice is harmless. Open
+        :meth:`watch` handles end after delivering what they queued.
 
         :raises UnavailableError: writes could not be flushed (the object store kept failing);
             the message says how many and which seqs: they are lost. ``close_reason`` is then
@@ -468,7 +469,11 @@ class Db:
             writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         _open_dbs.discard(self)
-        self._inner.close()
+        try:
+            self._inner.close()
+        finally:
+            if self._hub is not None:
+                self._hub.close_all()  # the final flush's rows are delivered first
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see

@@ -163,6 +163,13 @@ class Watch:
             self._stopping = True
             self._cond.notify()
 
+    def finish(self) -> None:
+        """End after delivering what is queued (the database closed); waits briefly."""
+        self._stop()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(CLOSE_JOIN_S)
+        self.closed = True
+
     def close(self) -> None:
         """Stop delivering (changes still queued are dropped); waits briefly for the delivery
         thread unless called from a callback. A queue receives ``None``."""
@@ -200,6 +207,15 @@ class WatchHub:
             self._durable = tuple(x for x in self._durable if x is not w)
             self._commit = tuple(x for x in self._commit if x is not w)
             self._sync()
+
+    def close_all(self) -> None:
+        """The database closed: every watch delivers what it queued, then ends."""
+        with self._lock:
+            watches = (*self._commit, *self._durable)
+            for e in self._wakers:
+                e.set()
+        for w in watches:
+            w.finish()
 
     def add_waker(self, event: threading.Event) -> None:
         """Set ``event`` after each WAL upload (held weakly)."""
