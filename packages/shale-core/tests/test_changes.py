@@ -452,3 +452,21 @@ def test_cli_changes_gap_exits_2_naming_the_resume_seq(
     assert cli.main(["changes", str(path), "--since", "0"]) == 2
     err = capsys.readouterr().err
     assert "error: data:" in err and "resume_seq=" in err
+
+
+def test_a_kept_fence_below_deleted_wals_is_still_a_gap(store: MemoryStore) -> None:
+    """SlateDB's GC keeps empty fence objects by default: id 1 may survive its neighbours."""
+    model: Model = []
+    with _open(store) as db:
+        for i in range(5):
+            _put(db, model, b"k%d" % i, b"v")
+        db.flush(memtable=True)
+        floor = db.refresh_manifest().replay_after_wal_id
+        for i in range(2, floor):  # delete the data WALs, keep the fence at id 1
+            store.delete(ids.wal_path("db", i))
+        _put(db, model, b"new", b"v")
+    assert store.head(ids.wal_path("db", 1)).size == 0
+    with pytest.raises(ChangesGoneError) as info:
+        _all(store, 0)
+    assert _all(store, info.value.resume_seq) == [r for r in model if r[0] > info.value.resume_seq]
+    assert _all(store)[-1][2] == b"new"

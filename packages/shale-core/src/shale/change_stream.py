@@ -76,6 +76,16 @@ def _check_seconds(name: str, value: object, *, positive: bool = True) -> float:
     return float(value)
 
 
+def _contiguous_tail(metas: list[WalFileMetadata]) -> list[WalFileMetadata]:
+    """The listed WAL files above the highest id missing below them (ids are consecutive from
+    1, so a hole is a deletion). Below a hole only files a collector kept can remain -- SlateDB's
+    GC keeps empty fence objects by default -- and nothing after them can be read in order."""
+    for i in range(len(metas) - 1, 0, -1):
+        if metas[i].id != metas[i - 1].id + 1:
+            return metas[i:]
+    return metas
+
+
 def _check_options(
     since_seq: object,
     follow: object,
@@ -366,12 +376,13 @@ class ChangeStream:
         metas = self._reader.list_metadata()
         if not metas and ManifestStore(self._store, self._root).read_latest() is None:
             raise DataError(f"no database at {self.url or self._root!r} (no manifest found)")
+        metas = _contiguous_tail(metas)
         lowest = metas[0].id if metas else 1
         if hint is not None and hint >= lowest:
             start = hint  # the cursor's file is retained: so is everything after it
         else:
             if lowest > 1 and (self.position is not None or hint is not None):
-                self._check_gap(metas, lost_from=1 if hint is None else hint)
+                self._check_gap(metas, lost_from=lowest - 1 if hint is None else hint)
             start = lowest
             if self.position is not None:
                 start = self._locate(metas, self.position)
