@@ -137,7 +137,8 @@ def test_close_from_another_thread_ends_a_blocked_iteration(store: MemoryStore) 
 
 def test_writer_restarts_continue_the_stream(store: MemoryStore) -> None:
     model: Model = []
-    stream = shale.changes("db", object_store=store, poll_interval=0.02)
+    # made before the database exists: start=False defers the first read
+    stream = shale.changes("db", object_store=store, poll_interval=0.02, start=False)
     for round_ in range(3):
         with _open(store) as db:  # each open writes an empty fence WAL first
             for i in range(3):
@@ -470,3 +471,16 @@ def test_a_kept_fence_below_deleted_wals_is_still_a_gap(store: MemoryStore) -> N
         _all(store, 0)
     assert _all(store, info.value.resume_seq) == [r for r in model if r[0] > info.value.resume_seq]
     assert _all(store)[-1][2] == b"new"
+
+
+def test_a_consumer_pins_from_its_creation(store: MemoryStore) -> None:
+    with _open(store) as db:
+        db.put(b"a", b"1")
+        s = shale.changes("db", object_store=store, consumer="early")
+        cur = read_cursor(store, "db", "early")  # written by changes(), before any read
+        assert cur is not None and cur.seq is None and cur.wal_id == 1
+        s.close()
+    with pytest.raises(DataError, match="no database"):
+        shale.changes("nothing-here", object_store=store)
+    with pytest.raises(InvalidError):
+        shale.changes("db", object_store=store, start=1)  # type: ignore[arg-type]

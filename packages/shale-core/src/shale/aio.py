@@ -575,7 +575,7 @@ class AsyncDb:
     def changes(self, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
         """``async for`` over :meth:`shale.Db.changes` (same arguments; reads nothing yet)."""
         self._run.check_open()
-        return AsyncChangeStream(self._db.changes(since_seq, **options))
+        return AsyncChangeStream(self._db.changes(since_seq, start=False, **options))
 
     def watch(self, prefix: bytes = b"", **options: Any) -> Watch:
         """:meth:`shale.Db.watch` (no I/O; ``queue=`` an ``asyncio.Queue`` of this loop)."""
@@ -655,7 +655,13 @@ class AsyncChangeStream:
             await asyncio.gather(self._job, return_exceptions=True)
             self._job = None
 
+    async def start(self) -> None:
+        """:meth:`shale.ChangeStream.start` in a worker thread (``async with`` calls it)."""
+        await asyncio.to_thread(self._stream.start)
+        self.position = self._stream.position
+
     async def __aenter__(self) -> AsyncChangeStream:
+        await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -664,10 +670,11 @@ class AsyncChangeStream:
 
 def changes(url: str, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
     """``async for`` over :func:`shale.changes` (same arguments). Opening the store by URL
-    happens here, synchronously (no reads)."""
+    happens here, synchronously; nothing is read until ``async with`` (or the first
+    ``__anext__``) starts the stream in a worker thread."""
     from shale.change_stream import changes as open_changes
 
-    return AsyncChangeStream(open_changes(url, since_seq, **options))
+    return AsyncChangeStream(open_changes(url, since_seq, start=False, **options))
 
 
 # -- the reader ---------------------------------------------------------------------------------

@@ -218,6 +218,17 @@ class ChangeStream:
         closed."""
         return self._closed or (self._done and not self._buffer)
 
+    def start(self) -> None:
+        """Fix the start position now: read a named consumer's cursor, check nothing it needs
+        is gone, and (with a consumer) write its cursor -- the pin. Idempotent; the first
+        iteration does it otherwise. :func:`changes` and :meth:`shale.Db.changes` call it.
+
+        :raises ChangesGoneError: the changes after the cursor were garbage-collected.
+        :raises DataError: there is no database.
+        """
+        if self._next_id is None and not self._closed:
+            self._start()
+
     # -- committing -----------------------------------------------------------------------
 
     def commit(self, seq: int | None = None) -> None:
@@ -424,6 +435,7 @@ def changes(
     pin_lifetime: float = DEFAULT_PIN_LIFETIME_S,
     object_store: ObjectStore | None = None,
     store_options: dict[str, Any] | None = None,
+    start: bool = True,
 ) -> ChangeStream:
     """A :class:`ChangeStream` of the database at ``url`` (or at path ``url`` in
     ``object_store``): every committed change with seq > ``since_seq``, in seq order.
@@ -441,8 +453,11 @@ def changes(
         :class:`~shale.errors.ChangesGoneError` if it comes back too late).
     :param object_store: read through this store (the caller keeps owning it).
     :param store_options: options for the store plugin that opens ``url``.
+    :param start: fix the start position (and write a consumer's cursor, its pin) now
+        (:meth:`ChangeStream.start`); ``False`` leaves it to the first iteration.
     :raises InvalidError: a bad argument (before anything is read).
-    :raises ChangesGoneError: (when iterating) the changes after the cursor were collected.
+    :raises ChangesGoneError: the changes after the cursor were collected (at the start or
+        while iterating).
     """
     if not isinstance(url, str) or (object_store is None and not url) or "\x00" in url:
         raise InvalidError("url must be a non-empty string without NUL", url=url)
@@ -458,7 +473,17 @@ def changes(
         pin_lifetime=pin_lifetime,
         url=url,
     )
+    if type(start) is not bool:
+        raise InvalidError("start must be a bool", value=start)
     if object_store is not None:
-        return ChangeStream(object_store, url.strip("/"), **options)
-    store = get_host().open_object_store(url, store_options or {})
-    return ChangeStream(store, "", owns_store=True, **options)
+        stream = ChangeStream(object_store, url.strip("/"), **options)
+    else:
+        store = get_host().open_object_store(url, store_options or {})
+        stream = ChangeStream(store, "", owns_store=True, **options)
+    if start:
+        try:
+            stream.start()
+        except BaseException:
+            stream.close()
+            raise
+    return stream

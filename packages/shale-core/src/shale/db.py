@@ -620,11 +620,16 @@ class Db:
         for bad in ("object_store", "store_options", "url"):
             if bad in options:
                 raise InvalidError(f"db.changes() reads this database's store: no {bad}=")
+        start = options.pop("start", True)
+        if type(start) is not bool:
+            raise InvalidError("start must be a bool", value=start)
         wake = threading.Event()
         stream = ChangeStream(
             self.store, self.root, since_seq=since_seq, wake=wake, url=self.url, **options
         )
         self._inner.status.check_open()
+        if start:
+            stream.start()
         self._watch_hub().add_waker(wake)
         return stream
 
