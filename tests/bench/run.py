@@ -10,10 +10,11 @@ that the engine benchmark runs.
    throughput during an in-process compaction.
 4. :mod:`tails` -- durable put p50/p99 beside the official package, 1 and 64 writers, 1 and
    100 ms flush intervals, quiet and under a mixed CPU + fsync load.
+5. :mod:`changes` -- change stream rows/s while the writer writes, and catching up.
 
 Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
-the compaction benchmark gets only ``--quick``. ``--no-micro``, ``--no-engine`` and
-``--no-compaction``, ``--no-tails`` skip one part.
+the other parts get only ``--quick``. ``--no-micro``, ``--no-engine``, ``--no-compaction``,
+``--no-tails`` and ``--no-changes`` skip one part.
 """
 
 from __future__ import annotations
@@ -23,33 +24,35 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+import changes
 import compaction
 import engine
 import micro
 import tails
 
+PARTS = ("--no-micro", "--no-engine", "--no-compaction", "--no-tails", "--no-changes")
+
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    skip_micro = "--no-micro" in args
-    skip_engine = "--no-engine" in args
-    skip_compaction = "--no-compaction" in args
-    skip_tails = "--no-tails" in args
-    args = [
-        a for a in args if a not in ("--no-micro", "--no-engine", "--no-compaction", "--no-tails")
-    ]
+    skip = {a for a in args if a in PARTS}
+    args = [a for a in args if a not in PARTS]
+    quick = ["--quick"] if "--quick" in args else []
     rc = 0
-    if not skip_micro:
+    if "--no-micro" not in skip:
         micro.main()
         print(flush=True)
-    if not skip_engine:
+    if "--no-engine" not in skip:
         rc = engine.main(args)
         print(flush=True)
-    if not skip_compaction:
-        rc = compaction.main(["--quick"] if "--quick" in args else []) or rc
+    if "--no-compaction" not in skip:
+        rc = compaction.main(quick) or rc
         print(flush=True)
-    if not skip_tails:
-        rc = tails.main(["--quick"] if "--quick" in args else []) or rc
+    if "--no-tails" not in skip:
+        rc = tails.main(quick) or rc
+        print(flush=True)
+    if "--no-changes" not in skip:
+        rc = changes.main(quick) or rc
     return rc
 
 

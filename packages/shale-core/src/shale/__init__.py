@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from shale.errors import (
+    ChangesGoneError,
     ClosedError,
     CloseReason,
     DataError,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale import codecs as codecs
     from shale.admin import Admin
     from shale.batch import Ttl, WriteBatch
+    from shale.change_stream import ChangeStream, changes
     from shale.db import CheckpointInfo, Db, DbIterator, DbSnapshot, KeyValue, WriteHandle
     from shale.mapping import DbMapping, ReadOnlyDbMapping
     from shale.namespace import (
@@ -37,6 +39,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.settings import HistoryRetention, ReaderOptions, Settings
     from shale.transaction import IsolationLevel, Transaction
     from shale.typed import TypedView
+    from shale.wal_reader import Change, WalFile, WalReader
 
 __version__ = "0.1.0"
 
@@ -64,6 +67,11 @@ _LAZY = {
     "Transaction": "shale.transaction",
     "IsolationLevel": "shale.transaction",
     "TypedView": "shale.typed",
+    "Change": "shale.wal_reader",
+    "WalFile": "shale.wal_reader",
+    "WalReader": "shale.wal_reader",
+    "ChangeStream": "shale.change_stream",
+    "changes": "shale.change_stream",
 }
 
 
@@ -85,6 +93,12 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "Admin",
+    "Change",
+    "ChangeStream",
+    "ChangesGoneError",
+    "WalFile",
+    "WalReader",
+    "changes",
     "CheckpointInfo",
     "Db",
     "DbIterator",

@@ -53,22 +53,27 @@ if TYPE_CHECKING:
         VersionedManifest,
     )
     from shale.batch import Ttl
+    from shale.change_stream import ChangeStream
     from shale.db import DbSnapshot
     from shale.fbs.compactions import Compaction
     from shale.fbs.manifest import Checkpoint, Manifest
     from shale.reader import DbReader
     from shale.settings import Durability, Settings
+    from shale.wal_reader import Change
+    from shale.watch import Watch
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_WORKERS",
     "AsyncAdmin",
+    "AsyncChangeStream",
     "AsyncDb",
     "AsyncDbIterator",
     "AsyncDbReader",
     "AsyncDbSnapshot",
     "AsyncTransaction",
     "AsyncWriteHandle",
+    "changes",
 ]
 
 #: Worker threads of an :class:`AsyncDb`'s own executor.
@@ -568,6 +573,16 @@ class AsyncDb:
         """Counters and gauges (no I/O; see :meth:`shale.Db.metrics`)."""
         return self._db.metrics()
 
+    def changes(self, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
+        """``async for`` over :meth:`shale.Db.changes` (same arguments; reads nothing yet)."""
+        self._run.check_open()
+        return AsyncChangeStream(self._db.changes(since_seq, start=False, **options))
+
+    def watch(self, prefix: bytes = b"", **options: Any) -> Watch:
+        """:meth:`shale.Db.watch` (no I/O; ``queue=`` an ``asyncio.Queue`` of this loop)."""
+        self._run.check_open()
+        return self._db.watch(prefix, **options)
+
     # -- closing -----------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -587,6 +602,80 @@ class AsyncDb:
 
     def __repr__(self) -> str:
         return f"<shale.aio.AsyncDb {self._db.url!r} {self.close_reason or 'open'}>"
+
+
+# -- change streams -----------------------------------------------------------------------------
+
+
+class AsyncChangeStream:
+    """``async for change in stream`` over a :class:`shale.ChangeStream`: each wait (at most
+    its ``poll_interval``) runs in a worker thread, so the event loop never blocks.
+
+    Cancelling an ``async for`` loses nothing: the batch being fetched is kept and the next
+    ``__anext__`` returns it. :meth:`commit` commits the last change *this* iterator returned.
+    """
+
+    def __init__(self, stream: ChangeStream) -> None:
+        self._stream = stream
+        self._buffer: collections.deque[Change] = collections.deque()
+        self._job: asyncio.Future[list[Change]] | None = None
+        #: the seq of the last change returned (or the stream's start position)
+        self.position: int | None = stream.position
+
+    @property
+    def sync(self) -> ChangeStream:
+        """The underlying :class:`shale.ChangeStream` (do not iterate both)."""
+        return self._stream
+
+    def __aiter__(self) -> AsyncChangeStream:
+        return self
+
+    async def __anext__(self) -> Change:
+        s = self._stream
+        while not self._buffer:
+            if s.done:
+                raise StopAsyncIteration
+            if self._job is None:
+                loop = asyncio.get_running_loop()
+                self._job = loop.run_in_executor(None, s.read_batch, s.poll_interval)
+            batch = await asyncio.shield(self._job)  # a cancelled wait keeps the batch
+            self._job = None
+            self._buffer.extend(batch)
+        ch = self._buffer.popleft()
+        self.position = ch.seq
+        return ch
+
+    async def commit(self, seq: int | None = None) -> None:
+        """:meth:`shale.ChangeStream.commit` (default: the last change returned here)."""
+        await asyncio.to_thread(self._stream.commit, self.position if seq is None else seq)
+
+    async def close(self) -> None:
+        """Close the stream (waits for a fetch in flight, at most one ``poll_interval``)."""
+        self._stream.close()
+        if self._job is not None:
+            await asyncio.gather(self._job, return_exceptions=True)
+            self._job = None
+
+    async def start(self) -> None:
+        """:meth:`shale.ChangeStream.start` in a worker thread (``async with`` calls it)."""
+        await asyncio.to_thread(self._stream.start)
+        self.position = self._stream.position
+
+    async def __aenter__(self) -> AsyncChangeStream:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def changes(url: str, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
+    """``async for`` over :func:`shale.changes` (same arguments). Opening the store by URL
+    happens here, synchronously; nothing is read until ``async with`` (or the first
+    ``__anext__``) starts the stream in a worker thread."""
+    from shale.change_stream import changes as open_changes
+
+    return AsyncChangeStream(open_changes(url, since_seq, start=False, **options))
 
 
 # -- the reader ---------------------------------------------------------------------------------

@@ -14,15 +14,17 @@ databases still open at interpreter exit.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import datetime
 import logging
 import os
+import threading
 import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from shale import ids
 from shale import transaction as atomic
@@ -48,8 +50,14 @@ from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
 from shale.transaction import IsolationLevel, Transaction, transact
+from shale.watch import DEFAULT_MAX_PENDING, Watch, WatchHub, check_watch
+
+if TYPE_CHECKING:
+    from shale.change_stream import ChangeStream
+    from shale.wal_reader import Change
 
 _T = TypeVar("_T")
+_hub_lock = threading.Lock()  # creates a Db's watch hub once
 
 __all__ = [
     "DURABILITY_MEMORY",
@@ -281,6 +289,7 @@ class Db:
         #: the segment extractor (``None``: every key goes to the root tree)
         self.prefix_extractor: segments.PrefixExtractor | None = parts.prefix_extractor
         self.stats = inner.stats
+        self._hub: WatchHub | None = None
         inner.status.on_closed = _notify_closed(weakref.ref(self))
         _open_dbs.add(self)
 
@@ -447,7 +456,8 @@ class Db:
         are none left). Once close() returns -- or raises -- no thread of this database
         touches the object store again.
 
-        After a fence or a failure nothing is flushed. Closing twice is harmless.
+        After a fence or a failure nothing is flushed. Closing twice is harmless. Open
+        :meth:`watch` handles end after delivering what they queued.
 
         :raises UnavailableError: writes could not be flushed (the object store kept failing);
             the message says how many and which seqs: they are lost. ``close_reason`` is then
@@ -459,7 +469,11 @@ class Db:
             writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         _open_dbs.discard(self)
-        self._inner.close()
+        try:
+            self._inner.close()
+        finally:
+            if self._hub is not None:
+                self._hub.close_all()  # the final flush's rows are delivered first
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see
@@ -590,6 +604,69 @@ class Db:
         return Namespace(self, prefix)
 
     # -- checkpoints -------------------------------------------------------------------------
+
+    def _watch_hub(self) -> WatchHub:
+        with _hub_lock:
+            if self._hub is None:
+                self._hub = WatchHub(self._inner.writer, self._inner.wal)
+            return self._hub
+
+    def changes(self, since_seq: int | None = None, **options: Any) -> ChangeStream:
+        """A change stream of this database (:func:`shale.changes`'s options but the store):
+        every durable change with seq > ``since_seq``, in seq order, woken by this writer's
+        own WAL uploads as well as by polling. Close it before the database (docs/changes.md).
+        """
+        from shale.change_stream import ChangeStream
+
+        for bad in ("object_store", "store_options", "url"):
+            if bad in options:
+                raise InvalidError(f"db.changes() reads this database's store: no {bad}=")
+        start = options.pop("start", True)
+        if type(start) is not bool:
+            raise InvalidError("start must be a bool", value=start)
+        wake = threading.Event()
+        stream = ChangeStream(
+            self.store, self.root, since_seq=since_seq, wake=wake, url=self.url, **options
+        )
+        self._inner.status.check_open()
+        if start:
+            stream.start()
+        self._watch_hub().add_waker(wake)
+        return stream
+
+    def watch(
+        self,
+        prefix: bytes = b"",
+        callback: Callable[[Change], object] | None = None,
+        *,
+        queue: asyncio.Queue[Change | None] | None = None,
+        durable: bool = True,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> Watch:
+        """Deliver this writer's committed changes under ``prefix`` to ``callback`` (on a
+        delivery thread of the watch) or to ``queue`` (an ``asyncio.Queue`` of the running
+        loop; ``None`` marks the end), in seq order. ``durable``: once uploaded (default), else
+        at commit. See :mod:`shale.watch` for overflow (``max_pending``) and errors.
+
+        :returns: a :class:`shale.watch.Watch`; ``close()`` it.
+        :raises InvalidError: bad arguments (neither or both of callback and queue, ...).
+        """
+        key, loop = check_watch(
+            prefix, callback, queue, durable, max_pending, self._inner.wal is not None
+        )
+        self._inner.status.check_open()
+        hub = self._watch_hub()
+        w = Watch(
+            hub,
+            key,
+            callback=callback,
+            queue=queue,
+            loop=loop,
+            durable=durable,
+            max_pending=max_pending,
+        )
+        hub.add(w)
+        return w
 
     def create_checkpoint(
         self,

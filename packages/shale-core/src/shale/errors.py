@@ -15,6 +15,8 @@ public API; each message carries ``key=value`` detail so logs stay greppable.
   change.
 - :class:`DataError` -- persisted state is corrupt or missing (checksum, bad FlatBuffer,
   unknown version, missing object).
+  :class:`ChangesGoneError` (a ``DataError``) -- the WAL a change stream needs was
+  garbage-collected; it names the seq the stream can resume from.
 - :class:`InternalError` -- a bug in shale or in a plugin.
 """
 
@@ -27,6 +29,7 @@ __all__ = [
     "UnavailableError",
     "InvalidError",
     "DataError",
+    "ChangesGoneError",
     "InternalError",
     "CloseReason",
 ]
@@ -88,6 +91,25 @@ class DataError(ShaleError):
     """Persisted state is corrupt, of an unknown version, or missing."""
 
     kind = "data"
+
+
+class ChangesGoneError(DataError):
+    """Changes a stream needs are gone: the WAL SSTs holding them were garbage-collected.
+
+    Never a silent gap: the stream stops here. :attr:`resume_seq` is the ``since_seq`` from
+    which a new stream can start (it yields the changes with seq > ``resume_seq``); the changes
+    with seq in ``(since_seq, resume_seq]`` cannot be read from the WAL any more (read the
+    database itself, or a checkpoint, to rebuild). A named consumer's pin prevents this
+    (docs/changes.md).
+
+    :ivar since_seq: the position the stream needed to continue from.
+    :ivar resume_seq: the earliest position a stream can continue from.
+    """
+
+    def __init__(self, message: str, *, since_seq: int, resume_seq: int, **detail: object) -> None:
+        super().__init__(message, since_seq=since_seq, resume_seq=resume_seq, **detail)
+        self.since_seq = since_seq
+        self.resume_seq = resume_seq
 
 
 class InternalError(ShaleError):

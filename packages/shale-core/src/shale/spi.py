@@ -78,6 +78,7 @@ from shale.meta.compactions_store import (
     FenceableCompactions,
     StoredCompactions,
 )
+from shale.meta.consumers import ConsumerCursor, list_cursors
 from shale.meta.locator import SstLocator, prune_external_ssts
 from shale.meta.manifest_store import (
     FenceableManifest,
@@ -176,6 +177,7 @@ __all__ = [
     "validate_key",
     # metadata
     "CompactionsStore",
+    "ConsumerCursor",
     "DEFAULT_UPDATE_TIMEOUT_S",
     "FenceableCompactions",
     "FenceableManifest",
@@ -185,6 +187,7 @@ __all__ = [
     "StoredCompactions",
     "StoredManifest",
     "add_checkpoint",
+    "list_cursors",
     "prune_external_ssts",
     "remove_expired_checkpoints",
     "segments",

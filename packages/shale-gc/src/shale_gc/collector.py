@@ -346,6 +346,7 @@ class GarbageCollector:
                 compactions=kind in (KIND_COMPACTED, KIND_COMPACTIONS),
                 checkpoints=kind in (KIND_WAL, KIND_COMPACTED),
                 pending_manifest=self.dry_run,
+                consumers=kind == KIND_WAL,
             )
             if kind == KIND_WAL and view.manifest.wal_object_store_uri:
                 kr.error = (

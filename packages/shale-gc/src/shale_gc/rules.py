@@ -24,6 +24,12 @@ is strict, as in SlateDB: ``now - last_modified > min_age``.
   because ``wal_id_last_seen`` is only advanced by L0 flushes and can lag the WALs that were
   durable when the checkpoint was taken (a ``scope="durable"`` checkpoint). The cost is that a
   long-lived checkpoint holds on to later WALs until it expires or is deleted;
+- ``id < wal_id`` of every live change-stream consumer cursor (``shale-consumers/``, shale
+  only, :mod:`shale.meta.consumers`): a named consumer of ``shale.changes`` has not read the
+  changes from that file on. A cursor is live for its ``lifetime_s`` after its last commit
+  (default 7 days); a stale one pins nothing, and its consumer gets ``ChangesGoneError`` when
+  it comes back too late. These WALs are all below ``replay_after_wal_id``, so a pin never
+  holds the writer back -- it only costs storage;
 - it is older than ``min_age`` (belt and braces against clock-free races, as SlateDB).
 
 WAL ids only grow, and a WAL becomes garbage only when a manifest advances
@@ -77,6 +83,7 @@ from shale.spi import (
     Checkpoint,
     Compaction,
     Compactions,
+    ConsumerCursor,
     Manifest,
     SstView,
     Ulid,
@@ -88,6 +95,7 @@ __all__ = [
     "KEEP_ACTIVE_COMPACTION",
     "KEEP_CHECKPOINT_REFERENCE",
     "KEEP_CHECKPOINT_WAL",
+    "KEEP_CONSUMER",
     "KEEP_EXTERNAL",
     "KEEP_LATEST",
     "KEEP_LOW_WATERMARK",
@@ -112,6 +120,7 @@ KEEP_PINNED = "pinned by a live checkpoint"
 KEEP_TOO_YOUNG = "younger than min_age"
 KEEP_UNREPLAYED = "not yet covered by an L0 (id >= replay_after_wal_id of the latest manifest)"
 KEEP_CHECKPOINT_WAL = "replayed from a live checkpoint (id > its manifest's replay_after_wal_id)"
+KEEP_CONSUMER = "pinned by a change-stream consumer (id >= its cursor's wal_id)"
 KEEP_REFERENCED = "referenced by the latest manifest"
 KEEP_CHECKPOINT_REFERENCE = "referenced by a live checkpoint's manifest"
 KEEP_ACTIVE_COMPACTION = "source or output of an active compaction"
@@ -140,6 +149,7 @@ class GcStateView:
         that manifest (the latest itself when a checkpoint pins it).
     :ivar compactions_id: id of the latest ``.compactions`` file, ``None`` when there is none.
     :ivar compactions: its contents, ``None`` when there is none.
+    :ivar consumers: the change-stream consumer cursors (live or not: the rule decides).
     """
 
     manifest_id: int
@@ -147,6 +157,7 @@ class GcStateView:
     checkpoint_manifests: Mapping[int, Manifest] = field(default_factory=dict)
     compactions_id: int | None = None
     compactions: Compactions | None = None
+    consumers: tuple[ConsumerCursor, ...] = ()
 
     @property
     def checkpoints(self) -> list[Checkpoint]:
@@ -240,6 +251,9 @@ def select_wal(
     latest_floor = view.manifest.replay_after_wal_id
     cp_floors = [m.replay_after_wal_id for m in view.checkpoint_manifests.values()]
     cp_floor = min(cp_floors) if cp_floors else None
+    now_ms = int(now_s * 1000)
+    pins = [c.wal_id for c in view.consumers if c.live(now_ms)]
+    pin_floor = min(pins) if pins else None
     delete: list[GcObject] = []
     keep: list[tuple[GcObject, str]] = []
     for obj in objects:
@@ -249,6 +263,8 @@ def select_wal(
             keep.append((obj, KEEP_UNREPLAYED))
         elif cp_floor is not None and wal_id > cp_floor:
             keep.append((obj, KEEP_CHECKPOINT_WAL))
+        elif pin_floor is not None and wal_id >= pin_floor:
+            keep.append((obj, KEEP_CONSUMER))
         elif not _older(obj, now_s, min_age_s):
             keep.append((obj, KEEP_TOO_YOUNG))
         else:

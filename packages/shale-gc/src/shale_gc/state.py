@@ -25,6 +25,7 @@ from shale.spi import (
     Manifest,
     ManifestStore,
     ObjectNotFound,
+    list_cursors,
     remove_expired_checkpoints,
 )
 from shale_gc.rules import GcStateView
@@ -40,6 +41,7 @@ def read_state(
     compactions: bool = True,
     checkpoints: bool = True,
     pending_manifest: bool = False,
+    consumers: bool = False,
 ) -> GcStateView:
     """Read the view a round decides on: compactions first, then the latest manifest, then the
     manifests live checkpoints pin.
@@ -48,6 +50,8 @@ def read_state(
         (the collector has removed them from the stored manifest already, except in a dry run).
     :param compactions: read the ``.compactions`` file (only compacted-SST GC needs it).
     :param checkpoints: read the checkpoint manifests (WAL and compacted-SST GC need them).
+    :param consumers: read the change-stream consumer cursors (WAL GC needs them); after
+        the manifest, so a cursor committed before this round started is seen.
     :param pending_manifest: a dry run that would have written a new manifest version (to drop
         expired checkpoints): report the latest id as one higher, as the real run would see it.
     :raises DataError: no manifest, or a malformed file, or a pinned manifest is missing.
@@ -78,8 +82,10 @@ def read_state(
                     checkpoint_id=str(cp.id),
                     manifest_id=cp.manifest_id,
                 ) from None
+    cursors = tuple(list_cursors(ms.store, ms.root)) if consumers else ()
     return GcStateView(
         manifest_id=manifest_id,
+        consumers=cursors,
         manifest=manifest,
         checkpoint_manifests=pinned,
         compactions_id=None if comp is None else comp[0],

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from shale import __version__, _accel
-from shale.cli import checkpoints, inspect
+from shale.cli import changes, checkpoints, inspect
 from shale.cli import dump as dump_cli
 from shale.cli.options import (
     EXIT_ERROR,
@@ -494,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     checkpoints.add_commands(sub, dbo, open_writer=_open_writer, flush_timeout=FLUSH_TIMEOUT_S)
 
     dump_cli.add_parsers(sub)  # dump, load
+    changes.add_parser(sub)
     try:
         get_host().add_cli(sub)
     except Exception as exc:  # a broken plugin must not take the whole command down

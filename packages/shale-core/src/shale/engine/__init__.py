@@ -35,7 +35,9 @@ Lock order -- a thread holding a lock takes only locks further down this list:
 5. ``DbOracle.cond`` -- the durable seq and its waiters.
 6. Leaves, never held while taking another: ``SnapshotManager._lock``, ``DbStatus._lock``,
    ``BatchWriter._segments_lock``, ``TransactionManager._lock``, ``Memtable._klock``, the
-   caches' locks, ``Event``\\ s.
+   caches' locks, ``Event``\\ s, ``shale.watch.WatchHub._lock`` (the commit and the WAL
+   upload hand rows to watchers through ``BatchWriter.on_commit`` / ``WalBuffer.on_durable``
+   under locks 3 / 1; the hub only queues them: user callbacks run on its delivery threads).
 
 Why this order: uploads (1, 2) are slow and run without blocking writers, which need only 3
 and 4 for a commit; a waiter blocks on exactly one condition (3 or 5), and what it reads of

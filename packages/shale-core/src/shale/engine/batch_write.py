@@ -145,6 +145,11 @@ def _combine(
 class BatchWriter:
     """Commits write batches."""
 
+    #: ``on_commit(rows)``: told each committed batch's rows, under the write lock, in commit
+    #: order (``db.watch``'s hub: it only queues them, never runs user code). ``None`` when
+    #: nobody watches: then the commit pays one attribute check.
+    on_commit: Callable[[list[tuple]], None] | None = None  # type: ignore[type-arg]
+
     def __init__(
         self,
         settings: Settings,
@@ -247,6 +252,8 @@ class BatchWriter:
                 wal.append(rows, mt)
             elif mt.size >= settings.l0_sst_size_bytes:
                 state.freeze(None)
+            if self.on_commit is not None:
+                self.on_commit(rows)
         stats = self._stats
         stats["write_batch_count"] += 1
         stats["write_ops"] += len(rows)

@@ -74,6 +74,9 @@ class WalBuffer:
         self._wake_waiters = wake_waiters
         #: called after each stored WAL SST (no lock held): wake the memtable flusher
         self.on_uploaded: Callable[[], None] = wake_waiters
+        #: ``on_durable(wal_id, rows)``: told each stored WAL SST's rows, in id order, under
+        #: the flush mutex only (``db.watch`` / ``db.changes``: it only queues, never blocks)
+        self.on_durable: Callable[[int, list[tuple]], None] | None = None  # type: ignore[type-arg]
         self._lock = threading.Lock()  # the fields below; taken inside the write lock
         self._flush_mutex = threading.Lock()  # one flush at a time, first in the lock order
         self.wakeup = threading.Event()
@@ -194,6 +197,8 @@ class WalBuffer:
             self.health.succeeded()
             self._oracle.advance_durable(pending.rows[-1][1])
             self.on_uploaded()
+            if self.on_durable is not None:
+                self.on_durable(pending.wal_id, pending.rows)
             self._stats["wal_buffer_flushes"] += 1
             self._stats["wal_bytes"] += len(pending.payload)
         return True
