@@ -30,6 +30,7 @@ Semantics (docs/changes.md has the long version):
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -425,7 +426,7 @@ class ChangeStream:
 
 
 def changes(
-    url: str,
+    url: str | os.PathLike[str],
     since_seq: int | None = None,
     *,
     follow: bool = True,
@@ -459,8 +460,7 @@ def changes(
     :raises ChangesGoneError: the changes after the cursor were collected (at the start or
         while iterating).
     """
-    if not isinstance(url, str) or (object_store is None and not url) or "\x00" in url:
-        raise InvalidError("url must be a non-empty string without NUL", url=url)
+    url = ids.location(url, "url", allow_empty=object_store is not None)
     if store_options is not None and not isinstance(store_options, dict):
         raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
     _check_options(since_seq, follow, poll_interval, stop_at_seq, consumer, pin_lifetime)

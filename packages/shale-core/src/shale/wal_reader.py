@@ -19,6 +19,7 @@ Invariants and why:
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from shale import ids
@@ -164,13 +165,12 @@ class WalReader:
 
     def __init__(
         self,
-        url: str,
+        url: str | os.PathLike[str],
         *,
         object_store: ObjectStore | None = None,
         store_options: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(url, str) or (object_store is None and not url) or "\x00" in url:
-            raise InvalidError("url must be a non-empty string without NUL", url=url)
+        url = ids.location(url, "url", allow_empty=object_store is not None)
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
         self.url = url
