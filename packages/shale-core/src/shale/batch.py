@@ -114,6 +114,8 @@ def to_ttl(ttl: object) -> Ttl | None:
 
 
 def check_key(key: object) -> bytes:
+    if type(key) is bytes and 0 < len(key) <= MAX_KEY_LEN:  # the common case, first
+        return key
     if isinstance(key, (bytearray, memoryview)):
         key = bytes(key)
     if not isinstance(key, bytes):
@@ -126,6 +128,8 @@ def check_key(key: object) -> bytes:
 
 
 def check_value(value: object) -> bytes:
+    if type(value) is bytes and len(value) <= MAX_VALUE_LEN:  # the common case, first
+        return value
     if isinstance(value, (bytearray, memoryview)):
         value = bytes(value)
     if not isinstance(value, bytes):

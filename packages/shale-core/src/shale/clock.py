@@ -59,6 +59,8 @@ class MonotonicClock:
         self.inner = inner
         self._last = floor_ms if floor_ms is not None else -(2**63)
         self._lock = threading.Lock()
+        # the wall clock needs no checking: read it directly (the write path's hot call)
+        self._system = type(inner) is SystemClock
 
     def advance_to(self, ms: int) -> None:
         with self._lock:
@@ -72,7 +74,17 @@ class MonotonicClock:
             i64 range (a ``float``, say): timestamps are stored as i64 milliseconds, and a
             write must fail before anything is written rather than in the WAL upload.
         """
-        now = self.inner.now_ms()
+        if self._system:
+            now = time.time_ns() // 1_000_000
+            with self._lock:
+                if now >= self._last:
+                    self._last = now
+                    return now
+            return self._checked(now)
+        return self._checked(self.inner.now_ms())
+
+    def _checked(self, now: int) -> int:
+        """:meth:`now_ms` for a reading ``now`` of the inner clock: checked, held monotonic."""
         if type(now) is not int and (not isinstance(now, int) or isinstance(now, bool)):
             raise InvalidError(
                 "clock.now_ms() must return an int of epoch milliseconds",

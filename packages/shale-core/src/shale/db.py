@@ -324,22 +324,25 @@ class Db:
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
         """
-        item = (check_key(key), [(VALUE, check_value(value), None if ttl is None else to_ttl(ttl))])
-        return self._inner.writer.write([item], durable)
+        return self._inner.writer.write_one(
+            check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
+        )
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
-        return self._inner.writer.write([(check_key(key), [(TOMBSTONE, b"", None)])], durable)
+        return self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
 
     def merge(
         self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
     ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
-        item = (
+        return self._inner.writer.write_one(
             check_key(key),
-            [(MERGE, check_value(operand), None if ttl is None else to_ttl(ttl))],
+            MERGE,
+            check_value(operand),
+            None if ttl is None else to_ttl(ttl),
+            durable,
         )
-        return self._inner.writer.write([item], durable)
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
         """Apply ``batch`` atomically: one seq, one create_ts, all or nothing.

@@ -262,6 +262,57 @@ class BatchWriter:
             self._wait_durable(seq, None)
         return handle
 
+    def write_one(
+        self, key: bytes, kind: int, value: bytes, ttl: Ttl | None, durable: bool
+    ) -> WriteHandle:
+        """:meth:`write` of one op (``put``, ``delete``, ``merge``; key and value checked by
+        the caller): the same steps, without building a batch."""
+        if type(durable) is not bool:
+            components.check_flag("durable", durable)
+        status = self._status
+        if status.closed:
+            status.check_open()
+        if kind == MERGE:
+            check_operand(key, value, self._op)
+        if self._extractor is not None:
+            self._check_segments([(key, [(kind, value, ttl)])])
+        state = self._state
+        wal = self._wal
+        settings = self.settings
+        if (wal.buffered_bytes if wal else 0) + state.imm_bytes > settings.max_unflushed_bytes:
+            self._backpressure()
+        default_ttl = settings.default_ttl
+        oracle = self._oracle
+        with state.lock:
+            status.check_open()
+            seq = oracle.last_seq + 1
+            now = self._clock.now_ms()
+            if ttl is None and (default_ttl is None or kind == TOMBSTONE):
+                expire = None
+            else:
+                expire = _expire_ts(kind, ttl, now, default_ttl)
+            row = (key, seq, kind, value, expire, now)
+            oracle.last_seq = seq
+            mt = state.memtable
+            mt.put(row)
+            oracle.committed_seq = seq
+            txns = self.txns
+            if txns.has_live:
+                txns.record([key], seq)
+            if wal is not None:
+                wal.append_one(row, mt)
+            elif mt.size >= settings.l0_sst_size_bytes:
+                state.freeze(None)
+            if self.on_commit is not None:
+                self.on_commit([row])
+        stats = self._stats
+        stats["write_batch_count"] += 1
+        stats["write_ops"] += 1
+        handle = WriteHandle(self._wait_durable, seq, now)
+        if durable:
+            self._wait_durable(seq, None)
+        return handle
+
     def _check_segments(self, items: Items) -> None:
         """Route every key of a write to its segment before anything is written.
 

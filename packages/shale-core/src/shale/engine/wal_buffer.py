@@ -106,6 +106,16 @@ class WalBuffer:
         if size >= limit or memtable.size >= limit:
             self.wakeup.set()
 
+    def append_one(self, row: tuple, memtable: Memtable) -> None:  # type: ignore[type-arg]
+        """:meth:`append` of a one-row batch."""
+        nbytes = len(row[0]) + len(row[3]) + ROW_OVERHEAD
+        with self._lock:
+            self._rows.append(row)
+            size = self.buffered_bytes = self.buffered_bytes + nbytes
+        limit = self.settings.l0_sst_size_bytes
+        if size >= limit or memtable.size >= limit:
+            self.wakeup.set()
+
     def request_freeze(self) -> int:
         """Ask the next flush to freeze the memtable; the ticket :attr:`freeze_done` reaches."""
         with self._lock:
