@@ -78,6 +78,7 @@ from shale.meta.compactions_store import (
     FenceableCompactions,
     StoredCompactions,
 )
+from shale.meta.detach import DetachResult, detach
 from shale.meta.locator import SstLocator, prune_external_ssts
 from shale.meta.manifest_store import (
     FenceableManifest,
@@ -182,6 +183,8 @@ __all__ = [
     "ManifestStore",
     "Mutation",
     "SstLocator",
+    "DetachResult",
+    "detach",
     "StoredCompactions",
     "StoredManifest",
     "add_checkpoint",

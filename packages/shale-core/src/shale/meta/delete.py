@@ -2,12 +2,12 @@
 
 The order makes an interrupted delete resumable and visible:
 
-1. **Checks** (skipped by ``force``; skipped when resuming): the database must look idle -- no
-   object under ``manifest/``, ``wal/`` or ``compactions/`` modified within the last
-   ``idle_s`` seconds -- and no live (unexpired) checkpoint may pin it: a clone's final
-   checkpoint, a reader's, or one made by hand. "Idle" is what the store can show: an open
-   writer that has written nothing for ``idle_s`` seconds looks closed, and is broken by the
-   delete (its next manifest read fails).
+1. **Checks** (skipped by ``force``; skipped when resuming): the database must look idle --
+   no object under ``manifest/``, ``wal/`` or ``compactions/`` modified within the last
+   ``idle_s`` seconds (``0`` turns this check off) -- and no live (unexpired) checkpoint may
+   pin it: a clone's final checkpoint, a reader's, or one made by hand. "Idle" is what the
+   store can show: an open writer that has written nothing for ``idle_s`` seconds looks
+   closed, and is broken by the delete (its next manifest read fails).
 2. **The marker** ``<root>/.deleting`` is written (SlateDB's name): from here on a rerun
    resumes without the checks, even once the manifest is gone.
 3. **Release the sources**: if the database is a clone, the final checkpoint each
@@ -122,6 +122,8 @@ def _manifest_id(ms: ManifestStore, key: str) -> int | None:
 
 
 def _check_idle(store: ObjectStore, root: str, now_ms: int, idle_s: float) -> None:
+    if idle_s <= 0:
+        return
     for name in ("manifest", "wal", "compactions"):
         for meta in store.list(ids.dir_path(root, name)):
             age = now_ms / 1000 - meta.last_modified
