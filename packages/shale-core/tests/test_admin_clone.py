@@ -341,3 +341,32 @@ def test_delete_a_clone_releases_the_parent_and_resumes() -> None:
     assert listing(store, CLONE + "/") == {}
     assert result.final_checkpoint_id not in {c.id for c in parent.list_checkpoints()}
     assert reads(store, PARENT) == expected
+
+
+# -- CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_clone_detach_delete_db(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from shale.cli import main
+
+    parent, clone = str(tmp_path / "p"), str(tmp_path / "c")
+    with Db.open(parent, FAST) as db:
+        for k in KEYS[:40]:
+            db.put(k, b"v" + k)
+        db.flush(memtable=True)
+    assert main(["clone", clone, "--source", parent, "--start", "6b303130", "--hex"]) == 0
+    assert main(["clone", clone, "--source", parent, "--json"]) == 0  # a retry: a no-op
+    assert '"created":false' in capsys.readouterr().out
+    assert main(["delete-db", parent, "--yes", "--idle", "0"]) == 2  # the clone pins it
+    assert "clone:c" in capsys.readouterr().err
+    assert main(["detach", clone]) == 0
+    assert "detached from p" in capsys.readouterr().out
+    assert main(["delete-db", parent]) == 2  # no --yes
+    assert main(["delete-db", parent, "--yes", "--force"]) == 0
+    left = [f for f in (tmp_path / "p").rglob("*") if f.is_file() and f.name != ".shale-lock"]
+    assert left == []
+    with Db.open(clone, FAST) as db:
+        assert dict(db.scan()) == {k: b"v" + k for k in KEYS[10:40]}
+    assert main(["clone", clone, "--json"]) == 2  # --source is required
