@@ -370,3 +370,24 @@ def test_cli_clone_detach_delete_db(
     with Db.open(clone, FAST) as db:
         assert dict(db.scan()) == {k: b"v" + k for k in KEYS[10:40]}
     assert main(["clone", clone, "--json"]) == 2  # --source is required
+
+
+def test_async_admin_clone_detach_delete() -> None:
+    import asyncio
+
+    from shale.aio import AsyncAdmin
+
+    store = MemoryStore()
+    expected = make_parent(store)
+
+    async def go() -> None:
+        async with AsyncAdmin(PARENT, object_store=store) as admin:
+            assert (await admin.clone(CLONE)).created
+        async with AsyncAdmin(CLONE, object_store=store) as clone:
+            assert (await clone.detach()).detached == [PARENT]
+        async with AsyncAdmin(PARENT, object_store=store) as admin:
+            assert await admin.delete_db(True, force=True)
+
+    asyncio.run(go())
+    assert listing(store, PARENT + "/") == {}
+    assert reads(store, CLONE) == expected
