@@ -6,6 +6,7 @@ crash-between-steps cases run the protocol's own step functions and stop where a
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import uuid
 
@@ -391,3 +392,33 @@ def test_async_admin_clone_detach_delete() -> None:
     asyncio.run(go())
     assert listing(store, PARENT + "/") == {}
     assert reads(store, CLONE) == expected
+
+
+def test_projection_cuts_views_and_keeps_the_rest() -> None:
+    from shale.fbs.manifest import BOUND_UNBOUNDED, Bound, BytesRange, SortedRun
+    from shale.meta.projection import intersect, key_range, project_manifest
+
+    inc, exc = BOUND_INCLUDED, BOUND_EXCLUDED
+    r = key_range(b"b", b"d")
+    assert intersect(r, BytesRange(Bound(inc, b"d"), Bound(inc, b"z"))) is None  # [b,d) ∩ [d,z]
+    assert intersect(r, BytesRange(Bound(exc, b"a"), Bound(inc, b"b"))) == BytesRange(
+        Bound(inc, b"b"), Bound(inc, b"b")
+    )
+    assert intersect(r, BytesRange()) == r
+    assert key_range(None, None) == BytesRange(Bound(BOUND_UNBOUNDED), Bound(BOUND_UNBOUNDED))
+
+    store = MemoryStore()
+    with Db.open(PARENT, FAST, object_store=store) as db:
+        for chunk in (KEYS[0:50], KEYS[40:90], KEYS[100:150]):
+            for k in chunk:
+                db.put(k, b"v")
+            db.flush(memtable=True)
+    m = manifest(store, PARENT)
+    m = dataclasses.replace(m, l0=m.l0[1:], compacted=[SortedRun(1, [])])  # drop the newest
+    newest = manifest(store, PARENT).l0[0]  # keys k100..k149
+    p = project_manifest(m, key_range(b"k045", b"k095"))
+    assert p.compacted == []  # an empty run is dropped
+    by_sst = {v.sst.id: v for v in p.l0}
+    assert len(by_sst) == 2 and newest.sst.id not in by_sst
+    whole = project_manifest(m, key_range(None, b"k200"))
+    assert [v.visible_range for v in whole.l0] == [None, None]  # nothing cut: kept as it was
