@@ -422,3 +422,15 @@ def test_projection_cuts_views_and_keeps_the_rest() -> None:
     assert len(by_sst) == 2 and newest.sst.id not in by_sst
     whole = project_manifest(m, key_range(None, b"k200"))
     assert [v.visible_range for v in whole.l0] == [None, None]  # nothing cut: kept as it was
+
+
+def test_a_writer_refuses_a_database_being_deleted() -> None:
+    store = MemoryStore()
+    expected = make_parent(store)
+    store.put(f"{PARENT}/{DELETING_MARKER}", b"")  # as an interrupted delete_db leaves it
+    before = listing(store)
+    with pytest.raises(DataError, match="being deleted"):
+        Db.open(PARENT, FAST, object_store=store)
+    assert listing(store) == before  # nothing written, nobody fenced
+    store.delete(f"{PARENT}/{DELETING_MARKER}")
+    assert reads(store, PARENT) == expected

@@ -16,7 +16,9 @@ The order makes an interrupted delete resumable and visible:
    versions, oldest first -- the latest last, so a rerun still sees what the database
    referenced -- then the marker.
 
-A path with objects but neither a manifest nor the marker is refused (it is not a database).
+While the marker exists a writer refuses to open the database (:func:`check_not_deleting`):
+an interrupted delete never passes for a whole database to a writer. A path with objects but
+neither a manifest nor the marker is refused (it is not a database).
 A path with nothing under it is already deleted: the call returns ``[]``.
 """
 
@@ -25,13 +27,13 @@ from __future__ import annotations
 import logging
 
 from shale import ids
-from shale.errors import InvalidError
+from shale.errors import DataError, InvalidError
 from shale.meta.detach import release_source_checkpoint
 from shale.meta.locator import SstLocator
 from shale.meta.manifest_store import ManifestStore
 from shale.objstore.protocol import ObjectNotFound, ObjectStore
 
-__all__ = ["DEFAULT_IDLE_S", "DELETING_MARKER", "delete_db"]
+__all__ = ["DEFAULT_IDLE_S", "DELETING_MARKER", "check_not_deleting", "delete_db"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,20 @@ logger = logging.getLogger(__name__)
 DELETING_MARKER = ".deleting"
 #: Seconds without a write under manifest/, wal/ or compactions/ before a database is idle.
 DEFAULT_IDLE_S = 60.0
+
+
+def check_not_deleting(store: ObjectStore, root: str) -> None:
+    """Refuse to open a database a delete has started on (its marker exists): its manifest
+    may still be there while its SSTs are gone. One ``head``; the writer calls it at open.
+
+    :raises DataError: the marker exists.
+    """
+    if _exists(store, ids.join(root, DELETING_MARKER)):
+        raise DataError(
+            "the database is being deleted (an interrupted delete_db left its marker); "
+            "finish it with Admin.delete_db(confirm=True)",
+            root=root,
+        )
 
 
 def _exists(store: ObjectStore, key: str) -> bool:
