@@ -301,3 +301,19 @@ def test_clone_killed_between_steps_then_retried(
     _assert_reads(store, CLONE, expected)
     finals = [c for c in Admin(PARENT, object_store=store).list_checkpoints() if c.name]
     assert [c.id for c in finals] == [result.final_checkpoint_id]
+
+
+def test_gc_cli_detach_copy(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``shale gc run CLONE --once --detach copy`` detaches a clone opened by its directory
+    (the parent found in the enclosing one)."""
+    from shale.cli import main
+
+    store = LocalStore(tmp_path)
+    expected = make_parent(store)
+    Admin(PARENT, object_store=store).clone(CLONE)
+    argv = ["gc", "run", str(tmp_path / CLONE), "--once", "--min-age", "0", "--detach", "copy"]
+    assert main(argv) == 0
+    assert "released ['dbs/parent']" in capsys.readouterr().out
+    assert StoredManifest.load(ManifestStore(store, CLONE)).manifest.external_dbs == []
+    Admin(PARENT, object_store=store).delete_db(confirm=True, force=True)
+    _assert_reads(store, CLONE, expected)
