@@ -19,14 +19,18 @@ finish a clone the other started:
 5. **Set ``initialized = true``** in a new version: the clone is a database from now on.
 
 Crash safety: each step is idempotent and the clone's manifest records where it stands. Run
-again after a crash (same source), :func:`create_clone` finishes an uninitialized clone --
-re-pinning through the final checkpoint if step 3 happened, else the source checkpoint --
-and returns an initialized clone of the same source unchanged (``created=False``), as
-SlateDB's retry does. Anything else already at the target is refused.
+again after a crash (same source), :func:`create_clone` finishes an uninitialized clone from
+what its manifest recorded -- creating the final checkpoints from the source checkpoint if
+step 3 had not happened (:class:`~shale.errors.DataError` if that one expired meanwhile:
+delete the partial clone and clone again), copying the WALs both checkpoints keep -- and
+returns an initialized clone of the same source unchanged (``created=False``), as SlateDB's
+retry does. Anything else already at the target is refused. A crash before step 2 leaves only
+the short-lived source checkpoint, which expires by itself.
 
 What is refused before anything is written (:class:`~shale.errors.InvalidError`): identical or
-nested paths, a missing or uninitialized source, an unknown checkpoint id, a database (or a
-clone of another source) at the target, and a projection while the source's WAL still holds
+nested paths, a missing or uninitialized source, a source whose WAL lives in a separate object
+store (SlateDB refuses it too), an unknown checkpoint id, a database (or a clone of another
+source) at the target, and a projection while the source's WAL still holds
 rows no SST has (SlateDB's ``InvalidCloneSourceWithWal``: WAL files cannot be projected; flush
 the source first). A projection check can only fail after the short-lived checkpoint exists
 when a writer adds WAL rows between the two checks; that checkpoint expires by itself.
@@ -183,6 +187,11 @@ def _load_source(store: ObjectStore, source: str, fmt: int) -> StoredManifest:
         raise InvalidError("no database at the clone source (no manifest found)", source=source)
     if not stored.manifest.initialized:
         raise InvalidError("the clone source is itself an unfinished clone", source=source)
+    if stored.manifest.wal_object_store_uri is not None:
+        raise InvalidError(
+            "cannot clone a database whose WAL is in a separate object store (as SlateDB)",
+            source=source,
+        )
     return stored
 
 
