@@ -212,6 +212,17 @@ def test_clone_of_a_clone() -> None:
         cp.id for cp in Admin(CLONE, object_store=store).list_checkpoints()
     }
     assert reads(store, "dbs/clone2") == expected
+    # detached from both, then the chain above is deleted: clone2 stands alone
+    d = Admin("dbs/clone2", object_store=store).detach()
+    assert sorted(d.detached) == [CLONE, PARENT] and not d.pending
+    parent = Admin(PARENT, object_store=store)
+    clone1_final = first.final_checkpoint_id
+    assert clone1_final in {cp.id for cp in parent.list_checkpoints()}
+    Admin(CLONE, object_store=store).delete_db(confirm=True, force=True)
+    assert clone1_final not in {cp.id for cp in parent.list_checkpoints()}  # released
+    parent.delete_db(confirm=True, force=True)
+    assert listing(store, "dbs/clone2/") and not listing(store, PARENT + "/")
+    assert reads(store, "dbs/clone2") == expected
 
 
 def test_interrupted_clone_is_finished_by_a_retry() -> None:
