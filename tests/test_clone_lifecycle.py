@@ -16,15 +16,20 @@ WAL SSTs after ``replay_after_wal_id`` are copied.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
+import signal
+import subprocess
+import sys
 import uuid
 
 import pytest
 
-from shale import DataError, Db, Settings
+from shale import Admin, DataError, Db, InvalidError, Settings
 from shale.fbs.manifest import ExternalDb, Manifest, encode_manifest
 from shale.ids import Ulid, compacted_path, manifest_path, parse_numbered, wal_path
 from shale.meta.manifest_store import ManifestStore, StoredManifest, add_checkpoint
 from shale.objstore import ObjectStore
+from shale.objstore.local import LocalStore
 from shale.objstore.memory import MemoryStore
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions
 from shale_compactor import FULL, Compactor
@@ -186,3 +191,129 @@ def test_parent_gc_keeps_what_the_clone_reads() -> None:
     with pytest.raises(DataError, match="external_dbs"):
         Db.open(CLONE, SETTINGS, object_store=store)
     assert _objects(store, CLONE + "/") == before
+
+
+# -- clones shale makes (Admin.clone), detached, deleted (issue 13, part 2) -------------------
+
+
+def test_shale_clone_compacted_collected_and_released_by_the_detach_gc() -> None:
+    """Both compact and collect with both readable throughout; once the clone's compactions
+    replaced every parent SST, the ``detach="release"`` GC drops the final checkpoint and the
+    parent's GC may then delete what only that checkpoint kept."""
+    store = MemoryStore()
+    parent_expected = make_parent(store)
+    result = Admin(PARENT, object_store=store).clone(CLONE)
+    external = set(
+        StoredManifest.load(ManifestStore(store, CLONE)).manifest.external_dbs[0].sst_ids
+    )
+    clone_expected = dict(parent_expected)
+    with Db.open(CLONE, SETTINGS, object_store=store) as db:
+        _write_rounds(db, clone_expected, "c", 2)
+    _compact_full(store, CLONE)
+    with Db.open(PARENT, SETTINGS, object_store=store) as db:
+        _write_rounds(db, parent_expected, "p", 2)
+    _compact_full(store, PARENT)
+    for root in (CLONE, PARENT):
+        report = GarbageCollector(store, root, GC_ALL).run_once()
+        assert report.ok, report
+    for sst_id in external:  # pinned in the parent by the clone's final checkpoint
+        store.head(compacted_path(PARENT, sst_id))
+    _assert_reads(store, CLONE, clone_expected)
+    _assert_reads(store, PARENT, parent_expected)
+
+    # the compactor's checkpoint pins the clone's version from before its compaction, which
+    # still read the parent: not released yet
+    report = GarbageCollector(store, CLONE, GC_ALL, detach="release").run_once()
+    assert report.ok and report.detach.pending == [PARENT] and not report.detach.detached
+    clone_admin = Admin(CLONE, object_store=store)
+    for cp in clone_admin.list_checkpoints():  # as their expiry would
+        clone_admin.delete_checkpoint(cp.id)
+    report = GarbageCollector(store, CLONE, GC_ALL, detach="release").run_once()
+    assert report.ok and report.detach.detached == [PARENT], report
+    assert StoredManifest.load(ManifestStore(store, CLONE)).manifest.external_dbs == []
+    parent_cps = Admin(PARENT, object_store=store).list_checkpoints()
+    assert result.final_checkpoint_id not in {cp.id for cp in parent_cps}
+    # the clone's source checkpoint (300 s) and the parent compactor's still pin them: drop
+    # them as their expiry would
+    parent_admin = Admin(PARENT, object_store=store)
+    for cp in parent_cps:
+        parent_admin.delete_checkpoint(cp.id)
+    assert GarbageCollector(store, PARENT, GC_ALL).run_once().ok
+    assert not any(list(store.list(compacted_path(PARENT, i))) for i in external)
+    _assert_reads(store, CLONE, clone_expected)
+    _assert_reads(store, PARENT, parent_expected)
+
+
+def test_detach_copy_gc_then_the_parent_is_deleted() -> None:
+    store = MemoryStore()
+    parent_expected = make_parent(store)
+    Admin(PARENT, object_store=store).clone(CLONE)
+    clone_expected = dict(parent_expected)
+    with Db.open(CLONE, SETTINGS, object_store=store) as db:
+        _write_rounds(db, clone_expected, "c", 1)
+    parent = Admin(PARENT, object_store=store)
+    with pytest.raises(InvalidError, match="clone:dbs/clone"):
+        parent.delete_db(confirm=True, idle=0)  # the clone still pins it
+    report = GarbageCollector(store, CLONE, GC_ALL, detach="copy").run_once()
+    assert report.ok and report.detach.copied and report.detach.detached == [PARENT], report
+    assert parent.delete_db(confirm=True, force=True)
+    assert _objects(store, PARENT + "/") == {}
+    _assert_reads(store, CLONE, clone_expected)
+    _compact_full(store, CLONE)
+    assert GarbageCollector(store, CLONE, GC_ALL).run_once().ok
+    _assert_reads(store, CLONE, clone_expected)
+
+
+_CRASH = """
+import os, signal, sys
+from shale import Admin
+from shale.meta import clone
+from shale.objstore.local import LocalStore
+
+def crash(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+setattr(clone, sys.argv[2], crash)
+Admin("dbs/parent", object_store=LocalStore(sys.argv[1])).clone("dbs/clone")
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "state"),
+    [("_clone_manifest", None), ("_pin_finals", False), ("_copy_wals", False)],
+)
+def test_clone_killed_between_steps_then_retried(
+    tmp_path: pathlib.Path, step: str, state: bool | None
+) -> None:
+    """``kill -9`` before step 2 (source pinned, nothing at the target), after it (an
+    uninitialized manifest) and after step 3 (final checkpoint made, no WAL copied); the
+    retry finishes one clone with one final checkpoint."""
+    store = LocalStore(tmp_path)
+    expected = make_parent(store)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(tmp_path), step], timeout=120, capture_output=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+    found = ManifestStore(store, CLONE).read_latest()
+    assert (None if found is None else found[1].initialized) == state
+    result = Admin(PARENT, object_store=store).clone(CLONE)
+    assert result.created
+    _assert_reads(store, CLONE, expected)
+    finals = [c for c in Admin(PARENT, object_store=store).list_checkpoints() if c.name]
+    assert [c.id for c in finals] == [result.final_checkpoint_id]
+
+
+def test_gc_cli_detach_copy(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``shale gc run CLONE --once --detach copy`` detaches a clone opened by its directory
+    (the parent found in the enclosing one)."""
+    from shale.cli import main
+
+    store = LocalStore(tmp_path)
+    expected = make_parent(store)
+    Admin(PARENT, object_store=store).clone(CLONE)
+    argv = ["gc", "run", str(tmp_path / CLONE), "--once", "--min-age", "0", "--detach", "copy"]
+    assert main(argv) == 0
+    assert "released ['dbs/parent']" in capsys.readouterr().out
+    assert StoredManifest.load(ManifestStore(store, CLONE)).manifest.external_dbs == []
+    Admin(PARENT, object_store=store).delete_db(confirm=True, force=True)
+    _assert_reads(store, CLONE, expected)

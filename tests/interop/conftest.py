@@ -303,6 +303,26 @@ class OfficialReader:
             timeout + 15.0,
         )
 
+    def clone(
+        self,
+        store_dir: Path | str,
+        source: str,
+        path: str,
+        projection: tuple[bytes, bytes] | None = None,
+        *,
+        timeout: float = READ_TIMEOUT_S,
+    ) -> None:
+        """Make an official clone (``create_clone_builder_from_source``) of ``source`` at
+        ``path``, both inside the ``file://`` store at ``store_dir``."""
+        request = {
+            "op": "clone",
+            "store_dir": str(store_dir),
+            "source": source,
+            "path": path,
+            "projection": projection,
+        }
+        _run_worker(request, timeout + 15.0)
+
     def manifest(
         self, store_dir: Path | str, *, db_path: str = DB_PATH, timeout: float = READ_TIMEOUT_S
     ) -> ManifestSummary:
@@ -413,6 +433,15 @@ async def _dispatch(request: dict[str, Any]) -> Any:
         return await asyncio.wait_for(
             _manifest_summary(s, store, request["db_path"]), request["timeout"]
         )
+    if op == "clone":  # an official clone of any database (CloneBuilder, no checkpoint given)
+        s = _slatedb()
+        store = _store(s, Path(request["store_dir"]))
+        proj = request["projection"]
+        rng = None
+        if proj is not None:
+            rng = s.KeyRange(start=proj[0], start_inclusive=True, end=proj[1], end_inclusive=False)
+        await _clone(s, store, request["source"], request["path"], rng)
+        return None
     raise ValueError(f"unknown op {op!r}")
 
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shale import DataError, Db, Settings
+from shale import Admin, DataError, Db, Settings
 from shale.fbs.manifest import decode_manifest
 from shale.objstore.local import LocalStore
 from shale.settings import CompactorOptions, GarbageCollectorOptions, GcDirectoryOptions
@@ -40,6 +41,8 @@ SETTINGS = Settings(
 NOW_GC = GcDirectoryOptions(interval=None, min_age=0)
 GC_ALL = GarbageCollectorOptions(manifest=NOW_GC, wal=NOW_GC, compacted=NOW_GC, compactions=NOW_GC)
 CLONE_NAMES = ("clone", "clone_w", "clone_cc", "clone_proj")
+#: ``clone_proj``'s projection range (conftest.CLONE_PROJECTION).
+CLONE_PROJECTION = (b"c000300", b"c001200")
 
 
 def _copy(clones: Any, tmp_path: Path) -> Path:
@@ -251,3 +254,97 @@ def test_unfinished_official_clone_is_refused(
     with pytest.raises(DataError, match="initialized=false"):
         Db.open(str(unfinished), SETTINGS)
     assert _digest(store) == before
+
+
+# -- clones shale makes (Admin.clone, issue 13 part 2) -------------------------------------------
+
+
+def test_official_reads_shale_clones_like_official_ones(
+    official_clones: Any, official_reader: Any, tmp_path: Path
+) -> None:
+    """shale's ``Admin.clone`` of the official parent (plain; projected at the official
+    projected clone's checkpoint) and of the official ``clone_w`` (two sources) read, in the
+    official reader and in shale, exactly as the official clones of the same databases --
+    values, seqs and create times."""
+    store = _copy(official_clones, tmp_path)
+    local = LocalStore(store)
+    proj_final = _latest_manifest(store / "dbs" / "clone_proj").external_dbs[0].final_checkpoint_id
+    admin = Admin("dbs/parent", settings=SETTINGS, object_store=local)
+    made = {
+        "s_clone": ("clone", admin.clone("dbs/s_clone")),
+        "s_proj": (
+            "clone_proj",
+            admin.clone("dbs/s_proj", checkpoint=proj_final, projection=CLONE_PROJECTION),
+        ),
+        "s_cc": ("clone_cc", admin.clone("dbs/s_cc", source="dbs/clone_w")),
+    }
+    assert [e.path for e in _latest_manifest(store / "dbs" / "s_cc").external_dbs] == [
+        "dbs/parent",
+        "dbs/clone_w",
+    ]
+    for name, (twin, _result) in made.items():
+        d = official_clones.dbs[twin]
+        read = official_reader.read(store, d.keys, db_path=f"dbs/{name}", merge_operator="concat")
+        assert read.values == d.expected, name
+        assert read.key_values == d.key_values, name
+        assert read.scan == d.scan, name
+        with Db.open(f"dbs/{name}", SETTINGS, object_store=local) as db:
+            _assert_reads_like(db, d)
+
+
+def test_official_and_shale_clones_of_a_shale_parent(official_reader: Any, tmp_path: Path) -> None:
+    """The same shale-written parent cloned by the official ``CloneBuilder`` and by shale,
+    projected and plain: the official reader and shale read them alike. A clone shale makes
+    of a parent with a WAL tail reads, in the official reader, as the parent itself."""
+    store = tmp_path / "store"
+    local = LocalStore(store)
+    keys = [b"k%04d" % i for i in range(300)]
+    with Db.open("dbs/p", SETTINGS, object_store=local) as db:
+        for r in range(3):
+            for i in range(r * 60, r * 60 + 150):
+                db.put(keys[i], b"r%d-%d" % (r, i))
+            db.delete(keys[r * 13])
+            db.flush(memtable=True)
+    proj = (b"k0100", b"k0200")
+    official_reader.clone(store, "dbs/p", "dbs/o_proj", proj)
+    Admin("dbs/p", settings=SETTINGS, object_store=local).clone("dbs/s_proj", projection=proj)
+    official_reader.clone(store, "dbs/p", "dbs/o_clone")
+    Admin("dbs/p", settings=SETTINGS, object_store=local).clone("dbs/s_clone")
+    for kind in ("clone", "proj"):
+        o = official_reader.read(store, keys, db_path=f"dbs/o_{kind}")
+        s = official_reader.read(store, keys, db_path=f"dbs/s_{kind}")
+        assert s == o and o.scan, kind
+        with Db.open(f"dbs/s_{kind}", SETTINGS, object_store=local) as db:
+            assert list(db.scan()) == o.scan
+            kvs = {k: db.get_key_value(k) for k in keys}
+            got = {k: (kv.seq, kv.create_ts, kv.expire_ts) for k, kv in kvs.items() if kv}
+            assert got == o.key_values, kind
+    assert all(proj[0] <= k < proj[1] for k, _ in o.scan)
+    with Db.open("dbs/p", SETTINGS, object_store=local) as db:  # a WAL tail
+        for i in range(0, 300, 7):
+            db.put(keys[i], b"wal-%d" % i)
+    Admin("dbs/p", settings=SETTINGS, object_store=local).clone("dbs/s_tail")
+    parent = official_reader.read(store, keys, db_path="dbs/p")
+    assert official_reader.read(store, keys, db_path="dbs/s_tail") == parent
+    assert parent.values[keys[7]] == b"wal-7"
+
+
+def test_official_package_finishes_a_clone_shale_started(
+    official_clones: Any, official_reader: Any, tmp_path: Path
+) -> None:
+    """SlateDB's retry finishes what shale's ``Admin.clone`` left after its step 2 (an
+    uninitialized manifest): the protocols match step for step."""
+    from shale.meta import clone as clone_mod
+    from shale.meta.manifest_store import ManifestStore
+
+    store = _copy(official_clones, tmp_path)
+    local = LocalStore(store)
+    ms = ManifestStore(local, "dbs/half")
+    clone_mod._start(local, "dbs/parent", "dbs/half", ms, None, None, int(time.time()), None)
+    assert not _latest_manifest(store / "dbs" / "half").initialized
+    official_reader.clone(store, "dbs/parent", "dbs/half")
+    m = _latest_manifest(store / "dbs" / "half")
+    assert m.initialized and len(m.external_dbs) == 1
+    d = official_clones.dbs["clone"]
+    read = official_reader.read(store, d.keys, db_path="dbs/half", merge_operator="concat")
+    assert read.values == d.expected and read.key_values == d.key_values

@@ -30,13 +30,17 @@ import dataclasses
 import os
 import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from shale import ids
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError
 from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
 from shale.ids import Ulid
+from shale.meta.clone import CloneResult
 from shale.meta.compactions_store import CompactionsStore
+from shale.meta.delete import DEFAULT_IDLE_S
+from shale.meta.detach import DetachResult
 from shale.meta.estimate import RangeEstimate, estimate_range
 from shale.meta.manifest_store import (
     ManifestStore,
@@ -60,6 +64,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Admin",
+    "CloneResult",
+    "DetachResult",
     "CompactorStateView",
     "RangeEstimate",
     "VersionedCompactions",
@@ -121,6 +127,43 @@ def _check_key(name: str, key: object) -> bytes | None:
     return bytes(key)
 
 
+def _path_arg(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip("/") or "\x00" in value:
+        raise InvalidError(f"{name} must be a non-empty path", **{name: value})
+    return value
+
+
+def _local_or_url(url: str) -> tuple[str, str, list[str]]:
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file") or len(parts.scheme) == 1:
+        path = os.path.abspath(unquote(parts.path) if parts.scheme == "file" else url)
+        return "file", "", [p for p in path.split(os.sep) if p]
+    return parts.scheme.lower(), parts.netloc, [p for p in parts.path.split("/") if p]
+
+
+def _common_base(a: str, b: str) -> tuple[str, str, str]:
+    """The URL of the store enclosing both ``a`` and ``b`` and their paths inside it.
+
+    :raises InvalidError: different schemes or hosts (buckets), or ``memory://`` stores.
+    """
+    a, b = _path_arg("source", a), _path_arg("target", b)
+    (sa, na, pa), (sb, nb, pb) = _local_or_url(a), _local_or_url(b)
+    if (sa, na) != (sb, nb) or sa == "memory":
+        raise InvalidError(
+            "a clone and its source must be in one object store (a clone records its source's "
+            "path relative to the store root): open the Admin with object_store= for stores "
+            "without paths (memory://), and keep both in one bucket or file system",
+            source=a,
+            target=b,
+        )
+    n = 0
+    while n < min(len(pa), len(pb)) and pa[n] == pb[n]:
+        n += 1
+    common = "/".join(pa[:n])
+    base = "/" + common if sa == "file" else f"{sa}://{na}/{common}"
+    return base, "/".join(pa[n:]), "/".join(pb[n:])
+
+
 class Admin:
     """Administer the database at ``url`` (a directory, ``file://``, ``memory://`` or any
     scheme a plugin owns), or at path ``url`` inside ``object_store``.
@@ -157,6 +200,7 @@ class Admin:
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._owns_store = object_store is None
+        self._store_options = dict(store_options or {})
         if object_store is None:
             self.store: ObjectStore = get_host().open_object_store(url, store_options or {})
             self.root = ""
@@ -424,6 +468,115 @@ class Admin:
             return RangeEstimate()
         transformer = get_host().block_transformer(self.settings)
         return estimate_range(self.store, self.root, m, lo, hi, transformer=transformer)
+
+    # -- clones and deletion -------------------------------------------------------------------
+
+    def clone(
+        self,
+        target: str,
+        *,
+        source: str | None = None,
+        checkpoint: uuid.UUID | str | None = None,
+        projection: tuple[bytes | None, bytes | None] | None = None,
+    ) -> CloneResult:
+        """Create a clone of ``source`` (default: this Admin's database) at ``target``: a
+        writable database whose manifest references the source's SSTs instead of copying them
+        (SlateDB's ``CloneBuilder``; steps, crash safety and refusals in
+        :mod:`shale.meta.clone`). Run again after a crash, it finishes the clone.
+
+        ``target`` and ``source`` are read like this Admin's ``url``: paths inside its
+        ``object_store`` when it was given one, else URLs or directories, which must then lie
+        in one store (one bucket, one file system): a clone records its source's path
+        relative to the store root they share.
+
+        :param checkpoint: clone what this existing checkpoint of the source pins (default: a
+            new checkpoint of its latest manifest, expiring after 300 s).
+        :param projection: ``(start, end)``: the clone holds only keys in ``[start, end)``
+            (``None`` for an open end).
+        :raises InvalidError: identical or nested paths, stores that differ, no database at
+            the source, an unknown checkpoint, a database at the target, a bad projection, or
+            a projection while the source's WAL holds unflushed rows. Nothing is written then.
+        """
+        from shale.meta.clone import create_clone
+
+        cp = None if checkpoint is None else checkpoint_uuid(checkpoint)
+        if projection is not None and (not isinstance(projection, tuple) or len(projection) != 2):
+            raise InvalidError("projection must be a (start, end) tuple", projection=projection)
+        kwargs: dict[str, Any] = {
+            "now_s": self._now_s(),
+            "checkpoint": cp,
+            "projection": projection,
+            "format_version": self.settings.manifest_format_version,
+            "transformer": get_host().block_transformer(self.settings),
+            "timeout": self.settings.manifest_update_timeout,
+        }
+        if not self._owns_store:
+            src = self.root if source is None else _path_arg("source", source)
+            return create_clone(self.store, src, _path_arg("target", target), **kwargs)
+        base, src, dst = _common_base(self.url if source is None else source, target)
+        store = get_host().open_object_store(base, self._store_options)
+        try:
+            return create_clone(store, src, dst, **kwargs)
+        finally:
+            store.close()
+
+    def detach(self, *, copy: bool = True) -> DetachResult:
+        """Detach this database (a clone) from the databases it was cloned from: copy the
+        source SSTs it still reads into its own path, stop referencing them, and delete its
+        final checkpoints in the sources, so they can be collected or deleted (steps and crash
+        safety in :mod:`shale.meta.detach`). Rerun to finish an interrupted detach, or a
+        source reported ``pending`` (pinned by a live checkpoint of this database).
+
+        :param copy: ``False``: copy nothing, only release sources no longer read (what the
+            garbage collector's ``detach`` option does).
+        :raises DataError: no database.
+        :raises InvalidError: an unfinished clone.
+        """
+        from shale.meta.detach import detach
+
+        if not isinstance(copy, bool):
+            raise InvalidError("copy must be a bool", copy=copy)
+        return detach(
+            self.store,
+            self.root,
+            now_s=self._now_s(),
+            copy=copy,
+            format_version=self.settings.manifest_format_version,
+            timeout=self.settings.manifest_update_timeout,
+        )
+
+    def delete_db(
+        self, confirm: bool = False, *, force: bool = False, idle: float = DEFAULT_IDLE_S
+    ) -> list[str]:
+        """Delete every object of this database (SlateDB's ``delete_db``); the steps, their
+        order and what makes a rerun resume are in :mod:`shale.meta.delete`.
+
+        :param confirm: must be ``True``: deleting is not undoable.
+        :param force: delete even when a writer looks live or a live checkpoint pins the
+            database (a clone's, a reader's).
+        :param idle: seconds without a write under ``manifest/``, ``wal/``, ``compactions/``
+            after which no writer is considered live.
+        :returns: the object keys deleted.
+        :raises InvalidError: no ``confirm``, a live writer or checkpoint (without ``force``),
+            or objects that are not a database. Nothing is deleted then.
+        """
+        from shale.meta.delete import delete_db
+
+        if confirm is not True:
+            raise InvalidError("delete_db deletes the whole database: pass confirm=True")
+        if not isinstance(force, bool):
+            raise InvalidError("force must be a bool", force=force)
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle >= 0:
+            raise InvalidError("idle must be a number of seconds >= 0", idle=idle)
+        return delete_db(
+            self.store,
+            self.root,
+            now_ms=self.clock.now_ms(),
+            force=force,
+            idle_s=float(idle),
+            format_version=self.settings.manifest_format_version,
+            timeout=self.settings.manifest_update_timeout,
+        )
 
     # -- through plugins -----------------------------------------------------------------------
 

@@ -47,7 +47,9 @@ from shale.transaction import IsolationLevel, Transaction, backoff_delay, check_
 if TYPE_CHECKING:
     from shale.admin import (
         Admin,
+        CloneResult,
         CompactorStateView,
+        DetachResult,
         RangeEstimate,
         VersionedCompactions,
         VersionedManifest,
@@ -939,6 +941,18 @@ class AsyncAdmin:
     async def submit_compaction(self, spec: Any = "full") -> Compaction:
         """See :meth:`shale.Admin.submit_compaction`."""
         return await self._run(self._admin.submit_compaction, spec)
+
+    async def clone(self, target: str, **options: Any) -> CloneResult:
+        """See :meth:`shale.Admin.clone`."""
+        return await self._run(functools.partial(self._admin.clone, target, **options))
+
+    async def detach(self, *, copy: bool = True) -> DetachResult:
+        """See :meth:`shale.Admin.detach`."""
+        return await self._run(functools.partial(self._admin.detach, copy=copy))
+
+    async def delete_db(self, confirm: bool = False, **options: Any) -> list[str]:
+        """See :meth:`shale.Admin.delete_db`."""
+        return await self._run(functools.partial(self._admin.delete_db, confirm, **options))
 
     async def close(self) -> None:
         """Close the Admin and shut its own executor down. Idempotent."""

@@ -79,6 +79,7 @@ from shale.meta.compactions_store import (
     StoredCompactions,
 )
 from shale.meta.consumers import ConsumerCursor, list_cursors
+from shale.meta.detach import DetachResult, detach
 from shale.meta.locator import SstLocator, prune_external_ssts
 from shale.meta.manifest_store import (
     FenceableManifest,
@@ -184,6 +185,8 @@ __all__ = [
     "ManifestStore",
     "Mutation",
     "SstLocator",
+    "DetachResult",
+    "detach",
     "StoredCompactions",
     "StoredManifest",
     "add_checkpoint",

@@ -13,7 +13,7 @@ Plugins can veto deletions (``shale_gc_filter``) and observe rounds (``shale_gc_
 see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
 """
 
-from shale_gc.collector import GarbageCollector, ProgressCallback
+from shale_gc.collector import DETACH_COPY, DETACH_RELEASE, GarbageCollector, ProgressCallback
 from shale_gc.report import (
     KIND_COMPACTED,
     KIND_COMPACTIONS,
@@ -29,6 +29,8 @@ from shale_gc.rules import GcStateView, Selection
 __version__ = "0.1.0"
 
 __all__ = [
+    "DETACH_COPY",
+    "DETACH_RELEASE",
     "KIND_COMPACTED",
     "KIND_COMPACTIONS",
     "KIND_MANIFEST",

@@ -4,7 +4,9 @@
 deleted, bytes freed, what was kept and why. Without ``--once`` it keeps collecting on each
 directory's interval until interrupted (Ctrl-C), printing a report for every round that
 deleted something or hit an error. ``--dry-run`` deletes and writes nothing and reports what a
-real run would delete. Progress of large listings and deletions goes to stderr.
+real run would delete. ``--detach release|copy`` also detaches a clone from its sources each
+round (``GarbageCollector(detach=...)``, docs/clones.md). Progress of large listings and
+deletions goes to stderr.
 
 Options come from ``garbage_collector_options`` of a ``--settings`` file or ``SHALE_*``
 variables when they name it, else the defaults (every directory, 60 s interval, 300 s
@@ -88,6 +90,7 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             manifest_format_version=settings.manifest_format_version,
             progress=progress,
+            detach=args.detach,
         )
         if args.once:
             report = gc.run_once()
@@ -97,7 +100,10 @@ def _cmd_gc_run(args: argparse.Namespace) -> int:
 
         def on_report(report: GcReport) -> None:
             last[:] = [report]
-            if report.deleted or not report.ok or report.expired_checkpoints:
+            detached = report.detach is not None and (
+                report.detach.copied or report.detach.detached
+            )
+            if report.deleted or not report.ok or report.expired_checkpoints or detached:
                 _print_report(report, args.json)
 
         stop = threading.Event()
@@ -141,6 +147,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         type=duration,
         metavar="SECONDS",
         help="time between rounds without --once (default 60 s, or the settings file's)",
+    )
+    p.add_argument(
+        "--detach",
+        choices=("release", "copy"),
+        help="a clone: release the sources it no longer reads each round (release), or copy "
+        "what it still reads from them first (copy); see docs/clones.md",
     )
     p.add_argument("--json", action="store_true", help="print reports as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

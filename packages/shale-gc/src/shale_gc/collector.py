@@ -51,6 +51,7 @@ from shale.spi import (
     StoredManifest,
     SystemClock,
     Ulid,
+    detach,
     dir_path,
     format_id,
     parse_compacted,
@@ -78,7 +79,18 @@ from shale_gc.rules import (
 )
 from shale_gc.state import read_state
 
-__all__ = ["PROGRESS_EVERY", "GarbageCollector", "ProgressCallback"]
+__all__ = [
+    "DETACH_COPY",
+    "DETACH_RELEASE",
+    "PROGRESS_EVERY",
+    "GarbageCollector",
+    "ProgressCallback",
+]
+
+#: ``GarbageCollector(detach=...)``: release sources a clone no longer reads (SlateDB's).
+DETACH_RELEASE = "release"
+#: ``GarbageCollector(detach=...)``: copy what a clone still reads, then release every source.
+DETACH_COPY = "copy"
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +139,13 @@ class GarbageCollector:
         checkpoints are removed (use the database's ``Settings.manifest_format_version``).
     :param progress: optional :data:`ProgressCallback` for large listings and deletions.
     :param manifest_update_timeout: seconds the expired-checkpoint update retries conflicts.
+    :param detach: detach a clone from its sources each round, before collecting (SlateDB's
+        detach GC, ``detach_options``; :mod:`shale.meta.detach`): ``"release"`` deletes the
+        final checkpoint a clone holds in each source it no longer reads (its compactions
+        replaced every source SST) and drops the reference; ``"copy"`` first copies the
+        source SSTs still read into the clone's own path, so every source is released once
+        no live checkpoint of the clone pins them. ``None`` (default): no detaching. A dry
+        run does not detach.
     """
 
     def __init__(
@@ -140,7 +159,11 @@ class GarbageCollector:
         manifest_format_version: int = 2,
         progress: ProgressCallback | None = None,
         manifest_update_timeout: float = 300.0,
+        detach: str | None = None,
     ) -> None:
+        if detach not in (None, DETACH_RELEASE, DETACH_COPY):
+            raise InvalidError("detach must be None, 'release' or 'copy'", detach=detach)
+        self.detach = detach
         if not isinstance(root, str):
             raise InvalidError("root must be a str", type=type(root).__name__)
         if options is not None and not isinstance(options, GarbageCollectorOptions):
@@ -292,6 +315,21 @@ class GarbageCollector:
                 logger.warning("gc: %s root=%s", msg, self.root)
                 report.errors.append(msg)
                 kinds = []
+            if self.detach is not None and kinds and not self.dry_run:
+                try:
+                    report.detach = detach(
+                        self.store,
+                        self.root,
+                        now_s=expiry_s,
+                        copy=self.detach == DETACH_COPY,
+                        format_version=self.manifest_store.format_version,
+                        timeout=self.manifest_update_timeout,
+                    )
+                except Exception as exc:
+                    self._note_permanent(exc)
+                    msg = f"detaching from clone sources failed: {_describe(exc)}"
+                    logger.warning("gc: %s root=%s", msg, self.root)
+                    report.errors.append(msg)
             for kind in kinds:
                 if self._stop.is_set():
                     break

@@ -126,6 +126,8 @@ class GcReport:
     :ivar kinds: a :class:`KindReport` per directory collected, in collection order.
     :ivar errors: round-level errors (for example: the expired-checkpoint update failed, so
         nothing was collected).
+    :ivar detach: what detaching from clone sources did (``shale.spi.DetachResult``), when the
+        collector's ``detach`` option is on.
     """
 
     dry_run: bool
@@ -134,6 +136,7 @@ class GcReport:
     expired_checkpoints: list[uuid.UUID] = field(default_factory=list)
     kinds: dict[str, KindReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    detach: Any = None
 
     @property
     def deleted(self) -> list[GcObject]:
@@ -165,6 +168,12 @@ class GcReport:
             lines.append(f"expired checkpoints {'to remove' if self.dry_run else 'removed'}: {ids}")
         for err in self.errors:
             lines.append(f"error: {err}")
+        d = self.detach
+        if d is not None and (d.copied or d.detached or d.pending):
+            lines.append(
+                f"detach: copied {len(d.copied)} SST(s); released {d.detached or 'none'};"
+                f" pending {d.pending or 'none'}"
+            )
         for k in self.kinds.values():
             lines.append(
                 f"{k.kind}: {verb} {len(k.deleted)} object(s), {k.bytes_freed} bytes;"
@@ -191,4 +200,5 @@ class GcReport:
             "deleted": len(self.deleted),
             "bytes_freed": self.bytes_freed,
             "errors": list(self.errors),
+            "detach": None if self.detach is None else self.detach._asdict(),
         }

@@ -50,7 +50,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from shale import __version__, _accel
-from shale.cli import changes, checkpoints, inspect
+from shale.cli import changes, checkpoints, clones, inspect
 from shale.cli import dump as dump_cli
 from shale.cli.options import (
     EXIT_ERROR,
@@ -492,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_manifest_commands(man_sub, [dbo, out])
     inspect.add_commands(sub, dbo)
     checkpoints.add_commands(sub, dbo, open_writer=_open_writer, flush_timeout=FLUSH_TIMEOUT_S)
+    clones.add_commands(sub, dbo)
 
     dump_cli.add_parsers(sub)  # dump, load
     changes.add_parser(sub)

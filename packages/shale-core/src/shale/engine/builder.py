@@ -28,6 +28,7 @@ from shale.engine.wal_replay import fence_wal, replay_wal
 from shale.fbs.manifest import Manifest
 from shale.meta import segments
 from shale.meta.compat import check_openable
+from shale.meta.delete import check_not_deleting
 from shale.meta.manifest_store import FenceableManifest, ManifestStore, StoredManifest
 from shale.objstore import ObjectStore
 from shale.objstore.probe import probe_writable
@@ -86,6 +87,7 @@ def open_writer(parts: EngineParts) -> DbInner:
     ms = ManifestStore(parts.store, parts.root, format_version=s.manifest_format_version)
     # Refuse what shale cannot read or write correctly, and find a clone's sources, before
     # anything is written (an existing database's manifest is only read here) ...
+    check_not_deleting(parts.store, parts.root)  # an interrupted delete_db
     found = ms.read_latest()
     if found is not None:
         _check_writable(tables, found[1], ext)

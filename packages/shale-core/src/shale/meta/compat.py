@@ -7,7 +7,8 @@ answering wrongly:
 
 - ``initialized = false``: a clone whose creation did not finish. Its WAL SSTs may not have
   been copied yet, so its data is incomplete. ``DataError``, as the official ``DbReader``
-  (``InvalidDBState``); finish it by running the official clone again with the same arguments.
+  (``InvalidDBState``); finish it by running the clone again (``shale.Admin.clone`` or the
+  official package) with the same arguments.
 - ``wal_object_store_uri`` (V1 manifests): the WAL lives in a separate object store that shale
   cannot follow, so WAL replay would silently miss every write not yet in an L0.
   ``InvalidError``.
@@ -37,7 +38,8 @@ def check_openable(m: Manifest) -> None:
     if not m.initialized:
         raise DataError(
             "the database is a clone whose creation did not finish (manifest initialized=false);"
-            " finish it by running the official clone again with the same source and path"
+            " finish it by running the clone again (shale.Admin.clone or the official package)"
+            " with the same source and path"
         )
     if m.wal_object_store_uri is not None:
         raise InvalidError(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -49,6 +50,8 @@ __all__ = [
     "manifest_views",
     "prune_external_ssts",
 ]
+
+_NIL = uuid.UUID(int=0)
 
 #: How many enclosing stores (directory levels above the database's store) are searched.
 MAX_ENCLOSING = 64
@@ -165,6 +168,22 @@ class SstLocator:
     def is_external(self, sst_id: Ulid) -> bool:
         """Whether ``sst_id`` belongs to a clone source (never written or deleted by us)."""
         return sst_id in self._external
+
+    def find_database(self, path: str) -> tuple[ObjectStore, str] | None:
+        """Where the database at store-relative ``path`` (a clone source) lives: the first
+        candidate place (see the module docstring) holding a manifest, as ``(store, root)``;
+        ``None`` when none does. Used to reach a source's manifest (its checkpoints).
+
+        :raises DataError: a malformed path.
+        """
+        source = external_db_path(ExternalDb(path, _NIL, None))
+        base = self._bases.get(source)
+        candidates = [base] if base is not None else list(self._candidates())
+        for store, prefix in candidates:
+            root = ids.join(prefix, source)
+            if next(iter(store.list(ids.dir_path(root, "manifest"))), None) is not None:
+                return store, root
+        return None
 
     # -- resolution ------------------------------------------------------------------------
 
