@@ -428,3 +428,28 @@ def test_close_rides_out_a_short_outage(wal: bool) -> None:
     switch.down = False
     with Db.open(ROOT, settings, object_store=switch) as again:  # type: ignore[arg-type]
         assert again.get(b"k") == b"v"
+
+
+def test_a_clean_close_records_the_wal_tail_in_the_manifest() -> None:
+    """The manifest a close leaves names the newest WAL (``wal_id_last_seen``): a clone made
+    from it copies the WAL up to that id, so writes only in the WAL must be inside it."""
+    from shale import Admin
+
+    store = MemoryStore()
+    settings = FAST.replace(flush_interval=None)
+    with Db.open(ROOT, settings, object_store=store) as db:
+        db.put(b"a", b"1")
+        db.flush(memtable=True)
+        db.put(b"b", b"2")  # only in the WAL
+        db.put(b"c", b"3")
+    wal_ids = sorted(
+        int(m.key.rsplit("/", 1)[1].split(".")[0]) for m in store.list(f"{ROOT}/wal/")
+    )
+    manifest = Admin(ROOT, object_store=store).read_manifest().manifest
+    assert manifest.wal_id_last_seen == wal_ids[-1]
+    before = len(list(store.list(f"{ROOT}/manifest/")))
+    with Db.open(ROOT, settings, object_store=store):
+        pass  # nothing written: the fence WAL only, recorded, and no more manifests than that
+    after = Admin(ROOT, object_store=store).read_manifest().manifest
+    assert after.wal_id_last_seen >= manifest.wal_id_last_seen
+    assert len(list(store.list(f"{ROOT}/manifest/"))) <= before + 2

@@ -11,6 +11,7 @@ close wakes everything through ``status.wakers``.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -38,6 +39,7 @@ from shale.errors import (
     ShaleError,
     UnavailableError,
 )
+from shale.fbs.manifest import Manifest
 from shale.meta import segments
 from shale.settings import Settings
 
@@ -351,6 +353,26 @@ class DbInner:
         self.status.fail(CloseReason.FAILED, InternalError("simulated crash"))
         self.status.join_threads()
 
+    def _record_wal_tail(self, last_wal_id: int) -> None:
+        """Record the newest WAL id in the manifest's ``wal_id_last_seen`` at close, so the
+        manifest a clean close leaves names its WAL tail: a clone made from it (either
+        package's copies the WAL up to that id) and every other reader of the manifest see the
+        writes that live only in the WAL. One manifest write, only when the tail grew."""
+        if last_wal_id <= self.state.manifest.wal_id_last_seen:
+            return
+
+        def mutate(m: Manifest, _next_id: int) -> Manifest | None:
+            if m.wal_id_last_seen >= last_wal_id:
+                return None
+            return dataclasses.replace(m, wal_id_last_seen=last_wal_id)
+
+        try:
+            self.keeper.update(mutate)
+        except ClosedError:
+            raise
+        except ShaleError as exc:  # the writes are durable in the WAL: only the hint is lost
+            log.warning("could not record the WAL tail in the manifest at close: %s", exc)
+
     def _flush_on_close(self) -> ShaleError | None:
         """close()'s flush, on the closing thread once the background threads have stopped.
 
@@ -364,6 +386,8 @@ class DbInner:
         try:
             if wal is not None:
                 wal.flush()
+                if wal.health.error is None:
+                    self._record_wal_tail(wal.last_wal_id())
             else:
                 state.freeze(None)
                 while True:
