@@ -36,13 +36,15 @@ from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.oracle import DURABILITY_MEMORY, DURABILITY_REMOTE
 from shale.engine.reader import KeyValue
-from shale.errors import ClosedError, InvalidError
+from shale.engine.table_store import TableStore
+from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
 from shale.mapping import DbMapping
 from shale.meta import segments
 from shale.namespace import Namespace
 from shale.objstore import ObjectStore
+from shale.objstore.cached import CachedObjectStore
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
@@ -60,6 +62,7 @@ __all__ = [
     "KeyValue",
     "Transaction",
     "WriteHandle",
+    "preload_disk_cache",
     "resolve_parts",
 ]
 
@@ -144,6 +147,9 @@ def resolve_parts(
         root = path.strip("/")
         if root:
             validate_key(root)
+    cache_options = settings.object_store_cache_options
+    if cache_options is not None and cache_options.enabled:
+        object_store = CachedObjectStore(object_store, cache_options, namespace=path)
     return EngineParts(
         store=object_store,
         root=root,
@@ -158,6 +164,36 @@ def resolve_parts(
         transformer=transformer,
         prefix_extractor=prefix_extractor,
     )
+
+
+def preload_disk_cache(parts: EngineParts, tables: TableStore, manifest: Manifest) -> int:
+    """Fill the disk cache with the SSTs of ``manifest`` that
+    ``object_store_cache_options.preload_disk_cache_on_startup`` names (``"L0Sst"``: L0 SSTs,
+    newest first; ``"AllSst"``: those, then every sorted run's), up to the size bound, as
+    SlateDB does when a database or reader opens. SSTs of clone sources are not preloaded.
+
+    :return: the number of SSTs loaded (0 without a disk cache or a preload level).
+    """
+    store = parts.store
+    options = parts.settings.object_store_cache_options
+    if not isinstance(store, CachedObjectStore) or options is None:
+        return 0
+    level = options.preload_disk_cache_on_startup
+    if level is None:
+        return 0
+    trees = segments.trees(manifest)
+    views = [v for t in trees for v in t.l0]
+    if level == "AllSst":
+        views += [v for t in trees for run in t.compacted for v in run.ssts]
+    keys = []
+    for view in views:
+        try:
+            owner, key = tables.ssts.locate(view.sst.id)
+        except ShaleError:
+            continue
+        if owner is store:
+            keys.append(key)
+    return store.preload(keys)
 
 
 #: Open databases, closed at interpreter exit if the program did not close them.
@@ -263,6 +299,7 @@ class Db:
             prefix_extractor=prefix_extractor,
         )
         db = cls(parts, open_writer(parts))
+        preload_disk_cache(parts, db._inner.tables, db._inner.state.manifest)
         get_host().db_opened(db)
         return db
 

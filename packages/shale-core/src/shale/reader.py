@@ -37,7 +37,7 @@ from shale._reader_view import LOAD_ATTEMPTS, MODES, ReaderMode, ReaderView, par
 from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock
-from shale.db import resolve_parts
+from shale.db import preload_disk_cache, resolve_parts
 from shale.engine.builder import EngineParts, ReaderParts, build_reader
 from shale.engine.db_inner import metrics
 from shale.engine.db_iter import DbIterator
@@ -151,6 +151,7 @@ class DbReader:
         db = cls(parts, engine, view, owns_store=object_store is None)
         try:
             view.load()
+            preload_disk_cache(parts, engine.tables, engine.state.manifest)
             if mode != "checkpoint":
                 status = engine.status
                 status.spawn("shale-reader-poll", db._poll_step, db._next_poll())

@@ -77,6 +77,14 @@ def metrics(
     out["meta_cache_hits"] = meta.get("hits", 0)
     out["meta_cache_misses"] = meta.get("misses", 0)
     out["meta_cache_bytes"] = meta.get("size_bytes", 0)
+    out["meta_cache_entries"] = meta.get("entries", 0)
+    out["meta_cache_evictions"] = meta.get("evictions", 0)
+    out["cache_bytes"] = cache.get("size_bytes", 0)
+    out["cache_entries"] = cache.get("entries", 0)
+    out["cache_evictions"] = cache.get("evictions", 0)
+    disk = getattr(tables.store, "cache_metrics", None)
+    if disk is not None:  # the object-store disk cache (shale.objstore.cached)
+        out.update(disk())
     return out
 
 
