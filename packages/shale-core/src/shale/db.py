@@ -570,17 +570,23 @@ class Db:
         durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
     ) -> DbIterator:
         """Iterate ``(key, value)`` over ``start <= key < end`` (``None`` = unbounded).
 
         :param reverse: keys descending (correct across the SSTs of a sorted run, unlike
             SlateDB 0.12.1).
         :param durability: and ``dirty``: the read's visibility, as for :meth:`get`.
+        :param cache_blocks: ``False``: blocks this scan reads are not inserted into the block
+            cache (a big scan does not evict the working set; SlateDB's
+            ``ScanOptions.cache_blocks``). Cached blocks are still used.
         :raises InvalidError: ``start > end``.
         """
         self._inner.status.check_open()
         max_seq = self._read_seq(durability, dirty)
-        return DbIterator(self._inner.reader, start, end, reverse, max_seq, include_expired)
+        return DbIterator(
+            self._inner.reader, start, end, reverse, max_seq, include_expired, cache_blocks
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -724,3 +730,28 @@ class Db:
     def metrics(self) -> dict[str, int]:
         """Counters (names close to SlateDB's) and gauges, as a plain dict."""
         return self._inner.metrics()
+
+    # -- caches ------------------------------------------------------------------------------
+
+    def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """Load parts of one SST into the block and metadata caches (the official package's
+        ``warm_sst``): ``targets`` among ``"index"``, ``"filters"``, ``"stats"``, ``"data"``
+        and ``("data", start, end)``; ``None``: all. A no-op for an SST the current manifest
+        does not reference. See ``docs/caching.md``.
+
+        :param sst_id: the SST's ULID (text or :class:`shale.ids.Ulid`).
+        :raises InvalidError: an unknown target or a malformed id.
+        """
+        self._inner.status.check_open()
+        self._inner.tables.warm(self._inner.state.manifest, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """Drop one SST's blocks, index and filters from the in-memory caches (the official
+        package's ``evict_cached_sst``, best effort; the disk cache keeps its parts)."""
+        self._inner.status.check_open()
+        self._inner.tables.evict(self._inner.state.manifest, sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """Sizes, counters and hit rates of the block cache's ``"data"`` and ``"metadata"``
+        parts, and the disk cache's counters (``"disk"``) when one is configured."""
+        return self._inner.tables.cache_stats()

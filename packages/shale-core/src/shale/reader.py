@@ -231,13 +231,15 @@ class DbReader:
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
     ) -> ReaderIterator:
-        """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`), with
-        ``seek``; in ``"follow_latest"`` mode it survives GC deleting an SST it reads."""
+        """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
+        ``cache_blocks``), with ``seek``; in ``"follow_latest"`` mode it survives GC deleting
+        an SST it reads."""
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
-        return ReaderIterator(self, start, end, reverse, max_seq, include_expired)
+        return ReaderIterator(self, start, end, reverse, max_seq, include_expired, cache_blocks)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> ReaderIterator:
         """Every key that starts with ``prefix``."""
@@ -317,6 +319,22 @@ class DbReader:
         """The merge operator reads fold operands with, or ``None``."""
         return self._parts.merge_operator
 
+    def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """As :meth:`shale.Db.warm_sst`, on the reader's current manifest."""
+        e = self._engine
+        e.status.check_open()
+        e.tables.warm(e.state.manifest, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """As :meth:`shale.Db.evict_cached_sst`."""
+        e = self._engine
+        e.status.check_open()
+        e.tables.evict(e.state.manifest, sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """As :meth:`shale.Db.cache_stats`."""
+        return self._engine.tables.cache_stats()
+
     def metrics(self) -> dict[str, int]:
         """Counters and gauges, as :meth:`shale.Db.metrics` (``last_seq``, ``manifest_id``,
         ``l0_sst_count``, ``get_count``, ``wal_replayed_rows``, cache counters, ...) plus the
@@ -386,8 +404,10 @@ class ReaderIterator:
         reverse: bool,
         max_seq: int,
         include_expired: bool | None,
+        cache_blocks: bool = True,
     ) -> None:
         self._db = db
+        self._cache_blocks = cache_blocks
         self._start, self._end = check_scan_range(start, end)
         self._reverse = reverse
         self._max_seq = max_seq
@@ -403,7 +423,15 @@ class ReaderIterator:
         if start is not None and end is not None and start >= end:
             return iter(())
         reader = self._db._engine.reader
-        return DbIterator(reader, start, end, self._reverse, self._max_seq, self._include_expired)
+        return DbIterator(
+            reader,
+            start,
+            end,
+            self._reverse,
+            self._max_seq,
+            self._include_expired,
+            self._cache_blocks,
+        )
 
     def _resume(self, exc: ObjectNotFound) -> None:
         self._db._retry(exc)
