@@ -16,7 +16,7 @@ from typing import Any
 
 from shale import ids
 from shale.cache import BlockCache
-from shale.errors import InvalidError
+from shale.errors import InvalidError, ShaleError
 from shale.fbs.manifest import Manifest, SstView
 from shale.ids import Ulid
 from shale.meta import segments
@@ -85,7 +85,10 @@ class TableStore:
     @staticmethod
     def _view_of(m: Manifest, sst_id: object) -> SstView | None:
         if isinstance(sst_id, str):
-            sst_id = Ulid.parse(sst_id)
+            try:
+                sst_id = Ulid.parse(sst_id)
+            except ShaleError:
+                raise InvalidError("sst_id is not a ULID", sst_id=sst_id) from None
         if not isinstance(sst_id, Ulid):
             raise InvalidError("sst_id must be a ULID (str or shale.ids.Ulid)", sst_id=sst_id)
         for view in segments.all_views(m):

@@ -65,7 +65,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shale.errors import InvalidError
-from shale.objstore.protocol import ObjectMeta, ObjectStore
+from shale.objstore.protocol import ObjectMeta, ObjectStore, validate_key
 from shale.settings import ObjectStoreCacheOptions
 
 __all__ = [
@@ -263,7 +263,10 @@ class CachedObjectStore:
     @staticmethod
     def cacheable(key: str) -> bool:
         """Whether ``key`` names an object this cache keeps (a compacted SST)."""
-        return _CACHEABLE.search(key) is not None
+        if not isinstance(key, str) or _CACHEABLE.search(key) is None:
+            return False
+        validate_key(key)  # no '..' may lead a cache path out of the folder
+        return True
 
     def _dir(self, key: str) -> str:
         return os.path.join(self._base, *key.split("/"))
@@ -384,21 +387,29 @@ class CachedObjectStore:
 
     # -- reads -------------------------------------------------------------------------------
 
+    def _cached_meta(self, key: str) -> ObjectMeta | None:
+        raw = self._read(os.path.join(self._dir(key), _HEAD), 0, None, None)
+        if raw is None:
+            return None
+        try:
+            d = json.loads(raw)
+            meta = ObjectMeta(key, int(d["size"]), float(d["last_modified"]), d.get("etag"))
+        except (ValueError, KeyError, TypeError):
+            return None
+        self._count(head_hits=1)
+        return meta
+
     def _meta(self, key: str) -> ObjectMeta:
-        path = os.path.join(self._dir(key), _HEAD)
-        raw = self._read(path, 0, None, None)
-        if raw is not None:
-            try:
-                d = json.loads(raw)
-                meta = ObjectMeta(key, int(d["size"]), float(d["last_modified"]), d.get("etag"))
-            except (ValueError, KeyError, TypeError):
-                meta = None
+        meta = self._cached_meta(key)
+        if meta is not None:
+            return meta
+        with self._stripes[hash(key) % _STRIPES]:  # one head request per object at a time
+            meta = self._cached_meta(key)
             if meta is not None:
-                self._count(head_hits=1)
                 return meta
-        meta = self.inner.head(key)
-        self._count(head_misses=1)
-        self._save_head(meta)
+            meta = self.inner.head(key)
+            self._count(head_misses=1)
+            self._save_head(meta)
         return meta
 
     def _save_head(self, meta: ObjectMeta) -> None:
