@@ -512,7 +512,10 @@ BAD_DICTS: list[tuple[Any, str]] = [
         {"object_store_cache_options": {"max_cache_size_bytes": 0}},
         "object_store_cache_options.max_cache_size_bytes",
     ),
-    ({"object_store_cache_options": {"scan_interval": "0s"}}, "object_store_cache_options.scan_interval"),
+    (
+        {"object_store_cache_options": {"scan_interval": "0s"}},
+        "object_store_cache_options.scan_interval",
+    ),
     ({1: 2}, "1"),
     ([("flush_interval", 1)], "settings"),
 ]  # fmt: skip

@@ -232,6 +232,8 @@ class CachedObjectStore:
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
         self._counters = dict.fromkeys(
             (
+                "disk_cache_reads",
+                "disk_cache_reads_local",
                 "disk_cache_part_hits",
                 "disk_cache_part_misses",
                 "disk_cache_head_hits",
@@ -457,7 +459,12 @@ class CachedObjectStore:
                         lo, hi = max(start - p * ps, 0), min(end - p * ps, self._part_len(size, p))
                         pieces[p] = bytes(part[lo:hi])
         local = [p for p in range(first, last + 1) if p not in fetched]
-        self._count(part_hits=len(local), bytes_served=sum(len(pieces[p]) for p in local))
+        self._count(
+            reads=1,
+            reads_local=0 if fetched else 1,
+            part_hits=len(local),
+            bytes_served=sum(len(pieces[p]) for p in local),
+        )
         return b"".join(pieces[p] for p in range(first, last + 1))
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
@@ -572,7 +579,9 @@ class CachedObjectStore:
             return sum(pool.map(load, chosen))
 
     def cache_metrics(self) -> dict[str, int]:
-        """Counters and gauges: part/head hits and misses, bytes served from disk and fetched,
+        """Counters and gauges: ranged reads of cached objects (``disk_cache_reads``) and those
+        served wholly from disk (``disk_cache_reads_local``), part/head hits and misses, bytes
+        served from disk and fetched,
         the wrapped store's gets, evictions, corrupt files dropped, write errors, cached puts,
         ``disk_cache_bytes`` (current size) and ``disk_cache_files``."""
         with self._lock:
