@@ -195,3 +195,14 @@ def test_cache_on_flush_caches_the_writers_l0(tmp_path: Path) -> None:
         assert m["disk_cache_puts_cached"] == m["l0_sst_count"] > 0
         list(db.scan())
         assert db.metrics()["disk_cache_inner_gets"] == 0
+
+
+def test_admin_applies_the_cache_options(tmp_path: Path) -> None:
+    from shale import Admin
+
+    store = MemoryStore()
+    with Db.open("db", _settings(), object_store=store) as db:
+        db.put(b"k", b"v")
+    on = Settings.from_dict({"object_store_cache_options": _disk(tmp_path / "c")})
+    assert isinstance(Admin("db", settings=on, object_store=store).store, CachedObjectStore)
+    assert Admin("db", settings=_settings(), object_store=store).store is store

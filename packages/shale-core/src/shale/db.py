@@ -44,7 +44,7 @@ from shale.mapping import DbMapping
 from shale.meta import segments
 from shale.namespace import Namespace
 from shale.objstore import ObjectStore
-from shale.objstore.cached import CachedObjectStore
+from shale.objstore.cached import CachedObjectStore, wrap_store
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
@@ -147,9 +147,7 @@ def resolve_parts(
         root = path.strip("/")
         if root:
             validate_key(root)
-    cache_options = settings.object_store_cache_options
-    if cache_options is not None and cache_options.enabled:
-        object_store = CachedObjectStore(object_store, cache_options, namespace=path)
+    object_store = wrap_store(object_store, settings.object_store_cache_options, path)
     return EngineParts(
         store=object_store,
         root=root,

@@ -74,6 +74,7 @@ __all__ = [
     "CorruptCacheFile",
     "read_cache_file",
     "upload_kind",
+    "wrap_store",
     "write_cache_file",
 ]
 
@@ -602,6 +603,17 @@ class CachedObjectStore:
 
     def __repr__(self) -> str:
         return f"CachedObjectStore({self.inner!r}, root_folder={self.root_folder!r})"
+
+
+def wrap_store(
+    store: ObjectStore, options: ObjectStoreCacheOptions | None, namespace: str
+) -> ObjectStore:
+    """``store`` wrapped in a :class:`CachedObjectStore` when ``options`` enable the cache
+    (the one place ``Db``, ``DbReader`` and ``Admin`` apply ``object_store_cache_options``),
+    else ``store`` itself. ``namespace``: the database's URL or prefix."""
+    if options is None or not options.enabled:
+        return store
+    return CachedObjectStore(store, options, namespace=namespace)
 
 
 def _runs(parts: list[int]) -> list[list[int]]:
