@@ -494,7 +494,11 @@ class Db:
             writes that were not durable yet may be lost. The failure is the ``__cause__``.
         """
         _open_dbs.discard(self)
-        self._inner.close()
+        try:
+            self._inner.close()
+        finally:
+            if isinstance(self.store, CachedObjectStore):
+                self.store.stop()  # the disk cache's rescans (the store is the caller's)
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see

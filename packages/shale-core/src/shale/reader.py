@@ -52,6 +52,7 @@ from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
 from shale.namespace import ReadOnlyNamespace
 from shale.objstore import ObjectNotFound, ObjectStore
+from shale.objstore.cached import CachedObjectStore
 from shale.objstore.protocol import PermanentStoreError
 from shale.settings import Durability, ReaderOptions, Settings
 
@@ -379,6 +380,8 @@ class DbReader:
         status.finish_close(None)
         if self._owns_store:
             self._parts.store.close()
+        elif isinstance(self._parts.store, CachedObjectStore):
+            self._parts.store.stop()  # the disk cache's rescans; the wrapped store is the caller's
 
     def __enter__(self) -> DbReader:
         return self

@@ -165,6 +165,15 @@ def test_size_bound_holds_and_evicts_lru(backend: CountingStore, tmp_path: Path)
     assert cached.cache_metrics()["disk_cache_evictions"] > 0
 
 
+def test_unbounded_cache_accounts_its_bytes(backend: CountingStore, tmp_path: Path) -> None:
+    folder = tmp_path / "c"
+    backend.put(KEY, _data(5000))
+    cached = CachedObjectStore(backend, _opts(folder, max_cache_size_bytes=None))
+    cached.get(KEY)
+    on_disk = sum(p.stat().st_size for p in _cache_files(folder))
+    assert cached.cache_metrics()["disk_cache_bytes"] == on_disk > 5000
+
+
 def test_least_recently_used_goes_first(backend: CountingStore, tmp_path: Path) -> None:
     folder = tmp_path / "c"
     data = _data(3 * PS)

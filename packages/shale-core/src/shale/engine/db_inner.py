@@ -39,6 +39,7 @@ from shale.errors import (
     UnavailableError,
 )
 from shale.meta import segments
+from shale.objstore.cached import CachedObjectStore
 from shale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,9 +83,8 @@ def metrics(
     out["cache_bytes"] = cache.get("size_bytes", 0)
     out["cache_entries"] = cache.get("entries", 0)
     out["cache_evictions"] = cache.get("evictions", 0)
-    disk = getattr(tables.store, "cache_metrics", None)
-    if disk is not None:  # the object-store disk cache (shale.objstore.cached)
-        out.update(disk())
+    if isinstance(tables.store, CachedObjectStore):  # the object-store disk cache
+        out.update(tables.store.cache_metrics())
     return out
 
 

@@ -22,6 +22,7 @@ from shale.ids import Ulid
 from shale.meta import segments
 from shale.meta.locator import SstLocator
 from shale.objstore import ObjectStore
+from shale.objstore.cached import CachedObjectStore
 from shale.settings import Settings
 from shale.sst import SsTable, SstBuilder
 from shale.sst.compression import codec_id
@@ -162,9 +163,8 @@ class TableStore:
             lookups = st["hits"] + st["misses"]
             st["hit_rate"] = st["hits"] / lookups if lookups else 0.0
             out[name] = st
-        disk = getattr(self.store, "cache_metrics", None)
-        if disk is not None:
-            out["disk"] = dict(disk())
+        if isinstance(self.store, CachedObjectStore):
+            out["disk"] = dict(self.store.cache_metrics())
         return out
 
     # -- writing -------------------------------------------------------------------------

@@ -317,6 +317,8 @@ class CachedObjectStore:
         they cannot fit at all (unbounded caches always fit)."""
         limit = self.max_bytes
         if limit is None:
+            with self._lock:
+                self._size += incoming  # reserved; _save records the file
             return True
         if incoming > limit:
             return False
@@ -327,7 +329,7 @@ class CachedObjectStore:
                 self._size -= size
                 self._counters["disk_cache_evictions"] += 1
                 victims.append(path)
-            self._size += incoming  # reserved; _admit records the file
+            self._size += incoming  # reserved; _save records the file
         for path in victims:
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -595,6 +597,10 @@ class CachedObjectStore:
         """The wrapped store's enclosing store (clone sources are read uncached)."""
         enclosing = getattr(self.inner, "enclosing_store", None)
         return None if enclosing is None else enclosing()
+
+    def stop(self) -> None:
+        """Stop the periodic rescans (the wrapped store stays open)."""
+        self._closed.set()
 
     def close(self) -> None:
         """Stop the rescans and close the wrapped store."""
