@@ -442,9 +442,7 @@ def test_a_clean_close_records_the_wal_tail_in_the_manifest() -> None:
         db.flush(memtable=True)
         db.put(b"b", b"2")  # only in the WAL
         db.put(b"c", b"3")
-    wal_ids = sorted(
-        int(m.key.rsplit("/", 1)[1].split(".")[0]) for m in store.list(f"{ROOT}/wal/")
-    )
+    wal_ids = sorted(int(m.key.rsplit("/", 1)[1].split(".")[0]) for m in store.list(f"{ROOT}/wal/"))
     manifest = Admin(ROOT, object_store=store).read_manifest().manifest
     assert manifest.wal_id_last_seen == wal_ids[-1]
     before = len(list(store.list(f"{ROOT}/manifest/")))

@@ -500,7 +500,22 @@ BAD_DICTS: list[tuple[Any, str]] = [
     ({"compactor_options": {"pol_interval": 1}}, "compactor_options.pol_interval"),
     ({"garbage_collector_options": {"wal_options": {}}}, "garbage_collector_options.wal_options"),
     ({"garbage_collector_options": {"wal": {"age": 1}}}, "garbage_collector_options.wal.age"),
-    ({"object_store_cache_options": {}}, "object_store_cache_options"),
+    (
+        {"object_store_cache_options": {"part_size_bytes": 1500}},
+        "object_store_cache_options.part_size_bytes",
+    ),
+    (
+        {"object_store_cache_options": {"preload_disk_cache_on_startup": "l0"}},
+        "object_store_cache_options.preload_disk_cache_on_startup",
+    ),
+    (
+        {"object_store_cache_options": {"max_cache_size_bytes": 0}},
+        "object_store_cache_options.max_cache_size_bytes",
+    ),
+    (
+        {"object_store_cache_options": {"scan_interval": "0s"}},
+        "object_store_cache_options.scan_interval",
+    ),
     ({1: 2}, "1"),
     ([("flush_interval", 1)], "settings"),
 ]  # fmt: skip

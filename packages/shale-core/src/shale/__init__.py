@@ -36,7 +36,12 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     )
     from shale.reader import DbReader
     from shale.row import Row
-    from shale.settings import HistoryRetention, ReaderOptions, Settings
+    from shale.settings import (
+        HistoryRetention,
+        ObjectStoreCacheOptions,
+        ReaderOptions,
+        Settings,
+    )
     from shale.transaction import IsolationLevel, Transaction
     from shale.typed import TypedView
     from shale.wal_reader import Change, WalFile, WalReader
@@ -59,6 +64,7 @@ _LAZY = {
     "NamespaceTransaction": "shale.namespace",
     "ReadOnlyNamespace": "shale.namespace",
     "HistoryRetention": "shale.settings",
+    "ObjectStoreCacheOptions": "shale.settings",
     "ReaderOptions": "shale.settings",
     "WriteBatch": "shale.batch",
     "Ttl": "shale.batch",
@@ -110,6 +116,7 @@ __all__ = [
     "NamespaceSnapshot",
     "NamespaceTransaction",
     "HistoryRetention",
+    "ObjectStoreCacheOptions",
     "ReaderOptions",
     "ReadOnlyDbMapping",
     "ReadOnlyNamespace",

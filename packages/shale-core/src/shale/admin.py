@@ -53,6 +53,7 @@ from shale.meta.manifest_store import (
     remove_checkpoint,
 )
 from shale.meta.seq_tracker import SequenceTracker
+from shale.objstore.cached import wrap_store
 from shale.plugins import get_host
 from shale.settings import Settings
 
@@ -207,6 +208,7 @@ class Admin:
         else:
             self.store = object_store
             self.root = url.strip("/")
+        self.store = wrap_store(self.store, settings.object_store_cache_options, url)
         fmt = settings.manifest_format_version
         self._manifests = ManifestStore(self.store, self.root, format_version=fmt)
         self._compactions = CompactionsStore(self.store, self.root)

@@ -39,13 +39,15 @@ from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.oracle import DURABILITY_MEMORY, DURABILITY_REMOTE
 from shale.engine.reader import KeyValue
-from shale.errors import ClosedError, InvalidError
+from shale.engine.table_store import TableStore
+from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
 from shale.mapping import DbMapping
 from shale.meta import segments
 from shale.namespace import Namespace
 from shale.objstore import ObjectStore
+from shale.objstore.cached import CachedObjectStore, wrap_store
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
@@ -69,6 +71,7 @@ __all__ = [
     "KeyValue",
     "Transaction",
     "WriteHandle",
+    "preload_disk_cache",
     "resolve_parts",
 ]
 
@@ -152,6 +155,7 @@ def resolve_parts(
         root = path.strip("/")
         if root:
             validate_key(root)
+    object_store = wrap_store(object_store, settings.object_store_cache_options, path)
     return EngineParts(
         store=object_store,
         root=root,
@@ -166,6 +170,36 @@ def resolve_parts(
         transformer=transformer,
         prefix_extractor=prefix_extractor,
     )
+
+
+def preload_disk_cache(parts: EngineParts, tables: TableStore, manifest: Manifest) -> int:
+    """Fill the disk cache with the SSTs of ``manifest`` that
+    ``object_store_cache_options.preload_disk_cache_on_startup`` names (``"L0Sst"``: L0 SSTs,
+    newest first; ``"AllSst"``: those, then every sorted run's), up to the size bound, as
+    SlateDB does when a database or reader opens. SSTs of clone sources are not preloaded.
+
+    :return: the number of SSTs loaded (0 without a disk cache or a preload level).
+    """
+    store = parts.store
+    options = parts.settings.object_store_cache_options
+    if not isinstance(store, CachedObjectStore) or options is None:
+        return 0
+    level = options.preload_disk_cache_on_startup
+    if level is None:
+        return 0
+    trees = segments.trees(manifest)
+    views = [v for t in trees for v in t.l0]
+    if level == "AllSst":
+        views += [v for t in trees for run in t.compacted for v in run.ssts]
+    keys = []
+    for view in views:
+        try:
+            owner, key = tables.ssts.locate(view.sst.id)
+        except ShaleError:
+            continue
+        if owner is store:
+            keys.append(key)
+    return store.preload(keys)
 
 
 #: Open databases, closed at interpreter exit if the program did not close them.
@@ -271,6 +305,7 @@ class Db:
             prefix_extractor=prefix_extractor,
         )
         db = cls(parts, open_writer(parts))
+        preload_disk_cache(parts, db._inner.tables, db._inner.state.manifest)
         get_host().db_opened(db)
         return db
 
@@ -477,6 +512,8 @@ class Db:
         finally:
             if self._hub is not None:
                 self._hub.close_all()  # the final flush's rows are delivered first
+            if isinstance(self.store, CachedObjectStore):
+                self.store.stop()  # the disk cache's rescans (the store is the caller's)
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see
@@ -551,17 +588,23 @@ class Db:
         durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
     ) -> DbIterator:
         """Iterate ``(key, value)`` over ``start <= key < end`` (``None`` = unbounded).
 
         :param reverse: keys descending (correct across the SSTs of a sorted run, unlike
             SlateDB 0.12.1).
         :param durability: and ``dirty``: the read's visibility, as for :meth:`get`.
+        :param cache_blocks: ``False``: blocks this scan reads are not inserted into the block
+            cache (a big scan does not evict the working set; SlateDB's
+            ``ScanOptions.cache_blocks``). Cached blocks are still used.
         :raises InvalidError: ``start > end``.
         """
         self._inner.status.check_open()
         max_seq = self._read_seq(durability, dirty)
-        return DbIterator(self._inner.reader, start, end, reverse, max_seq, include_expired)
+        return DbIterator(
+            self._inner.reader, start, end, reverse, max_seq, include_expired, cache_blocks
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -768,3 +811,28 @@ class Db:
     def metrics(self) -> dict[str, int]:
         """Counters (names close to SlateDB's) and gauges, as a plain dict."""
         return self._inner.metrics()
+
+    # -- caches ------------------------------------------------------------------------------
+
+    def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """Load parts of one SST into the block and metadata caches (the official package's
+        ``warm_sst``): ``targets`` among ``"index"``, ``"filters"``, ``"stats"``, ``"data"``
+        and ``("data", start, end)``; ``None``: all. A no-op for an SST the current manifest
+        does not reference. See ``docs/caching.md``.
+
+        :param sst_id: the SST's ULID (text or :class:`shale.ids.Ulid`).
+        :raises InvalidError: an unknown target or a malformed id.
+        """
+        self._inner.status.check_open()
+        self._inner.tables.warm(self._inner.state.manifest, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """Drop one SST's blocks, index and filters from the in-memory caches (the official
+        package's ``evict_cached_sst``, best effort; the disk cache keeps its parts)."""
+        self._inner.status.check_open()
+        self._inner.tables.evict(self._inner.state.manifest, sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """Sizes, counters and hit rates of the block cache's ``"data"`` and ``"metadata"``
+        parts, and the disk cache's counters (``"disk"``) when one is configured."""
+        return self._inner.tables.cache_stats()

@@ -38,7 +38,7 @@ from shale._reader_view import LOAD_ATTEMPTS, MODES, ReaderMode, ReaderView, par
 from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock
-from shale.db import resolve_parts
+from shale.db import preload_disk_cache, resolve_parts
 from shale.engine.builder import EngineParts, ReaderParts, build_reader
 from shale.engine.db_inner import metrics
 from shale.engine.db_iter import DbIterator
@@ -53,6 +53,7 @@ from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
 from shale.namespace import ReadOnlyNamespace
 from shale.objstore import ObjectNotFound, ObjectStore
+from shale.objstore.cached import CachedObjectStore
 from shale.objstore.protocol import PermanentStoreError
 from shale.settings import Durability, ReaderOptions, Settings
 
@@ -152,6 +153,7 @@ class DbReader:
         db = cls(parts, engine, view, owns_store=object_store is None)
         try:
             view.load()
+            preload_disk_cache(parts, engine.tables, engine.state.manifest)
             if mode != "checkpoint":
                 status = engine.status
                 status.spawn("shale-reader-poll", db._poll_step, db._next_poll())
@@ -231,13 +233,15 @@ class DbReader:
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
     ) -> ReaderIterator:
-        """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`), with
-        ``seek``; in ``"follow_latest"`` mode it survives GC deleting an SST it reads."""
+        """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
+        ``cache_blocks``), with ``seek``; in ``"follow_latest"`` mode it survives GC deleting
+        an SST it reads."""
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
-        return ReaderIterator(self, start, end, reverse, max_seq, include_expired)
+        return ReaderIterator(self, start, end, reverse, max_seq, include_expired, cache_blocks)
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> ReaderIterator:
         """Every key that starts with ``prefix``."""
@@ -317,6 +321,22 @@ class DbReader:
         """The merge operator reads fold operands with, or ``None``."""
         return self._parts.merge_operator
 
+    def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """As :meth:`shale.Db.warm_sst`, on the reader's current manifest."""
+        e = self._engine
+        e.status.check_open()
+        e.tables.warm(e.state.manifest, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """As :meth:`shale.Db.evict_cached_sst`."""
+        e = self._engine
+        e.status.check_open()
+        e.tables.evict(e.state.manifest, sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """As :meth:`shale.Db.cache_stats`."""
+        return self._engine.tables.cache_stats()
+
     def metrics(self) -> dict[str, int]:
         """Counters and gauges, as :meth:`shale.Db.metrics` (``last_seq``, ``manifest_id``,
         ``l0_sst_count``, ``get_count``, ``wal_replayed_rows``, cache counters, ...) plus the
@@ -361,6 +381,8 @@ class DbReader:
         status.finish_close(None)
         if self._owns_store:
             self._parts.store.close()
+        elif isinstance(self._parts.store, CachedObjectStore):
+            self._parts.store.stop()  # the disk cache's rescans; the wrapped store is the caller's
 
     def __enter__(self) -> DbReader:
         return self
@@ -386,8 +408,10 @@ class ReaderIterator:
         reverse: bool,
         max_seq: int,
         include_expired: bool | None,
+        cache_blocks: bool = True,
     ) -> None:
         self._db = db
+        self._cache_blocks = cache_blocks
         self._start, self._end = check_scan_range(start, end)
         self._reverse = reverse
         self._max_seq = max_seq
@@ -403,7 +427,15 @@ class ReaderIterator:
         if start is not None and end is not None and start >= end:
             return iter(())
         reader = self._db._engine.reader
-        return DbIterator(reader, start, end, self._reverse, self._max_seq, self._include_expired)
+        return DbIterator(
+            reader,
+            start,
+            end,
+            self._reverse,
+            self._max_seq,
+            self._include_expired,
+            self._cache_blocks,
+        )
 
     def _resume(self, exc: ObjectNotFound) -> None:
         self._db._retry(exc)

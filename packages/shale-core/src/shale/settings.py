@@ -44,7 +44,8 @@ Differences from SlateDB 0.12.1 worth knowing (see also ``docs/settings.md``):
   ``merge_operator``, ``prefix_extractor`` (``with_segment_extractor``, by name),
   ``block_cache_bytes``, ``manifest_format_version``, ``hide_expired``,
   ``seed`` (``DbBuilder.with_seed``) and ``CompactorOptions.checkpoint_lifetime`` (the 15-minute
-  safety checkpoint, hard-coded in SlateDB). ``object_store_cache_options`` is not supported.
+  safety checkpoint, hard-coded in SlateDB). ``object_store_cache_options`` also takes SlateDB
+  0.12's ``cache_puts``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ __all__ = [
     "GarbageCollectorOptions",
     "GcDirectoryOptions",
     "HistoryRetention",
+    "ObjectStoreCacheOptions",
+    "PRELOAD_LEVELS",
     "Settings",
     "format_duration",
     "parse_duration",
@@ -490,7 +493,6 @@ _SLATEDB_NAMES: Final[dict[str, str]] = {
     "compactions_options": "shale calls it 'compactions'",
     "scheduler_options": "shale has min_compaction_sources, max_compaction_sources and "
     "include_size_threshold as plain compactor_options fields",
-    "object_store_cache_options": "shale has no object-store cache settings",
 }
 
 _O = TypeVar("_O", bound="_Options")
@@ -711,6 +713,69 @@ class HistoryRetention(_Options):
     }
 
 
+#: What ``preload_disk_cache_on_startup`` may name (SlateDB's ``PreloadLevel``).
+PRELOAD_LEVELS: Final[tuple[str, ...]] = ("L0Sst", "AllSst")
+
+
+@dataclass(frozen=True)
+class ObjectStoreCacheOptions(_Options):
+    """The object-store disk cache (SlateDB's ``ObjectStoreCacheOptions``;
+    :class:`shale.objstore.cached.CachedObjectStore`, ``docs/caching.md``). Disabled while
+    ``root_folder`` is ``None``."""
+
+    #: The folder holding the cache files; ``None`` disables the cache.
+    root_folder: str | None = None
+    #: The bound on the cache's bytes on disk; ``None``: unbounded.
+    max_cache_size_bytes: int | None = 16 * GiB
+    #: The size of one cached part (a multiple of 1 KiB); ranged reads are aligned to it.
+    part_size_bytes: int = 4 * MiB
+    #: Cache the L0 SSTs the writer uploads when it flushes a memtable.
+    cache_on_flush: bool = False
+    #: Cache the SSTs the (embedded) compactor uploads.
+    cache_on_compaction: bool = False
+    #: SlateDB 0.12's switch: both of the above.
+    cache_puts: bool = False
+    #: Fill the cache when a database or reader opens: ``None``, ``"L0Sst"`` (L0 SSTs) or
+    #: ``"AllSst"`` (every SST), up to the size bound.
+    preload_disk_cache_on_startup: str | None = None
+    #: How often the folder is rescanned to re-synchronise the index (seconds); ``None``:
+    #: only when the store opens.
+    scan_interval: float | None = 3600.0
+    #: SlateDB's open-file-handle cache size (>= 1): accepted for compatibility; shale opens a
+    #: cache file per read.
+    max_open_file_handles: int = 1000
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "root_folder": _Spec("name", optional=True),
+        "max_cache_size_bytes": _Spec("size", optional=True, lo=1),
+        "part_size_bytes": _Spec("size", lo=KiB, hi=_U32_MAX),
+        "cache_on_flush": _Spec("bool"),
+        "cache_on_compaction": _Spec("bool"),
+        "cache_puts": _Spec("bool"),
+        "preload_disk_cache_on_startup": _Spec("name", optional=True),
+        "scan_interval": _Spec("duration", optional=True, positive=True),
+        "max_open_file_handles": _Spec("int", lo=1, hi=_U32_MAX),
+    }
+
+    def _check_fields(self) -> None:
+        if self.part_size_bytes % KiB:
+            _fail("part_size_bytes", "must be a multiple of 1 KiB", value=self.part_size_bytes)
+        level = self.preload_disk_cache_on_startup
+        if level is not None and level not in PRELOAD_LEVELS:
+            _fail(
+                "preload_disk_cache_on_startup",
+                f"must be None or one of {', '.join(PRELOAD_LEVELS)}",
+                value=level,
+            )
+        if "\x00" in (self.root_folder or ""):
+            _fail("root_folder", "must not contain NUL", value=self.root_folder)
+
+    @property
+    def enabled(self) -> bool:
+        """True when a ``root_folder`` is set."""
+        return self.root_folder is not None
+
+
 # ---------------------------------------------------------------------------------------------
 # Settings.
 
@@ -788,6 +853,11 @@ class Settings(_Options):
     #: Old versions kept for time travel (:class:`HistoryRetention`); ``None``: only what open
     #: snapshots and checkpoints need, as before.
     history_retention: HistoryRetention | None = None
+    #: The object-store disk cache (:class:`ObjectStoreCacheOptions`); off unless its
+    #: ``root_folder`` is set (``None`` disables it too).
+    object_store_cache_options: ObjectStoreCacheOptions | None = field(
+        default_factory=ObjectStoreCacheOptions
+    )
 
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "flush_interval": _Spec("duration", optional=True, positive=True),
@@ -817,6 +887,7 @@ class Settings(_Options):
         "hide_expired": _Spec("bool"),
         "seed": _Spec("int", optional=True, hi=_U64_MAX),
         "history_retention": _Spec("group", optional=True, group=HistoryRetention),
+        "object_store_cache_options": _Spec("group", optional=True, group=ObjectStoreCacheOptions),
     }
 
     # -- loaders ------------------------------------------------------------------------------

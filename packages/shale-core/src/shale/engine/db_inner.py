@@ -41,6 +41,7 @@ from shale.errors import (
 )
 from shale.fbs.manifest import Manifest
 from shale.meta import segments
+from shale.objstore.cached import CachedObjectStore
 from shale.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,13 @@ def metrics(
     out["meta_cache_hits"] = meta.get("hits", 0)
     out["meta_cache_misses"] = meta.get("misses", 0)
     out["meta_cache_bytes"] = meta.get("size_bytes", 0)
+    out["meta_cache_entries"] = meta.get("entries", 0)
+    out["meta_cache_evictions"] = meta.get("evictions", 0)
+    out["cache_bytes"] = cache.get("size_bytes", 0)
+    out["cache_entries"] = cache.get("entries", 0)
+    out["cache_evictions"] = cache.get("evictions", 0)
+    if isinstance(tables.store, CachedObjectStore):  # the object-store disk cache
+        out.update(tables.store.cache_metrics())
     return out
 
 

@@ -30,8 +30,11 @@ class DbIterator:
         reverse: bool,
         max_seq: int,
         include_expired: bool | None,
+        cache_blocks: bool = True,
     ) -> None:
         components.check_flag("reverse", reverse)
+        components.check_flag("cache_blocks", cache_blocks)
+        self._cache_blocks = cache_blocks
         components.check_include_expired(include_expired)
         start, end = check_scan_range(start, end)
         self._reader = reader
@@ -46,7 +49,7 @@ class DbIterator:
         reader.stats["scan_count"] += 1
 
     def _build(self, start: bytes | None, end: bytes | None) -> MergeIterator:
-        sources = self._reader.sources(self._view, start, end, self._reverse)
+        sources = self._reader.sources(self._view, start, end, self._reverse, self._cache_blocks)
         return MergeIterator(sources, reverse=self._reverse)
 
     def __iter__(self) -> DbIterator:

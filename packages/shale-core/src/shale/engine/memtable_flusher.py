@@ -43,6 +43,7 @@ from shale.fbs.manifest import CompactedSst, Manifest, SstView
 from shale.meta import segments
 from shale.meta.history import history_floor
 from shale.meta.seq_tracker import SequenceTracker
+from shale.objstore.cached import upload_kind
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -284,7 +285,8 @@ class MemtableFlusher:
         policy, stop = self._status.retrying()
         store = RetryingStore(self._tables.store, policy, stop=stop, on_retry=self._upload_retry)
         try:
-            store.put(key, data)  # a plain put: a retry rewrites the same bytes
+            with upload_kind("flush"):  # for the disk cache's cache_on_flush
+                store.put(key, data)  # a plain put: a retry rewrites the same bytes
         except TransientStoreError as exc:
             self._failed(exc)
             return False

@@ -202,10 +202,16 @@ class Reader:
     # -- iterator sources ----------------------------------------------------------------
 
     def sources(
-        self, v: DbView, start: bytes | None, end: bytes | None, reverse: bool
+        self,
+        v: DbView,
+        start: bytes | None,
+        end: bytes | None,
+        reverse: bool,
+        cache_blocks: bool = True,
     ) -> list[Iterator[tuple]]:  # type: ignore[type-arg]
         """One row iterator per memtable, L0 SST and sorted run of ``v`` over
-        ``[start, end)``, each in merge order (key, then newest version first)."""
+        ``[start, end)``, each in merge order (key, then newest version first).
+        ``cache_blocks=False``: SST blocks read are not inserted into the block cache."""
         srcs: list[Iterator[tuple]] = [  # type: ignore[type-arg]
             mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse, to_base=True)
             for mt in v.memtables
@@ -214,9 +220,9 @@ class Reader:
         # group of sources for the same merge
         for tree in segments.trees_for_range(v.manifest, start, end):
             for view in tree.l0:
-                srcs.append(self._sst_rows(v, [view], start, end, reverse))
+                srcs.append(self._sst_rows(v, [view], start, end, reverse, cache_blocks))
             for run in tree.compacted:
-                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse))
+                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse, cache_blocks))
         return srcs
 
     def _sst_rows(
@@ -226,12 +232,13 @@ class Reader:
         start: bytes | None,
         end: bytes | None,
         reverse: bool,
+        fill: bool = True,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         if reverse and len(views) > 1:
             # a key's versions may span adjacent SSTs; reversed SST by SST they would come
             # oldest part first, so put each key's versions back in newest-first order
-            return _newest_first_per_key(self._views_rows(v, views, start, end, reverse))
-        return self._views_rows(v, views, start, end, reverse)
+            return _newest_first_per_key(self._views_rows(v, views, start, end, reverse, fill))
+        return self._views_rows(v, views, start, end, reverse, fill)
 
     def _views_rows(
         self,
@@ -240,6 +247,7 @@ class Reader:
         start: bytes | None,
         end: bytes | None,
         reverse: bool,
+        fill: bool = True,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         max_seq = v.max_seq
         order = reversed(views) if reverse else views
@@ -249,7 +257,7 @@ class Reader:
                 continue
             if start is not None and info.last_entry is not None and info.last_entry < start:
                 continue
-            rows = self.tables.open(view).iter_rows(start, end, reverse=reverse)
+            rows = self.tables.open(view).iter_rows(start, end, reverse=reverse, fill=fill)
             if view.visible_range is None and max_seq >= v.manifest.last_l0_seq:
                 yield from rows  # every SST row is visible: no per-row filter
                 continue

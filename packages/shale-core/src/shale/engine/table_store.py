@@ -11,14 +11,18 @@ locks of their own, leaves of the lock order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from shale import ids
 from shale.cache import BlockCache
+from shale.errors import InvalidError, ShaleError
 from shale.fbs.manifest import Manifest, SstView
+from shale.ids import Ulid
 from shale.meta import segments
 from shale.meta.locator import SstLocator
 from shale.objstore import ObjectStore
+from shale.objstore.cached import CachedObjectStore
 from shale.settings import Settings
 from shale.sst import SsTable, SstBuilder
 from shale.sst.compression import codec_id
@@ -76,6 +80,92 @@ class TableStore:
 
     def meta_cache_stats(self) -> dict[str, int]:
         return self._tables.stats()
+
+    # -- cache controls (warm_sst / evict_cached_sst / cache_stats) ---------------------------
+
+    @staticmethod
+    def _view_of(m: Manifest, sst_id: object) -> SstView | None:
+        if isinstance(sst_id, str):
+            try:
+                sst_id = Ulid.parse(sst_id)
+            except ShaleError:
+                raise InvalidError("sst_id is not a ULID", sst_id=sst_id) from None
+        if not isinstance(sst_id, Ulid):
+            raise InvalidError("sst_id must be a ULID (str or shale.ids.Ulid)", sst_id=sst_id)
+        for view in segments.all_views(m):
+            if view.sst.id == sst_id:
+                return view
+        return None
+
+    def warm(self, m: Manifest, sst_id: object, targets: Sequence[object] | None) -> bool:
+        """Load parts of SST ``sst_id`` into the caches (SlateDB's ``warm_sst``): targets
+        ``"index"`` (open it into the metadata cache), ``"filters"``, ``"stats"``, ``"data"``
+        (every data block into the block cache) or ``("data", start, end)`` (the blocks
+        overlapping ``[start, end)``; ``None`` bounds are open). ``None``: all of them.
+
+        :return: False when ``m`` does not reference the SST (a no-op, as in SlateDB).
+        :raises InvalidError: an unknown target or a malformed id.
+        """
+        wanted: list[tuple[str, bytes | None, bytes | None]] = []
+        for target in ("index", "filters", "stats", "data") if targets is None else targets:
+            if target in ("index", "filters", "stats", "data"):
+                wanted.append((str(target), None, None))
+            elif (
+                isinstance(target, tuple)
+                and len(target) == 3
+                and target[0] == "data"
+                and all(b is None or isinstance(b, bytes) for b in target[1:])
+            ):
+                wanted.append(("data", target[1], target[2]))
+            else:
+                raise InvalidError(
+                    "a cache target is 'index', 'filters', 'stats', 'data' or ('data', start, end)",
+                    target=target,
+                )
+        view = self._view_of(m, sst_id)
+        if view is None:
+            return False
+        table = self.open(view)
+        for kind, start, end in wanted:
+            if kind == "filters":
+                table.may_contain(b"")
+            elif kind == "stats":
+                _ = table.stats
+            elif kind == "data":
+                for _row in table.iter_rows(start, end):  # reads (and caches) those blocks
+                    pass
+        return True
+
+    def evict(self, m: Manifest, sst_id: object) -> bool:
+        """Drop SST ``sst_id``'s data blocks from the block cache and its index and filter
+        from the metadata cache (SlateDB's ``evict_cached_sst``; best effort).
+
+        :return: False when ``m`` does not reference the SST (a no-op).
+        """
+        view = self._view_of(m, sst_id)
+        if view is None:
+            return False
+        _store, key = self.ssts.locate(view.sst.id)
+        for k in self.block_cache.keys():
+            if isinstance(k, tuple) and len(k) == 2 and k[0] == key:
+                self.block_cache.remove(k)
+        self._tables.remove(view.sst.id.value)
+        return True
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """The block cache's two parts, ``"data"`` (decoded blocks) and ``"metadata"`` (open
+        SSTs' index and filters): each :meth:`BlockCache.stats` plus ``hit_rate`` (hits /
+        lookups, 0.0 before any lookup); and ``"disk"``, the object-store disk cache's
+        counters when there is one."""
+        out: dict[str, dict[str, float]] = {}
+        for name, cache in (("data", self.block_cache), ("metadata", self._tables)):
+            st: dict[str, float] = dict(cache.stats())
+            lookups = st["hits"] + st["misses"]
+            st["hit_rate"] = st["hits"] / lookups if lookups else 0.0
+            out[name] = st
+        if isinstance(self.store, CachedObjectStore):
+            out["disk"] = dict(self.store.cache_metrics())
+        return out
 
     # -- writing -------------------------------------------------------------------------
 

@@ -276,12 +276,14 @@ class SsTable:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def read_block(self, i: int, direction: int = 0) -> list[tuple]:  # type: ignore[type-arg]
+    def read_block(self, i: int, direction: int = 0, fill: bool = True) -> list[tuple]:  # type: ignore[type-arg]
         """The decoded rows of block ``i``.
 
         :param direction: ``1`` or ``-1`` when a scan will go on to the next or the previous
             blocks: on a miss, an SST in an object store then fetches a window of up to
             :data:`READ_AHEAD` bytes of neighbouring blocks in one ranged read.
+        :param fill: ``False`` reads a missed block without inserting it into the block cache
+            (a scan with ``cache_blocks=False``); hits are still served from it.
         """
         cache = self._cache
         if cache is not None:
@@ -300,7 +302,7 @@ class SsTable:
             raise DataError("malformed SST data block", block=i, error=str(exc)) from exc
         if not rows:
             raise DataError("empty SST data block", block=i)
-        if cache is not None:
+        if cache is not None and fill:
             cache.put((self._cache_id, i), rows, len(payload) + 64 * len(rows))
         return rows
 
@@ -316,26 +318,32 @@ class SsTable:
         return max(0, bisect.bisect_left(self._index_keys, key) - 1)
 
     def iter_rows(
-        self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        reverse: bool = False,
+        fill: bool = True,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         """Rows with ``start <= key < end`` (``None`` = unbounded).
 
         Ascending: key ascending, seq descending. ``reverse=True``: key descending, and within
         one key still seq descending (newest first), as the merge iterator expects.
-        WAL SSTs yield every row in commit order and take no bounds.
+        WAL SSTs yield every row in commit order and take no bounds. ``fill=False``: blocks
+        read are not inserted into the block cache.
         """
         if self.is_wal:
             if start is not None or end is not None or reverse:
                 raise InvalidError("WAL SSTs are read whole, in commit order")
             for i in range(self.block_count):
-                yield from self.read_block(i, 1)
+                yield from self.read_block(i, 1, fill)
             return
         if reverse:
-            yield from self._iter_reverse(start, end)
+            yield from self._iter_reverse(start, end, fill)
             return
         first = 0 if start is None else self._start_block(start)
         for i in range(first, self.block_count):
-            rows = self.read_block(i, 1)
+            rows = self.read_block(i, 1, fill)
             lo = 0
             if start is not None and rows[0][0] < start:
                 lo = bisect.bisect_left(rows, (start,))
@@ -345,13 +353,15 @@ class SsTable:
                 return
             yield from rows[lo:] if lo else rows
 
-    def _iter_reverse(self, start: bytes | None, end: bytes | None) -> Iterator[tuple]:  # type: ignore[type-arg]
+    def _iter_reverse(
+        self, start: bytes | None, end: bytes | None, fill: bool = True
+    ) -> Iterator[tuple]:  # type: ignore[type-arg]
         last = (
             self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
         )
         group: list[tuple] = []  # type: ignore[type-arg]
         for i in range(last, -1, -1):
-            rows = self.read_block(i, -1)
+            rows = self.read_block(i, -1, fill)
             hi = len(rows)
             if end is not None and rows[-1][0] >= end:
                 hi = bisect.bisect_left(rows, (end,))
