@@ -1,8 +1,8 @@
 """The object-store disk cache over ``s3://`` (a private SeaweedFS server on loopback).
 
-Not a test (pytest does not collect it); run it by hand::
+Not a test (pytest does not collect it); ``nox -s bench`` runs it, or by hand::
 
-    python tests/bench/disk_cache.py [--rows 40000] [--gets 2000]
+    python tests/bench/disk_cache.py [--rows 40000] [--gets 2000] [--quick]
 
 A database of ``--rows`` rows (16-byte keys, 100-byte values) is written to S3 as L0 SSTs. Then,
 each time through a fresh ``DbReader`` (an empty block cache, as a new process has):
@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=40_000)
     p.add_argument("--gets", type=int, default=2_000)
+    p.add_argument("--quick", action="store_true", help="10,000 rows and 500 gets")
     args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.gets = 10_000, 500
 
     from shale_minio.testing import start_seaweed
 

@@ -11,10 +11,12 @@ that the engine benchmark runs.
 4. :mod:`tails` -- durable put p50/p99 beside the official package, 1 and 64 writers, 1 and
    100 ms flush intervals, quiet and under a mixed CPU + fsync load.
 5. :mod:`changes` -- change stream rows/s while the writer writes, and catching up.
+6. :mod:`disk_cache` -- cold gets and scans over S3 (a private SeaweedFS) with and without the
+   object-store disk cache.
 
 Arguments go to the engine benchmark (``--quick``, ``--scale``, ``--only``, ``--json``, ...);
 the other parts get only ``--quick``. ``--no-micro``, ``--no-engine``, ``--no-compaction``,
-``--no-tails`` and ``--no-changes`` skip one part.
+``--no-tails``, ``--no-changes`` and ``--no-disk-cache`` skip one part.
 """
 
 from __future__ import annotations
@@ -26,11 +28,19 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import changes
 import compaction
+import disk_cache
 import engine
 import micro
 import tails
 
-PARTS = ("--no-micro", "--no-engine", "--no-compaction", "--no-tails", "--no-changes")
+PARTS = (
+    "--no-micro",
+    "--no-engine",
+    "--no-compaction",
+    "--no-tails",
+    "--no-changes",
+    "--no-disk-cache",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         print(flush=True)
     if "--no-changes" not in skip:
         rc = changes.main(quick) or rc
+        print(flush=True)
+    if "--no-disk-cache" not in skip:
+        rc = disk_cache.main(quick) or rc
     return rc
 
 
