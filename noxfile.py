@@ -83,7 +83,7 @@ def lint(session: nox.Session) -> None:
     """
     if session.venv_backend != "none":
         _install_all(session)
-    session.run("ruff", "check", "packages", "plugins")
+    session.run("ruff", "check", "packages", "plugins", "tests", "noxfile.py")
     session.run("ruff", "format", "--check", "packages", "plugins", "tests", "noxfile.py")
     session.run(
         "mypy",

@@ -298,7 +298,7 @@ def test_history_retention_settings() -> None:
     assert s.history_retention == HistoryRetention(duration=3600.0, seqs=1000)
     assert Settings.from_dict(s.to_dict()) == s
     assert Settings().history_retention is None
-    with pytest.raises(InvalidError, match="history_retention.seqs"):
+    with pytest.raises(InvalidError, match=r"history_retention\.seqs"):
         Settings.from_dict({"history_retention": {"seqs": -1}})
     with pytest.raises(InvalidError, match="duration"):
         HistoryRetention(duration=-1.0)

@@ -1,8 +1,8 @@
 """Micro-benchmarks of the accelerated modules, both twins side by side.
 
-Reports block encode/decode MB/s, bloom build/probe ops/s, merge rows/s and memtable inserts for the pure-Python
-and the Cython twin, and the ratio between them. Medians of several repeats; these machines are
-shared, so read the ratios, not the absolute figures.
+Reports block encode/decode MB/s, bloom build/probe ops/s, merge rows/s and memtable inserts
+for the pure-Python and the Cython twin, and the ratio between them. Medians of several
+repeats; these machines are shared, so read the ratios, not the absolute figures.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 on a shale database while a shale writer is writing it.
 
 * Every official shape (``conftest.official_dbs``), every official clone
-  (``conftest.official_clones``) and the official segmented database reads through :class:`shale.DbReader` exactly as the official
-  reader read it (values, seqs, timestamps, scans). A ``follow_latest`` reader writes nothing
-  (the store's bytes are hashed before and after); a ``managed_checkpoint`` reader, on a copy,
-  leaves no checkpoint behind.
+  (``conftest.official_clones``) and the official segmented database reads through
+  :class:`shale.DbReader` exactly as the official reader read it (values, seqs, timestamps,
+  scans). A ``follow_latest`` reader writes nothing (the store's bytes are hashed before and
+  after); a ``managed_checkpoint`` reader, on a copy, leaves no checkpoint behind.
 * The official ``DbReader`` (``FOLLOW_LATEST``, in a child process) reads a shale database that
   a shale writer keeps writing to, sees every write acknowledged before it opened, and the
   writer is never disturbed (it closes cleanly and its reads agree).

@@ -121,7 +121,7 @@ def test_every_sst_decodes(name, official_dbs, decoded):
         assert info.compression_format == t.compression
         assert info.filter_format == 1, where  # composite, even without a filter
         assert t.block_count >= 1
-        for key, seq, kind, value, expire_ts, create_ts in s.rows:
+        for key, _seq, kind, value, expire_ts, create_ts in s.rows:
             assert isinstance(key, bytes) and key
             assert kind in (VALUE, TOMBSTONE, MERGE)
             assert create_ts is not None, where  # 0.17.0 stamps every row
@@ -233,7 +233,7 @@ def test_rebuild_from_rows(name, official_dbs, decoded):
         if db.codec in BYTE_EXACT_CODECS:
             if rebuilt != s.data:
                 first = next(
-                    (i for i, (a, b) in enumerate(zip(rebuilt, s.data)) if a != b),
+                    (i for i, (a, b) in enumerate(zip(rebuilt, s.data, strict=False)) if a != b),
                     min(len(rebuilt), len(s.data)),
                 )
                 pytest.fail(

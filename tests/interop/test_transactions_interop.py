@@ -49,7 +49,7 @@ def test_official_reads_transaction_commits(
         assert db.put_if_absent(b"once", b"1") and not db.put_if_absent(b"once", b"2")
         assert db.compare_and_set(b"acct/3", b"100", b"101")
         db.update(b"log", lambda v: (v or b"") + b"u;")
-        keys = sorted(k for k, _v in db.scan()) + [b"acct/4", b"loser", b"rolled"]
+        keys = [*sorted(k for k, _v in db.scan()), b"acct/4", b"loser", b"rolled"]
         mine = {k: db.get_key_value(k) for k in keys}
         if flush_memtable:
             db.flush(memtable=True)
