@@ -160,6 +160,9 @@ class DbReader:
         )
         db = cls(parts, engine, view, owns_store=object_store is None)
         try:
+            latest = engine.keeper.ms.read_latest()
+            if latest is not None:  # refuse a WAL-store mismatch before any checkpoint is made
+                engine.tables.check_wal_store(latest[1])
             view.load()
             preload_disk_cache(parts, engine.tables, engine.state.manifest)
             if mode != "checkpoint":
