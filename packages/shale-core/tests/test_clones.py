@@ -229,7 +229,7 @@ def test_local_store_enclosing_store(tmp_path: pathlib.Path) -> None:
     ("changes", "error", "match"),
     [
         ({"initialized": False}, DataError, "initialized=false"),
-        ({"wal_object_store_uri": "s3://wal-bucket/db"}, InvalidError, "wal_object_store_uri"),
+        ({"wal_object_store_uri": ""}, InvalidError, "wal_object_store_uri"),
     ],
 )
 def test_refused_manifests_fail_at_open_and_write_nothing(

@@ -140,8 +140,6 @@ def test_check_manifest_refuses_what_it_cannot_read() -> None:
         segments.check_manifest(dataclasses.replace(base, segments=[Segment(b"")]))
     with pytest.raises(InvalidError, match="order"):
         segments.check_manifest(dataclasses.replace(base, segments=[Segment(b"b"), Segment(b"a")]))
-    with pytest.raises(InvalidError, match="separate object store"):
-        segments.check_manifest(dataclasses.replace(base, wal_object_store_uri="s3://wal"))
     run = SortedRun(3, [_view(9)])
     with pytest.raises(InvalidError, match="run id"):
         segments.check_manifest(

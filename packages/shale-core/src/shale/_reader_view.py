@@ -370,6 +370,7 @@ class ReaderView:
         if manifest_id != engine.state.manifest_id or not self._tables:
             # shapes shale cannot read correctly fail here, before any read
             check_openable(m)
+            engine.tables.check_wal_store(m)
             engine.tables.ssts.check(m)
         floor = m.last_l0_seq
         tables: list[Memtable] = []

@@ -29,16 +29,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
 from shale import ids
 from shale.clock import Clock, SystemClock
+from shale.engine.components import check_wal_store_arg
 from shale.errors import DataError, InvalidError
 from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
 from shale.ids import Ulid
 from shale.meta.clone import CloneResult
 from shale.meta.compactions_store import CompactionsStore
+from shale.meta.compat import check_wal_store
 from shale.meta.delete import DEFAULT_IDLE_S
 from shale.meta.detach import DetachResult
 from shale.meta.estimate import RangeEstimate, estimate_range
@@ -177,6 +179,11 @@ class Admin:
     :param store_options: options for the store plugin that opens ``url``.
     :param clock: the time source of checkpoint create/refresh times (default: the system
         clock; it must agree with the writers' clocks).
+    :param wal_store: the database's separate WAL store (a URL, a directory or a store object
+        the caller keeps owning; SlateDB's ``AdminBuilder.with_wal_object_store``): the GC and
+        ``delete_db`` reach the WAL there. Without it, operations that touch the WAL follow
+        the manifest's ``wal_object_store_uri`` when that is a URL.
+    :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
 
     Opening reads nothing: a missing database shows on the first call that needs it.
     Thread-safe: each call reads afresh.
@@ -190,6 +197,8 @@ class Admin:
         object_store: ObjectStore | None = None,
         store_options: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        wal_store: str | os.PathLike[str] | ObjectStore | None = None,
+        wal_store_options: dict[str, Any] | None = None,
     ) -> None:
         settings = Settings() if settings is None else settings
         if not isinstance(settings, Settings):
@@ -197,6 +206,7 @@ class Admin:
         url = ids.location(url, "url", allow_empty=object_store is not None)
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
+        wal_url, self._wal_store_options = check_wal_store_arg(wal_store, wal_store_options)
         self.url = url
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -212,6 +222,30 @@ class Admin:
         fmt = settings.manifest_format_version
         self._manifests = ManifestStore(self.store, self.root, format_version=fmt)
         self._compactions = CompactionsStore(self.store, self.root)
+        #: the separate WAL store given (``None``: the WAL lives in :attr:`store`, or where
+        #: the manifest says: :meth:`wal_store_for`)
+        self.wal_store: ObjectStore | None = None
+        self._owns_wal_store = wal_url is not None
+        if wal_url is not None:
+            self.wal_store = get_host().open_object_store(wal_url, self._wal_store_options)
+        elif wal_store is not None:
+            self.wal_store = cast("ObjectStore", wal_store)
+
+    def wal_store_for(self, m: Manifest) -> ObjectStore | None:
+        """Where the WAL of the database whose latest manifest is ``m`` lives: the WAL store
+        given, else the one ``m``'s ``wal_object_store_uri`` names (opened once, closed with
+        the Admin), else ``None`` (the main store).
+
+        :raises InvalidError: ``m`` records a separate WAL store that was not given and that
+            is no URL (SlateDB records ``""``), or another URL than the one given.
+        """
+        uri = m.wal_object_store_uri
+        if self.wal_store is None and uri:
+            self.wal_store = get_host().open_object_store(uri, self._wal_store_options)
+            self._owns_wal_store = True
+            return self.wal_store
+        check_wal_store(m, None if self.wal_store is None else "")
+        return self.wal_store
 
     def __repr__(self) -> str:
         return f"<shale.Admin {self.url!r}>"
@@ -219,7 +253,10 @@ class Admin:
     # -- closing -------------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the store this Admin opened (not one passed in). Idempotent."""
+        """Close the stores this Admin opened (not those passed in). Idempotent."""
+        if self._owns_wal_store and self.wal_store is not None:
+            self._owns_wal_store = False
+            self.wal_store.close()
         if self._owns_store:
             self._owns_store = False
             self.store.close()
@@ -497,9 +534,17 @@ class Admin:
             (``None`` for an open end).
         :raises InvalidError: identical or nested paths, stores that differ, no database at
             the source, an unknown checkpoint, a database at the target, a bad projection, or
-            a projection while the source's WAL holds unflushed rows. Nothing is written then.
+            a projection while the source's WAL holds unflushed rows, or an Admin given a
+            separate WAL store (clones of such a database are not supported, as in SlateDB).
+            Nothing is written then.
         """
         from shale.meta.clone import create_clone
+
+        if self.wal_store is not None:
+            raise InvalidError(
+                "cloning a database with a separate WAL store is not supported (its WAL would"
+                " not be copied)"
+            )
 
         cp = None if checkpoint is None else checkpoint_uuid(checkpoint)
         if projection is not None and (not isinstance(projection, tuple) or len(projection) != 2):
@@ -570,7 +615,9 @@ class Admin:
             raise InvalidError("force must be a bool", force=force)
         if isinstance(idle, bool) or not isinstance(idle, int | float) or not idle >= 0:
             raise InvalidError("idle must be a number of seconds >= 0", idle=idle)
-        return delete_db(
+        latest = self._manifests.read_latest()
+        wal = None if latest is None else self.wal_store_for(latest[1])
+        deleted = delete_db(
             self.store,
             self.root,
             now_ms=self.clock.now_ms(),
@@ -579,6 +626,11 @@ class Admin:
             format_version=self.settings.manifest_format_version,
             timeout=self.settings.manifest_update_timeout,
         )
+        if wal is not None:  # the WAL SSTs in the separate WAL store, last
+            for meta in list(wal.list(ids.dir_path(self.root, "wal"))):
+                wal.delete(meta.key)
+                deleted.append(meta.key)
+        return deleted
 
     # -- through plugins -----------------------------------------------------------------------
 

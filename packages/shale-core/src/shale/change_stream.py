@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 
 from shale import ids
 from shale.clock import Clock, SystemClock
+from shale.engine.components import check_wal_store_arg
 from shale.errors import ChangesGoneError, ClosedError, DataError, InvalidError
+from shale.meta.compat import check_wal_store
 from shale.meta.consumers import (
     DEFAULT_PIN_LIFETIME_S,
     ConsumerCursor,
@@ -133,6 +135,8 @@ class ChangeStream:
         owns_store: bool = False,
         clock: Clock | None = None,
         url: str = "",
+        wal_store: ObjectStore | None = None,
+        owns_wal_store: bool = False,
     ) -> None:
         _check_options(since_seq, follow, poll_interval, stop_at_seq, consumer, pin_lifetime)
         self._since = since_seq
@@ -145,7 +149,10 @@ class ChangeStream:
         self._store = store
         self._root = root
         self._owns_store = owns_store
-        self._reader = WalReader(root, object_store=store)
+        #: where the WAL SSTs are (a separate WAL store, or the database's store)
+        self._wal_store = store if wal_store is None else wal_store
+        self._owns_wal_store = owns_wal_store and wal_store is not None
+        self._reader = WalReader(root, object_store=self._wal_store)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._wake = wake if wake is not None else threading.Event()
         self._closed = False
@@ -169,6 +176,9 @@ class ChangeStream:
         """Stop the stream (a blocked iteration returns). Idempotent; does not commit."""
         self._closed = True
         self._wake.set()
+        if self._owns_wal_store:
+            self._owns_wal_store = False
+            self._wal_store.close()
         if self._owns_store:
             self._owns_store = False
             self._store.close()
@@ -308,13 +318,13 @@ class ChangeStream:
         assert wal_id is not None
         key = ids.wal_path(self._root, wal_id)
         try:
-            data = self._store.get(key)
+            data = self._wal_store.get(key)
         except ObjectNotFound:
             metas = self._reader.list_metadata()
             if not any(m.id > wal_id for m in metas):
                 return False  # not written yet
             try:  # written (with later ones) since the GET?
-                data = self._store.get(key)
+                data = self._wal_store.get(key)
             except ObjectNotFound:
                 # deleted by GC: can the stream go on without it?
                 self._check_gap([m for m in metas if m.id > wal_id], lost_from=wal_id)
@@ -353,7 +363,7 @@ class ChangeStream:
 
     def _store_has(self, wal_id: int) -> bool:
         try:
-            self._store.head(ids.wal_path(self._root, wal_id))
+            self._wal_store.head(ids.wal_path(self._root, wal_id))
         except ObjectNotFound:
             return False
         return True
@@ -437,6 +447,8 @@ def changes(
     object_store: ObjectStore | None = None,
     store_options: dict[str, Any] | None = None,
     start: bool = True,
+    wal_store: str | os.PathLike[str] | ObjectStore | None = None,
+    wal_store_options: dict[str, Any] | None = None,
 ) -> ChangeStream:
     """A :class:`ChangeStream` of the database at ``url`` (or at path ``url`` in
     ``object_store``): every committed change with seq > ``since_seq``, in seq order.
@@ -454,6 +466,11 @@ def changes(
         :class:`~shale.errors.ChangesGoneError` if it comes back too late).
     :param object_store: read through this store (the caller keeps owning it).
     :param store_options: options for the store plugin that opens ``url``.
+    :param wal_store: the database's separate WAL store (a URL, a directory or a store object
+        the caller keeps owning); without it the stream follows the manifest's
+        ``wal_object_store_uri`` when that is a URL, and refuses a database whose manifest
+        records a separate WAL store it cannot find (``InvalidError``).
+    :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
     :param start: fix the start position (and write a consumer's cursor, its pin) now
         (:meth:`ChangeStream.start`); ``False`` leaves it to the first iteration.
     :raises InvalidError: a bad argument (before anything is read).
@@ -475,11 +492,20 @@ def changes(
     )
     if type(start) is not bool:
         raise InvalidError("start must be a bool", value=start)
+    wal_url, wal_options = check_wal_store_arg(wal_store, wal_store_options)
     if object_store is not None:
-        stream = ChangeStream(object_store, url.strip("/"), **options)
+        store, root, owns = object_store, url.strip("/"), False
     else:
-        store = get_host().open_object_store(url, store_options or {})
-        stream = ChangeStream(store, "", owns_store=True, **options)
+        store, root, owns = get_host().open_object_store(url, store_options or {}), "", True
+    try:
+        wal, owns_wal = _wal_store_of(store, root, wal_store, wal_url, wal_options)
+    except BaseException:
+        if owns:
+            store.close()
+        raise
+    stream = ChangeStream(
+        store, root, owns_store=owns, wal_store=wal, owns_wal_store=owns_wal, **options
+    )
     if start:
         try:
             stream.start()
@@ -487,3 +513,21 @@ def changes(
             stream.close()
             raise
     return stream
+
+
+def _wal_store_of(
+    store: ObjectStore, root: str, given: Any, url: str | None, options: dict[str, Any]
+) -> tuple[ObjectStore | None, bool]:
+    """The WAL store a change stream reads (``None``: ``store``) and whether it opened it: the
+    one given, else the one the latest manifest names (checked like a reader's)."""
+    if url is not None:
+        return get_host().open_object_store(url, options), True
+    if given is not None:
+        return given, False
+    found = ManifestStore(store, root).read_latest()
+    uri = None if found is None else found[1].wal_object_store_uri
+    if uri:
+        return get_host().open_object_store(uri, options), True
+    if found is not None:
+        check_wal_store(found[1], None)
+    return None, False

@@ -97,6 +97,8 @@ def resolve_parts(
     transformer: Any,
     store_options: dict[str, Any] | None,
     prefix_extractor: Any,
+    wal_store: Any = None,
+    wal_store_options: dict[str, Any] | None = None,
 ) -> EngineParts:
     """Settings + explicit components + plugins -> the checked components of an engine
     (:meth:`Db.open`'s arguments; the read-only open resolves its components here too)."""
@@ -111,6 +113,7 @@ def resolve_parts(
     host = get_host()
     components.check_codec(settings.compression_codec)
     options = components.check_store_options(store_options)
+    wal_url, wal_options = components.check_wal_store_arg(wal_store, wal_store_options)
     if merge_operator is None and settings.merge_operator:
         merge_operator = host.merge_operator(settings.merge_operator)
         if merge_operator is None:
@@ -156,6 +159,8 @@ def resolve_parts(
         if root:
             validate_key(root)
     object_store = wrap_store(object_store, settings.object_store_cache_options, path)
+    if wal_url is not None:
+        wal_store = host.open_object_store(wal_url, wal_options)
     return EngineParts(
         store=object_store,
         root=root,
@@ -169,6 +174,10 @@ def resolve_parts(
         filter_policies=list(filter_policies),
         transformer=transformer,
         prefix_extractor=prefix_extractor,
+        wal_store=wal_store,
+        wal_store_url=wal_url,
+        wal_store_opener=lambda uri: host.open_object_store(uri, wal_options),
+        owns_wal_store=wal_url is not None,
     )
 
 
@@ -267,6 +276,8 @@ class Db:
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
         prefix_extractor: Any = None,
+        wal_store: str | os.PathLike[str] | ObjectStore | None = None,
+        wal_store_options: dict[str, Any] | None = None,
     ) -> Db:
         """Open (creating if absent) the database at ``path``.
 
@@ -283,6 +294,11 @@ class Db:
             (:class:`shale.meta.segments.PrefixExtractor`); beats ``settings.prefix_extractor``.
             A database created with one keeps one LSM tree per key prefix and must always be
             written with an extractor of the same name (see docs/segments.md).
+        :param wal_store: keep the WAL in this object store (a URL, a directory or a store
+            object; SlateDB's ``with_wal_object_store``) at the same ``<path>/wal/`` keys; SSTs
+            and manifests stay in the main store. A database must always be opened with the
+            WAL store it was written with (see docs/wal-store.md).
+        :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
         :raises InvalidError: bad settings or arguments, or a component that cannot work (a
             codec whose optional library is missing, a merge operator, filter policy,
             transformer, clock or store without the methods it needs, bad ``store_options``),
@@ -303,8 +319,16 @@ class Db:
             transformer=transformer,
             store_options=store_options,
             prefix_extractor=prefix_extractor,
+            wal_store=wal_store,
+            wal_store_options=wal_store_options,
         )
-        db = cls(parts, open_writer(parts))
+        try:
+            inner = open_writer(parts)
+        except BaseException:
+            if parts.owns_wal_store and parts.wal_store is not None:
+                parts.wal_store.close()
+            raise
+        db = cls(parts, inner)
         preload_disk_cache(parts, db._inner.tables, db._inner.state.manifest)
         get_host().db_opened(db)
         return db
@@ -514,6 +538,14 @@ class Db:
                 self._hub.close_all()  # the final flush's rows are delivered first
             if isinstance(self.store, CachedObjectStore):
                 self.store.stop()  # the disk cache's rescans (the store is the caller's)
+            self._inner.tables.close_wal_store()
+
+    @property
+    def wal_store(self) -> ObjectStore | None:
+        """The separate WAL store (``wal_store=`` or the one the manifest names), or ``None``
+        when the WAL lives in :attr:`store`."""
+        tables = self._inner.tables
+        return None if tables.wal_store_label is None else tables.wal_store
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see
@@ -664,7 +696,7 @@ class Db:
         """
         from shale.change_stream import ChangeStream
 
-        for bad in ("object_store", "store_options", "url"):
+        for bad in ("object_store", "store_options", "url", "wal_store", "wal_store_options"):
             if bad in options:
                 raise InvalidError(f"db.changes() reads this database's store: no {bad}=")
         start = options.pop("start", True)
@@ -672,7 +704,13 @@ class Db:
             raise InvalidError("start must be a bool", value=start)
         wake = threading.Event()
         stream = ChangeStream(
-            self.store, self.root, since_seq=since_seq, wake=wake, url=self.url, **options
+            self.store,
+            self.root,
+            since_seq=since_seq,
+            wake=wake,
+            url=self.url,
+            wal_store=self.wal_store,
+            **options,
         )
         self._inner.status.check_open()
         if start:

@@ -102,6 +102,8 @@ class DbReader:
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
         prefix_extractor: Any = None,
+        wal_store: str | os.PathLike[str] | ObjectStore | None = None,
+        wal_store_options: dict[str, Any] | None = None,
     ) -> DbReader:
         """Open the database at ``path`` for reading; it must exist.
 
@@ -114,6 +116,10 @@ class DbReader:
             ``"follow_latest"`` (no checkpoint; reads the latest manifest).
         :param options: :class:`shale.ReaderOptions` (poll interval, checkpoint lifetime,
             replay table size, ``skip_wal_replay``).
+        :param wal_store: the database's separate WAL store (URL, directory or store object),
+            as :meth:`shale.Db.open`; without it the reader follows the manifest's
+            ``wal_object_store_uri`` when that is a URL.
+        :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
         :raises DataError: no database at ``path`` (no manifest), or persisted state is
             missing or corrupt.
         :raises InvalidError: bad settings, options or arguments, or an unknown checkpoint.
@@ -145,6 +151,8 @@ class DbReader:
             transformer=transformer,
             store_options=store_options,
             prefix_extractor=prefix_extractor,
+            wal_store=wal_store,
+            wal_store_options=wal_store_options,
         )
         engine = build_reader(parts, segments.initial_manifest(None))
         view = ReaderView(
@@ -152,6 +160,9 @@ class DbReader:
         )
         db = cls(parts, engine, view, owns_store=object_store is None)
         try:
+            latest = engine.keeper.ms.read_latest()
+            if latest is not None:  # refuse a WAL-store mismatch before any checkpoint is made
+                engine.tables.check_wal_store(latest[1])
             view.load()
             preload_disk_cache(parts, engine.tables, engine.state.manifest)
             if mode != "checkpoint":
@@ -379,6 +390,7 @@ class DbReader:
             log.warning("reader threads still running at close: %s", ", ".join(stuck))
         self._view.delete_checkpoint()
         status.finish_close(None)
+        self._engine.tables.close_wal_store()
         if self._owns_store:
             self._parts.store.close()
         elif isinstance(self._parts.store, CachedObjectStore):

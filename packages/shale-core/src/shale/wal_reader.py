@@ -20,9 +20,10 @@ Invariants and why:
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from shale import ids
+from shale.engine.components import check_wal_store_arg
 from shale.errors import DataError, InvalidError
 from shale.objstore.protocol import ObjectNotFound
 from shale.plugins import get_host
@@ -159,6 +160,11 @@ class WalReader:
     :param object_store: read through this store (the caller keeps owning it); pass the WAL
         store of a database that keeps its WAL in a separate store.
     :param store_options: options for the store plugin that opens ``url``.
+    :param wal_store: the database's separate WAL store (a URL, a directory or a store object
+        the caller keeps owning; SlateDB's ``with_wal_object_store``): WAL files are read from
+        it, at ``url``'s path. The reader does not read the manifest, so it cannot follow
+        ``wal_object_store_uri``: pass the WAL store.
+    :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
 
     Thread-safe; opening reads nothing.
     """
@@ -169,14 +175,26 @@ class WalReader:
         *,
         object_store: ObjectStore | None = None,
         store_options: dict[str, Any] | None = None,
+        wal_store: str | os.PathLike[str] | ObjectStore | None = None,
+        wal_store_options: dict[str, Any] | None = None,
     ) -> None:
         url = ids.location(url, "url", allow_empty=object_store is not None)
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
+        wal_url, wal_options = check_wal_store_arg(wal_store, wal_store_options)
         self.url = url
         self._owns_store = object_store is None
-        if object_store is None:
-            self.store: ObjectStore = get_host().open_object_store(url, store_options or {})
+        self.store: ObjectStore
+        if wal_store is not None:
+            # only the WAL is read: the WAL store stands in for the database's store
+            self._owns_store = wal_url is not None
+            if wal_url is not None:
+                self.store = get_host().open_object_store(wal_url, wal_options)
+            else:
+                self.store = cast("ObjectStore", wal_store)
+            self.root = "" if object_store is None else url.strip("/")
+        elif object_store is None:
+            self.store = get_host().open_object_store(url, store_options or {})
             self.root = ""
         else:
             self.store = object_store

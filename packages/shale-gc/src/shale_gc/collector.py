@@ -54,6 +54,7 @@ from shale.spi import (
     detach,
     dir_path,
     format_id,
+    open_store,
     parse_compacted,
     parse_numbered,
     remove_expired_checkpoints,
@@ -160,6 +161,7 @@ class GarbageCollector:
         progress: ProgressCallback | None = None,
         manifest_update_timeout: float = 300.0,
         detach: str | None = None,
+        wal_store: ObjectStore | None = None,
     ) -> None:
         if detach not in (None, DETACH_RELEASE, DETACH_COPY):
             raise InvalidError("detach must be None, 'release' or 'copy'", detach=detach)
@@ -171,6 +173,10 @@ class GarbageCollector:
                 "options must be a GarbageCollectorOptions", type=type(options).__name__
             )
         self.store = store
+        #: the database's separate WAL store (``None``: the WAL is in :attr:`store`, unless the
+        #: manifest's ``wal_object_store_uri`` names one: then it is opened from that URL)
+        self.wal_store = wal_store
+        self._owns_wal_store = False
         self.root = root.strip("/")
         self.options = options if options is not None else GarbageCollectorOptions()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -386,10 +392,10 @@ class GarbageCollector:
                 pending_manifest=self.dry_run,
                 consumers=kind == KIND_WAL,
             )
-            if kind == KIND_WAL and view.manifest.wal_object_store_uri:
+            if kind == KIND_WAL and not self._find_wal_store(view.manifest):
                 kr.error = (
                     "the manifest records a separate WAL store "
-                    f"({view.manifest.wal_object_store_uri}); WAL GC skipped"
+                    f"({view.manifest.wal_object_store_uri!r}) and none was given; WAL GC skipped"
                 )
                 logger.warning("gc: %s root=%s", kr.error, self.root)
                 return kr
@@ -433,6 +439,30 @@ class GarbageCollector:
 
     # -- listing and deleting -----------------------------------------------------------------
 
+    def _find_wal_store(self, m: Manifest) -> bool:
+        """Make sure the WAL store is known: given, not needed, or opened from ``m``'s
+        ``wal_object_store_uri`` (a URL; SlateDB records only ``""``). False: it is not."""
+        uri = m.wal_object_store_uri
+        if uri is None or self.wal_store is not None:
+            return True
+        if not uri:
+            return False
+        self.wal_store = open_store(uri)
+        self._owns_wal_store = True
+        return True
+
+    def close(self) -> None:
+        """Close the WAL store this collector opened from a manifest's URI (if any)."""
+        if self._owns_wal_store and self.wal_store is not None:
+            self._owns_wal_store = False
+            self.wal_store.close()
+
+    def _store_of(self, kind: str) -> ObjectStore:
+        """The store holding ``kind``'s directory."""
+        if kind == KIND_WAL and self.wal_store is not None:
+            return self.wal_store
+        return self.store
+
     def _parse(self, kind: str, name: str) -> int | Ulid | None:
         """The id of a canonical object name of ``kind``'s directory, else ``None``."""
         if "/" in name:
@@ -448,7 +478,7 @@ class GarbageCollector:
         prefix = dir_path(self.root, kind)
         out: list[GcObject] = []
         ignored = 0
-        for meta in self.store.list(prefix):
+        for meta in self._store_of(kind).list(prefix):
             oid = self._parse(kind, meta.key[len(prefix) :])
             if oid is None:
                 ignored += 1
@@ -472,7 +502,7 @@ class GarbageCollector:
                 logger.info("gc stopping mid-round; %d %s deletion(s) left", total - i + 1, kr.kind)
                 break
             try:
-                self.store.delete(obj.key)
+                self._store_of(kr.kind).delete(obj.key)
             except Exception as exc:  # retried next round: the object is still garbage
                 kr.failed.append((obj, _describe(exc)))
                 logger.warning("gc could not delete key=%s (retried next round): %s", obj.key, exc)

@@ -75,6 +75,7 @@ def shale_db_opened(db: Any) -> None:
         db.store,
         db.root,
         options,
+        wal_store=getattr(db, "wal_store", None),
         clock=db.clock,
         manifest_format_version=db.settings.manifest_format_version,
         manifest_update_timeout=db.settings.manifest_update_timeout,
@@ -103,12 +104,14 @@ def shale_db_closed(db: Any, reason: str) -> None:
         if entry is None or entry[0]() not in (db, None):
             return
         del _attached[id(db)]
-    _, _, stop, thread = entry
+    _, gc, stop, thread = entry
     stop.set()
     if thread is not threading.current_thread():
         thread.join(STOP_TIMEOUT_S)
         if thread.is_alive():
             logger.warning("the garbage collector thread did not stop within %.0fs", STOP_TIMEOUT_S)
+        else:
+            gc.close()
     logger.info("stopped in-process garbage collector reason=%s", reason)
 
 
@@ -127,8 +130,12 @@ def shale_admin_run_gc_once(admin: Any, options: Any) -> Any:
         admin.store,
         admin.root,
         options,
+        wal_store=getattr(admin, "wal_store", None),
         clock=admin.clock,
         manifest_format_version=admin.settings.manifest_format_version,
         manifest_update_timeout=admin.settings.manifest_update_timeout,
     )
-    return gc.run_once()
+    try:
+        return gc.run_once()
+    finally:
+        gc.close()

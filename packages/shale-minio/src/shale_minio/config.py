@@ -315,10 +315,10 @@ def resolve_config(
     env = os.environ if env is None else env
     if not isinstance(bucket, str) or not bucket:
         raise InvalidError("s3 bucket must be a non-empty str", bucket=bucket)
-    from minio.helpers import check_bucket_name
+    from shale_minio._sdk import check_bucket_name
 
     try:
-        check_bucket_name(bucket, strict=False)
+        check_bucket_name(bucket)
     except ValueError as exc:
         raise InvalidError("invalid s3 bucket name", bucket=bucket, reason=str(exc)) from None
     norm_prefix = _normalize_prefix(prefix, where="prefix")

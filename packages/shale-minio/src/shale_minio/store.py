@@ -10,7 +10,8 @@ Key ``k`` is the object ``<prefix>k`` in the bucket. How each protocol invariant
   answers for ``If-Match`` on a missing key). The minio SDK's public ``put_object`` would send
   these as ``x-amz-meta-*`` metadata, which no server evaluates, so writes go through the SDK's
   lower-level ``Minio._put_object`` / ``_create_multipart_upload`` / ``_upload_part`` /
-  ``_execute``. Those are internal: the dependency is pinned to ``minio>=7.2,<7.3`` and the
+  ``_execute``. Those are internal: every private call is in :mod:`shale_minio._sdk` (whose test
+  fails loudly on an SDK change), the dependency is pinned to ``minio>=7.2,<7.3`` and the
   tests exercise every one of them against a real server.
 - **Only transient failures are retried**, by this store, with exponential backoff and jitter,
   at most ``max_retries`` times; 404, 412, 403 and other 4xx are never retried. The schedule
@@ -67,8 +68,6 @@ import certifi
 import urllib3
 from minio import Minio
 from minio.error import S3Error
-from minio.helpers import md5sum_hash
-from minio.xml import Element, SubElement, getbytes
 
 from shale.spi import (
     InvalidError,
@@ -80,6 +79,7 @@ from shale.spi import (
     TransientStoreError,
     validate_key,
 )
+from shale_minio import _sdk
 from shale_minio.config import S3Config, resolve_config
 from shale_minio.error_map import map_error
 
@@ -417,7 +417,7 @@ class S3Store:
                     PUT_ID_HEADER: put_id,
                     **condition,
                 }
-                self._client._put_object(self._bucket, name, data, headers=headers)
+                _sdk.put_object(self._client, self._bucket, name, data, headers)
 
         def note(_retry: int, _exc: BaseException, _delay: float) -> None:
             nonlocal uncertain
@@ -481,8 +481,11 @@ class S3Store:
         upload_id = self._call(
             op,
             key,
-            lambda: self._client._create_multipart_upload(
-                self._bucket, name, {"Content-Type": _CONTENT_TYPE, PUT_ID_HEADER: put_id}
+            lambda: _sdk.create_multipart_upload(
+                self._client,
+                self._bucket,
+                name,
+                {"Content-Type": _CONTENT_TYPE, PUT_ID_HEADER: put_id},
             ),
         )
         completed = False
@@ -494,8 +497,8 @@ class S3Store:
                 etag = self._call(
                     op,
                     key,
-                    lambda: self._client._upload_part(
-                        self._bucket, name, chunk, None, upload_id, number
+                    lambda: _sdk.upload_part(
+                        self._client, self._bucket, name, chunk, upload_id, number
                     ),
                 )
                 return number, etag
@@ -504,28 +507,9 @@ class S3Store:
             workers = min(PART_CONCURRENCY, len(bounds))
             with ThreadPoolExecutor(workers, thread_name_prefix="shale-s3-part") as pool:
                 parts = sorted(pool.map(upload, numbers))
-            root = Element("CompleteMultipartUpload")
-            for number, etag in parts:
-                tag = SubElement(root, "Part")
-                SubElement(tag, "PartNumber", str(number))
-                SubElement(tag, "ETag", f'"{etag}"')
-            body = getbytes(root)
-            headers: _Headers = {
-                "Content-Type": "application/xml",
-                "Content-MD5": str(md5sum_hash(body)),
-                **condition,
-            }
-            response = self._client._execute(
-                "POST",
-                self._bucket,
-                name,
-                body=body,
-                headers=headers,
-                query_params={"uploadId": upload_id},
+            _sdk.complete_multipart_upload(
+                self._client, self._bucket, name, upload_id, parts, condition
             )
-            # S3 may report a failed Complete as 200 with an <Error> document.
-            if b"<Error>" in response.data[:512]:
-                raise S3Error.fromxml(response)
             completed = True
         finally:
             if not completed:
@@ -533,7 +517,7 @@ class S3Store:
 
     def _abort(self, name: str, upload_id: str) -> None:
         try:
-            self._client._abort_multipart_upload(self._bucket, name, upload_id)
+            _sdk.abort_multipart_upload(self._client, self._bucket, name, upload_id)
         except Exception as exc:  # best effort: lifecycle rules clean up stray uploads
             log.debug("s3 abort of upload %s for %r failed: %s", upload_id, name, exc)
 
@@ -626,12 +610,8 @@ class S3Store:
     def _list_all(self, name_prefix: str) -> builtins.list[ObjectMeta]:
         skip = len(self._prefix)
         out: list[ObjectMeta] = []
-        for obj in self._client._list_objects(
-            self._bucket,
-            delimiter=None,
-            encoding_type="url",
-            max_keys=self._config.list_page_size,
-            prefix=name_prefix,
+        for obj in _sdk.list_objects(
+            self._client, self._bucket, name_prefix, self._config.list_page_size
         ):
             name = obj.object_name
             if name is None or obj.is_dir or not name.startswith(self._prefix):

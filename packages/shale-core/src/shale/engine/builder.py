@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from shale import ids
@@ -51,6 +52,14 @@ class EngineParts:
     filter_policies: list[Any]
     transformer: Any
     prefix_extractor: segments.PrefixExtractor | None
+    #: a separate WAL store (``None``: the WAL lives in :attr:`store`)
+    wal_store: ObjectStore | None = None
+    #: the URL :attr:`wal_store` was opened from (``None`` for a store object)
+    wal_store_url: str | None = None
+    #: opens the WAL store a manifest's ``wal_object_store_uri`` names, when none was given
+    wal_store_opener: Callable[[str], ObjectStore] | None = None
+    #: :attr:`wal_store` was opened from :attr:`wal_store_url` for this database (closed with it)
+    owns_wal_store: bool = False
 
     def table_store(self) -> TableStore:
         return TableStore(
@@ -60,13 +69,26 @@ class EngineParts:
             filter_policies=self.filter_policies,
             transformer=self.transformer,
             block_cache=self.block_cache,
+            wal_store=self.wal_store,
+            wal_store_label=self.wal_store_url,
+            wal_store_opener=self.wal_store_opener,
+            owns_wal_store=self.owns_wal_store,
         )
+
+    def initial_manifest(self) -> Manifest:
+        """A new database's first manifest: the extractor's name, and SlateDB's flag of a
+        separate WAL store (``wal_object_store_uri = ""``; V1 only, V2 cannot record it)."""
+        m = segments.initial_manifest(self.prefix_extractor)
+        if self.wal_store is not None and self.settings.manifest_format_version == 1:
+            m = dataclasses.replace(m, wal_object_store_uri="")
+        return m
 
 
 def _check_writable(tables: TableStore, m: Manifest, extractor: Any) -> None:
     """Refuse a manifest this writer cannot read or write correctly (shapes shale does not
     understand, a clone whose sources are missing, segments without their extractor)."""
     check_openable(m)
+    tables.check_wal_store(m)
     tables.ssts.check(m)
     segments.check_manifest(m)
     segments.check_writer(m, extractor)
@@ -92,9 +114,10 @@ def open_writer(parts: EngineParts) -> DbInner:
     if found is not None:
         _check_writable(tables, found[1], ext)
     # ... and fence only once we know we can write: a failed open leaves the epoch untouched
-    probe_dirs = ["wal", "compacted"] if s.wal_enabled else ["compacted"]
-    probe_writable(parts.store, [ids.dir_path(parts.root, d) for d in probe_dirs])
-    stored = StoredManifest.create_or_load(ms, segments.initial_manifest(ext))
+    probe_writable(parts.store, [ids.dir_path(parts.root, "compacted")])
+    if s.wal_enabled:
+        probe_writable(tables.wal_store, [ids.dir_path(parts.root, "wal")])
+    stored = StoredManifest.create_or_load(ms, parts.initial_manifest())
     _check_writable(tables, stored.manifest, ext)  # it may have changed meanwhile
     fm = FenceableManifest.init_writer(stored, timeout=s.manifest_update_timeout)
     m = fm.manifest

@@ -17,10 +17,12 @@ behavioural: a plugin's own bugs still surface when its methods run, wrapped wit
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shale.errors import InvalidError
+from shale.ids import location
 from shale.sst.compression import check_available
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "check_store_options",
     "check_timeout",
     "check_transformer",
+    "check_wal_store_arg",
 ]
 
 _STORE_METHODS = ("put", "put_if_absent", "put_if_match", "get", "get_range", "head", "list")
@@ -214,3 +217,21 @@ def check_include_expired(value: object) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise InvalidError("include_expired must be None or a bool", include_expired=value)
     return value
+
+
+def check_wal_store_arg(
+    wal_store: Any, wal_store_options: object
+) -> tuple[str | None, dict[str, Any]]:
+    """Check ``wal_store=`` / ``wal_store_options=`` (before anything is opened): the WAL
+    store's URL (``None`` for a store object or no WAL store) and its options.
+
+    :raises InvalidError: ``wal_store`` is neither a URL, a path nor an object store;
+        ``wal_store_options`` is not a dict.
+    """
+    options = check_store_options(wal_store_options)
+    if wal_store is None or isinstance(wal_store, (str, os.PathLike)):
+        if wal_store is None:
+            return None, options
+        return location(wal_store, "wal_store"), options
+    check_object_store(wal_store)
+    return None, options

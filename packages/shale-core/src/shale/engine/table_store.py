@@ -7,11 +7,15 @@ block cache), and an SST no manifest view references any more is evicted when a 
 installed (:meth:`TableStore.forget`). Where an SST lives -- this database's ``compacted/`` or,
 for a clone, a source database's -- is the :class:`SstLocator`'s business. Both caches have
 locks of their own, leaves of the lock order.
+
+The WAL may live in a store of its own (SlateDB's ``with_wal_object_store``): WAL SSTs are then
+read, written and listed at the same ``<root>/wal/`` keys in :attr:`TableStore.wal_store`; SSTs
+and manifests stay in :attr:`TableStore.store`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from shale import ids
@@ -20,6 +24,7 @@ from shale.errors import InvalidError, ShaleError
 from shale.fbs.manifest import Manifest, SstView
 from shale.ids import Ulid
 from shale.meta import segments
+from shale.meta.compat import check_wal_store
 from shale.meta.locator import SstLocator
 from shale.objstore import ObjectStore
 from shale.objstore.cached import CachedObjectStore
@@ -40,8 +45,18 @@ class TableStore:
         filter_policies: list[Any],
         transformer: Any,
         block_cache: BlockCache,
+        wal_store: ObjectStore | None = None,
+        wal_store_label: str | None = None,
+        wal_store_opener: Callable[[str], ObjectStore] | None = None,
+        owns_wal_store: bool = False,
     ) -> None:
         self.store = store
+        #: where WAL SSTs live (``store`` unless the database has a separate WAL store)
+        self.wal_store: ObjectStore = store if wal_store is None else wal_store
+        #: ``None``: no separate WAL store; else its URL, or ``""`` for a store object
+        self.wal_store_label: str | None = None if wal_store is None else (wal_store_label or "")
+        self._wal_store_opener = wal_store_opener
+        self._owns_wal_store = owns_wal_store and wal_store is not None
         self.root = root
         self.settings = settings
         self.filter_policies = filter_policies
@@ -182,10 +197,31 @@ class TableStore:
 
     # -- the WAL -------------------------------------------------------------------------
 
+    def check_wal_store(self, m: Manifest) -> None:
+        """Follow ``m``'s ``wal_object_store_uri`` when no WAL store was given and the URI is
+        a URL (one shale can open); then refuse a WAL-store configuration ``m`` contradicts
+        (SlateDB's ``WalStoreReconfiguration``).
+
+        :raises InvalidError: ``m`` records a separate WAL store and none was given (or another
+            URL was given); a recorded URL no plugin can open.
+        """
+        uri = m.wal_object_store_uri
+        if uri and self.wal_store_label is None and self._wal_store_opener is not None:
+            self.wal_store = self._wal_store_opener(uri)
+            self.wal_store_label = uri
+            self._owns_wal_store = True
+        check_wal_store(m, self.wal_store_label)
+
+    def close_wal_store(self) -> None:
+        """Close the WAL store if it was opened for this database (from a URL)."""
+        if self._owns_wal_store:
+            self._owns_wal_store = False
+            self.wal_store.close()
+
     def list_wal_ids(self) -> list[int]:
         """The ids of the WAL SSTs in the store, ascending."""
         out = []
-        for meta in self.store.list(ids.dir_path(self.root, "wal")):
+        for meta in self.wal_store.list(ids.dir_path(self.root, "wal")):
             n = ids.parse_numbered(meta.key, ".sst")
             if n is not None:
                 out.append(n)
@@ -197,7 +233,7 @@ class TableStore:
 
         :raises ObjectNotFound: it is gone.
         """
-        data = self.store.get(ids.wal_path(self.root, wal_id))
+        data = self.wal_store.get(ids.wal_path(self.root, wal_id))
         if not data:
             return None
         return SsTable.from_bytes(data, transformer=self.transformer).rows()

@@ -253,7 +253,7 @@ class WalBuffer:
 
         :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
         """
-        store = self._tables.store
+        store = self._tables.wal_store
         key = ids.wal_path(self._tables.root, pending.wal_id)
         payload = pending.payload
         assert payload is not None

@@ -35,7 +35,7 @@ def fence_wal(tables: TableStore, m: Manifest, refresh: Callable[[], object]) ->
     candidate = max([m.replay_after_wal_id, m.wal_id_last_seen, *listed]) + 1
     while True:
         try:
-            tables.store.put_if_absent(ids.wal_path(tables.root, candidate), b"")
+            tables.wal_store.put_if_absent(ids.wal_path(tables.root, candidate), b"")
             return candidate
         except ObjectAlreadyExists:
             refresh()  # raises if a newer writer fenced us meanwhile

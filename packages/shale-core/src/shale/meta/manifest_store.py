@@ -95,6 +95,14 @@ class ManifestConflict(ShaleError):
     kind = "conflict"
 
 
+def _encode_stored(m: Manifest, version: int = 2) -> bytes:
+    """:func:`encode_manifest`, dropping ``wal_object_store_uri`` in V2 as SlateDB does (V2
+    cannot record it: a V1 database with a separate WAL store, written on as V2, loses it)."""
+    if version == 2 and m.wal_object_store_uri is not None:
+        m = dataclasses.replace(m, wal_object_store_uri=None)
+    return encode_manifest(m, version)
+
+
 _MANIFEST: SequenceKind[Manifest] = SequenceKind(
     name="manifest",
     noun="manifest",
@@ -103,7 +111,7 @@ _MANIFEST: SequenceKind[Manifest] = SequenceKind(
     boundary_file="manifest.boundary",
     value_type=Manifest,
     format_versions=MANIFEST_VERSIONS,
-    encode=encode_manifest,
+    encode=_encode_stored,
     decode=decode_manifest,
     epoch_fields=("writer_epoch", "compactor_epoch"),
     conflict=ManifestConflict,

@@ -367,15 +367,8 @@ def check_manifest(m: Manifest) -> None:
     """Refuse a manifest whose segments shale cannot read correctly (before any read).
 
     :raises InvalidError: naming the feature: an empty segment prefix, prefixes out of order
-        or repeated, or nested prefixes (not an antichain), a sorted run id used twice; also a
-        separate WAL object store (``wal_object_store_uri``, V1 manifests): shale reads WAL
-        SSTs only from the database's own store, so it would miss the rows only that store has.
+        or repeated, or nested prefixes (not an antichain), a sorted run id used twice.
     """
-    if m.wal_object_store_uri:
-        raise InvalidError(
-            "unsupported manifest: the database keeps its WAL in a separate object store",
-            wal_object_store_uri=m.wal_object_store_uri,
-        )
     prev: bytes | None = None
     for s in m.segments:
         if not s.prefix:
