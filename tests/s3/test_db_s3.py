@@ -364,3 +364,17 @@ def test_writer_in_another_process_fences_this_one(s3db: Any) -> None:
         assert c.get(key) is None
     assert c.get(b"a-000000") == acked[b"a-000000"]
     c.close()
+
+
+def test_a_db_closes_the_store_it_opened_and_not_one_it_was_given(s3db: Any) -> None:
+    """``Db.open(url)`` opened the S3 store (its connection pool): ``close()`` releases it. A
+    store passed in stays the caller's, open."""
+    db = s3db.open()
+    db.put(b"k", b"v")
+    db.close()
+    assert db.store._closed  # the pooled connections are released
+    given = s3db.store()
+    with Db.open("", s3db.settings(), object_store=given) as db2:
+        assert db2.get(b"k") == b"v"
+    assert not given._closed
+    assert given.get("manifest/00000000000000000001.manifest")

@@ -327,8 +327,11 @@ class Db:
         except BaseException:
             if parts.owns_wal_store and parts.wal_store is not None:
                 parts.wal_store.close()
+            if object_store is None:
+                parts.store.close()  # opened here from the URL: nobody else holds it
             raise
         db = cls(parts, inner)
+        db._owns_store = object_store is None
         preload_disk_cache(parts, db._inner.tables, db._inner.state.manifest)
         get_host().db_opened(db)
         return db
@@ -337,6 +340,8 @@ class Db:
         self._inner = inner
         self._pid = os.getpid()  # a forked child must not flush (or close) its parent's Db
         self.store = parts.store
+        #: the store was opened from the URL by :meth:`open` (closed with the handle)
+        self._owns_store = False
         self.root = parts.root
         self.url = parts.url
         self.settings = parts.settings
@@ -536,7 +541,9 @@ class Db:
         finally:
             if self._hub is not None:
                 self._hub.close_all()  # the final flush's rows are delivered first
-            if isinstance(self.store, CachedObjectStore):
+            if self._owns_store:
+                self.store.close()  # opened from the URL by Db.open: this handle's to close
+            elif isinstance(self.store, CachedObjectStore):
                 self.store.stop()  # the disk cache's rescans (the store is the caller's)
             self._inner.tables.close_wal_store()
 
