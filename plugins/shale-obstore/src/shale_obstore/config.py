@@ -27,7 +27,7 @@ know for that store: an :class:`~shale.errors.InvalidError` before any request i
   ``client_options["allow_http"]``;
 - obstore's own configuration keys for the store (``S3Config``, ``GCSConfig``,
   ``AzureConfig``: ``endpoint``, ``region``, ``role_arn``, ``web_identity_token_file``,
-  ``service_account_path``, ``account_name``, ``use_emulator``, ...). Keys not given are read
+  ``service_account``, ``account_name``, ``use_emulator``, ...). Keys not given are read
   by obstore from the environment (``AWS_*``, ``GOOGLE_*``, ``AZURE_*``).
 
 Invariant: secrets never appear in ``repr`` or error messages (:class:`ObstoreConfig` keeps the
