@@ -94,5 +94,6 @@ def lint(session: nox.Session) -> None:
         "packages/shale-minio/src/shale_minio",
         "packages/shale/src/shale_demo",
         "plugins/shale-faults/src/shale_faults",
+        "plugins/shale-obstore/src/shale_obstore",
     )
     session.run("lint-imports")

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
+from shale.engine.components import check_scan_fetch
 from shale.errors import ClosedError, CloseReason, InvalidError, TransactionError
 from shale.keys import check_scan_range, prefix_range
 from shale.transaction import IsolationLevel, Transaction, backoff_delay, check_retries
@@ -449,13 +450,17 @@ class AsyncDb:
         dirty: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> AsyncDbIterator:
         """An async iterator of ``(key, value)`` over ``start <= key < end``.
 
-        Use ``async for key, value in db.scan(...)``. Bad bounds raise ``InvalidError`` here;
-        the read position is fixed when the first batch is fetched.
+        Use ``async for key, value in db.scan(...)``. Bad bounds (and a bad
+        ``read_ahead_bytes`` or ``max_fetch_tasks``, see :meth:`shale.Db.scan`) raise
+        ``InvalidError`` here; the read position is fixed when the first batch is fetched.
         """
         start, end = check_scan_range(start, end)
+        check_scan_fetch(read_ahead_bytes, max_fetch_tasks)
         if durability not in ("memory", "remote"):
             raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
         db = self._db
@@ -469,6 +474,8 @@ class AsyncDb:
                 durability=durability,
                 dirty=dirty,
                 include_expired=include_expired,
+                read_ahead_bytes=read_ahead_bytes,
+                max_fetch_tasks=max_fetch_tasks,
             ),
             start,
             end,
@@ -775,10 +782,13 @@ class AsyncDbReader:
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> AsyncDbIterator:
         """An async iterator of ``(key, value)`` over ``start <= key < end`` (see
         :meth:`AsyncDb.scan`)."""
         start, end = check_scan_range(start, end)
+        check_scan_fetch(read_ahead_bytes, max_fetch_tasks)
         if durability not in ("memory", "remote"):
             raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
         reader = self._reader
@@ -786,7 +796,13 @@ class AsyncDbReader:
 
         def make() -> DbIterator:
             it = reader.scan(
-                start, end, reverse=reverse, durability=durability, include_expired=include_expired
+                start,
+                end,
+                reverse=reverse,
+                durability=durability,
+                include_expired=include_expired,
+                read_ahead_bytes=read_ahead_bytes,
+                max_fetch_tasks=max_fetch_tasks,
             )
             # a ReaderIterator: DbIterator's iteration and seek, plus the follow_latest retry
             return cast(DbIterator, it)

@@ -628,6 +628,8 @@ class Db:
         dirty: bool = False,
         include_expired: bool | None = None,
         cache_blocks: bool = True,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> DbIterator:
         """Iterate ``(key, value)`` over ``start <= key < end`` (``None`` = unbounded).
 
@@ -637,12 +639,26 @@ class Db:
         :param cache_blocks: ``False``: blocks this scan reads are not inserted into the block
             cache (a big scan does not evict the working set; SlateDB's
             ``ScanOptions.cache_blocks``). Cached blocks are still used.
-        :raises InvalidError: ``start > end``.
+        :param read_ahead_bytes: bytes of following SST blocks one ranged read fetches when the
+            scan misses the block cache (whole blocks, at least one; default 256 KiB); SlateDB's
+            ``ScanOptions.read_ahead_bytes``. Applies to SSTs in an object store.
+        :param max_fetch_tasks: ranged reads of read-ahead in flight at once per SST (default
+            1; SlateDB's ``ScanOptions.max_fetch_tasks``).
+        :raises InvalidError: ``start > end``, or a bad ``read_ahead_bytes`` or
+            ``max_fetch_tasks``.
         """
         self._inner.status.check_open()
         max_seq = self._read_seq(durability, dirty)
         return DbIterator(
-            self._inner.reader, start, end, reverse, max_seq, include_expired, cache_blocks
+            self._inner.reader,
+            start,
+            end,
+            reverse,
+            max_seq,
+            include_expired,
+            cache_blocks,
+            read_ahead_bytes,
+            max_fetch_tasks,
         )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:

@@ -40,6 +40,7 @@ from shale.cache import BlockCache
 from shale.clock import Clock
 from shale.db import preload_disk_cache, resolve_parts
 from shale.engine.builder import EngineParts, ReaderParts, build_reader
+from shale.engine.components import check_scan_fetch
 from shale.engine.db_inner import metrics
 from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
@@ -245,14 +246,19 @@ class DbReader:
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
         cache_blocks: bool = True,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> ReaderIterator:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
-        ``cache_blocks``), with ``seek``; in ``"follow_latest"`` mode it survives GC deleting
-        an SST it reads."""
+        ``cache_blocks``, ``read_ahead_bytes`` and ``max_fetch_tasks``), with ``seek``; in
+        ``"follow_latest"`` mode it survives GC deleting an SST it reads."""
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
-        return ReaderIterator(self, start, end, reverse, max_seq, include_expired, cache_blocks)
+        fetch = (read_ahead_bytes, max_fetch_tasks)
+        return ReaderIterator(
+            self, start, end, reverse, max_seq, include_expired, cache_blocks, fetch
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> ReaderIterator:
         """Every key that starts with ``prefix``."""
@@ -421,9 +427,12 @@ class ReaderIterator:
         max_seq: int,
         include_expired: bool | None,
         cache_blocks: bool = True,
+        fetch: tuple[int | None, int | None] = (None, None),
     ) -> None:
         self._db = db
         self._cache_blocks = cache_blocks
+        check_scan_fetch(*fetch)  # bad values fail here, before any read
+        self._fetch = fetch
         self._start, self._end = check_scan_range(start, end)
         self._reverse = reverse
         self._max_seq = max_seq
@@ -447,6 +456,7 @@ class ReaderIterator:
             self._max_seq,
             self._include_expired,
             self._cache_blocks,
+            *self._fetch,
         )
 
     def _resume(self, exc: ObjectNotFound) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from shale.errors import InvalidError
 from shale.ids import location
 from shale.sst.compression import check_available
+from shale.sst.table import DEFAULT_FETCH, ScanFetch
 
 __all__ = [
     "check_clock",
@@ -207,6 +208,30 @@ def check_flag(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise InvalidError(f"{name} must be a bool", **{name: value})
     return value
+
+
+def check_scan_fetch(read_ahead_bytes: object, max_fetch_tasks: object) -> ScanFetch | None:
+    """A scan's ``read_ahead_bytes`` and ``max_fetch_tasks`` (``None``: the default, 256 KiB
+    and 1) as a :class:`~shale.sst.table.ScanFetch`, or ``None`` for today's behaviour.
+
+    :raises InvalidError: not an int, ``read_ahead_bytes`` outside ``1..2**64-1`` or
+        ``max_fetch_tasks`` outside ``1..2**32-1`` (SlateDB's ``u64`` and task counts).
+    """
+    if read_ahead_bytes is None and max_fetch_tasks is None:
+        return None
+
+    def bounded(name: str, value: object, default: int, hi: int) -> int:
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= hi:
+            raise InvalidError(f"{name} must be an int in 1..{hi}", **{name: value})
+        return value
+
+    fetch = ScanFetch(
+        bounded("read_ahead_bytes", read_ahead_bytes, DEFAULT_FETCH.read_ahead, 2**64 - 1),
+        bounded("max_fetch_tasks", max_fetch_tasks, DEFAULT_FETCH.tasks, 2**32 - 1),
+    )
+    return None if fetch == DEFAULT_FETCH else fetch
 
 
 def check_include_expired(value: object) -> bool | None:

@@ -31,10 +31,13 @@ class DbIterator:
         max_seq: int,
         include_expired: bool | None,
         cache_blocks: bool = True,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> None:
         components.check_flag("reverse", reverse)
         components.check_flag("cache_blocks", cache_blocks)
         self._cache_blocks = cache_blocks
+        self._fetch = components.check_scan_fetch(read_ahead_bytes, max_fetch_tasks)
         components.check_include_expired(include_expired)
         start, end = check_scan_range(start, end)
         self._reader = reader
@@ -49,7 +52,9 @@ class DbIterator:
         reader.stats["scan_count"] += 1
 
     def _build(self, start: bytes | None, end: bytes | None) -> MergeIterator:
-        sources = self._reader.sources(self._view, start, end, self._reverse, self._cache_blocks)
+        sources = self._reader.sources(
+            self._view, start, end, self._reverse, self._cache_blocks, self._fetch
+        )
         return MergeIterator(sources, reverse=self._reverse)
 
     def __iter__(self) -> DbIterator:

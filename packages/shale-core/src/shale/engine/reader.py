@@ -24,6 +24,7 @@ from shale.merge_operators import resolve_versions
 from shale.meta import segments
 from shale.row import MERGE, VALUE
 from shale.settings import Settings
+from shale.sst.table import ScanFetch
 
 
 class KeyValue(NamedTuple):
@@ -208,10 +209,12 @@ class Reader:
         end: bytes | None,
         reverse: bool,
         cache_blocks: bool = True,
+        fetch: ScanFetch | None = None,
     ) -> list[Iterator[tuple]]:  # type: ignore[type-arg]
         """One row iterator per memtable, L0 SST and sorted run of ``v`` over
         ``[start, end)``, each in merge order (key, then newest version first).
-        ``cache_blocks=False``: SST blocks read are not inserted into the block cache."""
+        ``cache_blocks=False``: SST blocks read are not inserted into the block cache.
+        ``fetch``: the scan's read-ahead of SST blocks (``None``: the default)."""
         srcs: list[Iterator[tuple]] = [  # type: ignore[type-arg]
             mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse, to_base=True)
             for mt in v.memtables
@@ -220,9 +223,9 @@ class Reader:
         # group of sources for the same merge
         for tree in segments.trees_for_range(v.manifest, start, end):
             for view in tree.l0:
-                srcs.append(self._sst_rows(v, [view], start, end, reverse, cache_blocks))
+                srcs.append(self._sst_rows(v, [view], start, end, reverse, cache_blocks, fetch))
             for run in tree.compacted:
-                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse, cache_blocks))
+                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse, cache_blocks, fetch))
         return srcs
 
     def _sst_rows(
@@ -233,12 +236,15 @@ class Reader:
         end: bytes | None,
         reverse: bool,
         fill: bool = True,
+        fetch: ScanFetch | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         if reverse and len(views) > 1:
             # a key's versions may span adjacent SSTs; reversed SST by SST they would come
             # oldest part first, so put each key's versions back in newest-first order
-            return _newest_first_per_key(self._views_rows(v, views, start, end, reverse, fill))
-        return self._views_rows(v, views, start, end, reverse, fill)
+            return _newest_first_per_key(
+                self._views_rows(v, views, start, end, reverse, fill, fetch)
+            )
+        return self._views_rows(v, views, start, end, reverse, fill, fetch)
 
     def _views_rows(
         self,
@@ -248,6 +254,7 @@ class Reader:
         end: bytes | None,
         reverse: bool,
         fill: bool = True,
+        fetch: ScanFetch | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         max_seq = v.max_seq
         order = reversed(views) if reverse else views
@@ -257,7 +264,9 @@ class Reader:
                 continue
             if start is not None and info.last_entry is not None and info.last_entry < start:
                 continue
-            rows = self.tables.open(view).iter_rows(start, end, reverse=reverse, fill=fill)
+            rows = self.tables.open(view).iter_rows(
+                start, end, reverse=reverse, fill=fill, fetch=fetch
+            )
             if view.visible_range is None and max_seq >= v.manifest.last_l0_seq:
                 yield from rows  # every SST row is visible: no per-row filter
                 continue

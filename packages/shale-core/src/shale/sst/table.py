@@ -14,10 +14,14 @@ starts at the last block whose separator is strictly below it.
 from __future__ import annotations
 
 import bisect
+import collections
 import itertools
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from shale.errors import DataError, InvalidError, ShaleError
@@ -32,8 +36,92 @@ FOOTER_LEN = 10
 TAIL_READ = 64 * 1024
 #: How many bytes of neighbouring blocks a scan of a stored SST fetches per ranged read.
 READ_AHEAD = 256 * 1024
+#: Ranged reads of scans' read-ahead running at once in one process (all scans together).
+FETCH_THREADS = 64
 
 ReadFn = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True)
+class ScanFetch:
+    """How a scan reads the data blocks of an SST in an object store (SlateDB's
+    ``ScanOptions.read_ahead_bytes`` and ``max_fetch_tasks``).
+
+    :ivar read_ahead: bytes of consecutive blocks (in the scan's direction) fetched by one
+        ranged read; at least one whole block, never past the scan's range.
+    :ivar tasks: ranged reads in flight at once for one SST of the scan: while the scan decodes
+        one window, the next ``tasks - 1`` are being fetched.
+    """
+
+    read_ahead: int = READ_AHEAD
+    tasks: int = 1
+
+
+#: Today's behaviour: one window of :data:`READ_AHEAD` bytes at a time.
+DEFAULT_FETCH = ScanFetch()
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _fetch_executor() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="shale-fetch")
+        return _executor
+
+
+class _Fetcher:
+    """One scan's read-ahead over one SST: windows of whole blocks, up to ``tasks`` in flight.
+
+    Blocks are asked for in scan order (``step`` 1 or -1) between ``lo`` and ``hi`` (block
+    indices, inclusive); a block served from the block cache is never asked for, and a window
+    whose blocks all were is dropped unread (its fetch may still finish in the background).
+    """
+
+    def __init__(
+        self, read: ReadFn, offsets: list[int], fetch: ScanFetch, step: int, lo: int, hi: int
+    ) -> None:
+        self._read = read
+        self._offs = offsets
+        self._fetch = fetch
+        self._step = step
+        self._lo, self._hi = lo, hi
+        self._next: int | None = None  # first block not yet in a window
+        self._pending: collections.deque[tuple[int, int, Future[bytes]]] = collections.deque()
+        self._window: tuple[int, bytes] | None = None
+
+    def _plan(self) -> None:
+        offs, budget, step = self._offs, self._fetch.read_ahead, self._step
+        while len(self._pending) < self._fetch.tasks and self._next is not None:
+            first = last = self._next
+            nxt: int | None = first + step
+            while nxt is not None and self._lo <= nxt <= self._hi:
+                a, b = min(first, nxt), max(first, nxt)
+                if offs[b + 1] - offs[a] > budget:
+                    break
+                last, nxt = nxt, nxt + step
+            self._next = nxt if nxt is not None and self._lo <= nxt <= self._hi else None
+            a, b = min(first, last), max(first, last)
+            start, end = offs[a], offs[b + 1]
+            self._pending.append((start, end, _fetch_executor().submit(self._read, start, end)))
+
+    def block(self, i: int) -> bytes:
+        """The stored bytes of block ``i``."""
+        start, end = self._offs[i], self._offs[i + 1]
+        window = self._window
+        if window is None or not (window[0] <= start and end <= window[0] + len(window[1])):
+            while True:
+                if not self._pending:
+                    self._next = i  # nothing planned covers i (the first miss): start here
+                    self._plan()
+                lo, hi, future = self._pending.popleft()
+                if lo <= start and end <= hi:
+                    window = self._window = (lo, future.result())
+                    self._plan()
+                    break
+        return window[1][start - window[0] : end - window[0]]
 
 
 def _known_policies(policies: Sequence[Any] | None) -> dict[str, Any]:
@@ -276,7 +364,9 @@ class SsTable:
 
     # -- rows -------------------------------------------------------------------------------
 
-    def read_block(self, i: int, direction: int = 0, fill: bool = True) -> list[tuple]:  # type: ignore[type-arg]
+    def read_block(
+        self, i: int, direction: int = 0, fill: bool = True, fetcher: _Fetcher | None = None
+    ) -> list[tuple]:  # type: ignore[type-arg]
         """The decoded rows of block ``i``.
 
         :param direction: ``1`` or ``-1`` when a scan will go on to the next or the previous
@@ -284,6 +374,7 @@ class SsTable:
             :data:`READ_AHEAD` bytes of neighbouring blocks in one ranged read.
         :param fill: ``False`` reads a missed block without inserting it into the block cache
             (a scan with ``cache_blocks=False``); hits are still served from it.
+        :param fetcher: a scan's own read-ahead (:class:`ScanFetch`) fetches a missed block.
         """
         cache = self._cache
         if cache is not None:
@@ -291,9 +382,13 @@ class SsTable:
             if rows is not None:
                 return rows
         start, end = self._offsets[i], self._offsets[i + 1]
-        if direction and self._remote and not self._in_window(start, end):
-            self._prefetch(i, direction)
-        payload = self._chunk(start, end - start, "data block")
+        if fetcher is not None:
+            raw = fetcher.block(i)
+            payload = C.unframe_chunk(raw, self.compression, self.transformer, what="data block")
+        else:
+            if direction and self._remote and not self._in_window(start, end):
+                self._prefetch(i, direction)
+            payload = self._chunk(start, end - start, "data block")
         try:
             rows = _block.decode_block(payload, self.version)
         except ShaleError:
@@ -324,13 +419,15 @@ class SsTable:
         *,
         reverse: bool = False,
         fill: bool = True,
+        fetch: ScanFetch | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         """Rows with ``start <= key < end`` (``None`` = unbounded).
 
         Ascending: key ascending, seq descending. ``reverse=True``: key descending, and within
         one key still seq descending (newest first), as the merge iterator expects.
         WAL SSTs yield every row in commit order and take no bounds. ``fill=False``: blocks
-        read are not inserted into the block cache.
+        read are not inserted into the block cache. ``fetch``: the scan's read-ahead in an
+        object store (default :data:`DEFAULT_FETCH`).
         """
         if self.is_wal:
             if start is not None or end is not None or reverse:
@@ -338,12 +435,18 @@ class SsTable:
             for i in range(self.block_count):
                 yield from self.read_block(i, 1, fill)
             return
+        own = fetch is not None and fetch != DEFAULT_FETCH and self._remote
         if reverse:
-            yield from self._iter_reverse(start, end, fill)
+            yield from self._iter_reverse(start, end, fill, fetch if own else None)
             return
         first = 0 if start is None else self._start_block(start)
+        fetcher = None
+        if own:
+            assert fetch is not None
+            last = self.block_count - 1 if end is None else self._last_block(end)
+            fetcher = _Fetcher(self._read, self._offsets, fetch, 1, first, max(first, last))
         for i in range(first, self.block_count):
-            rows = self.read_block(i, 1, fill)
+            rows = self.read_block(i, 1, fill, fetcher)
             lo = 0
             if start is not None and rows[0][0] < start:
                 lo = bisect.bisect_left(rows, (start,))
@@ -353,15 +456,25 @@ class SsTable:
                 return
             yield from rows[lo:] if lo else rows
 
+    def _last_block(self, end: bytes) -> int:
+        # the last block that may hold a key below end (-1: none)
+        return bisect.bisect_left(self._index_keys, end) - 1
+
     def _iter_reverse(
-        self, start: bytes | None, end: bytes | None, fill: bool = True
+        self,
+        start: bytes | None,
+        end: bytes | None,
+        fill: bool = True,
+        fetch: ScanFetch | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
-        last = (
-            self.block_count - 1 if end is None else bisect.bisect_left(self._index_keys, end) - 1
-        )
+        last = self.block_count - 1 if end is None else self._last_block(end)
+        fetcher = None
+        if fetch is not None and last >= 0:
+            first = 0 if start is None else min(self._start_block(start), last)
+            fetcher = _Fetcher(self._read, self._offsets, fetch, -1, first, last)
         group: list[tuple] = []  # type: ignore[type-arg]
         for i in range(last, -1, -1):
-            rows = self.read_block(i, -1, fill)
+            rows = self.read_block(i, -1, fill, fetcher)
             hi = len(rows)
             if end is not None and rows[-1][0] >= end:
                 hi = bisect.bisect_left(rows, (end,))

@@ -1,0 +1,35 @@
+"""shale_obstore: shale's object store for GCS, Azure Blob Storage and S3, on obstore.
+
+- :class:`ObstoreStore` -- the store; ``open_store("gs://bucket/prefix")`` opens one through the
+  plugin in :mod:`shale_obstore.plugin`.
+- :mod:`shale_obstore.config` -- the URL schemes and options.
+- :mod:`shale_obstore.errors` -- how obstore's errors map to shale's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+# Imported on first use: every shale process loads the plugin, only some open its URLs.
+_LAZY = {
+    "ObstoreConfig": "shale_obstore.config",
+    "parse_url": "shale_obstore.config",
+    "resolve_config": "shale_obstore.config",
+    "ObstoreStore": "shale_obstore.store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shale_obstore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["ObstoreConfig", "ObstoreStore", "parse_url", "resolve_config", "__version__"]
