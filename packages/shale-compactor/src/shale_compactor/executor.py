@@ -603,17 +603,16 @@ class CompactionExecutor:
             transformer=self.transformer,
         )
 
-    def _upload(self, builder: SstBuilder, stop: threading.Event | None) -> CompactedSst:
-        data = builder.finish()
-        sst_id = Ulid.new(self.clock.now_ms(), self.rand)
-        key = compacted_path(self.root, sst_id)
+    def _put(self, key: str, parts: list[bytes], stop: threading.Event | None) -> None:
+        """Upload a whole output with ``put``, retried (stores that cannot stream, or a stream
+        that failed)."""
+        data = b"".join(parts)
         try:
             self.retry.call(lambda: self.store.put(key, data), what=f"upload of {key}", stop=stop)
         except TransientStoreError as exc:
             if stop is not None and stop.is_set():
                 raise CompactionStopped("compaction stopped") from exc
             raise
-        return CompactedSst(sst_id, builder.info, 2)
 
     def _write(
         self,
@@ -629,49 +628,123 @@ class CompactionExecutor:
         monotonic = time.monotonic
         next_report = monotonic() + PROGRESS_INTERVAL_S
 
-        def finish(b: SstBuilder) -> None:
-            sst = self._upload(b, stop)
+        upload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shale-compaction-put")
+        out: _Output | None = None
+
+        def finish(b: SstBuilder, o: _Output) -> None:
+            o.feed(b.finish_parts())
+            o.commit(stop)
+            sst = CompactedSst(o.sst_id, b.info, 2)
             outputs.append(sst)
             on_output(sst)
             if on_progress is not None:
                 on_progress(progress.bytes)
 
-        builder = self._builder()
-        add = builder.add
-        finished = _finished_bytes(builder)
-        countdown = CHECK_EVERY_ROWS
-        for row in rows:
-            add(row)
-            if finished() > max_size:
-                finish(builder)
-                builder = self._builder()
-                add = builder.add
-                finished = _finished_bytes(builder)
-                next_report = monotonic() + PROGRESS_INTERVAL_S
-            countdown -= 1
-            if not countdown:
-                countdown = CHECK_EVERY_ROWS
+        try:
+            builder = self._builder()
+            out = _Output(self, upload_pool)
+            it = iter(rows)
+            while True:
+                # up to CHECK_EVERY_ROWS rows per call (the per-row loop runs in the data
+                # writer); the blocks they finished go to the store on the upload thread
+                n = builder.add_until(it, CHECK_EVERY_ROWS, max_size)
+                if builder.finished_size > max_size:
+                    finish(builder, out)
+                    builder = self._builder()
+                    out = _Output(self, upload_pool)
+                    next_report = monotonic() + PROGRESS_INTERVAL_S
+                elif n < CHECK_EVERY_ROWS:
+                    break  # the rows are exhausted
+                else:
+                    out.feed(builder.take_parts())
                 if stop is not None and stop.is_set():
                     raise CompactionStopped("compaction stopped", compaction=str(job.id))
                 if on_progress is not None and monotonic() >= next_report:
                     on_progress(progress.bytes)
                     next_report = monotonic() + PROGRESS_INTERVAL_S
-        if len(builder):
-            if stop is not None and stop.is_set():
-                raise CompactionStopped("compaction stopped", compaction=str(job.id))
-            finish(builder)
+            if len(builder):
+                if stop is not None and stop.is_set():
+                    raise CompactionStopped("compaction stopped", compaction=str(job.id))
+                finish(builder, out)
+            out = None
+        finally:
+            if out is not None:
+                out.abort()
+            upload_pool.shutdown(wait=True)
         return outputs
 
 
-def _finished_bytes(builder: SstBuilder) -> Callable[[], int]:
-    """A cheap callable returning the bytes of the builder's finished (closed) blocks.
+class _Output:
+    """One output SST on its way to the store.
 
-    SlateDB splits on the encoded size of finished blocks. ``SstBuilder`` keeps them in its
-    ``_out`` buffer (a ``bytearray`` whose identity does not change while building); if that
-    detail ever changes, fall back to ``estimated_size()`` (which also counts the open block,
-    so outputs would split up to one block earlier).
+    Stores with ``open_writer`` (the local store) get the SST streamed: :meth:`feed` hands the
+    pieces finished so far to the executor's upload thread, which writes them (GIL released)
+    while the next rows are merged, so writing overlaps building and the SST is never joined
+    into one buffer. :meth:`commit` waits for the writes and publishes the object (fsync,
+    rename). Every piece is also kept until then: if the stream fails, the whole SST is
+    uploaded again with the executor's retried ``put`` -- the path of stores that cannot
+    stream.
     """
-    out = getattr(builder, "_out", None)
-    if isinstance(out, bytearray):
-        return out.__len__
-    return builder.estimated_size
+
+    def __init__(self, executor: CompactionExecutor, pool: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self.sst_id = Ulid.new(executor.clock.now_ms(), executor.rand)
+        self.key = compacted_path(executor.root, self.sst_id)
+        self._pool = pool
+        self._parts: list[bytes] = []
+        self._pending: Future[None] | None = None
+        self._error: BaseException | None = None
+        self._writer: Any = None
+        open_writer = getattr(executor.store, "open_writer", None)
+        if open_writer is not None:
+            try:
+                self._writer = open_writer(self.key)
+            except ShaleError as exc:
+                log.debug("streaming %s is not possible (%s); it will be put whole", self.key, exc)
+
+    def _write(self, parts: list[bytes]) -> None:
+        if self._error is None:
+            try:
+                self._writer.write_parts(parts)
+            except BaseException as exc:  # reported by commit, which falls back to put
+                self._error = exc
+
+    def feed(self, parts: list[bytes]) -> None:
+        """Queue the next pieces of the SST (in order)."""
+        if not parts:
+            return
+        self._parts += parts
+        if self._writer is not None and self._error is None:
+            self._pending = self._pool.submit(self._write, parts)
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # one upload thread: the last write is the last to finish
+            self._pending = None
+
+    def commit(self, stop: threading.Event | None) -> None:
+        """Publish the SST at :attr:`key` (durably)."""
+        writer = self._writer
+        if writer is not None:
+            self._drain()
+            if self._error is None:
+                try:
+                    writer.commit()
+                    self._parts = []
+                    return
+                except TransientStoreError as exc:
+                    self._error = exc
+            else:
+                writer.abort()
+            log.warning(
+                "streamed upload of %s failed (%s); putting it whole", self.key, self._error
+            )
+        self._executor._put(self.key, self._parts, stop)
+        self._parts = []
+
+    def abort(self) -> None:
+        """Drop the SST (the job failed or stopped before it was complete)."""
+        self._drain()
+        if self._writer is not None:
+            self._writer.abort()
+        self._parts = []
