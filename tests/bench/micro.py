@@ -107,10 +107,30 @@ def bench_merge(impl: ModuleType) -> dict[str, float]:
     return {"merge rows/s (4 sources)": 4 * n / t}
 
 
+def bench_datawriter(impl: Any) -> dict[str, float]:
+    """Rows through the SST data writer (1 KB values, 4 KiB blocks: a compaction's write loop)."""
+    n = 20_000
+    rows = [(b"key%010d" % i, n - i, 0, bytes(1000), None, None) for i in range(n)]
+
+    def run() -> int:
+        w = impl.DataWriter(4096, 2, 0, None, False, True)
+        w.add_rows(iter(rows), n, 1 << 62)
+        w.close_block()
+        return int(w.size)
+
+    t = _median_seconds(run, 3)
+    return {"SST data writer rows/s": n / t}
+
+
 def run() -> list[tuple[str, float, float | None]]:
     """Rows of (metric, pure value, compiled value or None)."""
     out = []
-    for name, fn in (("block", bench_block), ("bloom", bench_bloom), ("merge", bench_merge)):
+    for name, fn in (
+        ("block", bench_block),
+        ("bloom", bench_bloom),
+        ("merge", bench_merge),
+        ("datawriter", bench_datawriter),
+    ):
         twins = _accel.twins(name)
         py = fn(twins["py"])
         c = fn(twins["c"]) if "c" in twins else {}

@@ -173,6 +173,8 @@ class _ReadAhead:
         self._size = size
         self._pool = pool
         self._window = max(1, window)
+        #: bytes per read-ahead window
+        self.window = self._window
         self._depth = max(0, depth)
         self._progress = progress
         self._stop = stop
@@ -545,7 +547,8 @@ class CompactionExecutor:
         table, reader = self._open(view, progress, pool, stop, readers)
         if table.is_wal:
             raise DataError("a WAL SST is listed as a compacted SST", sst=str(view.sst.id))
-        yield from table.iter_rows(start, end)
+        # windows of blocks, each read and decoded in one call (no block cache)
+        yield from table.scan_rows(start, end, window=reader.window)
         reader.close()  # free its read-ahead windows now, not at the end of the job
         readers.remove(reader)
 
@@ -679,11 +682,11 @@ class _Output:
 
     Stores with ``open_writer`` (the local store) get the SST streamed: :meth:`feed` hands the
     pieces finished so far to the executor's upload thread, which writes them (GIL released)
-    while the next rows are merged, so writing overlaps building and the SST is never joined
-    into one buffer. :meth:`commit` waits for the writes and publishes the object (fsync,
-    rename). Every piece is also kept until then: if the stream fails, the whole SST is
-    uploaded again with the executor's retried ``put`` -- the path of stores that cannot
-    stream.
+    while the next rows are merged, so writing overlaps building, the SST is never joined into
+    one buffer and written pieces are freed at once. :meth:`commit` waits for the writes and
+    publishes the object (fsync, rename). A failed stream fails the job with its error (the
+    compactor retries the job, which resumes after the last reported output); other stores get
+    the whole SST through the executor's retried ``put``.
     """
 
     def __init__(self, executor: CompactionExecutor, pool: ThreadPoolExecutor) -> None:
@@ -691,31 +694,34 @@ class _Output:
         self.sst_id = Ulid.new(executor.clock.now_ms(), executor.rand)
         self.key = compacted_path(executor.root, self.sst_id)
         self._pool = pool
-        self._parts: list[bytes] = []
+        self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
         self._pending: Future[None] | None = None
         self._error: BaseException | None = None
         self._writer: Any = None
         open_writer = getattr(executor.store, "open_writer", None)
         if open_writer is not None:
-            try:
-                self._writer = open_writer(self.key)
-            except ShaleError as exc:
-                log.debug("streaming %s is not possible (%s); it will be put whole", self.key, exc)
+            self._writer = open_writer(self.key)
 
     def _write(self, parts: list[bytes]) -> None:
         if self._error is None:
             try:
                 self._writer.write_parts(parts)
-            except BaseException as exc:  # reported by commit, which falls back to put
+            except BaseException as exc:  # raised by the next feed or by commit
                 self._error = exc
 
     def feed(self, parts: list[bytes]) -> None:
-        """Queue the next pieces of the SST (in order)."""
+        """Queue the next pieces of the SST (in order).
+
+        :raises TransientStoreError: an earlier write of the stream failed.
+        """
         if not parts:
             return
-        self._parts += parts
-        if self._writer is not None and self._error is None:
-            self._pending = self._pool.submit(self._write, parts)
+        if self._writer is None:
+            self._parts += parts
+            return
+        if self._error is not None:
+            raise self._error
+        self._pending = self._pool.submit(self._write, parts)
 
     def _drain(self) -> None:
         if self._pending is not None:
@@ -725,22 +731,17 @@ class _Output:
     def commit(self, stop: threading.Event | None) -> None:
         """Publish the SST at :attr:`key` (durably)."""
         writer = self._writer
-        if writer is not None:
-            self._drain()
-            if self._error is None:
-                try:
-                    writer.commit()
-                    self._parts = []
-                    return
-                except TransientStoreError as exc:
-                    self._error = exc
-            else:
-                writer.abort()
-            log.warning(
-                "streamed upload of %s failed (%s); putting it whole", self.key, self._error
-            )
-        self._executor._put(self.key, self._parts, stop)
-        self._parts = []
+        if writer is None:
+            self._executor._put(self.key, self._parts, stop)
+            self._parts = []
+            return
+        self._drain()
+        if self._error is not None:
+            writer.abort()
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped") from self._error
+            raise self._error
+        writer.commit()
 
     def abort(self) -> None:
         """Drop the SST (the job failed or stopped before it was complete)."""

@@ -24,7 +24,13 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 
 from shale.errors import DataError, InvalidError
 
-__all__ = ["RESTART_INTERVAL", "BlockBuilder", "decode_block", "encoded_row_size"]
+__all__ = [
+    "RESTART_INTERVAL",
+    "BlockBuilder",
+    "decode_block",
+    "decode_chunks",
+    "encoded_row_size",
+]
 
 #: A V2 block has a restart point every this many rows.
 RESTART_INTERVAL = 16
@@ -886,3 +892,61 @@ def decode_block(data, version=2):
         return _build_rows(buf, ents, n, ver == 2)
     finally:
         free(ents)
+
+
+def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_block=0):
+    """Decode consecutive stored data blocks read in one piece (see the py twin).
+
+    Uncompressed, untransformed chunks are checked (CRC over a zero-copy view) and decoded
+    here with no Python-level call but the CRC and the decoder; others go through
+    ``compression.unframe_chunk``.
+    """
+    from shale.errors import ShaleError
+    from shale.sst.compression import unframe_chunk
+    import zlib
+
+    cdef bytes buf
+    if isinstance(data, bytes):
+        buf = <bytes>data
+    else:
+        buf = bytes(data)
+    cdef list offs = list(offsets)
+    cdef Py_ssize_t n = len(offs) - 1
+    cdef Py_ssize_t k, a, b
+    cdef uint32_t want, got
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    cdef bint plain = codec == 0 and transformer is None
+    crc32 = zlib.crc32
+    view = memoryview(buf)
+    out = []
+    for k in range(n):
+        a = offs[k]
+        b = offs[k + 1]
+        if plain:
+            if b - a < 4 or a < 0 or b > PyBytes_GET_SIZE(buf):
+                payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
+            else:
+                want = _get_u32(p + b - 4)
+                got = crc32(view[a : b - 4])
+                if got != want:
+                    raise DataError(
+                        "SST data block checksum mismatch",
+                        stored=f"{want:08x}",
+                        computed=f"{got:08x}",
+                    )
+                payload = PyBytes_FromStringAndSize(<const char*>(p + a), b - 4 - a)
+        else:
+            payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
+        try:
+            rows = decode_block(payload, version)
+        except ShaleError:
+            raise
+        except Exception as exc:
+            raise DataError(
+                "malformed SST data block", block=first_block + k, error=str(exc)
+            ) from exc
+        if not rows:
+            raise DataError("empty SST data block", block=first_block + k)
+        out.append(rows)
+    view.release()
+    return out
