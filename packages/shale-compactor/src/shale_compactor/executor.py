@@ -89,6 +89,10 @@ CHECK_EVERY_ROWS = 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
 
+#: A streamed output is flushed to disk (``fdatasync``, on the upload thread) every this many
+#: bytes, so the fsync that publishes it does not wait for the whole SST.
+SYNC_EVERY_BYTES = 16 * 1024 * 1024
+
 #: Retries of an output upload when ``object_store_max_retries`` is unset.
 UPLOAD_RETRIES = 7
 
@@ -700,7 +704,7 @@ class _Output:
         self._writer: Any = None
         open_writer = getattr(executor.store, "open_writer", None)
         if open_writer is not None:
-            self._writer = open_writer(self.key)
+            self._writer = open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
 
     def _write(self, parts: list[bytes]) -> None:
         if self._error is None:

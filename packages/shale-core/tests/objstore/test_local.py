@@ -444,7 +444,7 @@ def test_open_writer_streams_then_publishes(tmp_path: Path) -> None:
     """open_writer: pieces written in several calls, published by commit like put; nothing is
     visible (nor listed) before the commit; abort leaves nothing behind."""
     store = LocalStore(str(tmp_path / "root"))
-    w = store.open_writer("a/b/obj")
+    w = store.open_writer("a/b/obj", sync_every=100_000)  # fdatasync every 100 kB on the way
     w.write_parts([b"one", b"", b"two"])
     w.write_parts([bytes(range(256)) * 10 for _ in range(2000)])  # more pieces than IOV_MAX
     assert [m.key for m in store.list("")] == []

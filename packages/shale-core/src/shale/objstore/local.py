@@ -338,13 +338,17 @@ class LocalStore:
         if sync:
             self._fsync_and_map(dirpath, key)
 
-    def open_writer(self, key: str) -> LocalObjectWriter:
+    def open_writer(self, key: str, *, sync_every: int = 0) -> LocalObjectWriter:
         """Stream an object to ``key``: :meth:`LocalObjectWriter.write_parts` pieces as they
         are produced, then :meth:`~LocalObjectWriter.commit` publishes them like :meth:`put`
         (temp file, fsync, rename) or :meth:`~LocalObjectWriter.abort` drops them.
 
         An optional capability of object stores (the compaction executor streams output SSTs
         through it, so writing overlaps building; stores without it get one :meth:`put`).
+
+        :param sync_every: when positive (and the store fsyncs), ``fdatasync`` the file each
+            time this many more bytes were written, so the writing thread pays for the disk
+            as it goes and the fsync of a durable :meth:`~LocalObjectWriter.commit` is short.
 
         :raises InvalidError: bad key.
         :raises PermanentStoreError: a parent of the key is an object, or access denied.
@@ -368,7 +372,8 @@ class LocalStore:
             ) from exc
         except OSError as exc:
             raise _map_error(exc, "write", key) from exc
-        return LocalObjectWriter(self, key, path, dirpath, tmp, fd)
+        sync = sync_every if self._fsync and sync_every > 0 else 0
+        return LocalObjectWriter(self, key, path, dirpath, tmp, fd, sync)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         """Create ``key`` only if it does not exist: publish the written temp file with ``link``.
@@ -660,7 +665,14 @@ class LocalObjectWriter:
     """
 
     def __init__(
-        self, store: LocalStore, key: str, path: str, dirpath: str, tmp: str, fd: int
+        self,
+        store: LocalStore,
+        key: str,
+        path: str,
+        dirpath: str,
+        tmp: str,
+        fd: int,
+        sync_every: int = 0,
     ) -> None:
         self._store = store
         self.key = key
@@ -670,6 +682,8 @@ class LocalObjectWriter:
         self._fd: int | None = fd
         #: bytes written so far
         self.size = 0
+        self._sync_every = sync_every
+        self._synced = 0  # bytes covered by the last fdatasync
 
     def _check_open(self) -> int:
         if self._fd is None:
@@ -691,6 +705,9 @@ class LocalObjectWriter:
                     rest = memoryview(b"".join(batch)).cast("B")[done:]
                     _write_all(fd, rest)
                 self.size += want
+            if self._sync_every and self.size - self._synced >= self._sync_every:
+                os.fdatasync(fd)
+                self._synced = self.size
         except OSError as exc:
             raise _map_error(exc, "write", self.key) from exc
 

@@ -801,9 +801,8 @@ cdef int _scan_v1(const uint8_t* p, Py_ssize_t data_end, Py_ssize_t n,
     return 0
 
 
-cdef list _build_rows(bytes data, const Entry* ents, Py_ssize_t n, bint v2):
+cdef list _build_rows(const uint8_t* p, const Entry* ents, Py_ssize_t n, bint v2):
     """Second pass: make the key/value bytes and the row tuples (needs the GIL)."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
     cdef list rows = []
     cdef Py_ssize_t i, klen, base_len = 0
     cdef const Entry* e
@@ -853,8 +852,11 @@ def decode_block(data, version=2):
     if version != 2 and version != 1:
         raise InvalidError("unknown block version", version=version)
     cdef int ver = 2 if version == 2 else 1
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    return _decode(<const uint8_t*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), ver)
+
+
+cdef list _decode(const uint8_t* p, Py_ssize_t size, int ver):
+    """Decode the block payload ``p[:size]`` (the caller keeps its buffer alive)."""
     if size < 2:
         raise DataError("block too short", size=size, version=ver)
     cdef Py_ssize_t count = _get_u16(p + size - 2)
@@ -889,7 +891,7 @@ def decode_block(data, version=2):
                 rc = _scan_v1(p, data_end, count, ents, &err)
         if rc:
             raise _error(&err)
-        return _build_rows(buf, ents, n, ver == 2)
+        return _build_rows(p, ents, n, ver == 2)
     finally:
         free(ents)
 
@@ -934,11 +936,16 @@ def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_blo
                         stored=f"{want:08x}",
                         computed=f"{got:08x}",
                     )
-                payload = PyBytes_FromStringAndSize(<const char*>(p + a), b - 4 - a)
+                payload = None  # decoded in place, no copy
         else:
             payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
         try:
-            rows = decode_block(payload, version)
+            if payload is None and (version == 1 or version == 2):
+                rows = _decode(p + a, b - 4 - a, 2 if version == 2 else 1)
+            else:
+                if payload is None:
+                    payload = PyBytes_FromStringAndSize(<const char*>(p + a), b - 4 - a)
+                rows = decode_block(payload, version)
         except ShaleError:
             raise
         except Exception as exc:

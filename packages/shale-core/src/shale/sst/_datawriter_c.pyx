@@ -195,7 +195,7 @@ cdef class DataWriter:
         puts = blk.num_puts
         deletes = blk.num_deletes
         merges = blk.num_merges
-        self.block_stats.append(BlockStats(puts, deletes, merges))
+        self.block_stats.append(tuple.__new__(BlockStats, (puts, deletes, merges)))
         self.puts += puts
         self.deletes += deletes
         self.merges += merges
