@@ -28,11 +28,19 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
 * **Visible ranges** of SST views are honoured (rows outside are not sources).
 * **Uncached reads with read-ahead.** Blocks are not put in any block cache (a compaction
   would evict the readers' working set). Each SST is read sequentially in windows of
-  ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), with up to ``max_fetch_tasks``
-  windows fetched ahead on background threads, so object-store latency overlaps merging.
-* **Stoppable.** ``stop`` is checked before every block read and every 1024 written rows; a
-  stop raises :class:`CompactionStopped` and leaves the outputs reported so far valid for a
-  resume (an unreported, partially built output is simply never uploaded).
+  ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), each window decoded in one call
+  (``SsTable.scan_rows``), with up to ``max_fetch_tasks`` windows fetched ahead on background
+  threads, so object-store latency overlaps merging -- except from stores that serve reads
+  locally (``serves_locally``, the local store), read on the executing thread.
+* **Streamed outputs.** The rows go to the SST data writer 1024 at a time
+  (``SstBuilder.add_until``); stores with ``open_writer`` get each output's finished blocks
+  written on an upload thread while the next rows are merged (``fdatasync`` every
+  :data:`SYNC_EVERY_BYTES`), then published by fsync + rename; other stores get one retried
+  ``put`` of the whole SST.
+* **Stoppable.** ``stop`` is checked before every read (a window of blocks) and every 1024
+  written rows; a stop raises :class:`CompactionStopped` and leaves the outputs reported so far
+  valid for a resume (an unreported, partially built output is never published; a streamed
+  one's staging file is removed).
 * **Progress** is the number of source bytes consumed (plus, on resume, the size of the SSTs
   wholly before the resume key), reported through ``on_progress`` at most once a second and
   after each output.
@@ -223,8 +231,9 @@ class _ReadAhead:
             return hit[2][start - base : end - base]
         if end <= start:
             return b""
-        if end >= self._size or end - start >= self._window:
-            return self._fetch(start, end)  # the metadata tail, or a huge read
+        if self._pool is None or end >= self._size or end - start >= self._window:
+            # no read-ahead threads (a local store), the metadata tail, or a huge read
+            return self._fetch(start, end)
         windows = self._windows
         while windows and windows[0][1] <= start:
             w = windows.popleft()
@@ -515,7 +524,8 @@ class CompactionExecutor:
             store,
             key,
             size,
-            pool=pool,
+            # a local store has no latency to hide: read on this thread (no GIL hand-offs)
+            pool=None if getattr(store, "serves_locally", False) else pool,
             window=BLOCKS_PER_FETCH * int(self.settings.block_size),
             depth=max(1, int(self.options.max_fetch_tasks)),
             progress=progress,

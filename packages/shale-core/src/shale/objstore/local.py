@@ -176,6 +176,11 @@ class LocalStore:
     :raises InvalidError: ``root`` is empty, or exists but is not a directory.
     """
 
+    #: Reads are served by this machine (page cache, local disk): there is no request latency
+    #: for readers to hide behind read-ahead threads (the compaction executor reads
+    #: synchronously from such stores; GIL hand-offs to fetch threads cost more than they save).
+    serves_locally = True
+
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         path = os.fspath(root)
         if not isinstance(path, str) or not path:
