@@ -40,6 +40,9 @@ script, see ``--worker``), on a local-directory object store in a fresh temporar
    embedded compactor is woken by the flush (the ``shale_l0_flushed`` hook); a compactor that
    polls waits up to ``poll_interval`` (2.5 s on average).
 
+``--rounds N`` repeats the measurements N times, the engines alternating within each round, and
+prints medians plus the spreads.
+
 Run ``python tests/bench/compaction.py`` (200 MB, a few minutes on 2 cores), ``--quick``
 (10 MB), ``--mb N``, ``--engines shale``, ``--json out.json``.
 """
@@ -53,6 +56,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -455,7 +459,7 @@ def _rows(p: Params) -> list[engine.Row]:
         Row("put_kept_pct", "put throughput kept during compaction", "%", target=80),
         Row(
             "schedule_s",
-            "compaction scheduled after the L0 flush that makes it due",
+            "compaction scheduled after the L0 flush making it due",
             "s",
             higher_better=False,
             target=1,
@@ -469,7 +473,7 @@ def _rows(p: Params) -> list[engine.Row]:
 def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
     """The table: engine.py's layout, plus the put-kept percentage."""
     for res in results.values():
-        if "put_during" in res and res.get("put_alone"):
+        if "put_during" in res and res.get("put_alone") and "put_kept_pct" not in res:
             res["put_kept_pct"] = 100.0 * res["put_during"] / res["put_alone"]
     lines = []
     head = (
@@ -551,16 +555,18 @@ def _run_step(
     }
 
 
-def run_engine(
-    engine_name: str, p: Params, timeout: float, log: Callable[[str], None]
-) -> tuple[dict[str, float], list[str]]:
-    """prepare once; then compact, put_during and put_alone, each on a fresh copy."""
-    out: dict[str, float] = {}
+def run_interleaved(
+    engines: Sequence[str], p: Params, rounds: int, timeout: float, log: Callable[[str], None]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]], list[str]]:
+    """Prepare one database per engine, then ``rounds`` rounds of compact / put_during /
+    put_alone / schedule, the engines alternating within each round (each step on a fresh copy
+    of its engine's database, in its own process). Returns the medians, every sample, errors."""
+    samples: dict[str, dict[str, list[float]]] = {e: {} for e in engines}
     errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=f"bench-compaction-{engine_name}-") as root:
-        base = os.path.join(root, "base")
+    with tempfile.TemporaryDirectory(prefix="bench-compaction-") as root:
+        bases: dict[str, str] = {}
 
-        def step(name: str, db_dir: str, params: Params = p) -> bool:
+        def step(engine_name: str, name: str, db_dir: str, params: Params = p) -> bool:
             t0 = time.perf_counter()
             res = _run_step(engine_name, name, params, db_dir, timeout)
             log(
@@ -570,23 +576,56 @@ def run_engine(
             if not res["ok"]:
                 errors.append(f"{name}/{engine_name}: {res['error'].strip()}")
                 return False
-            out.update(res["value"])
+            for k, v in res["value"].items():
+                samples[engine_name].setdefault(k, []).append(float(v))
             return True
 
-        if not step("prepare", base):
-            return out, errors
-        for name in ("compact", "put_during"):
-            copy = os.path.join(root, name)
-            shutil.copytree(base, copy)
-            step(name, copy)
-            shutil.rmtree(copy)
-        window = out.get("put_window_s")
-        if window is not None:
-            step("put_alone", base, dataclasses.replace(p, put_cap=window))
-        sched = os.path.join(root, "schedule")
-        os.makedirs(sched)
-        step("schedule", sched)
-    return out, errors
+        for e in engines:
+            base = os.path.join(root, e, "base")
+            if step(e, "prepare", base):
+                bases[e] = base
+        for r in range(rounds):
+            if rounds > 1:
+                log(f" round {r + 1}/{rounds}")
+            for name in ("compact", "put_during"):
+                for e in bases:
+                    copy = os.path.join(root, e, name)
+                    shutil.copytree(bases[e], copy)
+                    step(e, name, copy)
+                    shutil.rmtree(copy)
+            for e in bases:
+                window = samples[e].get("put_window_s")
+                if window:
+                    step(e, "put_alone", bases[e], dataclasses.replace(p, put_cap=window[-1]))
+            for e in bases if r == 0 else ():  # each step already repeats schedule_reps times
+                sched = os.path.join(root, e, "schedule")
+                os.makedirs(sched)
+                step(e, "schedule", sched)
+                shutil.rmtree(sched)
+    medians = {e: {k: statistics.median(v) for k, v in per.items()} for e, per in samples.items()}
+    for e, per in samples.items():  # the kept percentage of each round, then its median
+        during, alone = per.get("put_during", []), per.get("put_alone", [])
+        kept = [100.0 * d / a for d, a in zip(during, alone, strict=False) if a]
+        if kept:
+            per["put_kept_pct"] = kept
+            medians[e]["put_kept_pct"] = statistics.median(kept)
+    return medians, samples, errors
+
+
+def format_spreads(samples: dict[str, dict[str, list[float]]], p: Params) -> str:
+    """min / median / max of every metric with more than one sample."""
+    lines = []
+    for row in _rows(p):
+        for e, per in samples.items():
+            v = per.get(row.metric)
+            if v and len(v) > 1:
+                unit = "MB/s" if row.unit == "%" else row.unit
+                lines.append(
+                    f"  {row.metric:<16}{e:<9} n={len(v):<3} min {engine._fmt(min(v), unit):>10}"
+                    f"  median {engine._fmt(statistics.median(v), unit):>10}"
+                    f"  max {engine._fmt(max(v), unit):>10}"
+                )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -599,6 +638,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mb", type=float, default=None, help="database size in MB")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines")
     ap.add_argument("--json", default="", help="also write the raw results to this file")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds (the table shows medians)"
+    )
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     if args.mb is not None:
@@ -619,17 +661,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results: dict[str, dict[str, float]] = {}
-    errors: list[str] = []
-    for name in engines:
-        results[name], errs = run_engine(name, p, timeout=1800.0, log=log)
-        errors += errs
+    results, samples, errors = run_interleaved(engines, p, args.rounds, 1800.0, log)
     print(format_table(results, p))
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} interleaved rounds; spreads:")
+        print(format_spreads(samples, p))
     print(f"total {time.perf_counter() - t0:.0f}s, load average at end: {engine._loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"params": dataclasses.asdict(p), "results": results, "errors": errors}, f, indent=1
+                {
+                    "params": dataclasses.asdict(p),
+                    "results": results,
+                    "samples": samples,
+                    "errors": errors,
+                },
+                f,
+                indent=1,
             )
     for err in errors:
         print(f"\nFAILED {err}", file=sys.stderr)
