@@ -595,8 +595,11 @@ def run_interleaved(
                     shutil.rmtree(copy)
             for e in bases:
                 window = samples[e].get("put_window_s")
-                if window:
-                    step(e, "put_alone", bases[e], dataclasses.replace(p, put_cap=window[-1]))
+                if window:  # on a fresh copy too: the base stays as prepared for later rounds
+                    copy = os.path.join(root, e, "put_alone")
+                    shutil.copytree(bases[e], copy)
+                    step(e, "put_alone", copy, dataclasses.replace(p, put_cap=window[-1]))
+                    shutil.rmtree(copy)
             for e in bases if r == 0 else ():  # each step already repeats schedule_reps times
                 sched = os.path.join(root, e, "schedule")
                 os.makedirs(sched)

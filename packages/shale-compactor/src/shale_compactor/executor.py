@@ -48,6 +48,7 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -538,7 +539,7 @@ class CompactionExecutor:
         )
         return table, reader
 
-    def _view_rows(
+    def _view_blocks(
         self,
         view: SstView,
         resume_key: bytes | None,
@@ -546,8 +547,10 @@ class CompactionExecutor:
         pool: ThreadPoolExecutor,
         stop: threading.Event | None,
         readers: list[_ReadAhead],
-    ) -> Iterator[tuple[Any, ...]]:
-        """The rows of one view, from ``resume_key`` on, within its visible range."""
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of one view, from ``resume_key`` on, within its visible range, one list per
+        block (the source iterates them with ``itertools.chain.from_iterable``: no Python
+        frame per row)."""
         start, end = _view_bounds(view, resume_key)
         info = view.sst.info
         if start is not None and end is not None and start >= end:
@@ -562,11 +565,11 @@ class CompactionExecutor:
         if table.is_wal:
             raise DataError("a WAL SST is listed as a compacted SST", sst=str(view.sst.id))
         # windows of blocks, each read and decoded in one call (no block cache)
-        yield from table.scan_rows(start, end, window=reader.window)
+        yield from table.scan_blocks(start, end, window=reader.window)
         reader.close()  # free its read-ahead windows now, not at the end of the job
         readers.remove(reader)
 
-    def _run_rows(
+    def _run_blocks(
         self,
         run: SortedRun,
         resume_key: bytes | None,
@@ -574,10 +577,10 @@ class CompactionExecutor:
         pool: ThreadPoolExecutor,
         stop: threading.Event | None,
         readers: list[_ReadAhead],
-    ) -> Iterator[tuple[Any, ...]]:
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """A sorted run's rows: its views in key order, each opened when reached."""
         for view in run.ssts:
-            yield from self._view_rows(view, resume_key, progress, pool, stop, readers)
+            yield from self._view_blocks(view, resume_key, progress, pool, stop, readers)
 
     def _rows(
         self,
@@ -591,10 +594,13 @@ class CompactionExecutor:
     ) -> Iterable[tuple[Any, ...]]:
         resume_key = None if resume is None else resume[0]
         self.ssts.observe(job.external_dbs)
+        chain = itertools.chain.from_iterable
         sources: list[Iterable[tuple[Any, ...]]] = [
-            self._view_rows(v, resume_key, progress, pool, stop, readers) for v in job.l0
+            chain(self._view_blocks(v, resume_key, progress, pool, stop, readers)) for v in job.l0
         ]
-        sources += [self._run_rows(r, resume_key, progress, pool, stop, readers) for r in job.runs]
+        sources += [
+            chain(self._run_blocks(r, resume_key, progress, pool, stop, readers)) for r in job.runs
+        ]
         rows: Iterable[tuple[Any, ...]] = compaction_rows(
             MergeIterator(sources),
             merge_operator=self.merge_operator,

@@ -350,10 +350,19 @@ class SsTable:
         self, start: bytes | None = None, end: bytes | None = None, *, window: int = 1 << 20
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         """Rows with ``start <= key < end``, ascending, like :meth:`iter_rows`, but read in
-        windows of consecutive blocks (about ``window`` bytes, at least one block per read)
-        and decoded together (:func:`shale.sst.block.decode_chunks`), bypassing the block
+        windows of consecutive blocks (see :meth:`scan_blocks`), bypassing the block cache."""
+        return itertools.chain.from_iterable(self.scan_blocks(start, end, window=window))
+
+    def scan_blocks(
+        self, start: bytes | None = None, end: bytes | None = None, *, window: int = 1 << 20
+    ) -> Iterator[list[tuple]]:  # type: ignore[type-arg]
+        """The rows of :meth:`scan_rows`, one list per data block (possibly empty at the ends).
+
+        Windows of consecutive blocks (about ``window`` bytes, at least one block per read) are
+        read and decoded together (:func:`shale.sst.block.decode_chunks`), bypassing the block
         cache: a compaction's sequential read, with one read and one decoder call per window
-        instead of per block.
+        instead of per block, and no Python frame per row (``itertools.chain.from_iterable``
+        over these lists iterates in C).
         """
         if self.is_wal:
             raise InvalidError("WAL SSTs are read whole, in commit order")
@@ -384,9 +393,9 @@ class SsTable:
                     lo = bisect.bisect_left(rows, start, key=_first)
                 if end is not None and rows[-1][0] >= end:
                     hi = bisect.bisect_left(rows, end, lo, key=_first)
-                    yield from rows[lo:hi]
+                    yield rows[lo:hi]
                     return
-                yield from rows[lo:] if lo else rows
+                yield rows[lo:] if lo else rows
             i = j
 
     def _iter_reverse(self, start: bytes | None, end: bytes | None) -> Iterator[tuple]:  # type: ignore[type-arg]
