@@ -247,23 +247,7 @@ cdef class BlockBuilder:
     and resets the builder to empty (the C buffers are kept for the next block).
     """
 
-    cdef uint8_t* _buf
-    cdef Py_ssize_t _len
-    cdef Py_ssize_t _cap
-    cdef uint16_t* _offs
-    cdef Py_ssize_t _noffs
-    cdef Py_ssize_t _offcap
-    cdef Py_ssize_t _count
-    cdef Py_ssize_t _block_size
-    cdef int _version
-    cdef object _first_key
-    cdef object _first_seq
-    cdef object _last_key
-    cdef Py_ssize_t _num_puts
-    cdef Py_ssize_t _num_deletes
-    cdef Py_ssize_t _num_merges
-    cdef Py_ssize_t _raw_key_size
-    cdef Py_ssize_t _raw_value_size
+    # attributes and C methods are declared in _block_c.pxd (the data writer calls them)
 
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
@@ -327,6 +311,10 @@ cdef class BlockBuilder:
 
     def add(self, row):
         """Append ``row`` if it fits; return whether it was added (see the py twin)."""
+        return self._add(row) == 1
+
+    cdef int _add(self, object row) except -1:
+        """``add`` for C callers: 1 added, 0 did not fit."""
         cdef CRow r
         cdef Py_ssize_t shared, size, entry
         cdef bint restart
@@ -349,7 +337,7 @@ cdef class BlockBuilder:
                 if restart:
                     size += 2
                 if size > self._block_size:
-                    return False
+                    return 0
             self._reserve(entry)
             if restart:
                 self._offs[self._noffs] = <uint16_t>self._len
@@ -381,7 +369,7 @@ cdef class BlockBuilder:
             if self._count:
                 size = self._len + 2 * self._noffs + 2 + entry
                 if size > self._block_size:
-                    return False
+                    return 0
             self._reserve(entry)
             self._offs[self._noffs] = <uint16_t>self._len
             self._noffs += 1
@@ -424,7 +412,7 @@ cdef class BlockBuilder:
             self._num_merges += 1
         self._raw_key_size += r.key_len
         self._raw_value_size += r.value_len
-        return True
+        return 1
 
     def is_empty(self):
         """Whether no row has been added since construction or the last ``finish``."""
@@ -492,6 +480,9 @@ cdef class BlockBuilder:
 
         Raises ``InvalidError`` if the block is empty.
         """
+        return self._finish()
+
+    cdef bytes _finish(self):
         if self._count == 0:
             raise InvalidError("cannot finish an empty block")
         cdef Py_ssize_t total = self._len + 2 * self._noffs + 2

@@ -4,7 +4,7 @@
 Same API, same bytes, same errors as the reference twin; read its docstring for the
 invariants. How this one is fast: the per-row path (order check, block add, counters) and the
 per-block path (separator, index entry, stats, framing) run as C code calling the block
-builder and the index builder directly, with no Python bytecode per row; key order is
+builder's C methods (``_block_c.pxd``) and the index builder directly, with no Python bytecode per row; key order is
 checked with ``memcmp`` when both keys are ``bytes`` (else with Python's comparison, as the
 reference does); :meth:`DataWriter.add_rows` pulls rows from the iterator in the same C loop.
 """
@@ -17,8 +17,8 @@ from libc.string cimport memcmp
 
 from shale.errors import InvalidError
 from shale.fbs.blockmeta import BlockStats, IndexBuilder
-from shale.sst import block as _block
 from shale.sst import compression as C
+from shale.sst._block_c cimport BlockBuilder
 
 __all__ = ["DataWriter", "shortest_separator"]
 
@@ -87,8 +87,7 @@ cdef class DataWriter:
     cdef public Py_ssize_t merges
     cdef public Py_ssize_t raw_key
     cdef public Py_ssize_t raw_val
-    cdef object _block
-    cdef object _block_add
+    cdef BlockBuilder _block
     cdef object _index_add
     cdef object _prev_block_last
     cdef int _codec
@@ -113,8 +112,7 @@ cdef class DataWriter:
         self.num_rows = 0
         self.puts = self.deletes = self.merges = 0
         self.raw_key = self.raw_val = 0
-        self._block = _block.BlockBuilder(block_size, version)
-        self._block_add = self._block.add
+        self._block = BlockBuilder(block_size, version)
         self._prev_block_last = None
 
     def open_block_size(self):
@@ -149,9 +147,9 @@ cdef class DataWriter:
                         key=key,
                         seq=seq,
                     )
-        if not self._block_add(row):
+        if not self._block._add(row):
             self._close_block()
-            if not self._block_add(row):  # an empty block always accepts
+            if not self._block._add(row):  # an empty block always accepts
                 raise InvalidError("row rejected by an empty block", key=key)
         if self.num_rows == 0:
             self.first_entry = _U64.pack(seq) if self.wal else key
@@ -178,31 +176,31 @@ cdef class DataWriter:
         self._close_block()
 
     cdef int _close_block(self) except -1:
-        blk = self._block
-        if blk.is_empty():
+        cdef BlockBuilder blk = self._block
+        if blk._count == 0:
             return 0
         if self.wal:
-            index_key = _U64.pack(blk.first_seq)
+            index_key = _U64.pack(blk._first_seq)
         elif self._prev_block_last is None:
             index_key = b""
         else:
-            first_key = blk.first_key
+            first_key = blk._first_key
             if type(first_key) is bytes and type(self._prev_block_last) is bytes:
                 index_key = _separator(<bytes>self._prev_block_last, <bytes>first_key)
             else:
                 index_key = shortest_separator(self._prev_block_last, first_key)
         self._index_add(self.size, index_key)
-        puts = blk.num_puts
-        deletes = blk.num_deletes
-        merges = blk.num_merges
+        cdef Py_ssize_t puts = blk._num_puts
+        cdef Py_ssize_t deletes = blk._num_deletes
+        cdef Py_ssize_t merges = blk._num_merges
         self.block_stats.append(tuple.__new__(BlockStats, (puts, deletes, merges)))
         self.puts += puts
         self.deletes += deletes
         self.merges += merges
-        self.raw_key += blk.raw_key_size
-        self.raw_val += blk.raw_value_size
-        self._prev_block_last = blk.last_key
-        stored = blk.finish()
+        self.raw_key += blk._raw_key_size
+        self.raw_val += blk._raw_value_size
+        self._prev_block_last = blk._last_key
+        stored = blk._finish()
         if self._codec != _NONE:
             stored = _compress(self._codec, stored)
         if self.transformer is not None:
