@@ -351,6 +351,10 @@ class LocalStore:
         An optional capability of object stores (the compaction executor streams output SSTs
         through it, so writing overlaps building; stores without it get one :meth:`put`).
 
+        The pieces go to a ``.tmp-*`` staging file beside the key (hidden from :meth:`list`);
+        a process killed before ``commit`` or ``abort`` leaves it behind, as an interrupted
+        :meth:`put` would (for longer: a compaction output streams for the whole job).
+
         :param sync_every: when positive (and the store fsyncs), ``fdatasync`` the file each
             time this many more bytes were written, so the writing thread pays for the disk
             as it goes and the fsync of a durable :meth:`~LocalObjectWriter.commit` is short.
