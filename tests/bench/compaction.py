@@ -29,8 +29,19 @@ script, see ``--worker``), on a local-directory object store in a fresh temporar
    compactor) compacts the ``l0_count`` L0s -- the window runs from the moment the job is seen
    running to its commit (or ``put_cap`` seconds). Then, on another copy with the compactor
    off, the same loop runs for the same duration. The table shows both rates and their ratio
-   (target: shale keeps >= 70 %). shale's compaction thread shares the writer's GIL; the
+   (target: shale keeps >= 80 %). shale's compaction thread shares the writer's GIL; the
    official compactor runs on native threads.
+
+3. **Scheduling latency.** A fresh database with its in-process compactor at the *default*
+   options (``poll_interval`` 5 s on both engines) gets ``min_compaction_sources`` (4) small L0
+   SSTs, one memtable flush each; the time from the flush that makes a compaction due
+   returning to the ``.compactions`` file listing a compaction (each engine's ``Admin``, polled
+   every 5 ms) is the latency, median of ``schedule_reps`` databases per engine. shale's
+   embedded compactor is woken by the flush (the ``shale_l0_flushed`` hook); a compactor that
+   polls waits up to ``poll_interval`` (2.5 s on average).
+
+``--rounds N`` repeats the measurements N times, the engines alternating within each round, and
+prints medians plus the spreads.
 
 Run ``python tests/bench/compaction.py`` (200 MB, a few minutes on 2 cores), ``--quick``
 (10 MB), ``--mb N``, ``--engines shale``, ``--json out.json``.
@@ -45,6 +56,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -76,6 +88,10 @@ class Params:
     value_size_put: int = 100
     #: longest put window (seconds) when the compaction takes longer
     put_cap: float = 20.0
+    #: databases per engine in the scheduling-latency measurement
+    schedule_reps: int = 5
+    #: L0 SSTs that make a compaction due (both engines' default min_compaction_sources)
+    schedule_l0: int = 4
 
     @property
     def rows(self) -> int:
@@ -83,7 +99,7 @@ class Params:
 
 
 FULL = Params()
-QUICK = dataclasses.replace(FULL, mb=10.0)
+QUICK = dataclasses.replace(FULL, mb=10.0, schedule_reps=3)
 
 
 def _l0_bytes(db_dir: str) -> tuple[int, int]:
@@ -220,6 +236,36 @@ def shale_put_alone(p: Params, db_dir: str) -> dict[str, float]:
     with Db.open(db_dir, _shale_settings(False)) as db:
         n, window = _shale_put_loop(db, p, lambda: False, p.put_cap)
     return {"put_alone": n / window}
+
+
+def shale_schedule(p: Params, db_dir: str) -> dict[str, float]:
+    """Seconds from the flush that makes a compaction due to the ``.compactions`` file listing
+    one (default compactor options: a 5 s poll), median of ``p.schedule_reps`` databases."""
+    from shale.admin import Admin
+    from shale.db import Db
+    from shale.settings import Settings
+
+    latencies = []
+    for rep in range(p.schedule_reps):
+        path = os.path.join(db_dir, f"rep{rep}")
+        settings = Settings(garbage_collector_options=None)  # compactor on, default options
+        admin = Admin(path)
+        with Db.open(path, settings) as db:
+            for r in range(p.schedule_l0):
+                for i in range(100):
+                    db.put(engine._key(i), b"v%d" % r, durable=False)
+                db.flush(memtable=True)
+            t0 = time.perf_counter()
+            while True:
+                c = admin.read_compactions()
+                if c is not None and c.compactions.recent_compactions:
+                    break
+                assert time.perf_counter() - t0 < 60, "no compaction scheduled"
+                time.sleep(0.005)
+            latencies.append(time.perf_counter() - t0)
+        admin.close()
+    latencies.sort()
+    return {"schedule_s": latencies[len(latencies) // 2], "schedule_max_s": latencies[-1]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +407,38 @@ async def official_put_alone(p: Params, db_dir: str) -> dict[str, float]:
     return {"put_alone": n / window}
 
 
+async def official_schedule(p: Params, db_dir: str) -> dict[str, float]:
+    """As :func:`shale_schedule`, for the official package (its default compactor options)."""
+    s = engine._slatedb()
+    latencies = []
+    for rep in range(p.schedule_reps):
+        path = os.path.join(db_dir, f"rep{rep}")
+        store = s.ObjectStore.resolve("file:///")
+        settings = s.Settings.default()
+        settings.set("garbage_collector_options", "null")
+        builder = s.DbBuilder(os.path.abspath(path).lstrip("/"), store)
+        builder.with_settings(settings)
+        db = await builder.build()
+        admin = _official_admin(path, store)
+        try:
+            for r in range(p.schedule_l0):
+                for i in range(100):
+                    await db.put(engine._key(i), b"v%d" % r)
+                await db.flush_with_options(s.FlushOptions(flush_type=s.FlushType.MEM_TABLE))
+            t0 = time.perf_counter()
+            while True:
+                c = await admin.read_compactions(None)
+                if c is not None and c.recent_compactions:
+                    break
+                assert time.perf_counter() - t0 < 60, "no compaction scheduled"
+                await asyncio.sleep(0.005)
+            latencies.append(time.perf_counter() - t0)
+        finally:
+            await engine._official_close(db)
+    latencies.sort()
+    return {"schedule_s": latencies[len(latencies) // 2], "schedule_max_s": latencies[-1]}
+
+
 # ---------------------------------------------------------------------------------------------
 # Table
 # ---------------------------------------------------------------------------------------------
@@ -378,14 +456,24 @@ def _rows(p: Params) -> list[engine.Row]:
         Row("compact_rss", "full compaction peak RSS", "MiB", higher_better=False),
         Row("put_alone", "put, not waiting (compactor off)", "ops/s"),
         Row("put_during", "put, not waiting, during the compaction", "ops/s"),
-        Row("put_kept_pct", "put throughput kept during compaction", "%", target=70),
+        Row("put_kept_pct", "put throughput kept during compaction", "%", target=80),
+        Row(
+            "schedule_s",
+            "compaction scheduled after the L0 flush making it due",
+            "s",
+            higher_better=False,
+            target=1,
+        ),
+        Row(
+            "schedule_max_s", f"  the same, slowest of {p.schedule_reps}", "s", higher_better=False
+        ),
     ]
 
 
 def format_table(results: dict[str, dict[str, float]], p: Params) -> str:
     """The table: engine.py's layout, plus the put-kept percentage."""
     for res in results.values():
-        if "put_during" in res and res.get("put_alone"):
+        if "put_during" in res and res.get("put_alone") and "put_kept_pct" not in res:
             res["put_kept_pct"] = 100.0 * res["put_during"] / res["put_alone"]
     lines = []
     head = (
@@ -467,16 +555,18 @@ def _run_step(
     }
 
 
-def run_engine(
-    engine_name: str, p: Params, timeout: float, log: Callable[[str], None]
-) -> tuple[dict[str, float], list[str]]:
-    """prepare once; then compact, put_during and put_alone, each on a fresh copy."""
-    out: dict[str, float] = {}
+def run_interleaved(
+    engines: Sequence[str], p: Params, rounds: int, timeout: float, log: Callable[[str], None]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]], list[str]]:
+    """Prepare one database per engine, then ``rounds`` rounds of compact / put_during /
+    put_alone / schedule, the engines alternating within each round (each step on a fresh copy
+    of its engine's database, in its own process). Returns the medians, every sample, errors."""
+    samples: dict[str, dict[str, list[float]]] = {e: {} for e in engines}
     errors: list[str] = []
-    with tempfile.TemporaryDirectory(prefix=f"bench-compaction-{engine_name}-") as root:
-        base = os.path.join(root, "base")
+    with tempfile.TemporaryDirectory(prefix="bench-compaction-") as root:
+        bases: dict[str, str] = {}
 
-        def step(name: str, db_dir: str, params: Params = p) -> bool:
+        def step(engine_name: str, name: str, db_dir: str, params: Params = p) -> bool:
             t0 = time.perf_counter()
             res = _run_step(engine_name, name, params, db_dir, timeout)
             log(
@@ -486,20 +576,59 @@ def run_engine(
             if not res["ok"]:
                 errors.append(f"{name}/{engine_name}: {res['error'].strip()}")
                 return False
-            out.update(res["value"])
+            for k, v in res["value"].items():
+                samples[engine_name].setdefault(k, []).append(float(v))
             return True
 
-        if not step("prepare", base):
-            return out, errors
-        for name in ("compact", "put_during"):
-            copy = os.path.join(root, name)
-            shutil.copytree(base, copy)
-            step(name, copy)
-            shutil.rmtree(copy)
-        window = out.get("put_window_s")
-        if window is not None:
-            step("put_alone", base, dataclasses.replace(p, put_cap=window))
-    return out, errors
+        for e in engines:
+            base = os.path.join(root, e, "base")
+            if step(e, "prepare", base):
+                bases[e] = base
+        for r in range(rounds):
+            if rounds > 1:
+                log(f" round {r + 1}/{rounds}")
+            for name in ("compact", "put_during"):
+                for e in bases:
+                    copy = os.path.join(root, e, name)
+                    shutil.copytree(bases[e], copy)
+                    step(e, name, copy)
+                    shutil.rmtree(copy)
+            for e in bases:
+                window = samples[e].get("put_window_s")
+                if window:  # on a fresh copy too: the base stays as prepared for later rounds
+                    copy = os.path.join(root, e, "put_alone")
+                    shutil.copytree(bases[e], copy)
+                    step(e, "put_alone", copy, dataclasses.replace(p, put_cap=window[-1]))
+                    shutil.rmtree(copy)
+            for e in bases if r == 0 else ():  # each step already repeats schedule_reps times
+                sched = os.path.join(root, e, "schedule")
+                os.makedirs(sched)
+                step(e, "schedule", sched)
+                shutil.rmtree(sched)
+    medians = {e: {k: statistics.median(v) for k, v in per.items()} for e, per in samples.items()}
+    for e, per in samples.items():  # the kept percentage of each round, then its median
+        during, alone = per.get("put_during", []), per.get("put_alone", [])
+        kept = [100.0 * d / a for d, a in zip(during, alone, strict=False) if a]
+        if kept:
+            per["put_kept_pct"] = kept
+            medians[e]["put_kept_pct"] = statistics.median(kept)
+    return medians, samples, errors
+
+
+def format_spreads(samples: dict[str, dict[str, list[float]]], p: Params) -> str:
+    """min / median / max of every metric with more than one sample."""
+    lines = []
+    for row in _rows(p):
+        for e, per in samples.items():
+            v = per.get(row.metric)
+            if v and len(v) > 1:
+                unit = "MB/s" if row.unit == "%" else row.unit
+                lines.append(
+                    f"  {row.metric:<16}{e:<9} n={len(v):<3} min {engine._fmt(min(v), unit):>10}"
+                    f"  median {engine._fmt(statistics.median(v), unit):>10}"
+                    f"  max {engine._fmt(max(v), unit):>10}"
+                )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -512,6 +641,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mb", type=float, default=None, help="database size in MB")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma-separated engines")
     ap.add_argument("--json", default="", help="also write the raw results to this file")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds (the table shows medians)"
+    )
     args = ap.parse_args(argv)
     p = QUICK if args.quick else FULL
     if args.mb is not None:
@@ -532,17 +664,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results: dict[str, dict[str, float]] = {}
-    errors: list[str] = []
-    for name in engines:
-        results[name], errs = run_engine(name, p, timeout=1800.0, log=log)
-        errors += errs
+    results, samples, errors = run_interleaved(engines, p, args.rounds, 1800.0, log)
     print(format_table(results, p))
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} interleaved rounds; spreads:")
+        print(format_spreads(samples, p))
     print(f"total {time.perf_counter() - t0:.0f}s, load average at end: {engine._loadavg()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(
-                {"params": dataclasses.asdict(p), "results": results, "errors": errors}, f, indent=1
+                {
+                    "params": dataclasses.asdict(p),
+                    "results": results,
+                    "samples": samples,
+                    "errors": errors,
+                },
+                f,
+                indent=1,
             )
     for err in errors:
         print(f"\nFAILED {err}", file=sys.stderr)

@@ -683,6 +683,46 @@ def test_embedded_compactor_end_to_end(store: MemoryStore, reports: Reports) -> 
         assert contents(again) == expected
 
 
+def test_embedded_compactor_is_woken_by_l0_flushes(store: MemoryStore, reports: Reports) -> None:
+    """Event-driven scheduling (issue 14): the writer's L0 flushes wake the embedded compactor
+    (``shale_l0_flushed``), so with a poll interval of an hour the compaction that the fourth L0
+    makes due still runs (the wait below would otherwise time out)."""
+    settings = FAST.replace(compactor_options=CompactorOptions(poll_interval=3600.0))
+    with Db.open(ROOT, settings, object_store=store) as db:
+        compactor = embedded_compactor(db)
+        assert compactor is not None
+        expected = fill(db, rounds=3)  # not due yet (min_compaction_sources = 4)
+
+        def sees_three_l0() -> bool:
+            try:
+                return len(compactor.view().manifest.l0) == 3
+            except ClosedError:  # not started yet
+                return False
+
+        wait_until(sees_three_l0)  # a tick ran after the third flush; the next is an hour away
+        fill(db, rounds=1, expected=expected)  # due now: only the flush's wake-up can start it
+        reports.wait(lambda rs: any(r.status == "completed" for r in rs))
+        wait_until(lambda: bool(db.refresh_manifest().compacted))
+        assert contents(db) == expected
+
+
+def test_standalone_compactor_wake_runs_a_tick(store: MemoryStore, db: Db) -> None:
+    """``Compactor.wake`` runs the next tick at once (a standalone compactor polls otherwise)."""
+    expected = fill(db, rounds=4)
+    c = Compactor(store, ROOT, FAST, options=CompactorOptions(poll_interval=3600.0))
+    thread = threading.Thread(target=c.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: bool(db.refresh_manifest().compacted))
+        fill(db, rounds=4, expected=expected)
+        c.wake()
+        wait_until(lambda: not db.refresh_manifest().l0)
+    finally:
+        c.stop()
+        thread.join(WAIT_S)
+    assert contents(db) == expected
+
+
 def test_no_embedded_compactor_without_options(db: Db) -> None:
     assert embedded_compactor(db) is None
 

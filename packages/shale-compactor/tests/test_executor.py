@@ -46,7 +46,6 @@ from shale_compactor.executor import (
     CompactionExecutor,
     CompactionJob,
     CompactionStopped,
-    _finished_bytes,
     last_written_key_and_seq,
 )
 from shale_compactor.filters import (
@@ -130,7 +129,7 @@ def write_ssts(
     builder = SstBuilder(block_size=block_size)
     for i, row in enumerate(rows):
         builder.add(row)
-        if _finished_bytes(builder)() > max_sst_size:
+        if builder.finished_size > max_sst_size:
             out.append(upload(store, builder))
             if i + 1 < len(rows):
                 builder = SstBuilder(block_size=block_size)
@@ -1086,3 +1085,60 @@ def test_components_are_checked_when_the_executor_is_made(monkeypatch: pytest.Mo
         CompactionExecutor(MemoryStore(), ROOT, settings=zstd, filter_supplier=NoFilters())
     with pytest.raises(InvalidError, match="merge"):
         make_executor(MemoryStore(), merge_operator=object())
+
+
+def _copy_into(src: MemoryStore, dst: Any) -> None:
+    for meta in src.list(""):
+        dst.put(meta.key, src.get(meta.key))
+
+
+def _output_bytes(store: Any, outs: list[CompactedSst]) -> list[bytes]:
+    return [store.get(compacted_path(ROOT, o.id)) for o in outs]
+
+
+def test_streamed_outputs_equal_put_outputs(tmp_path: Any) -> None:
+    """A store with ``open_writer`` (the local store) gets the outputs streamed while they are
+    built; the files are byte for byte what a store without it gets through ``put``, split at
+    the same rows, and no staging file is left behind."""
+    from shale.objstore.local import LocalStore
+
+    mem = MemoryStore()
+    rows = [V(b"key%05d" % i, bytes([i % 251]) * 300, i + 1) for i in range(4000)]
+    [sst] = write_ssts(mem, rows, float("inf"), 1024)
+    local = LocalStore(str(tmp_path / "store"))
+    _copy_into(mem, local)
+    outs = {}
+    for name, store in (("mem", mem), ("local", local)):
+        ex = make_executor(store, block_size=1024, max_sst_size=200_000)
+        outs[name] = run(ex, job([identity(sst)], []))
+    assert len(outs["mem"]) > 3
+    assert _output_bytes(mem, outs["mem"]) == _output_bytes(local, outs["local"])
+    assert read_rows(local, outs["local"]) == rows
+    staged = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".tmp-")]
+    assert staged == []
+
+
+def test_stopped_streamed_output_leaves_no_file(tmp_path: Any) -> None:
+    """A job stopped in the middle of a streamed output removes its staging file; the outputs
+    reported before are complete and a resume finishes the job."""
+    from shale.objstore.local import LocalStore
+
+    mem = MemoryStore()
+    rows = [V(b"key%05d" % i, b"v" * 200, i + 1) for i in range(3000)]
+    [sst] = write_ssts(mem, rows, float("inf"), 1024)
+    store = LocalStore(str(tmp_path / "store"))
+    _copy_into(mem, store)
+    ex = make_executor(store, block_size=1024, max_sst_size=50_000)
+    stop = threading.Event()
+    reported: list[CompactedSst] = []
+
+    def on_output(s: CompactedSst) -> None:
+        reported.append(s)
+        if len(reported) == 2:
+            stop.set()
+
+    with pytest.raises(CompactionStopped):
+        ex.execute(job([identity(sst)], []), on_output=on_output, stop=stop)
+    assert not [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".tmp-")]
+    outs = run(ex, job([identity(sst)], [], resume=reported))
+    assert read_rows(store, outs) == rows

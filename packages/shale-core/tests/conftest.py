@@ -55,6 +55,12 @@ def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _twin(request, "blockmeta")
 
 
+@pytest.fixture(params=["py", "c"])
+def datawriter_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale.sst._datawriter_py`` or ``shale.sst._datawriter_c``."""
+    return _twin(request, "datawriter")
+
+
 @pytest.fixture
 def both_twins(request: pytest.FixtureRequest) -> object:
     """``both_twins("block")`` -> (py_module, c_module) for differential tests (skips if pure)."""

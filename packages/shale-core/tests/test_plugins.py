@@ -365,3 +365,28 @@ def test_cli_info_lists_builtin_plugins() -> None:
     lines = [line.strip() for line in result.stdout.splitlines()]
     assert "shale.local" in lines, "shale.local should load, not fail"
     assert "shale.memory" in lines
+
+
+def test_l0_flushes_are_observed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``shale_l0_flushed`` is called with the writer's Db and the manifest listing the new L0
+    SSTs, once per memtable flush that wrote some (how an in-process compactor is woken)."""
+    from shale.db import Db
+    from shale.settings import Settings
+
+    monkeypatch.setattr(plugins, "entry_points", lambda *, group: [])
+    seen: list[tuple[Any, int]] = []
+
+    class Observer:
+        @shale.hookimpl
+        def shale_l0_flushed(self, db: Any, manifest: Any) -> None:
+            seen.append((db, len(manifest.l0)))
+
+    get_host().register(Observer(), name="l0-observer")
+    settings = Settings(compactor_options=None, garbage_collector_options=None)
+    with Db.open("db", settings, object_store=MemoryStore()) as db:
+        for n in range(1, 3):
+            db.put(b"k%d" % n, b"v")
+            db.flush(memtable=True)
+            assert seen[-1] == (db, n)
+        db.flush(memtable=True)  # nothing to flush: no L0, no call
+        assert len(seen) == 2

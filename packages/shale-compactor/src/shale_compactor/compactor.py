@@ -8,12 +8,14 @@ A :class:`Compactor` owns one database's compactor role. Lifecycle and invariant
   compactor of the same database fences this one: its next write raises
   ``ClosedError(reason="fenced")``, it writes nothing more, stops its jobs and :meth:`run`
   returns.
-- **One tick** (every ``poll_interval`` seconds, or sooner when a job finishes or a spec is
-  submitted): refresh compactions then manifest; add the scheduler's proposals as Submitted;
-  start Submitted compactions (oldest first) while fewer than ``max_concurrent_compactions``
-  run here -- a spec that no longer validates is marked Failed, one that conflicts with a
-  running compaction waits; persist the Running statuses *before* any job writes an output,
-  so the compaction's ULID (the GC low-watermark) protects its outputs.
+- **One tick** (every ``poll_interval`` seconds, or sooner when a job finishes, a spec is
+  submitted or :meth:`Compactor.wake` is called -- the embedded compactor is woken by each L0
+  flush of its writer, so it does not wait for the poll; a standalone one polls): refresh
+  compactions then manifest; add the scheduler's proposals as Submitted; start Submitted
+  compactions (oldest first) while fewer than ``max_concurrent_compactions`` run here -- a
+  spec that no longer validates is marked Failed, one that conflicts with a running
+  compaction waits; persist the Running statuses *before* any job writes an output, so the
+  compaction's ULID (the GC low-watermark) protects its outputs.
 - **Execution** happens on a thread pool (``max_concurrent_compactions`` threads) through
   :class:`~shale_compactor.executor.CompactionExecutor`. Each output SST is recorded in the
   ``.compactions`` file as it appears (status Running), so a crash loses at most the SST being
@@ -580,6 +582,16 @@ class Compactor:
         if self._fenced:
             raise ClosedError("compactor fenced by a newer compactor", reason=CloseReason.FENCED)
         return reports
+
+    def wake(self) -> None:
+        """Run the next tick of :meth:`run` now instead of at the end of ``poll_interval``.
+
+        The embedded compactor is woken this way by the writer's L0 flushes (the
+        ``shale_l0_flushed`` hook), so a compaction is scheduled as soon as it is due; a
+        standalone compactor has no such signal and polls. Any thread; cheap; a no-op when the
+        loop is not running.
+        """
+        self._wake.set()
 
     def stop(self, timeout: float | None = 60.0) -> None:
         """Stop scheduling, interrupt running jobs (they resume on the next start) and wait

@@ -28,11 +28,19 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
 * **Visible ranges** of SST views are honoured (rows outside are not sources).
 * **Uncached reads with read-ahead.** Blocks are not put in any block cache (a compaction
   would evict the readers' working set). Each SST is read sequentially in windows of
-  ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), with up to ``max_fetch_tasks``
-  windows fetched ahead on background threads, so object-store latency overlaps merging.
-* **Stoppable.** ``stop`` is checked before every block read and every 1024 written rows; a
-  stop raises :class:`CompactionStopped` and leaves the outputs reported so far valid for a
-  resume (an unreported, partially built output is simply never uploaded).
+  ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), each window decoded in one call
+  (``SsTable.scan_rows``), with up to ``max_fetch_tasks`` windows fetched ahead on background
+  threads, so object-store latency overlaps merging -- except from stores that serve reads
+  locally (``serves_locally``, the local store), read on the executing thread.
+* **Streamed outputs.** The rows go to the SST data writer 1024 at a time
+  (``SstBuilder.add_until``); stores with ``open_writer`` get each output's finished blocks
+  written on an upload thread while the next rows are merged (``fdatasync`` every
+  :data:`SYNC_EVERY_BYTES`), then published by fsync + rename; other stores get one retried
+  ``put`` of the whole SST.
+* **Stoppable.** ``stop`` is checked before every read (a window of blocks) and every 1024
+  written rows; a stop raises :class:`CompactionStopped` and leaves the outputs reported so far
+  valid for a resume (an unreported, partially built output is never published; a streamed
+  one's staging file is removed).
 * **Progress** is the number of source bytes consumed (plus, on resume, the size of the SSTs
   wholly before the resume key), reported through ``on_progress`` at most once a second and
   after each output.
@@ -40,6 +48,7 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import threading
@@ -88,6 +97,10 @@ BLOCKS_PER_FETCH = 256
 CHECK_EVERY_ROWS = 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
+
+#: A streamed output is flushed to disk (``fdatasync``, on the upload thread) every this many
+#: bytes, so the fsync that publishes it does not wait for the whole SST.
+SYNC_EVERY_BYTES = 16 * 1024 * 1024
 
 #: Retries of an output upload when ``object_store_max_retries`` is unset.
 UPLOAD_RETRIES = 7
@@ -173,6 +186,8 @@ class _ReadAhead:
         self._size = size
         self._pool = pool
         self._window = max(1, window)
+        #: bytes per read-ahead window
+        self.window = self._window
         self._depth = max(0, depth)
         self._progress = progress
         self._stop = stop
@@ -217,8 +232,9 @@ class _ReadAhead:
             return hit[2][start - base : end - base]
         if end <= start:
             return b""
-        if end >= self._size or end - start >= self._window:
-            return self._fetch(start, end)  # the metadata tail, or a huge read
+        if self._pool is None or end >= self._size or end - start >= self._window:
+            # no read-ahead threads (a local store), the metadata tail, or a huge read
+            return self._fetch(start, end)
         windows = self._windows
         while windows and windows[0][1] <= start:
             w = windows.popleft()
@@ -509,7 +525,8 @@ class CompactionExecutor:
             store,
             key,
             size,
-            pool=pool,
+            # a local store has no latency to hide: read on this thread (no GIL hand-offs)
+            pool=None if getattr(store, "serves_locally", False) else pool,
             window=BLOCKS_PER_FETCH * int(self.settings.block_size),
             depth=max(1, int(self.options.max_fetch_tasks)),
             progress=progress,
@@ -522,7 +539,7 @@ class CompactionExecutor:
         )
         return table, reader
 
-    def _view_rows(
+    def _view_blocks(
         self,
         view: SstView,
         resume_key: bytes | None,
@@ -530,8 +547,10 @@ class CompactionExecutor:
         pool: ThreadPoolExecutor,
         stop: threading.Event | None,
         readers: list[_ReadAhead],
-    ) -> Iterator[tuple[Any, ...]]:
-        """The rows of one view, from ``resume_key`` on, within its visible range."""
+    ) -> Iterator[list[tuple[Any, ...]]]:
+        """The rows of one view, from ``resume_key`` on, within its visible range, one list per
+        block (the source iterates them with ``itertools.chain.from_iterable``: no Python
+        frame per row)."""
         start, end = _view_bounds(view, resume_key)
         info = view.sst.info
         if start is not None and end is not None and start >= end:
@@ -545,11 +564,12 @@ class CompactionExecutor:
         table, reader = self._open(view, progress, pool, stop, readers)
         if table.is_wal:
             raise DataError("a WAL SST is listed as a compacted SST", sst=str(view.sst.id))
-        yield from table.iter_rows(start, end)
+        # windows of blocks, each read and decoded in one call (no block cache)
+        yield from table.scan_blocks(start, end, window=reader.window)
         reader.close()  # free its read-ahead windows now, not at the end of the job
         readers.remove(reader)
 
-    def _run_rows(
+    def _run_blocks(
         self,
         run: SortedRun,
         resume_key: bytes | None,
@@ -557,10 +577,10 @@ class CompactionExecutor:
         pool: ThreadPoolExecutor,
         stop: threading.Event | None,
         readers: list[_ReadAhead],
-    ) -> Iterator[tuple[Any, ...]]:
+    ) -> Iterator[list[tuple[Any, ...]]]:
         """A sorted run's rows: its views in key order, each opened when reached."""
         for view in run.ssts:
-            yield from self._view_rows(view, resume_key, progress, pool, stop, readers)
+            yield from self._view_blocks(view, resume_key, progress, pool, stop, readers)
 
     def _rows(
         self,
@@ -574,10 +594,13 @@ class CompactionExecutor:
     ) -> Iterable[tuple[Any, ...]]:
         resume_key = None if resume is None else resume[0]
         self.ssts.observe(job.external_dbs)
+        chain = itertools.chain.from_iterable
         sources: list[Iterable[tuple[Any, ...]]] = [
-            self._view_rows(v, resume_key, progress, pool, stop, readers) for v in job.l0
+            chain(self._view_blocks(v, resume_key, progress, pool, stop, readers)) for v in job.l0
         ]
-        sources += [self._run_rows(r, resume_key, progress, pool, stop, readers) for r in job.runs]
+        sources += [
+            chain(self._run_blocks(r, resume_key, progress, pool, stop, readers)) for r in job.runs
+        ]
         rows: Iterable[tuple[Any, ...]] = compaction_rows(
             MergeIterator(sources),
             merge_operator=self.merge_operator,
@@ -603,17 +626,16 @@ class CompactionExecutor:
             transformer=self.transformer,
         )
 
-    def _upload(self, builder: SstBuilder, stop: threading.Event | None) -> CompactedSst:
-        data = builder.finish()
-        sst_id = Ulid.new(self.clock.now_ms(), self.rand)
-        key = compacted_path(self.root, sst_id)
+    def _put(self, key: str, parts: list[bytes], stop: threading.Event | None) -> None:
+        """Upload a whole output with ``put``, retried (stores that cannot stream, or a stream
+        that failed)."""
+        data = b"".join(parts)
         try:
             self.retry.call(lambda: self.store.put(key, data), what=f"upload of {key}", stop=stop)
         except TransientStoreError as exc:
             if stop is not None and stop.is_set():
                 raise CompactionStopped("compaction stopped") from exc
             raise
-        return CompactedSst(sst_id, builder.info, 2)
 
     def _write(
         self,
@@ -629,49 +651,121 @@ class CompactionExecutor:
         monotonic = time.monotonic
         next_report = monotonic() + PROGRESS_INTERVAL_S
 
-        def finish(b: SstBuilder) -> None:
-            sst = self._upload(b, stop)
+        upload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shale-compaction-put")
+        out: _Output | None = None
+
+        def finish(b: SstBuilder, o: _Output) -> None:
+            o.feed(b.finish_parts())
+            o.commit(stop)
+            sst = CompactedSst(o.sst_id, b.info, 2)
             outputs.append(sst)
             on_output(sst)
             if on_progress is not None:
                 on_progress(progress.bytes)
 
-        builder = self._builder()
-        add = builder.add
-        finished = _finished_bytes(builder)
-        countdown = CHECK_EVERY_ROWS
-        for row in rows:
-            add(row)
-            if finished() > max_size:
-                finish(builder)
-                builder = self._builder()
-                add = builder.add
-                finished = _finished_bytes(builder)
-                next_report = monotonic() + PROGRESS_INTERVAL_S
-            countdown -= 1
-            if not countdown:
-                countdown = CHECK_EVERY_ROWS
+        try:
+            builder = self._builder()
+            out = _Output(self, upload_pool)
+            it = iter(rows)
+            while True:
+                # up to CHECK_EVERY_ROWS rows per call (the per-row loop runs in the data
+                # writer); the blocks they finished go to the store on the upload thread
+                n = builder.add_until(it, CHECK_EVERY_ROWS, max_size)
+                if builder.finished_size > max_size:
+                    finish(builder, out)
+                    builder = self._builder()
+                    out = _Output(self, upload_pool)
+                    next_report = monotonic() + PROGRESS_INTERVAL_S
+                elif n < CHECK_EVERY_ROWS:
+                    break  # the rows are exhausted
+                else:
+                    out.feed(builder.take_parts())
                 if stop is not None and stop.is_set():
                     raise CompactionStopped("compaction stopped", compaction=str(job.id))
                 if on_progress is not None and monotonic() >= next_report:
                     on_progress(progress.bytes)
                     next_report = monotonic() + PROGRESS_INTERVAL_S
-        if len(builder):
-            if stop is not None and stop.is_set():
-                raise CompactionStopped("compaction stopped", compaction=str(job.id))
-            finish(builder)
+            if len(builder):
+                if stop is not None and stop.is_set():
+                    raise CompactionStopped("compaction stopped", compaction=str(job.id))
+                finish(builder, out)
+            out = None
+        finally:
+            if out is not None:
+                out.abort()
+            upload_pool.shutdown(wait=True)
         return outputs
 
 
-def _finished_bytes(builder: SstBuilder) -> Callable[[], int]:
-    """A cheap callable returning the bytes of the builder's finished (closed) blocks.
+class _Output:
+    """One output SST on its way to the store.
 
-    SlateDB splits on the encoded size of finished blocks. ``SstBuilder`` keeps them in its
-    ``_out`` buffer (a ``bytearray`` whose identity does not change while building); if that
-    detail ever changes, fall back to ``estimated_size()`` (which also counts the open block,
-    so outputs would split up to one block earlier).
+    Stores with ``open_writer`` (the local store) get the SST streamed: :meth:`feed` hands the
+    pieces finished so far to the executor's upload thread, which writes them (GIL released)
+    while the next rows are merged, so writing overlaps building, the SST is never joined into
+    one buffer and written pieces are freed at once. :meth:`commit` waits for the writes and
+    publishes the object (fsync, rename). A failed stream fails the job with its error (the
+    compactor retries the job, which resumes after the last reported output); other stores get
+    the whole SST through the executor's retried ``put``.
     """
-    out = getattr(builder, "_out", None)
-    if isinstance(out, bytearray):
-        return out.__len__
-    return builder.estimated_size
+
+    def __init__(self, executor: CompactionExecutor, pool: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self.sst_id = Ulid.new(executor.clock.now_ms(), executor.rand)
+        self.key = compacted_path(executor.root, self.sst_id)
+        self._pool = pool
+        self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
+        self._pending: Future[None] | None = None
+        self._error: BaseException | None = None
+        self._writer: Any = None
+        open_writer = getattr(executor.store, "open_writer", None)
+        if open_writer is not None:
+            self._writer = open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
+
+    def _write(self, parts: list[bytes]) -> None:
+        if self._error is None:
+            try:
+                self._writer.write_parts(parts)
+            except BaseException as exc:  # raised by the next feed or by commit
+                self._error = exc
+
+    def feed(self, parts: list[bytes]) -> None:
+        """Queue the next pieces of the SST (in order).
+
+        :raises TransientStoreError: an earlier write of the stream failed.
+        """
+        if not parts:
+            return
+        if self._writer is None:
+            self._parts += parts
+            return
+        if self._error is not None:
+            raise self._error
+        self._pending = self._pool.submit(self._write, parts)
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # one upload thread: the last write is the last to finish
+            self._pending = None
+
+    def commit(self, stop: threading.Event | None) -> None:
+        """Publish the SST at :attr:`key` (durably)."""
+        writer = self._writer
+        if writer is None:
+            self._executor._put(self.key, self._parts, stop)
+            self._parts = []
+            return
+        self._drain()
+        if self._error is not None:
+            writer.abort()
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped") from self._error
+            raise self._error
+        writer.commit()
+
+    def abort(self) -> None:
+        """Drop the SST (the job failed or stopped before it was complete)."""
+        self._drain()
+        if self._writer is not None:
+            self._writer.abort()
+        self._parts = []

@@ -7,6 +7,9 @@
   policies, block transformer and clock -- configuration the SST files depend on -- and shares
   no cache, lock or thread with the database: it talks to it only through the manifest, like a
   standalone compactor would.
+- ``shale_l0_flushed`` wakes it when the writer's memtable flusher publishes L0 SSTs, so a
+  compaction is scheduled as soon as it is due (event-driven; the poll remains the fallback,
+  and a standalone compactor only polls).
 - ``shale_db_closed`` stops it (running jobs are interrupted and resume on the next start).
 - ``shale_cli`` adds ``shale compactor run|submit|status`` (:mod:`shale_compactor.cli`).
 - ``shale_admin_submit_compaction`` answers :meth:`shale.Admin.submit_compaction`: the spec is
@@ -76,6 +79,15 @@ def shale_db_opened(db: Any) -> None:
         _embedded[id(db)] = (weakref.ref(db), compactor, thread)
     thread.start()
     log.info("embedded compactor started for %r", db)
+
+
+@shale.hookimpl
+def shale_l0_flushed(db: Any, manifest: Any) -> None:
+    """The writer published new L0 SSTs: wake its embedded compactor (if any) so that a
+    compaction that just became due is scheduled now, not at the next ``poll_interval``."""
+    compactor = embedded_compactor(db)
+    if compactor is not None:
+        compactor.wake()
 
 
 @shale.hookimpl

@@ -17,6 +17,7 @@ from shale import env
 _WHERE = {
     "block": ("shale.sst", "shale.sst.block"),
     "bloom": ("shale.sst", "shale.sst.bloom"),
+    "datawriter": ("shale.sst", "shale.sst.datawriter"),
     "merge": ("shale.merge", "shale.merge"),
     "blockmeta": ("shale.fbs", "shale.fbs.blockmeta"),
     "memtable": ("shale.engine", "shale.engine.memtable"),

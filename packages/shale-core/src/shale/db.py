@@ -243,6 +243,19 @@ def _close_open_dbs() -> None:
 atexit.register(_close_open_dbs)
 
 
+def _notify_l0_flushed(ref: weakref.ref[Db]) -> Any:
+    """The flusher's ``on_l0_flushed``: tell the plugins (an in-process compactor wakes up)."""
+
+    def on_l0_flushed(manifest: Any) -> None:
+        db = ref()
+        if db is not None:
+            from shale.plugins import get_host
+
+            get_host().l0_flushed(db, manifest)
+
+    return on_l0_flushed
+
+
 def _notify_closed(ref: weakref.ref[Db]) -> Any:
     def on_closed(reason: str) -> None:
         db = ref()
@@ -355,6 +368,7 @@ class Db:
         self.stats = inner.stats
         self._hub: WatchHub | None = None
         inner.status.on_closed = _notify_closed(weakref.ref(self))
+        inner.flusher.on_l0_flushed = _notify_l0_flushed(weakref.ref(self))
         _open_dbs.add(self)
 
     def __del__(self) -> None:

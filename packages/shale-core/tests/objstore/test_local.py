@@ -438,3 +438,31 @@ def test_pytest_plugin_local_store_fixture(local_store: LocalStore, tmp_path: Pa
     assert list(local_store.list()) == []
     local_store.put("k", b"v")
     assert local_store.get("k") == b"v"
+
+
+def test_open_writer_streams_then_publishes(tmp_path: Path) -> None:
+    """open_writer: pieces written in several calls, published by commit like put; nothing is
+    visible (nor listed) before the commit; abort leaves nothing behind."""
+    store = LocalStore(str(tmp_path / "root"))
+    w = store.open_writer("a/b/obj", sync_every=100_000)  # fdatasync every 100 kB on the way
+    w.write_parts([b"one", b"", b"two"])
+    w.write_parts([bytes(range(256)) * 10 for _ in range(2000)])  # more pieces than IOV_MAX
+    assert [m.key for m in store.list("")] == []
+    w.commit()
+    want = b"onetwo" + bytes(range(256)) * 10 * 2000
+    assert store.get("a/b/obj") == want and w.size == len(want)
+    with pytest.raises(InvalidError, match="already committed"):
+        w.write_parts([b"x"])
+    w.abort()  # no-op once committed
+    aborted = store.open_writer("a/b/other")
+    aborted.write_parts([b"partial"])
+    aborted.abort()
+    aborted.abort()
+    assert [m.key for m in store.list("")] == ["a/b/obj"]
+    leftovers = [p.name for p in (tmp_path / "root" / "a" / "b").iterdir()]
+    assert leftovers == ["obj"]
+    # replacing an existing object
+    w = store.open_writer("a/b/obj")
+    w.write_parts([b"new"])
+    w.commit(durable=False)
+    assert store.get("a/b/obj") == b"new"

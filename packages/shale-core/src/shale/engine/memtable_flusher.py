@@ -88,6 +88,9 @@ class MemtableFlusher:
         self.last_wal_id: Callable[[], int] = lambda: 0
         #: ask the WAL writer to flush (``None``: the WAL is off)
         self.wake_wal: Callable[[], None] | None = None
+        #: called with the manifest written by each L0 flush, no lock held (the ``Db`` tells the
+        #: plugins' ``shale_l0_flushed``, which wakes an in-process compactor)
+        self.on_l0_flushed: Callable[[Manifest], None] | None = None
         self.wakeup = threading.Event()
         self.health = UploadHealth()
         #: monotonic time L0 became full with work waiting (``None``: it is not)
@@ -255,7 +258,7 @@ class MemtableFlusher:
         policy, stop = self._status.retrying()
         try:
             # mutate is idempotent, so a retry after a lost reply cannot apply it twice
-            policy.call(
+            written = policy.call(
                 lambda: self._keeper.update(mutate),
                 what="manifest update for an L0 flush",
                 stop=stop,
@@ -268,6 +271,8 @@ class MemtableFlusher:
         self.health.succeeded()
         if self.wake_wal is None:  # with the WAL off, durable means "in L0"
             self._oracle.advance_durable(imm.max_seq)
+        if views and self.on_l0_flushed is not None:
+            self.on_l0_flushed(written)  # before pop_imm: flush() returns after the observers
         self._state.pop_imm(imm)
         self._wake_waiters()
         self._stats["immutable_memtable_flushes"] += 1

@@ -176,6 +176,11 @@ class LocalStore:
     :raises InvalidError: ``root`` is empty, or exists but is not a directory.
     """
 
+    #: Reads are served by this machine (page cache, local disk): there is no request latency
+    #: for readers to hide behind read-ahead threads (the compaction executor reads
+    #: synchronously from such stores; GIL hand-offs to fetch threads cost more than they save).
+    serves_locally = True
+
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         path = os.fspath(root)
         if not isinstance(path, str) or not path:
@@ -337,6 +342,47 @@ class LocalStore:
             raise _map_error(exc, "put", key) from exc
         if sync:
             self._fsync_and_map(dirpath, key)
+
+    def open_writer(self, key: str, *, sync_every: int = 0) -> LocalObjectWriter:
+        """Stream an object to ``key``: :meth:`LocalObjectWriter.write_parts` pieces as they
+        are produced, then :meth:`~LocalObjectWriter.commit` publishes them like :meth:`put`
+        (temp file, fsync, rename) or :meth:`~LocalObjectWriter.abort` drops them.
+
+        An optional capability of object stores (the compaction executor streams output SSTs
+        through it, so writing overlaps building; stores without it get one :meth:`put`).
+
+        The pieces go to a ``.tmp-*`` staging file beside the key (hidden from :meth:`list`);
+        a process killed before ``commit`` or ``abort`` leaves it behind, as an interrupted
+        :meth:`put` would (for longer: a compaction output streams for the whole job).
+
+        :param sync_every: when positive (and the store fsyncs), ``fdatasync`` the file each
+            time this many more bytes were written, so the writing thread pays for the disk
+            as it goes and the fsync of a durable :meth:`~LocalObjectWriter.commit` is short.
+
+        :raises InvalidError: bad key.
+        :raises PermanentStoreError: a parent of the key is an object, or access denied.
+        :raises TransientStoreError: I/O error.
+        """
+        path = self._path(key)
+        dirpath = os.path.dirname(path)
+        tmp = os.path.join(dirpath, TEMP_PREFIX + secrets.token_hex(8))
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
+        try:
+            try:
+                fd = os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                self._makedirs(dirpath, self._fsync)
+                fd = os.open(tmp, flags, 0o666)
+        except (FileNotFoundError, NotADirectoryError, FileExistsError) as exc:
+            raise PermanentStoreError(
+                "a parent of the key is an object, or the store root is gone",
+                key=key,
+                errno=errno.errorcode.get(exc.errno or 0, "unknown"),
+            ) from exc
+        except OSError as exc:
+            raise _map_error(exc, "write", key) from exc
+        sync = sync_every if self._fsync and sync_every > 0 else 0
+        return LocalObjectWriter(self, key, path, dirpath, tmp, fd, sync)
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         """Create ``key`` only if it does not exist: publish the written temp file with ``link``.
@@ -614,3 +660,104 @@ def shale_open_object_store(url: str, options: dict[str, Any]) -> LocalStore | N
     if not isinstance(fsync, bool):
         raise InvalidError("local store option fsync must be a bool", url=url, fsync=fsync)
     return LocalStore(root, fsync=fsync)
+
+
+#: Pieces per ``os.writev`` call (Linux's IOV_MAX is 1024).
+_IOV_MAX = min(1024, getattr(os, "sysconf", lambda _n: 1024)("SC_IOV_MAX") or 1024)
+
+
+class LocalObjectWriter:
+    """An object being streamed into a :class:`LocalStore` (see :meth:`LocalStore.open_writer`).
+
+    Not thread-safe: one thread at a time (the caller may hand it from thread to thread).
+    Writes release the GIL (``os.writev``), so a writer thread overlaps the producer's work.
+    """
+
+    def __init__(
+        self,
+        store: LocalStore,
+        key: str,
+        path: str,
+        dirpath: str,
+        tmp: str,
+        fd: int,
+        sync_every: int = 0,
+    ) -> None:
+        self._store = store
+        self.key = key
+        self._path = path
+        self._dirpath = dirpath
+        self._tmp = tmp
+        self._fd: int | None = fd
+        #: bytes written so far
+        self.size = 0
+        self._sync_every = sync_every
+        self._synced = 0  # bytes covered by the last fdatasync
+
+    def _check_open(self) -> int:
+        if self._fd is None:
+            raise InvalidError("object writer already committed or aborted", key=self.key)
+        return self._fd
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        """Append ``parts`` (bytes-like pieces) to the object, in order.
+
+        :raises TransientStoreError: I/O error, disk full and the like (then :meth:`abort`).
+        """
+        fd = self._check_open()
+        try:
+            for i in range(0, len(parts), _IOV_MAX):
+                batch = parts[i : i + _IOV_MAX]
+                want = sum(len(p) for p in batch)
+                done = os.writev(fd, batch)
+                if done != want:  # a short write: finish this batch piece by piece
+                    rest = memoryview(b"".join(batch)).cast("B")[done:]
+                    _write_all(fd, rest)
+                self.size += want
+            if self._sync_every and self.size - self._synced >= self._sync_every:
+                os.fdatasync(fd)
+                self._synced = self.size
+        except OSError as exc:
+            raise _map_error(exc, "write", self.key) from exc
+
+    def commit(self, *, durable: bool = True) -> None:
+        """Publish the object at its key (replacing any object there), like
+        :meth:`LocalStore.put`; the writer is closed afterwards (also when it fails).
+
+        :raises PermanentStoreError: the key is a directory of other objects.
+        :raises TransientStoreError: I/O error.
+        """
+        fd = self._check_open()
+        store = self._store
+        sync = durable and store._fsync
+        self._fd = None
+        try:
+            try:
+                if _UTIME_FD:
+                    now = time.time_ns()
+                    os.utime(fd, ns=(now, now))
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            with store._locked(shared=True):
+                os.replace(self._tmp, self._path)
+        except OSError as exc:
+            _unlink_quiet(self._tmp)
+            if os.path.isdir(self._path):
+                raise store._dir_conflict(self.key) from exc
+            raise _map_error(exc, "put", self.key) from exc
+        if sync:
+            store._fsync_and_map(self._dirpath, self.key)
+
+    def abort(self) -> None:
+        """Drop what was written (no object appears); idempotent, never raises."""
+        fd = self._fd
+        if fd is None:
+            return
+        self._fd = None
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        _unlink_quiet(self._tmp)

@@ -39,6 +39,7 @@ from shale.plugins import hookspecs
 if TYPE_CHECKING:
     from shale.admin import Admin
     from shale.db import Db
+    from shale.fbs.manifest import Manifest
     from shale.merge_operators import MergeOperator
     from shale.meta.segments import PrefixExtractor
     from shale.settings import Settings
@@ -174,6 +175,10 @@ class PluginHost:
     def db_closed(self, db: Db, reason: str) -> None:
         """Tell the observers of ``shale_db_closed`` (isolated: see :func:`call_observers`)."""
         call_observers(self.manager.hook.shale_db_closed, db=db, reason=reason)
+
+    def l0_flushed(self, db: Db, manifest: Manifest) -> None:
+        """Tell the observers of ``shale_l0_flushed`` (isolated: see :func:`call_observers`)."""
+        call_observers(self.manager.hook.shale_l0_flushed, db=db, manifest=manifest)
 
     def admin_run_gc_once(self, admin: Admin, options: Any) -> object | None:
         """The report of one GC run by the plugin that collects (``shale_admin_run_gc_once``),

@@ -25,6 +25,7 @@ from shale.markers import hookspec
 if TYPE_CHECKING:
     from shale.admin import Admin
     from shale.db import Db
+    from shale.fbs.manifest import Manifest
     from shale.merge_operators import MergeOperator
     from shale.meta.segments import PrefixExtractor
     from shale.objstore.protocol import ObjectStore
@@ -155,6 +156,23 @@ def shale_db_closed(db: Db, reason: str) -> None:
     fenced or failed -- the thread that found out: a background thread (WAL or memtable
     flusher) or a caller whose write did. It holds no lock of the database then, but an observer
     must not join it.
+    """
+
+
+@hookspec
+def shale_l0_flushed(db: Db, manifest: Manifest) -> None:
+    """Observe a manifest update of ``db``'s writer that added L0 SSTs (a memtable flush).
+
+    :param db: the open :class:`shale.Db` whose memtable flusher published the L0 SSTs.
+    :param manifest: the manifest version just written (it lists the new L0 views).
+
+    How an in-process compactor is woken at once instead of at its next poll (shale-compactor
+    does so); a compactor in another process still polls. An exception from one observer is
+    logged with the plugin's name and does not stop the others.
+
+    Thread: the database's memtable flusher (or the caller of ``flush``/``close`` flushing it),
+    after the manifest is written, holding no lock of the database. Do not block: the next
+    flush waits for the observers.
     """
 
 

@@ -24,7 +24,13 @@ from cpython.tuple cimport PyTuple_GET_SIZE
 
 from shale.errors import DataError, InvalidError
 
-__all__ = ["RESTART_INTERVAL", "BlockBuilder", "decode_block", "encoded_row_size"]
+__all__ = [
+    "RESTART_INTERVAL",
+    "BlockBuilder",
+    "decode_block",
+    "decode_chunks",
+    "encoded_row_size",
+]
 
 #: A V2 block has a restart point every this many rows.
 RESTART_INTERVAL = 16
@@ -241,23 +247,7 @@ cdef class BlockBuilder:
     and resets the builder to empty (the C buffers are kept for the next block).
     """
 
-    cdef uint8_t* _buf
-    cdef Py_ssize_t _len
-    cdef Py_ssize_t _cap
-    cdef uint16_t* _offs
-    cdef Py_ssize_t _noffs
-    cdef Py_ssize_t _offcap
-    cdef Py_ssize_t _count
-    cdef Py_ssize_t _block_size
-    cdef int _version
-    cdef object _first_key
-    cdef object _first_seq
-    cdef object _last_key
-    cdef Py_ssize_t _num_puts
-    cdef Py_ssize_t _num_deletes
-    cdef Py_ssize_t _num_merges
-    cdef Py_ssize_t _raw_key_size
-    cdef Py_ssize_t _raw_value_size
+    # attributes and C methods are declared in _block_c.pxd (the data writer calls them)
 
     def __cinit__(self, *args, **kwargs):
         self._buf = NULL
@@ -321,6 +311,10 @@ cdef class BlockBuilder:
 
     def add(self, row):
         """Append ``row`` if it fits; return whether it was added (see the py twin)."""
+        return self._add(row) == 1
+
+    cdef int _add(self, object row) except -1:
+        """``add`` for C callers: 1 added, 0 did not fit."""
         cdef CRow r
         cdef Py_ssize_t shared, size, entry
         cdef bint restart
@@ -343,7 +337,7 @@ cdef class BlockBuilder:
                 if restart:
                     size += 2
                 if size > self._block_size:
-                    return False
+                    return 0
             self._reserve(entry)
             if restart:
                 self._offs[self._noffs] = <uint16_t>self._len
@@ -375,7 +369,7 @@ cdef class BlockBuilder:
             if self._count:
                 size = self._len + 2 * self._noffs + 2 + entry
                 if size > self._block_size:
-                    return False
+                    return 0
             self._reserve(entry)
             self._offs[self._noffs] = <uint16_t>self._len
             self._noffs += 1
@@ -418,7 +412,7 @@ cdef class BlockBuilder:
             self._num_merges += 1
         self._raw_key_size += r.key_len
         self._raw_value_size += r.value_len
-        return True
+        return 1
 
     def is_empty(self):
         """Whether no row has been added since construction or the last ``finish``."""
@@ -486,6 +480,9 @@ cdef class BlockBuilder:
 
         Raises ``InvalidError`` if the block is empty.
         """
+        return self._finish()
+
+    cdef bytes _finish(self):
         if self._count == 0:
             raise InvalidError("cannot finish an empty block")
         cdef Py_ssize_t total = self._len + 2 * self._noffs + 2
@@ -795,9 +792,8 @@ cdef int _scan_v1(const uint8_t* p, Py_ssize_t data_end, Py_ssize_t n,
     return 0
 
 
-cdef list _build_rows(bytes data, const Entry* ents, Py_ssize_t n, bint v2):
+cdef list _build_rows(const uint8_t* p, const Entry* ents, Py_ssize_t n, bint v2):
     """Second pass: make the key/value bytes and the row tuples (needs the GIL)."""
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
     cdef list rows = []
     cdef Py_ssize_t i, klen, base_len = 0
     cdef const Entry* e
@@ -847,8 +843,11 @@ def decode_block(data, version=2):
     if version != 2 and version != 1:
         raise InvalidError("unknown block version", version=version)
     cdef int ver = 2 if version == 2 else 1
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
-    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    return _decode(<const uint8_t*>PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), ver)
+
+
+cdef list _decode(const uint8_t* p, Py_ssize_t size, int ver):
+    """Decode the block payload ``p[:size]`` (the caller keeps its buffer alive)."""
     if size < 2:
         raise DataError("block too short", size=size, version=ver)
     cdef Py_ssize_t count = _get_u16(p + size - 2)
@@ -883,6 +882,69 @@ def decode_block(data, version=2):
                 rc = _scan_v1(p, data_end, count, ents, &err)
         if rc:
             raise _error(&err)
-        return _build_rows(buf, ents, n, ver == 2)
+        return _build_rows(p, ents, n, ver == 2)
     finally:
         free(ents)
+
+
+def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_block=0):
+    """Decode consecutive stored data blocks read in one piece (see the py twin).
+
+    Uncompressed, untransformed chunks are checked (CRC over a zero-copy view) and decoded
+    here with no Python-level call but the CRC and the decoder; others go through
+    ``compression.unframe_chunk``.
+    """
+    from shale.errors import ShaleError
+    from shale.sst.compression import unframe_chunk
+    import zlib
+
+    cdef bytes buf
+    if isinstance(data, bytes):
+        buf = <bytes>data
+    else:
+        buf = bytes(data)
+    cdef list offs = list(offsets)
+    cdef Py_ssize_t n = len(offs) - 1
+    cdef Py_ssize_t k, a, b
+    cdef uint32_t want, got
+    cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+    cdef bint plain = codec == 0 and transformer is None
+    crc32 = zlib.crc32
+    view = memoryview(buf)
+    out = []
+    for k in range(n):
+        a = offs[k]
+        b = offs[k + 1]
+        if plain:
+            if b - a < 4 or a < 0 or b > PyBytes_GET_SIZE(buf):
+                payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
+            else:
+                want = _get_u32(p + b - 4)
+                got = crc32(view[a : b - 4])
+                if got != want:
+                    raise DataError(
+                        "SST data block checksum mismatch",
+                        stored=f"{want:08x}",
+                        computed=f"{got:08x}",
+                    )
+                payload = None  # decoded in place, no copy
+        else:
+            payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
+        try:
+            if payload is None and (version == 1 or version == 2):
+                rows = _decode(p + a, b - 4 - a, 2 if version == 2 else 1)
+            else:
+                if payload is None:
+                    payload = PyBytes_FromStringAndSize(<const char*>(p + a), b - 4 - a)
+                rows = decode_block(payload, version)
+        except ShaleError:
+            raise
+        except Exception as exc:
+            raise DataError(
+                "malformed SST data block", block=first_block + k, error=str(exc)
+            ) from exc
+        if not rows:
+            raise DataError("empty SST data block", block=first_block + k)
+        out.append(rows)
+    view.release()
+    return out

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 from shale.errors import DataError, InvalidError
@@ -47,7 +48,13 @@ from shale.row import (
     RowTuple,
 )
 
-__all__ = ["RESTART_INTERVAL", "BlockBuilder", "decode_block", "encoded_row_size"]
+__all__ = [
+    "RESTART_INTERVAL",
+    "BlockBuilder",
+    "decode_block",
+    "decode_chunks",
+    "encoded_row_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -691,3 +698,51 @@ def decode_block(data: bytes, version: int = 2) -> list[RowTuple]:
     if version == 1:
         return _decode_v1(data)
     raise InvalidError("unknown block version", version=version)
+
+
+def decode_chunks(
+    data: bytes,
+    offsets: Sequence[int],
+    version: int = 2,
+    codec: int = 0,
+    transformer: Any = None,
+    first_block: int = 0,
+) -> list[list[RowTuple]]:
+    """Decode consecutive stored data blocks read in one piece (a scan's or a compaction's
+    read-ahead window).
+
+    Args:
+        data: the stored bytes; block ``k`` is ``data[offsets[k]:offsets[k + 1]]``, a chunk
+            ``T(C(payload)) || u32be crc32``.
+        offsets: ``n + 1`` increasing offsets into ``data`` for ``n`` blocks.
+        version: the SST format version.
+        codec: the SST's compression codec id.
+        transformer: the SST's block transformer, if any.
+        first_block: the SST block number of block 0 (for error details).
+
+    Returns:
+        One list of row tuples per block.
+
+    Raises:
+        DataError: as :meth:`shale.sst.table.SsTable.read_block` for a damaged block (checksum,
+            undecodable payload, malformed or empty block).
+    """
+    from shale.errors import ShaleError
+    from shale.sst.compression import unframe_chunk
+
+    out = []
+    for k in range(len(offsets) - 1):
+        chunk = data[offsets[k] : offsets[k + 1]]
+        payload = unframe_chunk(chunk, codec, transformer, what="data block")
+        try:
+            rows = decode_block(payload, version)
+        except ShaleError:
+            raise
+        except Exception as exc:
+            raise DataError(
+                "malformed SST data block", block=first_block + k, error=str(exc)
+            ) from exc
+        if not rows:
+            raise DataError("empty SST data block", block=first_block + k)
+        out.append(rows)
+    return out

@@ -8,6 +8,8 @@ bytes. The type checker always sees ``_block_py``.
   SlateDB would; ``finish()`` returns ``entries || offsets || count`` and resets the builder.
 * :func:`decode_block` -- every row of a payload (after CRC check and decompression); raises
   :class:`~shale.errors.DataError` on any malformation.
+* :func:`decode_chunks` -- CRC-check, unframe and decode consecutive stored blocks read in one
+  piece (scans and compactions read windows of blocks).
 * :func:`encoded_row_size` -- the V2 encoded size of a row, for size estimates.
 """
 
@@ -17,14 +19,28 @@ from typing import TYPE_CHECKING
 
 from shale import _accel
 
-__all__ = ["IMPLEMENTATION", "RESTART_INTERVAL", "BlockBuilder", "decode_block", "encoded_row_size"]
+__all__ = [
+    "IMPLEMENTATION",
+    "RESTART_INTERVAL",
+    "BlockBuilder",
+    "decode_block",
+    "decode_chunks",
+    "encoded_row_size",
+]
 
 IMPLEMENTATION = _accel.load("block")
 
 if TYPE_CHECKING:
-    from shale.sst._block_py import RESTART_INTERVAL, BlockBuilder, decode_block, encoded_row_size
+    from shale.sst._block_py import (
+        RESTART_INTERVAL,
+        BlockBuilder,
+        decode_block,
+        decode_chunks,
+        encoded_row_size,
+    )
 else:
     RESTART_INTERVAL = IMPLEMENTATION.RESTART_INTERVAL
     BlockBuilder = IMPLEMENTATION.BlockBuilder
     decode_block = IMPLEMENTATION.decode_block
+    decode_chunks = IMPLEMENTATION.decode_chunks
     encoded_row_size = IMPLEMENTATION.encoded_row_size

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from shale.errors import InvalidError
 from shale.fbs import sst_meta as M
-from shale.sst import block as _block
 from shale.sst import compression as C
+from shale.sst.datawriter import DataWriter, shortest_separator
 
 FORMAT_VERSION = 2
 #: SlateDB's block sizes: 1 KiB to 64 KiB.
@@ -35,23 +35,19 @@ WAL_BLOCK_SIZE = 65535
 DEFAULT_MIN_FILTER_KEYS = 1000
 
 _FOOTER = struct.Struct(">QH")
-_U64 = struct.Struct(">Q")
 _CRC = struct.Struct(">I")
 
-
-def shortest_separator(prev_last: bytes, first: bytes) -> bytes:
-    """The index key SlateDB stores for a block that starts with ``first`` after ``prev_last``.
-
-    The shortest prefix of ``first`` that sorts above ``prev_last``; the whole key when both
-    are equal (one key's versions span the block boundary).
-    """
-    n = min(len(prev_last), len(first))
-    for i in range(n):
-        if prev_last[i] != first[i]:
-            return first[: i + 1]
-    if len(prev_last) < len(first):
-        return first[: len(prev_last) + 1]
-    return first
+__all__ = [
+    "BLOCK_SIZES",
+    "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_MIN_FILTER_KEYS",
+    "FORMAT_VERSION",
+    "WAL_BLOCK_SIZE",
+    "SstBuilder",
+    "build_sst",
+    "default_filter_policies",
+    "shortest_separator",
+]
 
 
 def default_filter_policies() -> list[Any]:
@@ -101,23 +97,16 @@ class SstBuilder:
         self.min_filter_keys = min_filter_keys
         self.transformer = transformer
         self.version = version
-        self._out = bytearray()
-        self._block = _block.BlockBuilder(block_size, version)
-        self._index = M.IndexBuilder()
-        self._block_stats: list[M.BlockStats] = []
-        self._keys: list[bytes] = []
-        self._first_entry: bytes | None = None
-        self._prev_block_last: bytes | None = None
-        self._last_key: bytes | None = None
-        self._last_seq: int | None = None
-        self._num_rows = 0
-        self._puts = self._deletes = self._merges = 0
-        self._raw_key = self._raw_val = 0
+        self._w = DataWriter(
+            block_size, version, self.codec, transformer, wal, bool(not wal and self.policies)
+        )
+        #: append one row (the data writer's ``add``; checked for ``finish`` by ``add``)
+        self._add = self._w.add
         self._finished = False
 
     def __len__(self) -> int:
         """Rows added so far."""
-        return self._num_rows
+        return self._w.num_rows
 
     @property
     def finished_size(self) -> int:
@@ -125,11 +114,13 @@ class SstBuilder:
 
         Excludes the open block, the filter, index, stats and footer; 0 after :meth:`finish`.
         """
-        return len(self._out)
+        return 0 if self._finished else self._w.size
 
     def estimated_size(self) -> int:
         """Bytes written so far plus the open block (excluding filter, index and footer)."""
-        return len(self._out) + self._block.estimated_size()
+        if self._finished:
+            return 0
+        return self._w.size + self._w.open_block_size()
 
     def add(self, row: tuple) -> None:  # type: ignore[type-arg]
         """Append one row tuple (see :mod:`shale.row`).
@@ -139,119 +130,101 @@ class SstBuilder:
         """
         if self._finished:
             raise InvalidError("SST builder already finished")
-        key = row[0]
-        seq = row[1]
-        if self._last_key is not None:
-            if self.wal:
-                if self._last_seq is not None and seq < self._last_seq:
-                    raise InvalidError(
-                        "WAL rows must be in seq order", seq=seq, prev=self._last_seq
-                    )
-            elif key < self._last_key or (
-                key == self._last_key and self._last_seq is not None and seq >= self._last_seq
-            ):
-                raise InvalidError(
-                    "compacted SST rows must be sorted by key, then seq descending",
-                    key=key,
-                    seq=seq,
-                )
-        if not self._block.add(row):
-            self._close_block()
-            if not self._block.add(row):  # an empty block always accepts
-                raise InvalidError("row rejected by an empty block", key=key)
-        if self._num_rows == 0:
-            self._first_entry = _U64.pack(seq) if self.wal else key
-        self._num_rows += 1
-        self._last_key = key
-        self._last_seq = seq
-        if not self.wal and self.policies:
-            self._keys.append(key)
+        self._add(row)
 
     def add_rows(self, rows: Iterable[tuple]) -> None:  # type: ignore[type-arg]
         """Append many rows (see :meth:`add`)."""
-        for r in rows:
-            self.add(r)
+        if self._finished:
+            raise InvalidError("SST builder already finished")
+        it = iter(rows)
+        add_rows = self._w.add_rows
+        while add_rows(it, 1 << 30, 1 << 62) == 1 << 30:
+            pass
 
-    def _close_block(self) -> None:
-        blk = self._block
-        if blk.is_empty():
-            return
-        if self.wal:
-            index_key = _U64.pack(blk.first_seq)
-        elif self._prev_block_last is None:
-            index_key = b""
-        else:
-            first_key = blk.first_key
-            assert first_key is not None  # a closed block has rows
-            index_key = shortest_separator(self._prev_block_last, first_key)
-        self._index.add_block(len(self._out), index_key)
-        self._block_stats.append(M.BlockStats(blk.num_puts, blk.num_deletes, blk.num_merges))
-        self._puts += blk.num_puts
-        self._deletes += blk.num_deletes
-        self._merges += blk.num_merges
-        self._raw_key += blk.raw_key_size
-        self._raw_val += blk.raw_value_size
-        self._prev_block_last = blk.last_key
-        self._out += C.frame_chunk(blk.finish(), self.codec, self.transformer)
-        self._block = _block.BlockBuilder(self.block_size, self.version)
+    def add_until(self, rows: Iterator[tuple], max_rows: int, max_size: int) -> int:  # type: ignore[type-arg]
+        """Add rows from the iterator ``rows`` until it is exhausted, ``max_rows`` rows were
+        added, or the row just added closed a data block that made :attr:`finished_size`
+        exceed ``max_size`` (SlateDB's output split point); return the number added.
+
+        The compaction executor's write loop: one call per ``max_rows`` rows instead of one
+        :meth:`add` per row.
+        """
+        if self._finished:
+            raise InvalidError("SST builder already finished")
+        return self._w.add_rows(rows, max_rows, max_size)
+
+    def take_parts(self) -> list[bytes]:
+        """Hand over the data blocks finished since the last call (framed pieces, in order);
+        :meth:`finish_parts` then returns only what follows them. For writers that stream an
+        SST while it is being built (the compaction executor)."""
+        w = self._w
+        parts = w.chunks
+        w.chunks = []
+        return parts
 
     def finish(self) -> bytes:
-        """Close the last block and write filter, index, stats, info and footer.
+        """Close the last block and write filter, index, stats, info and footer; return the
+        whole SST.
 
         :raises InvalidError: no rows were added (SlateDB never writes an empty SST; the
             zero-length WAL fence object is written directly, not through a builder).
         """
-        if self._num_rows == 0:
+        return b"".join(self.finish_parts())
+
+    def finish_parts(self) -> list[bytes]:
+        """As :meth:`finish`, but return the SST as a list of consecutive pieces (data blocks
+        and their CRCs, then the metadata tail) without joining them: a writer that can
+        stream them (``os.writev``, a multipart upload) avoids one copy of the whole SST."""
+        w = self._w
+        if w.num_rows == 0:
             raise InvalidError("an SST needs at least one row")
-        self._close_block()
+        if self._finished:
+            raise InvalidError("SST builder already finished")
+        w.close_block()
         self._finished = True
-        out = self._out
-        data_end = len(out)
+        data_end = w.size
+        tail = bytearray()  # everything after the data blocks; offsets are data_end + len(tail)
         filter_len = 0
-        if not self.wal and self.policies and self._num_rows >= self.min_filter_keys:
+        if not self.wal and self.policies and w.num_rows >= self.min_filter_keys:
             from shale.sst.filters import encode_composite
 
-            payload = encode_composite([(p.name, p.build(self._keys)) for p in self.policies])
-            out += C.frame_chunk(payload, self.codec, self.transformer)
-            filter_len = len(out) - data_end
-        self._keys = []
-        index_offset = len(out)
-        out += C.frame_chunk(self._index.finish(), self.codec, self.transformer)
-        index_len = len(out) - index_offset
+            payload = encode_composite([(p.name, p.build(w.keys)) for p in self.policies])
+            tail += C.frame_chunk(payload, self.codec, self.transformer)
+            filter_len = len(tail)
+        w.keys = []
+        index_offset = data_end + len(tail)
+        tail += C.frame_chunk(w.index.finish(), self.codec, self.transformer)
+        index_len = data_end + len(tail) - index_offset
         stats_offset = stats_len = 0
         if not self.wal:
-            stats = M.SstStats(
-                self._puts,
-                self._deletes,
-                self._merges,
-                self._raw_key,
-                self._raw_val,
-                self._block_stats,
-            )
-            stats_offset = len(out)
-            out += C.frame_chunk(M.encode_stats(stats), self.codec, self.transformer)
-            stats_len = len(out) - stats_offset
+            stats = M.SstStats(w.puts, w.deletes, w.merges, w.raw_key, w.raw_val, w.block_stats)
+            stats_offset = data_end + len(tail)
+            tail += C.frame_chunk(M.encode_stats(stats), self.codec, self.transformer)
+            stats_len = data_end + len(tail) - stats_offset
         info = M.SsTableInfo(
-            first_entry=self._first_entry,
+            first_entry=w.first_entry,
             index_offset=index_offset,
             index_len=index_len,
             filter_offset=data_end,
             filter_len=filter_len,
             compression_format=self.codec,
             sst_type=M.SST_TYPE_WAL if self.wal else M.SST_TYPE_COMPACTED,
-            last_entry=None if self.wal else self._last_key,
+            last_entry=None if self.wal else w.last_key,
             stats_offset=stats_offset,
             stats_len=stats_len,
             filter_format=M.FILTER_FORMAT_COMPOSITE,
         )
         self.info = info
-        meta_offset = len(out)
+        meta_offset = data_end + len(tail)
         info_bytes = M.encode_sst_info(info)
-        out += info_bytes
-        out += _CRC.pack(zlib.crc32(info_bytes))
-        out += _FOOTER.pack(meta_offset, self.version)
-        self._out = bytearray()
-        return bytes(out)
+        tail += info_bytes
+        tail += _CRC.pack(zlib.crc32(info_bytes))
+        tail += _FOOTER.pack(meta_offset, self.version)
+        parts = w.chunks
+        w.chunks = []
+        w.size = 0
+        parts.append(bytes(tail))
+        return parts
 
 
 def build_sst(rows: Iterable[tuple], **options: Any) -> bytes:  # type: ignore[type-arg]
