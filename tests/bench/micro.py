@@ -119,7 +119,7 @@ def bench_memtable(impl: ModuleType) -> dict[str, float]:
     return {"memtable insert rows/s": len(rows) / t}
 
 
-def bench_datawriter(impl: Any) -> dict[str, float]:
+def bench_datawriter(impl: ModuleType) -> dict[str, float]:
     """Rows through the SST data writer (1 KB values, 4 KiB blocks: a compaction's write loop)."""
     n = 20_000
     rows = [(b"key%010d" % i, n - i, 0, bytes(1000), None, None) for i in range(n)]

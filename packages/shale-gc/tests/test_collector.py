@@ -624,3 +624,29 @@ def test_bad_arguments_are_invalid_errors(make: Any) -> None:
 
     with pytest.raises(InvalidError):
         make(MemoryStore())
+
+
+def test_a_round_sweeps_stale_staging_files_of_a_local_store(tmp_path: Any) -> None:
+    """A compactor killed while streaming an output leaves a ``.tmp-*`` file beside the SSTs;
+    the GC removes it once it is old (never a fresh one, and not in a dry run)."""
+    import os
+
+    from shale.objstore.local import TEMP_PREFIX, LocalStore
+
+    store = LocalStore(tmp_path)
+    with shale.Db.open("db", shale.Settings(), object_store=store) as db:
+        db.put(b"k", b"v")
+    stale = tmp_path / "db" / "compacted" / f"{TEMP_PREFIX}killed"
+    fresh = tmp_path / "db" / "compacted" / f"{TEMP_PREFIX}streaming"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    for f in (stale, fresh):
+        f.write_bytes(b"half an sst")
+    past = time.time() - 2 * 3600
+    os.utime(stale, (past, past))
+    dry = GarbageCollector(store, "db", dry_run=True).run_once()
+    assert dry.staging_swept == [] and stale.exists()
+    report = GarbageCollector(store, "db").run_once()
+    assert report.staging_swept == [f"db/compacted/{TEMP_PREFIX}killed"]
+    assert not stale.exists() and fresh.exists()
+    with shale.Db.open("db", shale.Settings(), object_store=store) as db:
+        assert db.get(b"k") == b"v"

@@ -466,3 +466,28 @@ def test_open_writer_streams_then_publishes(tmp_path: Path) -> None:
     w.write_parts([b"new"])
     w.commit(durable=False)
     assert store.get("a/b/obj") == b"new"
+
+
+def test_sweep_staging_removes_only_old_staging_files(tmp_path: Path) -> None:
+    import os
+    import time as _time
+
+    from shale.objstore.local import TEMP_PREFIX, LocalStore
+
+    store = LocalStore(tmp_path)
+    store.put("db/compacted/a.sst", b"x")
+    old = tmp_path / "db" / "compacted" / f"{TEMP_PREFIX}dead"
+    fresh = tmp_path / "db" / "compacted" / f"{TEMP_PREFIX}live"
+    other = tmp_path / "other" / f"{TEMP_PREFIX}elsewhere"
+    other.parent.mkdir()
+    for f in (old, fresh, other):
+        f.write_bytes(b"partial")
+    past = _time.time() - 7200
+    os.utime(old, (past, past))
+    os.utime(other, (past, past))
+    assert store.sweep_staging("db", older_than_s=3600) == [f"db/compacted/{TEMP_PREFIX}dead"]
+    assert not old.exists() and fresh.exists() and other.exists()  # outside the prefix
+    assert store.get("db/compacted/a.sst") == b"x"
+    assert [m.key for m in store.list("db/")] == ["db/compacted/a.sst"]
+    with pytest.raises(InvalidError):
+        store.sweep_staging("db", older_than_s=-1)

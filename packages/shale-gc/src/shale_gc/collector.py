@@ -119,6 +119,10 @@ _SUFFIX = {
 }
 
 
+#: A staging file untouched this long belongs to a dead upload (a live one writes as it goes).
+STAGING_MAX_AGE_S = 3600.0
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, ShaleError):
         return f"{exc.kind}: {exc}"
@@ -340,11 +344,28 @@ class GarbageCollector:
                 if self._stop.is_set():
                     break
                 report.kinds[kind] = self._collect(kind, expiry_s)
+            if kinds and not self.dry_run:
+                report.staging_swept = self._sweep_staging()
             report.finished_ms = self.clock.now_ms()
             self.rounds += 1
         self._log_report(report)
         self._notify_finished(report)
         return report
+
+    def _sweep_staging(self) -> list[str]:
+        """Stale staging files a killed upload left (stores that have them: local directories;
+        an S3 multipart upload is cleaned by the bucket's own lifecycle rules)."""
+        sweep = getattr(self.store, "sweep_staging", None)
+        if not callable(sweep):
+            return []
+        try:
+            swept: list[str] = sweep(self.root, older_than_s=STAGING_MAX_AGE_S)
+        except Exception as exc:  # never fails the round: they are only wasted space
+            logger.warning("gc: sweeping stale staging files failed: %s", _describe(exc))
+            return []
+        if swept:
+            logger.info("gc: removed %d stale staging files under %s", len(swept), self.root)
+        return swept
 
     def _remove_expired_checkpoints(self, now_s: int) -> list[uuid.UUID]:
         """Drop checkpoints expired at ``now_s`` from the manifest (dry run: only report)."""

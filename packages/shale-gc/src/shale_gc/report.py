@@ -128,6 +128,7 @@ class GcReport:
         nothing was collected).
     :ivar detach: what detaching from clone sources did (``shale.spi.DetachResult``), when the
         collector's ``detach`` option is on.
+    :ivar staging_swept: stale staging files a killed upload left (local stores), removed.
     """
 
     dry_run: bool
@@ -137,6 +138,7 @@ class GcReport:
     kinds: dict[str, KindReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     detach: Any = None
+    staging_swept: list[str] = field(default_factory=list)
 
     @property
     def deleted(self) -> list[GcObject]:

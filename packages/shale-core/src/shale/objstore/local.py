@@ -32,6 +32,7 @@ objects, as on any file system: writing one while the other exists raises
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import logging
@@ -592,6 +593,37 @@ class LocalStore:
                 raise _map_error(exc, "list", key) from exc
             if stat.S_ISREG(st.st_mode):
                 yield ObjectMeta(key, st.st_size, st.st_mtime_ns / 1e9, _etag(st))
+
+    def sweep_staging(
+        self, prefix: str = "", *, older_than_s: float = 3600.0
+    ) -> builtins.list[str]:
+        """Delete the staging files (``.tmp-*``) under ``prefix`` whose last write is older than
+        ``older_than_s`` seconds: what a process killed during a put or a streamed upload left
+        behind (a compaction's can be a whole SST). A live upload writes its staging file as it
+        goes, so a fresh one is never touched.
+
+        :returns: the paths deleted, relative to the store root.
+        :raises InvalidError: ``older_than_s`` is negative or not a number.
+        """
+        if not isinstance(older_than_s, (int, float)) or isinstance(older_than_s, bool):
+            raise InvalidError("older_than_s must be a number", older_than_s=older_than_s)
+        if older_than_s < 0:
+            raise InvalidError("older_than_s must be >= 0", older_than_s=older_than_s)
+        top = os.path.join(self._root, *[p for p in prefix.split("/") if p])
+        cutoff = time.time() - older_than_s
+        removed: builtins.list[str] = []
+        for dirpath, _dirs, files in os.walk(top):
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                path = os.path.join(dirpath, name)
+                try:
+                    if os.stat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed.append(os.path.relpath(path, self._root).replace(os.sep, "/"))
+                except FileNotFoundError:
+                    continue  # published or removed meanwhile
+        return removed
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
