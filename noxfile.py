@@ -1,5 +1,5 @@
 """Multi-step workflows: ``nox -s demo``, ``nox -s bench``, ``nox -s interop``, ``nox -s sim``,
-``nox -s wheels``.
+``nox -s docs``, ``nox -s wheels``, ``nox -s sdist_no_compiler``.
 
 The test matrix itself is in tox.ini; ``nox -s tests`` is the same as the README's test command.
 """
@@ -61,6 +61,22 @@ def sim(session: nox.Session) -> None:
 
 
 @nox.session(python=PY)
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml): ``mkdocs build --strict`` (warnings are errors) into
+    site/, then a check that every public name and every ``shale`` option is on it.
+
+    ``nox -s docs --no-venv`` builds it in the current (project) environment, as ``.ci/run``
+    does; ``nox -s docs -- --dirty`` and other arguments go to ``mkdocs build``. Preview with
+    ``mkdocs serve``.
+    """
+    if session.venv_backend != "none":
+        _install_all(session)
+    env = {"NO_MKDOCS_2_WARNING": "1"}  # Material's end-of-life banner, not a build warning
+    session.run("mkdocs", "build", "--strict", *session.posargs, env=env)
+    session.run("python", "tools/docs/check_site.py", "site")
+
+
+@nox.session(python=PY)
 def wheels(session: nox.Session) -> None:
     """Build a wheel of every distribution into dist/."""
     session.install("build")
@@ -83,8 +99,8 @@ def lint(session: nox.Session) -> None:
     """
     if session.venv_backend != "none":
         _install_all(session)
-    session.run("ruff", "check", "packages", "plugins")
-    session.run("ruff", "format", "--check", "packages", "plugins", "tests", "noxfile.py")
+    session.run("ruff", "check", "packages", "plugins", "tools")
+    session.run("ruff", "format", "--check", "packages", "plugins", "tests", "tools", "noxfile.py")
     session.run(
         "mypy",
         "--strict",

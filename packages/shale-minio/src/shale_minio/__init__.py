@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the real types for type checkers and the docs; at run time __getattr__
+    from shale_minio.config import S3Config, parse_s3_url, resolve_config
+    from shale_minio.store import PUT_ID_HEADER, S3Store
 
 __version__ = "0.1.0"
 
