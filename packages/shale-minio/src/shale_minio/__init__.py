@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the real types for type checkers and the docs; at run time 
     from shale_minio.config import S3Config, parse_s3_url, resolve_config
     from shale_minio.store import PUT_ID_HEADER, S3Store
 
-__version__ = "0.1.0"
+from shale import __version__  # the project's one version: every distribution has it
 
 # Imported on first use: the plugin is loaded by every shale process, and the minio SDK is
 # slow to import, so only processes that open an s3:// URL pay for it.
