@@ -12,6 +12,7 @@
 See ``docs/compaction.md``.
 """
 
+from shale import __version__  # the project's one version: every distribution has it
 from shale.spi import CompactionsStore, FenceableCompactions, StoredCompactions
 from shale_compactor.compactor import (
     CompactionReport,
@@ -43,8 +44,6 @@ from shale_compactor.state import (
     CompactorStateWriter,
     read_view,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DROP",

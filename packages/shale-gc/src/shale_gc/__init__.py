@@ -13,6 +13,7 @@ Plugins can veto deletions (``shale_gc_filter``) and observe rounds (``shale_gc_
 see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
 """
 
+from shale import __version__  # the project's one version: every distribution has it
 from shale_gc.collector import DETACH_COPY, DETACH_RELEASE, GarbageCollector, ProgressCallback
 from shale_gc.report import (
     KIND_COMPACTED,
@@ -25,8 +26,6 @@ from shale_gc.report import (
     KindReport,
 )
 from shale_gc.rules import GcStateView, Selection
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DETACH_COPY",

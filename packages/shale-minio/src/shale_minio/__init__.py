@@ -8,9 +8,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # the real types for type checkers and the docs; at run time __getattr__
+    from shale_minio.config import S3Config, parse_s3_url, resolve_config
+    from shale_minio.store import PUT_ID_HEADER, S3Store
+
+from shale import __version__  # the project's one version: every distribution has it
 
 # Imported on first use: the plugin is loaded by every shale process, and the minio SDK is
 # slow to import, so only processes that open an s3:// URL pay for it.

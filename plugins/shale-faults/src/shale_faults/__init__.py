@@ -9,11 +9,10 @@
 
 from __future__ import annotations
 
+from shale import __version__  # the project's one version: every distribution has it
 from shale_faults.plugin import FAULTS_ENV, FAULTS_OPTION
 from shale_faults.spec import FaultSpec, parse_spec
 from shale_faults.store import ERRORS, OPS, FaultRule, FaultyStore
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ERRORS",
