@@ -88,6 +88,7 @@ DISTRIBUTIONS = (
     "plugins/_template",
     "plugins/shale-faults",
     "plugins/shale-example-filter",
+    "plugins/shale-obstore",
 )
 
 

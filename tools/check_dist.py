@@ -31,6 +31,7 @@ NAMES = {
     "shale_template": "plugins/_template",
     "shale_faults": "plugins/shale-faults",
     "shale_example_filter": "plugins/shale-example-filter",
+    "shale_obstore": "plugins/shale-obstore",
 }
 EXTRAS = {"s3", "compactor", "gc", "all"}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+from shale import __version__  # the project's one version: every distribution has it
 
 # Imported on first use: every shale process loads the plugin, only some open its URLs.
 _LAZY = {
