@@ -49,3 +49,14 @@ def obstore_s3_store(s3_server: SeaweedServer, obstore_bucket: str) -> Iterator[
     store = ObstoreStore(f"s3+obstore://{obstore_bucket}/{prefix}", **seaweed_options(s3_server))
     yield store
     store.close()
+
+
+@pytest.fixture
+def obstore_options(s3_server: SeaweedServer) -> Any:
+    """``obstore_options(**extra)``: :func:`seaweed_options` for the session's server (test
+    modules cannot import this conftest: the suite runs with ``--import-mode=importlib``)."""
+
+    def make(**extra: Any) -> dict[str, Any]:
+        return seaweed_options(s3_server, **extra)
+
+    return make

@@ -23,8 +23,6 @@ from shale_minio.testing import SeaweedServer
 from shale_obstore import ObstoreStore, parse_url, resolve_config
 from shale_obstore.errors import map_error
 
-from .conftest import seaweed_options
-
 
 @pytest.mark.parametrize(
     ("url", "provider", "root", "bucket", "prefix"),
@@ -179,8 +177,8 @@ def test_programming_errors_pass_through() -> None:
     assert map_error(exc, "get", "k", "b") is exc
 
 
-def test_missing_bucket_is_permanent(s3_server: SeaweedServer) -> None:
-    store = ObstoreStore("s3+obstore://no-such-bucket-xyz/p", **seaweed_options(s3_server))
+def test_missing_bucket_is_permanent(obstore_options: Any) -> None:
+    store = ObstoreStore("s3+obstore://no-such-bucket-xyz/p", **obstore_options())
     for call in (
         lambda: store.put("k", b"x"),
         lambda: store.put_if_absent("k", b"x"),
@@ -191,8 +189,10 @@ def test_missing_bucket_is_permanent(s3_server: SeaweedServer) -> None:
             call()
 
 
-def test_bad_credentials_are_permanent(s3_server: SeaweedServer, obstore_bucket: str) -> None:
-    options = seaweed_options(s3_server, secret_key="wrong-secret")
+def test_bad_credentials_are_permanent(
+    s3_server: SeaweedServer, obstore_bucket: str, obstore_options: Any
+) -> None:
+    options = obstore_options(secret_key="wrong-secret")
     store = ObstoreStore(f"s3+obstore://{obstore_bucket}/p", **options)
     with pytest.raises(PermanentStoreError) as info:
         store.put("k", b"x")

@@ -24,8 +24,6 @@ from shale.batch import WriteBatch
 from shale.settings import Settings
 from shale_minio.testing import SeaweedServer
 
-from .conftest import seaweed_options
-
 WORKER = Path(__file__).resolve().parents[3] / "tests" / "s3" / "slatedb_worker.py"
 FAST: dict[str, Any] = {
     "flush_interval": 0.01,
@@ -53,9 +51,11 @@ def _write(db: shale.Db) -> dict[bytes, bytes]:
     return rows
 
 
-def test_db_write_reopen_read(s3_server: SeaweedServer, obstore_bucket: str) -> None:
+def test_db_write_reopen_read(
+    s3_server: SeaweedServer, obstore_bucket: str, obstore_options: Any
+) -> None:
     url = f"s3+obstore://{obstore_bucket}/db-reopen"
-    options = seaweed_options(s3_server)
+    options = obstore_options()
     with shale.Db.open(url, Settings(**FAST), store_options=options) as db:
         rows = _write(db)
         assert db.get(b"k00001") == rows[b"k00001"]
@@ -75,14 +75,14 @@ def test_db_write_reopen_read(s3_server: SeaweedServer, obstore_bucket: str) -> 
 
 @pytest.mark.interop
 def test_official_reads_db_written_through_obstore(
-    s3_server: SeaweedServer, obstore_bucket: str
+    s3_server: SeaweedServer, obstore_bucket: str, obstore_options: Any
 ) -> None:
     if importlib.util.find_spec("slatedb") is None or not WORKER.exists():
         pytest.skip("the official slatedb package or tests/s3/slatedb_worker.py is missing")
     with shale.Db.open(
         f"s3+obstore://{obstore_bucket}/db-official",
         Settings(**FAST),
-        store_options=seaweed_options(s3_server),
+        store_options=obstore_options(),
     ) as db:
         rows = _write(db)
     keys = [*rows, b"k00007"]
