@@ -94,5 +94,7 @@ def lint(session: nox.Session) -> None:
         "packages/shale-minio/src/shale_minio",
         "packages/shale/src/shale_demo",
         "plugins/shale-faults/src/shale_faults",
+        "plugins/shale-prometheus/src/shale_prometheus",
+        "plugins/shale-otel/src/shale_otel",
     )
     session.run("lint-imports")

@@ -32,7 +32,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
-from shale import ids
+from shale import ids, telemetry
 from shale.clock import Clock, SystemClock
 from shale.errors import DataError, InvalidError
 from shale.fbs.compactions import STATUS_RUNNING, STATUS_SCHEDULED, STATUS_SUBMITTED
@@ -53,7 +53,8 @@ from shale.meta.manifest_store import (
     remove_checkpoint,
 )
 from shale.meta.seq_tracker import SequenceTracker
-from shale.objstore.cached import wrap_store
+from shale.metrics import MetricsRegistry
+from shale.objstore.instrumented import handle_store
 from shale.plugins import get_host
 from shale.settings import Settings
 
@@ -177,6 +178,8 @@ class Admin:
     :param store_options: options for the store plugin that opens ``url``.
     :param clock: the time source of checkpoint create/refresh times (default: the system
         clock; it must agree with the writers' clocks).
+    :param metrics: as for :meth:`shale.Db.open` (a default registry is labelled
+        ``role=admin``); a GC run through this handle records into it.
 
     Opening reads nothing: a missing database shows on the first call that needs it.
     Thread-safe: each call reads afresh.
@@ -190,6 +193,7 @@ class Admin:
         object_store: ObjectStore | None = None,
         store_options: dict[str, Any] | None = None,
         clock: Clock | None = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> None:
         settings = Settings() if settings is None else settings
         if not isinstance(settings, Settings):
@@ -197,6 +201,7 @@ class Admin:
         url = ids.location(url, "url", allow_empty=object_store is not None)
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
+        registry = telemetry.handle_registry(metrics, url, "admin")  # checked before opening
         self.url = url
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -208,7 +213,10 @@ class Admin:
         else:
             self.store = object_store
             self.root = url.strip("/")
-        self.store = wrap_store(self.store, settings.object_store_cache_options, url)
+        #: the registry this handle's store requests (and a GC it runs) record into
+        self.metrics_registry = registry
+        self._owns_metrics = registry is not None and registry is not metrics
+        self.store = handle_store(self.store, registry, settings.object_store_cache_options, url)
         fmt = settings.manifest_format_version
         self._manifests = ManifestStore(self.store, self.root, format_version=fmt)
         self._compactions = CompactionsStore(self.store, self.root)
@@ -220,6 +228,8 @@ class Admin:
 
     def close(self) -> None:
         """Close the store this Admin opened (not one passed in). Idempotent."""
+        if self._owns_metrics and self.metrics_registry is not None:
+            self.metrics_registry.detach()
         if self._owns_store:
             self._owns_store = False
             self.store.close()

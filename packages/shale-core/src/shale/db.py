@@ -20,13 +20,14 @@ import datetime
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from shale import ids
+from shale import ids, telemetry
 from shale import transaction as atomic
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
@@ -45,9 +46,11 @@ from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
 from shale.mapping import DbMapping
 from shale.meta import segments
+from shale.metrics import Histogram, MetricsRegistry, MetricsSnapshot
 from shale.namespace import Namespace
 from shale.objstore import ObjectStore
-from shale.objstore.cached import CachedObjectStore, wrap_store
+from shale.objstore.cached import CachedObjectStore
+from shale.objstore.instrumented import handle_store
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
@@ -76,6 +79,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_now = time.perf_counter_ns
 
 
 class CheckpointInfo(NamedTuple):
@@ -97,6 +101,8 @@ def resolve_parts(
     transformer: Any,
     store_options: dict[str, Any] | None,
     prefix_extractor: Any,
+    metrics: Any = None,
+    role: str = "writer",
 ) -> EngineParts:
     """Settings + explicit components + plugins -> the checked components of an engine
     (:meth:`Db.open`'s arguments; the read-only open resolves its components here too)."""
@@ -106,6 +112,12 @@ def resolve_parts(
     if not isinstance(settings, Settings):
         raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
     path = ids.location(path, "path", allow_empty=object_store is not None)
+    if metrics is not None and metrics is not True and metrics is not False:
+        if not isinstance(metrics, MetricsRegistry):
+            raise InvalidError(
+                "metrics must be a shale.metrics.MetricsRegistry, True or False",
+                type=type(metrics).__name__,
+            )
     # Every component is checked before the store is opened: a bad one must fail here, not
     # in the first background upload after writes were acknowledged.
     host = get_host()
@@ -155,7 +167,8 @@ def resolve_parts(
         root = path.strip("/")
         if root:
             validate_key(root)
-    object_store = wrap_store(object_store, settings.object_store_cache_options, path)
+    registry = telemetry.handle_registry(metrics, path, role)
+    object_store = handle_store(object_store, registry, settings.object_store_cache_options, path)
     return EngineParts(
         store=object_store,
         root=root,
@@ -169,7 +182,29 @@ def resolve_parts(
         filter_policies=list(filter_policies),
         transformer=transformer,
         prefix_extractor=prefix_extractor,
+        metrics=registry,
+        owns_metrics=registry is not None and registry is not metrics,
     )
+
+
+def flat_metrics_of(ref: weakref.ref[Any]) -> Callable[[], dict[str, int] | None]:
+    """A reader of the ``metrics()`` dict of the handle behind ``ref`` (``None`` once it is
+    gone): the registry's collector must not keep the handle alive."""
+
+    def read() -> dict[str, int] | None:
+        handle = ref()
+        return None if handle is None else handle.metrics()
+
+    return read
+
+
+def handle_snapshot(
+    registry: MetricsRegistry | None, flat: Callable[[], dict[str, int]]
+) -> MetricsSnapshot:
+    """A handle's :class:`MetricsSnapshot` (with metrics off: only its flat counters)."""
+    if registry is None:
+        return MetricsSnapshot(telemetry.legacy_collector(flat)())
+    return registry.snapshot()
 
 
 def preload_disk_cache(parts: EngineParts, tables: TableStore, manifest: Manifest) -> int:
@@ -267,6 +302,7 @@ class Db:
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
         prefix_extractor: Any = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> Db:
         """Open (creating if absent) the database at ``path``.
 
@@ -283,6 +319,10 @@ class Db:
             (:class:`shale.meta.segments.PrefixExtractor`); beats ``settings.prefix_extractor``.
             A database created with one keeps one LSM tree per key prefix and must always be
             written with an extractor of the same name (see docs/segments.md).
+        :param metrics: where this handle records metrics (docs/metrics.md): by default a new
+            :class:`shale.metrics.MetricsRegistry` labelled with the URL, reported by the
+            process-wide default registry; a registry of yours; or ``False``: no metrics and
+            no object-store instrumentation (nor store trace spans).
         :raises InvalidError: bad settings or arguments, or a component that cannot work (a
             codec whose optional library is missing, a merge operator, filter policy,
             transformer, clock or store without the methods it needs, bad ``store_options``),
@@ -303,6 +343,7 @@ class Db:
             transformer=transformer,
             store_options=store_options,
             prefix_extractor=prefix_extractor,
+            metrics=metrics,
         )
         db = cls(parts, open_writer(parts))
         preload_disk_cache(parts, db._inner.tables, db._inner.state.manifest)
@@ -325,6 +366,18 @@ class Db:
         self.prefix_extractor: segments.PrefixExtractor | None = parts.prefix_extractor
         self.stats = inner.stats
         self._hub: WatchHub | None = None
+        #: the registry this handle records into (``None``: metrics off); docs/metrics.md
+        self.metrics_registry: MetricsRegistry | None = parts.metrics
+        self._owns_metrics = parts.owns_metrics
+        m = inner.engine_metrics
+        hists: tuple[Histogram | None, ...] = (
+            (None,) * 6 if m is None else tuple(m.requests[op] for op in telemetry.DB_OPS)
+        )
+        self._m_put, self._m_delete, self._m_merge, self._m_write, self._m_get, self._m_scan = hists
+        if parts.metrics is not None:
+            parts.metrics.add_collector(
+                telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
+            )
         inner.status.on_closed = _notify_closed(weakref.ref(self))
         _open_dbs.add(self)
 
@@ -359,25 +412,37 @@ class Db:
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
         """
-        return self._inner.writer.write_one(
+        t0 = _now()
+        handle = self._inner.writer.write_one(
             check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
         )
+        if self._m_put is not None:
+            self._m_put.record_ns(_now() - t0)
+        return handle
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
-        return self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        t0 = _now()
+        handle = self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        if self._m_delete is not None:
+            self._m_delete.record_ns(_now() - t0)
+        return handle
 
     def merge(
         self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
     ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
-        return self._inner.writer.write_one(
+        t0 = _now()
+        handle = self._inner.writer.write_one(
             check_key(key),
             MERGE,
             check_value(operand),
             None if ttl is None else to_ttl(ttl),
             durable,
         )
+        if self._m_merge is not None:
+            self._m_merge.record_ns(_now() - t0)
+        return handle
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
         """Apply ``batch`` atomically: one seq, one create_ts, all or nothing.
@@ -390,7 +455,11 @@ class Db:
             raise InvalidError("write() takes a shale.WriteBatch", type=type(batch).__name__)
         if batch.is_empty():
             raise InvalidError("empty write batch")
-        return self._inner.writer.write(batch.items(), durable)
+        t0 = _now()
+        handle = self._inner.writer.write(batch.items(), durable)
+        if self._m_write is not None:
+            self._m_write.record_ns(_now() - t0)
+        return handle
 
     # -- transactions (docs/transactions.md) ------------------------------------------------
 
@@ -514,6 +583,8 @@ class Db:
                 self._hub.close_all()  # the final flush's rows are delivered first
             if isinstance(self.store, CachedObjectStore):
                 self.store.stop()  # the disk cache's rescans (the store is the caller's)
+            if self._owns_metrics and self.metrics_registry is not None:
+                self.metrics_registry.detach()  # exporters stop reporting a closed handle
 
     def _crash(self) -> None:
         """Stop the way a killed process would (for tests and simulations; see
@@ -552,9 +623,13 @@ class Db:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """The value of ``key`` with its seq and timestamps, or ``None`` when absent."""
+        t0 = _now()
         key = check_key(key)
         self._inner.status.check_open()
-        return self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
+        kv = self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
+        if self._m_get is not None:
+            self._m_get.record_ns(_now() - t0)
+        return kv
 
     def get(
         self,
@@ -573,10 +648,13 @@ class Db:
         :param include_expired: return rows past their TTL too (SlateDB's behaviour); by default
             ``not settings.hide_expired``.
         """
+        t0 = _now()
         key = check_key(key)
         inner = self._inner
         inner.status.check_open()
         kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
+        if self._m_get is not None:
+            self._m_get.record_ns(_now() - t0)
         return None if kv is None else kv.value
 
     def scan(
@@ -600,11 +678,15 @@ class Db:
             ``ScanOptions.cache_blocks``). Cached blocks are still used.
         :raises InvalidError: ``start > end``.
         """
+        t0 = _now()
         self._inner.status.check_open()
         max_seq = self._read_seq(durability, dirty)
-        return DbIterator(
+        it = DbIterator(
             self._inner.reader, start, end, reverse, max_seq, include_expired, cache_blocks
         )
+        if self._m_scan is not None:
+            self._m_scan.record_ns(_now() - t0)
+        return it
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -811,6 +893,12 @@ class Db:
     def metrics(self) -> dict[str, int]:
         """Counters (names close to SlateDB's) and gauges, as a plain dict."""
         return self._inner.metrics()
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """Every metric of this handle (docs/metrics.md): the latency histograms of its calls,
+        flushes and object-store requests, an in-process compactor's and GC's metrics, and
+        :meth:`metrics` as ``shale_db_*`` gauges and counters, at one moment."""
+        return handle_snapshot(self.metrics_registry, self.metrics)
 
     # -- caches ------------------------------------------------------------------------------
 

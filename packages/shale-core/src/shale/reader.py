@@ -30,15 +30,18 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from shale import telemetry
 from shale._reader_view import LOAD_ATTEMPTS, MODES, ReaderMode, ReaderView, parse_checkpoint_id
 from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock
-from shale.db import preload_disk_cache, resolve_parts
+from shale.db import flat_metrics_of, handle_snapshot, preload_disk_cache, resolve_parts
 from shale.engine.builder import EngineParts, ReaderParts, build_reader
 from shale.engine.db_inner import metrics
 from shale.engine.db_iter import DbIterator
@@ -51,6 +54,7 @@ from shale.fbs.manifest import Checkpoint, Manifest
 from shale.keys import check_scan_range, prefix_range
 from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
+from shale.metrics import MetricsRegistry, MetricsSnapshot
 from shale.namespace import ReadOnlyNamespace
 from shale.objstore import ObjectNotFound, ObjectStore
 from shale.objstore.cached import CachedObjectStore
@@ -84,6 +88,15 @@ class DbReader:
         self._engine = engine
         self._view = view
         self._owns_store = owns_store
+        #: the registry this handle records into (``None``: metrics off); docs/metrics.md
+        self.metrics_registry: MetricsRegistry | None = parts.metrics
+        m = parts.engine_metrics()
+        self._m_get = None if m is None else m.get
+        self._m_scan = None if m is None else m.scan
+        if parts.metrics is not None:
+            parts.metrics.add_collector(
+                telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
+            )
 
     @classmethod
     def open(
@@ -102,6 +115,7 @@ class DbReader:
         transformer: Any = None,
         store_options: dict[str, Any] | None = None,
         prefix_extractor: Any = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> DbReader:
         """Open the database at ``path`` for reading; it must exist.
 
@@ -116,6 +130,8 @@ class DbReader:
             replay table size, ``skip_wal_replay``).
         :raises DataError: no database at ``path`` (no manifest), or persisted state is
             missing or corrupt.
+        :param metrics: as for :meth:`shale.Db.open` (a default registry is labelled
+            ``role=reader``).
         :raises InvalidError: bad settings, options or arguments, or an unknown checkpoint.
         :raises UnavailableError: the object store failed, or the writer kept moving the
             manifest on while the WAL was read.
@@ -145,6 +161,8 @@ class DbReader:
             transformer=transformer,
             store_options=store_options,
             prefix_extractor=prefix_extractor,
+            metrics=metrics,
+            role="reader",
         )
         engine = build_reader(parts, segments.initial_manifest(None))
         view = ReaderView(
@@ -215,15 +233,19 @@ class DbReader:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """``key``'s value with its seq and timestamps, or ``None``."""
+        t0 = time.perf_counter_ns()
         key = check_key(key)
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
         try:
-            return engine.reader.get(key, max_seq, include_expired)
+            kv = engine.reader.get(key, max_seq, include_expired)
         except ObjectNotFound as exc:
             self._retry(exc)
-            return engine.reader.get(key, max_seq, include_expired)
+            kv = engine.reader.get(key, max_seq, include_expired)
+        if self._m_get is not None:
+            self._m_get.record_ns(time.perf_counter_ns() - t0)
+        return kv
 
     def scan(
         self,
@@ -238,10 +260,14 @@ class DbReader:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
         ``cache_blocks``), with ``seek``; in ``"follow_latest"`` mode it survives GC deleting
         an SST it reads."""
+        t0 = time.perf_counter_ns()
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
-        return ReaderIterator(self, start, end, reverse, max_seq, include_expired, cache_blocks)
+        it = ReaderIterator(self, start, end, reverse, max_seq, include_expired, cache_blocks)
+        if self._m_scan is not None:
+            self._m_scan.record_ns(time.perf_counter_ns() - t0)
+        return it
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> ReaderIterator:
         """Every key that starts with ``prefix``."""
@@ -360,6 +386,11 @@ class DbReader:
         out["reader_last_wal_id"] = self._view.last_wal_id
         return out
 
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """As :meth:`shale.Db.metrics_snapshot`: this reader's histograms, store requests and
+        :meth:`metrics` (docs/metrics.md)."""
+        return handle_snapshot(self.metrics_registry, self.metrics)
+
     # -- closing -------------------------------------------------------------------------------
 
     @property
@@ -383,6 +414,8 @@ class DbReader:
             self._parts.store.close()
         elif isinstance(self._parts.store, CachedObjectStore):
             self._parts.store.stop()  # the disk cache's rescans; the wrapped store is the caller's
+        if self._parts.owns_metrics and self.metrics_registry is not None:
+            self.metrics_registry.detach()
 
     def __enter__(self) -> DbReader:
         return self
