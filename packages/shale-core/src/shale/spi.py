@@ -120,7 +120,7 @@ from shale.settings import (
     parse_duration,
 )
 from shale.sst import SsTable, SstBuilder
-from shale.telemetry import CompactorMetrics, GcMetrics, registry_for
+from shale.telemetry import CompactorMetrics, GcMetrics, catalogue, registry_for
 from shale.tracing import Tracer, get_tracer, set_tracer
 from shale.tracing import span as trace_span
 
@@ -133,6 +133,7 @@ __all__ = [
     "MetricsRegistry",
     "Sample",
     "Tracer",
+    "catalogue",
     "get_tracer",
     "set_tracer",
     "default_registry",

@@ -48,6 +48,7 @@ __all__ = [
     "EngineMetrics",
     "GcMetrics",
     "StoreMetrics",
+    "catalogue",
     "handle_registry",
     "legacy_collector",
     "registry_for",
@@ -150,6 +151,18 @@ def legacy_collector(
         return out
 
     return collect
+
+
+def catalogue() -> list[MetricFamily]:
+    """Every metric shale's components register (empty samples aside from label sets made up
+    front), without the ``shale_db_*`` view of ``metrics()``: what an exporter that must
+    declare instruments up front (OpenTelemetry) creates first."""
+    scratch = MetricsRegistry(parent=None)
+    EngineMetrics(scratch)
+    StoreMetrics(scratch)
+    CompactorMetrics(scratch)
+    GcMetrics(scratch)
+    return scratch.collect()
 
 
 class EngineMetrics:

@@ -6,7 +6,8 @@ gauges, and -- OpenTelemetry has no observable histogram -- each histogram as th
 observable counters, ``<name>_count``, ``<name>_sum`` (seconds) and ``<name>_bucket``
 (cumulative, with the bucket's upper bound as attribute ``le``). Attributes are the samples'
 labels (``db``, ``role``, ``op``, ...). Metrics that appear later (a compactor starting, a new
-handle) get their instruments at the next collection.
+handle) get their instruments when a collection first sees them (created on a helper thread
+once it is over) and report from then on; :meth:`MetricsBridge.refresh` creates them at once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from shale.spi import HistogramSample, MetricFamily, MetricsRegistry, default_registry
+from shale.spi import HistogramSample, MetricFamily, MetricsRegistry, catalogue, default_registry
 
 __all__ = ["MetricsBridge"]
 
@@ -38,10 +39,35 @@ class MetricsBridge:
     ) -> None:
         self._meter = metrics.get_meter("shale", meter_provider=meter_provider)
         self._registry = registry
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the cached registry read
+        self._create_lock = threading.Lock()
         self._instruments: dict[str, Any] = {}
         self._cache: tuple[float, dict[str, MetricFamily]] = (-math.inf, {})
-        self._sync(self._families())
+        # shale's own metrics exist from the start; the rest (the ``shale_db_*`` view of each
+        # handle's metrics()) are found by the sentinel's callback at each collection
+        self._sync({f.name: f for f in catalogue()})
+        self._sentinel = self._meter.create_observable_gauge(
+            "shale_registries",
+            [self._discover],
+            description="live shale metrics registries (database handles) reported",
+        )
+
+    def refresh(self) -> None:
+        """Create the instruments of every metric the registry has now (the plugin calls it
+        when a database opens)."""
+        registry = self._registry if self._registry is not None else default_registry()
+        self._sync({f.name: f for f in registry.collect()})
+
+    def _discover(self, _options: CallbackOptions) -> Iterable[Observation]:
+        fams = self._families()
+        if any(name not in self._instruments for name in fams):
+            # instruments cannot be created while the provider collects (it holds its lock):
+            # a helper thread creates them once this collection is over
+            threading.Thread(
+                target=self._sync, args=(fams,), name="shale-otel-discover", daemon=True
+            ).start()
+        registry = self._registry if self._registry is not None else default_registry()
+        return [Observation(1 + len(registry.children()))]
 
     def _families(self) -> dict[str, MetricFamily]:
         with self._lock:
@@ -51,7 +77,6 @@ class MetricsBridge:
                 registry = self._registry if self._registry is not None else default_registry()
                 fams = {f.name: f for f in registry.collect()}
                 self._cache = (now, fams)
-        self._sync(fams)
         return fams
 
     def _sync(self, fams: dict[str, MetricFamily]) -> None:
@@ -59,7 +84,9 @@ class MetricsBridge:
         for name, fam in fams.items():
             if name in self._instruments:
                 continue
-            with self._lock:
+            # never under self._lock: a collection's callbacks take it while the provider
+            # holds its own lock, which creating an instrument waits for
+            with self._create_lock:
                 if name in self._instruments:
                     continue
                 self._instruments[name] = self._create(fam)

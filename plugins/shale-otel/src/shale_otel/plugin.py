@@ -28,3 +28,5 @@ def shale_db_opened(db: Any) -> None:
     with _lock:
         if _bridge is None:
             _bridge = MetricsBridge()
+        bridge = _bridge
+    bridge.refresh()  # the new handle's metrics
