@@ -80,6 +80,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 _now = time.perf_counter_ns
+_SAMPLE_MASK = telemetry.SAMPLE_EVERY - 1
 
 
 class CheckpointInfo(NamedTuple):
@@ -374,6 +375,8 @@ class Db:
             (None,) * 6 if m is None else tuple(m.requests[op] for op in telemetry.DB_OPS)
         )
         self._m_put, self._m_delete, self._m_merge, self._m_write, self._m_get, self._m_scan = hists
+        self._put_calls = None if self._m_put is None else self._m_put.calls
+        self._get_calls = None if self._m_get is None else self._m_get.calls
         if parts.metrics is not None:
             parts.metrics.add_collector(
                 telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
@@ -412,12 +415,20 @@ class Db:
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
         """
+        calls = self._put_calls
+        if calls is None or next(calls) & _SAMPLE_MASK:  # not timed (docs/metrics.md)
+            return self._inner.writer.write_one(
+                check_key(key),
+                VALUE,
+                check_value(value),
+                None if ttl is None else to_ttl(ttl),
+                durable,
+            )
         t0 = _now()
         handle = self._inner.writer.write_one(
             check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
         )
-        if self._m_put is not None:
-            self._m_put.record_ns(_now() - t0)
+        self._m_put.record_ns(_now() - t0)  # type: ignore[union-attr]
         return handle
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
@@ -623,12 +634,12 @@ class Db:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """The value of ``key`` with its seq and timestamps, or ``None`` when absent."""
+        calls = self._get_calls
+        if calls is None or next(calls) & _SAMPLE_MASK:
+            return self._get_kv(key, durability, dirty, include_expired)
         t0 = _now()
-        key = check_key(key)
-        self._inner.status.check_open()
-        kv = self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
-        if self._m_get is not None:
-            self._m_get.record_ns(_now() - t0)
+        kv = self._get_kv(key, durability, dirty, include_expired)
+        self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
         return kv
 
     def get(
@@ -648,14 +659,24 @@ class Db:
         :param include_expired: return rows past their TTL too (SlateDB's behaviour); by default
             ``not settings.hide_expired``.
         """
-        t0 = _now()
+        calls = self._get_calls
+        if calls is not None and not next(calls) & _SAMPLE_MASK:  # timed (docs/metrics.md)
+            t0 = _now()
+            kv = self._get_kv(key, durability, dirty, include_expired)
+            self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
+            return None if kv is None else kv.value
         key = check_key(key)
         inner = self._inner
         inner.status.check_open()
         kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
-        if self._m_get is not None:
-            self._m_get.record_ns(_now() - t0)
         return None if kv is None else kv.value
+
+    def _get_kv(
+        self, key: bytes, durability: Durability, dirty: bool, include_expired: bool | None
+    ) -> KeyValue | None:
+        key = check_key(key)
+        self._inner.status.check_open()
+        return self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
 
     def scan(
         self,

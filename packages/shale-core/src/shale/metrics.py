@@ -15,6 +15,11 @@ Recording is cheap because the hot paths never lock and never compute a bucket:
 * Buckets are fixed and log-spaced: powers of two nanoseconds from 2**10 ns (about 1 us) to
   2**37 ns (about 137 s), plus ``+Inf``. A duration ``d`` falls in the bucket of upper bound
   ``2**k`` with ``k = (d - 1).bit_length()``, computed in C over the whole list at fold time.
+* The hottest calls (``Db.put``, ``get``) are *sampled*: :meth:`Histogram.sampled` gives the
+  histogram an exact call counter (``next()`` on an ``itertools.count``, atomic) and the
+  caller times one call in ``every`` (the first, then every ``every``-th); a snapshot scales
+  the sampled buckets and sum to the exact count. Two clock reads and an append cost about
+  as much as a whole in-memory ``get``, so timing every call would not be cheap.
 * Counters and gauges take a lock per update: they are used off the hot paths (errors, bytes
   per flush, compactions).
 
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import math
 import re
 import threading
@@ -172,9 +178,12 @@ class Gauge:
 class Histogram:
     """A latency histogram with the fixed buckets of :data:`BUCKET_BOUNDS_NS`."""
 
-    __slots__ = ("_counts", "_lock", "_pending", "_sum_ns")
+    __slots__ = ("_counts", "_lock", "_pending", "_sum_ns", "calls", "every")
 
     def __init__(self) -> None:
+        #: with sampling on (:meth:`sampled`): the exact number of calls, and ``every``
+        self.calls: itertools.count[int] | None = None
+        self.every = 1
         self._pending: list[int] = []
         self._lock = threading.Lock()
         self._counts = [0] * _NBUCKETS
@@ -186,6 +195,27 @@ class Histogram:
         pending.append(ns)
         if len(pending) >= FOLD_AT:
             self._fold()
+
+    def sampled(self, every: int) -> Histogram:
+        """Count every call exactly, time one in ``every`` (a power of two): callers time a
+        call when ``not next(h.calls) & (h.every - 1)``. Returns ``self``."""
+        if (
+            isinstance(every, bool)
+            or not isinstance(every, int)
+            or every < 1
+            or every & (every - 1)
+        ):
+            raise InvalidError("every must be a power of two >= 1", every=every)
+        self.every = every
+        self.calls = itertools.count()
+        return self
+
+    def _calls_made(self) -> int | None:
+        calls = self.calls
+        if calls is None:
+            return None
+        state = calls.__reduce__()  # (count, (next value,)): the calls made so far
+        return int(state[1][0]) if isinstance(state, tuple) else 0
 
     def observe(self, seconds: float) -> None:
         """Record a duration in seconds (``>= 0``)."""
@@ -213,12 +243,17 @@ class Histogram:
         with self._lock:
             counts = list(self._counts)
             total_ns = self._sum_ns
+        made = self._calls_made()
+        timed = sum(counts)
+        scale = 1.0 if made is None else (made / timed if timed else 0.0)
         cumulative = 0
         buckets = []
         for bound, c in zip((*BUCKET_BOUNDS_S, math.inf), counts, strict=True):
             cumulative += c
-            buckets.append((bound, cumulative))
-        return HistogramSample(labels, tuple(buckets), cumulative, total_ns / 1e9)
+            buckets.append((bound, round(cumulative * scale)))
+        count = timed if made is None else made
+        buckets[-1] = (math.inf, count)
+        return HistogramSample(labels, tuple(buckets), count, total_ns * scale / 1e9)
 
 
 M = TypeVar("M", Counter, Gauge, Histogram)

@@ -93,6 +93,7 @@ class DbReader:
         m = parts.engine_metrics()
         self._m_get = None if m is None else m.get
         self._m_scan = None if m is None else m.scan
+        self._get_calls = None if m is None else m.get.calls
         if parts.metrics is not None:
             parts.metrics.add_collector(
                 telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
@@ -233,7 +234,9 @@ class DbReader:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """``key``'s value with its seq and timestamps, or ``None``."""
-        t0 = time.perf_counter_ns()
+        calls = self._get_calls
+        timed = calls is not None and not next(calls) & (telemetry.SAMPLE_EVERY - 1)
+        t0 = time.perf_counter_ns() if timed else 0
         key = check_key(key)
         engine = self._engine
         engine.status.check_open()
@@ -243,8 +246,8 @@ class DbReader:
         except ObjectNotFound as exc:
             self._retry(exc)
             kv = engine.reader.get(key, max_seq, include_expired)
-        if self._m_get is not None:
-            self._m_get.record_ns(time.perf_counter_ns() - t0)
+        if timed:
+            self._m_get.record_ns(time.perf_counter_ns() - t0)  # type: ignore[union-attr]
         return kv
 
     def scan(
