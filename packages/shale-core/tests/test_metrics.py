@@ -301,3 +301,18 @@ def test_logger_tree_names() -> None:
     assert logger_name("shale_gc.collector") == "shale.gc.collector"
     assert logger_name("shale_minio.store") == "shale.minio.store"
     assert logger_name("shale.engine.db_inner") == "shale.engine.db_inner"
+
+
+def test_sampled_histograms_scale_to_the_exact_count() -> None:
+    h = Histogram().sampled(4)
+    assert h.calls is not None
+    for _ in range(100):
+        if not next(h.calls) & (h.every - 1):  # what Db.put does: time one call in `every`
+            h.record_ns(5000)
+    s = h.sample()
+    assert s.count == 100 == s.buckets[-1][1]
+    assert s.buckets[2][1] == 0 and s.buckets[3][1] == 100  # 4096 < 5000 <= 8192 ns (x4)
+    assert s.sum == pytest.approx(100 * 5e-6)
+    for bad in (0, 3, -4, True, 2.0):
+        with pytest.raises(InvalidError):
+            Histogram().sampled(bad)  # type: ignore[arg-type]
