@@ -182,5 +182,7 @@ def lint(session: nox.Session) -> None:
         "packages/shale/src/shale_demo",
         "plugins/shale-faults/src/shale_faults",
         "plugins/shale-obstore/src/shale_obstore",
+        "plugins/shale-prometheus/src/shale_prometheus",
+        "plugins/shale-otel/src/shale_otel",
     )
     session.run("lint-imports")

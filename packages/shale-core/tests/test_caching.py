@@ -205,4 +205,6 @@ def test_admin_applies_the_cache_options(tmp_path: Path) -> None:
         db.put(b"k", b"v")
     on = Settings.from_dict({"object_store_cache_options": _disk(tmp_path / "c")})
     assert isinstance(Admin("db", settings=on, object_store=store).store, CachedObjectStore)
-    assert Admin("db", settings=_settings(), object_store=store).store is store
+    plain = Admin("db", settings=_settings(), object_store=store).store
+    assert not isinstance(plain, CachedObjectStore)  # only instrumented (docs/metrics.md)
+    assert Admin("db", settings=_settings(), object_store=store, metrics=False).store is store

@@ -159,7 +159,7 @@ def test_verbose_shows_the_gc_loggers(
     capsys.readouterr()
     assert main(["-vv", "gc", "run", str(db), "--once"]) == 0
     _, err = capsys.readouterr()
-    assert " shale_gc.collector: gc round root=" in err
+    assert " shale.gc.collector: gc round root=" in err
     assert main(["gc", "run", str(db), "--once"]) == 0
     _, err = capsys.readouterr()
     assert "shale_gc.collector" not in err  # the handler was removed again

@@ -407,7 +407,7 @@ def test_a_failing_filter_keeps_everything(
     built.update(replay_after_wal_id=3)
     built.advance(1000)
     add_plugin(Broken())
-    with caplog.at_level(logging.ERROR, logger="shale_gc"):
+    with caplog.at_level(logging.ERROR, logger="shale.gc"):
         r = gc_for(built).run_once()
     assert r.deleted == [] and len(built.keys("wal")) == 3
     assert "boom" in caplog.text

@@ -43,7 +43,7 @@ def test_filter_answers_carry_plugin_names(
     host.register(Neutral(), name="neutral")
     host.register(Broken(), name="broken-veto")
     host.register(KeepFirst(), name="keep-first")
-    with caplog.at_level(logging.ERROR, logger="shale_gc"):
+    with caplog.at_level(logging.ERROR, logger="shale.gc"):
         answers = GcHooks(host.manager).gc_filter(["a", "b"], "wal")  # type: ignore[list-item]
     assert answers == [
         ("keep-first", ["b", "ignored: a fresh list per plugin"]),

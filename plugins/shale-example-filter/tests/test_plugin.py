@@ -96,7 +96,7 @@ def test_on_compaction_end_logs(caplog: pytest.LogCaptureFixture) -> None:
     flt = DropPrefixFilter((b"tmp:",), context())
     flt.filter(Row(b"tmp:a", 1, VALUE, b"v", None, None))
     flt.filter(Row(b"keep", 1, VALUE, b"v", None, None))
-    with caplog.at_level(logging.INFO, logger="shale_example_filter.plugin"):
+    with caplog.at_level(logging.INFO, logger="shale.example_filter.plugin"):
         flt.on_compaction_end()
     assert "removed 1 of 2 rows" in caplog.text
 

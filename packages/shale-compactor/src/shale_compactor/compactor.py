@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import logging
 import random
 import threading
 import time
@@ -70,6 +69,7 @@ from shale.spi import (
     Compaction,
     Compactions,
     CompactionsStore,
+    CompactorMetrics,
     CompactorOptions,
     InvalidError,
     Manifest,
@@ -85,9 +85,12 @@ from shale.spi import (
     Ulid,
     UnavailableError,
     check_timeout,
+    get_logger,
     prune_external_ssts,
+    registry_for,
     remove_expired_checkpoints,
     segments,
+    trace_span,
 )
 from shale_compactor.hooks import CompactorHooks
 from shale_compactor.scheduler import (
@@ -119,7 +122,7 @@ __all__ = [
     "submit_compaction",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Seconds between two progress log lines (SlateDB: 10 s).
 PROGRESS_LOG_INTERVAL_S = 10.0
@@ -333,6 +336,9 @@ class Compactor:
         self.store = store
         self.root = root.strip("/")
         self.options = options
+        #: finished compactions, bytes and durations (the registry of the handle that opened
+        #: ``store``, else the process-wide one; docs/metrics.md)
+        self.metrics = CompactorMetrics(registry_for(store))
         # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
         self.settings = settings.replace(compactor_options=options)
         #: How a commit is retried when the object store fails transiently (the whole step:
@@ -433,6 +439,7 @@ class Compactor:
         return found if found is not None else SizeTieredScheduler(self.options)
 
     def _notify_finished(self, report: CompactionReport) -> None:
+        self.metrics.finished(report.status, report.duration_s, report.bytes_in, report.bytes_out)
         self._hooks.compaction_finished(report)
 
     # -- properties ---------------------------------------------------------------------------
@@ -926,6 +933,14 @@ class Compactor:
     # -- running a job (pool threads) ---------------------------------------------------------
 
     def _execute(self, job: _Job, cjob: Any) -> CompactionReport | None:
+        c = job.compaction
+        with trace_span(
+            "shale.compaction",
+            **{"shale.compaction_id": str(c.id), "shale.destination": c.destination},
+        ):
+            return self._execute_job(job, cjob)
+
+    def _execute_job(self, job: _Job, cjob: Any) -> CompactionReport | None:
         started = time.monotonic()
         try:
             outputs = self.executor.execute(

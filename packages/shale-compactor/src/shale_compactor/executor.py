@@ -49,7 +49,6 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 import threading
 import time
@@ -78,6 +77,7 @@ from shale.spi import (
     TransientStoreError,
     Ulid,
     compacted_path,
+    get_logger,
 )
 from shale_compactor.filters import (
     CompactionJobContext,
@@ -89,7 +89,7 @@ from shale_compactor.retention import compaction_rows, skip_written
 
 __all__ = ["CompactionExecutor", "CompactionJob", "CompactionStopped", "last_written_key_and_seq"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: SlateDB's ``blocks_to_fetch``: a read-ahead window is this many blocks.
 BLOCKS_PER_FETCH = 256

@@ -29,12 +29,11 @@ read.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from shale.spi import KIND_NAMES, MERGE, TOMBSTONE, VALUE, InternalError, Row
+from shale.spi import KIND_NAMES, MERGE, TOMBSTONE, VALUE, InternalError, Row, get_logger
 
 __all__ = [
     "DROP",
@@ -56,7 +55,7 @@ __all__ = [
     "modify_value",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class CompactionFilterError(InternalError):

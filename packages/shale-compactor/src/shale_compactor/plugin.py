@@ -24,7 +24,6 @@ is not affected.
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from typing import Any
@@ -32,9 +31,10 @@ from typing import Any
 import pluggy
 
 import shale
+from shale.spi import get_logger
 from shale_compactor.hookspecs import ensure_hookspecs
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _lock = threading.Lock()
 #: Embedded compactors by ``id(db)``: (weak reference to the db, compactor, thread). The db is

@@ -45,11 +45,18 @@ with several versions go through :func:`apply_retention`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from shale.spi import MERGE, TOMBSTONE, DataError, InvalidError, MergeOperator, merge_all
+from shale.spi import (
+    MERGE,
+    TOMBSTONE,
+    DataError,
+    InvalidError,
+    MergeOperator,
+    get_logger,
+    merge_all,
+)
 
 __all__ = [
     "MERGE_BATCH_SIZE",
@@ -60,7 +67,7 @@ __all__ = [
     "skip_written",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Operands folded per ``merge_batch`` call (SlateDB's ``MERGE_BATCH_SIZE``).
 MERGE_BATCH_SIZE = 100

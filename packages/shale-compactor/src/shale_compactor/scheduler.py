@@ -48,7 +48,6 @@ proposes one; a custom scheduler or ``submit`` can.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,6 +64,7 @@ from shale.spi import (
     SortedRun,
     SstView,
     Ulid,
+    get_logger,
     segments,
 )
 
@@ -88,7 +88,7 @@ __all__ = [
     "validate",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Request a full compaction (every L0 and every sorted run into one run), e.g.
 #: ``compactor.submit(FULL)``.

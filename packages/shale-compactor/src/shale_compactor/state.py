@@ -37,7 +37,6 @@ elsewhere:
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -73,6 +72,7 @@ from shale.spi import (
     SystemClock,
     Ulid,
     add_checkpoint,
+    get_logger,
     segments,
 )
 
@@ -95,7 +95,7 @@ __all__ = [
     "retain_active_and_last_finished",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Statuses of compactions that are not finished (their sources are in use).
 ACTIVE_STATUSES = frozenset({STATUS_SUBMITTED, STATUS_SCHEDULED, STATUS_RUNNING, STATUS_COMPACTED})

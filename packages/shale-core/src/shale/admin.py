@@ -32,7 +32,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 from urllib.parse import unquote, urlsplit
 
-from shale import ids
+from shale import ids, telemetry
 from shale.clock import Clock, SystemClock
 from shale.engine.components import check_wal_store_arg
 from shale.errors import DataError, InvalidError
@@ -55,7 +55,8 @@ from shale.meta.manifest_store import (
     remove_checkpoint,
 )
 from shale.meta.seq_tracker import SequenceTracker
-from shale.objstore.cached import wrap_store
+from shale.metrics import MetricsRegistry
+from shale.objstore.instrumented import handle_store
 from shale.plugins import get_host
 from shale.settings import Settings
 
@@ -184,6 +185,8 @@ class Admin:
         ``delete_db`` reach the WAL there. Without it, operations that touch the WAL follow
         the manifest's ``wal_object_store_uri`` when that is a URL.
     :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
+    :param metrics: as for :meth:`shale.Db.open` (a default registry is labelled
+        ``role=admin``); a GC run through this handle records into it.
 
     Opening reads nothing: a missing database shows on the first call that needs it.
     Thread-safe: each call reads afresh.
@@ -199,6 +202,7 @@ class Admin:
         clock: Clock | None = None,
         wal_store: str | os.PathLike[str] | ObjectStore | None = None,
         wal_store_options: dict[str, Any] | None = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> None:
         settings = Settings() if settings is None else settings
         if not isinstance(settings, Settings):
@@ -207,6 +211,7 @@ class Admin:
         if store_options is not None and not isinstance(store_options, dict):
             raise InvalidError("store_options must be a dict", type=type(store_options).__name__)
         wal_url, self._wal_store_options = check_wal_store_arg(wal_store, wal_store_options)
+        registry = telemetry.handle_registry(metrics, url, "admin")  # checked before opening
         self.url = url
         self.settings = settings
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -218,7 +223,10 @@ class Admin:
         else:
             self.store = object_store
             self.root = url.strip("/")
-        self.store = wrap_store(self.store, settings.object_store_cache_options, url)
+        #: the registry this handle's store requests (and a GC it runs) record into
+        self.metrics_registry = registry
+        self._owns_metrics = registry is not None and registry is not metrics
+        self.store = handle_store(self.store, registry, settings.object_store_cache_options, url)
         fmt = settings.manifest_format_version
         self._manifests = ManifestStore(self.store, self.root, format_version=fmt)
         self._compactions = CompactionsStore(self.store, self.root)
@@ -257,6 +265,9 @@ class Admin:
         if self._owns_wal_store and self.wal_store is not None:
             self._owns_wal_store = False
             self.wal_store.close()
+        """Close the store this Admin opened (not one passed in). Idempotent."""
+        if self._owns_metrics and self.metrics_registry is not None:
+            self.metrics_registry.detach()
         if self._owns_store:
             self._owns_store = False
             self.store.close()

@@ -20,13 +20,14 @@ import datetime
 import logging
 import os
 import threading
+import time
 import uuid
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from shale import ids
+from shale import ids, telemetry
 from shale import transaction as atomic
 from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
@@ -45,9 +46,11 @@ from shale.fbs.manifest import Manifest
 from shale.keys import prefix_range
 from shale.mapping import DbMapping
 from shale.meta import segments
+from shale.metrics import Histogram, MetricsRegistry, MetricsSnapshot
 from shale.namespace import Namespace
 from shale.objstore import ObjectStore
-from shale.objstore.cached import CachedObjectStore, wrap_store
+from shale.objstore.cached import CachedObjectStore
+from shale.objstore.instrumented import handle_store
 from shale.objstore.protocol import validate_key
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
@@ -76,6 +79,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_now = time.perf_counter_ns
+_SAMPLE_MASK = telemetry.SAMPLE_EVERY - 1
 
 
 class CheckpointInfo(NamedTuple):
@@ -99,6 +104,8 @@ def resolve_parts(
     prefix_extractor: Any,
     wal_store: Any = None,
     wal_store_options: dict[str, Any] | None = None,
+    metrics: Any = None,
+    role: str = "writer",
 ) -> EngineParts:
     """Settings + explicit components + plugins -> the checked components of an engine
     (:meth:`Db.open`'s arguments; the read-only open resolves its components here too)."""
@@ -108,6 +115,12 @@ def resolve_parts(
     if not isinstance(settings, Settings):
         raise InvalidError("settings must be a shale.Settings", type=type(settings).__name__)
     path = ids.location(path, "path", allow_empty=object_store is not None)
+    if metrics is not None and metrics is not True and metrics is not False:
+        if not isinstance(metrics, MetricsRegistry):
+            raise InvalidError(
+                "metrics must be a shale.metrics.MetricsRegistry, True or False",
+                type=type(metrics).__name__,
+            )
     # Every component is checked before the store is opened: a bad one must fail here, not
     # in the first background upload after writes were acknowledged.
     host = get_host()
@@ -158,7 +171,8 @@ def resolve_parts(
         root = path.strip("/")
         if root:
             validate_key(root)
-    object_store = wrap_store(object_store, settings.object_store_cache_options, path)
+    registry = telemetry.handle_registry(metrics, path, role)
+    object_store = handle_store(object_store, registry, settings.object_store_cache_options, path)
     if wal_url is not None:
         wal_store = host.open_object_store(wal_url, wal_options)
     return EngineParts(
@@ -178,7 +192,29 @@ def resolve_parts(
         wal_store_url=wal_url,
         wal_store_opener=lambda uri: host.open_object_store(uri, wal_options),
         owns_wal_store=wal_url is not None,
+        metrics=registry,
+        owns_metrics=registry is not None and registry is not metrics,
     )
+
+
+def flat_metrics_of(ref: weakref.ref[Any]) -> Callable[[], dict[str, int] | None]:
+    """A reader of the ``metrics()`` dict of the handle behind ``ref`` (``None`` once it is
+    gone): the registry's collector must not keep the handle alive."""
+
+    def read() -> dict[str, int] | None:
+        handle = ref()
+        return None if handle is None else handle.metrics()
+
+    return read
+
+
+def handle_snapshot(
+    registry: MetricsRegistry | None, flat: Callable[[], dict[str, int]]
+) -> MetricsSnapshot:
+    """A handle's :class:`MetricsSnapshot` (with metrics off: only its flat counters)."""
+    if registry is None:
+        return MetricsSnapshot(telemetry.legacy_collector(flat)())
+    return registry.snapshot()
 
 
 def preload_disk_cache(parts: EngineParts, tables: TableStore, manifest: Manifest) -> int:
@@ -291,6 +327,7 @@ class Db:
         prefix_extractor: Any = None,
         wal_store: str | os.PathLike[str] | ObjectStore | None = None,
         wal_store_options: dict[str, Any] | None = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> Db:
         """Open (creating if absent) the database at ``path``.
 
@@ -312,6 +349,10 @@ class Db:
             and manifests stay in the main store. A database must always be opened with the
             WAL store it was written with (see docs/wal-store.md).
         :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
+        :param metrics: where this handle records metrics (docs/metrics.md): by default a new
+            :class:`shale.metrics.MetricsRegistry` labelled with the URL, reported by the
+            process-wide default registry; a registry of yours; or ``False``: no metrics and
+            no object-store instrumentation (nor store trace spans).
         :raises InvalidError: bad settings or arguments, or a component that cannot work (a
             codec whose optional library is missing, a merge operator, filter policy,
             transformer, clock or store without the methods it needs, bad ``store_options``),
@@ -334,6 +375,7 @@ class Db:
             prefix_extractor=prefix_extractor,
             wal_store=wal_store,
             wal_store_options=wal_store_options,
+            metrics=metrics,
         )
         try:
             inner = open_writer(parts)
@@ -367,6 +409,20 @@ class Db:
         self.prefix_extractor: segments.PrefixExtractor | None = parts.prefix_extractor
         self.stats = inner.stats
         self._hub: WatchHub | None = None
+        #: the registry this handle records into (``None``: metrics off); docs/metrics.md
+        self.metrics_registry: MetricsRegistry | None = parts.metrics
+        self._owns_metrics = parts.owns_metrics
+        m = inner.engine_metrics
+        hists: tuple[Histogram | None, ...] = (
+            (None,) * 6 if m is None else tuple(m.requests[op] for op in telemetry.DB_OPS)
+        )
+        self._m_put, self._m_delete, self._m_merge, self._m_write, self._m_get, self._m_scan = hists
+        self._put_calls = None if self._m_put is None else self._m_put.calls
+        self._get_calls = None if self._m_get is None else self._m_get.calls
+        if parts.metrics is not None:
+            parts.metrics.add_collector(
+                telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
+            )
         inner.status.on_closed = _notify_closed(weakref.ref(self))
         inner.flusher.on_l0_flushed = _notify_l0_flushed(weakref.ref(self))
         _open_dbs.add(self)
@@ -402,25 +458,45 @@ class Db:
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
         """
-        return self._inner.writer.write_one(
+        calls = self._put_calls
+        if calls is None or next(calls) & _SAMPLE_MASK:  # not timed (docs/metrics.md)
+            return self._inner.writer.write_one(
+                check_key(key),
+                VALUE,
+                check_value(value),
+                None if ttl is None else to_ttl(ttl),
+                durable,
+            )
+        t0 = _now()
+        handle = self._inner.writer.write_one(
             check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
         )
+        self._m_put.record_ns(_now() - t0)  # type: ignore[union-attr]
+        return handle
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
-        return self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        t0 = _now()
+        handle = self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        if self._m_delete is not None:
+            self._m_delete.record_ns(_now() - t0)
+        return handle
 
     def merge(
         self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
     ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
-        return self._inner.writer.write_one(
+        t0 = _now()
+        handle = self._inner.writer.write_one(
             check_key(key),
             MERGE,
             check_value(operand),
             None if ttl is None else to_ttl(ttl),
             durable,
         )
+        if self._m_merge is not None:
+            self._m_merge.record_ns(_now() - t0)
+        return handle
 
     def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
         """Apply ``batch`` atomically: one seq, one create_ts, all or nothing.
@@ -433,7 +509,11 @@ class Db:
             raise InvalidError("write() takes a shale.WriteBatch", type=type(batch).__name__)
         if batch.is_empty():
             raise InvalidError("empty write batch")
-        return self._inner.writer.write(batch.items(), durable)
+        t0 = _now()
+        handle = self._inner.writer.write(batch.items(), durable)
+        if self._m_write is not None:
+            self._m_write.record_ns(_now() - t0)
+        return handle
 
     # -- transactions (docs/transactions.md) ------------------------------------------------
 
@@ -560,6 +640,8 @@ class Db:
             elif isinstance(self.store, CachedObjectStore):
                 self.store.stop()  # the disk cache's rescans (the store is the caller's)
             self._inner.tables.close_wal_store()
+            if self._owns_metrics and self.metrics_registry is not None:
+                self.metrics_registry.detach()  # exporters stop reporting a closed handle
 
     @property
     def wal_store(self) -> ObjectStore | None:
@@ -605,9 +687,13 @@ class Db:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """The value of ``key`` with its seq and timestamps, or ``None`` when absent."""
-        key = check_key(key)
-        self._inner.status.check_open()
-        return self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
+        calls = self._get_calls
+        if calls is None or next(calls) & _SAMPLE_MASK:
+            return self._get_kv(key, durability, dirty, include_expired)
+        t0 = _now()
+        kv = self._get_kv(key, durability, dirty, include_expired)
+        self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
+        return kv
 
     def get(
         self,
@@ -626,11 +712,24 @@ class Db:
         :param include_expired: return rows past their TTL too (SlateDB's behaviour); by default
             ``not settings.hide_expired``.
         """
+        calls = self._get_calls
+        if calls is not None and not next(calls) & _SAMPLE_MASK:  # timed (docs/metrics.md)
+            t0 = _now()
+            kv = self._get_kv(key, durability, dirty, include_expired)
+            self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
+            return None if kv is None else kv.value
         key = check_key(key)
         inner = self._inner
         inner.status.check_open()
         kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
         return None if kv is None else kv.value
+
+    def _get_kv(
+        self, key: bytes, durability: Durability, dirty: bool, include_expired: bool | None
+    ) -> KeyValue | None:
+        key = check_key(key)
+        self._inner.status.check_open()
+        return self._inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
 
     def scan(
         self,
@@ -661,9 +760,10 @@ class Db:
         :raises InvalidError: ``start > end``, or a bad ``read_ahead_bytes`` or
             ``max_fetch_tasks``.
         """
+        t0 = _now()
         self._inner.status.check_open()
         max_seq = self._read_seq(durability, dirty)
-        return DbIterator(
+        it = DbIterator(
             self._inner.reader,
             start,
             end,
@@ -674,6 +774,9 @@ class Db:
             read_ahead_bytes,
             max_fetch_tasks,
         )
+        if self._m_scan is not None:
+            self._m_scan.record_ns(_now() - t0)
+        return it
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         """Every key that starts with ``prefix`` (the whole keyspace for ``b""``)."""
@@ -886,6 +989,12 @@ class Db:
     def metrics(self) -> dict[str, int]:
         """Counters (names close to SlateDB's) and gauges, as a plain dict."""
         return self._inner.metrics()
+
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """Every metric of this handle (docs/metrics.md): the latency histograms of its calls,
+        flushes and object-store requests, an in-process compactor's and GC's metrics, and
+        :meth:`metrics` as ``shale_db_*`` gauges and counters, at one moment."""
+        return handle_snapshot(self.metrics_registry, self.metrics)
 
     # -- caches ------------------------------------------------------------------------------
 

@@ -30,15 +30,18 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import time
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from shale import telemetry
 from shale._reader_view import LOAD_ATTEMPTS, MODES, ReaderMode, ReaderView, parse_checkpoint_id
 from shale.batch import check_key
 from shale.cache import BlockCache
 from shale.clock import Clock
-from shale.db import preload_disk_cache, resolve_parts
+from shale.db import flat_metrics_of, handle_snapshot, preload_disk_cache, resolve_parts
 from shale.engine.builder import EngineParts, ReaderParts, build_reader
 from shale.engine.components import check_scan_fetch
 from shale.engine.db_inner import metrics
@@ -52,6 +55,7 @@ from shale.fbs.manifest import Checkpoint, Manifest
 from shale.keys import check_scan_range, prefix_range
 from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
+from shale.metrics import MetricsRegistry, MetricsSnapshot
 from shale.namespace import ReadOnlyNamespace
 from shale.objstore import ObjectNotFound, ObjectStore
 from shale.objstore.cached import CachedObjectStore
@@ -85,6 +89,16 @@ class DbReader:
         self._engine = engine
         self._view = view
         self._owns_store = owns_store
+        #: the registry this handle records into (``None``: metrics off); docs/metrics.md
+        self.metrics_registry: MetricsRegistry | None = parts.metrics
+        m = parts.engine_metrics()
+        self._m_get = None if m is None else m.get
+        self._m_scan = None if m is None else m.scan
+        self._get_calls = None if m is None else m.get.calls
+        if parts.metrics is not None:
+            parts.metrics.add_collector(
+                telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
+            )
 
     @classmethod
     def open(
@@ -105,6 +119,7 @@ class DbReader:
         prefix_extractor: Any = None,
         wal_store: str | os.PathLike[str] | ObjectStore | None = None,
         wal_store_options: dict[str, Any] | None = None,
+        metrics: MetricsRegistry | bool | None = None,
     ) -> DbReader:
         """Open the database at ``path`` for reading; it must exist.
 
@@ -123,6 +138,8 @@ class DbReader:
         :param wal_store_options: options of the store plugin that opens a ``wal_store`` URL.
         :raises DataError: no database at ``path`` (no manifest), or persisted state is
             missing or corrupt.
+        :param metrics: as for :meth:`shale.Db.open` (a default registry is labelled
+            ``role=reader``).
         :raises InvalidError: bad settings, options or arguments, or an unknown checkpoint.
         :raises UnavailableError: the object store failed, or the writer kept moving the
             manifest on while the WAL was read.
@@ -154,6 +171,8 @@ class DbReader:
             prefix_extractor=prefix_extractor,
             wal_store=wal_store,
             wal_store_options=wal_store_options,
+            metrics=metrics,
+            role="reader",
         )
         engine = build_reader(parts, segments.initial_manifest(None))
         view = ReaderView(
@@ -227,15 +246,21 @@ class DbReader:
         include_expired: bool | None = None,
     ) -> KeyValue | None:
         """``key``'s value with its seq and timestamps, or ``None``."""
+        calls = self._get_calls
+        timed = calls is not None and not next(calls) & (telemetry.SAMPLE_EVERY - 1)
+        t0 = time.perf_counter_ns() if timed else 0
         key = check_key(key)
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
         try:
-            return engine.reader.get(key, max_seq, include_expired)
+            kv = engine.reader.get(key, max_seq, include_expired)
         except ObjectNotFound as exc:
             self._retry(exc)
-            return engine.reader.get(key, max_seq, include_expired)
+            kv = engine.reader.get(key, max_seq, include_expired)
+        if timed:
+            self._m_get.record_ns(time.perf_counter_ns() - t0)  # type: ignore[union-attr]
+        return kv
 
     def scan(
         self,
@@ -252,13 +277,17 @@ class DbReader:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
         ``cache_blocks``, ``read_ahead_bytes`` and ``max_fetch_tasks``), with ``seek``; in
         ``"follow_latest"`` mode it survives GC deleting an SST it reads."""
+        t0 = time.perf_counter_ns()
         engine = self._engine
         engine.status.check_open()
         max_seq = engine.oracle.read_seq(durability, False)
         fetch = (read_ahead_bytes, max_fetch_tasks)
-        return ReaderIterator(
+        it = ReaderIterator(
             self, start, end, reverse, max_seq, include_expired, cache_blocks, fetch
         )
+        if self._m_scan is not None:
+            self._m_scan.record_ns(time.perf_counter_ns() - t0)
+        return it
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> ReaderIterator:
         """Every key that starts with ``prefix``."""
@@ -377,6 +406,11 @@ class DbReader:
         out["reader_last_wal_id"] = self._view.last_wal_id
         return out
 
+    def metrics_snapshot(self) -> MetricsSnapshot:
+        """As :meth:`shale.Db.metrics_snapshot`: this reader's histograms, store requests and
+        :meth:`metrics` (docs/metrics.md)."""
+        return handle_snapshot(self.metrics_registry, self.metrics)
+
     # -- closing -------------------------------------------------------------------------------
 
     @property
@@ -401,6 +435,8 @@ class DbReader:
             self._parts.store.close()
         elif isinstance(self._parts.store, CachedObjectStore):
             self._parts.store.stop()  # the disk cache's rescans; the wrapped store is the caller's
+        if self._parts.owns_metrics and self.metrics_registry is not None:
+            self.metrics_registry.detach()
 
     def __enter__(self) -> DbReader:
         return self

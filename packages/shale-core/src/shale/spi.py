@@ -9,7 +9,8 @@ keeps its names.
 
 What is here, by layer:
 
-- base: errors, clocks, ids, rows, settings, the plugin environment variables;
+- base: errors, clocks, ids, rows, settings, the plugin environment variables, the logger
+  tree, metrics (the registry, the compactor's and GC's instruments) and trace spans;
 - format: the manifest and ``.compactions`` records, SST reading and writing, merging;
 - storage: the object-store protocol and its errors, the one retry policy and its wrapper;
 - metadata: the manifest store, the ``.compactions`` store (both the versioned-object protocol
@@ -70,6 +71,7 @@ from shale.ids import (
     parse_compacted,
     parse_numbered,
 )
+from shale.logs import get_logger, logger_name
 from shale.merge import MergeIterator
 from shale.merge_operators import MergeOperator, merge_all
 from shale.meta import segments
@@ -90,6 +92,13 @@ from shale.meta.manifest_store import (
     remove_expired_checkpoints,
 )
 from shale.meta.versioned import DEFAULT_UPDATE_TIMEOUT_S
+from shale.metrics import (
+    HistogramSample,
+    MetricFamily,
+    MetricsRegistry,
+    Sample,
+    default_registry,
+)
 from shale.objstore.protocol import (
     ObjectAlreadyExists,
     ObjectMeta,
@@ -111,9 +120,27 @@ from shale.settings import (
     parse_duration,
 )
 from shale.sst import SsTable, SstBuilder
+from shale.telemetry import CompactorMetrics, GcMetrics, catalogue, registry_for
+from shale.tracing import Tracer, get_tracer, set_tracer
+from shale.tracing import span as trace_span
 
 __all__ = [
     # base
+    "CompactorMetrics",
+    "GcMetrics",
+    "HistogramSample",
+    "MetricFamily",
+    "MetricsRegistry",
+    "Sample",
+    "Tracer",
+    "catalogue",
+    "get_tracer",
+    "set_tracer",
+    "default_registry",
+    "get_logger",
+    "logger_name",
+    "registry_for",
+    "trace_span",
     "CloseReason",
     "ClosedError",
     "Clock",

@@ -42,6 +42,7 @@ from shale.spi import (
     DataError,
     GarbageCollectorOptions,
     GcDirectoryOptions,
+    GcMetrics,
     InvalidError,
     Manifest,
     ManifestStore,
@@ -54,10 +55,13 @@ from shale.spi import (
     detach,
     dir_path,
     format_id,
+    get_logger,
     open_store,
     parse_compacted,
     parse_numbered,
+    registry_for,
     remove_expired_checkpoints,
+    trace_span,
 )
 from shale_gc.hooks import GcHooks
 from shale_gc.report import (
@@ -93,7 +97,7 @@ DETACH_RELEASE = "release"
 #: ``GarbageCollector(detach=...)``: copy what a clone still reads, then release every source.
 DETACH_COPY = "copy"
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: Progress is reported (and logged at INFO) every this many objects listed or deleted.
 PROGRESS_EVERY = 1000
@@ -182,6 +186,9 @@ class GarbageCollector:
         self.wal_store = wal_store
         self._owns_wal_store = False
         self.root = root.strip("/")
+        #: rounds, deleted objects by resource (the registry of the handle that opened ``store``,
+        #: else the process-wide one; docs/metrics.md)
+        self.metrics = GcMetrics(registry_for(store))
         self.options = options if options is not None else GarbageCollectorOptions()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.dry_run = dry_run
@@ -312,6 +319,10 @@ class GarbageCollector:
     # -- one round ----------------------------------------------------------------------------
 
     def _round(self, kinds: Sequence[str]) -> GcReport:
+        with trace_span("shale.gc.run", **{"shale.root": self.root}):
+            return self._traced_round(kinds)
+
+    def _traced_round(self, kinds: Sequence[str]) -> GcReport:
         with self._lock:
             report = GcReport(dry_run=self.dry_run, started_ms=self.clock.now_ms())
             # one expiry time for the whole round: the checkpoints removed first are exactly
@@ -349,6 +360,12 @@ class GarbageCollector:
             report.finished_ms = self.clock.now_ms()
             self.rounds += 1
         self._log_report(report)
+        self.metrics.round(
+            (report.finished_ms - report.started_ms) / 1000,
+            {}
+            if report.dry_run
+            else {k: (len(r.deleted), r.bytes_freed) for k, r in report.kinds.items()},
+        )
         self._notify_finished(report)
         return report
 

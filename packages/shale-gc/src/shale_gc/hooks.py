@@ -12,19 +12,18 @@ wrappers are not applied to it. ``shale_gc_finished`` is an observer, called thr
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 import pluggy
 
-from shale.spi import call_observers
+from shale.spi import call_observers, get_logger
 
 if TYPE_CHECKING:
     from shale_gc.report import GcObject, GcReport
 
 __all__ = ["GcHooks"]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 class GcHooks:

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 import weakref
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import pluggy
 
 import shale
+from shale.spi import get_logger
 from shale_gc import hookspecs
 from shale_gc.collector import GarbageCollector
 
@@ -35,7 +35,7 @@ __all__ = [
     "shale_db_opened",
 ]
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 #: How long ``shale_db_closed`` waits for a GC round in progress to notice the stop.
 STOP_TIMEOUT_S = 60.0

@@ -77,6 +77,7 @@ from shale.spi import (
     ObjectStoreError,
     RetryPolicy,
     TransientStoreError,
+    get_logger,
     validate_key,
 )
 from shale_minio import _sdk
@@ -85,7 +86,7 @@ from shale_minio.error_map import map_error
 
 __all__ = ["PUT_ID_HEADER", "SINGLE_PUT_LIMIT", "S3Store"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: User-metadata header carrying each put's random id (how a lost reply is resolved).
 PUT_ID_HEADER = "x-amz-meta-shale-put-id"

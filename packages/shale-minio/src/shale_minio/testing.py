@@ -35,7 +35,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import logging
 import os
 import secrets
 import shutil
@@ -54,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shale.spi import plugin_var
+from shale.spi import get_logger, plugin_var
 
 if TYPE_CHECKING:
     from shale_minio.store import S3Store
@@ -71,7 +70,7 @@ __all__ = [
     "start_seaweed",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Path of the ``weed`` binary to use instead of searching for it.
 WEED_ENV = plugin_var("minio", "weed")

@@ -11,12 +11,12 @@ Configuration from the environment goes in the namespace shale reserves for plug
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import shale
+from shale.spi import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 @shale.hookimpl

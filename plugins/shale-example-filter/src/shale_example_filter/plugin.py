@@ -25,17 +25,16 @@ that deletes, it may remove versions that open snapshots are still reading.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
 import shale
-from shale.spi import TOMBSTONE, plugin_var
+from shale.spi import TOMBSTONE, get_logger, plugin_var
 from shale_compactor.filters import DROP, KEEP, CompactionJobContext, Decision, modify_tombstone
 
 __all__ = ["PREFIXES_ENV", "DropPrefixFilter", "parse_prefixes", "shale_compaction_filter"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Environment variable: comma-separated key prefixes whose keys are removed on compaction.
 #: ``SHALE_PLUGIN_EXAMPLE_FILTER_PREFIXES`` (it was ``SHALE_EXAMPLE_FILTER_PREFIXES``, which the

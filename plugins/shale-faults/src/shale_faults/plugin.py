@@ -14,19 +14,18 @@ whose puts fail one time in ten. A spec's ``match`` limits wrapping to URLs with
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Generator
 from typing import Any
 
 import shale
-from shale.spi import plugin_var
+from shale.spi import get_logger, plugin_var
 from shale_faults.spec import parse_spec
 from shale_faults.store import FaultyStore
 
 __all__ = ["FAULTS_ENV", "FAULTS_OPTION", "shale_open_object_store"]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Environment variable holding a fault spec applied to every store opened through the hook.
 FAULTS_ENV = plugin_var("faults", "spec")

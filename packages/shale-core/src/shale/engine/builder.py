@@ -31,9 +31,11 @@ from shale.meta import segments
 from shale.meta.compat import check_openable
 from shale.meta.delete import check_not_deleting
 from shale.meta.manifest_store import FenceableManifest, ManifestStore, StoredManifest
+from shale.metrics import MetricsRegistry
 from shale.objstore import ObjectStore
 from shale.objstore.probe import probe_writable
 from shale.settings import Settings
+from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,12 @@ class EngineParts:
     wal_store_opener: Callable[[str], ObjectStore] | None = None
     #: :attr:`wal_store` was opened from :attr:`wal_store_url` for this database (closed with it)
     owns_wal_store: bool = False
+    #: the handle's registry (``None``: metrics off) and whether the handle created it
+    metrics: MetricsRegistry | None = None
+    owns_metrics: bool = False
+
+    def engine_metrics(self) -> EngineMetrics | None:
+        return None if self.metrics is None else EngineMetrics(self.metrics)
 
     def table_store(self) -> TableStore:
         return TableStore(
@@ -148,6 +156,7 @@ def open_writer(parts: EngineParts) -> DbInner:
         merge_operator=parts.merge_operator,
         prefix_extractor=ext,
         next_wal_id=next_wal_id,
+        metrics=parts.engine_metrics(),
     )
     inner.start()
     log.info(

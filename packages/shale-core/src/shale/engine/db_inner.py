@@ -43,6 +43,7 @@ from shale.fbs.manifest import Manifest
 from shale.meta import segments
 from shale.objstore.cached import CachedObjectStore
 from shale.settings import Settings
+from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,11 @@ class DbInner:
         merge_operator: Any,
         prefix_extractor: segments.PrefixExtractor | None,
         next_wal_id: int,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self.url = url
+        #: request and flush latencies (``None``: metrics off)
+        self.engine_metrics = metrics
         self.settings = settings
         self.clock = clock
         self.tables = tables
@@ -145,7 +149,9 @@ class DbInner:
             wake_waiters=self.wake_waiters,
         )
         flusher = self.flusher
+        flusher.metrics = metrics
         if self.wal is not None:
+            self.wal.metrics = metrics
             flusher.last_wal_id = self.wal.last_wal_id
             flusher.wake_wal = self.wal.wakeup.set
             self.wal.on_uploaded = self._wal_uploaded

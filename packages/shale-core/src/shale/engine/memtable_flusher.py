@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from shale import ids
+from shale import ids, tracing
 from shale.clock import MonotonicClock
 from shale.engine.db_state import DbState
 from shale.engine.db_status import DbStatus, UploadHealth, Wait
@@ -48,6 +48,7 @@ from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.row import MERGE, TOMBSTONE, VALUE
 from shale.sst import SstBuilder
+from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class MemtableFlusher:
         self._keeper = keeper
         self._status = status
         self._stats = stats
+        #: L0 flush latency (set by ``DbInner``; ``None``: metrics off)
+        self.metrics: EngineMetrics | None = None
         self._clock = clock
         self._extractor = prefix_extractor
         self._wake_waiters = wake_waiters
@@ -223,6 +226,16 @@ class MemtableFlusher:
     # -- flushing ------------------------------------------------------------------------
 
     def flush_imm(self, imm: Memtable) -> bool:
+        """:meth:`_flush_imm` in a ``shale.l0.flush`` span, its latency recorded when it
+        published the SSTs."""
+        t0 = time.perf_counter_ns()
+        with tracing.span("shale.l0.flush", **{"shale.max_seq": imm.max_seq}):
+            done = self._flush_imm(imm)
+        if done and self.metrics is not None:
+            self.metrics.l0_flush.record_ns(time.perf_counter_ns() - t0)
+        return done
+
+    def _flush_imm(self, imm: Memtable) -> bool:
         """Write ``imm`` as L0 SSTs (one per tree it touches) and publish them in one manifest
         update; False when it gave up because the database is stopping (``imm`` stays queued)."""
         boundary = self._snapshots.advance_floor(self._keep_from(imm))

@@ -24,9 +24,10 @@ import collections
 import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable
 
-from shale import ids
+from shale import ids, tracing
 from shale.engine.db_state import DbState
 from shale.engine.db_status import DbStatus, UploadHealth, Wait
 from shale.engine.memtable import ROW_OVERHEAD, Memtable
@@ -37,6 +38,7 @@ from shale.objstore import ObjectAlreadyExists
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.sst import SstBuilder
+from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class WalBuffer:
         self._status = status
         self._stats = stats
         self._wake_waiters = wake_waiters
+        #: WAL flush latency (set by ``DbInner``; ``None``: metrics off)
+        self.metrics: EngineMetrics | None = None
         #: called after each stored WAL SST (no lock held): wake the memtable flusher
         self.on_uploaded: Callable[[], None] = wake_waiters
         #: ``on_durable(wal_id, rows)``: told each stored WAL SST's rows, in id order, under
@@ -190,7 +194,7 @@ class WalBuffer:
             if pending.payload is None:
                 pending.payload = self._encode(pending)
             try:
-                uploaded = self._upload(pending)
+                uploaded = self._timed_upload(pending)
             except BaseException as exc:
                 # The rows left the buffer: whatever stopped the upload (a fence, a permanent
                 # store error, an interrupt), the database must not go on acknowledging writes
@@ -244,6 +248,19 @@ class WalBuffer:
             log.error("%s", error.message)
             self._status.fail(CloseReason.FAILED, error)
             raise self._status.closed_error("database failed") from error
+
+    def _timed_upload(self, pending: PendingWal) -> bool:
+        """:meth:`_upload` in a ``shale.wal.flush`` span, its latency recorded when it stored
+        the SST."""
+        t0 = time.perf_counter_ns()
+        size = len(pending.payload or b"")
+        with tracing.span(
+            "shale.wal.flush", **{"shale.wal_id": pending.wal_id, "shale.bytes": size}
+        ):
+            uploaded = self._upload(pending)
+        if uploaded and self.metrics is not None:
+            self.metrics.wal_flush.record_ns(time.perf_counter_ns() - t0)
+        return uploaded
 
     def _upload(self, pending: PendingWal) -> bool:
         """Store one WAL SST with create-if-absent, retrying transient failures.

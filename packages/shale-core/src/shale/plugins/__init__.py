@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from shale import env, ids
+from shale import env, ids, tracing
 from shale.errors import InvalidError
 from shale.markers import PROJECT
 from shale.objstore.protocol import ObjectStore
@@ -90,6 +90,7 @@ class PluginHost:
             self._load_entry_points(blocked)
         self.manager.hook.shale_addhooks.call_historic(kwargs={"pluginmanager": self.manager})
         self.manager.check_pending()
+        self._install_tracer()
 
     def _register_module(self, name: str, modname: str) -> None:
         try:
@@ -114,7 +115,16 @@ class PluginHost:
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         """Register ``plugin`` (a module or object with ``@hookimpl`` methods)."""
-        return self.manager.register(plugin, name=name)
+        registered = self.manager.register(plugin, name=name)
+        self._install_tracer()
+        return registered
+
+    def _install_tracer(self) -> None:
+        """Install the tracer of ``shale_tracer`` unless one is installed already."""
+        if tracing.get_tracer() is None:
+            found = self.tracer()
+            if found is not None:
+                tracing.set_tracer(found)
 
     def unregister(self, plugin: object | None = None, name: str | None = None) -> Any:
         """Unregister a plugin by object or name."""
@@ -189,6 +199,11 @@ class PluginHost:
         """The compaction submitted by the plugin that compacts
         (``shale_admin_submit_compaction``), or ``None`` when no installed plugin does."""
         return self.manager.hook.shale_admin_submit_compaction(admin=admin, spec=spec)  # type: ignore[no-any-return]
+
+    def tracer(self) -> tracing.Tracer | None:
+        """The tracer offered through ``shale_tracer``, or ``None``."""
+        found: tracing.Tracer | None = self.manager.hook.shale_tracer()
+        return found
 
     def add_cli(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         """Let plugins add ``shale`` subcommands (``shale_cli``)."""

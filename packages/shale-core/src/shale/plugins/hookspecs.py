@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from shale.settings import Settings
     from shale.sst.compression import BlockTransformer
     from shale.sst.filters import FilterPolicy
+    from shale.tracing import Tracer
 
 
 @hookspec(historic=True)
@@ -156,6 +157,18 @@ def shale_db_closed(db: Db, reason: str) -> None:
     fenced or failed -- the thread that found out: a background thread (WAL or memtable
     flusher) or a caller whose write did. It holds no lock of the database then, but an observer
     must not join it.
+    """
+
+
+@hookspec(firstresult=True)
+def shale_tracer() -> Tracer | None:
+    """Return a tracer for shale's trace spans (:class:`shale.tracing.Tracer`), or ``None``.
+
+    Stops at first non-None result. The plugin host installs it with
+    :func:`shale.tracing.set_tracer` when it loads (unless a tracer is already installed);
+    without one, spans cost nothing. ``shale-otel`` implements it.
+
+    Thread: the one that creates the plugin host, or the one registering a plugin later.
     """
 
 
