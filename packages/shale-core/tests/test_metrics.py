@@ -293,7 +293,11 @@ def test_spans_reach_a_registered_tracer() -> None:
     assert any(a.get("shale.key", "").endswith(".manifest") for _, a in rec.spans)
     with pytest.raises(InvalidError):
         tracing.set_tracer(object())  # type: ignore[arg-type]
-    assert tracing.span("x").__enter__() is None  # no tracer: a no-op
+    previous = tracing.set_tracer(None)  # (an installed exporter plugin may have set one)
+    try:
+        assert tracing.span("x").__enter__() is None  # no tracer: a no-op
+    finally:
+        tracing.set_tracer(previous)
 
 
 def test_logger_tree_names() -> None:

@@ -123,15 +123,29 @@ def test_compaction_span_and_metrics(otel: Any) -> None:
     assert any(s.name == "shale.compaction" for s in spans.get_finished_spans())
 
 
-def test_the_plugin_offers_a_tracer() -> None:
+def test_the_plugin_offers_a_tracer_once_the_sdk_is_configured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry import trace
+
+    # OpenTelemetry's default provider is a no-op: no tracer (no wasted span per request)
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert shale_tracer() is None
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    # as if the application had called trace.set_tracer_provider(provider) (one-shot per process)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     tracer = shale_tracer()
-    assert callable(tracer.span)
-    previous = tracing.set_tracer(tracer)  # the global provider: a no-op until configured
+    assert tracer is not None and callable(tracer.span)
+    previous = tracing.set_tracer(tracer)
     try:
         with tracing.span("shale.test", key="k"):
             pass
     finally:
         tracing.set_tracer(previous)
+        provider.shutdown()
+    assert [s.name for s in spans.get_finished_spans()] == ["shale.test"]
 
 
 def test_new_metrics_are_discovered_at_collection(otel: Any) -> None:

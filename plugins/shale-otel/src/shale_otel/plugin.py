@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from opentelemetry import trace
+
 import shale
 from shale_otel.bridge import MetricsBridge
 from shale_otel.tracer import OtelTracer
@@ -16,9 +18,19 @@ _lock = threading.Lock()
 
 
 @shale.hookimpl
-def shale_tracer() -> OtelTracer:
-    """A tracer over the global tracer provider."""
+def shale_tracer() -> OtelTracer | None:
+    """A tracer over the global tracer provider -- only once the application has configured
+    one (an SDK ``TracerProvider``): with OpenTelemetry's default no-op provider every span
+    would be a wasted object on the hot paths. An application that configures the SDK later
+    calls :func:`shale_otel.instrument`."""
+    if not _provider_configured():
+        return None
     return OtelTracer()
+
+
+def _provider_configured() -> bool:
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
 @shale.hookimpl
