@@ -334,3 +334,27 @@ def test_cancelled_calls_still_run(path: str) -> None:
         assert await db.get(b"c1") == b"v"
 
     arun(body, path, max_workers=2)
+
+
+def test_async_with_open_needs_no_double_await(path: str) -> None:
+    from shale.aio import AsyncDbReader
+
+    async def main() -> None:
+        async with AsyncDb.open(path, FAST) as db:  # no `await` before AsyncDb.open
+            await db.put(b"k", b"v")
+            assert await db.get(b"k") == b"v"
+            opened = db
+        assert opened.close_reason == "clean"  # closed when the block ended
+        db2 = await AsyncDb.open(path, FAST)  # awaiting it still gives the handle
+        try:
+            assert await db2.get(b"k") == b"v"
+        finally:
+            await db2.close()
+        async with AsyncDbReader.open(path, FAST, mode="follow_latest") as reader:
+            assert await reader.get(b"k") == b"v"
+        assert reader.close_reason == "clean"
+        with pytest.raises(InvalidError):
+            async with AsyncDb.open(path, FAST, max_workers=0):
+                pass  # never reached: the open fails on entry
+
+    asyncio.run(main())

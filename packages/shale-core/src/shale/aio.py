@@ -35,8 +35,8 @@ import datetime
 import functools
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
@@ -76,6 +76,7 @@ __all__ = [
     "AsyncDbSnapshot",
     "AsyncTransaction",
     "AsyncWriteHandle",
+    "Opening",
     "changes",
 ]
 
@@ -321,6 +322,44 @@ def _batch(value: int | None, default: int) -> int:
     return value
 
 
+class _Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+_H = TypeVar("_H", bound=_Closable)
+
+
+class Opening(Coroutine[Any, Any, _H], Generic[_H]):
+    """What ``AsyncDb.open`` and ``AsyncDbReader.open`` return: a coroutine (``await`` it, or
+    hand it to ``asyncio.run``) for the handle, that can also be entered directly --
+    ``async with AsyncDb.open(path) as db:`` opens, and closes the handle when the block
+    ends."""
+
+    def __init__(self, opening: Coroutine[Any, Any, _H]) -> None:
+        self._opening = opening
+        self._handle: _H | None = None
+
+    def __await__(self) -> Generator[Any, None, _H]:
+        return self._opening.__await__()
+
+    def send(self, value: Any) -> Any:
+        return self._opening.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._opening.throw(*args)
+
+    def close(self) -> None:
+        self._opening.close()
+
+    async def __aenter__(self) -> _H:
+        self._handle = await self._opening
+        return self._handle
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            await self._handle.close()
+
+
 class AsyncDb:
     """An open database for asyncio code. Create it with ``await AsyncDb.open(...)``.
 
@@ -335,7 +374,7 @@ class AsyncDb:
         self._batch_size = batch_size
 
     @classmethod
-    async def open(
+    def open(
         cls,
         path: str | os.PathLike[str],
         settings: Settings | None = None,
@@ -344,8 +383,10 @@ class AsyncDb:
         max_workers: int = DEFAULT_MAX_WORKERS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         **components: Any,
-    ) -> AsyncDb:
-        """Open (creating if absent) the database at ``path`` without blocking the loop.
+    ) -> Opening[AsyncDb]:
+        """Open (creating if absent) the database at ``path`` without blocking the loop:
+        ``db = await AsyncDb.open(...)``, or ``async with AsyncDb.open(...) as db:`` (closed
+        when the block ends; no double ``await``).
 
         :param path: as for :meth:`shale.Db.open`.
         :param settings: :class:`shale.Settings`.
@@ -358,6 +399,18 @@ class AsyncDb:
             ``store_options``, ``prefix_extractor``).
         :raises InvalidError: bad settings, arguments or components.
         """
+        return Opening(cls._open(path, settings, executor, max_workers, batch_size, components))
+
+    @classmethod
+    async def _open(
+        cls,
+        path: str | os.PathLike[str],
+        settings: Settings | None,
+        executor: concurrent.futures.Executor | None,
+        max_workers: int,
+        batch_size: int,
+        components: dict[str, Any],
+    ) -> AsyncDb:
         batch_size = _batch(batch_size, DEFAULT_BATCH_SIZE)
         owned = executor is None
         if executor is None:
@@ -705,7 +758,7 @@ class AsyncDbReader:
         self._batch_size = batch_size
 
     @classmethod
-    async def open(
+    def open(
         cls,
         path: str | os.PathLike[str],
         settings: Settings | None = None,
@@ -714,13 +767,27 @@ class AsyncDbReader:
         max_workers: int = DEFAULT_MAX_WORKERS,
         batch_size: int = DEFAULT_BATCH_SIZE,
         **arguments: Any,
-    ) -> AsyncDbReader:
-        """Open the database at ``path`` for reading without blocking the loop.
+    ) -> Opening[AsyncDbReader]:
+        """Open the database at ``path`` for reading without blocking the loop:
+        ``reader = await AsyncDbReader.open(...)`` or ``async with AsyncDbReader.open(...) as
+        reader:``.
 
         :param arguments: passed to :meth:`shale.DbReader.open` (``checkpoint``, ``mode``,
             ``options``, ``object_store``, ``merge_operator``, ``block_cache``, ...).
         :param executor: run calls here instead of an executor of our own.
         """
+        return Opening(cls._open(path, settings, executor, max_workers, batch_size, arguments))
+
+    @classmethod
+    async def _open(
+        cls,
+        path: str | os.PathLike[str],
+        settings: Settings | None,
+        executor: concurrent.futures.Executor | None,
+        max_workers: int,
+        batch_size: int,
+        arguments: dict[str, Any],
+    ) -> AsyncDbReader:
         from shale.reader import DbReader
 
         batch_size = _batch(batch_size, DEFAULT_BATCH_SIZE)
