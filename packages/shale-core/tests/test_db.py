@@ -340,3 +340,57 @@ def test_open_sst_metadata_is_byte_bounded(tmp_path: pathlib.Path) -> None:
         db.get(b"k002")
         m = db.metrics()
         assert m["meta_cache_hits"] >= 1 and m["meta_cache_bytes"] > 0
+
+
+def test_keys_only_and_values_only_scans(tmp_path: pathlib.Path) -> None:
+    import asyncio
+
+    from shale.aio import AsyncDb
+
+    with Db.open(str(tmp_path / "kv"), FAST) as db:
+        for k in (b"a", b"b", b"c"):
+            db.put(k, k.upper())
+        assert list(db.scan().keys()) == [b"a", b"b", b"c"]
+        assert list(db.scan(reverse=True).values()) == [b"C", b"B", b"A"]
+        it = db.scan()
+        it.seek(b"b")
+        assert list(it.keys()) == [b"b", b"c"]
+        with db.snapshot() as snap:
+            assert list(snap.scan_prefix(b"b").values()) == [b"B"]
+        with db.begin() as txn:
+            txn.put(b"d", b"D")
+            assert list(txn.scan().keys()) == [b"a", b"b", b"c", b"d"]
+        assert list(db.namespace(b"c").scan().keys()) == []
+        db.flush()
+
+    async def main() -> None:
+        async with AsyncDb.open(str(tmp_path / "kv"), FAST) as adb:
+            assert [k async for k in adb.scan().keys()] == [b"a", b"b", b"c", b"d"]
+            assert [v async for v in adb.scan(b"b").values()] == [b"B", b"C", b"D"]
+
+    asyncio.run(main())
+
+
+def test_write_batch_as_a_context_manager(tmp_path: pathlib.Path) -> None:
+    with Db.open(str(tmp_path / "wb"), FAST) as db:
+        with db.write_batch() as wb:
+            wb.put(b"a", b"1").put(b"b", b"2")
+            assert db.get(b"a") is None  # nothing written before the block ends
+        assert wb.handle is not None and db.get(b"a") == b"1"
+        assert db.get_key_value(b"a").seq == db.get_key_value(b"b").seq == wb.handle.seq
+        with pytest.raises(RuntimeError), db.write_batch() as wb2:
+            wb2.put(b"c", b"3")
+            raise RuntimeError("abandon")
+        assert db.get(b"c") is None and wb2.handle is None  # a raising block writes nothing
+        with db.write_batch(durable=False) as empty:
+            pass
+        assert empty.handle is None  # an empty batch writes nothing (no error)
+        with pytest.raises(InvalidError):
+            with empty:
+                pass  # a batch is written once
+        with pytest.raises(InvalidError):
+            db.write_batch(durable="yes")  # type: ignore[arg-type]
+        users = db.namespace(b"u/")
+        with users.write_batch() as nb:
+            nb.put(b"x", b"1")
+        assert db.get(b"u/x") == b"1"

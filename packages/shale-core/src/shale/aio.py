@@ -35,7 +35,7 @@ import datetime
 import functools
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
@@ -238,6 +238,16 @@ class AsyncDbIterator:
             self._buf.clear()
             self._done = False
             await self._run(self._seek, key)
+
+    async def keys(self) -> AsyncIterator[bytes]:
+        """The keys of the remaining rows (``async for k in db.scan().keys()``)."""
+        async for key, _value in self:
+            yield key
+
+    async def values(self) -> AsyncIterator[bytes]:
+        """The values of the remaining rows, in key order."""
+        async for _key, value in self:
+            yield value
 
     async def to_list(self, limit: int | None = None) -> list[tuple[bytes, bytes]]:
         """The remaining rows (at most ``limit``) as a list."""

@@ -8,7 +8,9 @@ before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from shale.errors import InvalidError
 from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN, MERGE, TOMBSTONE, VALUE
@@ -180,3 +182,30 @@ class WriteBatch:
     def items(self) -> list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]]:
         """The ops grouped by key, keys sorted (the order rows take in the WAL)."""
         return sorted(self._ops.items())
+
+
+class PendingWriteBatch(WriteBatch):
+    """A :class:`WriteBatch` that writes itself when its ``with`` block ends normally:
+    ``with db.write_batch() as wb: wb.put(...)`` (one atomic batch, one seq). Nothing is
+    written when the block raises or when the batch is empty. :attr:`handle` is the write's
+    :class:`~shale.WriteHandle` after the block (``None`` when nothing was written)."""
+
+    def __init__(self, write: Callable[[WriteBatch, bool], Any], durable: bool) -> None:
+        super().__init__()
+        if type(durable) is not bool:
+            raise InvalidError("durable must be a bool", type=type(durable).__name__)
+        self._write = write
+        self._durable = durable
+        self._done = False
+        #: the write's handle once the block ended (``None``: nothing was written)
+        self.handle: Any = None
+
+    def __enter__(self) -> PendingWriteBatch:
+        if self._done:
+            raise InvalidError("this write batch was written already; make a new one")
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._done = True
+        if exc_type is None and not self.is_empty():
+            self.handle = self._write(self, self._durable)

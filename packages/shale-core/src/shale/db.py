@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from shale import ids, telemetry
 from shale import transaction as atomic
-from shale.batch import Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key, check_value, to_ttl
 from shale.cache import BlockCache
 from shale.clock import Clock, SystemClock
 from shale.engine import components
@@ -514,6 +514,19 @@ class Db:
         if self._m_write is not None:
             self._m_write.record_ns(_now() - t0)
         return handle
+
+    def write_batch(self, *, durable: bool = True) -> PendingWriteBatch:
+        """A batch written atomically when its ``with`` block ends normally::
+
+            with db.write_batch() as wb:
+                wb.put(b"a", b"1").delete(b"b")
+
+        Nothing is written if the block raises or the batch stays empty; ``wb.handle`` is the
+        write's handle afterwards. ``durable`` as for :meth:`write`.
+
+        :raises InvalidError: ``durable`` is not a bool.
+        """
+        return PendingWriteBatch(lambda batch, d: self.write(batch, durable=d), durable)
 
     # -- transactions (docs/transactions.md) ------------------------------------------------
 

@@ -8,10 +8,12 @@ range is refused, an empty one is not) live in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from shale.batch import check_key
 from shale.errors import InvalidError
 
-__all__ = ["check_scan_range", "prefix_end", "prefix_range"]
+__all__ = ["KeysValues", "check_scan_range", "prefix_end", "prefix_range"]
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -51,3 +53,31 @@ def check_scan_range(start: bytes | None, end: bytes | None) -> tuple[bytes | No
     if start is not None and end is not None and start > end:
         raise InvalidError("scan range is inverted", start=start, end=end)
     return start, end
+
+
+class KeysValues:
+    """Keys-only and values-only views of a ``(key, value)`` scan iterator: every scan of shale
+    (``Db``, ``DbReader``, snapshots, transactions, namespaces) has them, e.g.
+    ``for k in db.scan(b"a", b"b").keys()``. Each draws from the same iterator (after a
+    ``seek`` too)."""
+
+    def __next__(self) -> tuple[bytes, bytes]:
+        raise NotImplementedError  # pragma: no cover -- the concrete iterators define it
+
+    def keys(self) -> Iterator[bytes]:
+        """The keys of the remaining rows."""
+        while True:
+            try:
+                key, _value = next(self)
+            except StopIteration:
+                return
+            yield key
+
+    def values(self) -> Iterator[bytes]:
+        """The values of the remaining rows, in key order."""
+        while True:
+            try:
+                _key, value = next(self)
+            except StopIteration:
+                return
+            yield value

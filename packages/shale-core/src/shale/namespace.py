@@ -31,11 +31,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shale import transaction as atomic
-from shale.batch import Ttl, WriteBatch, check_key
+from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
 from shale.errors import InvalidError
-from shale.keys import check_scan_range, prefix_end, prefix_range
+from shale.keys import KeysValues, check_scan_range, prefix_end, prefix_range
 from shale.mapping import DbMapping, ReadOnlyDbMapping
 from shale.row import MAX_KEY_LEN, MERGE, TOMBSTONE, VALUE
 from shale.transaction import IsolationLevel, Transaction, check_isolation, transact
@@ -79,7 +79,7 @@ class _Seekable(Protocol):
     def seek(self, key: bytes) -> None: ...
 
 
-class NamespaceIterator:
+class NamespaceIterator(KeysValues):
     """A scan of a namespace: ``(key, value)`` with the prefix cut off, and :meth:`seek`."""
 
     def __init__(self, inner: _Seekable, prefix: bytes) -> None:
@@ -251,6 +251,11 @@ class Namespace(ReadOnlyNamespace):
                 else:
                     raise InvalidError("unknown operation in a write batch", kind=kind)
         return self._db.write(prefixed, durable=durable)
+
+    def write_batch(self, *, durable: bool = True) -> PendingWriteBatch:
+        """A batch (keys without the prefix) written atomically when its ``with`` block ends
+        normally; as :meth:`shale.Db.write_batch`."""
+        return PendingWriteBatch(lambda batch, d: self.write(batch, durable=d), durable)
 
     def namespace(self, prefix: bytes) -> Namespace:
         """The namespace ``prefix`` inside this one (the prefixes concatenate)."""

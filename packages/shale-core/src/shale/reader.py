@@ -52,7 +52,7 @@ from shale.engine.oracle import DURABILITY_MEMORY
 from shale.engine.reader import KeyValue
 from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Checkpoint, Manifest
-from shale.keys import check_scan_range, prefix_range
+from shale.keys import KeysValues, check_scan_range, prefix_range
 from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
 from shale.metrics import MetricsRegistry, MetricsSnapshot
@@ -450,7 +450,7 @@ class DbReader:
         return f"<shale DbReader {self.url!r} mode={self.mode}{where} {state}>"
 
 
-class ReaderIterator:
+class ReaderIterator(KeysValues):
     """A reader's scan: a :class:`shale.DbIterator` that, in ``"follow_latest"`` mode, finds
     an SST gone, polls once and goes on from the last key it returned, at the same seq."""
 

@@ -31,7 +31,7 @@ from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
 from shale.engine.transaction_manager import KeyRange, TxnConflictSet
 from shale.errors import InvalidError, TransactionError
-from shale.keys import check_scan_range, prefix_range
+from shale.keys import KeysValues, check_scan_range, prefix_range
 from shale.merge_operators import merge_all
 from shale.row import TOMBSTONE, VALUE
 
@@ -299,7 +299,7 @@ class Transaction:
         return f"<shale.Transaction {self.id} {self.isolation} seq={self.seqnum} {state}>"
 
 
-class TransactionIterator:
+class TransactionIterator(KeysValues):
     """The iterator of :meth:`Transaction.scan`: snapshot rows merged with the transaction's
     own writes (which win)."""
 

@@ -13,13 +13,13 @@ from shale.batch import check_key
 from shale.engine import components
 from shale.engine.reader import Reader
 from shale.errors import InvalidError
-from shale.keys import check_scan_range
+from shale.keys import KeysValues, check_scan_range
 from shale.merge import MergeIterator
 from shale.merge_operators import resolve_versions
 from shale.row import VALUE
 
 
-class DbIterator:
+class DbIterator(KeysValues):
     """An iterator of ``(key, value)`` over a key range, with :meth:`seek`."""
 
     def __init__(
