@@ -104,6 +104,7 @@ from shale.objstore.retrying import RetryingStore, RetryPolicy
 from shale.plugins import PluginHost, call_observers, get_host, open_store
 from shale.row import KIND_NAMES, MERGE, TOMBSTONE, VALUE, Row
 from shale.settings import (
+    CompactionWorkerOptions,
     CompactorOptions,
     GarbageCollectorOptions,
     GcDirectoryOptions,
@@ -117,6 +118,7 @@ __all__ = [
     "CloseReason",
     "ClosedError",
     "Clock",
+    "CompactionWorkerOptions",
     "CompactorOptions",
     "DataError",
     "GarbageCollectorOptions",
