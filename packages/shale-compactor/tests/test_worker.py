@@ -354,3 +354,25 @@ def test_compacted_job_whose_sources_left_the_manifest_fails(
     assert [(r.id, r.status) for r in reports] == [(stale.id, "failed")]
     assert [x.status for x in compactions(store) if x.id == stale.id] == [STATUS_FAILED]
     assert contents(store) == expected
+
+
+def test_coordinator_embedded_in_the_writer_with_a_worker_thread(store: MemoryStore) -> None:
+    """SlateDB's "coordinator in the writer, remote workers": ``Db`` settings with
+    ``compactor_options.worker = None``; the L0 flush wakes the coordinator, a worker (a thread
+    here) runs the job, the coordinator commits it."""
+    settings = FAST.replace(compactor_options=COORD.replace(commit_compacted_interval=0.05))
+    w = worker(store)
+    t = threading.Thread(target=w.run)
+    with Db.open(ROOT, settings, object_store=store) as db:
+        t.start()
+        try:
+            for r in range(4):
+                db.put(b"key", b"value %d" % r)
+                db.flush(memtable=True)
+            wait_until(lambda: not db.refresh_manifest().l0)
+            assert w.compacted and db.get(b"key") == b"value 3"
+        finally:
+            w.stop()
+            t.join(WAIT_S)
+    done = [x for x in compactions(store) if x.id == w.compacted[0]]
+    assert [x.status for x in done] == [STATUS_COMPLETED]
