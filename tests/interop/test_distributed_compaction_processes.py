@@ -175,6 +175,36 @@ def test_killed_worker_job_is_finished_by_the_other(tmp_path: Path, official_rea
     with Db.open(str(db_dir), NO_COMPACTOR) as db:
         assert list(db.scan()) == want
 
+    # the official package decodes every .compactions version the workers and the coordinator
+    # wrote: the job went Scheduled (proposed and validated in one tick: no Submitted version)
+    # -> Running -> (reclaimed) Scheduled -> Running -> Compacted -> Completed
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("official_admin_worker.py")),
+            json.dumps({"op": "inspect", "store_dir": str(store_dir), "db_path": "db"}),
+        ],
+        capture_output=True,
+        timeout=WAIT_S,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
+    seen = [
+        c["status"]
+        for v in json.loads(proc.stdout)["compactions"]
+        for c in v["compactions"]
+        if c["id"] == str(done.id)
+    ]
+    steps = [s for i, s in enumerate(seen) if i == 0 or seen[i - 1] != s]
+    assert steps == [
+        "scheduled",
+        "running",
+        "scheduled",
+        "running",
+        "compacted",
+        "completed",
+    ], seen
+
 
 if not sys.platform.startswith("linux"):  # pragma: no cover - SIGKILL semantics
     pytestmark = pytest.mark.skip("POSIX signals")
