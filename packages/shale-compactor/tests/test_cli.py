@@ -182,3 +182,82 @@ def test_run_stops_cleanly_on_sigterm(tmp_path: pathlib.Path) -> None:
     assert "stopping (SIGTERM)" in err and "compactor stopped" in err
     assert "Traceback" not in err
     assert read_all(path) == expected
+
+
+# -- worker ---------------------------------------------------------------------------------------
+
+
+def test_worker_rejects_bad_options(run: Run, tmp_path: pathlib.Path) -> None:
+    make_db(tmp_path / "db", 1)
+    code, _out, err = run("compactor", "worker", str(tmp_path / "db"), "--max-concurrent", "0")
+    assert code != 0 and "max_concurrent_compactions" in err
+
+
+def test_worker_process_releases_its_job_on_sigint(tmp_path: pathlib.Path) -> None:
+    """A worker process holding a job (slowed: 0.3 s per .compactions write) stops on SIGINT
+    and hands the job back to Scheduled with the outputs it recorded."""
+    from shale.objstore.local import LocalStore
+    from shale.settings import CompactorOptions
+    from shale_compactor import Compactor
+
+    path = tmp_path / "db"
+    with Db.open(str(path), SETTINGS, store_options={"fsync": False}) as db:
+        for r in range(4):  # four L0 SSTs of 3000 rows: a job of many 4 KiB outputs
+            for i in range(3000):
+                db.put(b"k%05d" % i, b"v%d-%d" % (r, i) * 4)
+            db.flush(memtable=True)
+    store = LocalStore(str(path))
+    coordinator = Compactor(store, "", SETTINGS, options=CompactorOptions(worker=None))
+    try:
+        coordinator.run_once()  # schedules the due job for a worker
+    finally:
+        coordinator.stop()
+    (job,) = read_view(store, "").compactions.recent_compactions  # type: ignore[union-attr]
+    settings = tmp_path / "worker.json"
+    settings.write_text(json.dumps({"compactor_options": {"worker": {"max_sst_size": 4096}}}))
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        SHALE_PLUGIN_FAULTS_SPEC=json.dumps(
+            {"ops": "put_if_absent", "prefix": "compactions/", "error": None, "latency": 0.3}
+        ),
+    )
+    argv = [
+        "compactor",
+        "worker",
+        str(path),
+        "--settings",
+        str(settings),
+        "--poll-interval",
+        "0.05",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shale", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+
+    def current() -> Any:
+        return read_view(store, "").compactions.recent_compactions[0]  # type: ignore[union-attr]
+
+    try:
+        deadline = time.monotonic() + WAIT_S
+        tick = threading.Event()
+        while not current().output_ssts:  # claimed and one output recorded
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the worker did not start the job"
+            tick.wait(0.02)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "stopping (SIGINT)" in err and "Traceback" not in err
+    released = current()
+    assert released.id == job.id
+    assert (released.status, released.worker_id) == (5, None)  # Scheduled, unclaimed
+    assert released.output_ssts

@@ -44,6 +44,7 @@ from shale_compactor.state import (
     CompactorStateWriter,
     read_view,
 )
+from shale_compactor.worker import CompactionWorker
 
 __all__ = [
     "DROP",
@@ -57,6 +58,7 @@ __all__ = [
     "CompactionReport",
     "CompactionSpec",
     "CompactionStopped",
+    "CompactionWorker",
     "CompactionsStore",
     "Compactor",
     "CompactorHealth",

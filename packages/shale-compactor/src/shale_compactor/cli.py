@@ -5,6 +5,11 @@
   round and prints its reports as JSON lines.
 - ``submit URL --full | --spec JSON`` adds a Submitted compaction to the ``.compactions`` file
   without fencing anyone; the running compactor starts it on its next poll. Prints its id.
+- ``worker URL`` runs a compaction worker (RFC-0025 distributed compaction): it claims the jobs
+  a coordinator (a compactor whose ``compactor_options.worker`` is none) scheduled, runs them
+  and reports them for the coordinator to commit, until Ctrl-C or SIGTERM (then its jobs are
+  released for another worker). Any number may run, on any host. Options default to the
+  settings' ``compactor_options.worker``.
 - ``status URL [--json]`` prints the compactions in the file with estimated progress.
 
 URLs are opened through the plugins; the database is at the store's root (as ``shale.Db.open``
@@ -112,6 +117,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("error: closed: fenced by a newer compactor", file=sys.stderr)
             return EXIT_ERROR
         print("compactor stopped", file=sys.stderr)
+        return EXIT_OK
+
+
+# -- worker ---------------------------------------------------------------------------------------
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from shale.spi import CompactionWorkerOptions
+    from shale_compactor.worker import CompactionWorker
+
+    settings = settings_from_args(args)
+    options = (settings.compactor_options and settings.compactor_options.worker) or (
+        CompactionWorkerOptions()
+    )
+    changes = {
+        "max_concurrent_compactions": args.max_concurrent,
+        "compactions_poll_interval": args.poll_interval,
+        "heartbeat_interval": args.heartbeat_interval,
+    }
+    options = options.replace(**{k: v for k, v in changes.items() if v is not None})
+    with opened_store(args) as store:
+        require_database(store, args.url)
+        worker = CompactionWorker(store, "", settings, options=options)
+        with _stop_on_signals(lambda: worker.stop(timeout=0)):
+            print(
+                f"compaction worker {worker.worker_id} running on {args.url}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+            worker.run()
+        worker.stop()
+        print(f"compaction worker {worker.worker_id} stopped", file=sys.stderr)
         return EXIT_OK
 
 
@@ -225,7 +262,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``compactor run|submit|status`` to the ``shale`` sub-parsers."""
+    """Add ``compactor run|worker|submit|status`` to the ``shale`` sub-parsers."""
     common = database_options()
     comp = subparsers.add_parser("compactor", help="run, feed and watch the compactor")
     sub = comp.add_subparsers(dest="compactor_command", metavar="COMMAND", required=True)
@@ -276,6 +313,36 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         help="with --full: compact this segment's tree (default: the root tree)",
     )
     p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser(
+        "worker",
+        parents=[common],
+        help="run a compaction worker for a coordinator until Ctrl-C/SIGTERM (fences nobody)",
+    )
+    p.add_argument(
+        "--merge-operator",
+        metavar="NAME",
+        help="the writer's merge operator (e.g. concat, counter)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="jobs held at once (default: the settings', 4)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=positive_duration,
+        metavar="SECONDS",
+        help="mean seconds between polls of .compactions, jittered +-50%% (default: 5)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=positive_duration,
+        metavar="SECONDS",
+        help="seconds between heartbeats of the jobs held (default: 10)",
+    )
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser(
         "status",

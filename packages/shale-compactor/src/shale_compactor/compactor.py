@@ -38,6 +38,17 @@ A :class:`Compactor` owns one database's compactor role. Lifecycle and invariant
   executor's merging is GIL-bound Python/Cython, so more threads mostly overlap object-store
   latency rather than CPU.
 
+**Coordinator mode** (``CompactorOptions.worker = None``, RFC-0025): the compactor executes
+nothing. Each tick it also validates Submitted compactions and marks them **Scheduled** for
+remote :class:`~shale_compactor.worker.CompactionWorker` s to claim (Running, with a worker
+and heartbeat), hands Running jobs whose heartbeat is older than ``worker_heartbeat_timeout``
+back to Scheduled (keeping their recorded outputs), and commits the jobs workers report
+**Compacted**: manifest first (as above), then Completed -- or Failed when their sources have
+left the manifest. Between two scheduling ticks (``poll_interval``) it looks for Compacted jobs
+every ``commit_compacted_interval``. On restart it leaves workers' jobs alone (see
+:mod:`shale_compactor.state`). With a worker configured (the default) jobs run in-process as
+described above and never become Scheduled.
+
 The standalone helpers :func:`submit_compaction` and :func:`read_status` never fence: they are
 what ``shale compactor submit`` / ``status`` use against a database whose compactor runs
 elsewhere.
@@ -61,6 +72,7 @@ from shale.spi import (
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
+    STATUS_SCHEDULED,
     STATUS_SUBMITTED,
     Clock,
     ClosedError,
@@ -107,9 +119,10 @@ from shale_compactor.state import (
     CompactorStateWriter,
     apply_compaction,
     apply_drain,
+    build_job,
     is_active,
-    is_dest_last_run,
     read_view,
+    reclaim_stale_workers,
     resolve_sources,
 )
 
@@ -339,6 +352,12 @@ class Compactor:
         #: finished compactions, bytes and durations (the registry of the handle that opened
         #: ``store``, else the process-wide one; docs/metrics.md)
         self.metrics = CompactorMetrics(registry_for(store))
+        #: RFC-0025 coordinator: no embedded worker, remote workers run the jobs.
+        self.distributed = options.worker is None
+        if self.distributed and settings.manifest_format_version == 1:
+            raise InvalidError(
+                "a coordinator without a worker needs manifest format 2 (.compactions version 2)"
+            )
         # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
         self.settings = settings.replace(compactor_options=options)
         #: How a commit is retried when the object store fails transiently (the whole step:
@@ -479,6 +498,7 @@ class Compactor:
                     timeout=self.options.manifest_update_timeout,
                     wall_clock=self.clock,
                     rand=self._rand,
+                    distributed=self.distributed,
                 )
             except ClosedError as exc:
                 if _is_fenced(exc):
@@ -524,9 +544,12 @@ class Compactor:
                 self.start()
             except ClosedError:
                 return
+            full, last_full = True, time.monotonic()
             while not self._stop.is_set():
                 try:
-                    self._tick(backoff=True)
+                    if full:
+                        last_full = time.monotonic()
+                    self._tick(backoff=True, full=full)
                 except ClosedError:
                     if self._fenced:
                         break
@@ -539,8 +562,15 @@ class Compactor:
                 except ShaleError as exc:
                     logger.warning("compactor poll failed; retrying: %s", exc)
                 self._log_progress()
-                self._wake.wait(self.options.poll_interval)
+                wait = self.options.poll_interval
+                if self.distributed:  # commit Compacted jobs between two scheduling ticks
+                    wait = min(
+                        self.options.commit_compacted_interval,
+                        max(0.0, last_full + wait - time.monotonic()),
+                    )
+                woke = self._wake.wait(wait)
                 self._wake.clear()
+                full = woke or time.monotonic() >= last_full + self.options.poll_interval
             if self._permanent_error is not None:
                 logger.error(
                     "compactor stopped: the object store refuses permanently: %s",
@@ -756,9 +786,10 @@ class Compactor:
 
     # -- the tick -----------------------------------------------------------------------------
 
-    def _tick(self, backoff: bool = False) -> list[Ulid]:
+    def _tick(self, backoff: bool = False, full: bool = True) -> list[Ulid]:
         """Refresh, add proposals (unless ``backoff`` and failures say to wait), start what
-        can start. Returns the ids started."""
+        can start (a coordinator: commit, reclaim, schedule; ``full=False``: only commit and
+        reclaim). Returns the ids started here."""
         started: list[tuple[_Job, Any]] = []
         finished: list[CompactionReport] = []
         with self._lock:
@@ -766,11 +797,14 @@ class Compactor:
             try:
                 writer.refresh()
                 until = self._backoff_until
-                if backoff and until is not None and time.monotonic() < until:
+                if not full or (backoff and until is not None and time.monotonic() < until):
                     dirty = False  # compactions failed in a row: no new proposals yet
                 else:
                     dirty = self._add_proposals(writer)
-                dirty |= self._start_submitted(writer, started, finished)
+                if self.distributed:
+                    dirty |= self._coordinate(writer, finished, schedule=full)
+                else:
+                    dirty |= self._start_submitted(writer, started, finished)
                 if dirty:
                     writer.write_compactions_safely()
             except BaseException as exc:
@@ -874,6 +908,109 @@ class Compactor:
             dirty = True
         return dirty
 
+    # -- coordinator (RFC-0025) -------------------------------------------------------------
+
+    def _coordinate(
+        self, writer: CompactorStateWriter, finished: list[CompactionReport], schedule: bool
+    ) -> bool:
+        """Commit Compacted jobs, reclaim stale Running ones, schedule Submitted ones."""
+        dirty = self._commit_compacted(writer, finished)
+        state = writer.state
+        timeout_ms = round(self.options.worker_heartbeat_timeout * 1000)
+        new, reclaimed = reclaim_stale_workers(state.compactions, self.clock.now_ms(), timeout_ms)
+        for c in reclaimed:
+            logger.warning(
+                "reclaiming compaction %s from worker %s (last heartbeat %s ms ago); %d outputs "
+                "kept",
+                c.id,
+                c.worker_id,
+                None if c.last_heartbeat_ms is None else self.clock.now_ms() - c.last_heartbeat_ms,
+                len(c.output_ssts),
+            )
+        if reclaimed:
+            state.set_compactions(state.compactions_id, new)
+            dirty = True
+        if schedule:
+            dirty |= self._schedule_submitted(writer, finished)
+        return dirty
+
+    def _schedule_submitted(
+        self, writer: CompactorStateWriter, finished: list[CompactionReport]
+    ) -> bool:
+        state = writer.state
+        dirty = False
+        busy_statuses = (STATUS_SCHEDULED, STATUS_RUNNING, STATUS_COMPACTED)
+        for c in state.with_status(STATUS_SUBMITTED):
+            busy = [x for x in state.active() if x.status in busy_statuses]
+            if len(busy) >= self.options.max_concurrent_compactions:
+                break
+            view = state.view()
+            m = view.manifest
+            if self._already_committed(m, c):
+                logger.info("compaction %s was committed before a restart; completing it", c.id)
+                state.finish(c.id, STATUS_COMPLETED)
+                finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
+                dirty = True
+                continue
+            try:
+                spec = CompactionSpec.from_compaction(c)
+                self.scheduler.validate(view, spec)
+                resolve_sources(m, c)
+            except InvalidError as exc:
+                logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
+                state.finish(c.id, STATUS_FAILED, [])
+                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+                dirty = True
+                continue
+            if spec.drain:  # coordinator-local: no SST is read or written
+                finished.append(self._drain(writer, c))
+                dirty = True
+                continue
+            if not check_conflicts(CompactorStateView(Compactions(0, busy), m), spec, ignore=c.id):
+                logger.debug("compaction %s waits for a conflicting one", c.id)
+                continue
+            state.set_status(c.id, STATUS_SCHEDULED)
+            logger.info("compaction %s scheduled for a worker", c.id)
+            dirty = True
+        return dirty
+
+    def _commit_compacted(
+        self, writer: CompactorStateWriter, finished: list[CompactionReport]
+    ) -> bool:
+        """Commit each job a worker reported Compacted: manifest first, then Completed (or
+        Failed when its sources are no longer in the manifest), one job at a time."""
+        dirty = False
+        for c in writer.state.with_status(STATUS_COMPACTED):
+            outputs = list(c.output_ssts)
+            m = writer.state.manifest
+            if self._already_committed(m, c):
+                # our manifest commit landed but the .compactions write did not (a restart)
+                logger.info("compaction %s was committed before a restart; completing it", c.id)
+                writer.state.finish(c.id, STATUS_COMPLETED, outputs)
+                finished.append(self._report(c, "completed", m, outputs, 0.0))
+                writer.write_compactions_safely()
+                dirty = False
+                continue
+            try:
+                resolve_sources(m, c)
+            except InvalidError as exc:
+                logger.warning("compacted job %s no longer applies; failing it: %s", c.id, exc)
+                writer.state.finish(c.id, STATUS_FAILED, [])
+                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+                dirty = True
+                continue
+            try:
+                report = self._commit(_Job(c, spec_size(m, c)), outputs, 0.0, collect=False)
+            except InvalidError as exc:  # the manifest refuses it: it can never commit
+                logger.error("compacted job %s cannot be committed; failing it: %s", c.id, exc)
+                writer.state.finish(c.id, STATUS_FAILED, [])
+                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+                dirty = True
+                continue
+            finished.append(report)
+            dirty = False  # _commit wrote the compactions file
+        return dirty
+
     def _drain(self, writer: CompactorStateWriter, c: Compaction) -> CompactionReport:
         """Commit a drain: no SST is read or written, the manifest loses its sources (after
         the safety checkpoint that keeps them readable for in-flight readers)."""
@@ -915,20 +1052,7 @@ class Compactor:
         return not l0_left and not runs_left
 
     def _make_job(self, m: Manifest, c: Compaction) -> Any:
-        from shale_compactor.executor import CompactionJob
-
-        views, runs = resolve_sources(m, c)
-        return CompactionJob(
-            id=c.id,
-            l0=views,
-            runs=runs,
-            destination=c.destination,
-            is_dest_last_run=is_dest_last_run(m, c),
-            retention_min_seq=m.recent_snapshot_min_seq,
-            compaction_clock_tick=m.last_l0_clock_tick,
-            resume_outputs=list(c.output_ssts),
-            external_dbs=list(m.external_dbs),
-        )
+        return build_job(m, c)
 
     # -- running a job (pool threads) ---------------------------------------------------------
 
@@ -984,7 +1108,9 @@ class Compactor:
     def _on_progress(self, job: _Job, processed: int) -> None:
         job.bytes_processed = int(processed)
 
-    def _commit(self, job: _Job, outputs: list[CompactedSst], duration: float) -> CompactionReport:
+    def _commit(
+        self, job: _Job, outputs: list[CompactedSst], duration: float, *, collect: bool = True
+    ) -> CompactionReport:
         c = job.compaction
         now_s = self.clock.now_ms() // 1000
 
@@ -1019,7 +1145,7 @@ class Compactor:
                 self._consecutive_failures = 0
                 self._backoff_until = None
                 report = self._report(c, "completed", before, outputs, duration)
-                if self._collecting:
+                if self._collecting and collect:
                     self._reports.append(report)
                 return report
 

@@ -26,6 +26,13 @@ elsewhere:
   (key, seq); only active compactions and the most recently finished one (largest ULID) are
   kept (SlateDB #1044: GC needs the last finished one as its low-watermark). This recovery
   state is persisted before any refresh could overwrite it.
+- **Distributed mode** (RFC-0025, a coordinator whose jobs remote workers run; ``open(...,
+  distributed=True)``): recovery leaves Scheduled, Running and Compacted jobs alone (a live
+  worker keeps its job; a dead one is reclaimed by heartbeat; Compacted jobs are committed), only
+  a Running job without a worker (left by an in-process compactor) goes back to Scheduled. The
+  compactions file is then written and read with :func:`merge_worker_compactions`: a worker's
+  transitions (claim, heartbeat, progress, release, Compacted) are adopted over the
+  coordinator's older copy, never the reverse.
 - **Conflicts.** Both files are updated with create-if-absent versions; a lost race reloads and
   re-applies a *mutation*. The compactions file is written as "our compactions, plus any
   compaction someone else submitted meanwhile" (:func:`merge_remote_compactions`), so a
@@ -86,9 +93,12 @@ __all__ = [
     "CompactorStateWriter",
     "apply_compaction",
     "apply_drain",
+    "build_job",
     "is_active",
     "is_dest_last_run",
     "merge_remote_compactions",
+    "merge_worker_compactions",
+    "reclaim_stale_workers",
     "read_view",
     "reset_running",
     "resolve_sources",
@@ -164,6 +174,62 @@ def merge_remote_compactions(local: Compactions, remote: Compactions) -> Compact
     )
 
 
+#: Remote transitions a coordinator adopts over its own copy of a job (SlateDB's
+#: ``should_adopt_state_transition``): only what a worker may do to a job.
+_ADOPT: dict[int, frozenset[int]] = {
+    STATUS_SUBMITTED: frozenset({STATUS_COMPACTED}),
+    STATUS_SCHEDULED: frozenset({STATUS_RUNNING, STATUS_COMPACTED}),
+    STATUS_RUNNING: frozenset({STATUS_SCHEDULED, STATUS_RUNNING, STATUS_COMPACTED}),
+    STATUS_COMPACTED: frozenset({STATUS_COMPACTED}),
+    STATUS_COMPLETED: frozenset(),
+    STATUS_FAILED: frozenset(),
+}
+
+
+def merge_worker_compactions(local: Compactions, remote: Compactions) -> Compactions:
+    """A distributed coordinator's merge of the latest file into its state (SlateDB's
+    ``merge_remote_compactions``): local jobs, with the remote copy adopted where it is a
+    worker's transition (Scheduled -> Running claim, Running heartbeat/progress/release,
+    -> Compacted); remote jobs it does not know are added when Submitted (someone submitted
+    them) or finished/Compacted, never when Scheduled or Running (only the coordinator
+    schedules)."""
+    merged = {x.id: x for x in local.recent_compactions}
+    for x in remote.recent_compactions:
+        mine = merged.get(x.id)
+        if mine is None:
+            if x.status in (STATUS_SUBMITTED, STATUS_COMPACTED, STATUS_COMPLETED, STATUS_FAILED):
+                merged[x.id] = x
+            else:
+                logger.error("ignoring remote %s compaction %s unknown here", x.status, x.id)
+        elif x != mine and x.status in _ADOPT.get(mine.status, frozenset()):
+            merged[x.id] = x
+    return Compactions(
+        compactor_epoch=remote.compactor_epoch, recent_compactions=_sorted(merged.values())
+    )
+
+
+def reclaim_stale_workers(
+    c: Compactions, now_ms: int, timeout_ms: int
+) -> tuple[Compactions, list[Compaction]]:
+    """``c`` with every Running job whose worker's last heartbeat is more than ``timeout_ms``
+    before ``now_ms`` (or that has no worker) handed back: Scheduled, worker cleared, recorded
+    ``output_ssts`` kept so the next worker resumes after them. Returns the reclaimed jobs."""
+    out: list[Compaction] = []
+    reclaimed: list[Compaction] = []
+    for x in c.recent_compactions:
+        if x.status == STATUS_RUNNING and (
+            x.worker_id is None or now_ms - (x.last_heartbeat_ms or 0) > timeout_ms
+        ):
+            reclaimed.append(x)
+            x = dataclasses.replace(
+                x, status=STATUS_SCHEDULED, worker_id=None, last_heartbeat_ms=None
+            )
+        out.append(x)
+    if not reclaimed:
+        return c, []
+    return dataclasses.replace(c, recent_compactions=out), reclaimed
+
+
 # -- pure helpers on the manifest ----------------------------------------------------------------
 
 
@@ -218,6 +284,28 @@ def is_dest_last_run(m: Manifest, c: Compaction) -> bool:
     if tree.compacted:
         return tree.compacted[-1].id in c.sorted_runs
     return bool(tree.l0) and tree.l0[-1].id in c.l0_view_ids
+
+
+def build_job(m: Manifest, c: Compaction) -> Any:
+    """The executor's :class:`~shale_compactor.executor.CompactionJob` for ``c`` against
+    manifest ``m``, resuming after ``c.output_ssts``.
+
+    :raises InvalidError: a source of ``c`` is not in ``m``.
+    """
+    from shale_compactor.executor import CompactionJob
+
+    views, runs = resolve_sources(m, c)
+    return CompactionJob(
+        id=c.id,
+        l0=views,
+        runs=runs,
+        destination=c.destination,
+        is_dest_last_run=is_dest_last_run(m, c),
+        retention_min_seq=m.recent_snapshot_min_seq,
+        compaction_clock_tick=m.last_l0_clock_tick,
+        resume_outputs=list(c.output_ssts),
+        external_dbs=list(m.external_dbs),
+    )
 
 
 def apply_compaction(m: Manifest, c: Compaction, outputs: list[CompactedSst]) -> Manifest:
@@ -532,8 +620,11 @@ class CompactorStateWriter:
         wall_clock: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Any = None,
+        distributed: bool = False,
     ) -> None:
         self.state = state
+        #: RFC-0025 coordinator: merge with :func:`merge_worker_compactions`.
+        self.distributed = distributed
         self.manifest = manifest
         self.compactions = compactions
         self.timeout = timeout
@@ -564,8 +655,12 @@ class CompactorStateWriter:
         wall_clock: Clock | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         rand: Any = None,
+        distributed: bool = False,
     ) -> CompactorStateWriter:
         """Fence (manifest, then compactions), reset Running to Submitted, trim, persist.
+
+        ``distributed=True`` (a coordinator of remote workers) recovers as RFC-0025 says
+        instead: workers' jobs are left to them; a Running job without a worker is Scheduled.
 
         :raises DataError: the database has no manifest (a compactor never creates one).
         :raises ClosedError: ``reason="fenced"``: a newer compactor won the race.
@@ -581,13 +676,32 @@ class CompactorStateWriter:
         )
 
         def recover(c: Compactions) -> Compactions:
+            if distributed:
+                out = [
+                    dataclasses.replace(
+                        x, status=STATUS_SCHEDULED, worker_id=None, last_heartbeat_ms=None
+                    )
+                    if x.status == STATUS_RUNNING and not x.worker_id
+                    else x
+                    for x in c.recent_compactions
+                ]
+                return retain_active_and_last_finished(
+                    dataclasses.replace(c, recent_compactions=out)
+                )
             return retain_active_and_last_finished(reset_running(c))
 
         # Persist recovery state before any refresh() can overwrite it.
         written = fc.update(recover, timeout=timeout, clock=monotonic)
         state = CompactorState(fm.id, fm.manifest, fc.id, written)
         return cls(
-            state, fm, fc, timeout=timeout, wall_clock=wall_clock, monotonic=monotonic, rand=rand
+            state,
+            fm,
+            fc,
+            timeout=timeout,
+            wall_clock=wall_clock,
+            monotonic=monotonic,
+            rand=rand,
+            distributed=distributed,
         )
 
     # -- reads --
@@ -602,7 +716,12 @@ class CompactorStateWriter:
         """Refresh the compactions file (checking the epoch) and merge in compactions that
         others submitted."""
         remote = self.compactions.refresh()
-        self.state.merge_remote_compactions(self.compactions.id, remote)
+        if self.distributed:
+            self.state.set_compactions(
+                self.compactions.id, merge_worker_compactions(self.state.compactions, remote)
+            )
+        else:
+            self.state.merge_remote_compactions(self.compactions.id, remote)
         return self.state.compactions
 
     def refresh(self) -> None:
@@ -655,9 +774,16 @@ class CompactorStateWriter:
         """
         self.state.retain_active_and_last_finished()
         local = self.state.compactions
+        base_id = self.state.compactions_id
 
         def mutate(remote: Compactions) -> Compactions:
-            return merge_remote_compactions(local, remote)
+            if not self.distributed:
+                return merge_remote_compactions(local, remote)
+            if self.compactions.id == base_id:
+                return local  # nobody wrote since we read: our transitions stand
+            # a worker wrote meanwhile: adopt its transitions (a reclaim of a job that just
+            # heartbeated is undone, a Compacted report is kept)
+            return retain_active_and_last_finished(merge_worker_compactions(local, remote))
 
         written = self.compactions.update(mutate, timeout=self.timeout, clock=self.monotonic)
         self.state.set_compactions(self.compactions.id, written)

@@ -76,6 +76,7 @@ __all__ = [
     "MAX_DURATION",
     "ReaderOptions",
     "SETTINGS_FILES",
+    "CompactionWorkerOptions",
     "CompactorOptions",
     "GarbageCollectorOptions",
     "GcDirectoryOptions",
@@ -568,6 +569,38 @@ class _Options:
 
 
 @dataclass(frozen=True)
+class CompactionWorkerOptions(_Options):
+    """Options of a compaction worker (SlateDB's ``CompactionWorkerOptions``, RFC-0025): a
+    process that claims Scheduled compactions from the ``.compactions`` file, runs them and
+    reports them Compacted for the coordinator to commit. Durations are seconds.
+
+    ``CompactorOptions.worker`` holds the embedded worker's options (``None``: the compactor is
+    a coordinator only and remote workers run the jobs); a standalone
+    :class:`shale_compactor.CompactionWorker` takes its own.
+    """
+
+    #: Jobs one worker holds at once.
+    max_concurrent_compactions: int = 4
+    #: Mean seconds between two polls of ``.compactions`` (each wait is jittered by +-50 %).
+    compactions_poll_interval: float = 5.0
+    #: Seconds between two heartbeats of the jobs a worker holds; keep it well below the
+    #: coordinator's ``worker_heartbeat_timeout``.
+    heartbeat_interval: float = 10.0
+    #: Largest output SST of a job (bytes).
+    max_sst_size: int = 256 * MiB
+    #: Concurrent block fetches per job.
+    max_fetch_tasks: int = 4
+
+    _SPECS: ClassVar[Mapping[str, _Spec]] = {
+        "max_concurrent_compactions": _Spec("int", lo=1, hi=_U32_MAX),
+        "compactions_poll_interval": _Spec("duration", positive=True),
+        "heartbeat_interval": _Spec("duration", positive=True),
+        "max_sst_size": _Spec("size", lo=1),
+        "max_fetch_tasks": _Spec("int", lo=1, hi=_U32_MAX),
+    }
+
+
+@dataclass(frozen=True)
 class CompactorOptions(_Options):
     """Options of the compactor (SlateDB's ``CompactorOptions`` plus the size-tiered scheduler's
     options, FEATURES §1.10). Durations are seconds."""
@@ -591,6 +624,19 @@ class CompactorOptions(_Options):
     #: Lifetime of the safety checkpoint written before a manifest that drops SSTs (seconds;
     #: SlateDB hard-codes 15 minutes).
     checkpoint_lifetime: float = 900.0
+    #: The embedded compaction worker (SlateDB's ``CompactorOptions.worker``). Set (the
+    #: default), this compactor runs the jobs it schedules itself, in-process, as it always
+    #: did. ``None`` makes it a *coordinator* only (RFC-0025): it schedules, marks jobs
+    #: Scheduled for remote ``shale compactor worker`` processes, reclaims the jobs of workers
+    #: whose heartbeat is older than ``worker_heartbeat_timeout`` and commits the jobs they
+    #: report Compacted. The embedded path keeps reading ``max_sst_size``/``max_fetch_tasks``
+    #: above; the group's own values configure a standalone worker started from these settings.
+    worker: CompactionWorkerOptions | None = field(default_factory=CompactionWorkerOptions)
+    #: Coordinator: a Running job whose worker has not heartbeated for this long (seconds) is
+    #: handed back to Scheduled (its recorded outputs kept) for another worker.
+    worker_heartbeat_timeout: float = 30.0
+    #: Coordinator: seconds between two looks for Compacted jobs to commit to the manifest.
+    commit_compacted_interval: float = 1.0
 
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "poll_interval": _Spec("duration", positive=True),
@@ -602,6 +648,9 @@ class CompactorOptions(_Options):
         "max_compaction_sources": _Spec("int", lo=2, hi=_U32_MAX),
         "include_size_threshold": _Spec("float", lo=0),
         "checkpoint_lifetime": _Spec("duration", positive=True),
+        "worker": _Spec("group", optional=True, group=CompactionWorkerOptions),
+        "worker_heartbeat_timeout": _Spec("duration", positive=True),
+        "commit_compacted_interval": _Spec("duration", positive=True),
     }
 
     def _check_fields(self) -> None:

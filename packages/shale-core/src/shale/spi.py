@@ -113,6 +113,7 @@ from shale.objstore.retrying import RetryingStore, RetryPolicy
 from shale.plugins import PluginHost, call_observers, get_host, open_store
 from shale.row import KIND_NAMES, MERGE, TOMBSTONE, VALUE, Row
 from shale.settings import (
+    CompactionWorkerOptions,
     CompactorOptions,
     GarbageCollectorOptions,
     GcDirectoryOptions,
@@ -144,6 +145,7 @@ __all__ = [
     "CloseReason",
     "ClosedError",
     "Clock",
+    "CompactionWorkerOptions",
     "CompactorOptions",
     "DataError",
     "GarbageCollectorOptions",
