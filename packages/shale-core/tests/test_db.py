@@ -350,23 +350,24 @@ def test_keys_only_and_values_only_scans(tmp_path: pathlib.Path) -> None:
     with Db.open(str(tmp_path / "kv"), FAST) as db:
         for k in (b"a", b"b", b"c"):
             db.put(k, k.upper())
-        assert list(db.scan().keys()) == [b"a", b"b", b"c"]
-        assert list(db.scan(reverse=True).values()) == [b"C", b"B", b"A"]
+        assert list(db.scan().keys_only()) == [b"a", b"b", b"c"]
+        assert dict(db.scan()) == {b"a": b"A", b"b": b"B", b"c": b"C"}  # still pairs
+        assert list(db.scan(reverse=True).values_only()) == [b"C", b"B", b"A"]
         it = db.scan()
         it.seek(b"b")
-        assert list(it.keys()) == [b"b", b"c"]
+        assert list(it.keys_only()) == [b"b", b"c"]
         with db.snapshot() as snap:
-            assert list(snap.scan_prefix(b"b").values()) == [b"B"]
+            assert list(snap.scan_prefix(b"b").values_only()) == [b"B"]
         with db.begin() as txn:
             txn.put(b"d", b"D")
-            assert list(txn.scan().keys()) == [b"a", b"b", b"c", b"d"]
-        assert list(db.namespace(b"c").scan().keys()) == []
+            assert list(txn.scan().keys_only()) == [b"a", b"b", b"c", b"d"]
+        assert list(db.namespace(b"c").scan().keys_only()) == []
         db.flush()
 
     async def main() -> None:
         async with AsyncDb.open(str(tmp_path / "kv"), FAST) as adb:
-            assert [k async for k in adb.scan().keys()] == [b"a", b"b", b"c", b"d"]
-            assert [v async for v in adb.scan(b"b").values()] == [b"B", b"C", b"D"]
+            assert [k async for k in adb.scan().keys_only()] == [b"a", b"b", b"c", b"d"]
+            assert [v async for v in adb.scan(b"b").values_only()] == [b"B", b"C", b"D"]
 
     asyncio.run(main())
 

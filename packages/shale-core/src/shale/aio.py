@@ -239,12 +239,12 @@ class AsyncDbIterator:
             self._done = False
             await self._run(self._seek, key)
 
-    async def keys(self) -> AsyncIterator[bytes]:
-        """The keys of the remaining rows (``async for k in db.scan().keys()``)."""
+    async def keys_only(self) -> AsyncIterator[bytes]:
+        """The keys of the remaining rows (``async for k in db.scan().keys_only()``)."""
         async for key, _value in self:
             yield key
 
-    async def values(self) -> AsyncIterator[bytes]:
+    async def values_only(self) -> AsyncIterator[bytes]:
         """The values of the remaining rows, in key order."""
         async for _key, value in self:
             yield value

@@ -58,13 +58,14 @@ def check_scan_range(start: bytes | None, end: bytes | None) -> tuple[bytes | No
 class KeysValues:
     """Keys-only and values-only views of a ``(key, value)`` scan iterator: every scan of shale
     (``Db``, ``DbReader``, snapshots, transactions, namespaces) has them, e.g.
-    ``for k in db.scan(b"a", b"b").keys()``. Each draws from the same iterator (after a
-    ``seek`` too)."""
+    ``for k in db.scan(b"a", b"b").keys_only()``. Each draws from the same iterator (after a
+    ``seek`` too). Not named ``keys``/``values``: ``dict(db.scan())`` must keep building a dict
+    from the pairs (``dict()`` treats anything with a ``keys()`` method as a mapping)."""
 
     def __next__(self) -> tuple[bytes, bytes]:
         raise NotImplementedError  # pragma: no cover -- the concrete iterators define it
 
-    def keys(self) -> Iterator[bytes]:
+    def keys_only(self) -> Iterator[bytes]:
         """The keys of the remaining rows."""
         while True:
             try:
@@ -73,7 +74,7 @@ class KeysValues:
                 return
             yield key
 
-    def values(self) -> Iterator[bytes]:
+    def values_only(self) -> Iterator[bytes]:
         """The values of the remaining rows, in key order."""
         while True:
             try:
