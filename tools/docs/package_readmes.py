@@ -14,6 +14,9 @@ from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\]\((?:\.\./)+(?:packages|plugins)/([\w.-]+)/README\.md(#[\w-]*)?\)")
+# a package README's link into docs/ (``../../docs/x.md``, correct on GitHub): on the site the
+# README is ``packages/<folder>.md``, beside the docs' pages' folder
+DOCS_LINK = re.compile(r"\]\(\.\./\.\./docs/([^)]+)\)")
 
 
 def readmes() -> dict[str, pathlib.Path]:
@@ -33,4 +36,6 @@ def on_files(files: Any, config: Any) -> Any:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     depth = page.file.src_uri.count("/")
     up = "../" * depth
+    if page.file.src_uri.startswith("packages/"):
+        markdown = DOCS_LINK.sub(lambda m: f"](../{m.group(1)})", markdown)
     return LINK.sub(lambda m: f"]({up}packages/{m.group(1)}.md{m.group(2) or ''})", markdown)
