@@ -208,3 +208,33 @@ def test_admin_applies_the_cache_options(tmp_path: Path) -> None:
     plain = Admin("db", settings=_settings(), object_store=store).store
     assert not isinstance(plain, CachedObjectStore)  # only instrumented (docs/metrics.md)
     assert Admin("db", settings=_settings(), object_store=store, metrics=False).store is store
+
+
+def test_cache_controls_on_the_asyncio_facade(db: Db) -> None:
+    import asyncio
+
+    from shale.aio import AsyncDb, AsyncDbReader
+
+    store = db.store
+    db.close()
+
+    async def main() -> None:
+        async with AsyncDb.open("db", _settings(), object_store=store) as adb:
+            sync = adb.sync
+            expected = [kv async for kv in adb.scan()]
+            sync.block_cache.clear()
+            assert [kv async for kv in adb.scan(cache_blocks=False)] == expected
+            assert sync.block_cache.keys() == []  # nothing inserted
+            first = _sst_ids(sync)[0]
+            await adb.warm_sst(first)
+            assert _blocks_of(sync, first)
+            adb.evict_cached_sst(first)
+            assert _blocks_of(sync, first) == []
+            assert set(adb.cache_stats()) >= {"data", "metadata"}
+        async with AsyncDbReader.open("db", _settings(), object_store=store) as reader:
+            assert [kv async for kv in reader.scan(cache_blocks=False)] == expected
+            assert reader.cache_stats()["data"]["entries"] == 0
+            await reader.warm_sst(first, ["index"])
+            reader.evict_cached_sst(first)
+
+    asyncio.run(main())

@@ -35,7 +35,15 @@ import datetime
 import functools
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterable,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
@@ -513,6 +521,7 @@ class AsyncDb:
         dirty: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        cache_blocks: bool = True,
         read_ahead_bytes: int | None = None,
         max_fetch_tasks: int | None = None,
     ) -> AsyncDbIterator:
@@ -537,6 +546,7 @@ class AsyncDb:
                 durability=durability,
                 dirty=dirty,
                 include_expired=include_expired,
+                cache_blocks=cache_blocks,
                 read_ahead_bytes=read_ahead_bytes,
                 max_fetch_tasks=max_fetch_tasks,
             ),
@@ -644,6 +654,18 @@ class AsyncDb:
     def metrics(self) -> dict[str, int]:
         """Counters and gauges (no I/O; see :meth:`shale.Db.metrics`)."""
         return self._db.metrics()
+
+    async def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """Load parts of one SST into the caches (see :meth:`shale.Db.warm_sst`)."""
+        await self._run(self.sync.warm_sst, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """Drop one SST from the in-memory caches (no I/O; :meth:`shale.Db.evict_cached_sst`)."""
+        self.sync.evict_cached_sst(sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """The block and disk caches' sizes, counters and hit rates (no I/O)."""
+        return self.sync.cache_stats()
 
     def changes(self, since_seq: int | None = None, **options: Any) -> AsyncChangeStream:
         """``async for`` over :meth:`shale.Db.changes` (same arguments; reads nothing yet)."""
@@ -859,6 +881,7 @@ class AsyncDbReader:
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        cache_blocks: bool = True,
         read_ahead_bytes: int | None = None,
         max_fetch_tasks: int | None = None,
     ) -> AsyncDbIterator:
@@ -878,6 +901,7 @@ class AsyncDbReader:
                 reverse=reverse,
                 durability=durability,
                 include_expired=include_expired,
+                cache_blocks=cache_blocks,
                 read_ahead_bytes=read_ahead_bytes,
                 max_fetch_tasks=max_fetch_tasks,
             )
@@ -911,6 +935,19 @@ class AsyncDbReader:
     def metrics(self) -> dict[str, int]:
         """Counters and gauges (no I/O; see :meth:`shale.DbReader.metrics`)."""
         return self._reader.metrics()
+
+    async def warm_sst(self, sst_id: Any, targets: Sequence[Any] | None = None) -> None:
+        """Load parts of one SST into the caches (see :meth:`shale.DbReader.warm_sst`)."""
+        await self._run(self.sync.warm_sst, sst_id, targets)
+
+    def evict_cached_sst(self, sst_id: Any) -> None:
+        """Drop one SST from the in-memory caches (no I/O; see
+        :meth:`shale.DbReader.evict_cached_sst`)."""
+        self.sync.evict_cached_sst(sst_id)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """The block and disk caches' sizes, counters and hit rates (no I/O)."""
+        return self.sync.cache_stats()
 
     async def close(self) -> None:
         """Stop the poller, delete a managed checkpoint, shut the executor down. Idempotent."""
