@@ -11,6 +11,12 @@ each time through a fresh ``DbReader`` (an empty block cache, as a new process h
 * **disk cache, cold** -- the same with an empty cache folder (the cache fills as it goes);
 * **disk cache, warm** -- the same again with the folder the previous reader filled.
 
+Beside it, the official package on the same database, each pass in a child process (its native
+library stays out of this one): its ``DbReader`` (follow latest; the 0.17 Python reader takes no
+cache options) with no disk cache, then its ``Db`` opened with ``object_store_cache_options``
+(the only handle of the 0.17 binding that takes them) with an empty, then a filled cache folder.
+The official passes run after shale's (its writer fences nobody that is still running).
+
 Prints a Markdown table: gets/s, scan rows/s, and the share of SST reads served from disk. Never
 asserts on timings. The server is started with :func:`shale_minio.testing.start_seaweed` and
 removed afterwards.
@@ -55,6 +61,83 @@ def _reader_pass(
     return {"gets/s": gets / get_s, "scan rows/s": n / scan_s, "local": share}
 
 
+_OFFICIAL = r"""
+import asyncio, json, random, sys, time
+import slatedb.uniffi as s
+
+req = json.loads(sys.argv[1])
+
+
+async def main():
+    store = s.ObjectStore.resolve(f"s3://{req['bucket']}")
+    rng = random.Random(7)
+    keys = [b"key-%011d" % rng.randrange(req["rows"]) for _ in range(req["gets"])]
+    if req["cache"] is None:
+        builder = s.DbReaderBuilder(req["db_path"], store)
+        builder.with_reader_mode(s.ReaderMode.FOLLOW_LATEST())
+        handle = await builder.build()
+    else:
+        settings = s.Settings.default()
+        settings.set("compactor_options", "null")
+        settings.set("garbage_collector_options", "null")
+        opts = json.loads(settings.to_json_string())["object_store_cache_options"]
+        opts.update(root_folder=req["cache"], part_size_bytes=1 << 20)
+        settings.set("object_store_cache_options", json.dumps(opts))
+        builder = s.DbBuilder(req["db_path"], store)
+        builder.with_settings(settings)
+        handle = await builder.build()
+    try:
+        t0 = time.perf_counter()
+        for k in keys:
+            await handle.get(k)
+        get_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        it = await handle.scan(
+            s.KeyRange(start=None, start_inclusive=True, end=None, end_inclusive=False)
+        )
+        n = 0
+        while True:
+            batch = await it.next_batch(1024)
+            if not batch:
+                break
+            n += len(batch)
+        scan_s = time.perf_counter() - t0
+    finally:
+        await handle.shutdown()
+    print(json.dumps({"gets/s": len(keys) / get_s, "scan rows/s": n / scan_s}))
+
+
+asyncio.run(main())
+"""
+
+
+def _official_pass(
+    server: Any, bucket: str, db_path: str, cache: str | None, rows: int, gets: int
+) -> dict[str, Any] | None:
+    """One official pass in a child process; ``None`` when the package is missing or failed."""
+    import importlib.util
+    import json
+    import os
+    import subprocess
+
+    if importlib.util.find_spec("slatedb") is None:
+        return None
+    request = {"bucket": bucket, "db_path": db_path, "cache": cache, "rows": rows, "gets": gets}
+    proc = subprocess.run(
+        [sys.executable, "-c", _OFFICIAL, json.dumps(request)],
+        env={**os.environ, **server.env()},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"official pass failed: {proc.stderr[-1500:]}", file=sys.stderr)
+        return None
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=40_000)
@@ -92,11 +175,30 @@ def main(argv: list[str] | None = None) -> int:
             ("disk cache, cold", _reader_pass(url, options, cached, args.rows, args.gets)),
             ("disk cache, warm", _reader_pass(url, options, cached, args.rows, args.gets)),
         ]
+        official = [
+            _official_pass(server, bucket, "db", None, args.rows, args.gets),
+            _official_pass(server, bucket, "db", f"{tmp}/official", args.rows, args.gets),
+            _official_pass(server, bucket, "db", f"{tmp}/official", args.rows, args.gets),
+        ]
     print(f"disk cache over S3 (SeaweedFS, loopback): {args.rows} rows, {args.gets} random gets\n")
-    print("| reader | cold gets/s | full scan rows/s | SST reads from disk |")
-    print("|---|---:|---:|---:|")
-    for name, r in results:
-        print(f"| {name} | {r['gets/s']:,.0f} | {r['scan rows/s']:,.0f} | {r['local']:.0%} |")
+    print(
+        "| pass | shale cold gets/s | official | ratio | shale full scan rows/s | official"
+        " | ratio | shale SST reads from disk |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (name, r), o in zip(results, official, strict=True):
+        og = "-" if o is None else f"{o['gets/s']:,.0f}"
+        os_ = "-" if o is None else f"{o['scan rows/s']:,.0f}"
+        rg = "-" if o is None else f"{r['gets/s'] / o['gets/s']:.2f}x"
+        rs = "-" if o is None else f"{r['scan rows/s'] / o['scan rows/s']:.2f}x"
+        print(
+            f"| {name} | {r['gets/s']:,.0f} | {og} | {rg} | {r['scan rows/s']:,.0f} | {os_}"
+            f" | {rs} | {r['local']:.0%} |"
+        )
+    print(
+        "\nofficial: its DbReader without a cache (first row), its Db with "
+        "object_store_cache_options (empty folder, then filled); shale: a DbReader each time."
+    )
     return 0
 
 
