@@ -89,6 +89,8 @@ DISTRIBUTIONS = (
     "plugins/shale-faults",
     "plugins/shale-example-filter",
     "plugins/shale-obstore",
+    "plugins/shale-prometheus",
+    "plugins/shale-otel",
 )
 
 

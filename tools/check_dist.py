@@ -32,6 +32,8 @@ NAMES = {
     "shale_faults": "plugins/shale-faults",
     "shale_example_filter": "plugins/shale-example-filter",
     "shale_obstore": "plugins/shale-obstore",
+    "shale_prometheus": "plugins/shale-prometheus",
+    "shale_otel": "plugins/shale-otel",
 }
 EXTRAS = {"s3", "compactor", "gc", "all"}
 

@@ -221,6 +221,9 @@ def test_reader_and_admin_have_their_registries() -> None:
     admin = Admin("db", object_store=store)
     assert admin.read_manifest() is not None
     assert isinstance(admin.store, InstrumentedStore)
+    # a handle's store given to another handle is used as it is (no second layer)
+    with DbReader.open("db", FAST, object_store=admin.store) as again:
+        assert again._parts.store is admin.store
     snap = admin.metrics_registry.snapshot()  # type: ignore[union-attr]
     assert snap.value("shale_object_store_request_seconds", role="admin") >= 1
     admin.close()

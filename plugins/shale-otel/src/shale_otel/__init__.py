@@ -7,9 +7,9 @@ providers (``opentelemetry.trace`` / ``opentelemetry.metrics``), which do nothin
 application configures the SDK.
 """
 
+from shale import __version__  # the project's one version: every distribution has it
 from shale_otel.bridge import MetricsBridge
 from shale_otel.instrument import Instrumentation, instrument
 from shale_otel.tracer import OtelTracer
 
-__all__ = ["Instrumentation", "MetricsBridge", "OtelTracer", "instrument"]
-__version__ = "0.1.0"
+__all__ = ["Instrumentation", "MetricsBridge", "OtelTracer", "__version__", "instrument"]

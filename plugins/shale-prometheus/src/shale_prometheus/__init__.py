@@ -7,7 +7,7 @@ as a plugin, it registers itself with ``prometheus_client.REGISTRY`` when the fi
 opens (and serves on ``SHALE_PLUGIN_PROMETHEUS_PORT`` when that variable is set).
 """
 
+from shale import __version__  # the project's one version: every distribution has it
 from shale_prometheus.collector import ShaleCollector, register, start_http_server
 
-__all__ = ["ShaleCollector", "register", "start_http_server"]
-__version__ = "0.1.0"
+__all__ = ["ShaleCollector", "__version__", "register", "start_http_server"]

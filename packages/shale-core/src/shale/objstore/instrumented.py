@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from shale import tracing
 from shale.metrics import MetricsRegistry
-from shale.objstore.cached import wrap_store
+from shale.objstore.cached import CachedObjectStore, wrap_store
 from shale.objstore.protocol import ObjectAlreadyExists, ObjectMeta, ObjectNotFound, ObjectStore
 from shale.settings import ObjectStoreCacheOptions
 from shale.telemetry import StoreMetrics
@@ -127,7 +127,13 @@ def handle_store(
 ) -> ObjectStore:
     """``store`` as a database handle uses it (the one place ``Db``, ``DbReader`` and ``Admin``
     layer their store): instrumented into ``registry`` (unless ``None``: metrics off), then
-    wrapped in the disk cache when ``cache_options`` enable it."""
+    wrapped in the disk cache when ``cache_options`` enable it.
+
+    A store that is already a handle's (``DbReader.open(..., object_store=db.store)``) is used
+    as it is: layering a second disk cache over the same folder, or counting every request
+    twice, would be wrong."""
+    if isinstance(store, (InstrumentedStore, CachedObjectStore)):
+        return store
     if registry is not None:
         store = InstrumentedStore(store, registry)
     return wrap_store(store, cache_options, namespace)
