@@ -871,26 +871,9 @@ class Compactor:
                 continue
             if len(self._jobs) >= self.options.max_concurrent_compactions:
                 break
-            view = state.view()
-            m = view.manifest
-            if self._already_committed(m, c):
-                logger.info("compaction %s was committed before a restart; completing it", c.id)
-                state.finish(c.id, STATUS_COMPLETED)
-                finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
-                dirty = True
-                continue
-            try:
-                spec = CompactionSpec.from_compaction(c)
-                self.scheduler.validate(view, spec)
-                resolve_sources(m, c)
-            except InvalidError as exc:
-                logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
-                state.finish(c.id, STATUS_FAILED, [])
-                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
-                dirty = True
-                continue
-            if spec.drain:
-                finished.append(self._drain(writer, c))
+            m = state.view().manifest
+            spec = self._vet(writer, c, finished)
+            if spec is None:
                 dirty = True
                 continue
             # wait while a running compaction uses a source or the destination
@@ -907,6 +890,34 @@ class Compactor:
             started.append((job, self._make_job(m, c)))
             dirty = True
         return dirty
+
+    def _vet(
+        self, writer: CompactorStateWriter, c: Compaction, finished: list[CompactionReport]
+    ) -> CompactionSpec | None:
+        """A submitted job's spec, checked against the current manifest, when it is still to
+        run; ``None`` when it was settled here instead (its manifest commit had landed before
+        a restart: Completed; no longer valid: Failed; a drain: done) -- the state changed."""
+        state = writer.state
+        view = state.view()
+        m = view.manifest
+        if self._already_committed(m, c):
+            logger.info("compaction %s was committed before a restart; completing it", c.id)
+            state.finish(c.id, STATUS_COMPLETED)
+            finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
+            return None
+        try:
+            spec = CompactionSpec.from_compaction(c)
+            self.scheduler.validate(view, spec)
+            resolve_sources(m, c)
+        except InvalidError as exc:
+            logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
+            state.finish(c.id, STATUS_FAILED, [])
+            finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
+            return None
+        if spec.drain:
+            finished.append(self._drain(writer, c))
+            return None
+        return spec
 
     # -- coordinator (RFC-0025) -------------------------------------------------------------
 
@@ -944,26 +955,9 @@ class Compactor:
             busy = [x for x in state.active() if x.status in busy_statuses]
             if len(busy) >= self.options.max_concurrent_compactions:
                 break
-            view = state.view()
-            m = view.manifest
-            if self._already_committed(m, c):
-                logger.info("compaction %s was committed before a restart; completing it", c.id)
-                state.finish(c.id, STATUS_COMPLETED)
-                finished.append(self._report(c, "completed", m, list(c.output_ssts), 0.0))
-                dirty = True
-                continue
-            try:
-                spec = CompactionSpec.from_compaction(c)
-                self.scheduler.validate(view, spec)
-                resolve_sources(m, c)
-            except InvalidError as exc:
-                logger.warning("compaction %s is no longer valid; failing it: %s", c.id, exc)
-                state.finish(c.id, STATUS_FAILED, [])
-                finished.append(self._report(c, "failed", m, [], 0.0, error=str(exc)))
-                dirty = True
-                continue
-            if spec.drain:  # coordinator-local: no SST is read or written
-                finished.append(self._drain(writer, c))
+            m = state.view().manifest
+            spec = self._vet(writer, c, finished)  # a drain is coordinator-local: done here
+            if spec is None:
                 dirty = True
                 continue
             if not check_conflicts(CompactorStateView(Compactions(0, busy), m), spec, ignore=c.id):
