@@ -107,6 +107,9 @@ from shale.objstore.protocol import (
     ObjectStoreError,
     PermanentStoreError,
     TransientStoreError,
+    check_range,
+    object_bytes,
+    plausible_prefix,
     validate_key,
 )
 from shale.objstore.retrying import RetryingStore, RetryPolicy
@@ -205,6 +208,9 @@ __all__ = [
     "RetryingStore",
     "TransientStoreError",
     "validate_key",
+    "check_range",
+    "object_bytes",
+    "plausible_prefix",
     # metadata
     "CompactionsStore",
     "ConsumerCursor",

@@ -77,7 +77,10 @@ from shale.spi import (
     ObjectStoreError,
     RetryPolicy,
     TransientStoreError,
+    check_range,
     get_logger,
+    object_bytes,
+    plausible_prefix,
     validate_key,
 )
 from shale_minio import _sdk
@@ -101,39 +104,6 @@ T = TypeVar("T")
 
 #: Request headers as the minio SDK's internal calls type them.
 _Headers = dict[str, str | list[str] | tuple[str]]
-
-
-def _as_bytes(key: str, data: Any) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return bytes(memoryview(data).cast("B"))
-    except TypeError:
-        raise InvalidError(
-            "object data must be bytes-like", key=key, type=type(data).__name__
-        ) from None
-
-
-def _check_range(key: str, start: Any, end: Any) -> None:
-    for value in (start, end):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidError(
-                "range bounds must be non-negative ints", key=key, start=start, end=end
-            )
-
-
-def _plausible_prefix(prefix: str) -> bool:
-    """Whether some valid key could start with ``prefix`` (else ``list`` is empty for free)."""
-    if not prefix:
-        return True
-    dir_part, slash, _ = prefix.rpartition("/")
-    if prefix.startswith("/") or "\x00" in prefix or "\\" in prefix:
-        return False
-    if slash:
-        for part in dir_part.split("/"):
-            if part in ("", ".", ".."):
-                return False
-    return True
 
 
 class S3Store:
@@ -375,7 +345,7 @@ class S3Store:
         :raises PermanentStoreError: access denied, missing bucket, bad request.
         """
         name = self._name(key)
-        self._write("put", key, name, _as_bytes(key, data), {})
+        self._write("put", key, name, object_bytes(key, data), {})
 
     def put_if_absent(self, key: str, data: bytes) -> None:
         """Create ``key`` only if it does not exist (``If-None-Match: *``).
@@ -385,7 +355,7 @@ class S3Store:
             only if the final read-back failed too.
         """
         name = self._name(key)
-        self._write("put_if_absent", key, name, _as_bytes(key, data), {"If-None-Match": "*"})
+        self._write("put_if_absent", key, name, object_bytes(key, data), {"If-None-Match": "*"})
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> None:
         """Overwrite ``key`` only if its etag is still ``etag`` (``If-Match``).
@@ -395,7 +365,7 @@ class S3Store:
         name = self._name(key)
         if not isinstance(etag, str):
             raise InvalidError("etag must be a str", key=key, type=type(etag).__name__)
-        body = _as_bytes(key, data)
+        body = object_bytes(key, data)
         bare = etag.strip('"')
         if not bare or not bare.isascii() or not bare.isprintable() or '"' in bare:
             raise ObjectAlreadyExists(
@@ -569,7 +539,7 @@ class S3Store:
         :raises ObjectNotFound: the key does not exist.
         """
         name = self._name(key)
-        _check_range(key, start, end)
+        check_range(key, start, end)
         if end <= start:
             self.head(key)  # an empty range still requires the object to exist
             return b""
@@ -604,7 +574,7 @@ class S3Store:
         """
         if not isinstance(prefix, str):
             raise InvalidError("list prefix must be a str", type=type(prefix).__name__)
-        if not _plausible_prefix(prefix):
+        if not plausible_prefix(prefix):
             return iter(())
         return iter(self._call("list", prefix, lambda: self._list_all(self._prefix + prefix)))
 

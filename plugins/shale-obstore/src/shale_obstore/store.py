@@ -47,6 +47,9 @@ from shale.spi import (
     ObjectStoreError,
     RetryPolicy,
     TransientStoreError,
+    check_range,
+    object_bytes,
+    plausible_prefix,
     validate_key,
 )
 from shale_obstore.config import ObstoreConfig, resolve_config
@@ -62,35 +65,6 @@ _VERSION_MARK = "|v:"
 _CONTENT_TYPE = "application/octet-stream"
 
 T = TypeVar("T")
-
-
-def _as_bytes(key: str, data: Any) -> bytes | memoryview:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return memoryview(data).cast("B")
-    except TypeError:
-        raise InvalidError(
-            "object data must be bytes-like", key=key, type=type(data).__name__
-        ) from None
-
-
-def _check_range(key: str, start: Any, end: Any) -> None:
-    for value in (start, end):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidError(
-                "range bounds must be non-negative ints", key=key, start=start, end=end
-            )
-
-
-def _plausible_prefix(prefix: str) -> bool:
-    """Whether some valid key could start with ``prefix`` (else ``list`` is empty for free)."""
-    if not prefix:
-        return True
-    if prefix.startswith("/") or "\x00" in prefix or "\\" in prefix:
-        return False
-    dir_part, slash, _ = prefix.rpartition("/")
-    return not slash or all(part not in ("", ".", "..") for part in dir_part.split("/"))
 
 
 def _build(config: ObstoreConfig, *, retries: bool) -> Any:
@@ -244,7 +218,7 @@ class ObstoreStore:
         :raises PermanentStoreError: access denied, missing bucket, bad request.
         """
         name = self._name(key)
-        body = _as_bytes(key, data)
+        body = object_bytes(key, data)
         self._call(
             "put",
             key,
@@ -259,7 +233,7 @@ class ObstoreStore:
         :raises ObjectAlreadyExists: the key exists (another writer won the race).
         """
         name = self._name(key)
-        self._conditional("put_if_absent", key, name, _as_bytes(key, data), "create")
+        self._conditional("put_if_absent", key, name, object_bytes(key, data), "create")
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> None:
         """Overwrite ``key`` only if its etag is still ``etag``.
@@ -269,7 +243,7 @@ class ObstoreStore:
         name = self._name(key)
         if not isinstance(etag, str):
             raise InvalidError("etag must be a str", key=key, type=type(etag).__name__)
-        body = _as_bytes(key, data)
+        body = object_bytes(key, data)
         e_tag, mark, version = etag.partition(_VERSION_MARK)
         bare = e_tag.strip('"')
         if not bare or not bare.isascii() or not bare.isprintable() or '"' in bare:
@@ -363,7 +337,7 @@ class ObstoreStore:
         :raises ObjectNotFound: the key does not exist.
         """
         name = self._name(key)
-        _check_range(key, start, end)
+        check_range(key, start, end)
         if end <= start:
             self.head(key)  # an empty range still requires the object to exist
             return b""
@@ -404,7 +378,7 @@ class ObstoreStore:
         """
         if not isinstance(prefix, str):
             raise InvalidError("list prefix must be a str", type=type(prefix).__name__)
-        if not _plausible_prefix(prefix):
+        if not plausible_prefix(prefix):
             return iter(())
         full = self._prefix + prefix
         return iter(self._call("list", prefix, lambda: self._list_all(full)))

@@ -55,6 +55,7 @@ from shale.objstore.protocol import (
     ObjectStoreError,
     PermanentStoreError,
     TransientStoreError,
+    check_range,
     validate_key,
 )
 
@@ -499,7 +500,7 @@ class LocalStore:
         :raises ObjectNotFound: the key does not exist.
         """
         path = self._path(key)
-        _check_range(key, start, end)
+        check_range(key, start, end)
         try:
             fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
@@ -627,18 +628,6 @@ class LocalStore:
 
     def close(self) -> None:
         """Nothing to release: every call opens and closes its own files."""
-
-
-def _check_range(key: str, start: int, end: int) -> None:
-    if (
-        not isinstance(start, int)
-        or not isinstance(end, int)
-        or isinstance(start, bool)
-        or isinstance(end, bool)
-        or start < 0
-        or end < 0
-    ):
-        raise InvalidError("range bounds must be non-negative ints", key=key, start=start, end=end)
 
 
 def _root_from_url(url: Any) -> str | None:

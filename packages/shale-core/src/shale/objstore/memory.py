@@ -29,6 +29,7 @@ from shale.objstore.protocol import (
     ObjectAlreadyExists,
     ObjectMeta,
     ObjectNotFound,
+    object_bytes,
     validate_key,
 )
 
@@ -39,17 +40,6 @@ class _Object(NamedTuple):
     data: bytes
     etag: str
     last_modified: float
-
-
-def _as_bytes(key: str, data: Any) -> bytes:
-    if isinstance(data, bytes):
-        return data
-    try:
-        return bytes(memoryview(data).cast("B"))
-    except TypeError:
-        raise InvalidError(
-            "object data must be bytes-like", key=key, type=type(data).__name__
-        ) from None
 
 
 class MemoryStore:
@@ -104,7 +94,7 @@ class MemoryStore:
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         """Write ``data`` at ``key``, replacing any object (``durable`` has no effect)."""
         validate_key(key)
-        blob = _as_bytes(key, data)
+        blob = object_bytes(key, data)
         now = self._clock()
         with self._lock:
             self._store(key, blob, now)
@@ -112,7 +102,7 @@ class MemoryStore:
     def put_if_absent(self, key: str, data: bytes) -> None:
         """Create ``key`` only if absent. :raises ObjectAlreadyExists: the key exists."""
         validate_key(key)
-        blob = _as_bytes(key, data)
+        blob = object_bytes(key, data)
         now = self._clock()
         with self._lock:
             if key in self._objects:
@@ -127,7 +117,7 @@ class MemoryStore:
         validate_key(key)
         if not isinstance(etag, str):
             raise InvalidError("etag must be a str", key=key, type=type(etag).__name__)
-        blob = _as_bytes(key, data)
+        blob = object_bytes(key, data)
         now = self._clock()
         with self._lock:
             current = self._objects.get(key)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from shale.errors import DataError, InvalidError, ShaleError, UnavailableError
 
@@ -42,6 +42,9 @@ __all__ = [
     "ObjectAlreadyExists",
     "TransientStoreError",
     "PermanentStoreError",
+    "check_range",
+    "object_bytes",
+    "plausible_prefix",
     "validate_key",
 ]
 
@@ -176,3 +179,44 @@ def validate_key(key: str) -> str:
         if part in ("", ".", ".."):
             raise InvalidError("object key has an empty, '.' or '..' segment", key=key)
     return key
+
+
+# -- argument checks every backend shares ----------------------------------------------------------
+
+
+def object_bytes(key: str, data: Any) -> bytes:
+    """``data`` (any bytes-like object) as ``bytes`` for a put of ``key``.
+
+    :raises InvalidError: ``data`` is not bytes-like.
+    """
+    if isinstance(data, bytes):
+        return data
+    try:
+        return bytes(memoryview(data).cast("B"))
+    except TypeError:
+        raise InvalidError(
+            "object data must be bytes-like", key=key, type=type(data).__name__
+        ) from None
+
+
+def check_range(key: str, start: Any, end: Any) -> None:
+    """Check the bounds of a ranged read of ``key``.
+
+    :raises InvalidError: a bound that is not an int ``>= 0`` (a ``bool`` is not an int here).
+    """
+    for value in (start, end):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidError(
+                "range bounds must be non-negative ints", key=key, start=start, end=end
+            )
+
+
+def plausible_prefix(prefix: str) -> bool:
+    """Whether some valid key (:func:`validate_key`) could start with ``prefix``: a listing of
+    any other prefix is empty without asking the store."""
+    if not prefix:
+        return True
+    if prefix.startswith("/") or "\x00" in prefix or "\\" in prefix:
+        return False
+    dir_part, slash, _ = prefix.rpartition("/")
+    return not slash or all(part not in ("", ".", "..") for part in dir_part.split("/"))
