@@ -221,7 +221,9 @@ class GcMachine(RuleBasedStateMachine):
         snapshot = {m.key for m in self.store.list("")}
         dry = GarbageCollector(self.store, ROOT, gc_options(), clock=self.clock, dry_run=True)
         d = dry.run_once()
-        assert {m.key for m in self.store.list("")} == snapshot
+        # a dry run deletes nothing (the writer's WAL flusher may still upload a buffer that a
+        # durable=False put left, woken by an earlier durable write: objects may appear)
+        assert snapshot <= {m.key for m in self.store.list("")}
         r = self.gc.run_once()
         assert r.ok, r.summary()
         assert sorted(o.key for o in d.deleted) == sorted(o.key for o in r.deleted)
