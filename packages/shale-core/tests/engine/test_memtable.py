@@ -191,6 +191,15 @@ def test_put_rows_is_put_one_by_one_with_true_seq_bounds() -> None:
     assert many.num_rows == 4
 
 
+def test_put_rows_skips_rows_at_or_below_the_floor() -> None:
+    rows = [row(b"b", 7), row(b"a", 5, ts=99), row(b"b", 9, kind=MERGE), row(b"c", 6)]
+    mt = Memtable()
+    assert mt.put_rows(rows, floor=6) == 2  # a replay's rows already in L0 are skipped
+    assert [(r[0], r[1]) for r in mt.iter_rows()] == [(b"b", 9), (b"b", 7)]
+    assert (mt.min_seq, mt.max_seq, mt.num_rows, mt.last_tick) == (7, 9, 2, 9)
+    assert mt.put_rows(rows, floor=9) == 0 and mt.num_rows == 2
+
+
 ROWS = st.lists(
     st.tuples(
         st.sampled_from([b"a", b"b", b"c"]),
@@ -205,17 +214,28 @@ ROWS = st.lists(
 )
 
 
-@given(rows=ROWS, max_seq=st.integers(0, 60), tick=st.none() | st.integers(0, 9))
+@given(
+    rows=ROWS,
+    max_seq=st.integers(0, 60),
+    tick=st.none() | st.integers(0, 9),
+    floor=st.none() | st.integers(0, 60),
+)
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-def test_twins_agree(both_twins: Any, rows: list[tuple], max_seq: int, tick: int | None) -> None:  # type: ignore[type-arg]
+def test_twins_agree(
+    both_twins: Any,
+    rows: list[tuple],  # type: ignore[type-arg]
+    max_seq: int,
+    tick: int | None,
+    floor: int | None,
+) -> None:
     py, c = both_twins("memtable")
     got = []
     for impl in (py, c):
         versions: dict[bytes, list[tuple]] = {}  # type: ignore[type-arg]
         new: list[bytes] = []
-        stats = impl.insert_rows(versions, new, list(rows), tick)
+        stats = impl.insert_rows(versions, new, list(rows), tick, floor)
         to_base = {k: impl.versions_to_base(v, max_seq) for k, v in versions.items()}
         got.append((stats, versions, new, to_base))
     assert got[0] == got[1]

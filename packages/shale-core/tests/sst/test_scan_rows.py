@@ -92,3 +92,16 @@ def test_decode_chunks_twins_agree_on_garbage(both_twins: Any, data: bytes, cut:
         except DataError as exc:
             results.append(("error", str(exc)))
     assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("wal", [False, True])
+@pytest.mark.parametrize("n", [1, 3, 400])
+def test_block_rows_are_the_blocks_in_order(wal: bool, n: int) -> None:
+    rows = _rows(n)
+    if wal:  # a WAL SST's rows come in seq order
+        rows = [(k, i + 1, kind, v, e, c) for i, (k, _s, kind, v, e, c) in enumerate(rows)]
+    data = build_sst(rows, block_size=256, wal=wal, compression=None)
+    for table in (SsTable.from_bytes(data, policies=()), _table(rows, wal=wal)):
+        blocks = table.block_rows()
+        assert len(blocks) == table.block_count
+        assert [r for b in blocks for r in b] == rows == list(table.iter_rows())

@@ -17,16 +17,22 @@ def insert_rows(
     new: list[bytes],
     rows: list[tuple],  # type: ignore[type-arg]
     max_tick: int | None,
-) -> tuple[int, int | None, int, int]:
-    """Append each row to its key's versions (a new key also to ``new``), in order.
+    floor: int | None = None,
+) -> tuple[int, int, int | None, int | None, int | None]:
+    """Append each row to its key's versions (a new key also to ``new``), in order; with a
+    ``floor``, rows with ``seq <= floor`` are skipped (a replay's rows already in L0).
 
-    :returns: ``(key and value bytes, the largest create_ts (or max_tick), the smallest seq,
-        the largest seq)``; ``rows`` is not empty.
+    :returns: ``(rows inserted, their key and value bytes, the largest create_ts (or
+        max_tick), the smallest seq, the largest seq)``; both seqs ``None`` when no row was
+        inserted.
     """
     get = versions.get
-    nbytes = 0
-    low = high = rows[0][1]
+    count = nbytes = 0
+    low = high = None
     for row in rows:
+        seq = row[1]
+        if floor is not None and seq <= floor:
+            continue
         key = row[0]
         lst = get(key)
         if lst is None:
@@ -34,16 +40,16 @@ def insert_rows(
             new.append(key)
         else:
             lst.append(row)
+        count += 1
         nbytes += len(key) + len(row[3])
-        seq = row[1]
-        if seq < low:
+        if low is None or seq < low:
             low = seq
-        elif seq > high:
+        if high is None or seq > high:
             high = seq
         ts = row[5]
         if ts is not None and (max_tick is None or ts > max_tick):
             max_tick = ts
-    return nbytes, max_tick, low, high
+    return count, nbytes, max_tick, low, high
 
 
 def versions_to_base(lst: list[tuple], max_seq: int) -> list[tuple]:  # type: ignore[type-arg]

@@ -95,15 +95,18 @@ class Memtable:
         if ts is not None and (self.last_tick is None or ts > self.last_tick):
             self.last_tick = ts
 
-    def put_rows(self, rows: list[tuple]) -> None:  # type: ignore[type-arg]
+    def put_rows(self, rows: list[tuple], floor: int | None = None) -> int:  # type: ignore[type-arg]
         """Insert ``rows`` in order (any seq order: a WAL SST's rows come by key): :meth:`put`
-        for many rows, the sizes and bounds updated once."""
+        for many rows, the sizes and bounds updated once; with a ``floor``, rows with
+        ``seq <= floor`` are skipped. Returns the number inserted."""
         if not rows:
-            return
-        nbytes, self.last_tick, low, high = insert_rows(
-            self._versions, self._new, rows, self.last_tick
+            return 0
+        n, nbytes, self.last_tick, low, high = insert_rows(
+            self._versions, self._new, rows, self.last_tick, floor
         )
-        n = len(rows)
+        if not n:
+            return 0
+        assert low is not None and high is not None
         self.size += nbytes + n * ROW_OVERHEAD
         self.mem_bytes += nbytes + n * ROW_MEMORY_OVERHEAD
         self.num_rows += n
@@ -111,6 +114,7 @@ class Memtable:
             self.min_seq = low
         if high > self.max_seq:
             self.max_seq = high
+        return n
 
     def get(self, key: bytes, max_seq: int) -> list[tuple]:  # type: ignore[type-arg]
         """The versions of ``key`` with ``seq <= max_seq`` a read resolves, newest first: down

@@ -228,12 +228,24 @@ class TableStore:
         out.sort()
         return out
 
-    def read_wal(self, wal_id: int) -> list[tuple] | None:  # type: ignore[type-arg]
-        """The rows of WAL SST ``wal_id`` in seq order; ``None`` for a fence object (empty).
+    def fetch_wal(self, wal_id: int) -> bytes:
+        """The stored bytes of WAL SST ``wal_id`` (empty for a fence object).
 
         :raises ObjectNotFound: it is gone.
         """
-        data = self.wal_store.get(ids.wal_path(self.root, wal_id))
+        return self.wal_store.get(ids.wal_path(self.root, wal_id))
+
+    def decode_wal(self, data: bytes) -> list[list[tuple]] | None:  # type: ignore[type-arg]
+        """The rows of WAL SST bytes (:meth:`fetch_wal`) one list per data block, in stored
+        order; ``None`` for a fence object (empty)."""
         if not data:
             return None
-        return SsTable.from_bytes(data, transformer=self.transformer).rows()
+        return SsTable.from_bytes(data, transformer=self.transformer).block_rows()
+
+    def read_wal(self, wal_id: int) -> list[tuple] | None:  # type: ignore[type-arg]
+        """The rows of WAL SST ``wal_id`` in stored order; ``None`` for a fence object (empty).
+
+        :raises ObjectNotFound: it is gone.
+        """
+        blocks = self.decode_wal(self.fetch_wal(wal_id))
+        return None if blocks is None else [row for rows in blocks for row in rows]

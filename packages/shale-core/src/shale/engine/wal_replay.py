@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import collections
 import logging
-import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from shale import ids
 from shale.engine.db_state import DbState
@@ -42,7 +42,21 @@ def fence_wal(tables: TableStore, m: Manifest, refresh: Callable[[], object]) ->
             candidate += 1
 
 
-_seq_of = operator.itemgetter(1)
+def _fetched(tables: TableStore, wal_ids: list[int]) -> Iterator[tuple[int, bytes]]:
+    """Each WAL id with its stored bytes, in id order; the next object is fetched on a thread
+    of its own while the caller decodes this one (the store's read releases the GIL)."""
+    if len(wal_ids) < 2:
+        for wal_id in wal_ids:
+            yield wal_id, tables.fetch_wal(wal_id)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shale-wal-replay") as pool:
+        ahead = pool.submit(tables.fetch_wal, wal_ids[0])
+        for i, wal_id in enumerate(wal_ids):
+            data = ahead.result()
+            if i + 1 < len(wal_ids):
+                ahead = pool.submit(tables.fetch_wal, wal_ids[i + 1])
+            yield wal_id, data
+            del data
 
 
 def replay_wal(
@@ -53,23 +67,27 @@ def replay_wal(
     stats: collections.Counter[str],
 ) -> int:
     """Replay the WAL SSTs between ``m``'s ``replay_after_wal_id`` and the fence into
-    ``state``'s queue of frozen memtables; the last seq replayed (or ``m.last_l0_seq``)."""
+    ``state``'s queue of frozen memtables; the last seq replayed (or ``m.last_l0_seq``).
+
+    Each WAL SST's blocks go into the memtable as decoded (rows at or below ``last_l0_seq``,
+    already in L0, are skipped there), and the memtable is frozen between WAL SSTs only, so
+    each frozen one knows the last WAL id holding its rows.
+    """
     replay = [i for i in tables.list_wal_ids() if m.replay_after_wal_id < i < fence_id]
     last_seq = m.last_l0_seq
+    floor = m.last_l0_seq
     limit = tables.settings.l0_sst_size_bytes
     mt = Memtable()
     replayed = 0
-    for wal_id in replay:
-        rows = tables.read_wal(wal_id)
-        if rows is None:
+    for wal_id, data in _fetched(tables, replay):
+        blocks = tables.decode_wal(data)
+        del data
+        if blocks is None:
             continue  # a fence object
-        floor = m.last_l0_seq
-        if rows and min(map(_seq_of, rows)) <= floor:
-            rows = [r for r in rows if r[1] > floor]
-        if rows:
-            mt.put_rows(rows)
-            replayed += len(rows)
-            last_seq = max(last_seq, mt.max_seq)
+        for rows in blocks:
+            replayed += mt.put_rows(rows, floor)
+        del blocks
+        last_seq = max(last_seq, mt.max_seq)
         if mt.size >= limit:
             state.push_imm(mt.freeze(wal_id))
             mt = Memtable()

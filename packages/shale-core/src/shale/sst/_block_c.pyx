@@ -22,6 +22,9 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 
+cdef extern from "Python.h":
+    void PyObject_GC_UnTrack(void* op)
+
 from shale.errors import DataError, InvalidError
 
 __all__ = [
@@ -800,6 +803,10 @@ cdef list _build_rows(const uint8_t* p, const Entry* ents, Py_ssize_t n, bint v2
     cdef bytes key
     cdef bytes base = b""      # V2: previous key; V1: the block's first key
     cdef char* kp
+    cdef tuple row
+    cdef object seq_obj = None, cts_obj = None, cts
+    cdef uint64_t seq_c = 0
+    cdef int64_t cts_c = 0
     for i in range(n):
         e = &ents[i]
         klen = e.shared + e.unshared
@@ -812,15 +819,28 @@ cdef list _build_rows(const uint8_t* p, const Entry* ents, Py_ssize_t n, bint v2
             kp = PyBytes_AS_STRING(key)
             memcpy(kp, PyBytes_AS_STRING(base), e.shared)
             memcpy(kp + e.shared, p + e.key_off, e.unshared)
-        if e.flags & F_TOMB:
-            rows.append((key, e.seq, 1, b"",
-                         e.expire_ts if (v2 and e.flags & F_EXP) else None,
-                         e.create_ts if e.flags & F_CRE else None))
+        # the rows of one batch share their seq and create_ts: share the int objects too
+        if seq_obj is None or e.seq != seq_c:
+            seq_c = e.seq
+            seq_obj = e.seq
+        if e.flags & F_CRE:
+            if cts_obj is None or e.create_ts != cts_c:
+                cts_c = e.create_ts
+                cts_obj = e.create_ts
+            cts = cts_obj
         else:
-            rows.append((key, e.seq, 2 if e.flags & F_MERGE else 0,
-                         PyBytes_FromStringAndSize(<char*>p + e.val_off, e.val_len),
-                         e.expire_ts if e.flags & F_EXP else None,
-                         e.create_ts if e.flags & F_CRE else None))
+            cts = None
+        if e.flags & F_TOMB:
+            row = (key, seq_obj, 1, b"",
+                   e.expire_ts if (v2 and e.flags & F_EXP) else None, cts)
+        else:
+            row = (key, seq_obj, 2 if e.flags & F_MERGE else 0,
+                   PyBytes_FromStringAndSize(<char*>p + e.val_off, e.val_len),
+                   e.expire_ts if e.flags & F_EXP else None, cts)
+        # bytes, ints and None only: no cycle can go through it (the collector would untrack
+        # it at its first pass; doing it now spares a replay or a scan those passes)
+        PyObject_GC_UnTrack(<void*>row)
+        rows.append(row)
         if v2 or i == 0:
             base = key
             base_len = klen
