@@ -23,6 +23,7 @@ import pytest
 from shale import ClosedError, UnavailableError
 from shale.db import Db
 from shale.engine import batch_write, memtable_flusher
+from shale.engine.memtable import ROW_OVERHEAD
 from shale.objstore.memory import MemoryStore
 from shale.settings import CompactorOptions, Settings
 from shale_faults import FaultRule, FaultyStore
@@ -361,6 +362,68 @@ def test_backpressure_with_l0_full_blocks_without_spinning(
     assert db.close_reason == "clean"
     with Db.open(ROOT, settings, object_store=store) as again:
         assert again.get(b"k0000") == b"x" * 64
+
+
+class _SlowWal(MemoryStore):
+    """A memory store whose WAL uploads (not the empty fence) hang until :attr:`gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.waiting = threading.Event()
+
+    def put_if_absent(self, key: str, data: bytes, **kwargs: Any) -> None:
+        if "/wal/" in key and data:
+            self.waiting.set()
+            self.gate.wait(WAIT_S)
+        super().put_if_absent(key, data, **kwargs)
+
+
+def test_backpressure_counts_wal_ssts_not_stored_yet() -> None:
+    """A WAL SST taken from the buffer still counts as unflushed until it is stored: with the
+    store stuck on one upload, writers stop at ``max_unflushed_bytes`` (SlateDB counts its
+    immutable WALs the same way) instead of buffering without bound behind it."""
+    store = _SlowWal()
+    limit = 20_000
+    settings = FAST.replace(
+        flush_interval=None, max_unflushed_bytes=limit, l0_sst_size_bytes=1 << 20
+    )
+    db = Db.open(ROOT, settings, object_store=store)
+    value = b"x" * 1000
+    for i in range(15):  # buffered, under the limit
+        db.put(b"a%04d" % i, value, durable=False)
+    # a durable write flushes the buffer: its upload gets stuck
+    threading.Thread(target=db.put, args=(b"d", value), daemon=True).start()
+    done = threading.Event()
+
+    def writer() -> None:
+        for i in range(200):
+            db.put(b"k%04d" % i, value, durable=False)
+        done.set()
+
+    t = threading.Thread(target=writer, daemon=True)
+    try:
+        assert store.waiting.wait(WAIT_S)  # an upload is stuck
+        t.start()
+        deadline = time.monotonic() + WAIT_S
+        while not db.metrics().get("backpressure_count") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert db.metrics()["backpressure_count"] >= 1
+        assert not done.is_set()
+        wal = db._inner.wal
+        assert wal is not None
+        # a writer is admitted only while the rows not stored (the stuck upload's and the
+        # buffer's) are within the limit: at most one row over it
+        pending = sum(len(r[0]) + len(r[3]) + ROW_OVERHEAD for r in wal.pending_rows())
+        assert pending == wal.unflushed_bytes
+        assert pending <= limit + len(value) + 5 + ROW_OVERHEAD
+    finally:
+        store.gate.set()
+    t.join(WAIT_S)
+    assert done.is_set()
+    db.close()
+    with Db.open(ROOT, settings, object_store=store) as again:
+        assert again.get(b"k0199") == value
 
 
 def test_cli_flush_memtable_with_l0_full_times_out(

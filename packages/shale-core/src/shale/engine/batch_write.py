@@ -12,8 +12,9 @@ Invariants:
   before its seq is assigned, and every commit's write set is recorded for the live
   transactions before the lock is released: a check and its commit are one step for every
   other writer.
-- Backpressure blocks a writer (before the commit) while the WAL buffer plus the frozen
-  memtables exceed ``max_unflushed_bytes``; it waits on :attr:`DbState.cond`.
+- Backpressure blocks a writer (before the commit) while the WAL buffer (with the WAL SSTs
+  not stored yet) plus the frozen memtables exceed ``max_unflushed_bytes``; it waits on
+  :attr:`DbState.cond`.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class BatchWriter:
         state = self._state
         wal = self._wal
         settings = self.settings
-        if (wal.buffered_bytes if wal else 0) + state.imm_bytes > settings.max_unflushed_bytes:
+        if (wal.unflushed_bytes if wal else 0) + state.imm_bytes > settings.max_unflushed_bytes:
             self._backpressure()
         default_ttl = settings.default_ttl
         oracle = self._oracle
@@ -279,7 +280,7 @@ class BatchWriter:
         state = self._state
         wal = self._wal
         settings = self.settings
-        if (wal.buffered_bytes if wal else 0) + state.imm_bytes > settings.max_unflushed_bytes:
+        if (wal.unflushed_bytes if wal else 0) + state.imm_bytes > settings.max_unflushed_bytes:
             self._backpressure()
         default_ttl = settings.default_ttl
         oracle = self._oracle
@@ -346,7 +347,7 @@ class BatchWriter:
 
     def _unflushed_bytes(self) -> int:
         wal = self._wal
-        return (wal.buffered_bytes if wal else 0) + self._state.imm_bytes
+        return (wal.unflushed_bytes if wal else 0) + self._state.imm_bytes
 
     def _backpressure(self) -> None:
         limit = self.settings.max_unflushed_bytes

@@ -12,6 +12,8 @@ Invariants:
   (:meth:`SnapshotManager.advance_floor`, recorded as ``recent_snapshot_min_seq`` for the
   compactor); expired values become tombstones and expired merge operands are dropped, judged
   by the table's last tick.
+- An unsegmented flush into a store that streams (the local store) writes its SST while
+  encoding it (:meth:`MemtableFlusher._stream_l0`): the SST is never held whole in memory.
 - It waits on its own event (woken by a freeze, a stored WAL, a manifest poll), never polls.
 
 It knows the WAL only through callbacks (``last_wal_id``, ``wake_wal``): the WAL writer calls
@@ -44,6 +46,7 @@ from shale.meta import segments
 from shale.meta.history import history_floor
 from shale.meta.seq_tracker import SequenceTracker
 from shale.objstore.cached import upload_kind
+from shale.objstore.instrumented import streams
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -52,6 +55,11 @@ from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
 
+#: Rows encoded into a streamed L0 SST between two writes of its finished blocks.
+STREAM_ROWS = 2048
+#: A streamed L0 SST is ``fdatasync``'d each time this many more bytes were written, so the
+#: disk is paid as the flush goes and the final fsync is short.
+STREAM_SYNC_BYTES = 16 * 1024 * 1024
 #: Seconds L0 may stay full (with frozen memtables waiting) before a warning, then between them.
 L0_FULL_WARN_S = 30.0
 
@@ -239,8 +247,9 @@ class MemtableFlusher:
         """Write ``imm`` as L0 SSTs (one per tree it touches) and publish them in one manifest
         update; False when it gave up because the database is stopping (``imm`` stays queued)."""
         boundary = self._snapshots.advance_floor(self._keep_from(imm))
-        views: list[tuple[bytes, SstView]] = []
-        for prefix, builder in self._l0_builders(imm, boundary):
+        streamed = self._stream_l0(imm, boundary)
+        views: list[tuple[bytes, SstView]] = [] if streamed is None else streamed
+        for prefix, builder in self._l0_builders(imm, boundary) if streamed is None else ():
             if not len(builder):
                 continue
             sst_id = ids.Ulid.new(self._clock.now_ms(), self._rand)
@@ -290,6 +299,51 @@ class MemtableFlusher:
         self._wake_waiters()
         self._stats["immutable_memtable_flushes"] += 1
         return True
+
+    def _stream_l0(self, imm: Memtable, boundary: int) -> list[tuple[bytes, SstView]] | None:
+        """The L0 SST of an unsegmented flush, streamed into a store that can (the local store):
+        finished data blocks are written (GIL released) while the next rows are encoded, so the
+        SST is never held whole nor joined into one buffer. ``None`` when the store cannot
+        stream, the database is segmented, or a write failed (the caller then builds the SST
+        again and puts it, with retries); ``[]`` when no row is left to flush.
+        """
+        tables = self._tables
+        store = tables.store
+        if self._extractor is not None or self._state.manifest.segments or not streams(store):
+            return None
+        sst_id = ids.Ulid.new(self._clock.now_ms(), self._rand)
+        key = ids.compacted_path(tables.root, sst_id)
+        try:
+            writer = store.open_writer(key, sync_every=STREAM_SYNC_BYTES)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("cannot stream L0 SST %s (%s); writing it whole", key, exc)
+            return None
+        builder = tables.table_builder()
+        rows = self._l0_rows(imm, boundary)
+        size = 0
+        try:
+            while builder.add_until(rows, STREAM_ROWS, 1 << 62) == STREAM_ROWS:
+                parts = builder.take_parts()
+                if parts:
+                    writer.write_parts(parts)
+                    size += sum(map(len, parts))
+            if not len(builder):
+                writer.abort()
+                return []
+            parts = builder.finish_parts()
+            writer.write_parts(parts)
+            size += sum(map(len, parts))
+            del parts
+            writer.commit()
+        except Exception as exc:
+            writer.abort()
+            log.warning("streaming L0 SST %s failed (%s); writing it whole", key, exc)
+            return None
+        except BaseException:
+            writer.abort()
+            raise
+        self._stats["l0_flush_bytes"] += size
+        return [(b"", SstView(sst_id, CompactedSst(sst_id, builder.info, 2), None))]
 
     def _failed(self, exc: BaseException) -> None:
         self.health.failed(exc)

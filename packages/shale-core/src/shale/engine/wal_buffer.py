@@ -51,6 +51,7 @@ class PendingWal:
     rows: list[tuple]  # type: ignore[type-arg]
     payload: bytes | None = None
     attempts: int = 0  # upload attempts so far (after the first, the object may be ours)
+    nbytes: int = 0  # estimated encoded bytes of its rows (counted in ``unflushed_bytes``)
 
 
 class WalBuffer:
@@ -88,6 +89,9 @@ class WalBuffer:
         self._rows: list[tuple] = []  # type: ignore[type-arg]
         #: estimated encoded bytes in the buffer (backpressure counts them)
         self.buffered_bytes = 0
+        #: the buffer plus the WAL SSTs taken from it but not stored yet (backpressure counts
+        #: these, as SlateDB counts its immutable WALs)
+        self.unflushed_bytes = 0
         self.next_wal_id = next_wal_id
         self._flushes_since_freeze = 0
         self._queue: collections.deque[PendingWal] = collections.deque()  # in id order
@@ -105,6 +109,7 @@ class WalBuffer:
         with self._lock:
             self._rows.extend(rows)
             self.buffered_bytes += nbytes
+            self.unflushed_bytes += nbytes
             size = self.buffered_bytes
         limit = self.settings.l0_sst_size_bytes
         if size >= limit or memtable.size >= limit:
@@ -116,6 +121,7 @@ class WalBuffer:
         with self._lock:
             self._rows.append(row)
             size = self.buffered_bytes = self.buffered_bytes + nbytes
+            self.unflushed_bytes += nbytes
         limit = self.settings.l0_sst_size_bytes
         if size >= limit or memtable.size >= limit:
             self.wakeup.set()
@@ -174,11 +180,11 @@ class WalBuffer:
                 rows = self._rows
                 if rows:
                     self._rows = []
-                    self.buffered_bytes = 0
+                    nbytes, self.buffered_bytes = self.buffered_bytes, 0
                     wal_id = self.next_wal_id
                     self.next_wal_id += 1
                     self._flushes_since_freeze += 1
-                    self._queue.append(PendingWal(wal_id, rows))
+                    self._queue.append(PendingWal(wal_id, rows, nbytes=nbytes))
                 else:
                     wal_id = self.next_wal_id - 1
                 requested = self.freeze_done < self._freeze_wanted
@@ -206,15 +212,18 @@ class WalBuffer:
                 raise self._status.closed_error("database failed") from exc
             if not uploaded:
                 return False
+            size = len(pending.payload)
+            pending.payload = None  # stored: its copy of the rows is not needed any more
             with self._lock:
                 self._queue.popleft()
+                self.unflushed_bytes -= pending.nbytes
             self.health.succeeded()
             self._oracle.advance_durable(pending.rows[-1][1])
             self.on_uploaded()
             if self.on_durable is not None:
                 self.on_durable(pending.wal_id, pending.rows)
             self._stats["wal_buffer_flushes"] += 1
-            self._stats["wal_bytes"] += len(pending.payload)
+            self._stats["wal_bytes"] += size
         return True
 
     def _encode(self, pending: PendingWal) -> bytes:

@@ -26,11 +26,40 @@ from shale.objstore.protocol import ObjectAlreadyExists, ObjectMeta, ObjectNotFo
 from shale.settings import ObjectStoreCacheOptions
 from shale.telemetry import StoreMetrics
 
-__all__ = ["InstrumentedStore", "handle_store"]
+__all__ = ["InstrumentedStore", "handle_store", "streams"]
 
 T = TypeVar("T")
 _now = time.perf_counter_ns
 _EXPECTED = (ObjectNotFound, ObjectAlreadyExists)
+
+
+def streams(store: Any) -> bool:
+    """Whether ``store.open_writer`` streams an object into ``store`` itself: its class
+    defines it (a wrapper that merely forwards unknown attributes -- a fault injector -- does
+    not count, so its ``put`` stays the only way in) and, for a wrapper that does define it,
+    the store it wraps streams too."""
+    return getattr(type(store), "open_writer", None) is not None and bool(
+        getattr(store, "streams", True)
+    )
+
+
+class _CountedWriter:
+    """A streamed object's writer (``LocalObjectWriter``'s API) that counts its bytes."""
+
+    def __init__(self, store: InstrumentedStore, key: str, inner: Any) -> None:
+        self._store = store
+        self._key = key
+        self._inner = inner
+
+    def write_parts(self, parts: list[bytes]) -> None:
+        self._inner.write_parts(parts)
+        self._store._m.bytes_put.inc(sum(map(len, parts)))
+
+    def commit(self, *, durable: bool = True) -> None:
+        self._store._call("put", self._key, lambda: self._inner.commit(durable=durable))
+
+    def abort(self) -> None:
+        self._inner.abort()
 
 
 class InstrumentedStore:
@@ -70,6 +99,19 @@ class InstrumentedStore:
             raise
         finally:
             self._m.seconds[op].record_ns(_now() - t0)
+
+    @property
+    def streams(self) -> bool:
+        """Whether :meth:`open_writer` works: the wrapped store streams (:func:`streams`)."""
+        return streams(self._inner)
+
+    def open_writer(self, key: str, *, sync_every: int = 0) -> _CountedWriter:
+        """The wrapped store's ``open_writer``, its bytes counted as put and its commit timed
+        as one put request (only when :attr:`streams`)."""
+        if not streams(self._inner):
+            raise AttributeError("open_writer")
+        writer = self._inner.open_writer(key, sync_every=sync_every)  # type: ignore[attr-defined]
+        return _CountedWriter(self, key, writer)
 
     def put(self, key: str, data: bytes, *, durable: bool = True) -> None:
         self._call("put", key, lambda: self._inner.put(key, data, durable=durable))

@@ -420,7 +420,7 @@ class SsTable:
             data = self._range(base, tail_start) + self._tail[: stop - tail_start]
         else:
             data = self._range(base, stop)
-        return _block.decode_chunks(  # type: ignore[no-any-return]
+        return _block.decode_chunks(
             data, [o - base for o in offs], self.version, self.compression, self.transformer, 0
         )
 
