@@ -148,7 +148,8 @@ cdef int _sst_versions(
     table = meta.get(entry[3])
     if table is None:
         table = tables.load(entry[4])
-    probe = <tuple>table.point_probe()
+    got = table._probe  # built once per open SST
+    probe = <tuple>(table.point_probe() if got is None else got)
     bloom = probe[0]
     if bloom is not None:
         if not bloom.may_contain_hash(probe[1](key)):

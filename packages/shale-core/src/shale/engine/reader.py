@@ -141,13 +141,6 @@ class Reader:
             versions, self.merge_operator, now_ms=self.clock.now_ms(), hide_expired=hide
         )
 
-    def point_versions(self, v: DbView, key: bytes) -> list[tuple]:  # type: ignore[type-arg]
-        """``key``'s versions in ``v``, newest first, down to the first that is not a merge
-        operand."""
-        return point.point_versions(
-            v.memtables, self._plan(v.manifest, key), key, v.max_seq, self.tables
-        )
-
     # -- iterator sources ----------------------------------------------------------------
 
     def sources(
