@@ -61,6 +61,18 @@ def datawriter_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _twin(request, "datawriter")
 
 
+@pytest.fixture(params=["py", "c"])
+def cache_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._cache_py`` or ``shale._cache_c``."""
+    return _twin(request, "cache")
+
+
+@pytest.fixture(params=["py", "c"])
+def point_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale.engine._point_py`` or ``shale.engine._point_c``."""
+    return _twin(request, "point")
+
+
 @pytest.fixture
 def both_twins(request: pytest.FixtureRequest) -> object:
     """``both_twins("block")`` -> (py_module, c_module) for differential tests (skips if pure)."""

@@ -52,7 +52,7 @@ from shale.objstore import ObjectStore
 from shale.objstore.cached import CachedObjectStore
 from shale.objstore.instrumented import handle_store
 from shale.objstore.protocol import validate_key
-from shale.row import MERGE, TOMBSTONE, VALUE
+from shale.row import MAX_KEY_LEN, MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
 from shale.transaction import IsolationLevel, Transaction, transact
 from shale.watch import DEFAULT_MAX_PENDING, Watch, WatchHub, check_watch
@@ -731,11 +731,17 @@ class Db:
             kv = self._get_kv(key, durability, dirty, include_expired)
             self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
             return None if kv is None else kv.value
-        key = check_key(key)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LEN:
+            key = check_key(key)
         inner = self._inner
-        inner.status.check_open()
-        kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
-        return None if kv is None else kv.value
+        if inner.status.closed:
+            inner.status.check_open()
+        if durability is DURABILITY_MEMORY and dirty is False:  # the default: no checks due
+            max_seq = inner.oracle.committed_seq
+        else:
+            max_seq = self._read_seq(durability, dirty)
+        res = inner.reader.lookup(key, max_seq, include_expired)
+        return None if res is None else res[0]
 
     def _get_kv(
         self, key: bytes, durability: Durability, dirty: bool, include_expired: bool | None
