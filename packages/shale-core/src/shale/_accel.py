@@ -21,6 +21,7 @@ _WHERE = {
     "merge": ("shale.merge", "shale.merge"),
     "blockmeta": ("shale.fbs", "shale.fbs.blockmeta"),
     "memtable": ("shale.engine", "shale.engine.memtable"),
+    "commit": ("shale.engine", "shale.engine.commit"),
 }
 #: Names of the accelerated modules, for ``python -m shale info`` and the tests.
 ACCELERATED = tuple(_WHERE)
