@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from shale import ids, telemetry
 from shale import transaction as atomic
-from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key
 from shale.cache import BlockCache
 from shale.clock import Clock, SystemClock
 from shale.engine import components

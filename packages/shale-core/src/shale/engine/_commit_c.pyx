@@ -1,22 +1,25 @@
 # cython: language_level=3
 """The commit of a write, compiled twin of ``_commit_py.py`` (same API, same results).
 
-One C call does what the pure twin does in several Python frames. The memtable and the WAL
-buffer stay the same Python objects: their fields are read and written as attributes, the steps
-of :meth:`Memtable.put` / :meth:`Memtable.put_rows` and :meth:`WalBuffer.append` inlined (keep
+One C call does what the pure twin does in several Python frames. The memtable is inserted into
+through the C methods of the compiled ``MemtableBase`` (``_memtable_c.pxd``); the WAL buffer's
+fields are read and written as attributes, the steps of :meth:`WalBuffer.append` inlined (keep
 them in step; the twin test compares memtables and buffers). The WAL buffer's own lock is not
 taken: its ``_rows`` and ``buffered_bytes`` change only under the write lock, which the commit
 holds (the WAL flush swaps the buffer under it too); readers of the two fields take no lock.
 """
 
-from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_Append
-from cpython.ref cimport PyObject
+
+from shale.engine._memtable_c cimport MemtableBase
+
+from time import time_ns
 
 from shale.batch import check_key, check_value, to_ttl
+from shale.clock import MonotonicClock, SystemClock
 from shale.engine import components
 from shale.engine.batch_rules import check_operand, combine, expire_ts
-from shale.engine.memtable import ROW_MEMORY_OVERHEAD, ROW_OVERHEAD
+from shale.engine._memtable_py import ROW_OVERHEAD
 from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN
 
 __all__ = ["Committer", "WriteHandle"]
@@ -26,7 +29,6 @@ cdef enum:
     TOMBSTONE = 1
 
 cdef Py_ssize_t _ROW_OVERHEAD = ROW_OVERHEAD
-cdef Py_ssize_t _ROW_MEMORY_OVERHEAD = ROW_MEMORY_OVERHEAD
 cdef Py_ssize_t _MAX_KEY_LEN = MAX_KEY_LEN
 cdef object _MAX_VALUE_LEN = MAX_VALUE_LEN
 
@@ -66,36 +68,6 @@ cdef inline WriteHandle _handle(object wait, object seq, object now):
     return h
 
 
-cdef Py_ssize_t _insert(dict versions, list new, tuple row, object key) except -1:
-    """One row into the memtable's versions (a new key also into ``new``); its key and value
-    bytes."""
-    cdef PyObject* found = PyDict_GetItem(versions, key)
-    if found == NULL:
-        PyDict_SetItem(versions, key, [row])
-        PyList_Append(new, key)
-    else:
-        PyList_Append(<list>found, row)
-    return len(<bytes>key) + len(<bytes>row[3])
-
-
-cdef int _account(object mt, Py_ssize_t nbytes, Py_ssize_t n, object low, object high,
-                  object tick) except -1:
-    """:meth:`Memtable.put_rows`' bookkeeping of ``n`` rows of ``nbytes`` key and value bytes,
-    seqs ``low..high``, the largest ``create_ts`` ``tick``."""
-    mt.size = mt.size + (nbytes + n * _ROW_OVERHEAD)
-    mt.mem_bytes = mt.mem_bytes + (nbytes + n * _ROW_MEMORY_OVERHEAD)
-    mt.num_rows = mt.num_rows + n
-    cdef object cur = mt.min_seq
-    if cur is None or low < cur:
-        mt.min_seq = low
-    if high > mt.max_seq:
-        mt.max_seq = high
-    cur = mt.last_tick
-    if tick is not None and (cur is None or tick > cur):
-        mt.last_tick = tick
-    return 0
-
-
 cdef class Committer:
     """Commits writes into one database's memtable and WAL buffer (see ``_commit_py``)."""
 
@@ -104,7 +76,9 @@ cdef class Committer:
     cdef readonly object check_segments, backpressure, wait_durable
     cdef public object on_commit
     cdef public Py_ssize_t batch_count, op_count
-    cdef object _acquire, _release, _now
+    cdef object _acquire, _release, _now, _live
+    cdef bint _system
+    cdef object _clock_acquire, _clock_release
 
     def __init__(self, state, oracle, status, wal, clock, txns, *, default_ttl,
                  max_unflushed_bytes, l0_sst_size_bytes, merge_operator, check_segments,
@@ -128,6 +102,28 @@ cdef class Committer:
         self._acquire = state.lock.acquire  # the write lock is never replaced
         self._release = state.lock.release
         self._now = clock.now_ms
+        # MonotonicClock.now_ms's fast path for the wall clock, inlined in _now_ms
+        self._system = type(clock) is MonotonicClock and type(clock.inner) is SystemClock
+        if self._system:
+            self._clock_acquire = clock._lock.acquire
+            self._clock_release = clock._lock.release
+        # TransactionManager.has_live, inlined: its dict of live transactions (never replaced)
+        self._live = txns._live
+
+    cdef object _now_ms(self):
+        """``clock.now_ms()``; the wall clock's reading is held monotonic here, under the
+        clock's lock, as :meth:`MonotonicClock.now_ms` does."""
+        if not self._system:
+            return self._now()
+        cdef object now = time_ns() // 1_000_000
+        cdef bint ahead
+        clock = self.clock
+        self._clock_acquire()
+        ahead = now >= clock._last
+        if ahead:
+            clock._last = now
+        self._clock_release()
+        return now if ahead else clock._checked(now)
 
     cdef inline int _admit(self) except -1:
         """Backpressure, outside the write lock."""
@@ -137,7 +133,7 @@ cdef class Committer:
             self.backpressure()
         return 0
 
-    cdef int _buffer(self, list rows, Py_ssize_t nbytes, object mt) except -1:
+    cdef int _buffer(self, list rows, Py_ssize_t nbytes, MemtableBase mt) except -1:
         """:meth:`WalBuffer.append` (``nbytes``: the rows' key and value bytes); with the WAL
         off, freeze a full memtable."""
         wal = self.wal
@@ -146,12 +142,23 @@ cdef class Committer:
             if mt.size >= limit:
                 self.state.freeze(None)
             return 0
-        buffered = wal._rows
-        if len(rows) == 1:
-            PyList_Append(buffered, rows[0])
-        else:
-            buffered.extend(rows)
+        wal._rows.extend(rows)
         size = wal.buffered_bytes + (nbytes + len(rows) * _ROW_OVERHEAD)
+        wal.buffered_bytes = size
+        if size >= limit or mt.size >= limit:
+            wal.wakeup.set()
+        return 0
+
+    cdef int _buffer_one(self, tuple row, Py_ssize_t nbytes, MemtableBase mt) except -1:
+        """:meth:`_buffer` of one row."""
+        wal = self.wal
+        limit = self.l0_sst_size_bytes
+        if wal is None:
+            if mt.size >= limit:
+                self.state.freeze(None)
+            return 0
+        PyList_Append(wal._rows, row)
+        size = wal.buffered_bytes + (nbytes + _ROW_OVERHEAD)
         wal.buffered_bytes = size
         if size >= limit or mt.size >= limit:
             wal.wakeup.set()
@@ -178,6 +185,7 @@ cdef class Committer:
         self._admit()
         cdef tuple row
         cdef Py_ssize_t nbytes
+        cdef MemtableBase mt
         state = self.state
         oracle = self.oracle
         default_ttl = self.default_ttl
@@ -186,24 +194,21 @@ cdef class Committer:
             if status.closed:
                 status.check_open()
             seq = oracle.last_seq + 1
-            now = self._now()
+            now = self._now_ms()
             if ttl is None and (default_ttl is None or kind == TOMBSTONE):
                 expire = None
             else:
                 expire = expire_ts(kind, ttl, now, default_ttl)
             row = (key, seq, kind, value, expire, now)
             oracle.last_seq = seq
-            mt = state.memtable
-            nbytes = _insert(mt._versions, mt._new, row, key)
-            _account(mt, nbytes, 1, seq, seq, now)
+            mt = <MemtableBase?>state.memtable
+            nbytes = mt.add(row)
             oracle.committed_seq = seq
-            txns = self.txns
-            if txns.has_live:
-                txns.record([key], seq)
-            rows = [row]
-            self._buffer(rows, nbytes, mt)
+            if self._live:
+                self.txns.record([key], seq)
+            self._buffer_one(row, nbytes, mt)
             if self.on_commit is not None:
-                self.on_commit(rows)
+                self.on_commit([row])
             self.batch_count += 1
             self.op_count += 1
         finally:
@@ -236,8 +241,7 @@ cdef class Committer:
         self._admit()
         cdef list rows = []
         cdef Py_ssize_t nbytes = 0
-        cdef dict versions
-        cdef list new
+        cdef MemtableBase mt
         state = self.state
         oracle = self.oracle
         txns = self.txns
@@ -249,7 +253,7 @@ cdef class Committer:
             if txn is not None:
                 txns.check(txn)
             seq = oracle.last_seq + 1
-            now = self._now()
+            now = self._now_ms()
             for it in items:
                 key = it[0]
                 ops = <list>it[1]
@@ -267,15 +271,10 @@ cdef class Committer:
                 for o in combine(key, timed, op):
                     PyList_Append(rows, (key, seq, o[0], o[1], o[2], now))
             oracle.last_seq = seq
-            mt = state.memtable
-            versions = mt._versions
-            new = mt._new
-            for row in rows:
-                nbytes += _insert(versions, new, row, row[0])
-            if rows:
-                _account(mt, nbytes, len(rows), seq, seq, now)
+            mt = <MemtableBase?>state.memtable
+            nbytes = mt.add_rows(rows)
             oracle.committed_seq = seq
-            if txns.has_live:
+            if self._live:
                 if txn is not None:
                     txns.record(txn.write_keys, seq)
                     txns.end(txn.id)

@@ -103,11 +103,10 @@ class Committer:
 
     def _unflushed(self) -> int:
         wal = self.wal
-        return (0 if wal is None else wal.buffered_bytes) + self.state.imm_bytes
+        n: int = (0 if wal is None else wal.buffered_bytes) + self.state.imm_bytes
+        return n
 
-    def write_one(
-        self, key: Any, kind: int, value: Any, ttl: Any, durable: Any
-    ) -> WriteHandle:
+    def write_one(self, key: Any, kind: int, value: Any, ttl: Any, durable: Any) -> WriteHandle:
         """Commit one op (``put``, ``delete``, ``merge``): key, value and ``ttl`` (an int of
         milliseconds, a :class:`~shale.Ttl` or ``None``) are checked here."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LEN:

@@ -36,7 +36,7 @@ from shale.engine.commit import Committer, WriteHandle
 from shale.engine.db_state import DbState
 from shale.engine.db_status import WAIT_RECHECK_S, DbStatus
 from shale.engine.oracle import DbOracle
-from shale.engine.transaction_manager import TransactionManager, TxnConflictSet
+from shale.engine.transaction_manager import TransactionManager
 from shale.engine.wal_buffer import WalBuffer
 from shale.errors import InvalidError, UnavailableError
 from shale.meta import segments
@@ -108,9 +108,7 @@ class BatchWriter:
         self.write: Callable[..., WriteHandle] = self.committer.write
         #: ``write_one(key, kind, value, ttl, durable)``: :attr:`write` of one op (``put``,
         #: ``delete``, ``merge``), its key, value and ttl checked here.
-        self.write_one: Callable[[Any, int, Any, Any, Any], WriteHandle] = (
-            self.committer.write_one
-        )
+        self.write_one: Callable[[Any, int, Any, Any, Any], WriteHandle] = self.committer.write_one
 
     @property
     def on_commit(self) -> Callable[[list[tuple]], None] | None:  # type: ignore[type-arg]

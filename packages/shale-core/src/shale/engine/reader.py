@@ -124,9 +124,10 @@ class Reader:
         hide = self.hide_expired(include_expired)
         # Fast path: the active memtable holds the newest data; if its newest version of the key
         # is visible and a live plain value, nothing older matters.
-        lst = self.state.memtable._versions.get(key)
-        if lst:
-            r = lst[-1]
+        r = self.state.memtable._versions.get(key)  # its row, or its rows (Memtable)
+        if r is not None:
+            if type(r) is not tuple:
+                r = r[-1]
             if (
                 r[1] <= max_seq
                 and r[2] == VALUE
