@@ -27,8 +27,11 @@ def _settings(**kw: Any) -> Settings:
 
 
 def _fill(db: Db, n: int = N) -> None:
+    half = n // 2  # two flushes: at least two SSTs however fast the puts outrun the flusher
     for i in range(n):
         db.put(b"k%06d" % i, b"v%06d" % i * 8, durable=False)
+        if i == half:
+            db.flush(memtable=True)
     db.flush(memtable=True)
 
 
