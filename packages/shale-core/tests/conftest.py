@@ -56,6 +56,11 @@ def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 @pytest.fixture(params=["py", "c"])
+def commit_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _twin(request, "commit")
+
+
+@pytest.fixture(params=["py", "c"])
 def datawriter_impl(request: pytest.FixtureRequest) -> ModuleType:
     """``shale.sst._datawriter_py`` or ``shale.sst._datawriter_c``."""
     return _twin(request, "datawriter")

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from shale import ids, telemetry
 from shale import transaction as atomic
-from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key
 from shale.cache import BlockCache
 from shale.clock import Clock, SystemClock
 from shale.engine import components
@@ -419,6 +419,8 @@ class Db:
         self._m_put, self._m_delete, self._m_merge, self._m_write, self._m_get, self._m_scan = hists
         self._put_calls = None if self._m_put is None else self._m_put.calls
         self._get_calls = None if self._m_get is None else self._m_get.calls
+        #: the commit of one op (checks key, value and ttl; compiled when built)
+        self._write_one = inner.writer.write_one
         if parts.metrics is not None:
             parts.metrics.add_collector(
                 telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
@@ -460,24 +462,16 @@ class Db:
         """
         calls = self._put_calls
         if calls is None or next(calls) & _SAMPLE_MASK:  # not timed (docs/metrics.md)
-            return self._inner.writer.write_one(
-                check_key(key),
-                VALUE,
-                check_value(value),
-                None if ttl is None else to_ttl(ttl),
-                durable,
-            )
+            return self._write_one(key, VALUE, value, ttl, durable)  # it checks the arguments
         t0 = _now()
-        handle = self._inner.writer.write_one(
-            check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
-        )
+        handle = self._write_one(key, VALUE, value, ttl, durable)
         self._m_put.record_ns(_now() - t0)  # type: ignore[union-attr]
         return handle
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
         t0 = _now()
-        handle = self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        handle = self._write_one(key, TOMBSTONE, b"", None, durable)
         if self._m_delete is not None:
             self._m_delete.record_ns(_now() - t0)
         return handle
@@ -487,13 +481,7 @@ class Db:
     ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
         t0 = _now()
-        handle = self._inner.writer.write_one(
-            check_key(key),
-            MERGE,
-            check_value(operand),
-            None if ttl is None else to_ttl(ttl),
-            durable,
-        )
+        handle = self._write_one(key, MERGE, operand, ttl, durable)
         if self._m_merge is not None:
             self._m_merge.record_ns(_now() - t0)
         return handle

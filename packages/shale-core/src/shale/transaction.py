@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, get_args
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value
-from shale.engine.batch_write import WriteHandle, check_operand
+from shale.engine.batch_rules import check_operand
+from shale.engine.commit import WriteHandle
 from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue

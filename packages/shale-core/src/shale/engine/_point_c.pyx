@@ -94,6 +94,10 @@ def point_versions(memtables, tuple plan, key, max_seq, tables):
     for mt in memtables:
         found = PyDict_GetItemWithError(mt._versions, k)
         if found != NULL:
+            if type(<object>found) is tuple:  # one version: the row itself
+                if _take(<tuple>found, limit, out):
+                    return out
+                continue
             lst = <list>found  # only grows at its end: read below the length seen
             for i in range(PyList_GET_SIZE(lst) - 1, -1, -1):
                 if _take(<tuple>PyList_GET_ITEM(lst, i), limit, out):

@@ -25,8 +25,10 @@ def point_versions(
     if max_seq < 0:
         return out
     for mt in memtables:
-        lst = mt._versions.get(key)  # only grows at its end: read below the length seen
-        if lst:
+        lst = mt._versions.get(key)  # its row, or its rows (a list that only grows at its end:
+        if lst:  # read below the length seen)
+            if type(lst) is tuple:
+                lst = [lst]
             for i in range(len(lst) - 1, -1, -1):
                 r = lst[i]
                 if r[1] <= max_seq:
