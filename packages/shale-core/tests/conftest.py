@@ -56,9 +56,26 @@ def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 @pytest.fixture(params=["py", "c"])
+def commit_impl(request: pytest.FixtureRequest) -> ModuleType:
+    return _twin(request, "commit")
+
+
+@pytest.fixture(params=["py", "c"])
 def datawriter_impl(request: pytest.FixtureRequest) -> ModuleType:
     """``shale.sst._datawriter_py`` or ``shale.sst._datawriter_c``."""
     return _twin(request, "datawriter")
+
+
+@pytest.fixture(params=["py", "c"])
+def cache_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._cache_py`` or ``shale._cache_c``."""
+    return _twin(request, "cache")
+
+
+@pytest.fixture(params=["py", "c"])
+def point_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale.engine._point_py`` or ``shale.engine._point_c``."""
+    return _twin(request, "point")
 
 
 @pytest.fixture

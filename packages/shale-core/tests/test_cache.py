@@ -1,18 +1,32 @@
-"""Tests of shale.cache.BlockCache: LRU order, byte accounting, stats, threads, SST reader use."""
+"""Tests of shale.cache.BlockCache: LRU order, byte accounting, stats, threads, SST reader use.
+
+Every test runs on both twins (``_cache_py`` and ``_cache_c``): the autouse fixture below puts the
+twin's class behind this module's ``BlockCache``.
+"""
 
 from __future__ import annotations
 
 import random
 import threading
+from types import ModuleType
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shale.cache import BlockCache
+from shale import _accel
+from shale import cache as _facade
 from shale.errors import InvalidError
 from shale.row import VALUE
 from shale.sst import SsTable, build_sst
+
+BlockCache = _facade.BlockCache
+
+
+@pytest.fixture(autouse=True)
+def _both_twins(cache_impl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(globals(), "BlockCache", cache_impl.BlockCache)
 
 
 def test_get_put_and_len() -> None:
@@ -269,3 +283,38 @@ def test_sst_reader_charges_decoded_blocks() -> None:
     assert t2.rows() == rows
     assert 0 < len(small) < t2.block_count
     assert small.stats()["size_bytes"] <= small.capacity_bytes
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["get", "put", "remove", "clear"]),
+        st.integers(0, 12),
+        st.integers(0, 40),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(capacity=st.integers(0, 120), ops=_OPS)
+def test_twins_agree_on_every_call(capacity: int, ops: list[Any]) -> None:
+    """The compiled cache answers, evicts, orders and counts exactly as the reference."""
+    twins = _accel.twins("cache")
+    if "c" not in twins:
+        pytest.skip("compiled twin not in use")
+    py, c = twins["py"].BlockCache(capacity), twins["c"].BlockCache(capacity)
+    for op, key, charge in ops:
+        if op == "get":
+            assert py.get(key) == c.get(key)
+        elif op == "put":
+            py.put(key, ("v", key, charge), charge)
+            c.put(key, ("v", key, charge), charge)
+        elif op == "remove":
+            py.remove(key)
+            c.remove(key)
+        else:
+            py.clear()
+            c.clear()
+        assert py.keys() == c.keys()
+        assert py.stats() == c.stats()
+        assert len(py) == len(c)

@@ -323,7 +323,7 @@ def test_views_type_check_for_strict_users(tmp_path: pathlib.Path) -> None:
         '"bytes | None"',
         '"list[tuple[bytes, bytes]]"',
         '"bytes | None"',
-        '"shale.engine.batch_write.WriteHandle"',
+        '"shale.engine._commit_py.WriteHandle"',
         '"shale.mapping.DbMapping"',
         '"shale.namespace.NamespaceSnapshot"',
     ], out

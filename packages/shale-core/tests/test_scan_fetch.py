@@ -226,3 +226,40 @@ def test_bad_options_are_invalid_before_any_read(
     with pytest.raises(InvalidError):
         db.scan_prefix(b"k", **kwargs)
     assert store.requests == 0
+
+
+def test_snapshot_transaction_and_namespace_scans_take_the_fetch_options(
+    db: Db, store: CountingStore
+) -> None:
+    with db.snapshot() as snap:
+        rows, _, _, peak = _measure(store, snap.scan(read_ahead_bytes=BLOCK, max_fetch_tasks=4))
+        assert rows == ROWS and peak == 4
+        with pytest.raises(InvalidError):
+            snap.scan(max_fetch_tasks=0)
+    for isolation in ("snapshot", "serializable"):
+        with db.begin(isolation) as txn:
+            rows, n, _, peak = _measure(
+                store, txn.scan(read_ahead_bytes=BLOCK, max_fetch_tasks=3, cache_blocks=False)
+            )
+            assert rows == ROWS and peak == 3 and n > 1
+            with pytest.raises(InvalidError):
+                txn.scan(read_ahead_bytes=0)
+    ns = db.namespace(b"k00")
+    rows, _, _, peak = _measure(store, ns.scan(read_ahead_bytes=BLOCK, max_fetch_tasks=2))
+    assert rows == [(k[3:], v) for k, v in ROWS if k.startswith(b"k00")] and peak == 2
+
+
+def test_async_snapshot_and_transaction_scans_take_the_fetch_options(store: CountingStore) -> None:
+    async def run() -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+        adb = await AsyncDb.open("db", _settings(block_cache_bytes=0), object_store=store)
+        try:
+            async with adb.snapshot() as snap:
+                a = [kv async for kv in snap.scan(read_ahead_bytes=BLOCK, max_fetch_tasks=2)]
+            async with adb.begin("serializable") as txn:
+                b = [kv async for kv in txn.scan(cache_blocks=False, read_ahead_bytes=BLOCK)]
+            return a, b
+        finally:
+            await adb.close()
+
+    a, b = asyncio.run(run())
+    assert a == b == ROWS

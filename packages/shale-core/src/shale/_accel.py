@@ -21,6 +21,9 @@ _WHERE = {
     "merge": ("shale.merge", "shale.merge"),
     "blockmeta": ("shale.fbs", "shale.fbs.blockmeta"),
     "memtable": ("shale.engine", "shale.engine.memtable"),
+    "cache": ("shale", "shale.cache"),
+    "point": ("shale.engine", "shale.engine.point"),
+    "commit": ("shale.engine", "shale.engine.commit"),
 }
 #: Names of the accelerated modules, for ``python -m shale info`` and the tests.
 ACCELERATED = tuple(_WHERE)

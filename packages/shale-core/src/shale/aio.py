@@ -298,13 +298,17 @@ class AsyncDbSnapshot:
         reverse: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        **fetch: Any,
     ) -> AsyncDbIterator:
-        """An async iterator over ``start <= key < end`` at the snapshot."""
+        """An async iterator over ``start <= key < end`` at the snapshot (``cache_blocks``,
+        ``read_ahead_bytes``, ``max_fetch_tasks`` as for :meth:`shale.Db.scan`)."""
         start, end = check_scan_range(start, end)
         snap = self._snap
         return AsyncDbIterator(
             self._run,
-            lambda: snap.scan(start, end, reverse=reverse, include_expired=include_expired),
+            lambda: snap.scan(
+                start, end, reverse=reverse, include_expired=include_expired, **fetch
+            ),
             start,
             end,
             reverse,
@@ -1159,9 +1163,10 @@ class AsyncTransaction:
         reverse: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
+        **fetch: Any,
     ) -> AsyncDbIterator:
         """See :meth:`shale.Transaction.scan` (the range counts as read at once)."""
-        it = self._txn.scan(start, end, reverse=reverse, include_expired=include_expired)
+        it = self._txn.scan(start, end, reverse=reverse, include_expired=include_expired, **fetch)
         start, end = check_scan_range(start, end)
         return AsyncDbIterator(
             self._run,

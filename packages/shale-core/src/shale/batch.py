@@ -8,6 +8,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ MAX_EXPIRE_TS = 2**63 - 1
 MAX_TTL_MS = 2**64 - 1
 
 _MODES = ("after", "at", "never")
+
+_by_key = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,12 @@ class WriteBatch:
 
     def put(self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None) -> WriteBatch:
         """Set ``key`` to ``value`` (replaces earlier ops on the key in this batch)."""
-        self._ops[check_key(key)] = [(VALUE, check_value(value), to_ttl(ttl))]
+        # check_key / check_value / to_ttl, their common case inlined (the batch hot path)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LEN:
+            key = check_key(key)
+        if type(value) is not bytes or len(value) > MAX_VALUE_LEN:
+            value = check_value(value)
+        self._ops[key] = [(VALUE, value, None if ttl is None else to_ttl(ttl))]
         return self
 
     def delete(self, key: bytes) -> WriteBatch:
@@ -181,7 +189,7 @@ class WriteBatch:
 
     def items(self) -> list[tuple[bytes, list[tuple[int, bytes, Ttl | None]]]]:
         """The ops grouped by key, keys sorted (the order rows take in the WAL)."""
-        return sorted(self._ops.items())
+        return sorted(self._ops.items(), key=_by_key)  # keys are unique: compare only them
 
 
 class PendingWriteBatch(WriteBatch):

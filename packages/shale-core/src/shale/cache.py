@@ -21,8 +21,11 @@ Invariants and why:
   ignored.
 * ``None`` cannot be cached, because ``get`` returns ``None`` for a miss.
 
-Thread safety: every public method takes one internal lock for its whole duration, so the cache
-may be shared by any number of threads; each call is atomic and the stats are exact. Values are
+Thread safety: the cache may be shared by any number of threads; each call is atomic and the
+stats are exact. The pure twin (``_cache_py``) takes one internal lock in every method; the
+compiled twin (``_cache_c``) takes it in the mutators only: its ``get`` (a dict probe, an
+``OrderedDict.move_to_end`` and a counter) runs no Python bytecode, so under the GIL it is atomic
+without the lock, and a point lookup's two probes (metadata, data block) stay cheap. Values are
 returned as stored, not copied: cache only objects nobody mutates (decoded rows are lists the
 readers treat as read-only).
 
@@ -34,130 +37,16 @@ sharding would make the LRU order and the byte budget per-shard approximations.
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
-from shale.errors import InvalidError
+from shale import _accel
 
-__all__ = ["BlockCache"]
+__all__ = ["IMPLEMENTATION", "BlockCache"]
 
-log = logging.getLogger(__name__)
+#: The twin in use: ``shale._cache_c`` or ``shale._cache_py`` (same API, same results).
+IMPLEMENTATION = _accel.load("cache")
 
-
-class BlockCache:
-    """A thread-safe LRU cache whose entries are charged in bytes against ``capacity_bytes``.
-
-    :param capacity_bytes: the byte budget; ``0`` disables caching.
-    :raises InvalidError: ``capacity_bytes`` is negative or not an integer.
-    """
-
-    def __init__(self, capacity_bytes: int) -> None:
-        if not isinstance(capacity_bytes, int) or isinstance(capacity_bytes, bool):
-            raise InvalidError("cache capacity must be an integer", capacity_bytes=capacity_bytes)
-        if capacity_bytes < 0:
-            raise InvalidError("cache capacity must be >= 0", capacity_bytes=capacity_bytes)
-        self._capacity = capacity_bytes
-        self._lock = threading.Lock()
-        # key -> (value, charge); the first entry is the least recently used
-        self._entries: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
-        self._size = 0
-        self._hits = 0
-        self._misses = 0
-        self._inserts = 0
-        self._evictions = 0
-
-    @property
-    def capacity_bytes(self) -> int:
-        """The byte budget given at construction."""
-        return self._capacity
-
-    def get(self, key: Hashable) -> object | None:
-        """The value cached under ``key`` (now the most recently used), or ``None`` on a miss."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self._misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self._hits += 1
-            return entry[0]
-
-    def put(self, key: Hashable, value: object, charge: int) -> None:
-        """Cache ``value`` under ``key``, accounted as ``charge`` bytes.
-
-        Replaces any entry of ``key``, then evicts least recently used entries until the budget
-        holds. A value whose charge exceeds the capacity is not cached (and any older entry of
-        ``key`` is dropped); with capacity 0 the call does nothing.
-
-        :raises InvalidError: ``charge`` is negative or not an integer, or ``value`` is ``None``.
-        """
-        if not isinstance(charge, int) or isinstance(charge, bool) or charge < 0:
-            raise InvalidError("cache charge must be an integer >= 0", charge=charge)
-        if value is None:
-            raise InvalidError("None cannot be cached (get returns None for a miss)")
-        if self._capacity == 0:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._size -= old[1]
-            if charge > self._capacity:
-                return
-            self._entries[key] = (value, charge)
-            self._size += charge
-            self._inserts += 1
-            entries = self._entries
-            while self._size > self._capacity:
-                _, (_, evicted_charge) = entries.popitem(last=False)
-                self._size -= evicted_charge
-                self._evictions += 1
-
-    def remove(self, key: Hashable) -> None:
-        """Drop the entry of ``key`` if there is one (not counted as an eviction)."""
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._size -= old[1]
-
-    def keys(self) -> list[Hashable]:
-        """The cached keys, least recently used first (a snapshot)."""
-        with self._lock:
-            return list(self._entries)
-
-    def clear(self) -> None:
-        """Drop every entry. The hit, miss, insert and eviction counters are kept."""
-        with self._lock:
-            self._entries.clear()
-            self._size = 0
-
-    def stats(self) -> dict[str, int]:
-        """A consistent snapshot of the counters.
-
-        :return: ``hits``, ``misses``, ``inserts`` (successful puts, replacements included),
-            ``evictions`` (entries dropped to make room), ``size_bytes`` (sum of the cached
-            charges), ``entries`` and ``capacity_bytes``.
-        """
-        with self._lock:
-            return {
-                "hits": self._hits,
-                "misses": self._misses,
-                "inserts": self._inserts,
-                "evictions": self._evictions,
-                "size_bytes": self._size,
-                "entries": len(self._entries),
-                "capacity_bytes": self._capacity,
-            }
-
-    def __len__(self) -> int:
-        """The number of cached entries."""
-        with self._lock:
-            return len(self._entries)
-
-    def __repr__(self) -> str:
-        s = self.stats()
-        return (
-            f"BlockCache(capacity_bytes={s['capacity_bytes']}, size_bytes={s['size_bytes']}, "
-            f"entries={s['entries']})"
-        )
+if TYPE_CHECKING:
+    from shale._cache_py import BlockCache
+else:
+    BlockCache = IMPLEMENTATION.BlockCache

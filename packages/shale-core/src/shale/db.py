@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from shale import ids, telemetry
 from shale import transaction as atomic
-from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key, check_value, to_ttl
+from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key
 from shale.cache import BlockCache
 from shale.clock import Clock, SystemClock
 from shale.engine import components
@@ -52,7 +52,7 @@ from shale.objstore import ObjectStore
 from shale.objstore.cached import CachedObjectStore
 from shale.objstore.instrumented import handle_store
 from shale.objstore.protocol import validate_key
-from shale.row import MERGE, TOMBSTONE, VALUE
+from shale.row import MAX_KEY_LEN, MERGE, TOMBSTONE, VALUE
 from shale.settings import Durability, Settings
 from shale.transaction import IsolationLevel, Transaction, transact
 from shale.watch import DEFAULT_MAX_PENDING, Watch, WatchHub, check_watch
@@ -419,6 +419,8 @@ class Db:
         self._m_put, self._m_delete, self._m_merge, self._m_write, self._m_get, self._m_scan = hists
         self._put_calls = None if self._m_put is None else self._m_put.calls
         self._get_calls = None if self._m_get is None else self._m_get.calls
+        #: the commit of one op (checks key, value and ttl; compiled when built)
+        self._write_one = inner.writer.write_one
         if parts.metrics is not None:
             parts.metrics.add_collector(
                 telemetry.legacy_collector(flat_metrics_of(weakref.ref(self)))
@@ -460,24 +462,16 @@ class Db:
         """
         calls = self._put_calls
         if calls is None or next(calls) & _SAMPLE_MASK:  # not timed (docs/metrics.md)
-            return self._inner.writer.write_one(
-                check_key(key),
-                VALUE,
-                check_value(value),
-                None if ttl is None else to_ttl(ttl),
-                durable,
-            )
+            return self._write_one(key, VALUE, value, ttl, durable)  # it checks the arguments
         t0 = _now()
-        handle = self._inner.writer.write_one(
-            check_key(key), VALUE, check_value(value), None if ttl is None else to_ttl(ttl), durable
-        )
+        handle = self._write_one(key, VALUE, value, ttl, durable)
         self._m_put.record_ns(_now() - t0)  # type: ignore[union-attr]
         return handle
 
     def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
         """Delete ``key`` (writes a tombstone)."""
         t0 = _now()
-        handle = self._inner.writer.write_one(check_key(key), TOMBSTONE, b"", None, durable)
+        handle = self._write_one(key, TOMBSTONE, b"", None, durable)
         if self._m_delete is not None:
             self._m_delete.record_ns(_now() - t0)
         return handle
@@ -487,13 +481,7 @@ class Db:
     ) -> WriteHandle:
         """Add a merge operand for ``key``; reads fold operands with the merge operator."""
         t0 = _now()
-        handle = self._inner.writer.write_one(
-            check_key(key),
-            MERGE,
-            check_value(operand),
-            None if ttl is None else to_ttl(ttl),
-            durable,
-        )
+        handle = self._write_one(key, MERGE, operand, ttl, durable)
         if self._m_merge is not None:
             self._m_merge.record_ns(_now() - t0)
         return handle
@@ -731,11 +719,17 @@ class Db:
             kv = self._get_kv(key, durability, dirty, include_expired)
             self._m_get.record_ns(_now() - t0)  # type: ignore[union-attr]
             return None if kv is None else kv.value
-        key = check_key(key)
+        if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LEN:
+            key = check_key(key)
         inner = self._inner
-        inner.status.check_open()
-        kv = inner.reader.get(key, self._read_seq(durability, dirty), include_expired)
-        return None if kv is None else kv.value
+        if inner.status.closed:
+            inner.status.check_open()
+        if durability is DURABILITY_MEMORY and dirty is False:  # the default: no checks due
+            max_seq = inner.oracle.committed_seq
+        else:
+            max_seq = self._read_seq(durability, dirty)
+        res = inner.reader.lookup(key, max_seq, include_expired)
+        return None if res is None else res[0]
 
     def _get_kv(
         self, key: bytes, durability: Durability, dirty: bool, include_expired: bool | None

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, get_args
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value
-from shale.engine.batch_write import WriteHandle, check_operand
+from shale.engine.batch_rules import check_operand
+from shale.engine.commit import WriteHandle
 from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
@@ -180,15 +181,27 @@ class Transaction:
         *,
         reverse: bool = False,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> TransactionIterator:
         """``(key, value)`` over ``start <= key < end``: the snapshot merged with this
         transaction's writes (as they are now). Under ``"serializable"`` the whole range counts
-        as read: a later commit writing any key inside it conflicts."""
+        as read: a later commit writing any key inside it conflicts. ``cache_blocks``,
+        ``read_ahead_bytes`` and ``max_fetch_tasks`` as for :meth:`shale.Db.scan`."""
         self._check_live()
         start, end = check_scan_range(start, end)
         if self.isolation == "serializable":
             self._read_ranges.append((start, end))
-        snap = self._snapshot.scan(start, end, reverse=reverse, include_expired=include_expired)
+        snap = self._snapshot.scan(
+            start,
+            end,
+            reverse=reverse,
+            include_expired=include_expired,
+            cache_blocks=cache_blocks,
+            read_ahead_bytes=read_ahead_bytes,
+            max_fetch_tasks=max_fetch_tasks,
+        )
         own = [
             (k, list(ops))
             for k, ops in self._batch.items()

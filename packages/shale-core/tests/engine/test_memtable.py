@@ -233,9 +233,11 @@ def test_twins_agree(
     py, c = both_twins("memtable")
     got = []
     for impl in (py, c):
-        versions: dict[bytes, list[tuple]] = {}  # type: ignore[type-arg]
+        versions: dict[bytes, tuple | list[tuple]] = {}  # type: ignore[type-arg]
         new: list[bytes] = []
         stats = impl.insert_rows(versions, new, list(rows), tick, floor)
-        to_base = {k: impl.versions_to_base(v, max_seq) for k, v in versions.items()}
+        to_base = {  # a key with one version holds the row itself
+            k: impl.versions_to_base(v, max_seq) for k, v in versions.items() if type(v) is list
+        }
         got.append((stats, versions, new, to_base))
     assert got[0] == got[1]

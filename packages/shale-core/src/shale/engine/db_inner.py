@@ -56,9 +56,16 @@ def metrics(
     *,
     wal_buffer_bytes: int = 0,
     l0_full_since: float | None = None,
+    counters: dict[str, int] | None = None,
 ) -> dict[str, int]:
-    """Counters (names close to SlateDB's) and gauges of an engine, as a plain dict."""
+    """Counters (names close to SlateDB's) and gauges of an engine, as a plain dict.
+
+    :param counters: more counters (the commit's), added to ``stats`` when not zero.
+    """
     out = dict(stats)
+    for name, n in (counters or {}).items():
+        if n:
+            out[name] = out.get(name, 0) + n
     with state.lock:
         out["last_seq"] = oracle.committed_seq
         out["durable_seq"] = oracle.durable_seq
@@ -457,4 +464,5 @@ class DbInner:
             self.tables,
             wal_buffer_bytes=self.wal.buffered_bytes if self.wal is not None else 0,
             l0_full_since=self.flusher.l0_full_since,
+            counters=self.writer.counters(),
         )

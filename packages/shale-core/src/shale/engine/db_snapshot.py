@@ -112,9 +112,24 @@ class DbSnapshot:
         *,
         reverse: bool = False,
         include_expired: bool | None = None,
+        cache_blocks: bool = True,
+        read_ahead_bytes: int | None = None,
+        max_fetch_tasks: int | None = None,
     ) -> DbIterator:
+        """``(key, value)`` over ``start <= key < end`` as of the snapshot; the options mean
+        what they mean for :meth:`shale.Db.scan`."""
         self._status.check_open()
-        return DbIterator(self._reader, start, end, reverse, self.seq, include_expired)
+        return DbIterator(
+            self._reader,
+            start,
+            end,
+            reverse,
+            self.seq,
+            include_expired,
+            cache_blocks,
+            read_ahead_bytes,
+            max_fetch_tasks,
+        )
 
     def scan_prefix(self, prefix: bytes, **options: Any) -> DbIterator:
         return self.scan(*prefix_range(prefix), **options)

@@ -52,10 +52,11 @@ class DbState:
         """Record the memtables (newest first) and the manifest a read sees now, as one
         immutable pair: every change below calls it under ``lock``, and :meth:`view` reads the
         pair without the lock (one attribute read is atomic)."""
-        self._parts = ([self.memtable, *reversed(self.imms)], self.manifest)
+        #: (memtables newest first, manifest): what a read sees now, one immutable pair
+        self.parts = ([self.memtable, *reversed(self.imms)], self.manifest)
 
     def view(self, max_seq: int) -> DbView:
-        memtables, manifest = self._parts
+        memtables, manifest = self.parts
         return DbView(memtables, manifest, max_seq)
 
     def oldest_imm(self) -> Memtable | None:

@@ -3,8 +3,11 @@
 Writers insert under the database's write lock; readers never take it. That works because the
 structures only grow, and a reader fixes its visibility bound (a seq) *before* it looks:
 
-- ``_versions`` maps each key to its rows, oldest first (``list.append`` is atomic under the
-  GIL); a reader copies the list and keeps rows with ``seq <= max_seq``.
+- ``_versions`` maps each key to its row while it has one version (the row tuple itself: no
+  list, so the common write allocates no container the garbage collector keeps scanning), then
+  to a list of its rows, oldest first, which replaces the tuple when the second version comes
+  (``list.append`` and a dict store are atomic under the GIL); a reader takes the tuple or a
+  copy of the list and keeps rows with ``seq <= max_seq``.
 - ``_sorted`` is an immutable sorted list of keys, replaced (never mutated) when it is rebuilt;
   ``_new`` holds keys inserted since, unsorted. A range read sorts only the keys of ``_new``
   and merges them with a slice of ``_sorted``; ``_new`` is folded into ``_sorted`` once it is
@@ -27,42 +30,33 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from shale import _accel
+from shale.engine._memtable_py import ROW_MEMORY_OVERHEAD, ROW_OVERHEAD
 from shale.row import MERGE
 
-#: The twin of the hot loops in use: ``shale.engine._memtable_c`` or ``_memtable_py``.
+#: The twin of the insert path and hot loops in use: ``shale.engine._memtable_c`` or
+#: ``_memtable_py``.
 IMPLEMENTATION: ModuleType = _accel.load("memtable")
 if TYPE_CHECKING:
-    from shale.engine._memtable_py import insert_rows, versions_to_base
+    from shale.engine._memtable_py import MemtableBase, versions_to_base
 else:
-    insert_rows = IMPLEMENTATION.insert_rows
+    MemtableBase = IMPLEMENTATION.MemtableBase
     versions_to_base = IMPLEMENTATION.versions_to_base
 
-#: Bytes charged per row on top of key and value (seq, flags, timestamps, offsets): the
-#: encoded size SlateDB estimates, which decides when a memtable is frozen.
-ROW_OVERHEAD = 24
-#: Python memory per row beyond key and value (tuple, ints, bytes headers, dict and list slots),
-#: measured with tracemalloc; used for backpressure on memory.
-ROW_MEMORY_OVERHEAD = 260
+__all__ = ["ROW_MEMORY_OVERHEAD", "ROW_OVERHEAD", "Memtable"]
 
 
-class Memtable:
-    """A sorted multi-version table of row tuples (see :mod:`shale.row`)."""
+class Memtable(MemtableBase):
+    """A sorted multi-version table of row tuples (see :mod:`shale.row`).
+
+    The rows and counters (``size``, ``mem_bytes``, ``num_rows``, ``min_seq``, ``max_seq``,
+    ``last_tick``) and the inserts (:meth:`put`, :meth:`put_rows`) are :class:`MemtableBase`'s.
+    """
 
     def __init__(self) -> None:
-        self._versions: dict[bytes, list[tuple]] = {}  # type: ignore[type-arg]
+        super().__init__()
         self._sorted: list[bytes] = []
-        self._new: list[bytes] = []
         self._recent: list[bytes] = []  # sorted copy of _new[:len(_recent)]
         self._klock = threading.Lock()
-        #: estimated encoded size in bytes
-        self.size = 0
-        #: estimated Python memory in bytes
-        self.mem_bytes = 0
-        self.num_rows = 0
-        self.min_seq: int | None = None
-        self.max_seq = 0
-        #: the largest create_ts of any row (SlateDB's "last tick" of the table)
-        self.last_tick: int | None = None
         #: set when frozen: the highest WAL id holding any of its rows (None with the WAL off)
         self.wal_id: int | None = None
         self.frozen = False
@@ -73,56 +67,15 @@ class Memtable:
     def is_empty(self) -> bool:
         return self.num_rows == 0
 
-    def put(self, row: tuple) -> None:  # type: ignore[type-arg]
-        """Insert one row. The caller serialises writers and inserts seqs in increasing order."""
-        key = row[0]
-        lst = self._versions.get(key)
-        if lst is None:
-            self._versions[key] = [row]
-            self._new.append(key)
-        else:
-            lst.append(row)
-        nbytes = len(key) + len(row[3])
-        self.size += nbytes + ROW_OVERHEAD
-        self.mem_bytes += nbytes + ROW_MEMORY_OVERHEAD
-        self.num_rows += 1
-        seq = row[1]
-        if self.min_seq is None:
-            self.min_seq = seq
-        if seq > self.max_seq:
-            self.max_seq = seq
-        ts = row[5]
-        if ts is not None and (self.last_tick is None or ts > self.last_tick):
-            self.last_tick = ts
-
-    def put_rows(self, rows: list[tuple], floor: int | None = None) -> int:  # type: ignore[type-arg]
-        """Insert ``rows`` in order (any seq order: a WAL SST's rows come by key): :meth:`put`
-        for many rows, the sizes and bounds updated once; with a ``floor``, rows with
-        ``seq <= floor`` are skipped. Returns the number inserted."""
-        if not rows:
-            return 0
-        n, nbytes, self.last_tick, low, high = insert_rows(
-            self._versions, self._new, rows, self.last_tick, floor
-        )
-        if not n:
-            return 0
-        assert low is not None and high is not None
-        self.size += nbytes + n * ROW_OVERHEAD
-        self.mem_bytes += nbytes + n * ROW_MEMORY_OVERHEAD
-        self.num_rows += n
-        if self.min_seq is None or low < self.min_seq:
-            self.min_seq = low
-        if high > self.max_seq:
-            self.max_seq = high
-        return n
-
     def get(self, key: bytes, max_seq: int) -> list[tuple]:  # type: ignore[type-arg]
         """The versions of ``key`` with ``seq <= max_seq`` a read resolves, newest first: down
         to the newest value or tombstone (merge operands above it included)."""
-        lst = self._versions.get(key)
-        if not lst:
+        entry = self._versions.get(key)
+        if entry is None:
             return []
-        return versions_to_base(lst, max_seq)
+        if isinstance(entry, tuple):
+            return [entry] if entry[1] <= max_seq else []
+        return versions_to_base(entry, max_seq)
 
     def _keys_snapshot(self) -> tuple[list[bytes], list[bytes]]:
         """(sorted keys, sorted recent keys), both immutable from the caller's point of view.
@@ -190,6 +143,10 @@ class Memtable:
         if to_base:
             for key in keys_iter:
                 lst = versions[key]  # no copy: it only grows at its end, read below len()
+                if type(lst) is tuple:
+                    if lst[1] <= limit:
+                        yield lst
+                    continue
                 for i in range(len(lst) - 1, -1, -1):
                     r = lst[i]
                     if r[1] <= limit:
@@ -198,7 +155,12 @@ class Memtable:
                             break
             return
         for key in keys_iter:
-            lst = versions[key][:]
+            lst = versions[key]
+            if type(lst) is tuple:
+                if lst[1] <= limit:
+                    yield lst
+                continue
+            lst = lst[:]
             for i in range(len(lst) - 1, -1, -1):
                 r = lst[i]
                 if r[1] <= limit:

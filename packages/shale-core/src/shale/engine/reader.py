@@ -10,19 +10,19 @@ is not a merge operand ends a point lookup. Clone SSTs are only visible inside t
 
 from __future__ import annotations
 
-import bisect
 import collections
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from shale.clock import MonotonicClock
-from shale.engine import components
+from shale.engine import components, point
 from shale.engine.db_state import DbState, DbView
+from shale.engine.point import Plan
 from shale.engine.table_store import TableStore
-from shale.fbs.manifest import Manifest, SortedRun, SstView
-from shale.merge_operators import resolve_versions
+from shale.fbs.manifest import Manifest, SstView
+from shale.merge_operators import Resolved, resolve_versions
 from shale.meta import segments
-from shale.row import MERGE, VALUE
+from shale.row import VALUE
 from shale.settings import Settings
 from shale.sst.table import ScanFetch
 
@@ -35,15 +35,6 @@ class KeyValue(NamedTuple):
     seq: int
     create_ts: int | None
     expire_ts: int | None
-
-
-def _has_base(rows: Sequence[tuple]) -> bool:  # type: ignore[type-arg]
-    return any(r[2] != MERGE for r in rows)
-
-
-def _in_range(view: SstView, key: bytes) -> bool:
-    vr = view.visible_range
-    return vr is None or vr.contains(key)
 
 
 def _newest_first_per_key(rows: Iterator[tuple]) -> Iterator[tuple]:  # type: ignore[type-arg]
@@ -84,19 +75,23 @@ class Reader:
         self.stats = stats
         self.clock = clock
         self.merge_operator = merge_operator
-        # the first keys of each sorted run's SSTs, per run of one manifest (point lookups
-        # bisect them): (the manifest, {id(run): firsts}); the manifest held keeps the ids valid
-        self._firsts: tuple[Manifest | None, dict[int, list[bytes]]] = (None, {})
+        # the point lookups' plans of one manifest (shale.engine.point): (the manifest, the
+        # root's plan or None when it has segments, {tree prefix: plan})
+        self._plans: tuple[Manifest | None, Plan | None, dict[bytes, Plan]] = (None, None, {})
 
-    def _run_firsts(self, m: Manifest, run: SortedRun) -> list[bytes]:
-        cached = self._firsts
+    def _plan(self, m: Manifest, key: bytes) -> Plan:
+        """The plan of the tree of ``m`` that owns ``key`` (the root's, or a segment's)."""
+        cached = self._plans
         if cached[0] is not m:
-            cached = self._firsts = (m, {})
-        firsts = cached[1].get(id(run))
-        if firsts is None:
-            firsts = [s.sst.info.first_entry or b"" for s in run.ssts]
-            cached[1][id(run)] = firsts
-        return firsts
+            root = None if m.segments else point.plan(m.l0, m.compacted)
+            cached = self._plans = (m, root, {})
+        if cached[1] is not None:
+            return cached[1]
+        tree = segments.tree_for_key(m, key)
+        p = cached[2].get(tree.prefix)  # a tree object is made per call; its prefix is its name
+        if p is None:
+            p = cached[2][tree.prefix] = point.plan(tree.l0, tree.compacted)
+        return p
 
     def with_state(self, state: DbState) -> Reader:
         """A reader of ``state`` sharing everything else (a read-only snapshot's)."""
@@ -121,84 +116,30 @@ class Reader:
 
     def get(self, key: bytes, max_seq: int, include_expired: bool | None) -> KeyValue | None:
         """``key``'s value as of ``max_seq`` (``key`` already checked)."""
-        hide = self.hide_expired(include_expired)
-        # Fast path: the active memtable holds the newest data; if its newest version of the key
-        # is visible and a live plain value, nothing older matters.
-        lst = self.state.memtable._versions.get(key)
-        if lst:
-            r = lst[-1]
-            if (
-                r[1] <= max_seq
-                and r[2] == VALUE
-                and (r[4] is None or not hide or r[4] > self.clock.now_ms())
-            ):
-                self.stats["get_count"] += 1
-                return KeyValue(key, r[3], r[1], r[5], r[4])
-        versions = self.point_versions(self.state.view(max_seq), key)
+        res = self.lookup(key, max_seq, include_expired)
+        return None if res is None else KeyValue(key, *res)
+
+    def lookup(self, key: bytes, max_seq: int, include_expired: bool | None) -> Resolved | None:
+        """``key``'s ``(value, seq, create_ts, expire_ts)`` as of ``max_seq``, or ``None``
+        (``key`` already checked): :meth:`get` without the :class:`KeyValue`."""
+        if include_expired is None:
+            hide = self.settings.hide_expired
+        else:
+            hide = self.hide_expired(include_expired)
+        memtables, m = self.state.parts  # one published pair: a consistent view
+        cached = self._plans
+        p = cached[1] if cached[0] is m and cached[1] is not None else self._plan(m, key)
+        versions = point.point_versions(memtables, p, key, max_seq, self.tables)
         self.stats["get_count"] += 1
         if not versions:
             return None
-        res = resolve_versions(
+        r = versions[0]
+        # the common case: the newest visible version is a live plain value
+        if r[2] == VALUE and (r[4] is None or not hide or r[4] > self.clock.now_ms()):
+            return (r[3], r[1], r[5], r[4])
+        return resolve_versions(
             versions, self.merge_operator, now_ms=self.clock.now_ms(), hide_expired=hide
         )
-        if res is None:
-            return None
-        value, seq, create_ts, expire_ts = res
-        return KeyValue(key, value, seq, create_ts, expire_ts)
-
-    def point_versions(self, v: DbView, key: bytes) -> list[tuple]:  # type: ignore[type-arg]
-        """``key``'s versions in ``v``, newest first, down to the first that is not a merge
-        operand."""
-        max_seq = v.max_seq
-        out: list[tuple] = []  # type: ignore[type-arg]
-        for mt in v.memtables:
-            rows = mt.get(key, max_seq)
-            if rows:
-                out.extend(rows)
-                if _has_base(rows):
-                    return out
-        tables = self.tables
-        m = v.manifest
-        if m.segments:
-            tree = segments.tree_for_key(m, key)  # the root's, or the owning segment's
-            l0, compacted = tree.l0, tree.compacted
-        else:
-            l0, compacted = m.l0, m.compacted
-        for view in l0:
-            info = view.sst.info
-            if (info.first_entry is not None and key < info.first_entry) or (
-                info.last_entry is not None and key > info.last_entry
-            ):
-                continue
-            if not _in_range(view, key):
-                continue
-            rows = [r for r in tables.open(view).get_rows(key) if r[1] <= max_seq]
-            if rows:
-                out.extend(rows)
-                if _has_base(rows):
-                    return out
-        for run in compacted:
-            ssts = run.ssts
-            firsts = self._run_firsts(m, run)
-            # The compactor splits its output anywhere, also between two versions of one key:
-            # the SST before the first one starting at ``key`` may hold its newest versions, and
-            # they can continue over several SSTs. Start at the last SST starting below ``key``.
-            i = max(0, bisect.bisect_left(firsts, key) - 1)
-            while i < len(ssts):
-                view = ssts[i]
-                info = view.sst.info
-                if info.first_entry is not None and key < info.first_entry:
-                    break
-                if info.last_entry is None or key <= info.last_entry:
-                    if _in_range(view, key):
-                        rows = [r for r in tables.open(view).get_rows(key) if r[1] <= max_seq]
-                        out.extend(rows)
-                        if rows and _has_base(rows):
-                            return out
-                if info.last_entry is not None and key < info.last_entry:
-                    break
-                i += 1
-        return out
 
     # -- iterator sources ----------------------------------------------------------------
 

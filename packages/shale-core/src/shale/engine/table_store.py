@@ -66,24 +66,28 @@ class TableStore:
         #: where each SST lives (clones: the source's path)
         self.ssts = SstLocator(store, root)
         self._tables = BlockCache(settings.meta_cache_bytes)  # open SSTs by id
+        #: the metadata cache: open SSTs by id (point lookups probe it, then :meth:`load`)
+        self.meta_cache = self._tables
 
     # -- reading -------------------------------------------------------------------------
 
     def open(self, view: SstView) -> SsTable:
         """The open SST of a view, from the byte-bounded metadata cache (index and filter)."""
-        sid = view.sst.id.value
-        t = self._tables.get(sid)
+        t = self._tables.get(view.sst.id.value)
         assert t is None or isinstance(t, SsTable)
-        if t is None:
-            store, key = self.ssts.locate(view.sst.id)
-            t = SsTable.open(
-                store,
-                key,
-                policies=self.filter_policies or None,
-                transformer=self.transformer,
-                block_cache=self.block_cache,
-            )
-            self._tables.put(sid, t, t.meta_bytes())
+        return self.load(view) if t is None else t
+
+    def load(self, view: SstView) -> SsTable:
+        """Open the SST of a view and put it in the metadata cache (after a miss there)."""
+        store, key = self.ssts.locate(view.sst.id)
+        t = SsTable.open(
+            store,
+            key,
+            policies=self.filter_policies or None,
+            transformer=self.transformer,
+            block_cache=self.block_cache,
+        )
+        self._tables.put(view.sst.id.value, t, t.meta_bytes())
         return t
 
     def observe(self, m: Manifest) -> None:

@@ -89,9 +89,11 @@ class WalBuffer:
         self._rows: list[tuple] = []  # type: ignore[type-arg]
         #: estimated encoded bytes in the buffer (backpressure counts them)
         self.buffered_bytes = 0
-        #: the buffer plus the WAL SSTs taken from it but not stored yet (backpressure counts
-        #: these, as SlateDB counts its immutable WALs)
-        self.unflushed_bytes = 0
+        #: estimated encoded bytes of the WAL SSTs taken from the buffer but not stored yet
+        #: (backpressure counts them with the buffer, as SlateDB counts its immutable WALs).
+        #: Changed only under ``_lock`` (the buffer's bytes change under the write lock: the
+        #: compiled commit adds to them without ``_lock``), so neither count loses an update.
+        self.queued_bytes = 0
         self.next_wal_id = next_wal_id
         self._flushes_since_freeze = 0
         self._queue: collections.deque[PendingWal] = collections.deque()  # in id order
@@ -109,7 +111,6 @@ class WalBuffer:
         with self._lock:
             self._rows.extend(rows)
             self.buffered_bytes += nbytes
-            self.unflushed_bytes += nbytes
             size = self.buffered_bytes
         limit = self.settings.l0_sst_size_bytes
         if size >= limit or memtable.size >= limit:
@@ -121,10 +122,14 @@ class WalBuffer:
         with self._lock:
             self._rows.append(row)
             size = self.buffered_bytes = self.buffered_bytes + nbytes
-            self.unflushed_bytes += nbytes
         limit = self.settings.l0_sst_size_bytes
         if size >= limit or memtable.size >= limit:
             self.wakeup.set()
+
+    @property
+    def unflushed_bytes(self) -> int:
+        """The buffer's estimated bytes plus those of the WAL SSTs not stored yet."""
+        return self.buffered_bytes + self.queued_bytes
 
     def request_freeze(self) -> int:
         """Ask the next flush to freeze the memtable; the ticket :attr:`freeze_done` reaches."""
@@ -181,6 +186,7 @@ class WalBuffer:
                 if rows:
                     self._rows = []
                     nbytes, self.buffered_bytes = self.buffered_bytes, 0
+                    self.queued_bytes += nbytes
                     wal_id = self.next_wal_id
                     self.next_wal_id += 1
                     self._flushes_since_freeze += 1
@@ -216,7 +222,7 @@ class WalBuffer:
             pending.payload = None  # stored: its copy of the rows is not needed any more
             with self._lock:
                 self._queue.popleft()
-                self.unflushed_bytes -= pending.nbytes
+                self.queued_bytes -= pending.nbytes
             self.health.succeeded()
             self._oracle.advance_durable(pending.rows[-1][1])
             self.on_uploaded()

@@ -126,6 +126,11 @@ class _HashedBloomReader:
     def may_contain(self, key: bytes) -> bool:
         return bool(self._filter.may_contain_hash(self._hash(key)))
 
+    def bloom_probe(self) -> tuple[Any, Any]:
+        """``(bloom, hash_fn)``: :meth:`may_contain` is ``bloom.may_contain_hash(hash_fn(key))``
+        (point lookups call these two directly)."""
+        return self._filter, self._hash
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._filter!r})"
 

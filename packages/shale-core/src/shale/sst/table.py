@@ -168,6 +168,7 @@ class SsTable:
             raise DataError("malformed SST", error=f"{type(exc).__name__}: {exc}") from exc
         self._filter: Any = None
         self._filter_loaded = False
+        self._probe: tuple[Any, Any, Any, list[bytes], Any, object] | None = None
         self._stats: M.SstStats | None = None
 
     # -- construction ---------------------------------------------------------------------
@@ -362,6 +363,28 @@ class SsTable:
         reader = self._filter_reader()
         return True if reader is None else bool(reader.may_contain(key))
 
+    def point_probe(self) -> tuple[Any, Any, Any, list[bytes], Any, object]:
+        """What a point lookup (:mod:`shale.engine.point`) needs of this SST, built once:
+        ``(bloom, hash_fn, filter_reader, index_keys, block_cache, cache_id)``. ``bloom`` and
+        ``hash_fn`` are set for the built-in bloom filters (``bloom.may_contain_hash(hash_fn(key))``
+        answers without a Python frame); else ``filter_reader`` (or ``None``: no known filter)."""
+        probe = self._probe
+        if probe is None:
+            reader = self._filter_reader()
+            bloom = hash_fn = None
+            bloom_probe = getattr(reader, "bloom_probe", None)
+            if bloom_probe is not None:
+                bloom, hash_fn = bloom_probe()
+            probe = self._probe = (
+                bloom,
+                hash_fn,
+                reader,
+                self._index_keys,
+                self._cache,
+                self._cache_id,
+            )
+        return probe
+
     # -- rows -------------------------------------------------------------------------------
 
     def read_block(
@@ -381,6 +404,15 @@ class SsTable:
             rows: list[tuple] | None = cache.get((self._cache_id, i))  # type: ignore[type-arg]
             if rows is not None:
                 return rows
+        return self._load_block(i, direction, fill, fetcher)
+
+    def _load_block(
+        self, i: int, direction: int = 0, fill: bool = True, fetcher: _Fetcher | None = None
+    ) -> list[tuple]:  # type: ignore[type-arg]
+        """Block ``i`` read, checked (CRC), decoded and (``fill``) put in the block cache,
+        without probing the cache first: :meth:`read_block` after a miss, and point lookups
+        (:mod:`shale.engine.point`), which probe the cache themselves."""
+        cache = self._cache
         start, end = self._offsets[i], self._offsets[i + 1]
         if fetcher is not None:
             raw = fetcher.block(i)
