@@ -405,6 +405,9 @@ class CompactionExecutor:
             clock = SystemClock()
         self.clock = clock
         self.rand = rand
+        #: Run jobs that need nothing else through the compaction kernel, in key ranges
+        #: (:mod:`shale_compactor.subcompactions`); ``False``: always the row pipeline.
+        self.use_kernel = True
 
     @staticmethod
     def _host() -> Any:
@@ -451,8 +454,13 @@ class CompactionExecutor:
         pool = self._fetch_pool()
         readers: list[_ReadAhead] = []
         try:
-            rows = self._rows(job, resume, filters, progress, pool, stop, readers)
-            outputs = self._write(job, rows, progress, on_output, on_progress, stop)
+            if self.use_kernel and subcompactions.kernel_applies(self, filters):
+                outputs = subcompactions.execute(
+                    self, job, resume, progress, pool, stop, on_output, on_progress
+                )
+            else:
+                rows = self._rows(job, resume, filters, progress, pool, stop, readers)
+                outputs = self._write(job, rows, progress, on_output, on_progress, stop)
         finally:
             for r in readers:
                 r.close()
@@ -769,3 +777,7 @@ class _Output:
         if self._writer is not None:
             self._writer.abort()
         self._parts = []
+
+
+# The kernel path uses this module's helpers (_Output, _view_bounds, ...): imported last.
+from shale_compactor import subcompactions  # noqa: E402

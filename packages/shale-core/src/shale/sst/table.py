@@ -478,10 +478,69 @@ class SsTable:
         instead of per block, and no Python frame per row (``itertools.chain.from_iterable``
         over these lists iterates in C).
         """
+        for data, offsets, _version, _start, _end, i in self.scan_windows(start, end, window=window):
+            blocks = _block.decode_chunks(
+                data, offsets, self.version, self.compression, self.transformer, i
+            )
+            for rows in blocks:
+                lo = 0
+                if start is not None and rows[0][0] < start:
+                    lo = bisect.bisect_left(rows, (start,))
+                if end is not None and rows[-1][0] >= end:
+                    hi = bisect.bisect_left(rows, (end,), lo)
+                    yield rows[lo:hi]
+                    return
+                yield rows[lo:] if lo else rows
+
+    def scan_windows(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        window: int = 1 << 20,
+        plain: bool = False,
+    ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
+        """The stored data blocks that may hold keys in ``[start, end)``, read in windows of
+        consecutive blocks (about ``window`` bytes, at least one block per read), bypassing
+        the block cache and not decoded: ``(data, offsets, version, start, end,
+        first_block)`` per window, ``offsets`` relative to ``data`` (one more than its
+        blocks). The compaction kernel's source format (:mod:`shale.sst.compact`);
+        :meth:`scan_blocks` decodes them.
+
+        :param plain: blocks of a compressed or transformed SST are unframed (checked,
+            decompressed, decoded) and re-framed as plain chunks (``payload || crc32``), the
+            only kind the compaction kernel reads.
+        """
+        windows = self._scan_windows(start, end, window)
+        if plain and (self.compression != C.NONE or self.transformer is not None):
+            return (self._plain_window(w) for w in windows)
+        return windows
+
+    def _plain_window(
+        self, w: tuple[bytes, list[int], int, bytes | None, bytes | None, int]
+    ) -> tuple[bytes, list[int], int, bytes | None, bytes | None, int]:
+        data, offsets, version, start, end, first = w
+        parts: list[bytes] = []
+        plain_offsets = [0]
+        for k in range(len(offsets) - 1):
+            chunk = data[offsets[k] : offsets[k + 1]]
+            try:
+                payload = C.unframe_chunk(chunk, self.compression, self.transformer, what="data block")
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError("malformed SST data block", block=first + k, error=str(exc)) from exc
+            parts += (payload, _CRC.pack(zlib.crc32(payload)))
+            plain_offsets.append(plain_offsets[-1] + len(payload) + 4)
+        return b"".join(parts), plain_offsets, version, start, end, first
+
+    def _scan_windows(
+        self, start: bytes | None, end: bytes | None, window: int
+    ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
         if self.is_wal:
             raise InvalidError("WAL SSTs are read whole, in commit order")
         offs = self._offsets
-        n = self.block_count
+        n = self.block_count if end is None else self._last_block(end) + 1
         i = 0 if start is None else self._start_block(start)
         while i < n:
             j = i + 1
@@ -493,23 +552,7 @@ class SsTable:
                 data = self._range(base, tail_start) + self._tail[: stop - tail_start]
             else:
                 data = self._range(base, stop)
-            blocks = _block.decode_chunks(
-                data,
-                [o - base for o in offs[i : j + 1]],
-                self.version,
-                self.compression,
-                self.transformer,
-                i,
-            )
-            for rows in blocks:
-                lo = 0
-                if start is not None and rows[0][0] < start:
-                    lo = bisect.bisect_left(rows, (start,))
-                if end is not None and rows[-1][0] >= end:
-                    hi = bisect.bisect_left(rows, (end,), lo)
-                    yield rows[lo:hi]
-                    return
-                yield rows[lo:] if lo else rows
+            yield data, [o - base for o in offs[i : j + 1]], self.version, start, end, i
             i = j
 
     def _iter_reverse(
