@@ -188,12 +188,12 @@ def test_a_failing_range_fails_the_job_and_a_resume_completes_it(
     calls = []
     first_output = threading.Event()
 
-    def flaky(ex_: Any, job_: Any, lo: Any, hi: Any, *a: Any) -> Any:
+    def flaky(ex_: Any, job_: Any, tables: Any, lo: Any, hi: Any, *a: Any) -> Any:
         calls.append(lo)
         if lo is not None and hi is None:  # the last range fails once range 0 wrote one
             first_output.wait(30)
             raise DataError("injected")
-        return real(ex_, job_, lo, hi, *a)
+        return real(ex_, job_, tables, lo, hi, *a)
 
     def report(sst: CompactedSst) -> None:
         reported.append(sst)

@@ -50,15 +50,18 @@ from shale.spi import (
 )
 
 from shale_compactor.executor import (
+    BLOCKS_PER_FETCH,
     PROGRESS_INTERVAL_S,
     CompactionStopped,
     _estimated_size,
     _Output,
+    _Progress,
+    _ReadAhead,
     _view_bounds,
 )
 
 if TYPE_CHECKING:
-    from shale_compactor.executor import CompactionExecutor, CompactionJob, _Progress
+    from shale_compactor.executor import CompactionExecutor, CompactionJob
 
 __all__ = ["MIN_RANGE_BYTES", "OUT_BYTES", "kernel_applies", "parallelism", "split_points"]
 
@@ -90,22 +93,55 @@ def parallelism(options: Any) -> int:
 # -- splitting --------------------------------------------------------------------------------
 
 
-def _index_points(executor: CompactionExecutor, view: SstView) -> list[tuple[bytes, int]]:
-    store, key = executor.ssts.locate(view.sst.id)
-    table = SsTable.open(store, key, policies=(), transformer=executor.transformer, remote=False)
-    return table.blocks()
+class _Tables:
+    """The job's source SSTs, each opened (footer, info, index) once and shared by the ranges,
+    which read its blocks through their own read-ahead (``SsTable.scan_windows(read=...)``)."""
+
+    def __init__(self, executor: CompactionExecutor) -> None:
+        self._executor = executor
+        self._tables: dict[Any, tuple[SsTable, Any, str]] = {}
+        self._lock = threading.Lock()
+
+    def open(
+        self, view: SstView, keep: bool = True, progress: _Progress | None = None
+    ) -> tuple[SsTable, Any, str]:
+        """``(table, store, key)`` of a view's SST; ``keep``: for the other ranges too (the
+        L0 SSTs; a sorted run's SSTs are opened by each range that reads them, so a long run's
+        indexes are not all held at once); ``progress`` counts the metadata read when the SST
+        is opened here."""
+        sid = view.sst.id
+        with self._lock:
+            got = self._tables.get(sid)
+        if got is None:
+            ex = self._executor
+            store, key = ex.ssts.locate(sid)
+            table = SsTable.open(store, key, policies=(), transformer=ex.transformer, remote=False)
+            if table.is_wal:
+                raise DataError("a WAL SST is listed as a compacted SST", sst=str(sid))
+            got = (table, store, key)
+            if progress is not None:
+                progress.bytes += table.size - table.data_end
+            if keep:
+                with self._lock:
+                    self._tables[sid] = got
+        return got
 
 
 def split_points(
-    executor: CompactionExecutor, job: CompactionJob, lo: bytes | None, n: int
+    executor: CompactionExecutor,
+    job: CompactionJob,
+    lo: bytes | None,
+    n: int,
+    tables: _Tables | None = None,
 ) -> list[bytes]:
     """Up to ``n - 1`` increasing keys above ``lo`` cutting the job into ranges of about equal
     source bytes (none below :data:`MIN_RANGE_BYTES`)."""
     if n <= 1:
         return []
+    tables = tables or _Tables(executor)
     points: list[tuple[bytes, int]] = []
     for view in job.l0:
-        points += _index_points(executor, view)
+        points += tables.open(view)[0].blocks()
     for run in job.runs:
         if len(run.ssts) >= n:
             points += [
@@ -113,7 +149,7 @@ def split_points(
             ]
         else:
             for view in run.ssts:
-                points += _index_points(executor, view)
+                points += tables.open(view)[0].blocks()
     points = sorted(p for p in points if p[0] and (lo is None or p[0] > lo))
     total = sum(size for _, size in points)
     n = min(n, total // MIN_RANGE_BYTES)
@@ -166,13 +202,15 @@ def execute(
     """Run ``job`` through the kernel, split into ranges; return the new outputs in order."""
     executor.ssts.observe(job.external_dbs)
     lo = None if resume is None else resume[0]
-    cuts = split_points(executor, job, lo, parallelism(executor.options))
+    tables = _Tables(executor)
+    cuts = split_points(executor, job, lo, parallelism(executor.options), tables)
     bounds: list[bytes | None] = [lo, *cuts, None]
     halt = threading.Event()
     guard = _Either(stop, halt)
     if len(bounds) == 2:
         return _run_range(
-            executor, job, lo, None, resume, progress, fetch_pool, guard, on_output, on_progress
+            executor, job, tables, lo, None, resume, progress, fetch_pool, guard, on_output,
+            on_progress,
         )
     futures: list[Future[list[CompactedSst]]] = []
 
@@ -188,6 +226,7 @@ def execute(
                 _run_range,
                 executor,
                 job,
+                tables,
                 bounds[k],
                 bounds[k + 1],
                 None,
@@ -201,7 +240,7 @@ def execute(
             futures.append(f)
         try:
             outputs = _run_range(
-                executor, job, lo, bounds[1], resume, progress, fetch_pool, guard, on_output,
+                executor, job, tables, lo, bounds[1], resume, progress, fetch_pool, guard, on_output,
                 on_progress,
             )
             for f in futures:
@@ -224,6 +263,8 @@ def execute(
 
 def _view_windows(
     executor: CompactionExecutor,
+    tables: _Tables,
+    keep: bool,
     view: SstView,
     lo: bytes | None,
     hi: bytes | None,
@@ -246,24 +287,41 @@ def _view_windows(
         return
     if end is not None and info.first_entry is not None and info.first_entry >= end:
         return
-    table, reader = executor._open(view, progress, pool, stop, readers)
-    if table.is_wal:
-        raise DataError("a WAL SST is listed as a compacted SST", sst=str(view.sst.id))
-    yield from table.scan_windows(start, end, window=reader.window, plain=True)
+    table, store, key = tables.open(view, keep, progress)
+    reader = _ReadAhead(
+        store,
+        key,
+        table.size,
+        # a local store has no latency to hide: read on this thread (no GIL hand-offs)
+        pool=None if getattr(store, "serves_locally", False) else pool,
+        window=BLOCKS_PER_FETCH * int(executor.settings.block_size),
+        depth=max(1, int(executor.options.max_fetch_tasks)),
+        progress=_Progress(),  # counted per window below (some come from the table's tail)
+        stop=stop,
+    )
+    readers.append(reader)
+
+    def read(a: int, b: int) -> bytes:
+        return reader.get_range(key, a, b)
+
+    for w in table.scan_windows(start, end, window=reader.window, plain=True, read=read):
+        progress.bytes += w[1][-1]
+        yield w
     reader.close()  # free its read-ahead windows now, not at the end of the job
     readers.remove(reader)
 
 
 def _run_windows(
-    executor: CompactionExecutor, run: SortedRun, *args: Any
+    executor: CompactionExecutor, tables: _Tables, run: SortedRun, *args: Any
 ) -> Iterator[Any]:
     for view in run.ssts:
-        yield from _view_windows(executor, view, *args)
+        yield from _view_windows(executor, tables, False, view, *args)
 
 
 def _run_range(
     executor: CompactionExecutor,
     job: CompactionJob,
+    tables: _Tables,
     lo: bytes | None,
     hi: bytes | None,
     resume: tuple[bytes, int] | None,
@@ -277,8 +335,8 @@ def _run_range(
     resume_key = None if resume is None else resume[0]
     readers: list[Any] = []
     args = (lo, hi, resume_key, progress, pool, stop, readers)
-    sources = [_source(_view_windows(executor, v, *args)) for v in job.l0]
-    sources += [_source(_run_windows(executor, r, *args)) for r in job.runs]
+    sources = [_source(_view_windows(executor, tables, True, v, *args)) for v in job.l0]
+    sources += [_source(_run_windows(executor, tables, r, *args)) for r in job.runs]
     kernel = CompactionKernel(
         sources,
         block_size=int(executor.settings.block_size),

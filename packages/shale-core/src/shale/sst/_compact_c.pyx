@@ -28,8 +28,10 @@ from shale.fbs.blockmeta import BlockStats
 
 __all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel"]
 
-cdef extern from "zlib.h" nogil:
-    unsigned long crc32(unsigned long crc, const unsigned char* buf, unsigned int len)
+cdef extern from "_crc32_simd.h" nogil:
+    # zlib's crc32, folded with PCLMULQDQ where the CPU has it (see the header)
+    uint32_t shale_crc32(uint32_t crc, const unsigned char* buf, size_t len)
+    int shale_crc32_simd_available()
 
 #: :meth:`Kernel.run` results: more rows to come, the SST must be finished now, all rows done.
 RUN_MORE = 0
@@ -153,16 +155,23 @@ cdef inline uint32_t _get_u32(const uint8_t* p) noexcept nogil:
             | <uint32_t>p[3])
 
 
-cdef uint32_t _crc(const uint8_t* p, Py_ssize_t n) noexcept nogil:
-    """zlib's CRC-32 (the SST chunk checksum), over any length."""
-    cdef unsigned long c = 0
-    cdef Py_ssize_t step
-    while n > 0:
-        step = n if n < 0x40000000 else 0x40000000
-        c = crc32(c, p, <unsigned int>step)
-        p += step
-        n -= step
-    return <uint32_t>c
+cdef inline uint32_t _crc(const uint8_t* p, Py_ssize_t n) noexcept nogil:
+    """zlib's CRC-32 (the SST chunk checksum)."""
+    return shale_crc32(0, p, <size_t>n)
+
+
+def crc32(data, value=0):
+    """``zlib.crc32(data, value)`` computed as the kernel does (for its tests)."""
+    cdef const unsigned char[::1] view = memoryview(data).cast("B")
+    cdef size_t n = view.shape[0]
+    if n == 0:
+        return value
+    return shale_crc32(<uint32_t>value, &view[0], n)
+
+
+def crc32_simd():
+    """Whether the kernel's CRC-32 folds with PCLMULQDQ on this machine."""
+    return bool(shale_crc32_simd_available())
 
 
 cdef object _key_detail(const uint8_t* p, Py_ssize_t n):

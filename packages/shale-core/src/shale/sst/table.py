@@ -478,7 +478,8 @@ class SsTable:
         instead of per block, and no Python frame per row (``itertools.chain.from_iterable``
         over these lists iterates in C).
         """
-        for data, offsets, _version, _start, _end, i in self.scan_windows(start, end, window=window):
+        windows = self._scan_windows(start, end, window, self._range)
+        for data, offsets, _version, _start, _end, i in windows:
             blocks = _block.decode_chunks(
                 data, offsets, self.version, self.compression, self.transformer, i
             )
@@ -499,6 +500,7 @@ class SsTable:
         *,
         window: int = 1 << 20,
         plain: bool = False,
+        read: Callable[[int, int], bytes] | None = None,
     ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
         """The stored data blocks that may hold keys in ``[start, end)``, read in windows of
         consecutive blocks (about ``window`` bytes, at least one block per read), bypassing
@@ -510,8 +512,11 @@ class SsTable:
         :param plain: blocks of a compressed or transformed SST are unframed (checked,
             decompressed, decoded) and re-framed as plain chunks (``payload || crc32``), the
             only kind the compaction kernel reads.
+        :param read: ``read(start, end)`` reads the SST's bytes instead of the store the table
+            was opened on (one opened table shared by readers that each read ahead, count and
+            stop on their own: the compaction executor's key ranges).
         """
-        windows = self._scan_windows(start, end, window)
+        windows = self._scan_windows(start, end, window, read or self._range)
         if plain and (self.compression != C.NONE or self.transformer is not None):
             return (self._plain_window(w) for w in windows)
         return windows
@@ -535,7 +540,7 @@ class SsTable:
         return b"".join(parts), plain_offsets, version, start, end, first
 
     def _scan_windows(
-        self, start: bytes | None, end: bytes | None, window: int
+        self, start: bytes | None, end: bytes | None, window: int, read: Callable[[int, int], bytes]
     ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
         if self.is_wal:
             raise InvalidError("WAL SSTs are read whole, in commit order")
@@ -549,9 +554,11 @@ class SsTable:
             base, stop = offs[i], offs[j]
             tail_start = self._tail_start
             if base < tail_start < stop:  # the end is in the tail read at open: not again
-                data = self._range(base, tail_start) + self._tail[: stop - tail_start]
-            else:
+                data = read(base, tail_start) + self._tail[: stop - tail_start]
+            elif base >= tail_start:
                 data = self._range(base, stop)
+            else:
+                data = read(base, stop)
             yield data, [o - base for o in offs[i : j + 1]], self.version, start, end, i
             i = j
 
