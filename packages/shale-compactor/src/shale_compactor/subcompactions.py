@@ -13,7 +13,7 @@ Subcompactions (SlateDB RFC-0028's key-range splits of one job):
   sources -- the index keys of every L0 SST and of the sorted runs' SSTs (or, for runs of many
   SSTs, their first keys), weighted by the blocks' sizes -- into up to
   ``compactor_options.max_subcompactions`` ranges ``[lo, hi)`` of about equal bytes, none
-  smaller than :data:`MIN_RANGE_BYTES`. A key's versions are all in one range, so retention
+  smaller than :data:`MIN_RANGE_BYTES` (``max_subcompactions`` 0: half the CPUs, at most 4). A key's versions are all in one range, so retention
   decides the same way.
 * **Run.** Range 0 runs on the executing thread, the others on worker threads (the kernel
   releases the GIL, so they use other cores; threads, not processes: nothing to pickle and no
@@ -83,10 +83,12 @@ def kernel_applies(executor: CompactionExecutor, filters: list[Any]) -> bool:
 
 
 def parallelism(options: Any) -> int:
-    """``max_subcompactions``, with 0 meaning ``min(CPUs, 4)``."""
+    """``max_subcompactions``, with 0 meaning half the CPUs, at most 4 (at least 1): the
+    compaction leaves the other half to the database's writer and readers, and on a busy
+    2-CPU machine a second range only competes with them (measured: docs/performance.md)."""
     n = int(getattr(options, "max_subcompactions", 0) or 0)
     if n <= 0:
-        n = min(os.cpu_count() or 1, 4)
+        n = min((os.cpu_count() or 1) // 2, 4)
     return max(1, n)
 
 

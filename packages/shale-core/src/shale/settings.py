@@ -619,8 +619,8 @@ class CompactorOptions(_Options):
     #: Concurrent block fetches per compaction.
     max_fetch_tasks: int = 4
     #: Key ranges (subcompactions) one compaction is split into, merged in parallel threads
-    #: (shale's compaction kernel runs without the GIL); ``0``: ``min(CPUs, 4)``; ``1``: one
-    #: range on the compaction's own thread.
+    #: (shale's compaction kernel runs without the GIL); ``0``: half the CPUs, at most 4 (at
+    #: least 1); ``1``: one range on the compaction's own thread.
     max_subcompactions: int = 0
     #: Size-tiered scheduler: fewest sources (L0 SSTs or sorted runs) worth a compaction (>= 2).
     min_compaction_sources: int = 4

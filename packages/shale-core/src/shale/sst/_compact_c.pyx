@@ -26,7 +26,7 @@ from shale.sst._bloom_c cimport _sip13
 from shale.errors import DataError, InvalidError
 from shale.fbs.blockmeta import BlockStats
 
-__all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel"]
+__all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel", "crc32", "crc32_simd"]
 
 cdef extern from "_crc32_simd.h" nogil:
     # zlib's crc32, folded with PCLMULQDQ where the CPU has it (see the header)
@@ -235,11 +235,6 @@ cdef struct GRow:            # one version of a key with several (values copied 
     int64_t create
 
 
-cdef struct IdxEnt:
-    Py_ssize_t offset
-    Py_ssize_t klen
-
-
 cdef inline bint _before(Src* a, int ia, Src* b, int ib) noexcept nogil:
     cdef int c = _cmp(a.cur[a.c].p, a.cur[a.c].len, b.cur[b.c].p, b.cur[b.c].len)
     if c:
@@ -299,8 +294,9 @@ cdef class Kernel:
     cdef Py_ssize_t _rows, _puts, _dels, _merges, _raw_key, _raw_val
     cdef Buf _first
     cdef bint _first_synced
-    cdef Buf _idx            # IdxEnt records not yet handed to the writer
-    cdef Buf _idx_keys
+    cdef Buf _idx            # index entries not yet handed to the writer, in the packed
+                             # form of IndexBuilder.add_packed: u64le offset, u32le len, key
+    cdef object _last_stats  # the BlockStats handed over last (equal ones are shared)
     cdef Buf _stats          # (puts, deletes, merges) as int64 triples, not yet handed over
     cdef Buf _hashes         # uint64 per row of the SST
 
@@ -366,7 +362,6 @@ cdef class Kernel:
         free(self._prev_last.p)
         free(self._first.p)
         free(self._idx.p)
-        free(self._idx_keys.p)
         free(self._stats.p)
         free(self._hashes.p)
 
@@ -746,8 +741,9 @@ cdef class Kernel:
         cdef uint16_t* res
         cdef uint8_t* p
         cdef uint32_t crc
-        cdef IdxEnt ie
+        cdef uint8_t head[12]
         cdef int64_t st[3]
+        cdef int k
         if self._bcount == 0:
             return 0
         # the index key: b"" for an SST's first block, else the shortest separator
@@ -762,9 +758,11 @@ cdef class Kernel:
                 sep = self._prev_last.len + 1
             else:
                 sep = self._bfirst.len
-        ie.offset = self._size
-        ie.klen = sep
-        if _put(&self._idx, &ie, sizeof(IdxEnt)) or _put(&self._idx_keys, self._bfirst.p, sep):
+        for k in range(8):
+            head[k] = <uint8_t>((<uint64_t>self._size) >> (8 * k))
+        for k in range(4):
+            head[8 + k] = <uint8_t>((<uint64_t>sep) >> (8 * k))
+        if _put(&self._idx, head, 12) or _put(&self._idx, self._bfirst.p, sep):
             with gil:
                 raise MemoryError()
         st[0] = self._bputs
@@ -916,8 +914,7 @@ cdef class Kernel:
 
     cdef int _sync(self, writer) except -1:
         """Hand the finished blocks, index entries, stats and totals to the data writer."""
-        cdef Py_ssize_t j, koff = 0, n
-        cdef IdxEnt* ie
+        cdef Py_ssize_t j, n
         cdef int64_t* st
         if self._bstart:
             writer.chunks.append(PyBytes_FromStringAndSize(<const char*>self._out.p,
@@ -929,19 +926,19 @@ cdef class Kernel:
             # restart offsets are relative to the block: unchanged
             self._bstart = 0
         if self._idx.len:
-            add = writer.index.add_block
-            ie = <IdxEnt*>self._idx.p
-            for j in range(self._idx.len // sizeof(IdxEnt)):
-                add(ie[j].offset,
-                    PyBytes_FromStringAndSize(<const char*>self._idx_keys.p + koff, ie[j].klen))
-                koff += ie[j].klen
+            writer.index.add_packed(PyBytes_FromStringAndSize(<const char*>self._idx.p,
+                                                              self._idx.len))
             self._idx.len = 0
-            self._idx_keys.len = 0
         if self._stats.len:
             stats = writer.block_stats
             st = <int64_t*>self._stats.p
+            last = self._last_stats
             for j in range(self._stats.len // sizeof(int64_t) // 3):
-                stats.append(tuple.__new__(BlockStats, (st[3 * j], st[3 * j + 1], st[3 * j + 2])))
+                if (last is None or (<tuple>last)[0] != st[3 * j]
+                        or (<tuple>last)[1] != st[3 * j + 1] or (<tuple>last)[2] != st[3 * j + 2]):
+                    last = tuple.__new__(BlockStats, (st[3 * j], st[3 * j + 1], st[3 * j + 2]))
+                stats.append(last)  # immutable: equal stats share one tuple
+            self._last_stats = last
             self._stats.len = 0
         writer.size = self._size
         writer.num_rows = self._rows

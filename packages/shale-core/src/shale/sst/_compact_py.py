@@ -47,6 +47,7 @@ Invariants and why:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -55,7 +56,7 @@ from shale.merge import MergeIterator
 from shale.sst import block as _block
 from shale.sst import bloom as _bloom
 
-__all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel"]
+__all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel", "crc32", "crc32_simd"]
 
 #: :meth:`Kernel.run` results: more rows to come, the SST must be finished now, all rows done.
 RUN_MORE = 0
@@ -70,6 +71,16 @@ _MERGE = 2
 
 Row = tuple[Any, ...]
 Window = tuple[bytes, list[int], int, "bytes | None", "bytes | None", int]
+
+
+def crc32(data: bytes, value: int = 0) -> int:
+    """The SST chunk checksum, ``zlib.crc32`` (the compiled twin folds it with PCLMULQDQ)."""
+    return zlib.crc32(data, value)
+
+
+def crc32_simd() -> bool:
+    """Whether :func:`crc32` uses carry-less multiplication (never in this twin)."""
+    return False
 
 
 def _key_detail(key: bytes) -> bytes:
