@@ -13,6 +13,7 @@ create times, duplicate ``(key, seq)`` rows, visible ranges -- under every reten
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from types import ModuleType
@@ -22,8 +23,15 @@ import pytest
 
 from shale import _accel
 from shale.errors import DataError, InvalidError
-from shale.fbs.manifest import BOUND_EXCLUDED, BOUND_INCLUDED, Bound, BytesRange
-from shale.fbs.manifest import CompactedSst, SortedRun, SstView
+from shale.fbs.manifest import (
+    BOUND_EXCLUDED,
+    BOUND_INCLUDED,
+    Bound,
+    BytesRange,
+    CompactedSst,
+    SortedRun,
+    SstView,
+)
 from shale.ids import Ulid, compacted_path
 from shale.objstore.memory import MemoryStore
 from shale.row import MERGE, TOMBSTONE, VALUE
@@ -171,7 +179,7 @@ def test_ranges_write_the_same_rows_in_key_order(
     assert rows_of(store, got) == rows_of(store, want)
     bounds = [(s.info.first_entry, s.info.last_entry) for s in got]
     # (one key's versions may continue in the next output of the same range)
-    assert all(a[1] <= b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(bounds))
     for cut in cuts:  # no output straddles a cut
         assert all(not (first < cut <= last) for first, last in bounds)
 
@@ -226,7 +234,9 @@ def test_merge_operand_without_operator(twin: ModuleType) -> None:
 def test_corrupt_block_is_a_data_error(twin: ModuleType) -> None:
     store = MemoryStore()
     rng = random.Random(4)
-    sst = upload(store, [(b"k%03d" % i, i + 1, VALUE, b"v" * 50, None, None) for i in range(40)], rng)
+    sst = upload(
+        store, [(b"k%03d" % i, i + 1, VALUE, b"v" * 50, None, None) for i in range(40)], rng
+    )
     path = compacted_path(ROOT, sst.id)
     data = bytearray(store.get(path))
     data[300] ^= 0xFF

@@ -13,8 +13,8 @@ Subcompactions (SlateDB RFC-0028's key-range splits of one job):
   sources -- the index keys of every L0 SST and of the sorted runs' SSTs (or, for runs of many
   SSTs, their first keys), weighted by the blocks' sizes -- into up to
   ``compactor_options.max_subcompactions`` ranges ``[lo, hi)`` of about equal bytes, none
-  smaller than :data:`MIN_RANGE_BYTES` (``max_subcompactions`` 0: half the CPUs, at most 4). A key's versions are all in one range, so retention
-  decides the same way.
+  smaller than :data:`MIN_RANGE_BYTES` (``max_subcompactions`` 0: half the CPUs, at most 4).
+  A key's versions are all in one range, so retention decides the same way.
 * **Run.** Range 0 runs on the executing thread, the others on worker threads (the kernel
   releases the GIL, so they use other cores; threads, not processes: nothing to pickle and no
   interpreter to start). Each range reads its own windows of its sources (restricted to its
@@ -48,13 +48,12 @@ from shale.spi import (
     SsTable,
     SstView,
 )
-
-from shale_compactor.executor import (
+from shale_compactor.outputs import Output
+from shale_compactor.sources import (
     BLOCKS_PER_FETCH,
     PROGRESS_INTERVAL_S,
     CompactionStopped,
     _estimated_size,
-    _Output,
     _Progress,
     _ReadAhead,
     _view_bounds,
@@ -211,7 +210,16 @@ def execute(
     guard = _Either(stop, halt)
     if len(bounds) == 2:
         return _run_range(
-            executor, job, tables, lo, None, resume, progress, fetch_pool, guard, on_output,
+            executor,
+            job,
+            tables,
+            lo,
+            None,
+            resume,
+            progress,
+            fetch_pool,
+            guard,
+            on_output,
             on_progress,
         )
     futures: list[Future[list[CompactedSst]]] = []
@@ -242,7 +250,16 @@ def execute(
             futures.append(f)
         try:
             outputs = _run_range(
-                executor, job, tables, lo, bounds[1], resume, progress, fetch_pool, guard, on_output,
+                executor,
+                job,
+                tables,
+                lo,
+                bounds[1],
+                resume,
+                progress,
+                fetch_pool,
+                guard,
+                on_output,
                 on_progress,
             )
             for f in futures:
@@ -353,10 +370,10 @@ def _run_range(
     monotonic = time.monotonic
     next_report = monotonic() + PROGRESS_INTERVAL_S
     upload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shale-compaction-put")
-    out: _Output | None = None
+    out: Output | None = None
     try:
         builder = executor._builder()
-        out = _Output(executor, upload_pool)
+        out = Output(executor, upload_pool)
         while True:
             rc = kernel.run(builder.writer, max_size, OUT_BYTES)
             if stop.is_set():
@@ -376,7 +393,7 @@ def _run_range(
                 if rc == KERNEL_DONE:
                     break
                 builder = executor._builder()
-                out = _Output(executor, upload_pool)
+                out = Output(executor, upload_pool)
             elif rc == KERNEL_DONE:
                 break  # nothing after the last split
             else:

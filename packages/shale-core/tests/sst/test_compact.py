@@ -38,8 +38,14 @@ def random_rows(rng: random.Random, n: int, seqs: list[int]) -> list[Row]:
             kind = rng.choice([0, 0, 0, 1])
             value = b"" if kind == 1 else rng.randbytes(rng.choice([0, 10, 100, 700]))
             rows.append(
-                (key, seqs.pop(), kind, value, rng.choice([None, None, 3, 30]),
-                 rng.choice([None, 11]))
+                (
+                    key,
+                    seqs.pop(),
+                    kind,
+                    value,
+                    rng.choice([None, None, 3, 30]),
+                    rng.choice([None, 11]),
+                )
             )
     rows.sort(key=lambda r: (r[0], -r[1]))
     return rows
@@ -68,8 +74,9 @@ def compact(mod: ModuleType, tables: list[Any], max_size: int, **kw: Any) -> lis
     out = []
 
     def builder() -> SstBuilder:
-        return SstBuilder(block_size=BLOCK, filter_policies=[BloomFilterPolicy(10)],
-                          min_filter_keys=5)
+        return SstBuilder(
+            block_size=BLOCK, filter_policies=[BloomFilterPolicy(10)], min_filter_keys=5
+        )
 
     b = builder()
     parts: list[bytes] = []
@@ -144,12 +151,15 @@ def test_rows_are_the_merged_newest_versions(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_resume_skips_the_written_rows(name: str) -> None:
     store = MemoryStore()
-    rows = [(b"a", 9, 0, b"1", None, None), (b"b", 8, 0, b"2", None, None),
-            (b"b", 7, 0, b"3", None, None), (b"c", 6, 0, b"4", None, None)]
+    rows = [
+        (b"a", 9, 0, b"1", None, None),
+        (b"b", 8, 0, b"2", None, None),
+        (b"b", 7, 0, b"3", None, None),
+        (b"c", 6, 0, b"4", None, None),
+    ]
     t = table(store, "t", rows)
     mod = TWINS[name]
-    kernel = mod.Kernel([source(t, b"b")], block_size=BLOCK, retention_min_seq=0,
-                        resume=(b"b", 8))
+    kernel = mod.Kernel([source(t, b"b")], block_size=BLOCK, retention_min_seq=0, resume=(b"b", 8))
     b = SstBuilder(block_size=BLOCK, filter_policies=[])
     assert kernel.run(b.writer, 1 << 30, 1 << 20) == mod.RUN_DONE
     assert kernel.finish_sst(b.writer) is None

@@ -530,11 +530,15 @@ class SsTable:
         for k in range(len(offsets) - 1):
             chunk = data[offsets[k] : offsets[k + 1]]
             try:
-                payload = C.unframe_chunk(chunk, self.compression, self.transformer, what="data block")
+                payload = C.unframe_chunk(
+                    chunk, self.compression, self.transformer, what="data block"
+                )
             except DataError:
                 raise
             except Exception as exc:
-                raise DataError("malformed SST data block", block=first + k, error=str(exc)) from exc
+                raise DataError(
+                    "malformed SST data block", block=first + k, error=str(exc)
+                ) from exc
             parts += (payload, _CRC.pack(zlib.crc32(payload)))
             plain_offsets.append(plain_offsets[-1] + len(payload) + 4)
         return b"".join(parts), plain_offsets, version, start, end, first
