@@ -49,6 +49,9 @@ class OptionalBuildExt(build_ext):
             self.failures.append(f"{ext.name}: {type(exc).__name__}: {exc}")
 
 
+#: C libraries an accelerator links against (the compaction kernel calls zlib's crc32 directly).
+LIBRARIES = {"_compact_c": ["z"]}
+
 ext_modules = []
 if not os.environ.get("SHALE_NO_EXTENSIONS"):
     from Cython.Build import cythonize
@@ -61,6 +64,7 @@ if not os.environ.get("SHALE_NO_EXTENSIONS"):
                 ".".join(p.relative_to(HERE / "src").with_suffix("").parts),
                 [str(p.relative_to(HERE))],
                 extra_compile_args=["-O3"],
+                libraries=LIBRARIES.get(p.stem, []),
             )
             for p in sources
         ],

@@ -52,25 +52,20 @@ import itertools
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from shale.spi import (
-    BOUND_INCLUDED,
-    BytesRange,
     CompactedSst,
     DataError,
     ExternalDb,
     InvalidError,
     MergeIterator,
     RetryPolicy,
-    ShaleError,
     SortedRun,
     SsTable,
-    SsTableInfo,
     SstBuilder,
     SstLocator,
     SstView,
@@ -79,40 +74,40 @@ from shale.spi import (
     compacted_path,
     get_logger,
 )
+from shale_compactor import subcompactions
 from shale_compactor.filters import (
     CompactionJobContext,
     PluginFilterSupplier,
     apply_filters,
     create_filters,
 )
+from shale_compactor.outputs import SYNC_EVERY_BYTES, Output
 from shale_compactor.retention import compaction_rows, skip_written
+from shale_compactor.sources import (
+    BLOCKS_PER_FETCH,
+    PROGRESS_INTERVAL_S,
+    CompactionStopped,
+    _estimated_size,
+    _Progress,
+    _ReadAhead,
+    _view_bounds,
+)
 
-__all__ = ["CompactionExecutor", "CompactionJob", "CompactionStopped", "last_written_key_and_seq"]
+__all__ = [
+    "SYNC_EVERY_BYTES",
+    "CompactionExecutor",
+    "CompactionJob",
+    "CompactionStopped",
+    "last_written_key_and_seq",
+]
 
 log = get_logger(__name__)
 
-#: SlateDB's ``blocks_to_fetch``: a read-ahead window is this many blocks.
-BLOCKS_PER_FETCH = 256
 #: Rows written between two checks of ``stop`` and of the progress clock.
 CHECK_EVERY_ROWS = 1024
-#: Seconds between two progress reports (SlateDB: 1 s).
-PROGRESS_INTERVAL_S = 1.0
-
-#: A streamed output is flushed to disk (``fdatasync``, on the upload thread) every this many
-#: bytes, so the fsync that publishes it does not wait for the whole SST.
-SYNC_EVERY_BYTES = 16 * 1024 * 1024
 
 #: Retries of an output upload when ``object_store_max_retries`` is unset.
 UPLOAD_RETRIES = 7
-
-
-class CompactionStopped(ShaleError):
-    """The executor was asked to stop (``stop`` was set) before the job finished.
-
-    Outputs already reported through ``on_output`` are complete and valid for a resume.
-    """
-
-    kind = "closed"
 
 
 @dataclass(frozen=True)
@@ -148,158 +143,6 @@ class CompactionJob:
 
 
 # -- reading ----------------------------------------------------------------------------------
-
-
-class _Progress:
-    """Bytes of source SSTs consumed so far (updated on the executing thread only)."""
-
-    __slots__ = ("bytes",)
-
-    def __init__(self, start: int = 0) -> None:
-        self.bytes = start
-
-
-class _ReadAhead:
-    """An object-store facade for one SST object: sequential read-ahead, counting, stopping.
-
-    ``SsTable`` reads through ``head`` and ``get_range``. Reads that end at the object's end
-    (the footer/metadata tail) go straight to the store. Every other read is served from a
-    queue of consecutive windows starting where the sequential reading began; up to ``depth``
-    windows beyond the one being read are fetched on ``pool``'s threads. A read outside the
-    queue restarts it there.
-    """
-
-    def __init__(
-        self,
-        store: Any,
-        key: str,
-        size: int,
-        *,
-        pool: ThreadPoolExecutor | None,
-        window: int,
-        depth: int,
-        progress: _Progress,
-        stop: threading.Event | None,
-    ) -> None:
-        self._store = store
-        self._key = key
-        self._size = size
-        self._pool = pool
-        self._window = max(1, window)
-        #: bytes per read-ahead window
-        self.window = self._window
-        self._depth = max(0, depth)
-        self._progress = progress
-        self._stop = stop
-        # (start, end, bytes | Future[bytes]) for consecutive windows
-        self._windows: deque[list[Any]] = deque()
-        # (start, end, bytes) of the last window read from, or an empty range
-        self._hit: tuple[int, int, bytes] = (0, 0, b"")
-
-    def head(self, key: str) -> Any:
-        return self._store.head(key)
-
-    def _fetch(self, start: int, end: int) -> bytes:
-        data: bytes = self._store.get_range(self._key, start, end)
-        return data
-
-    def _schedule(self, start: int) -> None:
-        end = min(self._size, start + self._window)
-        if self._pool is None:
-            self._windows.append([start, end, None])  # fetched on first use
-        else:
-            self._windows.append([start, end, self._pool.submit(self._fetch, start, end)])
-
-    def _data(self, w: list[Any]) -> bytes:
-        data = w[2]
-        if data is None:
-            data = self._fetch(w[0], w[1])
-        elif isinstance(data, Future):
-            data = data.result()
-        w[2] = data
-        if len(data) != w[1] - w[0]:
-            raise DataError("SST object is shorter than its metadata says", key=self._key)
-        return data  # type: ignore[no-any-return]
-
-    def get_range(self, key: str, start: int, end: int) -> bytes:
-        stop = self._stop
-        if stop is not None and stop.is_set():
-            raise CompactionStopped("compaction stopped")
-        self._progress.bytes += end - start
-        hit = self._hit
-        if hit[0] <= start and end <= hit[1]:  # fast path: inside the window read last
-            base = hit[0]
-            return hit[2][start - base : end - base]
-        if end <= start:
-            return b""
-        if self._pool is None or end >= self._size or end - start >= self._window:
-            # no read-ahead threads (a local store), the metadata tail, or a huge read
-            return self._fetch(start, end)
-        windows = self._windows
-        while windows and windows[0][1] <= start:
-            w = windows.popleft()
-            if isinstance(w[2], Future):
-                w[2].cancel()
-        if not windows or start < windows[0][0]:
-            self.close()
-            self._schedule(start)
-        pieces: list[bytes] = []
-        pos = start
-        i = 0
-        while pos < end:
-            if i == len(windows):
-                self._schedule(windows[-1][1])
-            w = windows[i]
-            data = self._data(w)
-            lo = pos - w[0]
-            hi = min(end, w[1]) - w[0]
-            pieces.append(data[lo:hi] if (lo or hi != len(data)) else data)
-            pos = w[0] + hi
-            i += 1
-        self._hit = (w[0], w[1], data)
-        # keep `depth` windows in flight beyond the last one touched
-        while len(windows) < i + self._depth and windows[-1][1] < self._size:
-            self._schedule(windows[-1][1])
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
-
-    def close(self) -> None:
-        """Drop every window, cancelling pending fetches."""
-        self._hit = (0, 0, b"")
-        while self._windows:
-            w = self._windows.popleft()
-            if isinstance(w[2], Future):
-                w[2].cancel()
-
-
-def _successor(key: bytes) -> bytes:
-    """The smallest key greater than ``key``."""
-    return key + b"\x00"
-
-
-def _view_bounds(view: SstView, resume_key: bytes | None) -> tuple[bytes | None, bytes | None]:
-    """``[start, end)`` of the rows a source view contributes (``None``: unbounded)."""
-    start: bytes | None = None
-    end: bytes | None = None
-    rng: BytesRange | None = view.visible_range
-    if rng is not None:
-        kind, key = rng.start_bound
-        if key is not None:
-            start = key if kind == BOUND_INCLUDED else _successor(key)
-        kind, key = rng.end_bound
-        if key is not None:
-            end = _successor(key) if kind == BOUND_INCLUDED else key
-    if resume_key is not None and (start is None or resume_key > start):
-        start = resume_key
-    return start, end
-
-
-def _estimated_size(info: SsTableInfo) -> int:
-    """The size of an SST as far as its info tells (everything but the info and footer)."""
-    return max(
-        info.index_offset + info.index_len,
-        info.filter_offset + info.filter_len,
-        info.stats_offset + info.stats_len,
-    )
 
 
 def last_written_key_and_seq(
@@ -405,6 +248,9 @@ class CompactionExecutor:
             clock = SystemClock()
         self.clock = clock
         self.rand = rand
+        #: Run jobs that need nothing else through the compaction kernel, in key ranges
+        #: (:mod:`shale_compactor.subcompactions`); ``False``: always the row pipeline.
+        self.use_kernel = True
 
     @staticmethod
     def _host() -> Any:
@@ -451,8 +297,13 @@ class CompactionExecutor:
         pool = self._fetch_pool()
         readers: list[_ReadAhead] = []
         try:
-            rows = self._rows(job, resume, filters, progress, pool, stop, readers)
-            outputs = self._write(job, rows, progress, on_output, on_progress, stop)
+            if self.use_kernel and subcompactions.kernel_applies(self, filters):
+                outputs = subcompactions.execute(
+                    self, job, resume, progress, pool, stop, on_output, on_progress
+                )
+            else:
+                rows = self._rows(job, resume, filters, progress, pool, stop, readers)
+                outputs = self._write(job, rows, progress, on_output, on_progress, stop)
         finally:
             for r in readers:
                 r.close()
@@ -652,9 +503,9 @@ class CompactionExecutor:
         next_report = monotonic() + PROGRESS_INTERVAL_S
 
         upload_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shale-compaction-put")
-        out: _Output | None = None
+        out: Output | None = None
 
-        def finish(b: SstBuilder, o: _Output) -> None:
+        def finish(b: SstBuilder, o: Output) -> None:
             o.feed(b.finish_parts())
             o.commit(stop)
             sst = CompactedSst(o.sst_id, b.info, 2)
@@ -665,7 +516,7 @@ class CompactionExecutor:
 
         try:
             builder = self._builder()
-            out = _Output(self, upload_pool)
+            out = Output(self, upload_pool)
             it = iter(rows)
             while True:
                 # up to CHECK_EVERY_ROWS rows per call (the per-row loop runs in the data
@@ -674,7 +525,7 @@ class CompactionExecutor:
                 if builder.finished_size > max_size:
                     finish(builder, out)
                     builder = self._builder()
-                    out = _Output(self, upload_pool)
+                    out = Output(self, upload_pool)
                     next_report = monotonic() + PROGRESS_INTERVAL_S
                 elif n < CHECK_EVERY_ROWS:
                     break  # the rows are exhausted
@@ -695,77 +546,3 @@ class CompactionExecutor:
                 out.abort()
             upload_pool.shutdown(wait=True)
         return outputs
-
-
-class _Output:
-    """One output SST on its way to the store.
-
-    Stores with ``open_writer`` (the local store) get the SST streamed: :meth:`feed` hands the
-    pieces finished so far to the executor's upload thread, which writes them (GIL released)
-    while the next rows are merged, so writing overlaps building, the SST is never joined into
-    one buffer and written pieces are freed at once. :meth:`commit` waits for the writes and
-    publishes the object (fsync, rename). A failed stream fails the job with its error (the
-    compactor retries the job, which resumes after the last reported output); other stores get
-    the whole SST through the executor's retried ``put``.
-    """
-
-    def __init__(self, executor: CompactionExecutor, pool: ThreadPoolExecutor) -> None:
-        self._executor = executor
-        self.sst_id = Ulid.new(executor.clock.now_ms(), executor.rand)
-        self.key = compacted_path(executor.root, self.sst_id)
-        self._pool = pool
-        self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
-        self._pending: Future[None] | None = None
-        self._error: BaseException | None = None
-        self._writer: Any = None
-        open_writer = getattr(executor.store, "open_writer", None)
-        if open_writer is not None:
-            self._writer = open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
-
-    def _write(self, parts: list[bytes]) -> None:
-        if self._error is None:
-            try:
-                self._writer.write_parts(parts)
-            except BaseException as exc:  # raised by the next feed or by commit
-                self._error = exc
-
-    def feed(self, parts: list[bytes]) -> None:
-        """Queue the next pieces of the SST (in order).
-
-        :raises TransientStoreError: an earlier write of the stream failed.
-        """
-        if not parts:
-            return
-        if self._writer is None:
-            self._parts += parts
-            return
-        if self._error is not None:
-            raise self._error
-        self._pending = self._pool.submit(self._write, parts)
-
-    def _drain(self) -> None:
-        if self._pending is not None:
-            self._pending.result()  # one upload thread: the last write is the last to finish
-            self._pending = None
-
-    def commit(self, stop: threading.Event | None) -> None:
-        """Publish the SST at :attr:`key` (durably)."""
-        writer = self._writer
-        if writer is None:
-            self._executor._put(self.key, self._parts, stop)
-            self._parts = []
-            return
-        self._drain()
-        if self._error is not None:
-            writer.abort()
-            if stop is not None and stop.is_set():
-                raise CompactionStopped("compaction stopped") from self._error
-            raise self._error
-        writer.commit()
-
-    def abort(self) -> None:
-        """Drop the SST (the job failed or stopped before it was complete)."""
-        self._drain()
-        if self._writer is not None:
-            self._writer.abort()
-        self._parts = []

@@ -143,10 +143,13 @@ class CompactionWorker:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._rand = rand if rand is not None else random.Random()
         self.worker_id = worker_id or str(Ulid.new(self.clock.now_ms(), rand))
-        # the executor reads max_sst_size / max_fetch_tasks from settings.compactor_options
+        # the executor reads max_sst_size / max_fetch_tasks / max_subcompactions from
+        # settings.compactor_options
         self.settings = settings.replace(
             compactor_options=compactor.replace(
-                max_sst_size=options.max_sst_size, max_fetch_tasks=options.max_fetch_tasks
+                max_sst_size=options.max_sst_size,
+                max_fetch_tasks=options.max_fetch_tasks,
+                max_subcompactions=options.max_subcompactions,
             )
         )
         if executor is None:

@@ -18,6 +18,7 @@ _WHERE = {
     "block": ("shale.sst", "shale.sst.block"),
     "bloom": ("shale.sst", "shale.sst.bloom"),
     "datawriter": ("shale.sst", "shale.sst.datawriter"),
+    "compact": ("shale.sst", "shale.sst.compact"),
     "merge": ("shale.merge", "shale.merge"),
     "blockmeta": ("shale.fbs", "shale.fbs.blockmeta"),
     "memtable": ("shale.engine", "shale.engine.memtable"),

@@ -590,6 +590,8 @@ class CompactionWorkerOptions(_Options):
     max_sst_size: int = 256 * MiB
     #: Concurrent block fetches per job.
     max_fetch_tasks: int = 4
+    #: Key ranges (subcompactions) one job is split into (see ``CompactorOptions``).
+    max_subcompactions: int = 0
 
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "max_concurrent_compactions": _Spec("int", lo=1, hi=_U32_MAX),
@@ -597,6 +599,7 @@ class CompactionWorkerOptions(_Options):
         "heartbeat_interval": _Spec("duration", positive=True),
         "max_sst_size": _Spec("size", lo=1),
         "max_fetch_tasks": _Spec("int", lo=1, hi=_U32_MAX),
+        "max_subcompactions": _Spec("int", lo=0, hi=_U32_MAX),
     }
 
 
@@ -615,6 +618,10 @@ class CompactorOptions(_Options):
     max_concurrent_compactions: int = 4
     #: Concurrent block fetches per compaction.
     max_fetch_tasks: int = 4
+    #: Key ranges (subcompactions) one compaction is split into, merged in parallel threads
+    #: (shale's compaction kernel runs without the GIL); ``0``: half the CPUs, at most 4 (at
+    #: least 1); ``1``: one range on the compaction's own thread.
+    max_subcompactions: int = 0
     #: Size-tiered scheduler: fewest sources (L0 SSTs or sorted runs) worth a compaction (>= 2).
     min_compaction_sources: int = 4
     #: Size-tiered scheduler: most sources in one compaction (>= ``min_compaction_sources``).
@@ -644,6 +651,7 @@ class CompactorOptions(_Options):
         "max_sst_size": _Spec("size", lo=1),
         "max_concurrent_compactions": _Spec("int", lo=1, hi=_U32_MAX),
         "max_fetch_tasks": _Spec("int", lo=1, hi=_U32_MAX),
+        "max_subcompactions": _Spec("int", lo=0, hi=_U32_MAX),
         "min_compaction_sources": _Spec("int", lo=2, hi=_U32_MAX),
         "max_compaction_sources": _Spec("int", lo=2, hi=_U32_MAX),
         "include_size_threshold": _Spec("float", lo=0),

@@ -124,6 +124,10 @@ from shale.settings import (
     parse_duration,
 )
 from shale.sst import SsTable, SstBuilder
+from shale.sst.compact import RUN_DONE as KERNEL_DONE
+from shale.sst.compact import RUN_MORE as KERNEL_MORE
+from shale.sst.compact import RUN_SPLIT as KERNEL_SPLIT
+from shale.sst.compact import Kernel as CompactionKernel
 from shale.telemetry import CompactorMetrics, GcMetrics, catalogue, registry_for
 from shale.tracing import Tracer, get_tracer, set_tracer
 from shale.tracing import span as trace_span
@@ -195,6 +199,10 @@ __all__ = [
     "SsTable",
     "SsTableInfo",
     "SstBuilder",
+    "CompactionKernel",
+    "KERNEL_DONE",
+    "KERNEL_MORE",
+    "KERNEL_SPLIT",
     "SstView",
     "merge_all",
     # storage

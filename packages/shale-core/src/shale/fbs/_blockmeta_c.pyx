@@ -201,8 +201,34 @@ cdef class IndexBuilder:
         cdef uint64_t o = _as_u64(offset, "block offset")
         self._add(o, first_key if type(first_key) is bytes else bytes(first_key))
 
+    def add_packed(self, data):
+        """:meth:`add_block` for each entry of ``data`` (see the py twin)."""
+        if self._finished:
+            raise InvalidError("IndexBuilder already finished")
+        cdef bytes buf = data if type(data) is bytes else bytes(data)
+        cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(buf)
+        cdef Py_ssize_t pos = 0
+        cdef uint64_t o
+        cdef Py_ssize_t n
+        cdef int k
+        while pos < size:
+            if pos + 12 > size:
+                raise InvalidError("truncated packed index entry", offset=pos)
+            o = 0
+            for k in range(8):
+                o |= (<uint64_t>p[pos + k]) << (8 * k)
+            n = (<Py_ssize_t>p[pos + 8] | (<Py_ssize_t>p[pos + 9] << 8)
+                 | (<Py_ssize_t>p[pos + 10] << 16) | (<Py_ssize_t>p[pos + 11] << 24))
+            if pos + 12 + n > size:
+                raise InvalidError("truncated packed index entry", offset=pos)
+            self._add_raw(o, p + pos + 12, n)
+            pos += 12 + n
+
     cdef int _add(self, uint64_t o, bytes key) except -1:
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(key)
+        return self._add_raw(o, <const uint8_t*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key))
+
+    cdef int _add_raw(self, uint64_t o, const uint8_t* kp, Py_ssize_t n) except -1:
         cdef int64_t off0 = self._out.off
         cdef int64_t pad = -(off0 + n) & 3
         cdef int64_t voff = off0 + pad + n + 4      # the key vector's offset
@@ -248,7 +274,7 @@ cdef class IndexBuilder:
                 memset(p + 16, 0, 4)
         p += size
         _st32(p, <uint32_t>n)
-        memcpy(p + 4, PyBytes_AS_STRING(key), <size_t>n)
+        memcpy(p + 4, kp, <size_t>n)
         if pad:
             memset(p + 4 + n, 0, <size_t>pad)
         self._metas[self._n] = <uint32_t>tab

@@ -154,6 +154,19 @@ class IndexBuilder:
     def __len__(self) -> int:
         return len(self._metas)
 
+    def add_packed(self, data: bytes) -> None:
+        """:meth:`add_block` for each entry of ``data``: ``u64le offset || u32le key length ||
+        key``, repeated (the compaction kernel hands its blocks over in one call)."""
+        view = memoryview(data)
+        pos = 0
+        while pos < len(data):
+            (offset,) = _U64.unpack_from(data, pos)
+            (n,) = _U32.unpack_from(data, pos + 8)
+            if pos + 12 + n > len(data):
+                raise InvalidError("truncated packed index entry", offset=pos)
+            self.add_block(offset, bytes(view[pos + 12 : pos + 12 + n]))
+            pos += 12 + n
+
     def add_block(self, offset: int, first_key: bytes) -> None:
         """Record a block: creates its ``first_key`` vector, then its ``BlockMeta`` table.
 

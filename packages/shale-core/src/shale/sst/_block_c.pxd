@@ -1,6 +1,6 @@
 # The C-level interface of _block_c's BlockBuilder, cimported by _datawriter_c (which adds rows
 # and closes blocks without Python calls). The attributes are declared here only.
-from libc.stdint cimport uint8_t, uint16_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
 
 
 cdef class BlockBuilder:
@@ -26,3 +26,32 @@ cdef class BlockBuilder:
     cdef int _reserve(self, Py_ssize_t extra) except -1
     cdef int _add(self, object row) except -1
     cdef bytes _finish(self)
+
+
+# The validating block scans (nogil) and their error, cimported by the compaction kernel.
+cdef struct Err:
+    int code
+    int field
+    Py_ssize_t a
+    Py_ssize_t b
+    Py_ssize_t c
+    Py_ssize_t d
+
+
+cdef struct Entry:
+    Py_ssize_t key_off      # start of the key suffix
+    Py_ssize_t shared       # V2 shared bytes / V1 prefix length
+    Py_ssize_t unshared
+    Py_ssize_t val_off
+    Py_ssize_t val_len
+    uint64_t seq
+    int64_t expire_ts
+    int64_t create_ts
+    uint8_t flags
+
+
+cdef int _scan_v2(const uint8_t* p, Py_ssize_t data_end, Py_ssize_t n_restarts,
+                  Entry* ents, Py_ssize_t cap, Py_ssize_t* n_out, Err* err) noexcept nogil
+cdef int _scan_v1(const uint8_t* p, Py_ssize_t data_end, Py_ssize_t n,
+                  Entry* ents, Err* err) noexcept nogil
+cdef object _error(const Err* e)

@@ -546,25 +546,8 @@ cdef enum: FD_VALUE_LEN = 8
 cdef enum: FD_VALUE = 9
 
 
-cdef struct Err:
-    int code
-    int field
-    Py_ssize_t a
-    Py_ssize_t b
-    Py_ssize_t c
-    Py_ssize_t d
-
-
-cdef struct Entry:
-    Py_ssize_t key_off      # start of the key suffix
-    Py_ssize_t shared       # V2 shared bytes / V1 prefix length
-    Py_ssize_t unshared
-    Py_ssize_t val_off
-    Py_ssize_t val_len
-    uint64_t seq
-    int64_t expire_ts
-    int64_t create_ts
-    uint8_t flags
+# Err and Entry (the scan's error and per-row record) are declared in _block_c.pxd, so the
+# compaction kernel (_compact_c) can run the same validating scans.
 
 
 cdef object _error(const Err* e):

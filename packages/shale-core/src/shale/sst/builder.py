@@ -153,6 +153,12 @@ class SstBuilder:
             raise InvalidError("SST builder already finished")
         return self._w.add_rows(rows, max_rows, max_size)
 
+    @property
+    def writer(self) -> DataWriter:
+        """The data writer (rows -> data blocks) this builder finishes; the compaction kernel
+        (:mod:`shale.sst.compact`) writes into it directly."""
+        return self._w
+
     def take_parts(self) -> list[bytes]:
         """Hand over the data blocks finished since the last call (framed pieces, in order);
         :meth:`finish_parts` then returns only what follows them. For writers that stream an
@@ -171,10 +177,15 @@ class SstBuilder:
         """
         return b"".join(self.finish_parts())
 
-    def finish_parts(self) -> list[bytes]:
+    def finish_parts(self, *, key_hashes: Sequence[int] | None = None) -> list[bytes]:
         """As :meth:`finish`, but return the SST as a list of consecutive pieces (data blocks
         and their CRCs, then the metadata tail) without joining them: a writer that can
-        stream them (``os.writev``, a multipart upload) avoids one copy of the whole SST."""
+        stream them (``os.writev``, a multipart upload) avoids one copy of the whole SST.
+
+        :param key_hashes: the SipHash-1-3 hash of every row's key, in order, when the rows
+            were written by the compaction kernel (which keeps no keys): the filters are built
+            from them (every policy must have ``build_hashed``, as the ``_bf`` bloom filter).
+        """
         w = self._w
         if w.num_rows == 0:
             raise InvalidError("an SST needs at least one row")
@@ -188,7 +199,11 @@ class SstBuilder:
         if not self.wal and self.policies and w.num_rows >= self.min_filter_keys:
             from shale.sst.filters import encode_composite
 
-            payload = encode_composite([(p.name, p.build(w.keys)) for p in self.policies])
+            if key_hashes is not None:
+                built = [(p.name, p.build_hashed(key_hashes)) for p in self.policies]
+            else:
+                built = [(p.name, p.build(w.keys)) for p in self.policies]
+            payload = encode_composite(built)
             tail += C.frame_chunk(payload, self.codec, self.transformer)
             filter_len = len(tail)
         w.keys = []

@@ -178,6 +178,11 @@ class BloomFilterPolicy(_BloomPolicyBase):
         """SipHash-1-3 every key, in order, and encode the bloom filter (FORMAT.md §3.9)."""
         return bloom.build_filter(bloom.hash_keys(list(keys)), self.bits_per_key)
 
+    def build_hashed(self, hashes: Sequence[int]) -> bytes:
+        """:meth:`build` from the keys' SipHash-1-3 hashes (:func:`shale.sst.bloom.hash_keys`),
+        computed by whoever wrote the rows (the compaction kernel hashes while it writes)."""
+        return bloom.build_filter(hashes, self.bits_per_key)
+
     def reader(self, data: bytes) -> FilterReader:
         """Parse a ``_bf`` filter; any ``bits_per_key`` is readable.
 

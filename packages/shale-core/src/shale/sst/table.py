@@ -526,28 +526,10 @@ class SsTable:
         instead of per block, and no Python frame per row (``itertools.chain.from_iterable``
         over these lists iterates in C).
         """
-        if self.is_wal:
-            raise InvalidError("WAL SSTs are read whole, in commit order")
-        offs = self._offsets
-        n = self.block_count
-        i = 0 if start is None else self._start_block(start)
-        while i < n:
-            j = i + 1
-            while j < n and offs[j + 1] - offs[i] <= window:
-                j += 1
-            base, stop = offs[i], offs[j]
-            tail_start = self._tail_start
-            if base < tail_start < stop:  # the end is in the tail read at open: not again
-                data = self._range(base, tail_start) + self._tail[: stop - tail_start]
-            else:
-                data = self._range(base, stop)
+        windows = self._scan_windows(start, end, window, self._range)
+        for data, offsets, _version, _start, _end, i in windows:
             blocks = _block.decode_chunks(
-                data,
-                [o - base for o in offs[i : j + 1]],
-                self.version,
-                self.compression,
-                self.transformer,
-                i,
+                data, offsets, self.version, self.compression, self.transformer, i
             )
             for rows in blocks:
                 lo = 0
@@ -558,6 +540,78 @@ class SsTable:
                     yield rows[lo:hi]
                     return
                 yield rows[lo:] if lo else rows
+
+    def scan_windows(
+        self,
+        start: bytes | None = None,
+        end: bytes | None = None,
+        *,
+        window: int = 1 << 20,
+        plain: bool = False,
+        read: Callable[[int, int], bytes] | None = None,
+    ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
+        """The stored data blocks that may hold keys in ``[start, end)``, read in windows of
+        consecutive blocks (about ``window`` bytes, at least one block per read), bypassing
+        the block cache and not decoded: ``(data, offsets, version, start, end,
+        first_block)`` per window, ``offsets`` relative to ``data`` (one more than its
+        blocks). The compaction kernel's source format (:mod:`shale.sst.compact`);
+        :meth:`scan_blocks` decodes them.
+
+        :param plain: blocks of a compressed or transformed SST are unframed (checked,
+            decompressed, decoded) and re-framed as plain chunks (``payload || crc32``), the
+            only kind the compaction kernel reads.
+        :param read: ``read(start, end)`` reads the SST's bytes instead of the store the table
+            was opened on (one opened table shared by readers that each read ahead, count and
+            stop on their own: the compaction executor's key ranges).
+        """
+        windows = self._scan_windows(start, end, window, read or self._range)
+        if plain and (self.compression != C.NONE or self.transformer is not None):
+            return (self._plain_window(w) for w in windows)
+        return windows
+
+    def _plain_window(
+        self, w: tuple[bytes, list[int], int, bytes | None, bytes | None, int]
+    ) -> tuple[bytes, list[int], int, bytes | None, bytes | None, int]:
+        data, offsets, version, start, end, first = w
+        parts: list[bytes] = []
+        plain_offsets = [0]
+        for k in range(len(offsets) - 1):
+            chunk = data[offsets[k] : offsets[k + 1]]
+            try:
+                payload = C.unframe_chunk(
+                    chunk, self.compression, self.transformer, what="data block"
+                )
+            except DataError:
+                raise
+            except Exception as exc:
+                raise DataError(
+                    "malformed SST data block", block=first + k, error=str(exc)
+                ) from exc
+            parts += (payload, _CRC.pack(zlib.crc32(payload)))
+            plain_offsets.append(plain_offsets[-1] + len(payload) + 4)
+        return b"".join(parts), plain_offsets, version, start, end, first
+
+    def _scan_windows(
+        self, start: bytes | None, end: bytes | None, window: int, read: Callable[[int, int], bytes]
+    ) -> Iterator[tuple[bytes, list[int], int, bytes | None, bytes | None, int]]:
+        if self.is_wal:
+            raise InvalidError("WAL SSTs are read whole, in commit order")
+        offs = self._offsets
+        n = self.block_count if end is None else self._last_block(end) + 1
+        i = 0 if start is None else self._start_block(start)
+        while i < n:
+            j = i + 1
+            while j < n and offs[j + 1] - offs[i] <= window:
+                j += 1
+            base, stop = offs[i], offs[j]
+            tail_start = self._tail_start
+            if base < tail_start < stop:  # the end is in the tail read at open: not again
+                data = read(base, tail_start) + self._tail[: stop - tail_start]
+            elif base >= tail_start:
+                data = self._range(base, stop)
+            else:
+                data = read(base, stop)
+            yield data, [o - base for o in offs[i : j + 1]], self.version, start, end, i
             i = j
 
     def _iter_reverse(

@@ -1,0 +1,97 @@
+"""A compaction's output SSTs on their way to the store (streamed or put whole).
+
+Shared by the executor's row pipeline (:mod:`shale_compactor.executor`) and its kernel path
+(:mod:`shale_compactor.subcompactions`); see the executor's docstring ("Streamed outputs").
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from shale.spi import Ulid, compacted_path
+from shale_compactor.sources import CompactionStopped
+
+if TYPE_CHECKING:
+    from shale_compactor.executor import CompactionExecutor
+
+__all__ = ["SYNC_EVERY_BYTES"]
+
+#: A streamed output is flushed to disk (``fdatasync``, on the upload thread) every this many
+#: bytes, so the fsync that publishes it does not wait for the whole SST.
+SYNC_EVERY_BYTES = 16 * 1024 * 1024
+
+
+class Output:
+    """One output SST on its way to the store.
+
+    Stores with ``open_writer`` (the local store) get the SST streamed: :meth:`feed` hands the
+    pieces finished so far to the executor's upload thread, which writes them (GIL released)
+    while the next rows are merged, so writing overlaps building, the SST is never joined into
+    one buffer and written pieces are freed at once. :meth:`commit` waits for the writes and
+    publishes the object (fsync, rename). A failed stream fails the job with its error (the
+    compactor retries the job, which resumes after the last reported output); other stores get
+    the whole SST through the executor's retried ``put``.
+    """
+
+    def __init__(self, executor: CompactionExecutor, pool: ThreadPoolExecutor) -> None:
+        self._executor = executor
+        self.sst_id = Ulid.new(executor.clock.now_ms(), executor.rand)
+        self.key = compacted_path(executor.root, self.sst_id)
+        self._pool = pool
+        self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
+        self._pending: Future[None] | None = None
+        self._error: BaseException | None = None
+        self._writer: Any = None
+        open_writer = getattr(executor.store, "open_writer", None)
+        if open_writer is not None:
+            self._writer = open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
+
+    def _write(self, parts: list[bytes]) -> None:
+        if self._error is None:
+            try:
+                self._writer.write_parts(parts)
+            except BaseException as exc:  # raised by the next feed or by commit
+                self._error = exc
+
+    def feed(self, parts: list[bytes]) -> None:
+        """Queue the next pieces of the SST (in order).
+
+        :raises TransientStoreError: an earlier write of the stream failed.
+        """
+        if not parts:
+            return
+        if self._writer is None:
+            self._parts += parts
+            return
+        if self._error is not None:
+            raise self._error
+        self._pending = self._pool.submit(self._write, parts)
+
+    def _drain(self) -> None:
+        if self._pending is not None:
+            self._pending.result()  # one upload thread: the last write is the last to finish
+            self._pending = None
+
+    def commit(self, stop: threading.Event | None) -> None:
+        """Publish the SST at :attr:`key` (durably)."""
+        writer = self._writer
+        if writer is None:
+            self._executor._put(self.key, self._parts, stop)
+            self._parts = []
+            return
+        self._drain()
+        if self._error is not None:
+            writer.abort()
+            if stop is not None and stop.is_set():
+                raise CompactionStopped("compaction stopped") from self._error
+            raise self._error
+        writer.commit()
+
+    def abort(self) -> None:
+        """Drop the SST (the job failed or stopped before it was complete)."""
+        self._drain()
+        if self._writer is not None:
+            self._writer.abort()
+        self._parts = []
