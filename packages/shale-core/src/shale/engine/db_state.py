@@ -42,6 +42,9 @@ class DbState:
         self.memtable = Memtable()
         self.imms: collections.deque[Memtable] = collections.deque()  # oldest first
         self.imm_bytes = 0
+        #: how many of the oldest frozen memtables are in L0 already (installed with the
+        #: manifest that holds their SST, not popped yet): reads no longer see them
+        self._retired = 0
         self.manifest = manifest
         self.manifest_id = manifest_id
         #: called (under ``lock``) after a freeze: wake the memtable flusher
@@ -53,7 +56,10 @@ class DbState:
         immutable pair: every change below calls it under ``lock``, and :meth:`view` reads the
         pair without the lock (one attribute read is atomic)."""
         #: (memtables newest first, manifest): what a read sees now, one immutable pair
-        self.parts = ([self.memtable, *reversed(self.imms)], self.manifest)
+        # frozen memtables already in the manifest's L0 are left out: a read must never see a
+        # row twice (a merge operand would count twice)
+        imms = list(self.imms)[self._retired :] if self._retired else self.imms
+        self.parts = ([self.memtable, *reversed(imms)], self.manifest)
 
     def view(self, max_seq: int) -> DbView:
         memtables, manifest = self.parts
@@ -92,14 +98,26 @@ class DbState:
             if self.imms and self.imms[0] is imm:
                 self.imms.popleft()
                 self.imm_bytes -= imm.size
+                self._retired = max(0, self._retired - 1)
                 self._publish()
             self.cond.notify_all()
 
-    def install(self, manifest: Manifest, manifest_id: int) -> None:
-        """Read from ``manifest`` from now on."""
+    def install(
+        self, manifest: Manifest, manifest_id: int, flushed: Memtable | None = None
+    ) -> None:
+        """Read from ``manifest`` from now on.
+
+        :param flushed: a frozen memtable whose L0 SST ``manifest`` holds: reads stop seeing it
+            in the same step as they start seeing the SST (:meth:`pop_imm` drops it later).
+        """
         with self.lock:
             self.manifest = manifest
             self.manifest_id = manifest_id
+            if flushed is not None:
+                for i, imm in enumerate(self.imms):
+                    if imm is flushed:
+                        self._retired = max(self._retired, i + 1)
+                        break
             self._publish()
             self.cond.notify_all()
 
@@ -111,6 +129,7 @@ class DbState:
             self.memtable = memtable
             self.imms = collections.deque()
             self.imm_bytes = 0
+            self._retired = 0
             self._publish()
             self.cond.notify_all()
 
@@ -122,6 +141,7 @@ class DbState:
             other.memtable = self.memtable
             other.imms = collections.deque(self.imms)
             other.imm_bytes = self.imm_bytes
+            other._retired = self._retired
             other._publish()
             return other
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from shale.engine.db_state import DbState
 from shale.engine.db_status import DbStatus, Wait
+from shale.engine.memtable import Memtable
 from shale.engine.table_store import TableStore
 from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
@@ -53,14 +54,20 @@ class ManifestKeeper:
             raise InvalidError(READ_ONLY, url=self.url)
         return self.fm
 
-    def install(self, m: Manifest, manifest_id: int) -> None:
-        """Read ``m`` from now on (the table store learns it first)."""
+    def install(self, m: Manifest, manifest_id: int, flushed: Memtable | None = None) -> None:
+        """Read ``m`` from now on (the table store learns it first); ``flushed``: see
+        :meth:`DbState.install`."""
         self._tables.observe(m)
-        self._state.install(m, manifest_id)
+        self._state.install(m, manifest_id, flushed)
 
-    def update(self, mutate: Callable[[Manifest, int], Manifest | None]) -> Manifest:
+    def update(
+        self,
+        mutate: Callable[[Manifest, int], Manifest | None],
+        flushed: Memtable | None = None,
+    ) -> Manifest:
         """Write a new manifest version made by ``mutate(current, next_id)`` (``None``: no
-        change) and read from it.
+        change) and read from it. ``flushed``: the frozen memtable whose L0 SST the version
+        publishes (reads stop seeing it as they start seeing the SST).
 
         :raises InvalidError: a read-only keeper.
         :raises ClosedError: a newer writer fenced this one.
@@ -68,7 +75,7 @@ class ManifestKeeper:
         fm = self._writer()
         with self._mutex:
             m = fm.update(mutate, timeout=self._tables.settings.manifest_update_timeout)
-            self.install(m, fm.id)
+            self.install(m, fm.id, flushed)
             return m
 
     def refresh(self) -> Manifest:

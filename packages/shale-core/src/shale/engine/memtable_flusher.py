@@ -281,7 +281,7 @@ class MemtableFlusher:
         try:
             # mutate is idempotent, so a retry after a lost reply cannot apply it twice
             written = policy.call(
-                lambda: self._keeper.update(mutate),
+                lambda: self._keeper.update(mutate, flushed=imm),
                 what="manifest update for an L0 flush",
                 stop=stop,
                 on_retry=self._upload_retry,
