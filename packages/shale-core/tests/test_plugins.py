@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -390,3 +391,49 @@ def test_l0_flushes_are_observed(monkeypatch: pytest.MonkeyPatch) -> None:
             assert seen[-1] == (db, n)
         db.flush(memtable=True)  # nothing to flush: no L0, no call
         assert len(seen) == 2
+
+
+#: Modules the installed plugins need only once they act (a database opens, a URL of theirs, a
+#: CLI command, a fault spec): loading the plugins -- which every shale process does, a
+#: standalone compactor included -- must not import them.
+_HEAVY = (
+    "prometheus_client",
+    "opentelemetry",
+    "shale.cli",
+    "shale_gc.collector",
+    "shale_faults.store",
+    "shale_minio.config",
+    "shale_obstore.config",
+)
+
+
+def test_loading_the_plugins_defers_their_heavy_imports(tmp_path: Path) -> None:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (env.DISABLED_PLUGINS, env.DISABLE_PLUGIN_AUTOLOAD)
+        and not k.startswith("OTEL_")
+    }
+    code = (
+        "import json, sys\n"
+        "from importlib.metadata import entry_points\n"
+        "from shale.plugins import ENTRY_POINT_GROUP, get_host, open_store\n"
+        f"open_store({str(tmp_path)!r}).close()\n"
+        "host = get_host()\n"
+        "print(json.dumps({'names': host.plugin_names(), 'failed': host.failed,\n"
+        "    'eps': [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)],\n"
+        f"    'heavy': [m for m in {_HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environ,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["failed"] == {}
+    assert set(found["eps"]) <= set(found["names"]), "every entry point is still registered"
+    assert found["heavy"] == []

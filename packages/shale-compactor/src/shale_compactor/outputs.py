@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from shale.spi import Ulid, compacted_path
+from shale.spi import Ulid, compacted_path, streams
 from shale_compactor.sources import CompactionStopped
 
 if TYPE_CHECKING:
@@ -44,9 +44,10 @@ class Output:
         self._pending: Future[None] | None = None
         self._error: BaseException | None = None
         self._writer: Any = None
-        open_writer = getattr(executor.store, "open_writer", None)
-        if open_writer is not None:
-            self._writer = open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
+        # streams(), not getattr: a wrapper (instrumented, fault-injecting) may forward
+        # open_writer to a store that cannot stream, or past its own put
+        if streams(executor.store):
+            self._writer = executor.store.open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
 
     def _write(self, parts: list[bytes]) -> None:
         if self._error is None:

@@ -99,6 +99,7 @@ from shale.metrics import (
     Sample,
     default_registry,
 )
+from shale.objstore.instrumented import streams
 from shale.objstore.protocol import (
     ObjectAlreadyExists,
     ObjectMeta,
@@ -214,6 +215,7 @@ __all__ = [
     "PermanentStoreError",
     "RetryPolicy",
     "RetryingStore",
+    "streams",
     "TransientStoreError",
     "validate_key",
     "check_range",

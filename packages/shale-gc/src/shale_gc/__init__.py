@@ -13,19 +13,46 @@ Plugins can veto deletions (``shale_gc_filter``) and observe rounds (``shale_gc_
 see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from shale import __version__  # the project's one version: every distribution has it
-from shale_gc.collector import DETACH_COPY, DETACH_RELEASE, GarbageCollector, ProgressCallback
-from shale_gc.report import (
-    KIND_COMPACTED,
-    KIND_COMPACTIONS,
-    KIND_MANIFEST,
-    KIND_WAL,
-    KINDS,
-    GcObject,
-    GcReport,
-    KindReport,
-)
-from shale_gc.rules import GcStateView, Selection
+
+# Imported on first use: every shale process loads the plugin (shale_gc.plugin), which needs
+# none of these until a database with a garbage collector opens.
+_LAZY = {
+    **dict.fromkeys(
+        ("DETACH_COPY", "DETACH_RELEASE", "GarbageCollector", "ProgressCallback"),
+        "shale_gc.collector",
+    ),
+    **dict.fromkeys(
+        (
+            "KIND_COMPACTED",
+            "KIND_COMPACTIONS",
+            "KIND_MANIFEST",
+            "KIND_WAL",
+            "KINDS",
+            "GcObject",
+            "GcReport",
+            "KindReport",
+        ),
+        "shale_gc.report",
+    ),
+    **dict.fromkeys(("GcStateView", "Selection"), "shale_gc.rules"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shale_gc' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DETACH_COPY",

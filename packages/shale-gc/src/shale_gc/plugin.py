@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 import shale
 from shale.spi import get_logger
 from shale_gc import hookspecs
-from shale_gc.collector import GarbageCollector
+
+if TYPE_CHECKING:  # imported on first use: every shale process loads the plugin
+    from shale_gc.collector import GarbageCollector
 
 __all__ = [
     "STOP_TIMEOUT_S",
@@ -71,6 +73,8 @@ def shale_db_opened(db: Any) -> None:
     options = db.settings.garbage_collector_options
     if options is None or options.is_empty:
         return
+    from shale_gc.collector import GarbageCollector
+
     gc = GarbageCollector(
         db.store,
         db.root,
@@ -126,6 +130,8 @@ def shale_cli(subparsers: Any) -> None:
 @shale.hookimpl
 def shale_admin_run_gc_once(admin: Any, options: Any) -> Any:
     """Run one collection round for :meth:`shale.Admin.run_gc_once`; return its report."""
+    from shale_gc.collector import GarbageCollector
+
     gc = GarbageCollector(
         admin.store,
         admin.root,

@@ -26,6 +26,8 @@ def shale_open_object_store(url: str, options: dict[str, Any]) -> S3Store | None
 
     :raises InvalidError: a malformed ``s3://`` URL, or an unknown or ill-typed option.
     """
+    if isinstance(url, str) and "://" not in url:  # a plain path: not ours, no config import
+        return None
     from shale_minio.config import parse_s3_url, resolve_config
 
     parsed = parse_s3_url(url)

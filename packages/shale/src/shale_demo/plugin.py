@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 
 import shale
-from shale.cli.options import count
 
 __all__ = ["shale_cli"]
 
@@ -22,6 +21,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 @shale.hookimpl
 def shale_cli(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``shale demo``."""
+    # imported here: shale.cli loads every command, and every shale process loads this plugin
+    from shale.cli.options import count
+
     p = subparsers.add_parser(
         "demo", help="walk through writes, reads, scans, flushes and recovery"
     )

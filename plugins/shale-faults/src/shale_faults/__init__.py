@@ -9,10 +9,28 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from shale import __version__  # the project's one version: every distribution has it
 from shale_faults.plugin import FAULTS_ENV, FAULTS_OPTION
-from shale_faults.spec import FaultSpec, parse_spec
-from shale_faults.store import ERRORS, OPS, FaultRule, FaultyStore
+
+# Imported on first use: every shale process loads the plugin, few inject faults.
+_LAZY = {
+    **dict.fromkeys(("FaultSpec", "parse_spec"), "shale_faults.spec"),
+    **dict.fromkeys(("ERRORS", "OPS", "FaultRule", "FaultyStore"), "shale_faults.store"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shale_faults' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ERRORS",

@@ -20,8 +20,6 @@ from typing import Any
 
 import shale
 from shale.spi import get_logger, plugin_var
-from shale_faults.spec import parse_spec
-from shale_faults.store import FaultyStore
 
 __all__ = ["FAULTS_ENV", "FAULTS_OPTION", "shale_open_object_store"]
 
@@ -43,10 +41,16 @@ def shale_open_object_store(url: str, options: dict[str, Any]) -> Generator[None
     source = "option"
     if raw is None and os.environ.get(FAULTS_ENV):
         raw, source = os.environ[FAULTS_ENV], FAULTS_ENV
-    spec = parse_spec(raw) if raw is not None else None  # fail before opening anything
+    spec = None
+    if raw is not None:  # the spec's modules are imported only when a spec is configured
+        from shale_faults.spec import parse_spec
+
+        spec = parse_spec(raw)  # fail before opening anything
     store = yield
     if store is None or spec is None or not spec.matches(url):
         return store
+    from shale_faults.store import FaultyStore
+
     log.warning(
         "fault injection active for %s (%s): %d rule(s), seed %r",
         url,

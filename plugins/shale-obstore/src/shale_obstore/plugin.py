@@ -25,6 +25,8 @@ def shale_open_object_store(url: str, options: dict[str, Any]) -> ObstoreStore |
 
     :raises InvalidError: a malformed URL of these schemes, or an option obstore rejects.
     """
+    if isinstance(url, str) and "://" not in url:  # a plain path: not ours, no config import
+        return None
     from shale_obstore.config import parse_url
 
     if parse_url(url) is None:

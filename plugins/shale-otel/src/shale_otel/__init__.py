@@ -7,9 +7,30 @@ providers (``opentelemetry.trace`` / ``opentelemetry.metrics``), which do nothin
 application configures the SDK.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from shale import __version__  # the project's one version: every distribution has it
-from shale_otel.bridge import MetricsBridge
 from shale_otel.instrument import Instrumentation, instrument
-from shale_otel.tracer import OtelTracer
+
+# Imported on first use: every shale process loads the plugin, and opentelemetry is slow to
+# import.
+_LAZY = {
+    "MetricsBridge": "shale_otel.bridge",
+    "OtelTracer": "shale_otel.tracer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module '{__name__}' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["Instrumentation", "MetricsBridge", "OtelTracer", "__version__", "instrument"]

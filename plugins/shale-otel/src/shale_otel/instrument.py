@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shale.spi import MetricsRegistry, Tracer, get_tracer, set_tracer
-from shale_otel.bridge import MetricsBridge
-from shale_otel.tracer import OtelTracer
+
+if TYPE_CHECKING:  # imported by instrument(): opentelemetry is slow to import
+    from shale_otel.bridge import MetricsBridge
+    from shale_otel.tracer import OtelTracer
 
 __all__ = ["Instrumentation", "instrument"]
 
@@ -41,6 +43,9 @@ def instrument(
         reports every open handle).
     :param traces: and ``metrics``: turn either part off.
     """
+    from shale_otel.bridge import MetricsBridge
+    from shale_otel.tracer import OtelTracer
+
     tracer = OtelTracer(tracer_provider) if traces else None
     previous = set_tracer(tracer) if tracer is not None else get_tracer()
     bridge = MetricsBridge(meter_provider, registry) if metrics else None

@@ -4,14 +4,17 @@ application configures the OpenTelemetry SDK)."""
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
-from typing import Any
-
-from opentelemetry import trace
+from typing import TYPE_CHECKING, Any
 
 import shale
-from shale_otel.bridge import MetricsBridge
-from shale_otel.tracer import OtelTracer
+
+if TYPE_CHECKING:  # imported on first use: every shale process loads the plugin, and
+    # opentelemetry is slow to import
+    from shale_otel.bridge import MetricsBridge
+    from shale_otel.tracer import OtelTracer
 
 _bridge: MetricsBridge | None = None
 _lock = threading.Lock()
@@ -25,10 +28,19 @@ def shale_tracer() -> OtelTracer | None:
     calls :func:`shale_otel.instrument`."""
     if not _provider_configured():
         return None
+    from shale_otel.tracer import OtelTracer
+
     return OtelTracer()
 
 
 def _provider_configured() -> bool:
+    # An application configures a provider through opentelemetry.trace (imported then) or
+    # names one in OTEL_PYTHON_TRACER_PROVIDER (which get_tracer_provider loads); with
+    # neither, the provider is the default proxy and opentelemetry need not be imported.
+    if "opentelemetry.trace" not in sys.modules and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+        return False
+    from opentelemetry import trace
+
     provider = trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
@@ -39,6 +51,8 @@ def shale_db_opened(db: Any) -> None:
     global _bridge
     with _lock:
         if _bridge is None:
+            from shale_otel.bridge import MetricsBridge
+
             _bridge = MetricsBridge()
         bridge = _bridge
     bridge.refresh()  # the new handle's metrics

@@ -7,7 +7,30 @@ as a plugin, it registers itself with ``prometheus_client.REGISTRY`` when the fi
 opens (and serves on ``SHALE_PLUGIN_PROMETHEUS_PORT`` when that variable is set).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from shale import __version__  # the project's one version: every distribution has it
-from shale_prometheus.collector import ShaleCollector, register, start_http_server
+
+# Imported on first use: every shale process loads the plugin, and prometheus_client is slow
+# to import.
+_LAZY = {
+    "ShaleCollector": "shale_prometheus.collector",
+    "register": "shale_prometheus.collector",
+    "start_http_server": "shale_prometheus.collector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module '{__name__}' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["ShaleCollector", "__version__", "register", "start_http_server"]

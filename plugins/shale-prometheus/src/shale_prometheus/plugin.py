@@ -9,7 +9,6 @@ from typing import Any
 
 import shale
 from shale.spi import InvalidError, get_logger, plugin_var
-from shale_prometheus.collector import register, start_http_server
 
 log = get_logger(__name__)
 
@@ -23,6 +22,10 @@ _lock = threading.Lock()
 def shale_db_opened(db: Any) -> None:
     """Make sure shale's collector is in the default Prometheus registry (and serving, if
     asked)."""
+    # Imported here, not when the plugin loads: every shale process loads the plugin (a
+    # standalone compactor never opens a database), and prometheus_client is slow to import.
+    from shale_prometheus.collector import register, start_http_server
+
     register()
     port = os.environ.get(PORT_VAR)
     if not port:

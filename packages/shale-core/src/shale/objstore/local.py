@@ -38,7 +38,6 @@ import errno
 import logging
 import os
 import re
-import secrets
 import stat
 import threading
 import time
@@ -263,7 +262,7 @@ class LocalStore:
             os.close(fd)
 
     def _write_temp(self, dirpath: str, view: memoryview, sync: bool) -> str:
-        tmp = os.path.join(dirpath, TEMP_PREFIX + secrets.token_hex(8))
+        tmp = os.path.join(dirpath, TEMP_PREFIX + os.urandom(8).hex())
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o666)
         try:
             _write_all(fd, view)
@@ -367,7 +366,7 @@ class LocalStore:
         """
         path = self._path(key)
         dirpath = os.path.dirname(path)
-        tmp = os.path.join(dirpath, TEMP_PREFIX + secrets.token_hex(8))
+        tmp = os.path.join(dirpath, TEMP_PREFIX + os.urandom(8).hex())
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC
         try:
             try:
