@@ -91,7 +91,7 @@ def test_same_errors(method: str, args: tuple[Any, ...], kwargs: dict[str, Any])
         wb.put(b"k", b"before")
         with pytest.raises(InvalidError) as info:
             getattr(wb, method)(*args, **kwargs)
-        seen.append((str(info.value), info.value.details if hasattr(info.value, "details") else None))
+        seen.append((str(info.value), getattr(info.value, "details", None)))
         assert wb.items() == [(b"k", [(VALUE, b"before", None)])]  # nothing changed
     assert all(s == seen[0] for s in seen)
 
@@ -135,7 +135,9 @@ _ops = st.lists(
         st.tuples(st.just("put"), _keys, st.binary(max_size=3), _ttls),
         st.tuples(st.just("delete"), _keys, st.none(), st.none()),
         st.tuples(st.just("merge"), _keys, st.binary(max_size=3), _ttls),
-        st.tuples(st.sampled_from(["put", "merge"]), st.sampled_from([b"", "s"]), st.just(b""), _ttls),
+        st.tuples(
+            st.sampled_from(["put", "merge"]), st.sampled_from([b"", "s"]), st.just(b""), _ttls
+        ),
     ),
     max_size=40,
 )

@@ -44,7 +44,12 @@ __all__ = [
 #: The twin in use: ``shale._batch_c`` or ``shale._batch_py``.
 IMPLEMENTATION: ModuleType = _accel.load("batch")
 if TYPE_CHECKING:
-    from shale._batch_py import WriteBatch
+    from shale._batch_py import WriteBatch as _ReferenceWriteBatch
+
+    class WriteBatch(_ReferenceWriteBatch):
+        """Operations to apply atomically with :meth:`shale.Db.write` (the twin's class;
+        named here so that type checkers call it ``shale.batch.WriteBatch``)."""
+
 else:
     WriteBatch = IMPLEMENTATION.WriteBatch
 
