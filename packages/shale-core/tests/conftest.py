@@ -56,6 +56,12 @@ def blockmeta_impl(request: pytest.FixtureRequest) -> ModuleType:
 
 
 @pytest.fixture(params=["py", "c"])
+def batch_impl(request: pytest.FixtureRequest) -> ModuleType:
+    """``shale._batch_py`` or ``shale._batch_c``."""
+    return _twin(request, "batch")
+
+
+@pytest.fixture(params=["py", "c"])
 def commit_impl(request: pytest.FixtureRequest) -> ModuleType:
     return _twin(request, "commit")
 

@@ -25,6 +25,7 @@ _WHERE = {
     "cache": ("shale", "shale.cache"),
     "point": ("shale.engine", "shale.engine.point"),
     "commit": ("shale.engine", "shale.engine.commit"),
+    "batch": ("shale", "shale.batch"),
 }
 #: Names of the accelerated modules, for ``python -m shale info`` and the tests.
 ACCELERATED = tuple(_WHERE)

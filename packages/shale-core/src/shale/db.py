@@ -498,7 +498,7 @@ class Db:
         if batch.is_empty():
             raise InvalidError("empty write batch")
         t0 = _now()
-        handle = self._inner.writer.write(batch.items(), durable)
+        handle = self._inner.writer.write_batch(batch, durable)
         if self._m_write is not None:
             self._m_write.record_ns(_now() - t0)
         return handle

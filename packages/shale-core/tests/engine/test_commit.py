@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shale import _accel
 from shale.batch import Ttl
 from shale.clock import ManualClock, MonotonicClock, SystemClock
 from shale.engine.db_state import DbState
@@ -186,3 +187,66 @@ def test_handle_clock_hooks_and_transactions(commit_impl: ModuleType) -> None:
     ]
     assert s.txns.counts()[1] >= 1  # the write sets were recorded for the live transaction
     h.wait_durable(0.5)  # the wait passed in: returns at once here
+
+
+#: a WriteBatch's ops: (method, key, value, ttl)
+WB = st.lists(
+    st.tuples(
+        st.sampled_from(["put", "delete", "merge"]),
+        KEYS,
+        st.binary(max_size=3),
+        st.none() | st.integers(1, 2) | st.just(Ttl.no_expiry()),
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _run_batches(s: Setup, batch_mod: ModuleType, batches: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for ops in batches:
+        wb = batch_mod.WriteBatch()
+        for method, key, value, ttl in ops:
+            if method == "delete":
+                wb.delete(key)
+            else:
+                getattr(wb, method)(key, value, ttl=ttl)
+        try:
+            h = s.c.write_batch(wb, False)
+            out.append((h.seq, h.create_ts))
+        except InvalidError as exc:
+            out.append(str(exc))
+    return out
+
+
+@given(batches=st.lists(WB, min_size=1, max_size=8), default_ttl=st.none() | st.integers(1, 9))
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+def test_write_batch_twins_agree(
+    both_twins: Any, batches: list[Any], default_ttl: int | None
+) -> None:
+    """Every commit twin with every WriteBatch twin commits what the references commit (the
+    compiled pair reads the compiled batch's ops as held, without items())."""
+    got = []
+    commits = both_twins("commit")
+    for batch_mod in both_twins("batch"):
+        for impl in commits:
+            s = Setup(impl, default_ttl=default_ttl, merge_operator=ConcatMergeOperator(), l0=40)
+            got.append((_run_batches(s, batch_mod, batches), s.snapshot()))
+    assert all(g == got[0] for g in got)
+
+
+def test_write_batch_without_merge_operator(commit_impl: ModuleType) -> None:
+    for batch_mod in _accel.twins("batch").values():
+        s = Setup(commit_impl)
+        wb = batch_mod.WriteBatch().put(b"a", b"1").merge(b"b", b"x")
+        before = s.snapshot()
+        with pytest.raises(InvalidError, match="merge operator missing"):
+            s.c.write_batch(wb, False)
+        assert s.snapshot() == before
+        with pytest.raises(InvalidError, match="durable"):
+            s.c.write_batch(batch_mod.WriteBatch().put(b"a", b"1"), 1)
+        assert s.c.write_batch(batch_mod.WriteBatch().put(b"a", b"1"), False).seq == 11

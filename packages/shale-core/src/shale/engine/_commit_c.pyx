@@ -11,6 +11,7 @@ holds (the WAL flush swaps the buffer under it too); readers of the two fields t
 
 from cpython.list cimport PyList_Append
 
+from shale._batch_c cimport WriteBatch as CWriteBatch
 from shale.engine._memtable_c cimport MemtableBase
 
 from time import time_ns
@@ -20,7 +21,7 @@ from shale.clock import MonotonicClock, SystemClock
 from shale.engine import components
 from shale.engine.batch_rules import check_operand, combine, expire_ts
 from shale.engine._memtable_py import ROW_OVERHEAD
-from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN
+from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN, VALUE
 
 __all__ = ["Committer", "WriteHandle"]
 
@@ -28,6 +29,7 @@ cdef enum:
     MERGE = 2
     TOMBSTONE = 1
 
+cdef object _VALUE = VALUE
 cdef Py_ssize_t _ROW_OVERHEAD = ROW_OVERHEAD
 cdef Py_ssize_t _MAX_KEY_LEN = MAX_KEY_LEN
 cdef object _MAX_VALUE_LEN = MAX_VALUE_LEN
@@ -217,6 +219,14 @@ cdef class Committer:
             self.wait_durable(seq, None)
         return _handle(self.wait_durable, seq, now)
 
+    def write_batch(self, batch, durable):
+        """Commit a :class:`~shale.WriteBatch`: :meth:`write` of its ``items()``; a compiled
+        batch is read as it holds its ops (``_batch_c.pxd``), no items built."""
+        if not isinstance(batch, CWriteBatch) or self.check_segments is not None:
+            return self.write(batch.items(), durable)
+        keys, held = (<CWriteBatch>batch).columns()
+        return self._commit(keys, held, (<CWriteBatch>batch)._merges != 0, durable, None, None)
+
     def write(self, list items, durable, txn=None):
         """Commit one batch (its keys and values checked by the caller, keys sorted).
 
@@ -224,28 +234,44 @@ cdef class Committer:
             under the write lock, and the transaction ends (committed) with the batch.
         :raises TransactionError: ``txn`` conflicts; nothing is written.
         """
+        cdef tuple it
+        cdef list keys = [it[0] for it in items]
+        cdef list held = [it[1] for it in items]
+        return self._commit(keys, held, True, durable, txn, items)
+
+    cdef object _commit(self, list keys, list held, bint merges, durable, txn, list items):
+        """:meth:`write` of the keys (sorted) and, in the same order, their ops: a list of
+        ``(kind, value, ttl)``, one such tuple, or a value alone (a put without a TTL).
+        ``merges``: some ops may be merges (their operands are checked); ``items``: the
+        batch's items, for the segment check."""
         if durable is not True and durable is not False:
             components.check_flag("durable", durable)
         status = self.status
         if status.closed:
             status.check_open()
         op = self.merge_operator
-        cdef tuple it, o, row
-        cdef list ops, timed
-        for it in items:
-            for o in <list>it[1]:
-                if o[0] == MERGE:
-                    check_operand(it[0], o[1], op)
+        cdef Py_ssize_t i, n = len(keys)
+        cdef tuple o
+        cdef list timed
+        if merges:
+            for i in range(n):
+                h = held[i]
+                if type(h) is list:
+                    for o in <list>h:
+                        if o[0] == MERGE:
+                            check_operand(keys[i], o[1], op)
         if self.check_segments is not None:
             self.check_segments(items)
         self._admit()
         cdef list rows = []
         cdef Py_ssize_t nbytes = 0
         cdef MemtableBase mt
+        cdef bint timed_value = False
         state = self.state
         oracle = self.oracle
         txns = self.txns
         default_ttl = self.default_ttl
+        value_expire = None
         self._acquire()
         try:
             if status.closed:
@@ -254,22 +280,33 @@ cdef class Committer:
                 txns.check(txn)
             seq = oracle.last_seq + 1
             now = self._now_ms()
-            for it in items:
-                key = it[0]
-                ops = <list>it[1]
-                if len(ops) == 1:
-                    o = ops[0]
-                    kind = o[0]
-                    ttl = o[2]
-                    if ttl is None and (default_ttl is None or kind == TOMBSTONE):
-                        expire = None
-                    else:
-                        expire = expire_ts(kind, ttl, now, default_ttl)
-                    PyList_Append(rows, (key, seq, kind, o[1], expire, now))
+            for i in range(n):
+                key = keys[i]
+                h = held[i]
+                if type(h) is bytes:  # a put without a TTL: its expire_ts is the batch's
+                    if not timed_value:
+                        if default_ttl is not None:
+                            value_expire = expire_ts(_VALUE, None, now, default_ttl)
+                        timed_value = True
+                    PyList_Append(rows, (key, seq, _VALUE, h, value_expire, now))
                     continue
-                timed = [(o[0], o[1], expire_ts(o[0], o[2], now, default_ttl)) for o in ops]
-                for o in combine(key, timed, op):
-                    PyList_Append(rows, (key, seq, o[0], o[1], o[2], now))
+                if type(h) is tuple:
+                    o = <tuple>h
+                elif len(<list>h) == 1:
+                    o = (<list>h)[0]
+                else:
+                    timed = [(o[0], o[1], expire_ts(o[0], o[2], now, default_ttl))
+                             for o in <list>h]
+                    for o in combine(key, timed, op):
+                        PyList_Append(rows, (key, seq, o[0], o[1], o[2], now))
+                    continue
+                kind = o[0]
+                ttl = o[2]
+                if ttl is None and (default_ttl is None or kind == TOMBSTONE):
+                    expire = None
+                else:
+                    expire = expire_ts(kind, ttl, now, default_ttl)
+                PyList_Append(rows, (key, seq, kind, o[1], expire, now))
             oracle.last_seq = seq
             mt = <MemtableBase?>state.memtable
             nbytes = mt.add_rows(rows)
@@ -279,7 +316,7 @@ cdef class Committer:
                     txns.record(txn.write_keys, seq)
                     txns.end(txn.id)
                 else:
-                    txns.record([it[0] for it in items], seq)
+                    txns.record(keys, seq)
             self._buffer(rows, nbytes, mt)
             if self.on_commit is not None:
                 self.on_commit(rows)

@@ -155,6 +155,11 @@ class Committer:
             self.wait_durable(seq, None)
         return WriteHandle(self.wait_durable, seq, now)
 
+    def write_batch(self, batch: Any, durable: Any) -> WriteHandle:
+        """Commit a :class:`~shale.WriteBatch`: :meth:`write` of its ``items()`` (the compiled
+        twin reads a compiled batch's ops as it holds them)."""
+        return self.write(batch.items(), durable)
+
     def write(self, items: Items, durable: Any, txn: Any = None) -> WriteHandle:
         """Commit one batch (its keys and values checked by the caller, keys sorted).
 
