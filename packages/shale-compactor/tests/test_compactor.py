@@ -398,6 +398,35 @@ def test_commit_that_reached_the_manifest_is_completed_on_restart(
     assert contents(db) == expected
 
 
+def test_run_once_sees_the_outcome_of_a_job_that_finished_before_it_looked(
+    store: MemoryStore, db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job can finish (and leave the running set) between the tick that started it and
+    run_once's wait: its outcome, a crash included, must still reach run_once's caller."""
+    fill(db)
+    c = Compactor(store, ROOT, FAST, options=OPTS)
+    original_tick = Compactor._tick
+
+    def tick_then_let_jobs_finish(self: Compactor, *a: Any, **kw: Any) -> Any:
+        started = original_tick(self, *a, **kw)
+        wait_until(lambda: not self._jobs)  # the job ran to its end before run_once looks
+        return started
+
+    original = CompactorStateWriter.write_compactions_safely
+
+    def crash_after_manifest(self: CompactorStateWriter) -> Any:
+        if self.state.manifest.compacted:
+            raise Crash()
+        return original(self)
+
+    monkeypatch.setattr(Compactor, "_tick", tick_then_let_jobs_finish)
+    monkeypatch.setattr(CompactorStateWriter, "write_compactions_safely", crash_after_manifest)
+    with pytest.raises(Crash):
+        c.run_once()
+    monkeypatch.undo()
+    c._stop.set()
+
+
 class FlakyStore(MemoryStore):
     """Fails the next ``n`` creates under ``part/`` with a transient error once armed."""
 

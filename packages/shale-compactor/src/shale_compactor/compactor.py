@@ -407,6 +407,9 @@ class Compactor:
         self._jobs: dict[Ulid, _Job] = {}
         self._reports: list[CompactionReport] = []
         self._collecting = 0  # run_once calls in progress (reports are kept only for them)
+        #: futures of the jobs started while a run_once collects: it waits for each, also one
+        #: that finished (and left ``_jobs``) before run_once looked, so no outcome is lost
+        self._started: list[Future[CompactionReport | None]] = []
         self._fenced = False
         self._permanent_error: PermanentStoreError | None = None  # stops run() (see there)
         self._owned_store = False
@@ -602,6 +605,8 @@ class Compactor:
             while True:
                 with self._lock:
                     futures = [j.future for j in self._jobs.values() if j.future is not None]
+                    futures += [f for f in self._started if f not in futures]
+                    self._started = []
                 if not futures:
                     break
                 for f in futures:
@@ -615,6 +620,8 @@ class Compactor:
         finally:
             with self._lock:
                 self._collecting -= 1
+                if not self._collecting:
+                    self._started = []
                 reports, self._reports = self._reports, []
         if self._fenced:
             raise ClosedError("compactor fenced by a newer compactor", reason=CloseReason.FENCED)
@@ -823,6 +830,8 @@ class Compactor:
                 return []
             for job, cjob in started:
                 job.future = pool.submit(self._execute, job, cjob)
+                if self._collecting:
+                    self._started.append(job.future)
             if self._collecting:
                 self._reports.extend(finished)
         for report in finished:
