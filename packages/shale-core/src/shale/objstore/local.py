@@ -771,6 +771,49 @@ class LocalObjectWriter:
         if sync:
             store._fsync_and_map(self._dirpath, self.key)
 
+    def commit_if_absent(self) -> None:
+        """Publish the object at its key only if none is there, like
+        :meth:`LocalStore.put_if_absent` (fsync, then ``link``; always durable unless the store
+        was opened with ``fsync=False``); the writer is closed afterwards (also when it fails).
+
+        :raises ObjectAlreadyExists: the key exists (another writer won the race).
+        :raises PermanentStoreError: the key is a directory of other objects.
+        :raises TransientStoreError: I/O error (the object may or may not have appeared when
+            it came from the final directory fsync).
+        """
+        fd = self._check_open()
+        store = self._store
+        sync = store._fsync
+        self._fd = None
+        try:
+            try:
+                if _UTIME_FD:
+                    now = time.time_ns()
+                    os.utime(fd, ns=(now, now))
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quiet(self._tmp)
+            raise _map_error(exc, "put_if_absent", self.key) from exc
+        path, key = self._path, self.key
+        try:
+            try:
+                os.link(self._tmp, path)
+            except FileExistsError:
+                if os.path.isdir(path):
+                    raise store._dir_conflict(key) from None
+                raise ObjectAlreadyExists("object already exists", key=key) from None
+            except OSError as exc:
+                if exc.errno not in _NO_LINK_ERRNOS:
+                    raise _map_error(exc, "put_if_absent", key) from exc
+                store._publish_if_absent_locked(self._tmp, path, key)
+        finally:
+            _unlink_quiet(self._tmp)
+        if sync:
+            store._fsync_and_map(self._dirpath, key)
+
     def abort(self) -> None:
         """Drop what was written (no object appears); idempotent, never raises."""
         fd = self._fd
