@@ -22,9 +22,7 @@ from shale.objstore.local import LocalStore
 from shale.objstore.protocol import TransientStoreError
 from shale.settings import Settings
 
-SETTINGS = Settings(
-    flush_interval=None, compactor_options=None, garbage_collector_options=None
-)
+SETTINGS = Settings(flush_interval=None, compactor_options=None, garbage_collector_options=None)
 
 
 def test_commit_if_absent_publishes_once(tmp_path: pathlib.Path) -> None:
@@ -48,7 +46,9 @@ def _load(db: Db, n: int) -> dict[bytes, bytes]:
     return rows
 
 
-def test_streamed_wal_is_the_put_wal(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_streamed_wal_is_the_put_wal(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(wal_buffer, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr(wal_buffer, "STREAM_ROWS", 64)  # several writes per SST
     streamed: list[tuple[Any, int | None]] = []

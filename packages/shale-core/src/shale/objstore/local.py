@@ -348,7 +348,8 @@ class LocalStore:
     def open_writer(self, key: str, *, sync_every: int = 0) -> LocalObjectWriter:
         """Stream an object to ``key``: :meth:`LocalObjectWriter.write_parts` pieces as they
         are produced, then :meth:`~LocalObjectWriter.commit` publishes them like :meth:`put`
-        (temp file, fsync, rename) or :meth:`~LocalObjectWriter.abort` drops them.
+        (temp file, fsync, rename), :meth:`~LocalObjectWriter.commit_if_absent` like
+        :meth:`put_if_absent` (a large WAL SST), or :meth:`~LocalObjectWriter.abort` drops them.
 
         An optional capability of object stores (the compaction executor streams output SSTs
         through it, so writing overlaps building; stores without it get one :meth:`put`).

@@ -183,7 +183,8 @@ class SsTable:
         def read(start: int, end: int) -> bytes:
             return bytes(view[start:end])
 
-        table = cls(read, len(data), tail=bytes(data) if len(data) <= TAIL_READ else None, **options)
+        tail = bytes(data) if len(data) <= TAIL_READ else None
+        table = cls(read, len(data), tail=tail, **options)
         if type(data) is bytes:
             table._whole = data
         return table
