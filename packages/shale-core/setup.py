@@ -50,7 +50,7 @@ class OptionalBuildExt(build_ext):
 
 
 #: C libraries an accelerator links against (the compaction kernel calls zlib's crc32 directly).
-LIBRARIES = {"_compact_c": ["z"]}
+LIBRARIES = {"_compact_c": ["z"], "_block_c": ["z"], "_datawriter_c": ["z"]}
 
 ext_modules = []
 if not os.environ.get("SHALE_NO_EXTENSIONS"):

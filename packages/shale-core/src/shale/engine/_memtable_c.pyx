@@ -8,6 +8,8 @@ from cpython.ref cimport PyObject
 
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void* op)
+    PyObject* PyDict_SetDefault(object d, object key, object default) except NULL
+    Py_ssize_t PyDict_GET_SIZE(object d)
 
 cdef enum:
     MERGE = 2
@@ -30,9 +32,10 @@ cdef inline Py_ssize_t _insert(dict versions, list new, tuple row) except -1:
     """One row into ``versions`` (a new key also into ``new``); its key and value bytes."""
     key = row[0]
     cdef list lst
-    cdef PyObject* found = PyDict_GetItem(versions, key)
-    if found == NULL:
-        PyDict_SetItem(versions, key, row)  # one version: the row itself
+    cdef Py_ssize_t before = PyDict_GET_SIZE(versions)
+    # one lookup: a new key gets the row itself (its one version)
+    cdef PyObject* found = PyDict_SetDefault(versions, key, row)
+    if PyDict_GET_SIZE(versions) != before:
         PyList_Append(new, key)
     elif type(<object>found) is tuple:
         lst = [<object>found, row]
@@ -117,19 +120,26 @@ def insert_rows(dict versions, list new, list rows, object max_tick, object floo
     cdef object seq, ts
     cdef object low = None, high = None
     cdef bint check = floor is not None
+    # The rows of one batch share their seq and create_ts objects (the WAL decoder gives them
+    # one int each): a row whose seq (ts) is the object just seen skips the comparisons.
+    cdef object last_seq = None, last_ts = None
     for row in rows:
         seq = row[1]
-        if check and seq <= floor:
-            continue
+        if seq is not last_seq:
+            if check and seq <= floor:
+                continue
+            last_seq = seq
+            if low is None or seq < low:
+                low = seq
+            if high is None or seq > high:
+                high = seq
         nbytes += _insert(versions, new, row)
         count += 1
-        if low is None or seq < low:
-            low = seq
-        if high is None or seq > high:
-            high = seq
         ts = row[5]
-        if ts is not None and (max_tick is None or ts > max_tick):
-            max_tick = ts
+        if ts is not last_ts:
+            last_ts = ts
+            if ts is not None and (max_tick is None or ts > max_tick):
+                max_tick = ts
     return count, nbytes, max_tick, low, high
 
 

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 from shale import ids, tracing
 from shale.engine.db_state import DbState
@@ -35,12 +36,21 @@ from shale.engine.oracle import DbOracle
 from shale.engine.table_store import TableStore
 from shale.errors import ClosedError, CloseReason, InternalError
 from shale.objstore import ObjectAlreadyExists
+from shale.objstore.instrumented import streams
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.sst import SstBuilder
 from shale.telemetry import EngineMetrics
 
 log = logging.getLogger(__name__)
+
+#: a WAL SST of at least this many buffered bytes is streamed into a store that can
+#: (:meth:`WalBuffer._stream`); a smaller one is encoded whole and put (its copy is small)
+STREAM_MIN_BYTES = 4 * 1024 * 1024
+#: rows encoded between two writes of a streamed WAL SST
+STREAM_ROWS = 2048
+#: ``fdatasync`` a streamed WAL SST every this many bytes (its final fsync stays short)
+STREAM_SYNC_BYTES = 16 * 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -203,22 +213,26 @@ class WalBuffer:
                 self.freeze_done = wanted
                 state.cond.notify_all()
         for pending in queue:
-            if pending.payload is None:
-                pending.payload = self._encode(pending)
-            try:
-                uploaded = self._timed_upload(pending)
-            except BaseException as exc:
-                # The rows left the buffer: whatever stopped the upload (a fence, a permanent
-                # store error, an interrupt), the database must not go on acknowledging writes
-                # after them.
-                reason = exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED
-                self._status.fail(reason, exc)
-                if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
-                    raise
-                raise self._status.closed_error("database failed") from exc
-            if not uploaded:
-                return False
-            size = len(pending.payload)
+            size = None
+            if (
+                pending.payload is None
+                and pending.attempts == 0
+                and pending.nbytes >= STREAM_MIN_BYTES
+                and streams(self._tables.wal_store)
+            ):
+                try:
+                    size = self._timed_upload(pending, self._stream)
+                except BaseException as exc:
+                    self._upload_failed(exc)
+            if size is None:
+                if pending.payload is None:
+                    pending.payload = self._encode(pending)
+                try:
+                    size = self._timed_upload(pending, self._upload)
+                except BaseException as exc:
+                    self._upload_failed(exc)
+                if size is None:
+                    return False
             pending.payload = None  # stored: its copy of the rows is not needed any more
             with self._lock:
                 self._queue.popleft()
@@ -232,6 +246,27 @@ class WalBuffer:
             self._stats["wal_bytes"] += size
         return True
 
+    def _upload_failed(self, exc: BaseException) -> NoReturn:
+        """An upload raised: fail the database and raise.
+
+        The rows left the buffer: whatever stopped the upload (a fence, a permanent store
+        error, an interrupt), the database must not go on acknowledging writes after them.
+        """
+        reason = exc.reason if isinstance(exc, ClosedError) else CloseReason.FAILED
+        self._status.fail(reason, exc)
+        if isinstance(exc, ClosedError) or not isinstance(exc, Exception):
+            raise exc
+        raise self._status.closed_error("database failed") from exc
+
+    def _builder(self) -> SstBuilder:
+        tables = self._tables
+        return SstBuilder(
+            wal=True,
+            block_size=self.settings.wal_block_size,
+            compression=tables.codec,
+            transformer=tables.transformer,
+        )
+
     def _encode(self, pending: PendingWal) -> bytes:
         """The WAL SST bytes of ``pending``; a buffer that cannot be encoded fails the database.
 
@@ -239,14 +274,8 @@ class WalBuffer:
         reported durable on top of the gap would be a lie.
         """
         rows = pending.rows
-        tables = self._tables
         try:
-            data = SstBuilder(
-                wal=True,
-                block_size=self.settings.wal_block_size,
-                compression=tables.codec,
-                transformer=tables.transformer,
-            )
+            data = self._builder()
             data.add_rows(rows)
             return data.finish()
         except Exception as exc:
@@ -264,23 +293,75 @@ class WalBuffer:
             self._status.fail(CloseReason.FAILED, error)
             raise self._status.closed_error("database failed") from error
 
-    def _timed_upload(self, pending: PendingWal) -> bool:
-        """:meth:`_upload` in a ``shale.wal.flush`` span, its latency recorded when it stored
-        the SST."""
+    def _timed_upload(
+        self, pending: PendingWal, upload: Callable[[PendingWal], int | None]
+    ) -> int | None:
+        """``upload(pending)`` (:meth:`_upload` or :meth:`_stream`) in a ``shale.wal.flush``
+        span, its latency recorded when it stored the SST; the bytes stored or ``None``."""
         t0 = time.perf_counter_ns()
-        size = len(pending.payload or b"")
         with tracing.span(
-            "shale.wal.flush", **{"shale.wal_id": pending.wal_id, "shale.bytes": size}
+            "shale.wal.flush", **{"shale.wal_id": pending.wal_id, "shale.bytes": pending.nbytes}
         ):
-            uploaded = self._upload(pending)
-        if uploaded and self.metrics is not None:
+            size = upload(pending)
+        if size is not None and self.metrics is not None:
             self.metrics.wal_flush.record_ns(time.perf_counter_ns() - t0)
-        return uploaded
+        return size
 
-    def _upload(self, pending: PendingWal) -> bool:
+    def _stream(self, pending: PendingWal) -> int | None:
+        """Encode and store ``pending`` in one pass into a store that streams (the local
+        store): finished blocks are written (GIL released) while the next rows are encoded,
+        so a large WAL SST is never held whole nor joined into one buffer, and is published
+        with create-if-absent like :meth:`_upload`'s put. The bytes stored, or ``None`` when
+        it could not (nothing published, or -- a failed publish -- perhaps published: then
+        ``pending.attempts`` says so, and :meth:`_upload`'s put of the same bytes compares).
+
+        :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
+        """
+        key = ids.wal_path(self._tables.root, pending.wal_id)
+        try:
+            writer = self._tables.wal_store.open_writer(key, sync_every=STREAM_SYNC_BYTES)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning("cannot stream WAL SST %s (%s); writing it whole", key, exc)
+            return None
+        size = 0
+        try:
+            builder = self._builder()
+            rows = iter(pending.rows)
+            while builder.add_until(rows, STREAM_ROWS, 1 << 62) == STREAM_ROWS:
+                parts = builder.take_parts()
+                if parts:
+                    writer.write_parts(parts)
+                    size += sum(map(len, parts))
+            parts = builder.finish_parts()
+            writer.write_parts(parts)
+            size += sum(map(len, parts))
+            del parts
+        except Exception as exc:
+            writer.abort()  # nothing published: the whole-SST path encodes and puts it
+            log.warning("streaming WAL SST %s failed (%s); writing it whole", key, exc)
+            return None
+        except BaseException:
+            writer.abort()
+            raise
+        pending.attempts += 1
+        try:
+            writer.commit_if_absent()
+        except ObjectAlreadyExists:
+            raise ClosedError(
+                "a newer writer took the next WAL id: this writer is fenced",
+                reason=CloseReason.FENCED,
+                wal_id=pending.wal_id,
+            ) from None
+        except Exception as exc:
+            self._upload_retry(0, exc, 0.0)
+            log.warning("publishing streamed WAL SST %s failed (%s); putting it whole", key, exc)
+            return None
+        return size
+
+    def _upload(self, pending: PendingWal) -> int | None:
         """Store one WAL SST with create-if-absent, retrying transient failures.
 
-        Returns False only when it gave up because the database is stopping (see
+        The bytes stored; ``None`` only when it gave up because the database is stopping (see
         :meth:`DbStatus.retrying`): the caller must then not count those rows as durable.
 
         :raises ClosedError: the WAL id holds another writer's object (this writer is fenced).
@@ -307,8 +388,8 @@ class WalBuffer:
             ) from None
         except TransientStoreError as exc:
             self._upload_retry(0, exc, 0.0)
-            return False  # stopping (or close()'s attempts are spent): the WAL stays queued
-        return True
+            return None  # stopping (or close()'s attempts are spent): the WAL stays queued
+        return len(payload)
 
     def _upload_retry(self, _retry: int, error: BaseException, _delay: float) -> None:
         """A WAL upload attempt failed: report it to the durability waiters."""

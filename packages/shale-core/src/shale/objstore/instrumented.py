@@ -58,6 +58,9 @@ class _CountedWriter:
     def commit(self, *, durable: bool = True) -> None:
         self._store._call("put", self._key, lambda: self._inner.commit(durable=durable))
 
+    def commit_if_absent(self) -> None:
+        self._store._call("put", self._key, self._inner.commit_if_absent)
+
     def abort(self) -> None:
         self._inner.abort()
 

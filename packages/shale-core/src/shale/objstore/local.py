@@ -347,7 +347,8 @@ class LocalStore:
     def open_writer(self, key: str, *, sync_every: int = 0) -> LocalObjectWriter:
         """Stream an object to ``key``: :meth:`LocalObjectWriter.write_parts` pieces as they
         are produced, then :meth:`~LocalObjectWriter.commit` publishes them like :meth:`put`
-        (temp file, fsync, rename) or :meth:`~LocalObjectWriter.abort` drops them.
+        (temp file, fsync, rename), :meth:`~LocalObjectWriter.commit_if_absent` like
+        :meth:`put_if_absent` (a large WAL SST), or :meth:`~LocalObjectWriter.abort` drops them.
 
         An optional capability of object stores (the compaction executor streams output SSTs
         through it, so writing overlaps building; stores without it get one :meth:`put`).
@@ -769,6 +770,49 @@ class LocalObjectWriter:
             raise _map_error(exc, "put", self.key) from exc
         if sync:
             store._fsync_and_map(self._dirpath, self.key)
+
+    def commit_if_absent(self) -> None:
+        """Publish the object at its key only if none is there, like
+        :meth:`LocalStore.put_if_absent` (fsync, then ``link``; always durable unless the store
+        was opened with ``fsync=False``); the writer is closed afterwards (also when it fails).
+
+        :raises ObjectAlreadyExists: the key exists (another writer won the race).
+        :raises PermanentStoreError: the key is a directory of other objects.
+        :raises TransientStoreError: I/O error (the object may or may not have appeared when
+            it came from the final directory fsync).
+        """
+        fd = self._check_open()
+        store = self._store
+        sync = store._fsync
+        self._fd = None
+        try:
+            try:
+                if _UTIME_FD:
+                    now = time.time_ns()
+                    os.utime(fd, ns=(now, now))
+                if sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            _unlink_quiet(self._tmp)
+            raise _map_error(exc, "put_if_absent", self.key) from exc
+        path, key = self._path, self.key
+        try:
+            try:
+                os.link(self._tmp, path)
+            except FileExistsError:
+                if os.path.isdir(path):
+                    raise store._dir_conflict(key) from None
+                raise ObjectAlreadyExists("object already exists", key=key) from None
+            except OSError as exc:
+                if exc.errno not in _NO_LINK_ERRNOS:
+                    raise _map_error(exc, "put_if_absent", key) from exc
+                store._publish_if_absent_locked(self._tmp, path, key)
+        finally:
+            _unlink_quiet(self._tmp)
+        if sync:
+            store._fsync_and_map(self._dirpath, key)
 
     def abort(self) -> None:
         """Drop what was written (no object appears); idempotent, never raises."""

@@ -22,6 +22,10 @@ from libc.string cimport memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 
+cdef extern from "_crc32_simd.h" nogil:
+    # zlib's CRC-32, folded with PCLMULQDQ where the CPU has it (~20x zlib 1.2's tables)
+    uint32_t shale_crc32(uint32_t crc, const unsigned char* buf, size_t len)
+
 cdef extern from "Python.h":
     void PyObject_GC_UnTrack(void* op)
 
@@ -893,13 +897,12 @@ cdef list _decode(const uint8_t* p, Py_ssize_t size, int ver):
 def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_block=0):
     """Decode consecutive stored data blocks read in one piece (see the py twin).
 
-    Uncompressed, untransformed chunks are checked (CRC over a zero-copy view) and decoded
+    Uncompressed, untransformed chunks are checked (CRC in place, ``shale_crc32``) and decoded
     here with no Python-level call but the CRC and the decoder; others go through
     ``compression.unframe_chunk``.
     """
     from shale.errors import ShaleError
     from shale.sst.compression import unframe_chunk
-    import zlib
 
     cdef bytes buf
     if isinstance(data, bytes):
@@ -912,8 +915,6 @@ def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_blo
     cdef uint32_t want, got
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(buf)
     cdef bint plain = codec == 0 and transformer is None
-    crc32 = zlib.crc32
-    view = memoryview(buf)
     out = []
     for k in range(n):
         a = offs[k]
@@ -923,7 +924,7 @@ def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_blo
                 payload = unframe_chunk(buf[a:b], codec, transformer, what="data block")
             else:
                 want = _get_u32(p + b - 4)
-                got = crc32(view[a : b - 4])
+                got = shale_crc32(0, p + a, <size_t>(b - 4 - a))
                 if got != want:
                     raise DataError(
                         "SST data block checksum mismatch",
@@ -949,5 +950,4 @@ def decode_chunks(data, offsets, version=2, codec=0, transformer=None, first_blo
         if not rows:
             raise DataError("empty SST data block", block=first_block + k)
         out.append(rows)
-    view.release()
     return out

@@ -13,7 +13,12 @@ import struct
 import zlib
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport uint32_t
 from libc.string cimport memcmp
+
+cdef extern from "_crc32_simd.h" nogil:
+    # zlib's CRC-32, folded with PCLMULQDQ where the CPU has it (~20x zlib 1.2's tables)
+    uint32_t shale_crc32(uint32_t crc, const unsigned char* buf, size_t len)
 
 from shale.errors import InvalidError
 from shale.fbs.blockmeta import BlockStats, IndexBuilder
@@ -206,6 +211,11 @@ cdef class DataWriter:
         if self.transformer is not None:
             stored = self.transformer.encode(stored)
         self.chunks.append(stored)
-        self.chunks.append(_CRC.pack(_crc32(stored)))
+        if type(stored) is bytes:
+            crc = shale_crc32(0, <const unsigned char*>PyBytes_AS_STRING(stored),
+                              <size_t>PyBytes_GET_SIZE(stored))
+        else:
+            crc = _crc32(stored)
+        self.chunks.append(_CRC.pack(crc))
         self.size += len(stored) + 4
         return 0

@@ -168,6 +168,8 @@ class SsTable:
             raise DataError("malformed SST", error=f"{type(exc).__name__}: {exc}") from exc
         self._filter: Any = None
         self._filter_loaded = False
+        #: the SST's bytes when held in memory whole (:meth:`from_bytes`): read in place
+        self._whole: bytes | None = None
         self._probe: tuple[Any, Any, Any, list[bytes], Any, object] | None = None
         self._stats: M.SstStats | None = None
 
@@ -181,7 +183,11 @@ class SsTable:
         def read(start: int, end: int) -> bytes:
             return bytes(view[start:end])
 
-        return cls(read, len(data), tail=bytes(data) if len(data) <= TAIL_READ else None, **options)
+        tail = bytes(data) if len(data) <= TAIL_READ else None
+        table = cls(read, len(data), tail=tail, **options)
+        if type(data) is bytes:
+            table._whole = data
+        return table
 
     @classmethod
     def open(cls, store: Any, key: str, *, size: int | None = None, **options: Any) -> SsTable:
@@ -446,6 +452,11 @@ class SsTable:
         offs = self._offsets
         if len(offs) < 2:
             return []
+        whole = self._whole
+        if whole is not None:  # decoded in place, no copy of the data blocks
+            return _block.decode_chunks(
+                whole, offs, self.version, self.compression, self.transformer, 0
+            )
         base, stop = offs[0], offs[-1]
         tail_start = self._tail_start
         if base < tail_start < stop:  # the end is in the tail read at open: not again
