@@ -15,9 +15,28 @@ see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shale import __version__  # the project's one version: every distribution has it
+
+if TYPE_CHECKING:  # the real names for type checkers and the docs; at run time __getattr__
+    from shale_gc.collector import (  # imports them on first use
+        DETACH_COPY,
+        DETACH_RELEASE,
+        GarbageCollector,
+        ProgressCallback,
+    )
+    from shale_gc.report import (
+        KIND_COMPACTED,
+        KIND_COMPACTIONS,
+        KIND_MANIFEST,
+        KIND_WAL,
+        KINDS,
+        GcObject,
+        GcReport,
+        KindReport,
+    )
+    from shale_gc.rules import GcStateView, Selection
 
 # Imported on first use: every shale process loads the plugin (shale_gc.plugin), which needs
 # none of these until a database with a garbage collector opens.
