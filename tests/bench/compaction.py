@@ -567,6 +567,10 @@ def run_interleaved(
         bases: dict[str, str] = {}
 
         def step(engine_name: str, name: str, db_dir: str, params: Params = p) -> bool:
+            # Start every step with nothing dirty in the page cache: the copy of the prepared
+            # database (and the other engine's unsynced writes) would otherwise be written back
+            # during the step, behind the fsyncs of whichever engine makes them.
+            os.sync()
             t0 = time.perf_counter()
             res = _run_step(engine_name, name, params, db_dir, timeout)
             log(
