@@ -1,6 +1,25 @@
 # The C-level interface of _block_c's BlockBuilder, cimported by _datawriter_c (which adds rows
 # and closes blocks without Python calls). The attributes are declared here only.
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint64_t
+from libc.string cimport memcpy
+
+
+cdef inline Py_ssize_t _prefix(const uint8_t* a, Py_ssize_t na,
+                               const uint8_t* b, Py_ssize_t nb) noexcept nogil:
+    """The length of the common prefix of two byte runs (8 bytes at a time); shared by the
+    block encoder and the compaction kernel."""
+    cdef Py_ssize_t n = na if na < nb else nb
+    cdef Py_ssize_t i = 0
+    cdef uint64_t x, y
+    while i + 8 <= n:
+        memcpy(&x, a + i, 8)
+        memcpy(&y, b + i, 8)
+        if x != y:
+            break
+        i += 8
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 cdef class BlockBuilder:

@@ -60,22 +60,6 @@ cdef enum: NOGIL_MIN = 8192
 # shared helpers
 
 
-cdef inline Py_ssize_t _prefix(const uint8_t* a, Py_ssize_t na,
-                               const uint8_t* b, Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t n = na if na < nb else nb
-    cdef Py_ssize_t i = 0
-    cdef uint64_t x, y
-    while i + 8 <= n:
-        memcpy(&x, a + i, 8)
-        memcpy(&y, b + i, 8)
-        if x != y:
-            break
-        i += 8
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
-
-
 cdef inline Py_ssize_t _varint_len(uint64_t n) noexcept nogil:
     if n < 0x80:
         return 1

@@ -20,7 +20,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-from shale.sst._block_c cimport Entry, Err, _error, _scan_v1, _scan_v2
+from shale.sst._block_c cimport Entry, Err, _error, _prefix, _scan_v1, _scan_v2
 from shale.sst._bloom_c cimport _sip13
 
 from shale.errors import DataError, InvalidError
@@ -96,22 +96,6 @@ cdef inline int _cmp(const uint8_t* a, Py_ssize_t na, const uint8_t* b,
     if c:
         return c
     return (na > nb) - (na < nb)
-
-
-cdef inline Py_ssize_t _prefix(const uint8_t* a, Py_ssize_t na,
-                               const uint8_t* b, Py_ssize_t nb) noexcept nogil:
-    cdef Py_ssize_t n = na if na < nb else nb
-    cdef Py_ssize_t i = 0
-    cdef uint64_t x, y
-    while i + 8 <= n:
-        memcpy(&x, a + i, 8)
-        memcpy(&y, b + i, 8)
-        if x != y:
-            break
-        i += 8
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
 
 
 cdef inline Py_ssize_t _varint_len(uint64_t n) noexcept nogil:
