@@ -7,6 +7,7 @@ Shared by the executor's row pipeline (:mod:`shale_compactor.executor`) and its 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -16,11 +17,14 @@ from shale_compactor.sources import CompactionStopped
 if TYPE_CHECKING:
     from shale_compactor.executor import CompactionExecutor
 
-__all__ = ["SYNC_EVERY_BYTES"]
+__all__ = ["MAX_QUEUED_BYTES", "SYNC_EVERY_BYTES"]
 
 #: A streamed output is flushed to disk (``fdatasync``, on the upload thread) every this many
 #: bytes, so the fsync that publishes it does not wait for the whole SST.
 SYNC_EVERY_BYTES = 16 * 1024 * 1024
+#: At most this many bytes of a streamed output wait for the upload thread: when the disk is
+#: slower than the merge, :meth:`Output.feed` waits (GIL released) instead of piling up pieces.
+MAX_QUEUED_BYTES = 16 * 1024 * 1024
 
 
 class Output:
@@ -41,7 +45,8 @@ class Output:
         self.key = compacted_path(executor.root, self.sst_id)
         self._pool = pool
         self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
-        self._pending: Future[None] | None = None
+        self._pending: deque[tuple[Future[None], int]] = deque()  # oldest first
+        self._queued = 0
         self._error: BaseException | None = None
         self._writer: Any = None
         # streams(), not getattr: a wrapper (instrumented, fault-injecting) may forward
@@ -68,12 +73,20 @@ class Output:
             return
         if self._error is not None:
             raise self._error
-        self._pending = self._pool.submit(self._write, parts)
+        size = sum(len(p) for p in parts)
+        self._pending.append((self._pool.submit(self._write, parts), size))
+        self._queued += size
+        while self._queued > MAX_QUEUED_BYTES and len(self._pending) > 1:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        future, size = self._pending.popleft()
+        future.result()  # _write keeps its error for the next feed or commit
+        self._queued -= size
 
     def _drain(self) -> None:
-        if self._pending is not None:
-            self._pending.result()  # one upload thread: the last write is the last to finish
-            self._pending = None
+        while self._pending:  # one upload thread: the writes finish in order
+            self._wait_oldest()
 
     def commit(self, stop: threading.Event | None) -> None:
         """Publish the SST at :attr:`key` (durably)."""

@@ -14,12 +14,40 @@ from typing import Any
 
 from shale.spi import BOUND_INCLUDED, BytesRange, DataError, ShaleError, SsTableInfo, SstView
 
-__all__ = ["BLOCKS_PER_FETCH", "PROGRESS_INTERVAL_S", "CompactionStopped"]
+__all__ = [
+    "BLOCKS_PER_FETCH",
+    "LOCAL_WINDOW_BUDGET",
+    "LOCAL_WINDOW_MAX",
+    "PROGRESS_INTERVAL_S",
+    "CompactionStopped",
+    "window_bytes",
+]
 
 #: SlateDB's ``blocks_to_fetch``: a read-ahead window is this many blocks.
 BLOCKS_PER_FETCH = 256
+#: Sources in a store that serves locally (a local directory) are read in windows of up to
+#: this many bytes ...
+LOCAL_WINDOW_MAX = 4 * 1024 * 1024
+#: ... as long as the windows of all sources of one merge stay within this many bytes.
+LOCAL_WINDOW_BUDGET = 32 * 1024 * 1024
 #: Seconds between two progress reports (SlateDB: 1 s).
 PROGRESS_INTERVAL_S = 1.0
+
+
+def window_bytes(store: Any, block_size: int, sources: int) -> int:
+    """Bytes per read-ahead window of one source among ``sources`` merged together.
+
+    A remote store gets SlateDB's ``blocks_to_fetch`` blocks, read ahead on fetch threads. A
+    local store is read on the merging thread, which needs the GIL for each window: beside a
+    writer busy in Python every GIL hand-off waits up to the interpreter's switch interval
+    (5 ms), so larger windows (up to :data:`LOCAL_WINDOW_MAX`, all sources together within
+    :data:`LOCAL_WINDOW_BUDGET`) keep an embedded compaction short (docs/performance.md,
+    "Writer throughput during a compaction").
+    """
+    base = BLOCKS_PER_FETCH * block_size
+    if not getattr(store, "serves_locally", False):
+        return base
+    return max(base, min(LOCAL_WINDOW_MAX, LOCAL_WINDOW_BUDGET // max(1, sources)))
 
 
 class CompactionStopped(ShaleError):

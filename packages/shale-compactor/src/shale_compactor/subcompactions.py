@@ -50,13 +50,13 @@ from shale.spi import (
 )
 from shale_compactor.outputs import Output
 from shale_compactor.sources import (
-    BLOCKS_PER_FETCH,
     PROGRESS_INTERVAL_S,
     CompactionStopped,
     _estimated_size,
     _Progress,
     _ReadAhead,
     _view_bounds,
+    window_bytes,
 )
 
 if TYPE_CHECKING:
@@ -66,8 +66,9 @@ __all__ = ["MIN_RANGE_BYTES", "OUT_BYTES", "kernel_applies", "parallelism", "spl
 
 #: A job is split only into ranges of at least this many source bytes.
 MIN_RANGE_BYTES = 32 * 1024 * 1024
-#: Finished blocks handed to the upload thread per kernel call (bytes).
-OUT_BYTES = 1 << 20
+#: Finished blocks handed to the upload thread per kernel call (bytes): each hand-off takes
+#: the GIL, which beside a busy writer costs up to a switch interval (see ``window_bytes``).
+OUT_BYTES = 2 << 20
 
 
 def kernel_applies(executor: CompactionExecutor, filters: list[Any]) -> bool:
@@ -292,8 +293,10 @@ def _view_windows(
     pool: ThreadPoolExecutor,
     stop: Any,
     readers: list[Any],
+    sources: int,
 ) -> Iterator[Any]:
-    """The windows of one view's blocks with keys in ``[lo, hi)`` and its visible range."""
+    """The windows of one view's blocks with keys in ``[lo, hi)`` and its visible range
+    (``sources``: how many sources the range merges, for the window size)."""
     start, end = _view_bounds(view, lo)
     if hi is not None and (end is None or hi < end):
         end = hi
@@ -313,7 +316,7 @@ def _view_windows(
         table.size,
         # a local store has no latency to hide: read on this thread (no GIL hand-offs)
         pool=None if getattr(store, "serves_locally", False) else pool,
-        window=BLOCKS_PER_FETCH * int(executor.settings.block_size),
+        window=window_bytes(store, int(executor.settings.block_size), sources),
         depth=max(1, int(executor.options.max_fetch_tasks)),
         progress=_Progress(),  # counted per window below (some come from the table's tail)
         stop=stop,
@@ -353,7 +356,7 @@ def _run_range(
     """One range's outputs (reported through ``on_output`` when given)."""
     resume_key = None if resume is None else resume[0]
     readers: list[Any] = []
-    args = (lo, hi, resume_key, progress, pool, stop, readers)
+    args = (lo, hi, resume_key, progress, pool, stop, readers, len(job.l0) + len(job.runs))
     sources = [_source(_view_windows(executor, tables, True, v, *args)) for v in job.l0]
     sources += [_source(_run_windows(executor, tables, r, *args)) for r in job.runs]
     kernel = CompactionKernel(
