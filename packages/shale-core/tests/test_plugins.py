@@ -437,3 +437,25 @@ def test_loading_the_plugins_defers_their_heavy_imports(tmp_path: Path) -> None:
     assert found["failed"] == {}
     assert set(found["eps"]) <= set(found["names"]), "every entry point is still registered"
     assert found["heavy"] == []
+
+
+@pytest.mark.parametrize(
+    "package",
+    [
+        "shale",
+        "shale_gc",
+        "shale_minio",
+        "shale_faults",
+        "shale_obstore",
+        "shale_otel",
+        "shale_prometheus",
+    ],
+)
+def test_every_lazily_exported_name_resolves(package: str) -> None:
+    """Each name of ``__all__`` of a package using ``shale.lazy_exports`` imports (the table
+    and the defining modules agree), and an unknown name is an ``AttributeError``."""
+    module = pytest.importorskip(package)
+    for name in module.__all__:
+        assert getattr(module, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        module.no_such_name  # noqa: B018

@@ -18,6 +18,7 @@ from shale.errors import (
     TransactionError,
     UnavailableError,
 )
+from shale.lazy import lazy_exports
 from shale.markers import hookimpl, hookspec
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ imports them
@@ -81,20 +82,16 @@ _LAZY = {
 }
 
 
+_lazy_getattr = lazy_exports(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> object:
     """Import the heavier public classes on first use (keeps ``import shale`` light)."""
     if name in ("aio", "codecs"):  # submodules: ``shale.aio.AsyncDb``, ``shale.codecs.JSON``
         import importlib
 
         return importlib.import_module(f"shale.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shale' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+    return _lazy_getattr(name)
 
 
 __all__ = [
@@ -138,5 +135,6 @@ __all__ = [
     "UnavailableError",
     "hookimpl",
     "hookspec",
+    "lazy_exports",
     "__version__",
 ]

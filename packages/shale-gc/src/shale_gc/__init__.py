@@ -15,9 +15,12 @@ see :mod:`shale_gc.hookspecs`. Documentation: ``docs/gc.md``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from shale import __version__  # the project's one version: every distribution has it
+from shale import (
+    __version__,  # the project's one version: every distribution has it
+    lazy_exports,
+)
 
 if TYPE_CHECKING:  # the real names for type checkers and the docs; at run time __getattr__
     from shale_gc.collector import (  # imports them on first use
@@ -62,15 +65,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shale_gc' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

@@ -8,13 +8,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the real types for type checkers and the docs; at run time __getattr__
     from shale_minio.config import S3Config, parse_s3_url, resolve_config
     from shale_minio.store import PUT_ID_HEADER, S3Store
 
-from shale import __version__  # the project's one version: every distribution has it
+from shale import (
+    __version__,  # the project's one version: every distribution has it
+    lazy_exports,
+)
 
 # Imported on first use: the plugin is loaded by every shale process, and the minio SDK is
 # slow to import, so only processes that open an s3:// URL pay for it.
@@ -27,15 +30,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shale_minio' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["PUT_ID_HEADER", "S3Config", "S3Store", "parse_s3_url", "resolve_config", "__version__"]

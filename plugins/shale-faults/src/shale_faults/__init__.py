@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from shale import __version__  # the project's one version: every distribution has it
+from shale import (
+    __version__,  # the project's one version: every distribution has it
+    lazy_exports,
+)
 from shale_faults.plugin import FAULTS_ENV, FAULTS_OPTION
 
 # Imported on first use: every shale process loads the plugin, few inject faults.
@@ -21,15 +22,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'shale_faults' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = [

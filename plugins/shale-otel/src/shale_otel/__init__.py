@@ -9,9 +9,10 @@ application configures the SDK.
 
 from __future__ import annotations
 
-from typing import Any
-
-from shale import __version__  # the project's one version: every distribution has it
+from shale import (
+    __version__,  # the project's one version: every distribution has it
+    lazy_exports,
+)
 from shale_otel.instrument import Instrumentation, instrument
 
 # Imported on first use: every shale process loads the plugin, and opentelemetry is slow to
@@ -22,15 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module '{__name__}' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["Instrumentation", "MetricsBridge", "OtelTracer", "__version__", "instrument"]

@@ -9,9 +9,10 @@ opens (and serves on ``SHALE_PLUGIN_PROMETHEUS_PORT`` when that variable is set)
 
 from __future__ import annotations
 
-from typing import Any
-
-from shale import __version__  # the project's one version: every distribution has it
+from shale import (
+    __version__,  # the project's one version: every distribution has it
+    lazy_exports,
+)
 
 # Imported on first use: every shale process loads the plugin, and prometheus_client is slow
 # to import.
@@ -22,15 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module '{__name__}' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _LAZY)
 
 
 __all__ = ["ShaleCollector", "__version__", "register", "start_http_server"]
