@@ -395,6 +395,12 @@ class LocalStore:
         """
         sync = self._fsync
         path, dirpath, tmp = self._stage(key, data, sync)
+        self._publish_if_absent(tmp, path, dirpath, key, sync)
+
+    def _publish_if_absent(self, tmp: str, path: str, dirpath: str, key: str, sync: bool) -> None:
+        """Publish the written (and, if ``sync``, fsynced) temp file ``tmp`` at ``path`` unless
+        an object is there: ``link`` (a collision is :class:`ObjectAlreadyExists`), then the
+        directory fsync; ``tmp`` is removed in every case."""
         try:
             try:
                 os.link(tmp, path)
@@ -748,19 +754,10 @@ class LocalObjectWriter:
         :raises PermanentStoreError: the key is a directory of other objects.
         :raises TransientStoreError: I/O error.
         """
-        fd = self._check_open()
         store = self._store
         sync = durable and store._fsync
-        self._fd = None
         try:
-            try:
-                if _UTIME_FD:
-                    now = time.time_ns()
-                    os.utime(fd, ns=(now, now))
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._close(sync)
             with store._locked(shared=True):
                 os.replace(self._tmp, self._path)
         except OSError as exc:
@@ -781,38 +778,31 @@ class LocalObjectWriter:
         :raises TransientStoreError: I/O error (the object may or may not have appeared when
             it came from the final directory fsync).
         """
-        fd = self._check_open()
         store = self._store
         sync = store._fsync
-        self._fd = None
         try:
-            try:
-                if _UTIME_FD:
-                    now = time.time_ns()
-                    os.utime(fd, ns=(now, now))
-                if sync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
+            self._close(sync)
         except OSError as exc:
             _unlink_quiet(self._tmp)
             raise _map_error(exc, "put_if_absent", self.key) from exc
-        path, key = self._path, self.key
+        store._publish_if_absent(self._tmp, self._path, self._dirpath, self.key, sync)
+
+    def _close(self, sync: bool) -> None:
+        """Stamp the modification time, fsync if ``sync`` and close the file (also when the
+        fsync fails); the writer is closed afterwards.
+
+        :raises OSError: from the stamp or the fsync (the caller maps it and drops the file).
+        """
+        fd = self._check_open()
+        self._fd = None
         try:
-            try:
-                os.link(self._tmp, path)
-            except FileExistsError:
-                if os.path.isdir(path):
-                    raise store._dir_conflict(key) from None
-                raise ObjectAlreadyExists("object already exists", key=key) from None
-            except OSError as exc:
-                if exc.errno not in _NO_LINK_ERRNOS:
-                    raise _map_error(exc, "put_if_absent", key) from exc
-                store._publish_if_absent_locked(self._tmp, path, key)
+            if _UTIME_FD:
+                now = time.time_ns()
+                os.utime(fd, ns=(now, now))
+            if sync:
+                os.fsync(fd)
         finally:
-            _unlink_quiet(self._tmp)
-        if sync:
-            store._fsync_and_map(self._dirpath, key)
+            os.close(fd)
 
     def abort(self) -> None:
         """Drop what was written (no object appears); idempotent, never raises."""
