@@ -31,12 +31,14 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
   ``256 x block_size`` bytes (SlateDB's ``blocks_to_fetch``), each window decoded in one call
   (``SsTable.scan_rows``), with up to ``max_fetch_tasks`` windows fetched ahead on background
   threads, so object-store latency overlaps merging -- except from stores that serve reads
-  locally (``serves_locally``, the local store), read on the executing thread.
+  locally (``serves_locally``, the local store), read on the executing thread (the kernel path
+  reads those in larger windows, :func:`~shale_compactor.sources.window_bytes`).
 * **Streamed outputs.** The rows go to the SST data writer 1024 at a time
   (``SstBuilder.add_until``); stores with ``open_writer`` get each output's finished blocks
   written on an upload thread while the next rows are merged (``fdatasync`` every
-  :data:`SYNC_EVERY_BYTES`), then published by fsync + rename; other stores get one retried
-  ``put`` of the whole SST.
+  :data:`SYNC_EVERY_BYTES`; at most :data:`~shale_compactor.outputs.MAX_QUEUED_BYTES` wait
+  for it, then the merge waits), then published by fsync + rename; other stores get one
+  retried ``put`` of the whole SST.
 * **Stoppable.** ``stop`` is checked before every read (a window of blocks) and every 1024
   written rows; a stop raises :class:`CompactionStopped` and leaves the outputs reported so far
   valid for a resume (an unreported, partially built output is never published; a streamed
