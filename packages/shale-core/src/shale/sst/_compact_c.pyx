@@ -237,6 +237,7 @@ cdef class Kernel:
     cdef list _windows
     cdef list _retired
     cdef Py_ssize_t _nretired
+    cdef Py_ssize_t _nsafe   # leading _retired windows no row points into any more
     cdef int* _heap
     cdef int _h
     cdef bint _started
@@ -356,8 +357,12 @@ cdef class Kernel:
         cdef Src* s = &self._srcs[i]
         cdef Py_ssize_t k, n, a, b, size
         old = self._windows[i]
+        if self._nsafe:  # retired in an earlier step of the merge: free them now (GIL held)
+            del self._retired[:self._nsafe]
+            self._nretired -= self._nsafe
+            self._nsafe = 0
         if old is not None:
-            self._retired.append(old)  # the row popped last may still point into it
+            self._retired.append(old)  # the row popped in this step may still point into it
             self._nretired += 1
             self._windows[i] = None
         s.data = NULL
@@ -821,10 +826,9 @@ cdef class Kernel:
             self._split = 0
             return C_SPLIT
         while True:
-            if self._nretired:
-                with gil:
-                    del self._retired[:]
-                self._nretired = 0
+            # no row points into the windows retired so far: the next _load frees them (it
+            # holds the GIL anyway; taking it here for that cost a GIL hand-off per window)
+            self._nsafe = self._nretired
             if self._bstart >= out_bytes:
                 return C_MORE
             if self._h == 0:
@@ -876,6 +880,7 @@ cdef class Kernel:
         finally:
             del self._retired[:]
             self._nretired = 0
+            self._nsafe = 0
         self._sync(writer)
         return rc
 
