@@ -119,11 +119,13 @@ from shale_compactor.state import (
     CompactorStateWriter,
     apply_compaction,
     apply_drain,
+    apply_trivial_move,
     build_job,
     is_active,
     read_view,
     reclaim_stale_workers,
     resolve_sources,
+    trivial_move_output,
 )
 
 __all__ = [
@@ -892,6 +894,9 @@ class Compactor:
             if not check_conflicts(busy, spec, ignore=c.id):
                 logger.debug("compaction %s waits for a conflicting one", c.id)
                 continue
+            if c.status == STATUS_SUBMITTED and self._trivial_move(writer, c, finished):
+                dirty = True
+                continue
             c = state.set_status(c.id, STATUS_RUNNING)
             running.add(c.id)
             job = _Job(c, spec_size(m, c))
@@ -972,6 +977,9 @@ class Compactor:
             if not check_conflicts(CompactorStateView(Compactions(0, busy), m), spec, ignore=c.id):
                 logger.debug("compaction %s waits for a conflicting one", c.id)
                 continue
+            if self._trivial_move(writer, c, finished):  # coordinator-local, as in SlateDB
+                dirty = True
+                continue
             state.set_status(c.id, STATUS_SCHEDULED)
             logger.info("compaction %s scheduled for a worker", c.id)
             dirty = True
@@ -1033,6 +1041,42 @@ class Compactor:
             c.sorted_runs,
         )
         return self._report(c, "completed", before, [], time.monotonic() - started)
+
+    def _trivial_move(
+        self, writer: CompactorStateWriter, c: Compaction, finished: list[CompactionReport]
+    ) -> bool:
+        """Commit ``c`` as a trivial move when ``enable_trivial_move`` is on and its sources'
+        key ranges do not overlap: the manifest gets the destination run made of the source
+        SSTs as they are (nothing read or written), then ``c`` is Completed. ``False``: ``c``
+        must be executed."""
+        if not self.options.enable_trivial_move:
+            return False
+        started = time.monotonic()
+        before = writer.state.manifest
+        run = trivial_move_output(before, c)
+        if run is None:
+            return False
+        now_s = self.clock.now_ms() // 1000
+        moved = [v.sst for v in run.ssts]
+
+        def mutate(m: Manifest, _next_id: int) -> Manifest:
+            # re-derived on the manifest being updated (the writer may have added L0s); the
+            # sources are this compactor's to change, so they still do not overlap
+            current = trivial_move_output(m, c) or run
+            return apply_trivial_move(remove_expired_checkpoints(m, now_s), c, current)
+
+        # nothing leaves the manifest's SSTs: no safety checkpoint needed
+        writer.write_manifest_safely(mutate, checkpoint_lifetime=None)
+        writer.state.finish(c.id, STATUS_COMPLETED, moved)
+        logger.info(
+            "trivial move completed id=%s segment=%r dest=%d ssts=%d",
+            c.id,
+            c.segment,
+            c.destination,
+            len(moved),
+        )
+        finished.append(self._report(c, "completed", before, moved, time.monotonic() - started))
+        return True
 
     @staticmethod
     def _already_committed(m: Manifest, c: Compaction) -> bool:

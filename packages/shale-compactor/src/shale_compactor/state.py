@@ -44,6 +44,7 @@ elsewhere:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -51,7 +52,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from shale.spi import (
+    BOUND_INCLUDED,
     DEFAULT_UPDATE_TIMEOUT_S,
+    SPEC_DRAIN_SEGMENT,
     STATUS_COMPACTED,
     STATUS_COMPLETED,
     STATUS_FAILED,
@@ -93,6 +96,7 @@ __all__ = [
     "CompactorStateWriter",
     "apply_compaction",
     "apply_drain",
+    "apply_trivial_move",
     "build_job",
     "is_active",
     "is_dest_last_run",
@@ -103,6 +107,7 @@ __all__ = [
     "reset_running",
     "resolve_sources",
     "retain_active_and_last_finished",
+    "trivial_move_output",
 ]
 
 logger = get_logger(__name__)
@@ -373,6 +378,74 @@ def apply_drain(m: Manifest, c: Compaction) -> Manifest:
         l0=[v for v in tree.l0 if v.id not in l0_ids],
         compacted=[r for r in tree.compacted if r.id not in run_ids],
         last_compacted_l0_view_id=last,
+    )
+
+
+def _effective_range(view: SstView) -> tuple[bytes, bytes | None]:
+    """``[start, end)`` of the keys ``view`` can hold (``end`` ``None``: unbounded): its
+    SST's ``[first_entry, last_entry]`` within its visible range."""
+    start = b""
+    end: bytes | None = None
+    info = view.sst.info
+    if info.first_entry is not None:
+        start = info.first_entry
+        if info.last_entry is not None:
+            end = info.last_entry + b"\x00"  # the smallest key above last_entry
+    rng = view.visible_range
+    if rng is not None:
+        kind, key = rng.start_bound
+        if key is not None:
+            lo = key if kind == BOUND_INCLUDED else key + b"\x00"
+            start = max(start, lo)
+        kind, key = rng.end_bound
+        if key is not None:
+            hi = key + b"\x00" if kind == BOUND_INCLUDED else key
+            end = hi if end is None else min(end, hi)
+    return start, end
+
+
+def trivial_move_output(m: Manifest, c: Compaction) -> SortedRun | None:
+    """Run ``c.destination`` made of ``c``'s source views as they are, in key order, when
+    their key ranges are pairwise disjoint (SlateDB's ``trivial_move_output``); ``None`` when
+    two overlap (or ``c`` is a drain or has no sources), so its rows must be merged.
+
+    A view's range is its SST's ``[first_entry, last_entry]`` within its visible range; an
+    SST without a recorded last entry counts as reaching to the end of the key space.
+
+    :raises InvalidError: a source is not in ``m``.
+    """
+    if c.spec_type == SPEC_DRAIN_SEGMENT:
+        return None
+    views, runs = resolve_sources(m, c)
+    ranged = [(_effective_range(v), v) for v in views]
+    ranged += [(_effective_range(v), v) for r in runs for v in r.ssts]
+    if not ranged:
+        return None
+    ranged.sort(key=lambda item: item[0][0])
+    for (a, _), (b, _) in itertools.pairwise(ranged):
+        a_end = a[1]
+        empty_a = a_end is not None and a_end <= a[0]
+        empty_b = b[1] is not None and b[1] <= b[0]
+        if not (empty_a or empty_b) and (a_end is None or a_end > b[0]):
+            return None
+    return SortedRun(c.destination, [v for _, v in ranged])
+
+
+def apply_trivial_move(m: Manifest, c: Compaction, run: SortedRun) -> Manifest:
+    """``m`` with compaction ``c`` committed as a trivial move: :func:`apply_compaction`'s
+    manifest change, with ``run`` (from :func:`trivial_move_output`) as the destination run.
+
+    :raises InternalError: as :func:`apply_compaction`.
+    """
+    committed = apply_compaction(m, c, [])
+    tree = _tree(committed, c)
+    runs = sorted([*tree.compacted, run], key=lambda r: r.id, reverse=True)
+    return segments.replace_tree(
+        committed,
+        c.segment,
+        l0=list(tree.l0),
+        compacted=runs,
+        last_compacted_l0_view_id=tree.last_compacted_l0_view_id,
     )
 
 

@@ -644,6 +644,11 @@ class CompactorOptions(_Options):
     worker_heartbeat_timeout: float = 30.0
     #: Coordinator: seconds between two looks for Compacted jobs to commit to the manifest.
     commit_compacted_interval: float = 1.0
+    #: SlateDB's ``enable_trivial_move``: a compaction whose sources' key ranges do not overlap
+    #: is committed by moving its SSTs into the destination run as they are, without reading
+    #: or rewriting them -- so it drops no tombstone or old version, runs no compaction filter
+    #: and merges no operand, and the run keeps the sources' SST sizes.
+    enable_trivial_move: bool = False
 
     _SPECS: ClassVar[Mapping[str, _Spec]] = {
         "poll_interval": _Spec("duration", positive=True),
@@ -659,6 +664,7 @@ class CompactorOptions(_Options):
         "worker": _Spec("group", optional=True, group=CompactionWorkerOptions),
         "worker_heartbeat_timeout": _Spec("duration", positive=True),
         "commit_compacted_interval": _Spec("duration", positive=True),
+        "enable_trivial_move": _Spec("bool"),
     }
 
     def _check_fields(self) -> None:
