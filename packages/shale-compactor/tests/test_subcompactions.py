@@ -244,3 +244,101 @@ def test_corrupt_block_is_a_data_error(twin: ModuleType) -> None:
     j = CompactionJob(Ulid.new(0, rng), [SstView(sst.id, sst, None)], [], 1, False, None, 0)
     with pytest.raises(DataError, match="checksum mismatch"):
         execute(executor(store, max_sst_size=4000), j)
+
+
+# -- outputs written by the kernel itself (stores offering the output file) -----------------------
+
+
+def _local_copy(src: MemoryStore, path: Any) -> Any:
+    from shale.objstore.local import LocalStore
+
+    local = LocalStore(str(path))
+    for meta in src.list(""):
+        local.put(meta.key, src.get(meta.key))
+    return local
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kernel_written_outputs_are_identical(
+    twin: ModuleType, seed: int, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local store hands the kernel the output file (``fileno``): the kernel writes the data
+    blocks itself, with periodic syncs; the SSTs are byte for byte those handed over piece by
+    piece to a store that only takes ``put``, in one range and in several."""
+    from shale_compactor import outputs
+
+    monkeypatch.setattr(outputs, "SYNC_EVERY_BYTES", 1500)  # a sync every few blocks
+    monkeypatch.setattr(subcompactions, "DIRECT_OUT_BYTES", 1)  # return after every write
+    from shale.metrics import MetricsRegistry
+    from shale.objstore.instrumented import InstrumentedStore
+
+    mem = MemoryStore()
+    j = random_job(seed, mem, min_seq=1000, last_run=seed % 2 == 0, tick=60)
+    local = _local_copy(mem, tmp_path / "store")
+    if seed == 2:  # as a Db's compactor sees its store: counted, forwarding the file
+        local = InstrumentedStore(local, MetricsRegistry())
+    want = execute(executor(mem, max_sst_size=4000), j)
+    got = execute(executor(local, max_sst_size=4000), j)
+    assert len(want) > 2
+    assert [local.get(compacted_path(ROOT, s.id)) for s in got] == blobs(mem, want)
+    assert [s.info for s in got] == [s.info for s in want]
+    monkeypatch.setattr(subcompactions, "MIN_RANGE_BYTES", 1)
+    got = execute(executor(local, max_sst_size=4000, subs=3), j)
+    assert rows_of(local, got) == rows_of(mem, want)
+    staged = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".tmp-")]
+    assert staged == []
+
+
+def test_kernel_writes_large_outputs_in_pieces(twin: ModuleType, tmp_path: Any) -> None:
+    """Outputs of several MiB: the compiled kernel writes finished blocks every MiB while it
+    merges (not only when it returns); the files equal the piece-by-piece ones."""
+    rng = random.Random(11)
+    mem = MemoryStore()
+    seqs = iter(range(1, 10**6))
+    l0 = []
+    for part in range(2):
+        rows = [
+            (b"key%07d" % i, next(seqs), VALUE, rng.randbytes(200), None, None)
+            for i in range(part, 24_000, 2)
+        ]
+        s = upload(mem, rows, rng)
+        l0.append(SstView(s.id, s, None))
+    j = CompactionJob(
+        id=Ulid.new(0, rng),
+        l0=l0,
+        runs=[],
+        destination=0,
+        is_dest_last_run=True,
+        retention_min_seq=None,
+        compaction_clock_tick=0,
+        resume_outputs=[],
+    )
+    local = _local_copy(mem, tmp_path / "store")
+    want = execute(executor(mem, max_sst_size=3 << 20), j)
+    got = execute(executor(local, max_sst_size=3 << 20), j)
+    assert len(want) == 2
+    assert [local.get(compacted_path(ROOT, s.id)) for s in got] == blobs(mem, want)
+
+
+def test_a_failed_direct_write_fails_the_job_as_a_store_error(
+    twin: ModuleType, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the kernel makes itself that fails (here: the file descriptor is closed under
+    it) is the store's error, the job fails, and no staging file is left."""
+    from shale.objstore import ObjectStoreError
+    from shale.objstore.local import LocalObjectWriter
+
+    mem = MemoryStore()
+    j = random_job(2, mem)
+    local = _local_copy(mem, tmp_path / "store")
+    real = LocalObjectWriter.fileno
+
+    def broken(self: LocalObjectWriter) -> int:
+        real(self)
+        return 10**6  # not an open file: EBADF
+
+    monkeypatch.setattr(LocalObjectWriter, "fileno", broken)
+    with pytest.raises(ObjectStoreError):
+        execute(executor(local, max_sst_size=4000), j)
+    staged = [p for p in (tmp_path / "store").rglob("*") if p.name.startswith(".tmp-")]
+    assert staged == []

@@ -38,7 +38,10 @@ This is SlateDB 0.12.1's ``compactor_executor.rs``. Invariants and why:
   written on an upload thread while the next rows are merged (``fdatasync`` every
   :data:`SYNC_EVERY_BYTES`; at most :data:`~shale_compactor.outputs.MAX_QUEUED_BYTES` wait
   for it, then the merge waits), then published by fsync + rename; other stores get one
-  retried ``put`` of the whole SST.
+  retried ``put`` of the whole SST. On the kernel path, a store whose stream offers its file
+  (``fileno``: the local store) gets the data blocks written by the kernel itself, without the
+  GIL, the periodic ``fdatasync`` still on the upload thread
+  (:data:`~shale_compactor.subcompactions.DIRECT_OUT_BYTES`).
 * **Stoppable.** ``stop`` is checked before every read (a window of blocks) and every 1024
   written rows; a stop raises :class:`CompactionStopped` and leaves the outputs reported so far
   valid for a resume (an unreported, partially built output is never published; a streamed

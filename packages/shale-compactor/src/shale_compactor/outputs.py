@@ -46,6 +46,8 @@ class Output:
         self._pool = pool
         self._parts: list[bytes] = []  # stores that cannot stream: the whole SST
         self._pending: deque[tuple[Future[None], int]] = deque()  # oldest first
+        #: bytes a producer wrote to :meth:`direct_fd` so far
+        self.direct_bytes = 0
         self._queued = 0
         self._error: BaseException | None = None
         self._writer: Any = None
@@ -53,6 +55,42 @@ class Output:
         # open_writer to a store that cannot stream, or past its own put
         if streams(executor.store):
             self._writer = executor.store.open_writer(self.key, sync_every=SYNC_EVERY_BYTES)
+
+    def direct_fd(self) -> int | None:
+        """The file a producer may write the SST's next bytes to itself (the compaction
+        kernel, without the GIL), reporting them with :meth:`wrote`; ``None`` when the store
+        does not offer it (then :meth:`feed` is the way in)."""
+        if self._writer is None or self._error is not None:
+            return None
+        fileno = getattr(self._writer, "fileno", None)
+        return None if fileno is None else int(fileno())
+
+    def wrote(self, n: int) -> None:
+        """Account ``n`` bytes written to :meth:`direct_fd`; when the periodic ``fdatasync`` is
+        due, the upload thread runs it (in order with the queued pieces).
+
+        :raises TransientStoreError: an earlier write or sync of the stream failed.
+        """
+        if self._error is not None:
+            raise self._error
+        if n <= 0:
+            return
+        writer = self._writer
+        writer.wrote(n)
+        self.direct_bytes += n
+        if writer.sync_due():
+            self._pending.append((self._pool.submit(self._sync, self.direct_bytes), 0))
+
+    def _sync(self, upto: int) -> None:
+        if self._error is None:
+            try:
+                self._writer.sync(upto)
+            except BaseException as exc:  # raised by the next feed, wrote or commit
+                self._error = exc
+
+    def write_error(self, exc: OSError) -> BaseException:
+        """The store's error for a failed write to :meth:`direct_fd`."""
+        return self._writer.error(exc)  # type: ignore[no-any-return]
 
     def _write(self, parts: list[bytes]) -> None:
         if self._error is None:

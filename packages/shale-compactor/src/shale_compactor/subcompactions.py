@@ -62,13 +62,23 @@ from shale_compactor.sources import (
 if TYPE_CHECKING:
     from shale_compactor.executor import CompactionExecutor, CompactionJob
 
-__all__ = ["MIN_RANGE_BYTES", "OUT_BYTES", "kernel_applies", "parallelism", "split_points"]
+__all__ = [
+    "DIRECT_OUT_BYTES",
+    "MIN_RANGE_BYTES",
+    "OUT_BYTES",
+    "kernel_applies",
+    "parallelism",
+    "split_points",
+]
 
 #: A job is split only into ranges of at least this many source bytes.
 MIN_RANGE_BYTES = 32 * 1024 * 1024
 #: Finished blocks handed to the upload thread per kernel call (bytes): each hand-off takes
 #: the GIL, which beside a busy writer costs up to a switch interval (see ``window_bytes``).
 OUT_BYTES = 2 << 20
+#: Bytes a kernel call writes into an output file itself (stores that offer ``fileno``: the
+#: local store) before it returns to report progress and check ``stop``.
+DIRECT_OUT_BYTES = 16 << 20
 
 
 def kernel_applies(executor: CompactionExecutor, filters: list[Any]) -> bool:
@@ -340,6 +350,32 @@ def _run_windows(
         yield from _view_windows(executor, tables, False, view, *args)
 
 
+def _run_kernel(kernel: Any, out: Output, fd: int | None, writer: Any, max_size: int) -> int:
+    """``kernel.run`` for output ``out``: with a direct file (``fd``) the kernel writes the
+    finished blocks itself (no GIL hand-off per piece) and they are accounted to ``out``; else
+    they stay in ``writer.chunks`` for :meth:`Output.feed`."""
+    if fd is None:
+        return int(kernel.run(writer, max_size, OUT_BYTES))
+    try:
+        rc = int(kernel.run(writer, max_size, DIRECT_OUT_BYTES, fd))
+    except OSError as exc:
+        raise out.write_error(exc) from exc
+    out.wrote(writer.size - out.direct_bytes)
+    return rc
+
+
+def _finish_kernel_sst(kernel: Any, out: Output, fd: int | None, writer: Any) -> Any:
+    """``kernel.finish_sst`` for output ``out`` (see :func:`_run_kernel`)."""
+    if fd is None:
+        return kernel.finish_sst(writer)
+    try:
+        hashes = kernel.finish_sst(writer, fd)
+    except OSError as exc:
+        raise out.write_error(exc) from exc
+    out.wrote(writer.size - out.direct_bytes)
+    return hashes
+
+
 def _run_range(
     executor: CompactionExecutor,
     job: CompactionJob,
@@ -377,12 +413,13 @@ def _run_range(
     try:
         builder = executor._builder()
         out = Output(executor, upload_pool)
+        fd = out.direct_fd()
         while True:
-            rc = kernel.run(builder.writer, max_size, OUT_BYTES)
+            rc = _run_kernel(kernel, out, fd, builder.writer, max_size)
             if stop.is_set():
                 raise CompactionStopped("compaction stopped", compaction=str(job.id))
             if rc == KERNEL_SPLIT or (rc == KERNEL_DONE and len(builder)):
-                hashes = kernel.finish_sst(builder.writer)
+                hashes = _finish_kernel_sst(kernel, out, fd, builder.writer)
                 out.feed(builder.finish_parts(key_hashes=hashes))
                 out.commit(stop)
                 sst = CompactedSst(out.sst_id, builder.info, 2)
@@ -397,6 +434,7 @@ def _run_range(
                     break
                 builder = executor._builder()
                 out = Output(executor, upload_pool)
+                fd = out.direct_fd()
             elif rc == KERNEL_DONE:
                 break  # nothing after the last split
             else:

@@ -43,6 +43,10 @@ def streams(store: Any) -> bool:
     )
 
 
+#: A streamed object's optional API for producers that write its bytes themselves.
+_DIRECT_WRITE = frozenset({"fileno", "sync_due", "sync", "error"})
+
+
 class _CountedWriter:
     """A streamed object's writer (``LocalObjectWriter``'s API) that counts its bytes."""
 
@@ -54,6 +58,16 @@ class _CountedWriter:
     def write_parts(self, parts: list[bytes]) -> None:
         self._inner.write_parts(parts)
         self._store._m.bytes_put.inc(sum(map(len, parts)))
+
+    def __getattr__(self, name: str) -> Any:
+        # the optional direct-write API (``fileno``, ``sync_due``, ``sync``, ``error``)
+        if name.startswith("__") or name not in _DIRECT_WRITE:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def wrote(self, n: int) -> None:
+        self._inner.wrote(n)
+        self._store._m.bytes_put.inc(n)
 
     def commit(self, *, durable: bool = True) -> None:
         self._store._call("put", self._key, lambda: self._inner.commit(durable=durable))

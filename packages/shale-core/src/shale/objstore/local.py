@@ -747,6 +747,39 @@ class LocalObjectWriter:
         except OSError as exc:
             raise _map_error(exc, "write", self.key) from exc
 
+    def fileno(self) -> int:
+        """The open file, for a producer that writes the object's next bytes itself (the
+        compaction kernel, without the GIL); it reports them with :meth:`wrote`.
+
+        :raises InvalidError: the writer is committed or aborted.
+        """
+        return self._check_open()
+
+    def wrote(self, n: int) -> None:
+        """Account ``n`` bytes the producer wrote to :meth:`fileno` (after the earlier ones);
+        :meth:`sync_due` then tells whether the periodic ``fdatasync`` is due."""
+        self.size += n
+
+    def sync_due(self) -> bool:
+        """Whether ``sync_every`` bytes were written since the last periodic sync."""
+        return bool(self._sync_every) and self.size - self._synced >= self._sync_every
+
+    def sync(self, upto: int) -> None:
+        """The periodic ``fdatasync``, covering the first ``upto`` bytes (a producer thread
+        may go on writing meanwhile).
+
+        :raises TransientStoreError: I/O error.
+        """
+        try:
+            os.fdatasync(self._check_open())
+        except OSError as exc:
+            raise _map_error(exc, "write", self.key) from exc
+        self._synced = max(self._synced, upto)
+
+    def error(self, exc: OSError) -> ObjectStoreError:
+        """The store error for ``exc``, raised by a producer writing to :meth:`fileno`."""
+        return _map_error(exc, "write", self.key)
+
     def commit(self, *, durable: bool = True) -> None:
         """Publish the object at its key (replacing any object there), like
         :meth:`LocalStore.put`; the writer is closed afterwards (also when it fails).

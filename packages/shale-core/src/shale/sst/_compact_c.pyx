@@ -12,9 +12,12 @@ layout, restarts every 16 rows), each closed block is CRC'd with zlib's ``crc32`
 key, stats and key hashes (SipHash-1-3 for the ``_bf`` bloom filter) are recorded in C arrays.
 :meth:`Kernel.run` does all of that with the GIL released; it takes the GIL only to fetch a
 source's next window (a Python callable) and, on return, to hand the finished blocks and the
-recorded metadata to the SST's data writer.
+recorded metadata to the SST's data writer. Given a file descriptor (``fd``), it writes the
+finished blocks to that file itself, still without the GIL, and hands the writer only the
+metadata.
 """
 
+from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -28,6 +31,9 @@ from shale.fbs.blockmeta import BlockStats
 
 __all__ = ["RUN_DONE", "RUN_MORE", "RUN_SPLIT", "Kernel", "crc32", "crc32_simd"]
 
+cdef extern from "unistd.h" nogil:
+    ssize_t write(int fd, const void* buf, size_t count)
+
 cdef extern from "_crc32_simd.h" nogil:
     # zlib's crc32, folded with PCLMULQDQ where the CPU has it (see the header)
     uint32_t shale_crc32(uint32_t crc, const unsigned char* buf, size_t len)
@@ -38,6 +44,8 @@ RUN_MORE = 0
 RUN_SPLIT = 1
 RUN_DONE = 2
 cdef enum: C_MORE = 0
+#: With a file descriptor, finished blocks are written once this many bytes are ready.
+cdef enum: C_WRITE_BYTES = 1 << 20
 cdef enum: C_SPLIT = 1
 cdef enum: C_DONE = 2
 
@@ -151,6 +159,11 @@ def crc32(data, value=0):
     if n == 0:
         return value
     return shale_crc32(<uint32_t>value, &view[0], n)
+
+
+cdef str _strerror(int err):
+    import os
+    return os.strerror(err)
 
 
 def crc32_simd():
@@ -284,8 +297,11 @@ cdef class Kernel:
     cdef object _last_stats  # the BlockStats handed over last (equal ones are shared)
     cdef Buf _stats          # (puts, deletes, merges) as int64 triples, not yet handed over
     cdef Buf _hashes         # uint64 per row of the SST
+    cdef int _fd             # >= 0: finished blocks are written to this file, not handed over
+    cdef Py_ssize_t _written # bytes written to _fd by the current call
 
     def __cinit__(self, *args, **kwargs):
+        self._fd = -1
         self._srcs = NULL
         self._heap = NULL
         self._grows = NULL
@@ -814,6 +830,30 @@ cdef class Kernel:
         self._started = 1
         return 0
 
+    cdef int _write_out(self) except -1 nogil:
+        """Write the finished blocks ``[0, _bstart)`` to ``_fd`` and keep only the open
+        block's entries in the buffer (restart offsets are relative to the block)."""
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t n
+        cdef ssize_t w
+        cdef int err
+        while done < self._bstart:
+            w = write(self._fd, self._out.p + done, <size_t>(self._bstart - done))
+            if w < 0:
+                err = errno
+                if err == EINTR:
+                    continue
+                with gil:
+                    raise OSError(err, _strerror(err))
+            done += w
+        n = self._out.len - self._bstart
+        if n:
+            memmove(self._out.p, self._out.p + self._bstart, n)
+        self._out.len = n
+        self._written += self._bstart
+        self._bstart = 0
+        return 0
+
     cdef int _run(self, Py_ssize_t out_bytes) except -1 nogil:
         cdef int i
         cdef Src* s
@@ -829,7 +869,12 @@ cdef class Kernel:
             # no row points into the windows retired so far: the next _load frees them (it
             # holds the GIL anyway; taking it here for that cost a GIL hand-off per window)
             self._nsafe = self._nretired
-            if self._bstart >= out_bytes:
+            if self._fd >= 0:
+                if self._bstart >= C_WRITE_BYTES:
+                    self._write_out()
+                if self._written >= out_bytes:
+                    return C_MORE
+            elif self._bstart >= out_bytes:
                 return C_MORE
             if self._h == 0:
                 return C_DONE
@@ -868,12 +913,18 @@ cdef class Kernel:
 
     # -- Python API -------------------------------------------------------------------------
 
-    def run(self, writer, Py_ssize_t max_size, Py_ssize_t out_bytes):
+    def run(self, writer, Py_ssize_t max_size, Py_ssize_t out_bytes, int fd=-1):
         """Merge until about ``out_bytes`` of finished blocks are ready (``RUN_MORE``), the SST
         must be finished (``RUN_SPLIT``: the row that opened its last block was added) or the
-        sources are exhausted (``RUN_DONE``); hand what was written to ``writer``."""
+        sources are exhausted (``RUN_DONE``); hand what was written to ``writer`` -- with
+        ``fd`` >= 0, write the finished blocks to that file instead (see the reference twin).
+
+        :raises OSError: writing to ``fd`` failed.
+        """
         cdef int rc
         self._max_size = max_size
+        self._fd = fd
+        self._written = 0
         try:
             with nogil:
                 rc = self._run(out_bytes)
@@ -884,9 +935,15 @@ cdef class Kernel:
         self._sync(writer)
         return rc
 
-    def finish_sst(self, writer):
-        """Close the open block, hand everything to ``writer`` and start a new SST; return the
-        SST's key hashes (one per row) when ``hash_keys``, else ``None``."""
+    def finish_sst(self, writer, int fd=-1):
+        """Close the open block, hand everything to ``writer`` (the blocks to ``fd`` when it is
+        >= 0) and start a new SST; return the SST's key hashes (one per row) when
+        ``hash_keys``, else ``None``.
+
+        :raises OSError: writing to ``fd`` failed.
+        """
+        self._fd = fd
+        self._written = 0
         with nogil:
             self._close_block()
         self._sync(writer)
@@ -905,7 +962,10 @@ cdef class Kernel:
         """Hand the finished blocks, index entries, stats and totals to the data writer."""
         cdef Py_ssize_t j, n
         cdef int64_t* st
-        if self._bstart:
+        if self._bstart and self._fd >= 0:
+            with nogil:
+                self._write_out()
+        elif self._bstart:
             writer.chunks.append(PyBytes_FromStringAndSize(<const char*>self._out.p,
                                                            self._bstart))
             n = self._out.len - self._bstart

@@ -47,6 +47,7 @@ Invariants and why:
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -186,17 +187,39 @@ class Kernel:
             rows = _skip(rows, bytes(resume[0]), resume[1])
         self._rows = iter(rows)
 
-    def run(self, writer: Any, max_size: int, out_bytes: int) -> int:
+    def run(self, writer: Any, max_size: int, out_bytes: int, fd: int = -1) -> int:
         """Add rows to ``writer`` until ``RUN_SPLIT``, ``RUN_DONE`` or ``RUN_MORE`` (see the
-        module docstring; ``out_bytes`` is ignored by this twin)."""
+        module docstring; ``out_bytes`` is ignored by this twin). With ``fd`` >= 0 the finished
+        blocks are written to that file (from its current position) instead of being left in
+        ``writer.chunks``; the writer's index, stats and size are the same either way.
+
+        :raises OSError: writing to ``fd`` failed.
+        """
         n = writer.add_rows(self._rows, ROWS_PER_RUN, max_size)
+        if fd >= 0:
+            _write_chunks(fd, writer)
         if writer.size > max_size:
             return RUN_SPLIT
         return RUN_DONE if n < ROWS_PER_RUN else RUN_MORE
 
-    def finish_sst(self, writer: Any) -> list[int] | None:
-        """Close ``writer``'s open block; return its rows' key hashes (``hash_keys``)."""
+    def finish_sst(self, writer: Any, fd: int = -1) -> list[int] | None:
+        """Close ``writer``'s open block (its blocks to ``fd`` when >= 0, as :meth:`run`);
+        return its rows' key hashes (``hash_keys``).
+
+        :raises OSError: writing to ``fd`` failed.
+        """
         writer.close_block()
+        if fd >= 0:
+            _write_chunks(fd, writer)
         hashes = _bloom.hash_keys(writer.keys) if self.hash_keys else None
         writer.keys = []
         return hashes
+
+
+def _write_chunks(fd: int, writer: Any) -> None:
+    """Write ``writer.chunks`` (finished blocks) to ``fd`` and empty it."""
+    for chunk in writer.chunks:
+        view = memoryview(chunk).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
+    writer.chunks = []
