@@ -254,3 +254,36 @@ def test_a_coordinator_moves_trivially_without_a_worker(store: MemoryStore, db: 
     (run,) = db.refresh_manifest().compacted
     assert {v.sst.id for v in run.ssts} == l0_ssts
     assert dict(db.scan()) == expected
+
+
+def test_a_move_whose_compactions_write_was_lost_completes_on_restart(
+    store: MemoryStore, db: Db
+) -> None:
+    """The manifest of a trivial move landed but the ``.compactions`` update did not (the
+    compactor died in between): the next compactor sees the move in the manifest and reports
+    the job completed, not failed."""
+    from shale.fbs.compactions import STATUS_COMPLETED
+    from shale.meta.manifest_store import ManifestStore, StoredManifest
+    from shale_compactor.state import apply_trivial_move, read_view
+
+    expected = write_l0(db, range(0, 100))
+    expected |= write_l0(db, range(100, 200))
+    c = Compactor(store, ROOT, FAST, options=MOVE)
+    cid = c.submit(FULL)
+    c.stop()
+    view = read_view(store, ROOT)
+    assert view.compactions is not None
+    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    stored = StoredManifest.load(ManifestStore(store, ROOT))  # the move's manifest write, alone
+    run = trivial_move_output(stored.manifest, job)
+    assert run is not None
+    stored.update(lambda m, _n: apply_trivial_move(m, job, run))
+    again = Compactor(store, ROOT, FAST, options=MOVE)
+    reports = again.run_once()
+    again.stop()
+    assert [(r.id, r.status) for r in reports] == [(cid, "completed")]
+    view = read_view(store, ROOT)
+    assert view.compactions is not None
+    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    assert job.status == STATUS_COMPLETED
+    assert dict(db.scan()) == expected

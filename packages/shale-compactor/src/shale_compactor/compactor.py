@@ -1087,13 +1087,14 @@ class Compactor:
         if c.spec_type == SPEC_DRAIN_SEGMENT:
             runs_left = {r.id for r in tree.compacted} & set(c.sorted_runs)
             return bool(c.l0_view_ids or c.sorted_runs) and not l0_left and not runs_left
-        if not c.output_ssts:
-            return False
         dest = next((r for r in tree.compacted if r.id == c.destination), None)
         if dest is None:
             return False
-        live = {v.sst.id for v in dest.ssts}
-        if not {s.id for s in c.output_ssts} <= live:
+        if not c.output_ssts:
+            # a trivial move keeps the source L0 views, ids and all, in the destination run
+            if not c.l0_view_ids or not set(c.l0_view_ids) <= {v.id for v in dest.ssts}:
+                return False
+        elif not {s.id for s in c.output_ssts} <= {v.sst.id for v in dest.ssts}:
             return False
         runs_left = {r.id for r in tree.compacted} & (set(c.sorted_runs) - {c.destination})
         return not l0_left and not runs_left
