@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from shale import Db, Settings
 from shale.batch import WriteBatch
-from shale.fbs.compactions import SPEC_DRAIN_SEGMENT
+from shale.fbs.compactions import SPEC_DRAIN_SEGMENT, Compaction
 from shale.fbs.manifest import (
     BOUND_EXCLUDED,
     BOUND_INCLUDED,
@@ -34,7 +35,7 @@ from shale.ids import Ulid
 from shale.objstore.memory import MemoryStore
 from shale.settings import CompactorOptions
 from shale_compactor import FULL, Compactor
-from shale_compactor.state import trivial_move_output
+from shale_compactor.state import read_view, trivial_move_output
 
 ROOT = "db"
 FAST = Settings(
@@ -69,6 +70,24 @@ def write_l0(db: Db, keys: range, tag: bytes = b"v") -> dict[bytes, bytes]:
     return rows
 
 
+def _job(store: MemoryStore, cid: Ulid) -> Compaction:
+    """Compaction ``cid`` as the ``.compactions`` file holds it."""
+    view = read_view(store, ROOT)
+    assert view.compactions is not None
+    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    return job
+
+
+def compact_full(store: MemoryStore, options: CompactorOptions) -> Any:
+    """Submit a full compaction to a standalone compactor and run it; its report."""
+    c = Compactor(store, ROOT, FAST, options=options)
+    c.submit(FULL)
+    (report,) = c.run_once()
+    c.stop()
+    assert report.status == "completed"
+    return report
+
+
 def compacted_files(store: MemoryStore) -> set[str]:
     return {m.key for m in store.list(f"{ROOT}/compacted/")}
 
@@ -80,11 +99,7 @@ def test_disjoint_l0s_are_moved_without_writing_an_sst(store: MemoryStore, db: D
     m = db.refresh_manifest()
     l0_ssts = [v.sst.id for v in m.l0]
     files = compacted_files(store)
-    c = Compactor(store, ROOT, FAST, options=MOVE)
-    c.submit(FULL)
-    (report,) = c.run_once()
-    c.stop()
-    assert report.status == "completed"
+    report = compact_full(store, MOVE)
     assert compacted_files(store) == files, "a trivial move writes no SST"
     m = db.refresh_manifest()
     assert m.l0 == []
@@ -98,11 +113,7 @@ def test_disjoint_l0s_are_moved_without_writing_an_sst(store: MemoryStore, db: D
     assert db.get(b"key00150") == b"v150"
     # a later compaction over the moved run merges as usual (overlapping with new L0s)
     expected |= write_l0(db, range(50, 250), b"w")
-    c = Compactor(store, ROOT, FAST, options=MOVE)
-    c.submit(FULL)
-    (report,) = c.run_once()
-    c.stop()
-    assert report.status == "completed"
+    compact_full(store, MOVE)
     m = db.refresh_manifest()
     (run,) = m.compacted
     assert not {v.sst.id for v in run.ssts} & set(l0_ssts), "overlapping sources are merged"
@@ -117,10 +128,7 @@ def test_garbage_collection_keeps_the_moved_ssts(store: MemoryStore, db: Db) -> 
 
     expected = write_l0(db, range(0, 100))
     expected |= write_l0(db, range(100, 200))
-    c = Compactor(store, ROOT, FAST, options=MOVE)
-    c.submit(FULL)
-    c.run_once()
-    c.stop()
+    compact_full(store, MOVE)
     files = compacted_files(store)
     d = GcDirectoryOptions(interval=None, min_age=0)
     gc = shale_gc.GarbageCollector(store, ROOT, GarbageCollectorOptions(d, d, d, d))
@@ -133,11 +141,7 @@ def test_overlapping_l0s_are_merged(store: MemoryStore, db: Db) -> None:
     expected = write_l0(db, range(0, 100))
     expected |= write_l0(db, range(99, 200), b"w")  # key 99 in both
     files = compacted_files(store)
-    c = Compactor(store, ROOT, FAST, options=MOVE)
-    c.submit(FULL)
-    (report,) = c.run_once()
-    c.stop()
-    assert report.status == "completed"
+    compact_full(store, MOVE)
     assert compacted_files(store) - files, "the merge wrote a new SST"
     assert dict(db.scan()) == expected
 
@@ -146,11 +150,7 @@ def test_without_the_option_disjoint_l0s_are_merged(store: MemoryStore, db: Db) 
     expected = write_l0(db, range(0, 100))
     expected |= write_l0(db, range(100, 200))
     l0_ssts = {v.sst.id for v in db.refresh_manifest().l0}
-    c = Compactor(store, ROOT, FAST, options=CompactorOptions(poll_interval=0.05))
-    c.submit(FULL)
-    (report,) = c.run_once()
-    assert report.status == "completed"
-    c.stop()
+    compact_full(store, CompactorOptions(poll_interval=0.05))
     (run,) = db.refresh_manifest().compacted
     assert not {v.sst.id for v in run.ssts} & l0_ssts
     assert dict(db.scan()) == expected
@@ -237,7 +237,6 @@ def test_a_coordinator_moves_trivially_without_a_worker(store: MemoryStore, db: 
     """With remote workers (``worker=None``) the coordinator itself completes a trivial move
     (as SlateDB's does): the job is never Scheduled for a worker."""
     from shale.fbs.compactions import STATUS_COMPLETED
-    from shale_compactor.state import read_view
 
     expected = write_l0(db, range(0, 100))
     expected |= write_l0(db, range(100, 200))
@@ -247,9 +246,7 @@ def test_a_coordinator_moves_trivially_without_a_worker(store: MemoryStore, db: 
     reports = c.run_once()
     c.stop()
     assert [(r.id, r.status) for r in reports] == [(cid, "completed")]
-    view = read_view(store, ROOT)
-    assert view.compactions is not None
-    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    job = _job(store, cid)
     assert job.status == STATUS_COMPLETED
     (run,) = db.refresh_manifest().compacted
     assert {v.sst.id for v in run.ssts} == l0_ssts
@@ -264,16 +261,14 @@ def test_a_move_whose_compactions_write_was_lost_completes_on_restart(
     the job completed, not failed."""
     from shale.fbs.compactions import STATUS_COMPLETED
     from shale.meta.manifest_store import ManifestStore, StoredManifest
-    from shale_compactor.state import apply_trivial_move, read_view
+    from shale_compactor.state import apply_trivial_move
 
     expected = write_l0(db, range(0, 100))
     expected |= write_l0(db, range(100, 200))
     c = Compactor(store, ROOT, FAST, options=MOVE)
     cid = c.submit(FULL)
     c.stop()
-    view = read_view(store, ROOT)
-    assert view.compactions is not None
-    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    job = _job(store, cid)
     stored = StoredManifest.load(ManifestStore(store, ROOT))  # the move's manifest write, alone
     run = trivial_move_output(stored.manifest, job)
     assert run is not None
@@ -282,8 +277,6 @@ def test_a_move_whose_compactions_write_was_lost_completes_on_restart(
     reports = again.run_once()
     again.stop()
     assert [(r.id, r.status) for r in reports] == [(cid, "completed")]
-    view = read_view(store, ROOT)
-    assert view.compactions is not None
-    (job,) = [x for x in view.compactions.recent_compactions if x.id == cid]
+    job = _job(store, cid)
     assert job.status == STATUS_COMPLETED
     assert dict(db.scan()) == expected
