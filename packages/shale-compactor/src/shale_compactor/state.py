@@ -44,7 +44,6 @@ elsewhere:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -381,29 +380,6 @@ def apply_drain(m: Manifest, c: Compaction) -> Manifest:
     )
 
 
-def _effective_range(view: SstView) -> tuple[bytes, bytes | None]:
-    """``[start, end)`` of the keys ``view`` can hold (``end`` ``None``: unbounded): its
-    SST's ``[first_entry, last_entry]`` within its visible range."""
-    start = b""
-    end: bytes | None = None
-    info = view.sst.info
-    if info.first_entry is not None:
-        start = info.first_entry
-        if info.last_entry is not None:
-            end = info.last_entry + b"\x00"  # the smallest key above last_entry
-    rng = view.visible_range
-    if rng is not None:
-        kind, key = rng.start_bound
-        if key is not None:
-            lo = key if kind == BOUND_INCLUDED else key + b"\x00"
-            start = max(start, lo)
-        kind, key = rng.end_bound
-        if key is not None:
-            hi = key + b"\x00" if kind == BOUND_INCLUDED else key
-            end = hi if end is None else min(end, hi)
-    return start, end
-
-
 def trivial_move_output(m: Manifest, c: Compaction) -> SortedRun | None:
     """Run ``c.destination`` made of ``c``'s source views as they are, in key order, when
     their key ranges are pairwise disjoint (SlateDB's ``trivial_move_output``); ``None`` when
@@ -417,18 +393,20 @@ def trivial_move_output(m: Manifest, c: Compaction) -> SortedRun | None:
     if c.spec_type == SPEC_DRAIN_SEGMENT:
         return None
     views, runs = resolve_sources(m, c)
-    ranged = [(_effective_range(v), v) for v in views]
-    ranged += [(_effective_range(v), v) for r in runs for v in r.ssts]
-    if not ranged:
+    views = views + [v for r in runs for v in r.ssts]
+    if not views or segments.max_overlap(views) > 1:
         return None
-    ranged.sort(key=lambda item: item[0][0])
-    for (a, _), (b, _) in itertools.pairwise(ranged):
-        a_end = a[1]
-        empty_a = a_end is not None and a_end <= a[0]
-        empty_b = b[1] is not None and b[1] <= b[0]
-        if not (empty_a or empty_b) and (a_end is None or a_end > b[0]):
-            return None
-    return SortedRun(c.destination, [v for _, v in ranged])
+    return SortedRun(c.destination, sorted(views, key=_start_key))
+
+
+def _start_key(view: SstView) -> bytes:
+    """Where ``view``'s keys start, for ordering disjoint views (one that can show no key
+    sorts first)."""
+    eff = segments.effective_range(view)
+    kind, key = (BOUND_INCLUDED, None) if eff is None else eff.start_bound
+    if key is None:
+        return b""
+    return bytes(key) if kind == BOUND_INCLUDED else bytes(key) + b"\x00"
 
 
 def apply_trivial_move(m: Manifest, c: Compaction, run: SortedRun) -> Manifest:

@@ -874,6 +874,11 @@ class Settings(_Options):
     l0_sst_size_bytes: int = 64 * MiB
     #: L0 flushes stop while L0 holds this many SSTs (backpressure on the compactor).
     l0_max_ssts: int = 8
+    #: L0 flushes also stop while this many L0 SSTs cover one key (SlateDB 0.17's per-key
+    #: bound on read amplification, which binds before ``l0_max_ssts`` when L0 SSTs do not
+    #: all overlap). ``None`` (shale's default; SlateDB 0.17's is 8): no per-key bound, so
+    #: raising ``l0_max_ssts`` keeps its meaning.
+    l0_max_ssts_per_key: int | None = None
     #: SlateDB's parallel L0 uploads (>= 1): accepted and validated for compatibility, but
     #: unused; shale flushes immutable memtables to L0 one at a time.
     l0_flush_parallelism: int = 4
@@ -932,6 +937,7 @@ class Settings(_Options):
         "filter_bits_per_key": _Spec("int", lo=1, hi=_U32_MAX),
         "l0_sst_size_bytes": _Spec("size", lo=1),
         "l0_max_ssts": _Spec("int", lo=1, hi=_U32_MAX),
+        "l0_max_ssts_per_key": _Spec("int", optional=True, lo=1, hi=_U32_MAX),
         "l0_flush_parallelism": _Spec("int", lo=1, hi=_U32_MAX),
         "max_unflushed_bytes": _Spec("size", lo=1),
         "compactor_options": _Spec("group", optional=True, group=CompactorOptions),

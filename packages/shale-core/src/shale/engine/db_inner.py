@@ -24,7 +24,7 @@ from shale.engine.batch_write import BatchWriter
 from shale.engine.db_state import DbState
 from shale.engine.db_status import CLOSE_JOIN_TIMEOUT_S, DbStatus, deadline
 from shale.engine.manifest_keeper import ManifestKeeper
-from shale.engine.memtable_flusher import MemtableFlusher
+from shale.engine.memtable_flusher import MemtableFlusher, l0_full
 from shale.engine.oracle import DbOracle
 from shale.engine.reader import Reader
 from shale.engine.snapshot_manager import SnapshotManager
@@ -239,13 +239,12 @@ class DbInner:
 
         Reads without locks (it runs while waiters hold theirs)."""
         state = self.state
-        l0 = segments.max_l0_ssts(state.manifest)
-        l0_max = self.settings.l0_max_ssts
-        if wal is not True and state.imms and l0 >= l0_max:
+        full = l0_full(state.manifest, self.settings) if wal is not True and state.imms else None
+        if full is not None:
             since = self.flusher.l0_full_since
             waited = 0.0 if since is None else time.monotonic() - since
             return (
-                f"L0 is full ({l0} SSTs, l0_max_ssts={l0_max}) and no "
+                f"L0 is full ({full}) and no "
                 f"compaction has made room for {waited:.0f} s, so frozen memtables cannot be "
                 "flushed -- is a compactor running?"
             )

@@ -50,6 +50,7 @@ from shale.objstore.instrumented import streams
 from shale.objstore.protocol import TransientStoreError
 from shale.objstore.retrying import RetryingStore
 from shale.row import MERGE, TOMBSTONE, VALUE
+from shale.settings import Settings
 from shale.sst import SstBuilder
 from shale.telemetry import EngineMetrics
 
@@ -62,6 +63,20 @@ STREAM_ROWS = 2048
 STREAM_SYNC_BYTES = 16 * 1024 * 1024
 #: Seconds L0 may stay full (with frozen memtables waiting) before a warning, then between them.
 L0_FULL_WARN_S = 30.0
+
+
+def l0_full(m: Manifest, settings: Settings) -> str | None:
+    """Why an L0 flush must wait (a tree's L0 holds ``l0_max_ssts`` SSTs, or
+    ``l0_max_ssts_per_key`` of them cover one key), or ``None`` when it may go ahead."""
+    l0 = segments.max_l0_ssts(m)
+    if l0 >= settings.l0_max_ssts:
+        return f"{l0} SSTs, l0_max_ssts={settings.l0_max_ssts}"
+    per_key = settings.l0_max_ssts_per_key
+    if per_key is not None and l0 >= per_key:  # the overlap is at most the count
+        overlap = segments.max_l0_overlap(m)
+        if overlap >= per_key:
+            return f"{overlap} SSTs cover one key, l0_max_ssts_per_key={per_key}"
+    return None
 
 
 class MemtableFlusher:
@@ -122,7 +137,7 @@ class MemtableFlusher:
         state = self._state
         with state.lock:
             imm = state.imms[0] if state.imms else None
-            l0 = segments.max_l0_ssts(state.manifest)
+            manifest = state.manifest
         if imm is None:
             self.l0_full_since = None
             return self.wakeup, poll
@@ -130,15 +145,16 @@ class MemtableFlusher:
             # its WAL is not stored yet; the WAL flusher wakes us once it is
             self.wake_wal()
             return self.wakeup, poll
-        if l0 >= self.settings.l0_max_ssts:
-            self._note_l0_full(l0)
+        full = l0_full(manifest, self.settings)
+        if full is not None:
+            self._note_l0_full(full)
             return self.wakeup, poll
         self.l0_full_since = None
         if not self.flush_imm(imm):
             return None  # stopping
         return self.wakeup, 0.0
 
-    def _note_l0_full(self, l0: int) -> None:
+    def _note_l0_full(self, why: str) -> None:
         """L0 is full and frozen memtables wait: count it, and warn now and then."""
         self._stats["l0_backpressure_waits"] += 1
         now = time.monotonic()
@@ -150,10 +166,10 @@ class MemtableFlusher:
             with self._state.lock:
                 imms, imm_bytes = len(self._state.imms), self._state.imm_bytes
             log.warning(
-                "L0 full (%d SSTs), no compaction progress for %.0f s -- is a compactor "
+                "L0 full (%s), no compaction progress for %.0f s -- is a compactor "
                 "running? %d frozen memtables (%d bytes) wait to be flushed; writers block at "
                 "max_unflushed_bytes",
-                l0,
+                why,
                 now - self.l0_full_since,
                 imms,
                 imm_bytes,

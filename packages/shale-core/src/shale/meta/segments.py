@@ -14,7 +14,7 @@ compactor and the garbage collector share one definition:
   ``shale_prefix_extractor`` hook;
 * routing: :func:`tree_for_key` (point lookups), :func:`trees_for_range` (scans);
 * the tree accessors the write path and the compactor use (:func:`tree`, :func:`replace_tree`,
-  :func:`add_l0`, :func:`all_views`, :func:`max_l0_ssts`);
+  :func:`add_l0`, :func:`all_views`, :func:`max_l0_ssts`, :func:`max_l0_overlap`);
 * the open-time checks (:func:`check_manifest`, :func:`check_writer`).
 
 Invariants and why:
@@ -49,8 +49,10 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import shale
 from shale.errors import InvalidError
+from shale.fbs.manifest import BOUND_INCLUDED as _INCLUDED
 from shale.fbs.manifest import Manifest, Segment, SortedRun, SstView
 from shale.ids import Ulid
+from shale.meta.projection import effective_range
 
 __all__ = [
     "FixedPrefixExtractor",
@@ -61,9 +63,12 @@ __all__ = [
     "check_extractor",
     "check_manifest",
     "check_writer",
+    "effective_range",
     "initial_manifest",
     "is_segmented",
+    "max_l0_overlap",
     "max_l0_ssts",
+    "max_overlap",
     "owning_prefix",
     "replace_tree",
     "segment_prefix",
@@ -305,6 +310,34 @@ def all_views(m: Manifest) -> Iterator[SstView]:
 def max_l0_ssts(m: Manifest) -> int:
     """The longest L0 of any tree (L0 backpressure applies per tree, as in SlateDB)."""
     return max(len(t.l0) for t in trees(m))
+
+
+def max_l0_overlap(m: Manifest) -> int:
+    """The most L0 SSTs of one tree covering a single key (SlateDB's ``max_l0_overlap``: the
+    per-key read amplification that ``l0_max_ssts_per_key`` bounds)."""
+    return max(max_overlap(t.l0) for t in trees(m))
+
+
+def max_overlap(views: Sequence[SstView]) -> int:
+    """The most ``views`` whose effective ranges (:func:`~shale.meta.projection.
+    effective_range`) hold one key: 1 for disjoint views, ``len(views)`` when one key is in
+    all; views that can show no key do not count."""
+    events: list[tuple[bytes, int]] = []  # (position, +1 start / -1 end), half-open ranges
+    for view in views:
+        eff = effective_range(view)
+        if eff is None:
+            continue
+        kind, key = eff.start_bound
+        events.append((b"" if key is None else key if kind == _INCLUDED else key + b"\x00", 1))
+        kind, key = eff.end_bound
+        if key is not None:  # a range without an end never closes
+            events.append((key + b"\x00" if kind == _INCLUDED else key, -1))
+    events.sort()  # at one position ends (-1) come before starts: [a, b) and [b, c) are apart
+    peak = depth = 0
+    for _, step in events:
+        depth += step
+        peak = max(peak, depth)
+    return peak
 
 
 # -- routing -------------------------------------------------------------------------------------
