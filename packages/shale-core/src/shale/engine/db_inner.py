@@ -244,7 +244,7 @@ class DbInner:
             since = self.flusher.l0_full_since
             waited = 0.0 if since is None else time.monotonic() - since
             return (
-                f"L0 is full ({full}) and no "
+                f"L0 is full ({full[0]}, {full[1]}) and no "
                 f"compaction has made room for {waited:.0f} s, so frozen memtables cannot be "
                 "flushed -- is a compactor running?"
             )

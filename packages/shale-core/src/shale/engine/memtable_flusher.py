@@ -65,17 +65,18 @@ STREAM_SYNC_BYTES = 16 * 1024 * 1024
 L0_FULL_WARN_S = 30.0
 
 
-def l0_full(m: Manifest, settings: Settings) -> str | None:
-    """Why an L0 flush must wait (a tree's L0 holds ``l0_max_ssts`` SSTs, or
-    ``l0_max_ssts_per_key`` of them cover one key), or ``None`` when it may go ahead."""
+def l0_full(m: Manifest, settings: Settings) -> tuple[str, str] | None:
+    """Why an L0 flush must wait -- ``(what L0 holds, the limit it reached)``, e.g. ``("8
+    SSTs", "l0_max_ssts=8")`` -- or ``None`` when it may go ahead: a tree's L0 holds
+    ``l0_max_ssts`` SSTs, or ``l0_max_ssts_per_key`` of them cover one key."""
     l0 = segments.max_l0_ssts(m)
     if l0 >= settings.l0_max_ssts:
-        return f"{l0} SSTs, l0_max_ssts={settings.l0_max_ssts}"
+        return f"{l0} SSTs", f"l0_max_ssts={settings.l0_max_ssts}"
     per_key = settings.l0_max_ssts_per_key
     if per_key is not None and l0 >= per_key:  # the overlap is at most the count
         overlap = segments.max_l0_overlap(m)
         if overlap >= per_key:
-            return f"{overlap} SSTs cover one key, l0_max_ssts_per_key={per_key}"
+            return f"{overlap} SSTs on one key", f"l0_max_ssts_per_key={per_key}"
     return None
 
 
@@ -147,7 +148,7 @@ class MemtableFlusher:
             return self.wakeup, poll
         full = l0_full(manifest, self.settings)
         if full is not None:
-            self._note_l0_full(full)
+            self._note_l0_full(full[0])
             return self.wakeup, poll
         self.l0_full_since = None
         if not self.flush_imm(imm):
