@@ -294,6 +294,28 @@ class OfficialReader:
             values=value["values"], key_values=value["key_values"], scan=value["scan"]
         )
 
+    def scan_ranges(
+        self,
+        store_dir: Path | str,
+        ranges: Iterable[tuple[bytes | None, bool, bytes | None, bool]],
+        *,
+        db_path: str = DB_PATH,
+        timeout: float = READ_TIMEOUT_S,
+    ) -> list[list[bytes] | str]:
+        """The keys a ``DbReader.scan(KeyRange(start, start_inclusive, end, end_inclusive))``
+        returns for each of ``ranges``, in order; ``"error"`` where the official package
+        refused the range (it raises for an empty one)."""
+        return _run_worker(  # type: ignore[no-any-return]
+            {
+                "op": "scan_ranges",
+                "store_dir": str(store_dir),
+                "db_path": db_path,
+                "ranges": list(ranges),
+                "timeout": timeout,
+            },
+            timeout + 15.0,
+        )
+
     def wal_rows(
         self, store_dir: Path | str, *, db_path: str = DB_PATH, timeout: float = READ_TIMEOUT_S
     ) -> dict[int, list[RowTuple]]:
@@ -420,6 +442,11 @@ async def _dispatch(request: dict[str, Any]) -> Any:
             ),
             request["timeout"],
         )
+    if op == "scan_ranges":
+        return await asyncio.wait_for(
+            _scan_ranges(Path(request["store_dir"]), request["db_path"], request["ranges"]),
+            request["timeout"],
+        )
     if op == "wal_rows":
         s = _slatedb()
         store_dir = Path(request["store_dir"])
@@ -529,6 +556,33 @@ async def _manifest_summary(s: Any, store: Any, db_path: str) -> dict[str, Any]:
         "checkpoints": len(m.checkpoints),
         "manifest_ids": sorted(int(v.id) for v in manifests),
     }
+
+
+async def _scan_ranges(
+    store_dir: Path, db_path: str, ranges: list[tuple[bytes | None, bool, bytes | None, bool]]
+) -> list[list[bytes] | str]:
+    s = _slatedb()
+    builder = s.DbReaderBuilder(db_path, _store(s, store_dir))
+    builder.with_reader_mode(s.ReaderMode.FOLLOW_LATEST())
+    reader = await builder.build()
+    out: list[list[bytes] | str] = []
+    try:
+        for start, start_inclusive, end, end_inclusive in ranges:
+            rng = s.KeyRange(
+                start=start, start_inclusive=start_inclusive, end=end, end_inclusive=end_inclusive
+            )
+            try:
+                it = await reader.scan(rng)
+            except s.Error:
+                out.append("error")
+                continue
+            keys: list[bytes] = []
+            while batch := await it.next_batch(1024):
+                keys.extend(bytes(kv.key) for kv in batch)
+            out.append(keys)
+    finally:
+        await reader.shutdown()
+    return out
 
 
 async def _read_db(

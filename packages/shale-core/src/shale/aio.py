@@ -50,7 +50,7 @@ from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
 from shale.engine.components import check_scan_fetch
 from shale.errors import ClosedError, CloseReason, InvalidError, TransactionError
-from shale.keys import check_scan_range, prefix_range
+from shale.keys import prefix_range, scan_bounds
 from shale.transaction import IsolationLevel, Transaction, backoff_delay, check_retries
 
 if TYPE_CHECKING:
@@ -295,6 +295,8 @@ class AsyncDbSnapshot:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
@@ -302,7 +304,7 @@ class AsyncDbSnapshot:
     ) -> AsyncDbIterator:
         """An async iterator over ``start <= key < end`` at the snapshot (``cache_blocks``,
         ``read_ahead_bytes``, ``max_fetch_tasks`` as for :meth:`shale.Db.scan`)."""
-        start, end = check_scan_range(start, end)
+        start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         snap = self._snap
         return AsyncDbIterator(
             self._run,
@@ -520,6 +522,8 @@ class AsyncDb:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
@@ -535,7 +539,7 @@ class AsyncDb:
         ``read_ahead_bytes`` or ``max_fetch_tasks``, see :meth:`shale.Db.scan`) raise
         ``InvalidError`` here; the read position is fixed when the first batch is fetched.
         """
-        start, end = check_scan_range(start, end)
+        start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         check_scan_fetch(read_ahead_bytes, max_fetch_tasks)
         if durability not in ("memory", "remote"):
             raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
@@ -881,6 +885,8 @@ class AsyncDbReader:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
@@ -891,7 +897,7 @@ class AsyncDbReader:
     ) -> AsyncDbIterator:
         """An async iterator of ``(key, value)`` over ``start <= key < end`` (see
         :meth:`AsyncDb.scan`)."""
-        start, end = check_scan_range(start, end)
+        start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         check_scan_fetch(read_ahead_bytes, max_fetch_tasks)
         if durability not in ("memory", "remote"):
             raise InvalidError("durability must be 'memory' or 'remote'", durability=durability)
@@ -1160,14 +1166,16 @@ class AsyncTransaction:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         include_expired: bool | None = None,
         batch_size: int | None = None,
         **fetch: Any,
     ) -> AsyncDbIterator:
         """See :meth:`shale.Transaction.scan` (the range counts as read at once)."""
+        start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         it = self._txn.scan(start, end, reverse=reverse, include_expired=include_expired, **fetch)
-        start, end = check_scan_range(start, end)
         return AsyncDbIterator(
             self._run,
             lambda: cast(DbIterator, it),

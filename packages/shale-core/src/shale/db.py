@@ -43,7 +43,7 @@ from shale.engine.reader import KeyValue
 from shale.engine.table_store import TableStore
 from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Manifest
-from shale.keys import prefix_range
+from shale.keys import prefix_range, scan_bounds
 from shale.mapping import DbMapping
 from shale.meta import segments
 from shale.metrics import Histogram, MetricsRegistry, MetricsSnapshot
@@ -743,6 +743,8 @@ class Db:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         dirty: bool = False,
@@ -753,6 +755,11 @@ class Db:
     ) -> DbIterator:
         """Iterate ``(key, value)`` over ``start <= key < end`` (``None`` = unbounded).
 
+        :param start_inclusive: and ``end_inclusive``: whether each bound is in the range
+            (SlateDB's ``KeyRange``); by default ``[start, end)``. ``scan(b"a", b"c",
+            end_inclusive=True)`` includes ``b"c"``; ``start_inclusive=False`` starts after
+            ``start``. A range that holds no key is empty, not an error
+            (:func:`shale.keys.scan_bounds`).
         :param reverse: keys descending (correct across the SSTs of a sorted run, unlike
             SlateDB 0.12.1).
         :param durability: and ``dirty``: the read's visibility, as for :meth:`get`.
@@ -764,11 +771,13 @@ class Db:
             ``ScanOptions.read_ahead_bytes``. Applies to SSTs in an object store.
         :param max_fetch_tasks: ranged reads of read-ahead in flight at once per SST (default
             1; SlateDB's ``ScanOptions.max_fetch_tasks``).
-        :raises InvalidError: ``start > end``, or a bad ``read_ahead_bytes`` or
-            ``max_fetch_tasks``.
+        :raises InvalidError: ``start > end``, a bad ``read_ahead_bytes`` or
+            ``max_fetch_tasks``, or an inclusive flag that is not a ``bool``.
         """
         t0 = _now()
         self._inner.status.check_open()
+        if not start_inclusive or end_inclusive:
+            start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         max_seq = self._read_seq(durability, dirty)
         it = DbIterator(
             self._inner.reader,

@@ -12,8 +12,17 @@ from collections.abc import Iterator
 
 from shale.batch import check_key
 from shale.errors import InvalidError
+from shale.row import MAX_KEY_LEN
 
-__all__ = ["KeysValues", "check_scan_range", "prefix_end", "prefix_range"]
+__all__ = [
+    "KeysValues",
+    "check_inclusive",
+    "check_scan_range",
+    "key_after",
+    "prefix_end",
+    "prefix_range",
+    "scan_bounds",
+]
 
 
 def prefix_end(prefix: bytes) -> bytes | None:
@@ -52,6 +61,56 @@ def check_scan_range(start: bytes | None, end: bytes | None) -> tuple[bytes | No
         end = check_key(end)
     if start is not None and end is not None and start > end:
         raise InvalidError("scan range is inverted", start=start, end=end)
+    return start, end
+
+
+def key_after(key: bytes) -> bytes | None:
+    """The smallest valid key above ``key`` (``key + b"\\x00"``; for a key of the maximum
+    length, which no longer key can extend, ``prefix_end(key)``); ``None``: no key is above."""
+    if len(key) < MAX_KEY_LEN:
+        return key + b"\x00"
+    return prefix_end(key)
+
+
+def check_inclusive(start_inclusive: object, end_inclusive: object) -> None:
+    """:raises InvalidError: ``start_inclusive`` or ``end_inclusive`` is not a ``bool``."""
+    if type(start_inclusive) is not bool or type(end_inclusive) is not bool:
+        raise InvalidError(
+            "start_inclusive and end_inclusive must be bools",
+            start_inclusive=type(start_inclusive).__name__,
+            end_inclusive=type(end_inclusive).__name__,
+        )
+
+
+def scan_bounds(
+    start: bytes | None,
+    end: bytes | None,
+    start_inclusive: bool = True,
+    end_inclusive: bool = False,
+) -> tuple[bytes | None, bytes | None]:
+    """A range whose ends may each be inclusive or exclusive (SlateDB's ``KeyRange``) as the
+    half-open ``[start, end)`` every scan takes, checked as :func:`check_scan_range` checks.
+
+    Exact, not approximate: under byte order the smallest key above ``k`` is ``k + b"\\x00"``,
+    so ``key > k`` is ``key >= k + b"\\x00"`` and ``key <= k`` is ``key < k + b"\\x00"``
+    (:func:`key_after`). A range that holds no key (``(b, b)`` with an exclusive end, ``b``
+    exclusive at both ends) comes back empty (``start == end``), as ``scan(b, b)`` always has;
+    the official package raises for those instead. ``None`` stays unbounded whatever its flag.
+
+    :raises InvalidError: a bound that is not a valid key, ``start > end``, or a flag that is
+        not a ``bool``.
+    """
+    check_inclusive(start_inclusive, end_inclusive)
+    start, end = check_scan_range(start, end)
+    if start is not None and not start_inclusive:
+        after = key_after(start)
+        if after is None:  # nothing is above the largest key there is
+            return start, start
+        start = after
+    if end is not None and end_inclusive:
+        end = key_after(end)  # None: nothing is above it, so unbounded
+    if start is not None and end is not None and start > end:  # (b, b) exclusive at both ends
+        return start, start
     return start, end
 
 

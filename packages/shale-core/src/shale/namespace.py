@@ -35,7 +35,14 @@ from shale.batch import PendingWriteBatch, Ttl, WriteBatch, check_key
 from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
 from shale.errors import InvalidError
-from shale.keys import KeysValues, check_scan_range, prefix_end, prefix_range
+from shale.keys import (
+    KeysValues,
+    check_inclusive,
+    check_scan_range,
+    prefix_end,
+    prefix_range,
+    scan_bounds,
+)
 from shale.mapping import DbMapping, ReadOnlyDbMapping
 from shale.row import MAX_KEY_LEN, MERGE, TOMBSTONE, VALUE
 from shale.transaction import IsolationLevel, Transaction, check_isolation, transact
@@ -122,11 +129,25 @@ class ReadOnlyNamespace:
     def _key(self, key: bytes) -> bytes:
         return self._prefix + check_key(key)
 
-    def _range(self, start: bytes | None, end: bytes | None) -> tuple[bytes, bytes | None]:
-        """A range given without the prefix as the root's range, inside the namespace."""
+    def _range(
+        self,
+        start: bytes | None,
+        end: bytes | None,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
+    ) -> tuple[bytes, bytes | None]:
+        """A range given without the prefix as the root's half-open range, inside the
+        namespace. An exclusive start or inclusive end applies to the prefixed key (exact, as
+        :func:`shale.keys.scan_bounds`); an unbounded end stays the namespace's."""
+        check_inclusive(start_inclusive, end_inclusive)
         start, end = check_scan_range(start, end)
         low = self._low if start is None else self._prefix + start
         high = self._high if end is None else self._prefix + end
+        if (start is not None and not start_inclusive) or (end is not None and end_inclusive):
+            bounded_low, high = scan_bounds(
+                low, high, start is None or start_inclusive, end is not None and end_inclusive
+            )
+            low = bounded_low if bounded_low is not None else low
         return low, high
 
     def get(self, key: bytes, **options: Any) -> bytes | None:
@@ -144,15 +165,18 @@ class ReadOnlyNamespace:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         **options: Any,
     ) -> NamespaceIterator:
         """``(key, value)`` over ``start <= key < end`` inside the namespace (bounds and keys
-        without the prefix; ``None`` = the namespace's end), with ``seek``.
+        without the prefix; ``None`` = the namespace's end), with ``seek``;
+        ``start_inclusive``/``end_inclusive`` as for :meth:`shale.Db.scan`.
 
         :raises InvalidError: ``start > end``, or a bound that is not a key.
         """
-        low, high = self._range(start, end)
+        low, high = self._range(start, end, start_inclusive, end_inclusive)
         inner = self._source.scan(low, high, reverse=reverse, **options)
         return NamespaceIterator(inner, self._prefix)
 
@@ -364,12 +388,15 @@ class NamespaceTransaction:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         **options: Any,
     ) -> NamespaceIterator:
         """The transaction's view of ``start <= key < end`` inside the namespace (bounds and
-        keys without the prefix); under ``"serializable"`` that clamped range counts as read."""
-        low, high = self._ns._range(start, end)
+        keys without the prefix; ``start_inclusive``/``end_inclusive`` as for
+        :meth:`shale.Db.scan`); under ``"serializable"`` that clamped range counts as read."""
+        low, high = self._ns._range(start, end, start_inclusive, end_inclusive)
         inner = self._txn.scan(low, high, reverse=reverse, **options)
         return NamespaceIterator(inner, self._prefix)
 

@@ -52,7 +52,7 @@ from shale.engine.oracle import DURABILITY_MEMORY
 from shale.engine.reader import KeyValue
 from shale.errors import ClosedError, InvalidError, ShaleError
 from shale.fbs.manifest import Checkpoint, Manifest
-from shale.keys import KeysValues, check_scan_range, prefix_range
+from shale.keys import KeysValues, check_scan_range, prefix_range, scan_bounds
 from shale.mapping import ReadOnlyDbMapping
 from shale.meta import segments
 from shale.metrics import MetricsRegistry, MetricsSnapshot
@@ -267,6 +267,8 @@ class DbReader:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         durability: Durability = DURABILITY_MEMORY,
         include_expired: bool | None = None,
@@ -275,11 +277,14 @@ class DbReader:
         max_fetch_tasks: int | None = None,
     ) -> ReaderIterator:
         """``(key, value)`` over ``start <= key < end`` (see :meth:`shale.Db.scan`, also for
-        ``cache_blocks``, ``read_ahead_bytes`` and ``max_fetch_tasks``), with ``seek``; in
+        ``start_inclusive``/``end_inclusive``, ``cache_blocks``, ``read_ahead_bytes`` and
+        ``max_fetch_tasks``), with ``seek``; in
         ``"follow_latest"`` mode it survives GC deleting an SST it reads."""
         t0 = time.perf_counter_ns()
         engine = self._engine
         engine.status.check_open()
+        if not start_inclusive or end_inclusive:
+            start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         max_seq = engine.oracle.read_seq(durability, False)
         fetch = (read_ahead_bytes, max_fetch_tasks)
         it = ReaderIterator(

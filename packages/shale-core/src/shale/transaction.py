@@ -32,7 +32,7 @@ from shale.engine.db_snapshot import DbSnapshot
 from shale.engine.reader import KeyValue
 from shale.engine.transaction_manager import KeyRange, TxnConflictSet
 from shale.errors import InvalidError, TransactionError
-from shale.keys import KeysValues, check_scan_range, prefix_range
+from shale.keys import KeysValues, prefix_range, scan_bounds
 from shale.merge_operators import merge_all
 from shale.row import TOMBSTONE, VALUE
 
@@ -179,6 +179,8 @@ class Transaction:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         include_expired: bool | None = None,
         cache_blocks: bool = True,
@@ -187,10 +189,11 @@ class Transaction:
     ) -> TransactionIterator:
         """``(key, value)`` over ``start <= key < end``: the snapshot merged with this
         transaction's writes (as they are now). Under ``"serializable"`` the whole range counts
-        as read: a later commit writing any key inside it conflicts. ``cache_blocks``,
-        ``read_ahead_bytes`` and ``max_fetch_tasks`` as for :meth:`shale.Db.scan`."""
+        as read: a later commit writing any key inside it conflicts. ``start_inclusive``,
+        ``end_inclusive``, ``cache_blocks``, ``read_ahead_bytes`` and ``max_fetch_tasks`` as for
+        :meth:`shale.Db.scan`."""
         self._check_live()
-        start, end = check_scan_range(start, end)
+        start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         if self.isolation == "serializable":
             self._read_ranges.append((start, end))
         snap = self._snapshot.scan(

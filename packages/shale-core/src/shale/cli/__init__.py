@@ -73,7 +73,8 @@ from shale.cli.options import (
 from shale.cli.output import bytes_format, emit_line, output_options, show_bytes
 from shale.cli.summaries import manifest_summary
 from shale.errors import DataError, InvalidError, ShaleError
-from shale.keys import check_scan_range, prefix_end
+from shale.keys import prefix_end
+from shale.keys import scan_bounds as key_bounds
 from shale.plugins import get_host
 
 if TYPE_CHECKING:
@@ -292,7 +293,7 @@ def _cmd_scan(args: argparse.Namespace) -> int:
     start = None if args.start is None else _to_bytes(args.start, args, "start key")
     end = None if args.end is None else _to_bytes(args.end, args, "end key")
     prefix = None if args.prefix is None else _to_bytes(args.prefix, args, "prefix")
-    start, end = check_scan_range(start, end)
+    start, end = key_bounds(start, end, not args.start_exclusive, args.end_inclusive)
     bounds = scan_bounds(start, end, prefix)
     with _open_reader(args) as db:
         if bounds is None:
@@ -458,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--start", metavar="K", help="first key (inclusive)")
     p.add_argument("--end", metavar="K", help="end key (exclusive)")
+    p.add_argument(
+        "--start-exclusive", action="store_true", help="leave the --start key itself out"
+    )
+    p.add_argument("--end-inclusive", action="store_true", help="include the --end key itself")
     p.add_argument("--prefix", metavar="P", help="only keys starting with P")
     p.add_argument("--reverse", action="store_true", help="keys descending")
     p.add_argument("--limit", type=count, metavar="N", help="print at most N rows")

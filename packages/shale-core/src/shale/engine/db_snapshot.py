@@ -17,7 +17,7 @@ from shale.engine.reader import KeyValue, Reader
 from shale.engine.snapshot_manager import SnapshotManager
 from shale.errors import InvalidError
 from shale.fbs.manifest import Manifest
-from shale.keys import prefix_range
+from shale.keys import prefix_range, scan_bounds
 from shale.meta.history import seq_at_time
 from shale.meta.seq_tracker import SequenceTracker
 
@@ -110,6 +110,8 @@ class DbSnapshot:
         start: bytes | None = None,
         end: bytes | None = None,
         *,
+        start_inclusive: bool = True,
+        end_inclusive: bool = False,
         reverse: bool = False,
         include_expired: bool | None = None,
         cache_blocks: bool = True,
@@ -119,6 +121,8 @@ class DbSnapshot:
         """``(key, value)`` over ``start <= key < end`` as of the snapshot; the options mean
         what they mean for :meth:`shale.Db.scan`."""
         self._status.check_open()
+        if not start_inclusive or end_inclusive:
+            start, end = scan_bounds(start, end, start_inclusive, end_inclusive)
         return DbIterator(
             self._reader,
             start,
