@@ -35,10 +35,13 @@ Differences from SlateDB 0.12.1 worth knowing (see also ``docs/settings.md``):
 * ``hide_expired`` (default ``True``): shale's reads hide rows whose ``expire_ts <= now``;
   SlateDB 0.12.1 returns expired rows until compaction drops them (FEATURES §0.2). Set it to
   ``False`` for SlateDB's behaviour.
-* Files are ``shale.json``/``shale.toml`` (no YAML: the stdlib has no YAML parser), the
+* Files are ``shale.json``/``shale.toml`` (``.yaml`` too where PyYAML is installed), the
   environment prefix is ``SHALE_`` with ``__`` between nested names, GC directories are called
   ``manifest``/``wal``/``compacted``/``compactions`` (not ``*_options``), and the size-tiered
   scheduler options are plain fields of :class:`CompactorOptions` (not a string map).
+  SlateDB's own documents (``SlateDb.json``/``.toml``/``.yaml``, ``SLATEDB_*``,
+  ``to_json_string``) load through :meth:`Settings.from_slatedb`, ``dialect="slatedb"`` and
+  :meth:`Settings.load_slatedb` (:mod:`shale.slatedb_settings` translates the names).
 * shale-only fields: ``max_wal_flushes_before_l0_flush`` (hard-coded 4096 in SlateDB),
   ``block_size`` (``DbBuilder.with_sst_block_size``), ``wal_block_size``, ``filter_policies``,
   ``merge_operator``, ``prefix_extractor`` (``with_segment_extractor``, by name),
@@ -52,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import logging
 import math
@@ -65,12 +69,13 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, ClassVar, Final, Literal, NoReturn, TypeAlias, TypeVar, cast
 
-from shale import env
+from shale import env, slatedb_settings
 from shale.errors import InvalidError
 
 __all__ = [
     "CODECS",
     "CompressionCodec",
+    "Dialect",
     "Durability",
     "ManifestFormatVersion",
     "MAX_DURATION",
@@ -106,6 +111,9 @@ Durability: TypeAlias = Literal["memory", "remote"]
 ManifestFormatVersion: TypeAlias = Literal[1, 2]
 #: The longest duration any setting accepts: 100 years, in seconds.
 MAX_DURATION: Final = 100 * 365 * 86400.0
+#: Which names a settings file or the environment uses: shale's, SlateDB's, or by the file's
+#: name / the prefix (``"auto"``).
+Dialect: TypeAlias = Literal["auto", "shale", "slatedb"]
 #: Files :meth:`Settings.load` reads, in this order (later ones override earlier ones).
 SETTINGS_FILES: Final[tuple[str, ...]] = ("shale.json", "shale.toml")
 
@@ -476,7 +484,7 @@ def _unknown_key(path: str, key: object, known: Mapping[str, _Spec]) -> NoReturn
     reason = "unknown setting"
     renamed = _SLATEDB_NAMES.get(key)
     if renamed is not None:
-        reason += f" ({renamed})"
+        reason += f" ({renamed}; Settings.from_slatedb and dialect='slatedb' read SlateDB's names)"
     else:
         close = difflib.get_close_matches(key.lower(), list(known), n=1, cutoff=0.6)
         if close:
@@ -494,6 +502,10 @@ _SLATEDB_NAMES: Final[dict[str, str]] = {
     "compactions_options": "shale calls it 'compactions'",
     "scheduler_options": "shale has min_compaction_sources, max_compaction_sources and "
     "include_size_threshold as plain compactor_options fields",
+    "default_ttl_millis": "shale calls it 'default_ttl'",
+    "metric_level": "shale has no metric levels",
+    "wal_fence_options": "shale has no separate WAL-fence collection",
+    "detach_options": "shale's GarbageCollector takes detach=",
 }
 
 _O = TypeVar("_O", bound="_Options")
@@ -979,56 +991,67 @@ class Settings(_Options):
         return _apply(cls() if base is None else base, data)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike[str], base: Settings | None = None) -> Settings:
-        """Settings from a ``.json`` or ``.toml`` file (see :meth:`from_dict` for the values).
+    def from_file(
+        cls,
+        path: str | os.PathLike[str],
+        base: Settings | None = None,
+        *,
+        dialect: Dialect = "auto",
+    ) -> Settings:
+        """Settings from a ``.json``, ``.toml`` or ``.yaml``/``.yml`` file (see :meth:`from_dict`
+        for the values; YAML needs PyYAML installed).
 
         :param path: the file; its extension picks the format.
         :param base: the settings the file overrides (default: ``Settings()``).
+        :param dialect: ``"shale"`` (shale's names), ``"slatedb"`` (SlateDB's settings file, as
+            :meth:`from_slatedb` reads it) or ``"auto"``: SlateDB's for a file named
+            ``SlateDb.*`` (any case), shale's otherwise.
         :raises InvalidError: for another extension, a file that cannot be read, a parse error
             (with ``file``, ``line`` and ``column``), or a bad setting (with ``file``).
         """
         p = pathlib.Path(path)
-        suffix = p.suffix.lower()
-        if suffix not in (".json", ".toml"):
-            why = " (YAML is not supported)" if suffix in (".yaml", ".yml") else ""
-            raise InvalidError(
-                f"unknown settings file format{why}; use .json or .toml", file=str(p)
-            )
+        slatedb = _check_dialect(dialect) == "slatedb" or (
+            dialect == "auto" and p.name.lower().startswith("slatedb.")
+        )
+        data = _read_settings_file(p)
         try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; bad UTF-8
-            raise InvalidError("cannot read settings file", file=str(p), error=str(exc)) from exc
-        data: Any
-        if suffix == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise InvalidError(
-                    "settings file is not valid JSON",
-                    file=str(p),
-                    line=exc.lineno,
-                    column=exc.colno,
-                    error=exc.msg,
-                ) from exc
-        else:
-            try:
-                data = tomllib.loads(text)
-            except tomllib.TOMLDecodeError as exc:
-                m = re.search(r"at line (\d+), column (\d+)", str(exc))
-                pos: dict[str, object] = (
-                    {"line": int(m.group(1)), "column": int(m.group(2))} if m else {}
-                )
-                raise InvalidError(
-                    "settings file is not valid TOML", file=str(p), **pos, error=str(exc)
-                ) from exc
-        if not isinstance(data, dict):
-            raise InvalidError("settings file must hold a table/object", file=str(p))
-        try:
-            settings = cls.from_dict(data, base)
+            settings = cls.from_slatedb(data, base) if slatedb else cls.from_dict(data, base)
         except InvalidError as exc:
             raise _rebuild(exc, file=str(p)) from None
         log.debug("settings loaded from %s", p)
         return settings
+
+    @classmethod
+    def from_slatedb(cls, data: Mapping[str, Any] | str, base: Settings | None = None) -> Settings:
+        """Settings from SlateDB's settings document: a dict as read from ``SlateDb.json``/
+        ``.toml``/``.yaml``, or the JSON text SlateDB's ``Settings::to_json_string`` (and the
+        official package's ``Settings.to_json_string()``) writes.
+
+        SlateDB's names are translated (``default_ttl_millis``, the GC's ``*_options``, the
+        compactor's ``scheduler_options`` map, the 0.17 ``worker`` group); settings shale has
+        no use for (``metric_level``, ``bytes_to_fetch``, ``wal_fence_options``, ...) are
+        checked and left out, and logged. See :mod:`shale.slatedb_settings` and
+        ``docs/settings.md``. Keys the document does not name keep ``base``'s values.
+
+        :raises InvalidError: an unknown key (with a "did you mean" hint) or a bad value,
+            naming the dotted SlateDB field.
+        """
+        if isinstance(data, str):
+            try:
+                data = json.loads(data)
+            except json.JSONDecodeError as exc:
+                raise InvalidError(
+                    "SlateDB settings text is not valid JSON",
+                    line=exc.lineno,
+                    column=exc.colno,
+                    error=exc.msg,
+                ) from exc
+        if not isinstance(data, Mapping):
+            raise InvalidError("SlateDB settings must be a table/object", value=data)
+        translated, ignored = slatedb_settings.translate(data)
+        if ignored:
+            log.info("SlateDB settings with no shale equivalent left out: %s", ", ".join(ignored))
+        return cls.from_dict(translated, base)
 
     @classmethod
     def from_env(
@@ -1037,6 +1060,7 @@ class Settings(_Options):
         base: Settings | None = None,
         *,
         environ: Mapping[str, str] | None = None,
+        dialect: Dialect = "auto",
     ) -> Settings:
         """Settings from environment variables named ``<prefix><FIELD>``.
 
@@ -1052,16 +1076,23 @@ class Settings(_Options):
         :param prefix: the variable-name prefix (non-empty).
         :param base: the settings the environment overrides (default: ``Settings()``).
         :param environ: the environment to read (default: ``os.environ``).
+        :param dialect: ``"slatedb"`` reads SlateDB's names (``SLATEDB_DEFAULT_TTL_MILLIS``,
+            ``SLATEDB_GARBAGE_COLLECTOR_OPTIONS.WAL_OPTIONS.MIN_AGE``; as
+            :meth:`from_slatedb`), ``"shale"`` shale's; ``"auto"``: SlateDB's when ``prefix``
+            is ``"SLATEDB_"``.
         :raises InvalidError: on an unknown or malformed name, conflicting variables, or a bad
             value (with ``env`` naming the variable).
         """
         if not isinstance(prefix, str) or not prefix:
             raise InvalidError("the environment prefix must be a non-empty str", prefix=prefix)
+        slatedb = _check_dialect(dialect) == "slatedb" or (
+            dialect == "auto" and prefix.upper() == slatedb_settings.PREFIX
+        )
         environ = os.environ if environ is None else environ
         tree: dict[str, Any] = {}
         origin: dict[str, str] = {}  # dotted field path -> variable name
-        skip = {name.upper() for name in env.NOT_SETTINGS}
-        plugins = env.PLUGIN_PREFIX.upper()
+        skip = set() if slatedb else {name.upper() for name in env.NOT_SETTINGS}
+        plugins = "\x00" if slatedb else env.PLUGIN_PREFIX.upper()
         for var in sorted(environ):
             upper = var.upper()
             if not upper.startswith(prefix.upper()) or upper in skip or upper.startswith(plugins):
@@ -1088,14 +1119,14 @@ class Settings(_Options):
                 node[parts[-1]] = value
             origin[dotted] = var
         try:
-            return cls.from_dict(tree, base)
+            return cls.from_slatedb(tree, base) if slatedb else cls.from_dict(tree, base)
         except InvalidError as exc:
             wanted = dotted = str(exc.detail.get("field", ""))
             while dotted and dotted not in origin:  # the variable that set it or a parent
                 dotted = dotted.rpartition(".")[0]
             below = [v for k, v in origin.items() if k.startswith(wanted + ".")]
             var = origin.get(dotted) or (below[0] if below else prefix + "*")
-            if str(getattr(exc, "reason", "")).startswith("unknown setting"):
+            if not slatedb and str(getattr(exc, "reason", "")).startswith("unknown setting"):
                 hint = f"variables of plugins start with {env.PLUGIN_PREFIX}"
                 raise _rebuild(exc, env=var, hint=hint) from None
             raise _rebuild(exc, env=var) from None
@@ -1124,6 +1155,30 @@ class Settings(_Options):
                 settings = cls.from_file(path, settings)
         return cls.from_env(prefix, settings, environ=environ)
 
+    @classmethod
+    def load_slatedb(
+        cls,
+        directory: str | os.PathLike[str] = ".",
+        *,
+        environ: Mapping[str, str] | None = None,
+        base: Settings | None = None,
+    ) -> Settings:
+        """SlateDB's ``Settings::load``: defaults ← ``SlateDb.json`` ← ``SlateDb.toml`` ←
+        ``SlateDb.yaml`` ← ``SlateDb.yml`` ← ``SLATEDB_*`` variables (nested names joined
+        with ``.``), all in SlateDB's names (:meth:`from_slatedb`).
+
+        :param directory: where to look for the files (SlateDB looks in the working directory).
+        :param environ: the environment to read (default: ``os.environ``).
+        :param base: the defaults the layers override (default: ``Settings()``).
+        :raises InvalidError: as :meth:`from_file` and :meth:`from_env` do.
+        """
+        settings = cls() if base is None else base
+        for name in slatedb_settings.FILES:
+            path = pathlib.Path(directory) / name
+            if path.is_file():
+                settings = cls.from_file(path, settings, dialect="slatedb")
+        return cls.from_env(slatedb_settings.PREFIX, settings, environ=environ, dialect="slatedb")
+
 
 _NESTED: Final = re.compile(re.escape(env.SETTINGS_NESTED_SEPARATOR) + r"|\.")
 
@@ -1137,3 +1192,68 @@ def _env_value(var: str, text: str) -> Any:
         return json.loads(stripped)
     except ValueError:
         return stripped
+
+
+def _check_dialect(dialect: object) -> str:
+    if dialect not in ("auto", "shale", "slatedb"):
+        raise InvalidError("dialect must be 'auto', 'shale' or 'slatedb'", dialect=dialect)
+    return str(dialect)
+
+
+def _read_settings_file(p: pathlib.Path) -> dict[str, Any]:
+    """The table a ``.json``, ``.toml`` or ``.yaml``/``.yml`` settings file holds."""
+    suffix = p.suffix.lower()
+    if suffix not in (".json", ".toml", ".yaml", ".yml"):
+        raise InvalidError("unknown settings file format; use .json, .toml or .yaml", file=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; bad UTF-8
+        raise InvalidError("cannot read settings file", file=str(p), error=str(exc)) from exc
+    data: Any
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidError(
+                "settings file is not valid JSON",
+                file=str(p),
+                line=exc.lineno,
+                column=exc.colno,
+                error=exc.msg,
+            ) from exc
+    elif suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"at line (\d+), column (\d+)", str(exc))
+            pos: dict[str, object] = (
+                {"line": int(m.group(1)), "column": int(m.group(2))} if m else {}
+            )
+            raise InvalidError(
+                "settings file is not valid TOML", file=str(p), **pos, error=str(exc)
+            ) from exc
+    else:
+        data = _load_yaml(p, text)
+    if not isinstance(data, dict):
+        raise InvalidError("settings file must hold a table/object", file=str(p))
+    return data
+
+
+def _load_yaml(p: pathlib.Path, text: str) -> Any:
+    try:  # PyYAML: optional, only for YAML settings files
+        yaml: Any = importlib.import_module("yaml")
+    except ImportError:
+        raise InvalidError(
+            "YAML settings files need PyYAML (pip install pyyaml), or use .json or .toml",
+            file=str(p),
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        pos: dict[str, object] = (
+            {"line": mark.line + 1, "column": mark.column + 1} if mark is not None else {}
+        )
+        raise InvalidError(
+            "settings file is not valid YAML", file=str(p), **pos, error=str(exc)
+        ) from exc
