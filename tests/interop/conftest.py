@@ -316,6 +316,29 @@ class OfficialReader:
             timeout + 15.0,
         )
 
+    def put_seqnums(
+        self,
+        store_dir: Path | str,
+        puts: Iterable[tuple[bytes, bytes, int]],
+        *,
+        db_path: str = DB_PATH,
+        timeout: float = READ_TIMEOUT_S,
+    ) -> list[int | str]:
+        """Open the database with the official package (a writer: it fences shale's), apply
+        each ``(key, value, seqnum)`` as ``put_with_options(..., WriteOptions(seqnum=seqnum))``
+        and close it (flushing the WAL). Returns each write's seq, or ``"invalid"`` where the
+        official package refused the seqnum."""
+        return _run_worker(  # type: ignore[no-any-return]
+            {
+                "op": "put_seqnums",
+                "store_dir": str(store_dir),
+                "db_path": db_path,
+                "puts": list(puts),
+                "timeout": timeout,
+            },
+            timeout + 15.0,
+        )
+
     def wal_rows(
         self, store_dir: Path | str, *, db_path: str = DB_PATH, timeout: float = READ_TIMEOUT_S
     ) -> dict[int, list[RowTuple]]:
@@ -445,6 +468,11 @@ async def _dispatch(request: dict[str, Any]) -> Any:
     if op == "scan_ranges":
         return await asyncio.wait_for(
             _scan_ranges(Path(request["store_dir"]), request["db_path"], request["ranges"]),
+            request["timeout"],
+        )
+    if op == "put_seqnums":
+        return await asyncio.wait_for(
+            _put_seqnums(Path(request["store_dir"]), request["db_path"], request["puts"]),
             request["timeout"],
         )
     if op == "wal_rows":
@@ -968,6 +996,32 @@ async def _shape_walbig(w: _Writer) -> None:
 
 
 # ---- official clones ---------------------------------------------------------------------------
+
+
+async def _put_seqnums(
+    store_dir: Path, db_path: str, puts: list[tuple[bytes, bytes, int]]
+) -> list[int | str]:
+    s = _slatedb()
+    settings = s.Settings.default()
+    settings.set("garbage_collector_options", "null")
+    settings.set("compactor_options", "null")
+    builder = s.DbBuilder(db_path, _store(s, store_dir))
+    builder.with_settings(settings)
+    db = await asyncio.wait_for(builder.build(), 30.0)
+    out: list[int | str] = []
+    try:
+        for key, value, seqnum in puts:
+            try:
+                handle = await db.put_with_options(
+                    key, value, s.PutOptions(ttl=s.Ttl.DEFAULT()), s.WriteOptions(seqnum=seqnum)
+                )
+            except s.Error.Invalid:
+                out.append("invalid")
+            else:
+                out.append(int(handle.seqnum()))
+    finally:
+        await db.shutdown_with_options(s.CloseOptions(flush_type=s.FlushType.WAL))
+    return out
 
 
 async def _clone(s: Any, store: Any, source: str, path: str, projection: Any = None) -> None:

@@ -464,26 +464,44 @@ class AsyncDb:
     # -- writes ----------------------------------------------------------------------------
 
     async def put(
-        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> AsyncWriteHandle:
         """Set ``key`` to ``value``; returns once durable unless ``durable=False``."""
-        h = await self._run(self._db.put, key, value, ttl=ttl, durable=durable)
+        h = await self._run(self._db.put, key, value, ttl=ttl, durable=durable, seqnum=seqnum)
         return AsyncWriteHandle(h, self._run)
 
-    async def delete(self, key: bytes, *, durable: bool = True) -> AsyncWriteHandle:
+    async def delete(
+        self, key: bytes, *, durable: bool = True, seqnum: int = 0
+    ) -> AsyncWriteHandle:
         """Delete ``key``."""
-        return AsyncWriteHandle(await self._run(self._db.delete, key, durable=durable), self._run)
+        h = await self._run(self._db.delete, key, durable=durable, seqnum=seqnum)
+        return AsyncWriteHandle(h, self._run)
 
     async def merge(
-        self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        operand: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> AsyncWriteHandle:
         """Add a merge operand for ``key``."""
-        h = await self._run(self._db.merge, key, operand, ttl=ttl, durable=durable)
+        h = await self._run(self._db.merge, key, operand, ttl=ttl, durable=durable, seqnum=seqnum)
         return AsyncWriteHandle(h, self._run)
 
-    async def write(self, batch: WriteBatch, *, durable: bool = True) -> AsyncWriteHandle:
+    async def write(
+        self, batch: WriteBatch, *, durable: bool = True, seqnum: int = 0
+    ) -> AsyncWriteHandle:
         """Apply ``batch`` atomically (one seq)."""
-        return AsyncWriteHandle(await self._run(self._db.write, batch, durable=durable), self._run)
+        h = await self._run(self._db.write, batch, durable=durable, seqnum=seqnum)
+        return AsyncWriteHandle(h, self._run)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -1204,9 +1222,9 @@ class AsyncTransaction:
     def unmark_write(self, keys: Iterable[bytes]) -> None:
         self._txn.unmark_write(keys)
 
-    async def commit(self, *, durable: bool = True) -> AsyncWriteHandle | None:
+    async def commit(self, *, durable: bool = True, seqnum: int = 0) -> AsyncWriteHandle | None:
         """See :meth:`shale.Transaction.commit`."""
-        h = await self._run(self._txn.commit, durable=durable)
+        h = await self._run(self._txn.commit, durable=durable, seqnum=seqnum)
         return None if h is None else AsyncWriteHandle(h, self._run)
 
     def rollback(self) -> None:

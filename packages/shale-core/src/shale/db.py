@@ -135,11 +135,7 @@ def resolve_parts(
             )
     components.check_merge_operator(merge_operator)
     if filter_policies is None:
-        offered = {p.name: p for p in host.filter_policies(settings)}
-        missing = [n for n in settings.filter_policies if n not in offered]
-        if missing:
-            raise InvalidError("unknown filter policy", names=missing)
-        filter_policies = [offered[n] for n in settings.filter_policies]
+        filter_policies = host.configured_filter_policies(settings)
     filter_policies = components.check_filter_policies(filter_policies)
     if transformer is None:
         transformer = host.block_transformer(settings)
@@ -453,43 +449,61 @@ class Db:
     # -- writes ------------------------------------------------------------------------------
 
     def put(
-        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> WriteHandle:
         """Set ``key`` to ``value``. Returns once durable unless ``durable=False``.
 
         :param ttl: milliseconds until expiry, a :class:`shale.Ttl`, or ``None`` for
             ``settings.default_ttl``.
+        :param seqnum: the write's seq, chosen by the caller (SlateDB's ``WriteOptions.seqnum``):
+            ``0`` lets the database assign the next one; otherwise an int greater than every
+            seq so far, at most ``2**63 - 1`` (docs/database.md "Choosing the seq").
+        :raises InvalidError: ``seqnum`` is not greater than the last seq; nothing is written.
         """
         calls = self._put_calls
         if calls is None or next(calls) & _SAMPLE_MASK:  # not timed (docs/metrics.md)
-            return self._write_one(key, VALUE, value, ttl, durable)  # it checks the arguments
+            return self._write_one(key, VALUE, value, ttl, durable, seqnum)  # it checks them
         t0 = _now()
-        handle = self._write_one(key, VALUE, value, ttl, durable)
+        handle = self._write_one(key, VALUE, value, ttl, durable, seqnum)
         self._m_put.record_ns(_now() - t0)  # type: ignore[union-attr]
         return handle
 
-    def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
-        """Delete ``key`` (writes a tombstone)."""
+    def delete(self, key: bytes, *, durable: bool = True, seqnum: int = 0) -> WriteHandle:
+        """Delete ``key`` (writes a tombstone). ``seqnum`` as for :meth:`put`."""
         t0 = _now()
-        handle = self._write_one(key, TOMBSTONE, b"", None, durable)
+        handle = self._write_one(key, TOMBSTONE, b"", None, durable, seqnum)
         if self._m_delete is not None:
             self._m_delete.record_ns(_now() - t0)
         return handle
 
     def merge(
-        self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        operand: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> WriteHandle:
-        """Add a merge operand for ``key``; reads fold operands with the merge operator."""
+        """Add a merge operand for ``key``; reads fold operands with the merge operator.
+        ``seqnum`` as for :meth:`put`."""
         t0 = _now()
-        handle = self._write_one(key, MERGE, operand, ttl, durable)
+        handle = self._write_one(key, MERGE, operand, ttl, durable, seqnum)
         if self._m_merge is not None:
             self._m_merge.record_ns(_now() - t0)
         return handle
 
-    def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
+    def write(self, batch: WriteBatch, *, durable: bool = True, seqnum: int = 0) -> WriteHandle:
         """Apply ``batch`` atomically: one seq, one create_ts, all or nothing.
 
-        :raises InvalidError: an empty batch.
+        :param seqnum: the batch's seq, chosen by the caller (as for :meth:`put`).
+        :raises InvalidError: an empty batch; a ``seqnum`` not greater than the last seq.
         :raises ClosedError: the database is closed or fenced.
         :raises UnavailableError: a durable write whose WAL upload failed (it stays queued).
         """
@@ -498,7 +512,7 @@ class Db:
         if batch.is_empty():
             raise InvalidError("empty write batch")
         t0 = _now()
-        handle = self._inner.writer.write_batch(batch, durable)
+        handle = self._inner.writer.write_batch(batch, durable, seqnum)
         if self._m_write is not None:
             self._m_write.record_ns(_now() - t0)
         return handle

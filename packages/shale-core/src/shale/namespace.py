@@ -238,22 +238,34 @@ class Namespace(ReadOnlyNamespace):
         self._db = db
 
     def put(
-        self, key: bytes, value: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        value: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> WriteHandle:
         """Set ``key`` (without the prefix) to ``value``; as :meth:`shale.Db.put`."""
-        return self._db.put(self._key(key), value, ttl=ttl, durable=durable)
+        return self._db.put(self._key(key), value, ttl=ttl, durable=durable, seqnum=seqnum)
 
-    def delete(self, key: bytes, *, durable: bool = True) -> WriteHandle:
+    def delete(self, key: bytes, *, durable: bool = True, seqnum: int = 0) -> WriteHandle:
         """Delete ``key`` (a tombstone; no read); as :meth:`shale.Db.delete`."""
-        return self._db.delete(self._key(key), durable=durable)
+        return self._db.delete(self._key(key), durable=durable, seqnum=seqnum)
 
     def merge(
-        self, key: bytes, operand: bytes, *, ttl: int | Ttl | None = None, durable: bool = True
+        self,
+        key: bytes,
+        operand: bytes,
+        *,
+        ttl: int | Ttl | None = None,
+        durable: bool = True,
+        seqnum: int = 0,
     ) -> WriteHandle:
         """Add a merge operand for ``key``; as :meth:`shale.Db.merge`."""
-        return self._db.merge(self._key(key), operand, ttl=ttl, durable=durable)
+        return self._db.merge(self._key(key), operand, ttl=ttl, durable=durable, seqnum=seqnum)
 
-    def write(self, batch: WriteBatch, *, durable: bool = True) -> WriteHandle:
+    def write(self, batch: WriteBatch, *, durable: bool = True, seqnum: int = 0) -> WriteHandle:
         """Apply ``batch`` (keys without the prefix) atomically: a copy with every key prefixed
         is written as one batch, one seq.
 
@@ -274,7 +286,7 @@ class Namespace(ReadOnlyNamespace):
                     prefixed.merge(full, value, ttl=ttl)
                 else:
                     raise InvalidError("unknown operation in a write batch", kind=kind)
-        return self._db.write(prefixed, durable=durable)
+        return self._db.write(prefixed, durable=durable, seqnum=seqnum)
 
     def write_batch(self, *, durable: bool = True) -> PendingWriteBatch:
         """A batch (keys without the prefix) written atomically when its ``with`` block ends
@@ -424,9 +436,9 @@ class NamespaceTransaction:
         """Add a merge operand for ``key`` (without the prefix) at commit."""
         self._txn.merge(self._ns._key(key), operand, ttl=ttl)
 
-    def commit(self, *, durable: bool = True) -> WriteHandle | None:
+    def commit(self, *, durable: bool = True, seqnum: int = 0) -> WriteHandle | None:
         """As :meth:`shale.Transaction.commit`."""
-        return self._txn.commit(durable=durable)
+        return self._txn.commit(durable=durable, seqnum=seqnum)
 
     def rollback(self) -> None:
         """As :meth:`shale.Transaction.rollback`."""

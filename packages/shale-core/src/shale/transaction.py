@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar, get_args
 
 from shale.batch import Ttl, WriteBatch, check_key, check_value
-from shale.engine.batch_rules import check_operand
+from shale.engine.batch_rules import check_operand, check_seqnum
 from shale.engine.commit import WriteHandle
 from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
@@ -77,7 +77,7 @@ class TxnLike(Protocol):
         self, start: bytes | None = None, end: bytes | None = None, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def commit(self, *, durable: bool = True) -> WriteHandle | None: ...
+    def commit(self, *, durable: bool = True, seqnum: int = 0) -> WriteHandle | None: ...
 
     def rollback(self) -> None: ...
 
@@ -260,15 +260,20 @@ class Transaction:
 
     # -- end --------------------------------------------------------------------------------
 
-    def commit(self, *, durable: bool = True) -> WriteHandle | None:
+    def commit(self, *, durable: bool = True, seqnum: int = 0) -> WriteHandle | None:
         """Commit the writes as one batch; ``None`` when there were none (a transaction that
         wrote nothing never conflicts). Returns once durable unless ``durable=False``.
 
+        :param seqnum: the batch's seq, chosen by the caller (as for :meth:`shale.Db.put`;
+            SlateDB's ``commit_with_options``).
         :raises TransactionError: a conflicting commit happened since :attr:`seqnum`; nothing
             of this transaction is written. Retry the whole transaction (:func:`transact`).
-        :raises InvalidError: the transaction is already finished.
+        :raises InvalidError: the transaction is already finished; ``seqnum`` is not an int
+            in ``[0, 2**63 - 1]`` (the transaction stays open) or not greater than the last
+            seq (it ends, nothing written).
         """
         self._check_live()
+        seqnum = check_seqnum(seqnum)
         self._done = True
         try:
             if self._batch.is_empty():
@@ -281,7 +286,7 @@ class Transaction:
                 frozenset(self._read_keys),
                 list(self._read_ranges),
             )
-            return self._inner.writer.write(self._batch.items(), durable, txn)
+            return self._inner.writer.write(self._batch.items(), durable, txn, seqnum)
         finally:
             self._release()
 

@@ -19,7 +19,7 @@ from time import time_ns
 from shale.batch import check_key, check_value, to_ttl
 from shale.clock import MonotonicClock, SystemClock
 from shale.engine import components
-from shale.engine.batch_rules import check_operand, combine, expire_ts
+from shale.engine.batch_rules import check_operand, check_seqnum, combine, expire_ts, user_seq
 from shale.engine._memtable_py import ROW_OVERHEAD
 from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN, VALUE
 
@@ -166,9 +166,10 @@ cdef class Committer:
             wal.wakeup.set()
         return 0
 
-    def write_one(self, key, kind, value, ttl, durable):
+    def write_one(self, key, kind, value, ttl, durable, seqnum=0):
         """Commit one op (``put``, ``delete``, ``merge``): key, value and ``ttl`` (an int of
-        milliseconds, a :class:`~shale.Ttl` or ``None``) are checked here."""
+        milliseconds, a :class:`~shale.Ttl` or ``None``) are checked here. ``seqnum``: the
+        write's seq, chosen by the caller (``0``: the next one)."""
         if type(key) is not bytes or not 0 < len(<bytes>key) <= _MAX_KEY_LEN:
             key = check_key(key)
         if type(value) is not bytes or len(<bytes>value) > _MAX_VALUE_LEN:
@@ -177,6 +178,8 @@ cdef class Committer:
             ttl = to_ttl(ttl)
         if durable is not True and durable is not False:
             components.check_flag("durable", durable)
+        if type(seqnum) is not int or seqnum:
+            seqnum = check_seqnum(seqnum)
         status = self.status
         if status.closed:
             status.check_open()
@@ -195,7 +198,7 @@ cdef class Committer:
         try:
             if status.closed:
                 status.check_open()
-            seq = oracle.last_seq + 1
+            seq = user_seq(seqnum, oracle.last_seq) if seqnum else oracle.last_seq + 1
             now = self._now_ms()
             if ttl is None and (default_ttl is None or kind == TOMBSTONE):
                 expire = None
@@ -219,33 +222,39 @@ cdef class Committer:
             self.wait_durable(seq, None)
         return _handle(self.wait_durable, seq, now)
 
-    def write_batch(self, batch, durable):
+    def write_batch(self, batch, durable, seqnum=0):
         """Commit a :class:`~shale.WriteBatch`: :meth:`write` of its ``items()``; a compiled
         batch is read as it holds its ops (``_batch_c.pxd``), no items built."""
         if not isinstance(batch, CWriteBatch) or self.check_segments is not None:
-            return self.write(batch.items(), durable)
+            return self.write(batch.items(), durable, None, seqnum)
         keys, held = (<CWriteBatch>batch).columns()
-        return self._commit(keys, held, (<CWriteBatch>batch)._merges != 0, durable, None, None)
+        return self._commit(keys, held, (<CWriteBatch>batch)._merges != 0, durable, None, None,
+                            seqnum)
 
-    def write(self, list items, durable, txn=None):
+    def write(self, list items, durable, txn=None, seqnum=0):
         """Commit one batch (its keys and values checked by the caller, keys sorted).
 
         :param txn: the batch is that transaction's commit: its conflict check runs first,
             under the write lock, and the transaction ends (committed) with the batch.
+        :param seqnum: the batch's seq, chosen by the caller (``0``: the next one).
         :raises TransactionError: ``txn`` conflicts; nothing is written.
+        :raises InvalidError: ``seqnum`` is not above the last seq; nothing is written.
         """
         cdef tuple it
         cdef list keys = [it[0] for it in items]
         cdef list held = [it[1] for it in items]
-        return self._commit(keys, held, True, durable, txn, items)
+        return self._commit(keys, held, True, durable, txn, items, seqnum)
 
-    cdef object _commit(self, list keys, list held, bint merges, durable, txn, list items):
+    cdef object _commit(self, list keys, list held, bint merges, durable, txn, list items,
+                        seqnum):
         """:meth:`write` of the keys (sorted) and, in the same order, their ops: a list of
         ``(kind, value, ttl)``, one such tuple, or a value alone (a put without a TTL).
         ``merges``: some ops may be merges (their operands are checked); ``items``: the
         batch's items, for the segment check."""
         if durable is not True and durable is not False:
             components.check_flag("durable", durable)
+        if type(seqnum) is not int or seqnum:
+            seqnum = check_seqnum(seqnum)
         status = self.status
         if status.closed:
             status.check_open()
@@ -276,9 +285,9 @@ cdef class Committer:
         try:
             if status.closed:
                 status.check_open()
+            seq = user_seq(seqnum, oracle.last_seq) if seqnum else oracle.last_seq + 1
             if txn is not None:
                 txns.check(txn)
-            seq = oracle.last_seq + 1
             now = self._now_ms()
             for i in range(n):
                 key = keys[i]

@@ -8,7 +8,8 @@ One call does what a write does, in this order (see :mod:`shale.engine.batch_wri
 1. checks that refuse a write before its seq is assigned: key and value (one op), ``durable``,
    a closed database, merge operands, segments; then backpressure (outside the write lock);
 2. under the write lock: a transaction's conflict check, the seq (``last_seq + 1``), the clock,
-   the rows (``expire_ts``, one key's ops combined) -- anything refused here leaves no trace --
+   the rows (``expire_ts``, one key's ops combined) -- anything refused here leaves no trace,
+   as a caller's ``seqnum`` not above ``last_seq`` --
    then ``last_seq``, the memtable insert, ``committed_seq``, the write set of the live
    transactions, the WAL buffer (or, with the WAL off, a freeze once the memtable is full), the
    ``on_commit`` hook and the counters;
@@ -22,7 +23,7 @@ from typing import Any
 
 from shale.batch import Ttl, check_key, check_value, to_ttl
 from shale.engine import components
-from shale.engine.batch_rules import check_operand, combine, expire_ts
+from shale.engine.batch_rules import check_operand, check_seqnum, combine, expire_ts, user_seq
 from shale.row import MAX_KEY_LEN, MAX_VALUE_LEN, MERGE, TOMBSTONE
 
 __all__ = ["Committer", "WriteHandle"]
@@ -108,9 +109,12 @@ class Committer:
         ) + self.state.imm_bytes
         return n
 
-    def write_one(self, key: Any, kind: int, value: Any, ttl: Any, durable: Any) -> WriteHandle:
+    def write_one(
+        self, key: Any, kind: int, value: Any, ttl: Any, durable: Any, seqnum: Any = 0
+    ) -> WriteHandle:
         """Commit one op (``put``, ``delete``, ``merge``): key, value and ``ttl`` (an int of
-        milliseconds, a :class:`~shale.Ttl` or ``None``) are checked here."""
+        milliseconds, a :class:`~shale.Ttl` or ``None``) are checked here. ``seqnum``: the
+        write's seq, chosen by the caller (``0``: the next one)."""
         if type(key) is not bytes or not 0 < len(key) <= MAX_KEY_LEN:
             key = check_key(key)
         if type(value) is not bytes or len(value) > MAX_VALUE_LEN:
@@ -119,6 +123,8 @@ class Committer:
             ttl = to_ttl(ttl)
         if type(durable) is not bool:
             components.check_flag("durable", durable)
+        if type(seqnum) is not int or seqnum:
+            seqnum = check_seqnum(seqnum)
         status = self.status
         if status.closed:
             status.check_open()
@@ -133,7 +139,7 @@ class Committer:
         default_ttl = self.default_ttl
         with state.lock:
             status.check_open()
-            seq = oracle.last_seq + 1
+            seq = user_seq(seqnum, oracle.last_seq) if seqnum else oracle.last_seq + 1
             now = self.clock.now_ms()
             if ttl is None and (default_ttl is None or kind == TOMBSTONE):
                 expire = None
@@ -155,20 +161,25 @@ class Committer:
             self.wait_durable(seq, None)
         return WriteHandle(self.wait_durable, seq, now)
 
-    def write_batch(self, batch: Any, durable: Any) -> WriteHandle:
+    def write_batch(self, batch: Any, durable: Any, seqnum: Any = 0) -> WriteHandle:
         """Commit a :class:`~shale.WriteBatch`: :meth:`write` of its ``items()`` (the compiled
         twin reads a compiled batch's ops as it holds them)."""
-        return self.write(batch.items(), durable)
+        return self.write(batch.items(), durable, None, seqnum)
 
-    def write(self, items: Items, durable: Any, txn: Any = None) -> WriteHandle:
+    def write(self, items: Items, durable: Any, txn: Any = None, seqnum: Any = 0) -> WriteHandle:
         """Commit one batch (its keys and values checked by the caller, keys sorted).
 
         :param txn: the batch is that transaction's commit: its conflict check runs first,
             under the write lock, and the transaction ends (committed) with the batch.
+        :param seqnum: the batch's seq, chosen by the caller (``0``: the next one); it must be
+            above every seq so far (checked before ``txn``'s conflicts, as SlateDB).
         :raises TransactionError: ``txn`` conflicts; nothing is written.
+        :raises InvalidError: ``seqnum`` is not above the last seq; nothing is written.
         """
         if type(durable) is not bool:
             components.check_flag("durable", durable)
+        if type(seqnum) is not int or seqnum:
+            seqnum = check_seqnum(seqnum)
         status = self.status
         if status.closed:
             status.check_open()
@@ -187,9 +198,9 @@ class Committer:
         default_ttl = self.default_ttl
         with state.lock:
             status.check_open()
+            seq = user_seq(seqnum, oracle.last_seq) if seqnum else oracle.last_seq + 1
             if txn is not None:
                 txns.check(txn)
-            seq = oracle.last_seq + 1
             now = self.clock.now_ms()
             rows = []
             for key, ops in items:

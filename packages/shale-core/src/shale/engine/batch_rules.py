@@ -1,5 +1,6 @@
 """What a write batch's ops become: each op's ``expire_ts``, the check of a merge operand, and
-the pre-combining of one key's ops in a batch into one row (they share one seq).
+the pre-combining of one key's ops in a batch into one row (they share one seq), and a
+caller-supplied seq (SlateDB's ``WriteOptions.seqnum``).
 
 Used by the commit (:mod:`shale.engine.commit`) and by transactions; nothing here holds state.
 """
@@ -13,7 +14,49 @@ from shale.errors import InvalidError
 from shale.merge_operators import merge_all, validate_operand
 from shale.row import MERGE, TOMBSTONE, VALUE
 
-__all__ = ["check_operand", "combine", "expire_ts", "key_detail"]
+__all__ = [
+    "MAX_USER_SEQNUM",
+    "check_operand",
+    "check_seqnum",
+    "combine",
+    "expire_ts",
+    "key_detail",
+    "user_seq",
+]
+
+#: Largest caller-supplied seq: an i64, so that the database's own seqs after it stay in a u64.
+MAX_USER_SEQNUM = 2**63 - 1
+
+
+def check_seqnum(seqnum: object) -> int:
+    """A write's ``seqnum`` argument checked: ``0`` or ``None`` (the database assigns the seq,
+    returned as ``0``) or an int in ``[1, MAX_USER_SEQNUM]``.
+
+    :raises InvalidError: anything else (a bool, a float, a negative or too large int).
+    """
+    if seqnum is None:
+        return 0
+    if type(seqnum) is not int or not 0 <= seqnum <= MAX_USER_SEQNUM:
+        raise InvalidError(
+            f"seqnum must be an int in [0, {MAX_USER_SEQNUM}] (0: assigned by the database)",
+            seqnum=seqnum,
+        )
+    return seqnum
+
+
+def user_seq(seqnum: int, last_seq: int) -> int:
+    """The seq of a write given ``seqnum`` (checked by :func:`check_seqnum`), under the write
+    lock: it must be above every seq assigned so far (SlateDB's ``InvalidSequenceNumber``).
+
+    :raises InvalidError: ``seqnum <= last_seq``; nothing is written.
+    """
+    if seqnum <= last_seq:
+        raise InvalidError(
+            "invalid sequence number: it must be greater than the current maximum",
+            provided=seqnum,
+            current=last_seq,
+        )
+    return seqnum
 
 
 def key_detail(key: bytes) -> bytes:

@@ -107,12 +107,12 @@ class BatchWriter:
         #: transaction's commit (its conflict check runs first, under the write lock).
         #: :raises TransactionError: ``txn`` conflicts; nothing is written.
         self.write: Callable[..., WriteHandle] = self.committer.write
-        #: ``write_batch(batch, durable)``: :attr:`write` of a :class:`~shale.WriteBatch`
-        #: (``batch.items()``; a compiled batch is read without building them).
-        self.write_batch: Callable[[Any, Any], WriteHandle] = self.committer.write_batch
-        #: ``write_one(key, kind, value, ttl, durable)``: :attr:`write` of one op (``put``,
-        #: ``delete``, ``merge``), its key, value and ttl checked here.
-        self.write_one: Callable[[Any, int, Any, Any, Any], WriteHandle] = self.committer.write_one
+        #: ``write_batch(batch, durable, seqnum=0)``: :attr:`write` of a :class:`~shale.
+        #: WriteBatch` (``batch.items()``; a compiled batch is read without building them).
+        self.write_batch: Callable[..., WriteHandle] = self.committer.write_batch
+        #: ``write_one(key, kind, value, ttl, durable, seqnum=0)``: :attr:`write` of one op
+        #: (``put``, ``delete``, ``merge``), its key, value, ttl and seqnum checked here.
+        self.write_one: Callable[..., WriteHandle] = self.committer.write_one
 
     @property
     def on_commit(self) -> Callable[[list[tuple]], None] | None:  # type: ignore[type-arg]
