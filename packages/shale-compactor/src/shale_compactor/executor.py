@@ -238,11 +238,7 @@ class CompactionExecutor:
         )
         if filter_policies is None:
             host = host or self._host()
-            offered = {p.name: p for p in host.filter_policies(settings)}
-            missing = [n for n in settings.filter_policies if n not in offered]
-            if missing:
-                raise InvalidError("no plugin offers these filter policies", missing=missing)
-            filter_policies = [offered[n] for n in settings.filter_policies]
+            filter_policies = host.configured_filter_policies(settings)
         self.filter_policies = check_filter_policies(filter_policies)
         if transformer is None:
             transformer = (host or self._host()).block_transformer(settings)

@@ -4,8 +4,10 @@
 compaction kernel (:class:`shale.spi.CompactionKernel`: merge, retention, resume skip and SST
 data blocks in one compiled loop that runs without the GIL): no merge operator, no compaction
 filter, plain output blocks (no compression, no block transformer) and only filter policies
-that build from key hashes (the default ``_bf`` bloom filter). Everything else takes the
-general row pipeline of :mod:`shale_compactor.executor`, which this path writes identically.
+that build from key hashes (the default ``_bf`` bloom filter; a prefix bloom such as
+``"_bf:p=fixed4"`` needs the keys, has no ``build_hashed``, and so does not). Everything else
+takes the general row pipeline of :mod:`shale_compactor.executor`, which this path writes
+identically.
 
 Subcompactions (SlateDB RFC-0028's key-range splits of one job):
 

@@ -24,6 +24,7 @@ from shale.merge_operators import Resolved, resolve_versions
 from shale.meta import segments
 from shale.row import VALUE
 from shale.settings import Settings
+from shale.sst.prefix_bloom import range_prefix
 from shale.sst.table import ScanFetch
 
 
@@ -75,6 +76,11 @@ class Reader:
         self.stats = stats
         self.clock = clock
         self.merge_operator = merge_operator
+        #: whether a configured filter policy filters prefixes: scans inside one prefix then
+        #: ask each SST's prefix filter before reading it
+        self.prefix_filtering = any(
+            getattr(p, "prefix_extractor", None) is not None for p in tables.filter_policies
+        )
         # the point lookups' plans of one manifest (shale.engine.point): (the manifest, the
         # root's plan or None when it has segments, {tree prefix: plan})
         self._plans: tuple[Manifest | None, Plan | None, dict[bytes, Plan]] = (None, None, {})
@@ -155,7 +161,10 @@ class Reader:
         """One row iterator per memtable, L0 SST and sorted run of ``v`` over
         ``[start, end)``, each in merge order (key, then newest version first).
         ``cache_blocks=False``: SST blocks read are not inserted into the block cache.
-        ``fetch``: the scan's read-ahead of SST blocks (``None``: the default)."""
+        ``fetch``: the scan's read-ahead of SST blocks (``None``: the default).
+        When the whole range lies inside one key prefix, an SST whose prefix filter rules that
+        prefix out is skipped (counted in ``stats["sst_filter_prefix_negatives"]``)."""
+        probe = range_prefix(start, end) if self.prefix_filtering else None
         srcs: list[Iterator[tuple]] = [  # type: ignore[type-arg]
             mt.iter_rows(start, end, max_seq=v.max_seq, reverse=reverse, to_base=True)
             for mt in v.memtables
@@ -164,9 +173,13 @@ class Reader:
         # group of sources for the same merge
         for tree in segments.trees_for_range(v.manifest, start, end):
             for view in tree.l0:
-                srcs.append(self._sst_rows(v, [view], start, end, reverse, cache_blocks, fetch))
+                srcs.append(
+                    self._sst_rows(v, [view], start, end, reverse, cache_blocks, fetch, probe)
+                )
             for run in tree.compacted:
-                srcs.append(self._sst_rows(v, run.ssts, start, end, reverse, cache_blocks, fetch))
+                srcs.append(
+                    self._sst_rows(v, run.ssts, start, end, reverse, cache_blocks, fetch, probe)
+                )
         return srcs
 
     def _sst_rows(
@@ -178,14 +191,15 @@ class Reader:
         reverse: bool,
         fill: bool = True,
         fetch: ScanFetch | None = None,
+        probe: bytes | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
         if reverse and len(views) > 1:
             # a key's versions may span adjacent SSTs; reversed SST by SST they would come
             # oldest part first, so put each key's versions back in newest-first order
             return _newest_first_per_key(
-                self._views_rows(v, views, start, end, reverse, fill, fetch)
+                self._views_rows(v, views, start, end, reverse, fill, fetch, probe)
             )
-        return self._views_rows(v, views, start, end, reverse, fill, fetch)
+        return self._views_rows(v, views, start, end, reverse, fill, fetch, probe)
 
     def _views_rows(
         self,
@@ -196,7 +210,11 @@ class Reader:
         reverse: bool,
         fill: bool = True,
         fetch: ScanFetch | None = None,
+        probe: bytes | None = None,
     ) -> Iterator[tuple]:  # type: ignore[type-arg]
+        """Rows of ``views`` in ``[start, end)``; ``probe``: the prefix every key of the range
+        starts with (:func:`~shale.sst.prefix_bloom.range_prefix`), tested against prefix
+        filters."""
         max_seq = v.max_seq
         order = reversed(views) if reverse else views
         for view in order:
@@ -205,9 +223,11 @@ class Reader:
                 continue
             if start is not None and info.last_entry is not None and info.last_entry < start:
                 continue
-            rows = self.tables.open(view).iter_rows(
-                start, end, reverse=reverse, fill=fill, fetch=fetch
-            )
+            table = self.tables.open(view)
+            if probe is not None and not table.may_contain_prefix(probe):
+                self.stats["sst_filter_prefix_negatives"] += 1
+                continue
+            rows = table.iter_rows(start, end, reverse=reverse, fill=fill, fetch=fetch)
             if view.visible_range is None and max_seq >= v.manifest.last_l0_seq:
                 yield from rows  # every SST row is visible: no per-row filter
                 continue

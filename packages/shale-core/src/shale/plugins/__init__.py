@@ -160,6 +160,54 @@ class PluginHost:
             out.extend(policies or ())
         return out
 
+    def configured_filter_policies(self, settings: Settings) -> list[FilterPolicy]:
+        """The policies ``settings.filter_policies`` names, in that order: each one a plugin
+        offers (:meth:`filter_policies`), else a prefix bloom named as SlateDB names it
+        (``"_bf:p=<extractor>"``, ``":wh=0"`` appended without whole-key filtering) whose
+        extractor ``shale_prefix_extractor`` provides, with ``settings.filter_bits_per_key``.
+
+        :raises InvalidError: a name neither offered nor a prefix bloom (``"_bf:wh=0"``, a
+            bloom without extractor nor whole keys, is not one), or a prefix bloom whose
+            extractor no plugin provides (or provides under another name).
+        """
+        from shale.meta.segments import check_extractor
+        from shale.sst import prefix_bloom
+        from shale.sst.filters import BloomFilterPolicy
+
+        offered = {p.name: p for p in self.filter_policies(settings)}
+        out: list[FilterPolicy] = []
+        missing: list[str] = []
+        for name in settings.filter_policies:
+            policy = offered.get(name)
+            parsed = None if policy is not None else prefix_bloom.parse_policy_name(name)
+            if policy is None and (parsed is None or parsed[0] is None):
+                missing.append(name)
+                continue
+            if policy is None:
+                assert parsed is not None and parsed[0] is not None
+                extractor = self.prefix_extractor(parsed[0])
+                if extractor is None:
+                    raise InvalidError(
+                        "no plugin provides the prefix extractor of this filter policy",
+                        filter_policy=name,
+                        prefix_extractor=parsed[0],
+                    )
+                policy = BloomFilterPolicy(
+                    settings.filter_bits_per_key,
+                    prefix_extractor=check_extractor(extractor),
+                    whole_key_filtering=parsed[1],
+                )
+                if policy.name != name:
+                    raise InvalidError(
+                        "the prefix extractor a plugin provides has another name",
+                        filter_policy=name,
+                        extractor_name=extractor.name,
+                    )
+            out.append(policy)
+        if missing:
+            raise InvalidError("unknown filter policy", names=missing)
+        return out
+
     def block_transformer(self, settings: Settings | None) -> BlockTransformer | None:
         """The block transformer of ``shale_block_transformer``, or ``None``."""
         found: BlockTransformer | None = self.manager.hook.shale_block_transformer(

@@ -117,9 +117,10 @@ def shale_merge_operator(name: str) -> MergeOperator | None:
 
 @hookspec(firstresult=True)
 def shale_prefix_extractor(name: str) -> PrefixExtractor | None:
-    """Return the segment prefix extractor registered under ``name``, or ``None``.
+    """Return the prefix extractor registered under ``name``, or ``None``.
 
-    :param name: the extractor name from ``settings.prefix_extractor`` (``"fixed3"``, ...).
+    :param name: the extractor name from ``settings.prefix_extractor`` (``"fixed3"``, ...), or
+        from a prefix bloom's name in ``settings.filter_policies`` (``"_bf:p=fixed3"``).
     :return: an object implementing :class:`shale.meta.segments.PrefixExtractor` whose ``name`` is
         ``name``, or ``None`` when the name is not this plugin's.
 

@@ -11,15 +11,18 @@ Invariants and why:
 
 * **Names are the compatibility contract.** A reader consults a stored filter only when it has a
   policy of exactly that name; anything else is skipped, never guessed at. This is how a shale
-  reader survives SSTs written by newer SlateDB versions or other plugins: for example
-  ``"_bf:p=fixed4"`` (a prefix bloom) or ``"_bf:p=fixed4:wh=0"`` are unknown to the built-ins and
-  ignored, so the lookup falls back to reading blocks. The SST layer does this with
-  :func:`policies_by_name` (or :func:`open_readers`).
+  reader survives SSTs written by newer SlateDB versions, other plugins, or other prefix
+  extractors: a ``"_bf:p=fixed4:wh=0"`` filter is ignored by a reader configured with
+  ``"_bf:p=fixed4"`` or ``"_bf"``, so the lookup falls back to reading blocks. The SST layer
+  does this with :func:`policies_by_name` (or :func:`open_readers`).
 * **A filter may say "maybe", never "no" for a present key.** A key is surely absent from an SST
   iff *some* known filter says so.
-* :class:`BloomFilterPolicy` (``"_bf"``) is byte-for-byte SlateDB's default whole-key bloom:
-  SipHash-1-3 hashes, one per row (duplicate versions of a key hash again), 10 bits per key.
-  No prefix extractor is supported here, so shale never writes ``"_bf:p=…"`` names.
+* :class:`BloomFilterPolicy` (``"_bf"``) is byte-for-byte SlateDB's bloom: SipHash-1-3 hashes,
+  one per row (duplicate versions of a key hash again), 10 bits per key by default. With a
+  ``prefix_extractor`` it is SlateDB's *prefix* bloom (``"_bf:p=<extractor name>"``, plus
+  ``":wh=0"`` without whole-key filtering): it also hashes each key's extracted prefix, and its
+  readers answer ``may_contain_prefix(prefix)``, which lets scans inside one prefix skip SSTs
+  (:mod:`shale.sst.prefix_bloom` has the exact hash list and queries).
 * :class:`Mmh3BloomFilterPolicy` (``"shale.mmh3_bloom"``) is shale's own: the same encoding and
   probing with the MurmurHash3 hash described on the class. SlateDB does not know its name and
   skips it. Its name deliberately does not start with ``"_bf"``.
@@ -27,21 +30,26 @@ Invariants and why:
   encoding, and every reader decodes every ``bits_per_key`` (``num_probes`` is stored).
 
 The built-in policies are offered through the ``shale_filter_policy`` hook; this module is
-registered by :mod:`shale.plugins` as the built-in plugin ``"shale.filters"``.
+registered by :mod:`shale.plugins` as the built-in plugin ``"shale.filters"``. Prefix bloom
+names in ``Settings.filter_policies`` are resolved by the plugin host, which finds the extractor
+through ``shale_prefix_extractor`` (:meth:`shale.plugins.PluginHost.configured_filter_policies`).
 """
 
 from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import mmh3
 
 import shale
 from shale.errors import DataError, InvalidError
-from shale.sst import bloom
+from shale.sst import bloom, prefix_bloom
+
+if TYPE_CHECKING:
+    from shale.meta.segments import PrefixExtractor
 
 __all__ = [
     "DEFAULT_BITS_PER_KEY",
@@ -73,7 +81,13 @@ _U64_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 @runtime_checkable
 class FilterReader(Protocol):
-    """A decoded filter that answers membership queries for whole keys."""
+    """A decoded filter that answers membership queries for whole keys.
+
+    A reader that can also rule out a whole key *prefix* (a prefix bloom's) has
+    ``may_contain_prefix(prefix) -> bool`` as well: ``False`` only if no key of the SST starts
+    with ``prefix``. Scans inside one prefix skip the SSTs it rules out; its policy then has a
+    ``prefix_extractor`` attribute that is not ``None``.
+    """
 
     def may_contain(self, key: bytes) -> bool:
         """``False`` only if ``key`` is surely not in the SST; ``True`` means "maybe"."""
@@ -166,29 +180,103 @@ class _BloomPolicyBase:
 
 
 class BloomFilterPolicy(_BloomPolicyBase):
-    """SlateDB's whole-key bloom filter, policy name ``"_bf"`` (byte-compatible).
+    """SlateDB's bloom filter policy (byte-compatible), optionally with a prefix extractor.
 
-    :param bits_per_key: filter bits per row key (SlateDB's default is 10, i.e. 6 probes).
-    :raises InvalidError: unless ``1 <= bits_per_key < 2**32``.
+    Without options it is SlateDB's default whole-key bloom, named ``"_bf"``. With a
+    ``prefix_extractor`` it is SlateDB's ``BloomFilterPolicy::with_prefix_extractor`` (the
+    official package's ``FilterPolicy.bloom_with_options``): named ``"_bf:p=<extractor name>"``,
+    plus ``":wh=0"`` when ``whole_key_filtering`` is off, its filters also hold each key's
+    extracted prefix, and their readers answer ``may_contain_prefix``. A prefix bloom is built
+    from the keys, so it has no :attr:`build_hashed` (the compaction kernel, which keeps only
+    whole-key hashes, then leaves the job to the row pipeline).
+
+    :param bits_per_key: filter bits per hash (SlateDB's default is 10, i.e. 6 probes).
+    :param prefix_extractor: a :class:`shale.meta.segments.PrefixExtractor` (for example
+        ``FixedPrefixExtractor(4)``, named ``"fixed4"``); its name becomes part of this policy's.
+    :param whole_key_filtering: hash the whole keys too (the default; point lookups then test
+        the whole key). Off, point lookups test the key's extracted prefix.
+    :raises InvalidError: unless ``1 <= bits_per_key < 2**32``; on a malformed extractor; when
+        whole-key filtering is off without an extractor (the filter would hold nothing).
     """
 
-    name = "_bf"
+    def __init__(
+        self,
+        bits_per_key: int = DEFAULT_BITS_PER_KEY,
+        *,
+        prefix_extractor: Any = None,
+        whole_key_filtering: bool = True,
+    ) -> None:
+        super().__init__(bits_per_key)
+        if not isinstance(whole_key_filtering, bool):
+            raise InvalidError(
+                "whole_key_filtering must be a bool", whole_key_filtering=whole_key_filtering
+            )
+        if prefix_extractor is not None:
+            prefix_extractor = prefix_bloom.check_extractor(prefix_extractor)
+        elif not whole_key_filtering:
+            raise InvalidError(
+                "a bloom filter without whole-key filtering needs a prefix extractor"
+            )
+        self.prefix_extractor: PrefixExtractor | None = prefix_extractor
+        self.whole_key_filtering = whole_key_filtering
+        self.name = prefix_bloom.policy_name(
+            None if prefix_extractor is None else prefix_extractor.name, whole_key_filtering
+        )
+
+    def __repr__(self) -> str:
+        if self.prefix_extractor is None:
+            return super().__repr__()
+        return (
+            f"{type(self).__name__}(bits_per_key={self.bits_per_key}, "
+            f"prefix_extractor={self.prefix_extractor!r}, "
+            f"whole_key_filtering={self.whole_key_filtering})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, BloomFilterPolicy)
+        return (other.bits_per_key, other.name) == (self.bits_per_key, self.name)
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.bits_per_key, self.name))
 
     def build(self, keys: Sequence[bytes]) -> bytes:
-        """SipHash-1-3 every key, in order, and encode the bloom filter (FORMAT.md §3.9)."""
-        return bloom.build_filter(bloom.hash_keys(list(keys)), self.bits_per_key)
+        """SipHash-1-3 the hash list of the rows' keys, in order, and encode the bloom filter
+        (FORMAT.md §3.9; with an extractor, :func:`shale.sst.prefix_bloom.hash_inputs`)."""
+        extractor = self.prefix_extractor
+        if extractor is None:
+            items = list(keys)
+        else:
+            items = prefix_bloom.hash_inputs(keys, extractor, self.whole_key_filtering)
+        return bloom.build_filter(bloom.hash_keys(items), self.bits_per_key)
 
-    def build_hashed(self, hashes: Sequence[int]) -> bytes:
+    @property
+    def build_hashed(self) -> Callable[[Sequence[int]], bytes]:
         """:meth:`build` from the keys' SipHash-1-3 hashes (:func:`shale.sst.bloom.hash_keys`),
-        computed by whoever wrote the rows (the compaction kernel hashes while it writes)."""
+        computed by whoever wrote the rows (the compaction kernel hashes while it writes).
+
+        Only the whole-key ``"_bf"`` has it: a prefix bloom needs the keys themselves, so for
+        one this attribute is absent (``hasattr`` is false) rather than wrong.
+        """
+        if self.prefix_extractor is not None:
+            raise AttributeError("a prefix bloom filter is built from keys, not key hashes")
+        return self._build_hashed
+
+    def _build_hashed(self, hashes: Sequence[int]) -> bytes:
         return bloom.build_filter(hashes, self.bits_per_key)
 
     def reader(self, data: bytes) -> FilterReader:
-        """Parse a ``_bf`` filter; any ``bits_per_key`` is readable.
+        """Parse a filter of this policy's name; any ``bits_per_key`` is readable.
 
         :raises DataError: when ``data`` is shorter than its 2-byte header.
         """
-        return _HashedBloomReader(data, bloom.siphash13)
+        extractor = self.prefix_extractor
+        if extractor is None:
+            return _HashedBloomReader(data, bloom.siphash13)
+        if self.whole_key_filtering:
+            return prefix_bloom.WholeKeyPrefixBloomReader(data, extractor)
+        return prefix_bloom.PrefixBloomReader(data, extractor)
 
 
 def mmh3_hash(key: bytes) -> int:
@@ -304,9 +392,10 @@ def policies_by_name(policies: Iterable[FilterPolicy]) -> dict[str, FilterPolicy
     """Index policies by :attr:`FilterPolicy.name` for reading.
 
     A reader looks up every stored filter's name here and *skips names that are missing*
-    (filters from newer SlateDB versions such as ``"_bf:p=fixed4"``, or from plugins that are
-    not installed). When two policies share a name the first one wins (a warning is logged):
-    same-named policies must read each other's data anyway.
+    (filters from newer SlateDB versions, prefix blooms such as ``"_bf:p=fixed4"`` unless a
+    policy of that very name is configured, or filters of plugins that are not installed).
+    When two policies share a name the first one wins (a warning is logged): same-named
+    policies must read each other's data anyway.
 
     :raises InvalidError: when a policy's name is not a non-empty str.
     """
@@ -356,6 +445,9 @@ def shale_filter_policy(settings: Any) -> list[FilterPolicy]:
 
     :param settings: database settings or ``None``; ``filter_bits_per_key`` (default 10) sets
         the bits per key of both.
+
+    Prefix blooms (``"_bf:p=<extractor>"``) are not offered here: they need an extractor, which
+    the plugin host finds by name (:meth:`shale.plugins.PluginHost.configured_filter_policies`).
     """
     bits_per_key = getattr(settings, "filter_bits_per_key", DEFAULT_BITS_PER_KEY)
     if bits_per_key is None:

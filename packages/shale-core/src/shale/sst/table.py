@@ -132,6 +132,11 @@ def _known_policies(policies: Sequence[Any] | None) -> dict[str, Any]:
     return {p.name: p for p in policies}
 
 
+def _filters_prefixes(policies: dict[str, Any]) -> bool:
+    """Whether a known policy's filters answer prefix queries (a prefix bloom's)."""
+    return any(getattr(p, "prefix_extractor", None) is not None for p in policies.values())
+
+
 class SsTable:
     """One SST: its metadata, and its rows on demand.
 
@@ -156,6 +161,7 @@ class SsTable:
         self.size = size
         self.transformer = transformer
         self._policies = _known_policies(policies)
+        self._prefix_policies = _filters_prefixes(self._policies)
         self._cache = block_cache
         self._cache_id = cache_id if cache_id is not None else id(self)
         self._remote = remote
@@ -167,6 +173,7 @@ class SsTable:
         except Exception as exc:  # any decoder slip on corrupt bytes is still a data error
             raise DataError("malformed SST", error=f"{type(exc).__name__}: {exc}") from exc
         self._filter: Any = None
+        self._prefix_filters: list[Any] = []
         self._filter_loaded = False
         #: the SST's bytes when held in memory whole (:meth:`from_bytes`): read in place
         self._whole: bytes | None = None
@@ -355,19 +362,33 @@ class SsTable:
         return list(self._filters())
 
     def _filter_reader(self) -> Any:
+        """The reader point lookups use: of the known filters (unknown ones are skipped), the
+        first that tests whole keys (has ``bloom_probe``), else the first; ``None``: none.
+        Loads the known filters' readers once, the prefix-capable ones included."""
         if not self._filter_loaded:
+            readers = [
+                policy.reader(data)
+                for name, data in self._filters().items()
+                if (policy := self._policies.get(name)) is not None
+            ]
+            whole = [r for r in readers if getattr(r, "bloom_probe", None) is not None]
+            self._filter = (whole or readers or [None])[0]
+            self._prefix_filters = [r for r in readers if hasattr(r, "may_contain_prefix")]
             self._filter_loaded = True
-            for name, data in self._filters().items():
-                policy = self._policies.get(name)
-                if policy is not None:  # unknown filters are skipped
-                    self._filter = policy.reader(data)
-                    break
         return self._filter
 
     def may_contain(self, key: bytes) -> bool:
         """False only when a filter proves ``key`` is absent."""
         reader = self._filter_reader()
         return True if reader is None else bool(reader.may_contain(key))
+
+    def may_contain_prefix(self, prefix: bytes) -> bool:
+        """False only when a known prefix filter proves that no key starting with ``prefix``
+        is in this SST. Without a configured prefix policy the filter block is not even read."""
+        if not self._prefix_policies or not prefix:
+            return True
+        self._filter_reader()
+        return all(r.may_contain_prefix(prefix) for r in self._prefix_filters)
 
     def point_probe(self) -> tuple[Any, Any, Any, list[bytes], Any, object]:
         """What a point lookup (:mod:`shale.engine.point`) needs of this SST, built once:
