@@ -348,6 +348,34 @@ class OfficialReader:
             timeout + 15.0,
         )
 
+    def wal_tail(
+        self,
+        store_dir: Path | str,
+        afters: Iterable[int],
+        reads: Iterable[tuple[int, int]],
+        *,
+        options: dict[str, int] | None = None,
+        db_path: str = DB_PATH,
+        timeout: float = READ_TIMEOUT_S,
+    ) -> dict[str, list[Any]]:
+        """The official ``SlateDbWalReader`` (made ``with_options(SlateDbWalReaderOptions(
+        **options))`` when given): ``"last"``, ``last_wal_file_id(a)`` for each of ``afters``;
+        ``"batches"``, for each ``(start, count)`` of ``reads``, the first ``count`` batches of
+        ``iterator(start)`` as ``(last_consumed_wal_file_id, [row tuple, ...])``. An error is
+        ``"error: <message>"`` in place of the value (of the whole read, for a batch)."""
+        return _run_worker(  # type: ignore[no-any-return]
+            {
+                "op": "wal_tail",
+                "store_dir": str(store_dir),
+                "db_path": db_path,
+                "afters": list(afters),
+                "reads": list(reads),
+                "options": options,
+                "timeout": timeout,
+            },
+            timeout + 15.0,
+        )
+
     def clone(
         self,
         store_dir: Path | str,
@@ -482,6 +510,10 @@ async def _dispatch(request: dict[str, Any]) -> Any:
         return await asyncio.wait_for(
             _read_wal_rows(s, store, store_dir, request["db_path"]), request["timeout"]
         )
+    if op == "wal_tail":
+        s = _slatedb()
+        store = _store(s, Path(request["store_dir"]))
+        return await asyncio.wait_for(_wal_tail(s, store, request), request["timeout"])
     if op == "manifest":
         s = _slatedb()
         store = _store(s, Path(request["store_dir"]))
@@ -561,6 +593,35 @@ async def _read_wal_rows(
         if batch.rows:
             out[consumed] = [_row_tuple(r) for r in batch.rows]
     return out
+
+
+async def _wal_tail(s: Any, store: Any, request: dict[str, Any]) -> dict[str, list[Any]]:
+    """``last_wal_file_id`` and the first batches of iterators (see ``OfficialReader.wal_tail``)."""
+    db_path, options = request["db_path"], request["options"]
+    if options is None:
+        reader = s.SlateDbWalReader(db_path, store)
+    else:
+        reader = s.SlateDbWalReader.with_options(
+            db_path, store, s.SlateDbWalReaderOptions(**options)
+        )
+    last: list[Any] = []
+    for after in request["afters"]:
+        try:
+            last.append(int(await reader.last_wal_file_id(after)))
+        except s.Error as exc:
+            last.append(f"error: {exc}")
+    batches: list[Any] = []
+    for start, count in request["reads"]:
+        it = await reader.iterator(start)
+        got: list[Any] = []
+        try:
+            for _ in range(count):  # live: at the tail next() waits, so read only ``count``
+                b = await asyncio.wait_for(it.next(), 30.0)
+                got.append((int(b.last_consumed_wal_file_id), [_row_tuple(r) for r in b.rows]))
+        except s.Error as exc:
+            got = f"error: {exc}"  # type: ignore[assignment]
+        batches.append(got)
+    return {"last": last, "batches": batches}
 
 
 async def _manifest_summary(s: Any, store: Any, db_path: str) -> dict[str, Any]:
