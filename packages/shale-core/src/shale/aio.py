@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from shale.batch import WriteBatch, check_key
 from shale.db import DURABILITY_MEMORY, CheckpointInfo, Db, DbIterator, KeyValue, WriteHandle
-from shale.engine.components import check_scan_fetch
+from shale.engine.components import CloseFlush, check_close_flush, check_scan_fetch
 from shale.errors import ClosedError, CloseReason, InvalidError, TransactionError
 from shale.keys import prefix_range, scan_bounds
 from shale.transaction import IsolationLevel, Transaction, backoff_delay, check_retries
@@ -705,12 +705,14 @@ class AsyncDb:
 
     # -- closing -----------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Flush the WAL, stop background work and shut the executor down. Idempotent."""
+    async def close(self, *, flush: CloseFlush = "wal") -> None:
+        """Flush the WAL (``flush``: as :meth:`shale.Db.close`), stop background work and shut
+        the executor down. Idempotent."""
         if self._run.closed:
             return
+        check_close_flush(flush)  # the database stays open
         try:
-            await self._run(self._db.close)
+            await self._run(self._db.close, flush=flush)
         finally:
             self._run.shutdown()
 

@@ -35,6 +35,7 @@ from shale.clock import Clock, SystemClock
 from shale.engine import components
 from shale.engine.batch_write import WriteHandle
 from shale.engine.builder import EngineParts, open_writer
+from shale.engine.components import CloseFlush, check_close_flush
 from shale.engine.db_inner import DbInner
 from shale.engine.db_iter import DbIterator
 from shale.engine.db_snapshot import DbSnapshot
@@ -623,14 +624,20 @@ class Db:
         """
         self._inner.flush(memtable, timeout)
 
-    def close(self) -> None:
+    def close(self, *, flush: CloseFlush = "wal") -> None:
         """Flush the WAL (or, with the WAL off, every memtable to L0) and stop background work.
+
+        :param flush: what to flush first (SlateDB's ``CloseOptions.flush_type``): ``"wal"``
+            (the default), ``"memtable"`` -- the WAL, then every memtable to L0, so the next
+            open replays nothing (SlateDB's default) -- or ``None``: nothing, and writes not
+            durable yet (``durable=False``) are dropped (a warning says how many). With the
+            WAL off, ``"wal"`` and ``"memtable"`` both flush every memtable to L0.
 
         Background threads are stopped first; close() then flushes what is left itself,
         retrying a failing upload ``CLOSE_RETRIES`` times. With the WAL off, memtables go to L0
         even when that takes L0 past ``l0_max_ssts`` (the limit throttles writers, and there
-        are none left). Once close() returns -- or raises -- no thread of this database
-        touches the object store again.
+        are none left); so do they with ``flush="memtable"``. Once close() returns -- or
+        raises -- no thread of this database touches the object store again.
 
         After a fence or a failure nothing is flushed. Closing twice is harmless. Open
         :meth:`watch` handles end after delivering what they queued.
@@ -643,10 +650,16 @@ class Db:
             flushed; the writes not flushed are lost.
         :raises ClosedError: ``reason="failed"``: the database had failed before close();
             writes that were not durable yet may be lost. The failure is the ``__cause__``.
+        :raises UnavailableError: ``flush="memtable"`` could not write L0 (the message says
+            nothing is lost: every write is in the WAL). Raised as :class:`ClosedError` when a
+            newer writer fenced this one meanwhile.
+        :raises InvalidError: ``flush`` is not ``"wal"``, ``"memtable"`` or ``None``; the
+            database stays open.
         """
+        flush = check_close_flush(flush)  # before anything is stopped
         _open_dbs.discard(self)
         try:
-            self._inner.close()
+            self._inner.close(flush)
         finally:
             if self._hub is not None:
                 self._hub.close_all()  # the final flush's rows are delivered first

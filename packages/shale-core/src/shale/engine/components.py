@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from shale.errors import InvalidError
 from shale.ids import location
@@ -27,7 +27,9 @@ from shale.sst.compression import check_available
 from shale.sst.table import DEFAULT_FETCH, ScanFetch
 
 __all__ = [
+    "CloseFlush",
     "check_clock",
+    "check_close_flush",
     "check_codec",
     "check_flag",
     "check_include_expired",
@@ -198,6 +200,21 @@ def check_timeout(timeout: object) -> float | None:
             "timeout must be None or a finite number of seconds >= 0", timeout=timeout
         )
     return float(timeout)
+
+
+#: What ``close()`` flushes first (SlateDB's ``CloseOptions.flush_type``): the WAL buffer,
+#: every memtable to L0 as well, or nothing.
+CloseFlush = Literal["wal", "memtable"] | None
+
+
+def check_close_flush(flush: object) -> CloseFlush:
+    """``close(flush=...)`` checked.
+
+    :raises InvalidError: not ``"wal"``, ``"memtable"`` or ``None``.
+    """
+    if flush is not None and flush not in ("wal", "memtable"):
+        raise InvalidError("flush must be 'wal', 'memtable' or None", flush=flush)
+    return flush
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -21,6 +21,7 @@ from shale.cache import BlockCache
 from shale.clock import MonotonicClock
 from shale.engine import components
 from shale.engine.batch_write import BatchWriter
+from shale.engine.components import CloseFlush
 from shale.engine.db_state import DbState
 from shale.engine.db_status import CLOSE_JOIN_TIMEOUT_S, DbStatus, deadline
 from shale.engine.manifest_keeper import ManifestKeeper
@@ -333,9 +334,10 @@ class DbInner:
 
     # -- closing -------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Stop the background threads, flush what is left, report what could not be
-        (see :meth:`shale.Db.close`)."""
+    def close(self, flush: CloseFlush = "wal") -> None:
+        """Stop the background threads, flush what is left (``flush``: ``"wal"``,
+        ``"memtable"`` or ``None``), report what could not be (see :meth:`shale.Db.close`)."""
+        flush = components.check_close_flush(flush)
         status = self.status
         again, failed_before = status.begin_close()
         if again:
@@ -352,8 +354,10 @@ class DbInner:
                     threads=stuck,
                     timeout=CLOSE_JOIN_TIMEOUT_S,
                 )
+            elif not failed_before and flush is not None:
+                error = self._flush_on_close(flush == "memtable")
             elif not failed_before:
-                error = self._flush_on_close()
+                self._drop_on_close()
         finally:
             status.finish_close(error)
             log.info(
@@ -393,10 +397,33 @@ class DbInner:
         except ShaleError as exc:  # the writes are durable in the WAL: only the hint is lost
             log.warning("could not record the WAL tail in the manifest at close: %s", exc)
 
-    def _flush_on_close(self) -> ShaleError | None:
-        """close()'s flush, on the closing thread once the background threads have stopped.
+    def _unflushed_rows(self) -> list[tuple]:  # type: ignore[type-arg]
+        """The rows not durable yet: the WAL's pending rows, or with the WAL off every
+        memtable's."""
+        if self.wal is not None:
+            return self.wal.pending_rows()
+        with self.state.lock:
+            mts = [*self.state.imms, self.state.memtable]
+        return [r for mt in mts for r in mt.iter_rows()]
 
-        Returns the error close() raises when writes are left unflushed, else ``None``.
+    def _drop_on_close(self) -> None:
+        """``close(flush=None)``: nothing is flushed; say what is dropped."""
+        rows = self._unflushed_rows()
+        if rows:
+            seqs = {r[1] for r in rows}
+            log.warning(
+                "close(flush=None): %d writes (seq %d..%d) that were not durable are dropped",
+                len(seqs),
+                min(seqs),
+                max(seqs),
+            )
+
+    def _flush_on_close(self, memtable: bool) -> ShaleError | None:
+        """close()'s flush, on the closing thread once the background threads have stopped:
+        the WAL, then (``memtable``, or with the WAL off) every memtable to L0.
+
+        Returns the error close() raises when writes are left unflushed (or, with
+        ``memtable``, not flushed to L0), else ``None``.
         """
         status = self.status
         state = self.state
@@ -405,11 +432,14 @@ class DbInner:
         status.final_flusher = threading.current_thread()
         try:
             if wal is not None:
+                if memtable:
+                    wal.request_freeze()  # the WAL flush freezes it, naming its last WAL id
                 wal.flush()
                 if wal.health.error is None:
                     self._record_wal_tail(wal.last_wal_id())
             else:
                 state.freeze(None)
+            if wal is None or (memtable and wal.health.error is None):
                 while True:
                     imm = state.oldest_imm()
                     if imm is None or not self.flusher.flush_imm(imm):
@@ -421,16 +451,11 @@ class DbInner:
             cause = exc
         finally:
             status.final_flusher = None
-        if wal is not None:
-            rows = wal.pending_rows()
-            if cause is None:
-                cause = wal.health.error
-        else:
-            with state.lock:
-                mts = [*state.imms, state.memtable]
-            rows = [r for mt in mts for r in mt.iter_rows()]
-            if cause is None:
-                cause = self.flusher.health.error
+        rows = self._unflushed_rows()
+        if cause is None:
+            cause = (wal.health if wal is not None else self.flusher.health).error
+        if not rows and wal is not None and memtable and state.oldest_imm() is not None:
+            return self._memtable_not_flushed(cause or self.flusher.health.error)
         if not rows:
             return None
         seqs = {r[1] for r in rows}
@@ -451,6 +476,25 @@ class DbInner:
                 kinds = (DataError, InvalidError, InternalError, ShaleError)
                 kind = next((k for k in kinds if isinstance(cause, k)), UnavailableError)
             error = kind(f"close could not flush: {what}", error=str(cause), **detail)
+        error.__cause__ = cause
+        log.error("%s", error)
+        return error
+
+    def _memtable_not_flushed(self, cause: BaseException | None) -> ShaleError:
+        """close(flush="memtable") could not write L0: nothing is lost (the WAL holds it)."""
+        what = (
+            "every write is durable in the WAL (nothing is lost) and is replayed by the next open"
+        )
+        error: ShaleError
+        if isinstance(cause, ClosedError):
+            error = ClosedError(
+                f"fenced by a newer writer while flushing the memtable at close; {what}",
+                reason=cause.reason,
+            )
+        else:
+            error = UnavailableError(
+                f"close could not flush the memtable to L0; {what}", error=str(cause)
+            )
         error.__cause__ = cause
         log.error("%s", error)
         return error
