@@ -9,6 +9,7 @@ import pathlib
 import re
 import shlex
 import types
+from unittest import mock
 
 import pytest
 
@@ -57,7 +58,8 @@ def test_doc_example_runs(
     if "class Test" in code:  # a test module example: only check that it compiles
         compile(code, name, "exec")
         return
-    exec(compile(code, name, "exec"), {"__name__": "__docs__"})
+    with mock.patch.dict(os.environ):  # an example may set variables (an env file loaded)
+        exec(compile(code, name, "exec"), {"__name__": "__docs__"})
 
 
 # -- `shale` sessions -----------------------------------------------------------------------------

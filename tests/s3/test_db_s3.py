@@ -378,3 +378,23 @@ def test_a_db_closes_the_store_it_opened_and_not_one_it_was_given(s3db: Any) -> 
         assert db2.get(b"k") == b"v"
     assert not given._closed
     assert given.get("manifest/00000000000000000001.manifest")
+
+
+def test_store_from_env_opens_the_bucket(
+    s3db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CLOUD_PROVIDER=aws`` (SlateDB's environment loader): the bucket from ``AWS_BUCKET``,
+    the server and keys from the ``AWS_*`` variables, here given in an env file."""
+    from shale import store_from_env
+
+    lines = {**s3db.env(), "CLOUD_PROVIDER": "aws", "AWS_BUCKET": s3db.bucket}
+    for name in lines:  # unset now, and as they were after the test (the file sets them)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    env_file = tmp_path / "s3.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
+    store = s3db.track(store_from_env(env_file))
+    assert os.environ["AWS_BUCKET"] == s3db.bucket
+    with Db.open(s3db.prefix, s3db.settings(), object_store=store) as db:
+        db.put(b"k", b"v")
+    assert any(k.startswith("wal/") for k in s3db.listing())

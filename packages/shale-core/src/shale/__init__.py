@@ -79,6 +79,7 @@ _LAZY = {
     "WalReader": "shale.wal_reader",
     "ChangeStream": "shale.change_stream",
     "changes": "shale.change_stream",
+    "store_from_env": "shale.store_env",
 }
 
 
@@ -102,6 +103,7 @@ __all__ = [
     "WalFile",
     "WalReader",
     "changes",
+    "store_from_env",
     "CheckpointInfo",
     "Db",
     "DbIterator",
