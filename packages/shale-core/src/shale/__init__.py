@@ -43,6 +43,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
         ReaderOptions,
         Settings,
     )
+    from shale.store_env import store_from_env
     from shale.transaction import IsolationLevel, Transaction
     from shale.typed import TypedView
     from shale.wal_reader import Change, WalFile, WalReader
