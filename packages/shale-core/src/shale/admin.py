@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from typing import TYPE_CHECKING, Any, NamedTuple, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, cast, overload
 from urllib.parse import unquote, urlsplit
 
 from shale import ids, telemetry
@@ -55,6 +56,7 @@ from shale.meta.manifest_store import (
     remove_checkpoint,
 )
 from shale.meta.seq_tracker import SequenceTracker
+from shale.meta.union_clone import CloneSourceSpec, UnionCloneResult
 from shale.metrics import MetricsRegistry
 from shale.objstore.instrumented import handle_store
 from shale.plugins import get_host
@@ -69,9 +71,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Admin",
     "CloneResult",
+    "CloneSourceSpec",
     "DetachResult",
     "CompactorStateView",
     "RangeEstimate",
+    "UnionCloneResult",
     "VersionedCompactions",
     "VersionedManifest",
 ]
@@ -166,6 +170,23 @@ def _common_base(a: str, b: str) -> tuple[str, str, str]:
     common = "/".join(pa[:n])
     base = "/" + common if sa == "file" else f"{sa}://{na}/{common}"
     return base, "/".join(pa[n:]), "/".join(pb[n:])
+
+
+def _common_base_many(paths: list[str]) -> tuple[str, list[str]]:
+    """:func:`_common_base` for several paths: the enclosing store's URL and each path in it."""
+    base, rel = "", []
+    for other in paths[1:]:
+        _common_base(other, paths[0])  # same store, and the same refusals, for every pair
+    parsed = [_local_or_url(p) for p in paths]
+    scheme, netloc = parsed[0][0], parsed[0][1]
+    n = min(len(p[2]) for p in parsed)
+    k = 0
+    while k < n and all(p[2][k] == parsed[0][2][k] for p in parsed):
+        k += 1
+    common = "/".join(parsed[0][2][:k])
+    base = "/" + common if scheme == "file" else f"{scheme}://{netloc}/{common}"
+    rel = ["/".join(p[2][k:]) for p in parsed]
+    return base, rel
 
 
 class Admin:
@@ -521,6 +542,7 @@ class Admin:
 
     # -- clones and deletion -------------------------------------------------------------------
 
+    @overload
     def clone(
         self,
         target: str,
@@ -528,11 +550,35 @@ class Admin:
         source: str | None = None,
         checkpoint: uuid.UUID | str | None = None,
         projection: tuple[bytes | None, bytes | None] | None = None,
-    ) -> CloneResult:
+    ) -> CloneResult: ...
+
+    @overload
+    def clone(
+        self,
+        target: str,
+        *,
+        sources: Sequence[str | CloneSourceSpec],
+        projection: tuple[bytes | None, bytes | None] | None = None,
+    ) -> UnionCloneResult: ...
+
+    def clone(
+        self,
+        target: str,
+        *,
+        source: str | None = None,
+        checkpoint: uuid.UUID | str | None = None,
+        projection: tuple[bytes | None, bytes | None] | None = None,
+        sources: Sequence[str | CloneSourceSpec] | None = None,
+    ) -> CloneResult | UnionCloneResult:
         """Create a clone of ``source`` (default: this Admin's database) at ``target``: a
         writable database whose manifest references the source's SSTs instead of copying them
         (SlateDB's ``CloneBuilder``; steps, crash safety and refusals in
         :mod:`shale.meta.clone`). Run again after a crash, it finishes the clone.
+
+        With ``sources``, the clone is the *union* of several databases (merging shards back
+        together): each a path or a :class:`CloneSourceSpec` (path, checkpoint, projection);
+        their projected key ranges must not overlap, and their WALs must hold no unflushed
+        rows (:mod:`shale.meta.union_clone`). One source in ``sources`` is a plain clone.
 
         ``target`` and ``source`` are read like this Admin's ``url``: paths inside its
         ``object_store`` when it was given one, else URLs or directories, which must then lie
@@ -542,12 +588,13 @@ class Admin:
         :param checkpoint: clone what this existing checkpoint of the source pins (default: a
             new checkpoint of its latest manifest, expiring after 300 s).
         :param projection: ``(start, end)``: the clone holds only keys in ``[start, end)``
-            (``None`` for an open end).
+            (``None`` for an open end); with ``sources``, every source is narrowed to it too.
         :raises InvalidError: identical or nested paths, stores that differ, no database at
             the source, an unknown checkpoint, a database at the target, a bad projection, or
             a projection while the source's WAL holds unflushed rows, or an Admin given a
-            separate WAL store (clones of such a database are not supported, as in SlateDB).
-            Nothing is written then.
+            separate WAL store (clones of such a database are not supported, as in SlateDB);
+            with ``sources``: both ``source``/``checkpoint`` and ``sources``, overlapping
+            sources, or a source WAL holding unflushed rows. Nothing is written then.
         """
         from shale.meta.clone import create_clone
 
@@ -556,18 +603,20 @@ class Admin:
                 "cloning a database with a separate WAL store is not supported (its WAL would"
                 " not be copied)"
             )
-
-        cp = None if checkpoint is None else checkpoint_uuid(checkpoint)
         if projection is not None and (not isinstance(projection, tuple) or len(projection) != 2):
             raise InvalidError("projection must be a (start, end) tuple", projection=projection)
         kwargs: dict[str, Any] = {
             "now_s": self._now_s(),
-            "checkpoint": cp,
-            "projection": projection,
             "format_version": self.settings.manifest_format_version,
             "transformer": get_host().block_transformer(self.settings),
             "timeout": self.settings.manifest_update_timeout,
         }
+        if sources is not None:
+            if source is not None or checkpoint is not None:
+                raise InvalidError("give either sources= or source=/checkpoint=, not both")
+            return self._clone_union(target, sources, projection, kwargs)
+        cp = None if checkpoint is None else checkpoint_uuid(checkpoint)
+        kwargs.update(checkpoint=cp, projection=projection)
         if not self._owns_store:
             src = self.root if source is None else _path_arg("source", source)
             return create_clone(self.store, src, _path_arg("target", target), **kwargs)
@@ -577,6 +626,67 @@ class Admin:
             return create_clone(store, src, dst, **kwargs)
         finally:
             store.close()
+
+    def _clone_union(
+        self,
+        target: str,
+        sources: Sequence[str | CloneSourceSpec],
+        projection: tuple[bytes | None, bytes | None] | None,
+        kwargs: dict[str, Any],
+    ) -> UnionCloneResult:
+        from shale.meta.clone import create_clone
+        from shale.meta.projection import intersect, key_range
+        from shale.meta.union_clone import UnionSpec, create_union_clone
+
+        if isinstance(sources, str | bytes) or not isinstance(sources, Sequence):
+            raise InvalidError("sources must be a list of paths or CloneSourceSpec")
+        specs = [CloneSourceSpec(s) if isinstance(s, str) else CloneSourceSpec(*s) for s in sources]
+        for spec in specs:
+            p = spec.projection
+            if p is not None and (not isinstance(p, tuple) or len(p) != 2):
+                raise InvalidError("projection must be a (start, end) tuple", projection=p)
+        paths = [_path_arg("source", s.path) for s in specs]
+        dst = _path_arg("target", target)
+        store = self.store
+        if self._owns_store and specs:
+            base, rel = _common_base_many([dst, *paths])
+            dst, paths = rel[0], rel[1:]
+            store = get_host().open_object_store(base, self._store_options)
+        try:
+            if len(specs) == 1:  # SlateDB clones a single spec as a plain clone
+                (spec,) = specs
+                rng = None if projection is None else key_range(*projection)
+                if spec.projection is not None:
+                    own = key_range(*spec.projection)
+                    rng = own if rng is None else intersect(own, rng)
+                    if rng is None:
+                        raise InvalidError("the source's projection misses the clone's")
+                bounds = None
+                if rng is not None:
+                    bounds = (rng.start_bound.key, rng.end_bound.key)
+                cp = None if spec.checkpoint is None else checkpoint_uuid(spec.checkpoint)
+                r = create_clone(store, paths[0], dst, checkpoint=cp, projection=bounds, **kwargs)
+                return UnionCloneResult(
+                    r.path,
+                    [r.source],
+                    {r.source: r.source_checkpoint_id},
+                    {} if r.final_checkpoint_id is None else {r.source: r.final_checkpoint_id},
+                    r.manifest_id,
+                    r.created,
+                )
+            union = [
+                UnionSpec(
+                    path,
+                    None if s.checkpoint is None else checkpoint_uuid(s.checkpoint),
+                    None if s.projection is None else key_range(*s.projection),
+                )
+                for path, s in zip(paths, specs, strict=True)
+            ]
+            rng = None if projection is None else key_range(*projection)
+            return create_union_clone(store, union, dst, projection=rng, **kwargs)
+        finally:
+            if store is not self.store:
+                store.close()
 
     def detach(self, *, copy: bool = True) -> DetachResult:
         """Detach this database (a clone) from the databases it was cloned from: copy the

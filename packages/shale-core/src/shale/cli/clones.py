@@ -2,7 +2,10 @@
 
 * ``shale clone TARGET --source URL [--checkpoint ID] [--start K] [--end K] [--hex]`` makes a
   clone of the database at ``URL`` (``Admin.clone``); rerun after a crash, it finishes it.
-  ``TARGET`` and ``URL`` must lie in one store (one bucket or file system).
+  ``TARGET`` and ``URL`` must lie in one store (one bucket or file system). ``--source`` given
+  several times makes a clone of their union (``Admin.clone(target, sources=...)``): ``--start``
+  and ``--end`` then narrow every source, ``--checkpoint`` is refused (per-source checkpoints
+  and projections: use the Python API).
 * ``shale detach URL [--no-copy]``: copy the source SSTs the clone still reads into its own
   path and release the sources (``Admin.detach``); pending sources are printed.
 * ``shale delete-db URL --yes [--force] [--idle SECONDS]`` deletes every object of the
@@ -27,13 +30,35 @@ def _cmd_clone(args: argparse.Namespace) -> int:
     start = parse_key_arg(args.start, args, "--start")
     end = parse_key_arg(args.end, args, "--end")
     projection = None if start is None and end is None else (start, end)
-    if args.source is None:
+    if not args.source:
         raise InvalidError("--source URL is required: the database to clone")
     admin = Admin(
-        args.source,
+        args.source[0],
         settings=settings_from_args(args),
         store_options=parse_store_options(args.store_option),
     )
+    if len(args.source) > 1:
+        if args.checkpoint is not None:
+            raise InvalidError("--checkpoint names one source's checkpoint: give one --source")
+        with admin:
+            u = admin.clone(args.target, sources=args.source, projection=projection)
+        if args.json:
+            emit_line(
+                {
+                    "path": u.path,
+                    "sources": u.sources,
+                    "source_checkpoint_ids": {
+                        p: str(c) for p, c in u.source_checkpoint_ids.items()
+                    },
+                    "final_checkpoint_ids": {p: str(c) for p, c in u.final_checkpoint_ids.items()},
+                    "manifest_id": u.manifest_id,
+                    "created": u.created,
+                }
+            )
+        else:
+            verb = "cloned the union of" if u.created else "already a clone of"
+            print(f"{args.target}: {verb} {', '.join(args.source)}")
+        return EXIT_OK
     with admin:
         r = admin.clone(args.target, checkpoint=args.checkpoint, projection=projection)
     if args.json:
@@ -49,7 +74,7 @@ def _cmd_clone(args: argparse.Namespace) -> int:
         )
     else:
         verb = "cloned" if r.created else "already a clone of"
-        print(f"{args.target}: {verb} {args.source} (final checkpoint {r.final_checkpoint_id})")
+        print(f"{args.target}: {verb} {args.source[0]} (final checkpoint {r.final_checkpoint_id})")
     return EXIT_OK
 
 
@@ -95,7 +120,12 @@ def add_commands(
         help="make a clone of a database: its SSTs referenced, not copied",
     )
     p.add_argument("target", metavar="TARGET", help="where the clone goes (same store)")
-    p.add_argument("--source", metavar="URL", help="the database to clone (required)")
+    p.add_argument(
+        "--source",
+        metavar="URL",
+        action="append",
+        help="the database to clone (required); repeat it to clone the union of several",
+    )
     p.add_argument("--checkpoint", metavar="ID", help="clone what this checkpoint pins")
     p.add_argument("--start", metavar="K", help="project on keys >= K")
     p.add_argument("--end", metavar="K", help="project on keys < K")

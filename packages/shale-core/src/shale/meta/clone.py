@@ -136,9 +136,22 @@ def _wal_upper(store: ObjectStore, root: str, m: Manifest) -> int:
     return max([m.wal_id_last_seen, *_listed_wal_ids(store, root)])
 
 
+_PROJECTED_WAL = (
+    "cannot project a clone of a source whose WAL holds rows not yet in an SST "
+    "(a WAL file cannot be projected)"
+)
+
+
 def _check_no_wal_rows(
-    store: ObjectStore, root: str, m: Manifest, upper: int, transformer: object
+    store: ObjectStore,
+    root: str,
+    m: Manifest,
+    upper: int,
+    transformer: object,
+    why: str = _PROJECTED_WAL,
 ) -> None:
+    """SlateDB's ``validate_no_data_wal``: refuse when a WAL the clone would need holds rows
+    (a fence, an empty WAL, is fine)."""
     for wal_id in range(m.replay_after_wal_id + 1, upper + 1):
         try:
             data = store.get(ids.wal_path(root, wal_id))
@@ -146,8 +159,7 @@ def _check_no_wal_rows(
             continue
         if data and SsTable.from_bytes(data, transformer=transformer).rows():
             raise InvalidError(
-                "cannot project a clone of a source whose WAL holds rows not yet in an SST "
-                "(a WAL file cannot be projected); flush the source's memtable first",
+                f"{why}; flush the source's memtable first",
                 source=root,
                 wal_id=wal_id,
             )
