@@ -36,19 +36,16 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
-import os
-import pickle
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from shale.testing.script_worker import WorkerError, run_script, worker_main
 
 logger = logging.getLogger(__name__)
 
@@ -226,29 +223,10 @@ def _run_worker(request: dict[str, Any], timeout: float) -> Any:
 
     :raises OracleError: the worker raised, crashed or exceeded ``timeout`` (it is killed).
     """
-    with tempfile.TemporaryDirectory(prefix="slatedb-oracle-") as tmp:
-        req_path = Path(tmp) / "request.pickle"
-        res_path = Path(tmp) / "result.pickle"
-        req_path.write_bytes(pickle.dumps(request))
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(req_path), str(res_path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, check=False)
-        except subprocess.TimeoutExpired as exc:  # subprocess.run kills the child
-            raise OracleError(
-                f"official slatedb worker timed out after {timeout}s: op={request['op']}\n"
-                f"stderr tail: {(exc.stderr or b'')[-4000:]!r}"
-            ) from None
-        if not res_path.exists():
-            raise OracleError(
-                f"official slatedb worker died: op={request['op']} rc={proc.returncode}\n"
-                f"stderr tail: {proc.stderr[-4000:].decode(errors='replace')}"
-            )
-        result = pickle.loads(res_path.read_bytes())
-    if not result["ok"]:
-        raise OracleError(f"official slatedb worker failed: op={request['op']}\n{result['error']}")
-    return result["value"]
+    try:
+        return run_script(__file__, request, timeout, name="official slatedb worker")
+    except WorkerError as exc:
+        raise OracleError(str(exc)) from None
 
 
 class OfficialReader:
@@ -462,18 +440,7 @@ def official_clones(tmp_path_factory: pytest.TempPathFactory) -> OfficialClones:
 
 
 def _worker_main(argv: list[str]) -> int:
-    req_path, res_path = Path(argv[1]), Path(argv[2])
-    request = pickle.loads(req_path.read_bytes())
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        value = asyncio.run(_dispatch(request))
-        result: dict[str, Any] = {"ok": True, "value": value}
-    except BaseException:  # report everything, including cancellations and timeouts
-        result = {"ok": False, "error": traceback.format_exc()}
-    tmp = res_path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    tmp.replace(res_path)
-    return 0
+    return worker_main(argv, _dispatch, overall_timeout=False)  # each op bounds itself
 
 
 async def _dispatch(request: dict[str, Any]) -> Any:

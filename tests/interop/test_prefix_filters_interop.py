@@ -21,19 +21,15 @@ script, see ``__main__``), as in ``test_segments_interop.py``. Its extractors ar
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import pickle
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from shale.testing.script_worker import WorkerError, run_script, worker_main
 
 pytestmark = pytest.mark.interop
 
@@ -210,47 +206,14 @@ def test_official_reads_shale_prefix_filters(tmp_path: Path) -> None:
 def _run_official(request: dict[str, Any]) -> Any:
     """Run ``request`` with the official package in a child process (this file as a script)."""
     timeout = OFFICIAL_TIMEOUT_S
-    request = {**request, "timeout": timeout}
-    with tempfile.TemporaryDirectory(prefix="slatedb-prefix-filters-") as tmp:
-        req_path = Path(tmp) / "request.pickle"
-        res_path = Path(tmp) / "result.pickle"
-        req_path.write_bytes(pickle.dumps(request))
-        env = dict(os.environ)
-        env.setdefault("RUST_BACKTRACE", "1")
-        cmd = [sys.executable, str(Path(__file__).resolve()), str(req_path), str(res_path)]
-        try:
-            proc = subprocess.run(
-                cmd, capture_output=True, timeout=timeout + 15.0, env=env, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(
-                f"official worker timed out: op={request['op']}\n"
-                f"stderr tail: {(exc.stderr or b'')[-4000:]!r}"
-            )
-        if not res_path.exists():
-            pytest.fail(
-                f"official worker died: op={request['op']} rc={proc.returncode}\n"
-                f"{proc.stderr[-4000:].decode(errors='replace')}"
-            )
-        result = pickle.loads(res_path.read_bytes())
-    if not result["ok"]:
-        pytest.fail(f"official worker failed: op={request['op']}\n{result['error']}")
-    return result["value"]
+    try:
+        return run_script(__file__, {**request, "timeout": timeout}, timeout + 15.0)
+    except WorkerError as exc:
+        pytest.fail(f"official {exc}")
 
 
 def _worker_main(argv: list[str]) -> int:
-    req_path, res_path = Path(argv[1]), Path(argv[2])
-    request = pickle.loads(req_path.read_bytes())
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        value = asyncio.run(asyncio.wait_for(_dispatch(request), request["timeout"]))
-        result: dict[str, Any] = {"ok": True, "value": value}
-    except BaseException:
-        result = {"ok": False, "error": traceback.format_exc()}
-    tmp = res_path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(result))
-    tmp.replace(res_path)
-    return 0
+    return worker_main(argv, _dispatch)
 
 
 def _official_policies(s: Any, specs: list[tuple[int, bool, int | None]]) -> list[Any]:

@@ -5,6 +5,8 @@
 - :mod:`shale.testing.objstore_contract` -- :class:`ObjectStoreContract`, the behaviour every
   object store must have; a backend's test module subclasses it and provides a ``store``
   fixture.
+- :mod:`shale.testing.script_worker` -- run one request in a child Python process running a
+  script (the interop tests drive the official package this way, outside the test process).
 - :func:`crash` -- abandon an open :class:`shale.Db` the way a killed process would (an
   unclosed ``Db`` that is merely dropped is closed and flushed, with a ``ResourceWarning``).
 
