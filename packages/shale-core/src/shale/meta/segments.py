@@ -45,7 +45,7 @@ import bisect
 import dataclasses
 import re
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import shale
 from shale.errors import InvalidError
@@ -53,6 +53,7 @@ from shale.fbs.manifest import BOUND_INCLUDED as _INCLUDED
 from shale.fbs.manifest import Manifest, Segment, SortedRun, SstView
 from shale.ids import Ulid
 from shale.meta.projection import effective_range
+from shale.sst.prefix_bloom import check_extractor
 
 __all__ = [
     "FixedPrefixExtractor",
@@ -155,27 +156,6 @@ def shale_prefix_extractor(name: str) -> PrefixExtractor | None:
     """
     m = _FIXED.fullmatch(name)
     return None if m is None else FixedPrefixExtractor(int(m.group(1)))
-
-
-def check_extractor(extractor: Any) -> PrefixExtractor:
-    """``extractor`` if it looks like a :class:`PrefixExtractor` (a non-empty ``name`` and a
-    callable ``prefix_len``).
-
-    :raises InvalidError: otherwise.
-    """
-    name = getattr(extractor, "name", None)
-    if callable(name):  # an official-style ``name()`` method
-        raise InvalidError(
-            "a prefix extractor's name is an attribute or property, not a method",
-            type=type(extractor).__name__,
-        )
-    if not isinstance(name, str) or not name:
-        raise InvalidError(
-            "a prefix extractor needs a non-empty str name", type=type(extractor).__name__
-        )
-    if not callable(getattr(extractor, "prefix_len", None)):
-        raise InvalidError("a prefix extractor needs prefix_len(key)", name=name)
-    return extractor  # type: ignore[no-any-return]
 
 
 def _short(key: bytes) -> bytes:

@@ -212,7 +212,7 @@ class BloomFilterPolicy(_BloomPolicyBase):
                 "whole_key_filtering must be a bool", whole_key_filtering=whole_key_filtering
             )
         if prefix_extractor is not None:
-            prefix_extractor = prefix_bloom.check_extractor(prefix_extractor)
+            prefix_extractor = prefix_bloom.check_bloom_extractor(prefix_extractor)
         elif not whole_key_filtering:
             raise InvalidError(
                 "a bloom filter without whole-key filtering needs a prefix extractor"

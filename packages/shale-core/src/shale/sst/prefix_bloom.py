@@ -42,6 +42,7 @@ __all__ = [
     "BLOOM_NAME",
     "PrefixBloomReader",
     "WholeKeyPrefixBloomReader",
+    "check_bloom_extractor",
     "check_extractor",
     "extracted_len",
     "hash_inputs",
@@ -80,14 +81,14 @@ def parse_policy_name(name: str) -> tuple[str | None, bool] | None:
 
 
 def check_extractor(extractor: Any) -> PrefixExtractor:
-    """``extractor`` if it can serve a prefix bloom filter: a non-empty ``str`` ``name`` (an
-    attribute, as :class:`shale.meta.segments.PrefixExtractor` has it) that does not end with
-    ``":wh=0"`` (the policy name would be ambiguous), and a callable ``prefix_len``.
+    """``extractor`` if it looks like a prefix extractor (SlateDB's ``PrefixExtractor``, for
+    segments and prefix blooms alike): a non-empty ``str`` ``name`` (an attribute, as
+    :class:`shale.meta.segments.PrefixExtractor` has it) and a callable ``prefix_len``.
 
     :raises InvalidError: otherwise.
     """
     name = getattr(extractor, "name", None)
-    if callable(name):
+    if callable(name):  # an official-style ``name()`` method
         raise InvalidError(
             "a prefix extractor's name is an attribute or property, not a method",
             type=type(extractor).__name__,
@@ -96,14 +97,24 @@ def check_extractor(extractor: Any) -> PrefixExtractor:
         raise InvalidError(
             "a prefix extractor needs a non-empty str name", type=type(extractor).__name__
         )
-    if name.endswith(_NO_WHOLE):
-        raise InvalidError(
-            "a prefix extractor's name must not end with ':wh=0' (filter names would clash)",
-            name=name,
-        )
     if not callable(getattr(extractor, "prefix_len", None)):
         raise InvalidError("a prefix extractor needs prefix_len(key)", name=name)
     return extractor  # type: ignore[no-any-return]
+
+
+def check_bloom_extractor(extractor: Any) -> PrefixExtractor:
+    """:func:`check_extractor`, and a name that does not end with ``":wh=0"`` (the policy
+    name would be ambiguous).
+
+    :raises InvalidError: otherwise.
+    """
+    checked = check_extractor(extractor)
+    if checked.name.endswith(_NO_WHOLE):
+        raise InvalidError(
+            "a prefix extractor's name must not end with ':wh=0' (filter names would clash)",
+            name=checked.name,
+        )
+    return checked
 
 
 def extracted_len(extractor: PrefixExtractor, key: bytes, scan_prefix: bool = False) -> int | None:
