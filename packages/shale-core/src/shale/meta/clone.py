@@ -193,6 +193,22 @@ def _clone_manifest(m: Manifest, source: str, source_cp: uuid.UUID, upper: int) 
     )
 
 
+def source_checkpoint(src: StoredManifest, now_s: int) -> uuid.UUID:
+    """A new checkpoint of ``src``'s latest manifest for a clone to pin, expiring after
+    ``SOURCE_CHECKPOINT_LIFETIME_S`` (the clone adds its own final one); its id."""
+    made: list[uuid.UUID] = []
+
+    def mutate(cur: Manifest, next_id: int) -> Manifest:
+        new, cp = add_checkpoint(
+            cur, manifest_id=next_id, now_s=now_s, lifetime_s=SOURCE_CHECKPOINT_LIFETIME_S
+        )
+        made[:] = [cp.id]
+        return new
+
+    src.update(mutate)
+    return made[0]
+
+
 def _load_source(store: ObjectStore, source: str, fmt: int) -> StoredManifest:
     stored = StoredManifest.try_load(ManifestStore(store, source, format_version=fmt))
     if stored is None:
@@ -337,17 +353,7 @@ def _start(
         if rng is not None:  # fail before writing anything when we can tell already
             m = src.manifest
             _check_no_wal_rows(store, source, m, _wal_upper(store, source, m), transformer)
-        made: list[uuid.UUID] = []
-
-        def mutate(cur: Manifest, next_id: int) -> Manifest:
-            new, cp = add_checkpoint(
-                cur, manifest_id=next_id, now_s=now_s, lifetime_s=SOURCE_CHECKPOINT_LIFETIME_S
-            )
-            made[:] = [cp.id]
-            return new
-
-        src.update(mutate)
-        checkpoint = made[0]
+        checkpoint = source_checkpoint(src, now_s)
     assert checkpoint is not None
     cp = find_checkpoint(src.manifest, checkpoint)
     if cp is None:

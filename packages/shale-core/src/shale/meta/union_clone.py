@@ -42,19 +42,18 @@ from typing import NamedTuple
 from shale.errors import InvalidError
 from shale.fbs.manifest import BytesRange, Manifest
 from shale.meta.clone import (
-    SOURCE_CHECKPOINT_LIFETIME_S,
     _check_finals,
     _check_no_wal_rows,
     _load_source,
     _pin_finals,
     _wal_upper,
     check_clone_paths,
+    source_checkpoint,
 )
 from shale.meta.manifest_store import (
     ManifestConflict,
     ManifestStore,
     StoredManifest,
-    add_checkpoint,
     find_checkpoint,
 )
 from shale.meta.projection import intersect, project_manifest
@@ -183,17 +182,7 @@ def _start(
     for spec, src in zip(specs, srcs, strict=True):
         checkpoint = spec.checkpoint
         if checkpoint is None:
-            made: list[uuid.UUID] = []
-
-            def mutate(cur: Manifest, next_id: int, made: list[uuid.UUID] = made) -> Manifest:
-                new, cp = add_checkpoint(
-                    cur, manifest_id=next_id, now_s=now_s, lifetime_s=SOURCE_CHECKPOINT_LIFETIME_S
-                )
-                made[:] = [cp.id]
-                return new
-
-            src.update(mutate)
-            checkpoint = made[0]
+            checkpoint = source_checkpoint(src, now_s)
         pinned = _pinned(store, src, spec, checkpoint, transformer)
         sources.append(UnionSource(spec.path, checkpoint, pinned))
     m = cloned_from_union(sources)
