@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, cast, overload
 from urllib.parse import unquote, urlsplit
 
@@ -550,6 +550,8 @@ class Admin:
         source: str | None = None,
         checkpoint: uuid.UUID | str | None = None,
         projection: tuple[bytes | None, bytes | None] | None = None,
+        segment_filter: Callable[[bytes], bool] | None = None,
+        segment_projection: Callable[[bytes], tuple[bytes | None, bytes | None]] | None = None,
     ) -> CloneResult: ...
 
     @overload
@@ -559,6 +561,8 @@ class Admin:
         *,
         sources: Sequence[str | CloneSourceSpec],
         projection: tuple[bytes | None, bytes | None] | None = None,
+        segment_filter: Callable[[bytes], bool] | None = None,
+        segment_projection: Callable[[bytes], tuple[bytes | None, bytes | None]] | None = None,
     ) -> UnionCloneResult: ...
 
     def clone(
@@ -569,6 +573,8 @@ class Admin:
         checkpoint: uuid.UUID | str | None = None,
         projection: tuple[bytes | None, bytes | None] | None = None,
         sources: Sequence[str | CloneSourceSpec] | None = None,
+        segment_filter: Callable[[bytes], bool] | None = None,
+        segment_projection: Callable[[bytes], tuple[bytes | None, bytes | None]] | None = None,
     ) -> CloneResult | UnionCloneResult:
         """Create a clone of ``source`` (default: this Admin's database) at ``target``: a
         writable database whose manifest references the source's SSTs instead of copying them
@@ -589,9 +595,17 @@ class Admin:
             new checkpoint of its latest manifest, expiring after 300 s).
         :param projection: ``(start, end)``: the clone holds only keys in ``[start, end)``
             (``None`` for an open end); with ``sources``, every source is narrowed to it too.
+        :param segment_filter: ``prefix -> bool``, asked for each tree of each source (the
+            unsegmented root tree with ``b""``): ``False`` drops the tree (SlateDB's
+            ``CloneBuilder::with_segment_filter``).
+        :param segment_projection: ``prefix -> (start, end)``: the range kept of that tree,
+            ``None`` ends meaning the segment's edges ``[prefix, prefix++)``; intersected with
+            ``projection`` (``with_segment_projection``). An exception a callback raises
+            propagates, nothing written; the callbacks may be asked more than once per prefix.
         :raises InvalidError: identical or nested paths, stores that differ, no database at
-            the source, an unknown checkpoint, a database at the target, a bad projection, or
-            a projection while the source's WAL holds unflushed rows, or an Admin given a
+            the source, an unknown checkpoint, a database at the target, a bad projection (or a
+            ``segment_projection`` range outside its segment, or empty), or a projection of any
+            kind while the source's WAL holds unflushed rows, or an Admin given a
             separate WAL store (clones of such a database are not supported, as in SlateDB);
             with ``sources``: both ``source``/``checkpoint`` and ``sources``, overlapping
             sources, or a source WAL holding unflushed rows. Nothing is written then.
@@ -610,6 +624,8 @@ class Admin:
             "format_version": self.settings.manifest_format_version,
             "transformer": get_host().block_transformer(self.settings),
             "timeout": self.settings.manifest_update_timeout,
+            "segment_filter": segment_filter,
+            "segment_projection": segment_projection,
         }
         if sources is not None:
             if source is not None or checkpoint is not None:

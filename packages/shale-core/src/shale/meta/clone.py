@@ -5,7 +5,8 @@ finish a clone the other started:
 
 1. **Pin the source.** Use the checkpoint the caller names (it must exist in the source's
    latest manifest), or create a short-lived one (300 s, SlateDB's). Read the manifest it pins
-   and, if a projection ``[start, end)`` is asked for, narrow it (:mod:`shale.meta.projection`).
+   and, if a projection ``[start, end)`` or the per-segment ``segment_filter`` /
+   ``segment_projection`` callbacks are given, narrow it (:mod:`shale.meta.projection`).
 2. **Write the clone's manifest version 1** with ``initialized = false``: the source's state
    with no checkpoints, the source's epochs, and ``external_dbs`` = each clone source the
    source itself has (re-pinned through *its* final checkpoint) plus the source, listing every
@@ -20,20 +21,24 @@ finish a clone the other started:
 
 Crash safety: each step is idempotent and the clone's manifest records where it stands. Run
 again after a crash (same source), :func:`create_clone` finishes an uninitialized clone from
-what its manifest recorded -- creating the final checkpoints from the source checkpoint if
-step 3 had not happened (:class:`~shale.errors.DataError` if that one expired meanwhile:
-delete the partial clone and clone again), copying the WALs both checkpoints keep -- and
-returns an initialized clone of the same source unchanged (``created=False``), as SlateDB's
-retry does. Anything else already at the target is refused. A crash before step 2 leaves only
-the short-lived source checkpoint, which expires by itself.
+what its manifest recorded (already projected: a projection or callbacks given again are not
+re-applied, so they cannot change what the clone holds) -- creating the final checkpoints from
+the source checkpoint if step 3 had not happened (:class:`~shale.errors.DataError` if that one
+expired meanwhile: delete the partial clone and clone again), copying the WALs both
+checkpoints keep -- and returns an initialized clone of the same source unchanged
+(``created=False``), as SlateDB's retry does. Anything else already at the target is refused.
+A crash before step 2 leaves only the short-lived source checkpoint, which expires by itself.
 
 What is refused before anything is written (:class:`~shale.errors.InvalidError`): identical or
 nested paths, a missing or uninitialized source, a source whose WAL lives in a separate object
 store (SlateDB refuses it too), an unknown checkpoint id, a database (or a clone of another
-source) at the target, and a projection while the source's WAL still holds
-rows no SST has (SlateDB's ``InvalidCloneSourceWithWal``: WAL files cannot be projected; flush
-the source first). A projection check can only fail after the short-lived checkpoint exists
-when a writer adds WAL rows between the two checks; that checkpoint expires by itself.
+source) at the target, a ``segment_projection`` range outside its segment (or empty), and a
+projection (a range or callbacks) while the source's WAL still holds rows no SST has (SlateDB's
+``InvalidCloneSourceWithWal``: WAL files cannot be projected; flush the source first). Without
+a named checkpoint, the projection is first tried on the source's latest manifest, before the
+short-lived checkpoint is made (so the callbacks may be asked twice per prefix). A projection
+check can only fail after that checkpoint exists when a writer changes the source between the
+two checks; that checkpoint expires by itself.
 
 Paths are object keys relative to the store root (FORMAT.md 2): source and clone must live in
 one object store; a source elsewhere (another bucket) cannot be referenced.
@@ -48,7 +53,7 @@ from typing import NamedTuple
 
 from shale import ids
 from shale.errors import DataError, InvalidError
-from shale.fbs.manifest import ExternalDb, Manifest
+from shale.fbs.manifest import BytesRange, ExternalDb, Manifest
 from shale.meta.locator import manifest_views
 from shale.meta.manifest_store import (
     ManifestConflict,
@@ -57,7 +62,13 @@ from shale.meta.manifest_store import (
     add_checkpoint,
     find_checkpoint,
 )
-from shale.meta.projection import key_range, project_manifest
+from shale.meta.projection import (
+    SegmentFilter,
+    SegmentProjection,
+    check_segment_callbacks,
+    key_range,
+    project_manifest,
+)
 from shale.objstore.protocol import ObjectNotFound, ObjectStore
 from shale.sst.table import SsTable
 
@@ -298,6 +309,8 @@ def create_clone(
     now_s: int,
     checkpoint: uuid.UUID | None = None,
     projection: tuple[bytes | None, bytes | None] | None = None,
+    segment_filter: SegmentFilter | None = None,
+    segment_projection: SegmentProjection | None = None,
     format_version: int = 2,
     transformer: object = None,
     timeout: float = 300.0,
@@ -309,6 +322,10 @@ def create_clone(
     :param checkpoint: clone the manifest this checkpoint of the source pins (default: a new
         short-lived checkpoint of its latest manifest).
     :param projection: ``(start, end)``: only keys in ``[start, end)`` (``None``: unbounded).
+    :param segment_filter: ``prefix -> bool``: ``False`` drops the tree of that segment (the
+        root tree is asked with ``b""``).
+    :param segment_projection: ``prefix -> (start, end)``: the range kept of that segment's
+        tree, within ``[prefix, prefix++)`` (intersected with ``projection``).
     :param format_version: the manifest wire version written.
     :param transformer: the block transformer that reads the source's WAL SSTs (projection).
     :raises InvalidError: see the module docstring.
@@ -316,11 +333,13 @@ def create_clone(
     """
     source, target = check_clone_paths(source, target)
     rng = None if projection is None else key_range(*projection)
+    check_segment_callbacks(segment_filter, segment_projection)
+    proj = _Projection(rng, segment_filter, segment_projection)
     tms = ManifestStore(store, target, format_version=format_version)
     existing = StoredManifest.try_load(tms)
     if existing is None:
         try:
-            existing = _start(store, source, target, tms, checkpoint, rng, now_s, transformer)
+            existing = _start(store, source, target, tms, checkpoint, proj, now_s, transformer)
         except ManifestConflict:
             existing = StoredManifest.load(tms)  # a concurrent cloner won: finish or check it
         else:
@@ -336,23 +355,44 @@ def create_clone(
     return _finish(store, source, target, existing, now_s, format_version, timeout, False)
 
 
+class _Projection(NamedTuple):
+    """What a clone narrows the source to: a global range and the per-segment callbacks."""
+
+    rng: BytesRange | None
+    segment_filter: SegmentFilter | None
+    segment_projection: SegmentProjection | None
+
+    def requested(self) -> bool:
+        return any(x is not None for x in self)
+
+    def apply(self, m: Manifest) -> Manifest:
+        return project_manifest(
+            m,
+            self.rng,
+            segment_filter=self.segment_filter,
+            segment_projection=self.segment_projection,
+        )
+
+
 def _start(
     store: ObjectStore,
     source: str,
     target: str,
     tms: ManifestStore,
     checkpoint: uuid.UUID | None,
-    rng: object,
+    proj: _Projection | None,
     now_s: int,
     transformer: object,
 ) -> StoredManifest:
     """Steps 1 and 2; raises :class:`ManifestConflict` when version 1 appeared meanwhile."""
+    proj = proj or _Projection(None, None, None)
     src = _load_source(store, source, tms.format_version)
     own = checkpoint is None
     if own:
-        if rng is not None:  # fail before writing anything when we can tell already
+        if proj.requested():  # fail before writing anything when we can tell already
             m = src.manifest
             _check_no_wal_rows(store, source, m, _wal_upper(store, source, m), transformer)
+            proj.apply(m)
         checkpoint = source_checkpoint(src, now_s)
     assert checkpoint is not None
     cp = find_checkpoint(src.manifest, checkpoint)
@@ -360,9 +400,9 @@ def _start(
         raise InvalidError("no such checkpoint in the clone source", checkpoint_id=str(checkpoint))
     pinned = src.ms.read(cp.manifest_id)
     upper = _wal_upper(store, source, pinned) if own else pinned.wal_id_last_seen
-    if rng is not None:
+    if proj.requested():
         _check_no_wal_rows(store, source, pinned, upper, transformer)
-        pinned = project_manifest(pinned, rng)  # type: ignore[arg-type]
+        pinned = proj.apply(pinned)
     m = _clone_manifest(pinned, source, checkpoint, upper)
     tms.try_write(1, m)
     logger.info("clone started path=%s source=%s checkpoint=%s", target, source, checkpoint)

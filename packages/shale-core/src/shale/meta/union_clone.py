@@ -6,7 +6,8 @@ The steps are those of a one-source clone (:mod:`shale.meta.clone`), with the ma
 
 1. **Pin every source** at the checkpoint its spec names, or at a new short-lived one (300 s),
    and narrow what it pins to the spec's projection (intersected with the projection given for
-   all sources).
+   all sources) and by the ``segment_filter`` / ``segment_projection`` callbacks, asked for
+   every source's trees (:mod:`shale.meta.projection`).
 2. **Write the clone's manifest version 1** (``initialized = false``): the union of the pinned
    manifests, one ``external_dbs`` entry per source holding SSTs (plus what the sources
    inherited), each with a fresh ``final_checkpoint_id``. Created only if absent.
@@ -18,7 +19,8 @@ The steps are those of a one-source clone (:mod:`shale.meta.clone`), with the ma
 
 Refused before anything is written (:class:`~shale.errors.InvalidError`): no sources, a
 source given twice, a source equal to or nested with the target, a missing, uninitialized or
-separate-WAL source, an unknown checkpoint, a bad projection, a source WAL holding rows, and
+separate-WAL source, an unknown checkpoint, a bad projection (or a ``segment_projection``
+range outside its segment), a source WAL holding rows, and
 sources whose (projected) key ranges overlap or whose segment layouts disagree. Step 1 checks
 all this on the manifests it is about to pin before creating any checkpoint; only a writer
 racing the clone can make the checks fail after the short-lived checkpoints exist (they expire
@@ -56,7 +58,13 @@ from shale.meta.manifest_store import (
     StoredManifest,
     find_checkpoint,
 )
-from shale.meta.projection import intersect, project_manifest
+from shale.meta.projection import (
+    SegmentFilter,
+    SegmentProjection,
+    check_segment_callbacks,
+    intersect,
+    project_manifest,
+)
 from shale.meta.union import UnionSource, cloned_from_union
 from shale.objstore.protocol import ObjectStore
 
@@ -129,12 +137,18 @@ def _check_specs(specs: Sequence[UnionSpec], target: str) -> tuple[list[UnionSpe
     return out, dst
 
 
+class _Callbacks(NamedTuple):
+    segment_filter: SegmentFilter | None = None
+    segment_projection: SegmentProjection | None = None
+
+
 def _pinned(
     store: ObjectStore,
     src: StoredManifest,
     spec: UnionSpec,
     checkpoint: uuid.UUID | None,
     transformer: object,
+    callbacks: _Callbacks,
 ) -> Manifest:
     """The (projected) manifest ``checkpoint`` pins in the source (``None``: the source's latest
     manifest, what a new checkpoint would pin), after the WAL check."""
@@ -156,7 +170,12 @@ def _pinned(
             else _wal_upper(store, spec.path, pinned)
         )
     _check_no_wal_rows(store, spec.path, pinned, upper, transformer, _WAL_ROWS)
-    return pinned if spec.projection is None else project_manifest(pinned, spec.projection)
+    return project_manifest(
+        pinned,
+        spec.projection,
+        segment_filter=callbacks.segment_filter,
+        segment_projection=callbacks.segment_projection,
+    )
 
 
 def _start(
@@ -166,14 +185,16 @@ def _start(
     tms: ManifestStore,
     now_s: int,
     transformer: object,
+    callbacks: _Callbacks | None = None,
 ) -> StoredManifest:
     """Steps 1 and 2; raises :class:`ManifestConflict` when version 1 appeared meanwhile."""
+    callbacks = callbacks or _Callbacks()
     srcs = [_load_source(store, s.path, tms.format_version) for s in specs]
     preview = [
         UnionSource(
             s.path,
             s.checkpoint or uuid.UUID(int=0),
-            _pinned(store, src, s, s.checkpoint, transformer),
+            _pinned(store, src, s, s.checkpoint, transformer, callbacks),
         )
         for s, src in zip(specs, srcs, strict=True)
     ]
@@ -183,7 +204,7 @@ def _start(
         checkpoint = spec.checkpoint
         if checkpoint is None:
             checkpoint = source_checkpoint(src, now_s)
-        pinned = _pinned(store, src, spec, checkpoint, transformer)
+        pinned = _pinned(store, src, spec, checkpoint, transformer, callbacks)
         sources.append(UnionSource(spec.path, checkpoint, pinned))
     m = cloned_from_union(sources)
     tms.try_write(1, m)
@@ -215,6 +236,8 @@ def create_union_clone(
     *,
     now_s: int,
     projection: BytesRange | None = None,
+    segment_filter: SegmentFilter | None = None,
+    segment_projection: SegmentProjection | None = None,
     format_version: int = 2,
     transformer: object = None,
     timeout: float = 300.0,
@@ -225,12 +248,18 @@ def create_union_clone(
     :param now_s: the current Unix time in seconds (checkpoint create times).
     :param projection: a key range every source is narrowed to as well (SlateDB's
         ``CloneBuilder.with_projection_range``), intersected with each spec's.
+    :param segment_filter: ``prefix -> bool``, asked for every source's trees: ``False``
+        drops that tree (SlateDB's ``CloneBuilder.with_segment_filter``).
+    :param segment_projection: ``prefix -> (start, end)``, the range kept of every source's
+        tree of that segment (``with_segment_projection``).
     :param format_version: the manifest wire version written.
     :param transformer: the block transformer that reads the sources' WAL SSTs.
     :raises InvalidError: see the module docstring.
     :raises DataError: a resumed clone whose pinning checkpoints are gone.
     """
     specs, target = _check_specs(sources, target)
+    check_segment_callbacks(segment_filter, segment_projection)
+    callbacks = _Callbacks(segment_filter, segment_projection)
     if projection is not None:
         narrowed = []
         for spec in specs:
@@ -244,7 +273,7 @@ def create_union_clone(
     created = existing is None
     if existing is None:
         try:
-            existing = _start(store, specs, target, tms, now_s, transformer)
+            existing = _start(store, specs, target, tms, now_s, transformer, callbacks)
         except ManifestConflict:
             existing, created = StoredManifest.load(tms), False
     if not created:
