@@ -583,7 +583,10 @@ class Simulation:
         durable: bool,
         *,
         may_reject: bool = False,
+        gap: int = 1,
     ) -> None:
+        """Run one write and check its seq (``gap`` above the last one: a caller-chosen seq
+        when not 1) against the model."""
         db = self.the_db()
         if durable and not self.wal:
             # with the WAL off a durable write waits for its L0 flush
@@ -610,7 +613,7 @@ class Simulation:
             if not self.faulty:
                 self.fail("write", f"write failed without faults: {exc!r}")
             after = db.metrics()["last_seq"]
-            if after == before + 1:
+            if after == before + gap:
                 self.model.apply(after, mops)
                 self.event(
                     f"write seq={after} committed, durability unknown ({type(exc).__name__})"
@@ -623,8 +626,8 @@ class Simulation:
         except ClosedError as exc:
             self.fail("closed", f"write raised {exc!r}")
             return
-        if handle.seq != before + 1:
-            self.fail("seq", f"write got seq {handle.seq}, expected {before + 1}")
+        if handle.seq != before + gap:
+            self.fail("seq", f"write got seq {handle.seq}, expected {before + gap}")
         if handle.create_ts != self.now():
             self.fail("clock", f"create_ts {handle.create_ts} != {self.now()}")
         self.model.apply(handle.seq, mops)
@@ -642,6 +645,35 @@ class Simulation:
             lambda db: db.put(k, v, ttl=arg, durable=op["durable"]),
             [(PUT, k, v, expire)],
             op["durable"],
+        )
+
+    def op_put_seq(self, op: Op) -> None:
+        """A put with ``seqnum`` = the last seq + ``gap``; ``gap`` 0 must be refused, leaving
+        no trace (on an empty database it is a gap of 1: seq 1 is above the last, 0)."""
+        now = self.now()
+        k, v = op["key"].encode(), self._value(op["val"], op["pad"])
+        gap = op["gap"] if op["gap"] > 0 or self.model.committed > 0 else 1
+        if gap <= 0:
+            db = self.the_db()
+            before = db.metrics()["last_seq"]
+            try:
+                db.put(k, v, durable=op["durable"], seqnum=before)
+            except InvalidError:
+                if db.metrics()["last_seq"] != before:
+                    self.fail("seq", "a refused seqnum moved last_seq")
+                self.event("seqnum refused")
+            except (UnavailableError, ClosedError) as exc:
+                self.fail("write", f"a seqnum not above the last raised {exc!r}")
+            else:
+                self.fail("seq", f"seqnum {before} (not above the last) was accepted")
+            return
+        arg, expire = self._expire(None, now)
+        seqnum = self.model.committed + gap
+        self._write(
+            lambda db: db.put(k, v, ttl=arg, durable=op["durable"], seqnum=seqnum),
+            [(PUT, k, v, expire)],
+            op["durable"],
+            gap=gap,
         )
 
     def op_merge(self, op: Op) -> None:
@@ -1230,15 +1262,18 @@ class Simulation:
         self.drop_snapshots()
         faulty = self.faulty
         raised = False
+        flush = op.get("flush", "wal")  # close(flush=...): what close flushes first
         try:
-            db.close()
+            db.close(flush=flush)
         except ShaleError as exc:
             raised = True
             self.event(f"close raised {type(exc).__name__}")
         self.db = None
         self.end_windows()  # the next process starts with a healthy store
         self.db, self.db_handle = self.open_writer()
-        self.recover("reopen", self.db, close_raised=raised, faulty_close=faulty)
+        # flush=None drops what is not durable: judged as a crash is (acknowledged writes kept)
+        how = "reopen" if flush is not None else "reopen without a final flush"
+        self.recover(how, self.db, close_raised=raised, faulty_close=faulty)
 
     def reap(self, db: Db) -> None:
         """Stop the threads of a writer whose store handle is cut (a dead process).

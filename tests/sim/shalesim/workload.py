@@ -19,6 +19,7 @@ Config = dict[str, Any]
 # Per-operation weights (relative). Read checks also run after every operation.
 WEIGHTS: dict[str, float] = {
     "put": 20,
+    "put_seq": 2,
     "merge": 10,
     "delete": 5,
     "batch": 6,
@@ -46,7 +47,7 @@ WEIGHTS: dict[str, float] = {
     "full": 0.7,
 }
 
-WRITE_OPS = frozenset({"put", "merge", "delete", "batch"})
+WRITE_OPS = frozenset({"put", "put_seq", "merge", "delete", "batch"})
 
 
 def make_config(rng: random.Random) -> Config:
@@ -139,6 +140,13 @@ class Generator:
         v, pad = self.value(k)
         return {"op": "put", "key": k, "val": v, "pad": pad, "ttl": self.ttl(),
                 "durable": self._durable()}  # fmt: skip
+
+    def op_put_seq(self) -> Op:
+        """A put with a caller-chosen seq: ``gap`` above the last one (0: refused)."""
+        k = self.key()
+        v, pad = self.value(k)
+        return {"op": "put_seq", "key": k, "val": v, "pad": pad,
+                "gap": self.rng.choice([0, 1, 2, 7, 1000]), "durable": self._durable()}  # fmt: skip
 
     def op_merge(self) -> Op:
         k = self.key()
@@ -236,7 +244,7 @@ class Generator:
         return {"op": "poll"}
 
     def op_reopen(self) -> Op:
-        return {"op": "reopen"}
+        return {"op": "reopen", "flush": self.rng.choice(["wal", "wal", "memtable", None])}
 
     def op_crash(self) -> Op:
         return {"op": "crash"}
