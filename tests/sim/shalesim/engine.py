@@ -265,6 +265,7 @@ class Simulation:
             l0_sst_size_bytes=config["l0_sst_size_bytes"],
             l0_max_ssts=config["l0_max_ssts"],
             max_wal_flushes_before_l0_flush=config["max_wal_flushes_before_l0_flush"],
+            l0_flush_parallelism=config.get("l0_flush_parallelism", 4),
             block_size=config["block_size"],
             min_filter_keys=config["min_filter_keys"],
             compression_codec=config["compression_codec"],

@@ -72,6 +72,7 @@ def make_config(rng: random.Random) -> Config:
         "db_seed": rng.randrange(2**63),
         "compactor_seed": rng.randrange(2**63),
         "wal_enabled": rng.random() >= 0.2,
+        "l0_flush_parallelism": rng.choice([1, 2, 4]),
     }
 
 
