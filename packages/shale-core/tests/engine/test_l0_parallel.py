@@ -241,3 +241,28 @@ def test_a_fenced_writer_publishes_nothing() -> None:
             db.close()
         except Exception:
             pass
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_uploads_finishing_as_the_database_stops_are_published(n: int) -> None:
+    """close() with the WAL on flushes only the WAL, but an L0 upload in flight when it stops
+    the threads completes and is published, whatever the parallelism (as one flush in progress
+    always did): the next open does not replay those memtables again."""
+    inner = MemoryStore()
+    gated = GatedStore(inner)
+    gated.hold.clear()
+    db = Db.open("db", settings(n, wal=True), object_store=gated)
+    seqs = write(db, 3, wal=True)
+    wait_for("the uploads", lambda: gated.running == min(n, 3))
+    closing = threading.Thread(target=db.close)  # flush="wal"
+    closing.start()
+    db._inner.status.stop.wait(WAIT_S)
+    gated.hold.set()  # they finish after the database stopped
+    closing.join(WAIT_S)
+    assert not closing.is_alive() and db.close_reason == "clean"
+    published = check_prefixes(inner, seqs)
+    assert published == min(n, 3), "the uploads in flight were published"
+    m = Admin("db", object_store=inner).read_manifest().manifest
+    assert m.last_l0_seq == seqs[published - 1]
+    with Db.open("db", settings(n, wal=True), object_store=inner) as again:
+        assert [again.get(key(i)) for i in range(3)] == [value(i) for i in range(3)]

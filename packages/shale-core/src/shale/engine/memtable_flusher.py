@@ -153,7 +153,8 @@ class MemtableFlusher:
         up = self._uploader
         if self._status.stop.is_set():
             if up is not None:
-                up.drain()  # their retries end now; close() publishes what they uploaded
+                up.drain()  # their retries end now
+                self._publish_finished(up)
             return None  # close() flushes what is left (with the WAL on, it is in the WAL)
         poll = self.settings.manifest_poll_interval
         state = self._state
@@ -204,6 +205,23 @@ class MemtableFlusher:
         self.l0_full_since = None
         self._dispatch(up, limit=True)
         return self.wakeup, poll
+
+    def _publish_finished(self, up: Uploader) -> None:
+        """As the database stops: publish, oldest first, the uploads that finished and whose
+        rows are durable -- what one flush in progress does with ``l0_flush_parallelism`` 1
+        (it completes), so stopping never throws away finished L0 SSTs; the first one that
+        cannot be published (failed, unfinished, not durable, or the publish gave up) ends it,
+        and close() takes over from there."""
+        while True:
+            with self._state.lock:
+                imm = self._state.imms[0] if self._state.imms else None
+            job = None if imm is None else up.job(imm)
+            if imm is None or job is None or not job.done.is_set() or job.failed:
+                return
+            if self.wake_wal is not None and self._oracle.durable_seq < imm.max_seq:
+                return
+            if not self._publish_job(up, job):  # raises as a publish in step() would
+                return
 
     def _dispatch(self, up: Uploader, *, limit: bool) -> None:
         """Start uploading the oldest frozen memtables not uploading yet, in order, while
