@@ -46,6 +46,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ i
     from shale.store_env import store_from_env
     from shale.transaction import IsolationLevel, Transaction
     from shale.typed import TypedView
+    from shale.wal_iterator import WalIterator, WalRows
     from shale.wal_reader import Change, WalFile, WalReader
 
 __version__ = "0.1.0"
@@ -78,6 +79,8 @@ _LAZY = {
     "Change": "shale.wal_reader",
     "WalFile": "shale.wal_reader",
     "WalReader": "shale.wal_reader",
+    "WalIterator": "shale.wal_iterator",
+    "WalRows": "shale.wal_iterator",
     "ChangeStream": "shale.change_stream",
     "changes": "shale.change_stream",
     "store_from_env": "shale.store_env",
@@ -102,7 +105,9 @@ __all__ = [
     "ChangeStream",
     "ChangesGoneError",
     "WalFile",
+    "WalIterator",
     "WalReader",
+    "WalRows",
     "changes",
     "store_from_env",
     "CheckpointInfo",
